@@ -1,0 +1,124 @@
+"""``replay``: comments from a JSON Lines file (or stdin), at recorded pace, scaled, or flat out.
+
+Keys: ``path`` (a file, ``-`` = stdin), ``speed`` (1 = the pace of the comments' ``ts``, 10 = ten times
+faster, 0 = as fast as possible), ``platform`` and ``room`` (filled in where a line lacks them), ``batch``
+(most comments per yielded batch when replaying flat out).
+
+Each line is one comment object or a JSON array of them. A line that is not valid JSON or not a valid
+comment is counted as malformed (with its line number in the log sample) and skipped; the replay goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import IO, Any, ClassVar
+
+import orjson
+
+from engine.errors import FatalAdapterError, MalformedInput
+from engine.plugin import Adapter, Option
+from engine.records import Comment
+
+#: A longer line is counted as malformed (``oversized``) rather than decoded.
+MAX_LINE = 1 << 20
+
+
+def _speed(v: Any) -> str | None:
+    return "must be 0 (as fast as possible) or more" if v < 0 else None
+
+
+class ReplayAdapter(Adapter):
+    type = "replay"
+    OPTIONS: ClassVar = {
+        "path": Option(str, required=True, path=True, doc="JSON Lines file of comments; '-' = stdin"),
+        "speed": Option(float, 0.0, check=_speed, doc="1 = recorded pace, 10 = 10x faster, 0 = flat out"),
+        "platform": Option(str, "replay", doc="platform of lines that name none"),
+        "room": Option(str, "replay", doc="room of lines that name none"),
+        "batch": Option(int, 512, doc="most comments per batch when replaying flat out"),
+    }
+
+    def __init__(self, options: Any, *, name: str, stats: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(options, name=name, stats=stats)
+        self._clock = clock
+        self._file: IO[bytes] | None = None
+        self.lines_read = 0
+
+    async def open(self) -> None:
+        if self._file is not None:
+            return
+        path = self.options["path"]
+        if path == "-":
+            self._file = sys.stdin.buffer
+            return
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115, ASYNC230 - closed in close(); opening is not a blocking read
+        except OSError as exc:
+            raise FatalAdapterError(f"replay {self.name}: cannot open {path}: {exc.strerror}") from exc
+
+    async def close(self) -> None:
+        if self._file is not None and self._file is not sys.stdin.buffer:
+            self._file.close()
+        self._file = None
+        await super().close()
+
+    def _decode(self, lineno: int, line: bytes) -> Iterator[Comment]:
+        if len(line) > MAX_LINE:
+            self.stats.malformed("oversized", f"line {lineno} is {len(line)} bytes", line[:80])
+            return
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            self.stats.malformed("bad_json", f"line {lineno}: {exc}", line[:200])
+            return
+        objs = data if isinstance(data, list) else (data,)
+        for obj in objs:
+            try:
+                yield Comment.from_mapping(obj, platform=self.options["platform"], room=self.options["room"])
+            except MalformedInput as exc:
+                self.stats.malformed(exc.reason, f"line {lineno}: {exc.detail}", exc.sample)
+
+    async def batches(self) -> AsyncIterator[Sequence[Comment]]:
+        await self.open()
+        assert self._file is not None
+        speed = float(self.options["speed"])
+        limit = int(self.options["batch"])
+        loop = asyncio.get_running_loop()
+        is_stdin = self._file is sys.stdin.buffer
+        first_ts: float | None = None
+        start = self._clock()
+        batch: list[Comment] = []
+        lineno = 0
+        while True:
+            line = await loop.run_in_executor(None, self._file.readline) if is_stdin else self._file.readline()
+            if not line:
+                break
+            lineno += 1
+            self.lines_read = lineno
+            if not line.strip():
+                continue
+            for comment in self._decode(lineno, line):
+                self.stats.received += 1
+                if speed > 0:
+                    if first_ts is None:
+                        first_ts = comment.ts
+                    due = start + (comment.ts - first_ts) / speed
+                    wait = due - self._clock()
+                    if wait > 0:
+                        if batch:
+                            yield batch
+                            batch = []
+                        await asyncio.sleep(wait)
+                batch.append(comment)
+                if len(batch) >= limit:
+                    yield batch
+                    batch = []
+                    await asyncio.sleep(0)  # let the rest of the daemon run during a flat-out replay
+            if speed > 0 and batch:
+                yield batch
+                batch = []
+        if batch:
+            yield batch

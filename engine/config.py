@@ -1,0 +1,471 @@
+"""Stream config loading (CONTRACTS.md §1): TOML in, a validated :class:`Config` out.
+
+Every problem found is collected and reported together, one message each, naming the file, the line where it
+can be found, the key path and what is expected; :func:`load` raises :class:`~engine.errors.ConfigError`
+carrying them all, never a traceback of a ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, PluginError, Problem
+from engine.plugin import Option
+
+DEFAULT_MAX_QTY = 99
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    aliases: tuple[str, ...] = ()
+    stock: int = 0
+    presale: int = 0
+    price: float | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    sku: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    link: int | None = None
+    price: float = 0.0
+    stock: int = 0
+    limit: int = 0
+    presale: int = 0
+    presale_note: str = ""
+    code: str | None = None
+    variants: tuple[Variant, ...] = ()
+
+    def variant(self, name: str) -> Variant | None:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    name: str
+    featured: str | None = None
+    hold_minutes: float = 30.0
+    bare_plus_one: bool = True
+    max_qty: int = DEFAULT_MAX_QTY
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    path: Path
+    durability: str = "fsync"
+    batch_max: int = 2048
+    batch_delay_ms: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSettings:
+    """One ``[[adapters]]`` or ``[[hooks]]`` table: its type, its validated options, its position."""
+
+    type: str
+    name: str
+    options: Mapping[str, Any]
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """The products of one stream, with lookups by sku and by link number."""
+
+    products: tuple[Product, ...]
+    by_sku: Mapping[str, Product] = field(init=False)
+    by_link: Mapping[int, Product] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_sku", {p.sku: p for p in self.products})
+        object.__setattr__(self, "by_link", {p.link: p for p in self.products if p.link is not None})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    stream: StreamSettings
+    storage: StorageSettings
+    catalogue: Catalogue
+    adapters: tuple[PluginSettings, ...] = ()
+    hooks: tuple[PluginSettings, ...] = ()
+    #: Sections owned by the daemon (``control``, ``status``, ``replies``), validated here, read there.
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def products(self) -> tuple[Product, ...]:
+        return self.catalogue.products
+
+
+def alias_key(text: str) -> str:
+    """How aliases are compared for duplicates: NFKC, case-folded, spaces removed."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).casefold())
+
+
+def _nonneg(v: Any) -> str | None:
+    return "must be 0 or more" if v < 0 else None
+
+
+def _positive(v: Any) -> str | None:
+    return "must be 1 or more" if v < 1 else None
+
+
+def _port(v: Any) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a port number from 0 to 65535"
+
+
+STREAM_KEYS: dict[str, Option] = {
+    "name": Option(str, required=True, doc="the sale's name"),
+    "featured": Option(str, doc="sku that a bare '+1' buys"),
+    "hold_minutes": Option(float, 30.0, check=_nonneg, doc="unpaid hold; 0 = never expires"),
+    "bare_plus_one": Option(bool, True),
+    "max_qty": Option(int, DEFAULT_MAX_QTY, check=_positive, doc="largest quantity one comment may ask for"),
+}
+STORAGE_KEYS: dict[str, Option] = {
+    "path": Option(str, "livecart.db", path=True),
+    "durability": Option(str, "fsync", choices=("fsync", "os")),
+    "batch_max": Option(int, 2048, check=_positive, doc="most decisions per journal transaction"),
+    "batch_delay_ms": Option(float, 2.0, check=_nonneg, doc="longest wait to fill a journal batch"),
+}
+VARIANT_KEYS: dict[str, Option] = {
+    "name": Option(str, required=True),
+    "aliases": Option(list, []),
+    "stock": Option(int, 0, check=_nonneg),
+    "presale": Option(int, 0, check=_nonneg),
+    "price": Option(float, check=_nonneg),
+    "code": Option(str),
+}
+PRODUCT_KEYS: dict[str, Option] = {
+    "sku": Option(str, required=True),
+    "name": Option(str, required=True),
+    "aliases": Option(list, []),
+    "link": Option(int, check=_positive),
+    "price": Option(float, 0.0, check=_nonneg),
+    "stock": Option(int, 0, check=_nonneg),
+    "limit": Option(int, 0, check=_nonneg),
+    "presale": Option(int, 0, check=_nonneg),
+    "presale_note": Option(str, "", doc="said to presale buyers, e.g. 'ships from Tuesday'"),
+    "code": Option(str, doc="a short code buyers may type, as in 'SOLD A12 2'"),
+    "variants": Option(list, []),
+}
+#: Sections the daemon reads. Each maps key -> Option; tables inside (``replies.templates``) are checked there.
+DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
+    "control": {
+        "host": Option(str, "127.0.0.1"),
+        "port": Option(int, 0, check=_port, doc="0 = pick a free port (written to the state file)"),
+        "token": Option(str, ""),
+        "mqtt_host": Option(str, ""),
+        "mqtt_port": Option(int, 1883, check=_port),
+        "mqtt_topic": Option(str, ""),
+    },
+    "status": {
+        "host": Option(str, "127.0.0.1"),
+        "port": Option(int, 0, check=_port),
+        "enabled": Option(bool, True),
+    },
+    "replies": {
+        "enabled": Option(bool, True),
+        "language": Option(str, "zh", choices=("zh", "en")),
+        "templates": Option(dict, {}),
+    },
+}
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
+
+
+class _Lines:
+    """Finds the line of a table or key in the TOML source, so messages can say where to look."""
+
+    def __init__(self, source: str) -> None:
+        self.lines = source.splitlines()
+        self.headers: list[tuple[int, str]] = []
+        for n, line in enumerate(self.lines, 1):
+            m = _HEADER.match(line)
+            if m:
+                self.headers.append((n, m.group(1).replace('"', "")))
+
+    def table(self, name: str, index: int | None = None) -> int | None:
+        found = [n for n, h in self.headers if h == name]
+        if not found:
+            return None
+        if index is None:
+            return found[0]
+        return found[index] if index < len(found) else None
+
+    def key(self, table_line: int | None, key: str) -> int | None:
+        if table_line is None:
+            return None
+        pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        for n in range(table_line, len(self.lines)):
+            if n > table_line and _HEADER.match(self.lines[n]):
+                break
+            if pattern.match(self.lines[n]):
+                return n + 1
+        return table_line
+
+
+class _Checker:
+    def __init__(self, file: str, source: str) -> None:
+        self.file = file
+        self.lines = _Lines(source)
+        self.problems: list[Problem] = []
+
+    def add(self, key: str, message: str, line: int | None) -> None:
+        self.problems.append(Problem(self.file, key, message, line))
+
+    def table(
+        self, data: Any, schema: Mapping[str, Option], path: str, line: int | None, *, extra_ok: bool = False
+    ) -> dict[str, Any]:
+        """Check one table against ``schema``; return the values with defaults filled in."""
+        if not isinstance(data, dict):
+            self.add(path, "must be a table", line)
+            return {k: o.default for k, o in schema.items()}
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            opt = schema.get(key)
+            if opt is None:
+                if not extra_ok:
+                    known = ", ".join(schema)
+                    self.add(f"{path}.{key}", f"unknown key; expected one of: {known}", self.lines.key(line, key))
+                continue
+            where = self.lines.key(line, key)
+            if not opt.accepts(value):
+                self.add(f"{path}.{key}", f"must be {opt.type_name()}, got {value!r}", where)
+                continue
+            if opt.choices and value not in opt.choices:
+                self.add(f"{path}.{key}", f"must be one of {', '.join(map(repr, opt.choices))}, got {value!r}",
+                         where)
+                continue
+            if opt.check is not None:
+                msg = opt.check(value)
+                if msg:
+                    self.add(f"{path}.{key}", f"{msg}, got {value!r}", where)
+                    continue
+            out[key] = float(value) if opt.type is float and isinstance(value, int) else value
+        for key, opt in schema.items():
+            if key not in out:
+                if opt.required and key not in data:
+                    self.add(f"{path}.{key}", f"is required ({opt.type_name()})", line)
+                out.setdefault(key, opt.default)
+        return out
+
+    def aliases(self, value: list[Any], path: str, line: int | None) -> tuple[str, ...]:
+        good: list[str] = []
+        for i, a in enumerate(value):
+            if not isinstance(a, str) or not a.strip():
+                self.add(f"{path}.aliases[{i}]", f"must be a non-empty string, got {a!r}", line)
+            else:
+                good.append(a.strip())
+        return tuple(good)
+
+
+PluginLookup = Callable[[str], Mapping[str, Option]]
+
+
+def _default_lookup(kind: str) -> PluginLookup:
+    from engine import registry
+
+    def lookup(type_name: str) -> Mapping[str, Option]:
+        cls = registry.adapter_class(type_name) if kind == "adapters" else registry.hook_class(type_name)
+        return cls.OPTIONS
+
+    return lookup
+
+
+def load(path: str | Path, *, adapter_options: PluginLookup | None = None,
+         hook_options: PluginLookup | None = None) -> Config:
+    """Read and validate the stream config at ``path``. Raises :class:`ConfigError` with every problem.
+
+    ``adapter_options`` / ``hook_options`` map a plugin type to its option schema; by default they come from
+    the entry-point registry, so an unknown type is reported with the list of known ones.
+    """
+    p = Path(path)
+    try:
+        source = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(p), "", f"cannot read the config: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(p), "", "is not UTF-8 text")]) from exc
+    return loads(source, file=str(p), base_dir=p.parent, adapter_options=adapter_options,
+                 hook_options=hook_options)
+
+
+def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
+          adapter_options: PluginLookup | None = None, hook_options: PluginLookup | None = None) -> Config:
+    """Validate a config given as TOML text (see :func:`load`). Relative paths resolve against ``base_dir``."""
+    try:
+        raw = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError([Problem(file, "", f"not valid TOML: {exc}", int(m.group(1)) if m else None)]) from exc
+    c = _Checker(file, source)
+    base = base_dir if base_dir is not None else Path.cwd()
+
+    known_top = {"stream", "storage", "adapters", "products", "hooks", *DAEMON_SECTIONS}
+    for key in raw:
+        if key not in known_top:
+            c.add(key, f"unknown section; expected one of: {', '.join(sorted(known_top))}", c.lines.table(key))
+
+    if "stream" not in raw:
+        c.add("stream", "the [stream] table is required (at least: name)", None)
+    s = c.table(raw.get("stream", {}), STREAM_KEYS, "stream", c.lines.table("stream"))
+    st = c.table(raw.get("storage", {}), STORAGE_KEYS, "storage", c.lines.table("storage"))
+    storage_path = Path(st["path"]) if isinstance(st["path"], str) else Path("livecart.db")
+    if not storage_path.is_absolute():
+        storage_path = base / storage_path
+
+    products = _products(c, raw.get("products", []))
+    skus = {p.sku for p in products}
+    featured = s.get("featured")
+    if featured is not None and featured not in skus:
+        c.add("stream.featured", f"names no product; expected one of: {', '.join(sorted(skus)) or '(none)'}",
+              c.lines.key(c.lines.table("stream"), "featured"))
+
+    adapters = _plugins(c, raw.get("adapters", []), "adapters", adapter_options or _default_lookup("adapters"),
+                        base)
+    hooks = _plugins(c, raw.get("hooks", []), "hooks", hook_options or _default_lookup("hooks"), base)
+    sections = {name: c.table(raw.get(name, {}), schema, name, c.lines.table(name))
+                for name, schema in DAEMON_SECTIONS.items()}
+
+    if c.problems:
+        raise ConfigError(c.problems)
+    return Config(
+        path=Path(file) if base_dir is None else base / Path(file).name,
+        stream=StreamSettings(s["name"], featured, float(s["hold_minutes"]), bool(s["bare_plus_one"]),
+                              int(s["max_qty"])),
+        storage=StorageSettings(storage_path, st["durability"], int(st["batch_max"]),
+                                float(st["batch_delay_ms"])),
+        catalogue=Catalogue(tuple(products)),
+        adapters=tuple(adapters),
+        hooks=tuple(hooks),
+        sections=sections,
+    )
+
+
+def _products(c: _Checker, raw: Any) -> list[Product]:
+    if not isinstance(raw, list):
+        c.add("products", "must be an array of tables ([[products]])", c.lines.table("products"))
+        return []
+    products: list[Product] = []
+    seen_sku: dict[str, int] = {}
+    seen_alias: dict[str, tuple[int, str]] = {}
+    seen_link: dict[int, str] = {}
+    seen_code: dict[str, str] = {}
+
+    def claim_alias(alias: str, owner: tuple[int, str], path: str, line: int | None) -> None:
+        k = alias_key(alias)
+        other = seen_alias.get(k)
+        if other is not None and other[0] != owner[0]:
+            c.add(path, f"alias {alias!r} is also an alias of {other[1]} (products[{other[0]}]); each alias "
+                  "must name one product", line)
+        seen_alias[k] = owner
+
+    def claim_code(code: str | None, owner: str, path: str, line: int | None) -> None:
+        if code is None:
+            return
+        k = alias_key(code)
+        if k in seen_code:
+            c.add(path, f"code {code!r} is also the code of {seen_code[k]}", line)
+        seen_code[k] = owner
+
+    for i, entry in enumerate(raw):
+        line = c.lines.table("products", i)
+        path = f"products[{i}]"
+        d = c.table(entry, PRODUCT_KEYS, path, line)
+        sku = d["sku"] if isinstance(d["sku"], str) else f"#{i}"
+        if isinstance(d["sku"], str):
+            if sku in seen_sku:
+                c.add(f"{path}.sku", f"duplicate sku {sku!r} (also products[{seen_sku[sku]}])",
+                      c.lines.key(line, "sku"))
+            seen_sku[sku] = i
+        aliases = c.aliases(d["aliases"], path, c.lines.key(line, "aliases"))
+        for a in (*aliases, d["name"] if isinstance(d["name"], str) else ""):
+            if a:
+                claim_alias(a, (i, sku), f"{path}.aliases", c.lines.key(line, "aliases"))
+        link = d["link"]
+        if link is not None:
+            if link in seen_link:
+                c.add(f"{path}.link", f"duplicate link {link} (also {seen_link[link]})", c.lines.key(line, "link"))
+            seen_link[link] = sku
+        claim_code(d["code"], sku, f"{path}.code", c.lines.key(line, "code"))
+        variants: list[Variant] = []
+        if isinstance(entry, dict) and d["variants"]:
+            for key in ("stock", "presale"):
+                if key in entry:
+                    c.add(f"{path}.{key}", f"a product with variants keeps {key} on each variant, not on the "
+                          "product", c.lines.key(line, key))
+            names: set[str] = set()
+            for j, ventry in enumerate(d["variants"]):
+                vpath = f"{path}.variants[{j}]"
+                vd = c.table(ventry, VARIANT_KEYS, vpath, c.lines.key(line, "name"))
+                vname = vd["name"] if isinstance(vd["name"], str) else f"#{j}"
+                if vname in names:
+                    c.add(f"{vpath}.name", f"duplicate variant {vname!r} of {sku}", line)
+                names.add(vname)
+                valiases = c.aliases(vd["aliases"], vpath, line)
+                # Variant aliases may repeat across products ("large" jar of honey and of tea): they are
+                # only looked up after the product is known. Within one product they must be distinct.
+                own: set[str] = set()
+                for a in (*valiases, vname):
+                    k = alias_key(a)
+                    if k in own and a != vname:
+                        c.add(f"{vpath}.aliases", f"alias {a!r} names two variants of {sku}", line)
+                    own.add(k)
+                claim_code(vd["code"], f"{sku}/{vname}", f"{vpath}.code", line)
+                variants.append(Variant(vname, valiases, int(vd["stock"]), int(vd["presale"]),
+                                        vd["price"], vd["code"]))
+        products.append(Product(
+            sku=sku, name=d["name"] if isinstance(d["name"], str) else sku, aliases=aliases, link=link,
+            price=float(d["price"]), stock=int(d["stock"]), limit=int(d["limit"]), presale=int(d["presale"]),
+            presale_note=d["presale_note"], code=d["code"], variants=tuple(variants),
+        ))
+    return products
+
+
+def _plugins(c: _Checker, raw: Any, kind: str, lookup: PluginLookup, base: Path) -> list[PluginSettings]:
+    if not isinstance(raw, list):
+        c.add(kind, f"must be an array of tables ([[{kind}]])", c.lines.table(kind))
+        return []
+    out: list[PluginSettings] = []
+    names: set[str] = set()
+    for i, entry in enumerate(raw):
+        line = c.lines.table(kind, i)
+        path = f"{kind}[{i}]"
+        if not isinstance(entry, dict):
+            c.add(path, "must be a table", line)
+            continue
+        type_name = entry.get("type")
+        if not isinstance(type_name, str):
+            c.add(f"{path}.type", "is required: the adapter type (a string)" if kind == "adapters"
+                  else "is required: the hook type (a string)", line)
+            continue
+        try:
+            schema = dict(lookup(type_name))
+        except PluginError as exc:
+            c.add(f"{path}.type", str(exc), c.lines.key(line, "type"))
+            continue
+        schema.setdefault("type", Option(str, required=True))
+        schema.setdefault("name", Option(str, f"{type_name}-{i}", doc="a name for logs and metrics"))
+        opts = c.table(entry, schema, path, line)
+        name = opts.pop("name")
+        opts.pop("type", None)
+        if name in names:
+            c.add(f"{path}.name", f"duplicate {kind[:-1]} name {name!r}", c.lines.key(line, "name"))
+        names.add(name)
+        for key, opt in schema.items():
+            value = opts.get(key)
+            if opt.path and isinstance(value, str) and value not in ("", "-") and not Path(value).is_absolute():
+                opts[key] = str(base / value)
+        out.append(PluginSettings(type_name, name, opts, i))
+    return out

@@ -1,0 +1,195 @@
+"""The plugin interface: what an adapter or a hook is, as the engine sees it.
+
+An adapter turns one source of live comments into normalised :class:`~engine.records.Comment` records::
+
+    class MyAdapter(Adapter):
+        type = "myplatform"
+        OPTIONS = {"url": Option(str, required=True, doc="where to connect")}
+
+        async def batches(self) -> AsyncIterator[Sequence[Comment]]:
+            async for frame in ...:
+                yield [Comment.from_mapping(...)]
+
+and is registered by its package in the ``livecart.adapters`` entry-point group::
+
+    [project.entry-points."livecart.adapters"]
+    myplatform = "my_package:MyAdapter"
+
+The contract for adapter authors:
+
+* ``__init__(options, *, name, stats)`` must not do I/O; connect in :meth:`Adapter.open` (or lazily in
+  :meth:`Adapter.batches`). ``options`` has been validated against ``OPTIONS`` already.
+* :meth:`Adapter.batches` yields lists of comments (a batch may hold one). It returns normally when the
+  source ends cleanly (end of a replay file, a server that closed normally) and raises
+  :class:`~engine.errors.AdapterError` when it ends abnormally after its own retries.
+* Malformed input is never raised out of ``batches``: count it with :meth:`AdapterStats.malformed`, which logs
+  a sample once per reason, and go on.
+* :meth:`Adapter.close` is idempotent. ``async with adapter:`` opens and closes it.
+* An adapter that can talk back sets ``can_reply = True`` and implements :meth:`Adapter.send_replies`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar
+
+from engine.records import Comment, Outcome
+
+log = logging.getLogger("livecart.adapter")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One config key of an adapter or hook: its type(s), default, whether it is required, what it means.
+
+    ``choices`` restricts the value to a set; ``check`` returns an error message for a bad value, or None.
+    ``path`` marks a filesystem path, resolved against the config file's folder.
+    """
+
+    type: type | tuple[type, ...]
+    default: Any = None
+    required: bool = False
+    doc: str = ""
+    choices: tuple[Any, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+    #: A filesystem path: a relative value is resolved against the config file's folder ("-" is kept).
+    path: bool = False
+
+    def type_name(self) -> str:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                 "list": "a list", "dict": "a table"}
+        return " or ".join(names.get(t.__name__, t.__name__) for t in types)
+
+    def accepts(self, value: Any) -> bool:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        if isinstance(value, bool) and bool not in types:
+            return False
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        return isinstance(value, types)
+
+
+@dataclass
+class AdapterStats:
+    """Counters one adapter keeps; the daemon exports them as metrics.
+
+    ``malformed`` logs a sample of the first bad input of each reason at WARNING and the rest at DEBUG, so a
+    flood of junk does not flood the log, yet every piece of it is counted.
+    """
+
+    name: str
+    received: int = 0
+    malformed_total: int = 0
+    malformed_by_reason: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    replies_sent: int = 0
+    connected: bool = False
+
+    def malformed(self, reason: str, detail: str = "", sample: object = None) -> None:
+        self.malformed_total += 1
+        n = self.malformed_by_reason.get(reason, 0) + 1
+        self.malformed_by_reason[reason] = n
+        level = logging.WARNING if n == 1 else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "adapter %s: malformed input (%s) %s; sample: %.200r%s", self.name, reason, detail,
+                    sample, " (further ones of this kind are counted, logged at DEBUG)" if n == 1 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A message to send back into the live room, answering ``comment`` (or to the room when None)."""
+
+    text: str
+    comment: Comment | None = None
+    outcome: Outcome | None = None
+
+
+class Adapter:
+    """Base class of every adapter. See the module docstring for the contract."""
+
+    type: ClassVar[str] = ""
+    OPTIONS: ClassVar[Mapping[str, Option]] = {}
+    can_reply: ClassVar[bool] = False
+    #: Most replies this adapter's platform accepts per ``reply_window`` seconds (None = no limit).
+    reply_limit: ClassVar[int | None] = None
+    reply_window: ClassVar[float] = 30.0
+
+    def __init__(self, options: Mapping[str, Any], *, name: str, stats: AdapterStats | None = None) -> None:
+        self.options = dict(options)
+        self.name = name
+        self.stats = stats if stats is not None else AdapterStats(name)
+        self._closed = False
+
+    async def open(self) -> None:
+        """Acquire resources (sockets, servers). Called by ``async with``; the default does nothing."""
+
+    async def close(self) -> None:
+        """Release resources. Idempotent: a second call does nothing."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Adapter:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: builtins.type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def batches(self) -> AsyncIterator[Sequence[Comment]]:
+        """Yield batches of comments until the source ends (see the module docstring)."""
+        raise NotImplementedError
+
+    async def __aiter__(self) -> AsyncIterator[Comment]:
+        async for batch in self.batches():
+            for comment in batch:
+                yield comment
+
+    async def send_replies(self, replies: Sequence[Reply]) -> None:
+        """Send replies into the room. Only adapters with ``can_reply = True`` implement this."""
+        raise NotImplementedError(f"adapter type {self.type!r} cannot send replies")
+
+    def __repr__(self) -> str:
+        s = self.stats
+        state = "closed" if self._closed else ("connected" if s.connected else "idle")
+        return (f"<{type(self).__name__} {self.name}: {state}, {s.received} received, "
+                f"{s.malformed_total} malformed, {s.reconnects} reconnects>")
+
+
+class Hook:
+    """Base class of hook plugins (entry-point group ``livecart.hooks``).
+
+    A hook is told about durable outcomes in batches and about stream events (``sold_out``, ``low_stock``,
+    ``presale_opened`` ...). The daemon isolates it: each call runs under a timeout, an exception or a
+    timeout is counted and logged, and ordering never waits for a hook.
+    """
+
+    type: ClassVar[str] = ""
+    OPTIONS: ClassVar[Mapping[str, Option]] = {}
+
+    def __init__(self, options: Mapping[str, Any], *, name: str) -> None:
+        self.options = dict(options)
+        self.name = name
+
+    async def open(self) -> None:
+        """Acquire resources; the default does nothing."""
+
+    async def close(self) -> None:
+        """Release resources; idempotent."""
+
+    async def on_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Called with each batch of durable outcomes."""
+
+    async def on_event(self, event: str, data: Mapping[str, Any]) -> None:
+        """Called with a stream event such as ``sold_out`` (data: sku, variant)."""

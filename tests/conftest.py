@@ -1,0 +1,71 @@
+"""Shared fixtures: the real local services (Mosquitto, PostgreSQL, Redis) and small configs.
+
+A test that needs a service asks for its fixture. Where the service is not running the test is skipped,
+saying which service it wanted; under ``LIVECART_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails instead,
+so CI can never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRE = os.environ.get("LIVECART_REQUIRE_SERVICES") == "1"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _service(name: str, port: int) -> tuple[str, int]:
+    if not _reachable("127.0.0.1", port):
+        msg = f"needs {name} on 127.0.0.1:{port}, which is not running"
+        if REQUIRE:
+            pytest.fail(msg + " (LIVECART_REQUIRE_SERVICES=1)")
+        pytest.skip(msg)
+    return ("127.0.0.1", port)
+
+
+@pytest.fixture
+def mosquitto() -> tuple[str, int]:
+    """``(host, port)`` of the real Mosquitto broker."""
+    return _service("Mosquitto (MQTT)", 1883)
+
+
+@pytest.fixture
+def postgres() -> tuple[str, int]:
+    """``(host, port)`` of the real PostgreSQL server (trust auth, database ``test``)."""
+    return _service("PostgreSQL", 5432)
+
+
+@pytest.fixture
+def redis_server() -> tuple[str, int]:
+    """``(host, port)`` of the real Redis server."""
+    return _service("Redis", 6379)
+
+
+SAMPLE_CONFIG = REPO / "config" / "sample.toml"
+
+
+@pytest.fixture
+def sample_config_path() -> Path:
+    return SAMPLE_CONFIG
+
+
+@pytest.fixture
+def tmp_config(tmp_path: Path) -> Iterator[Path]:
+    """A copy of the sample config whose journal lives in ``tmp_path``."""
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
+    text = text.replace('path = "livecart.db"', f'path = "{tmp_path / "journal.db"}"')
+    p = tmp_path / "stream.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
