@@ -1,0 +1,271 @@
+"""The two designs livecart is measured against, doing the same allocation on the same parsed buys.
+
+``naive``
+    What a hand-rolled bot does: one aiosqlite transaction per buy comment (``BEGIN IMMEDIATE``; read the
+    stock and what the buyer already holds; ``UPDATE stock ... WHERE left >= ?``; ``INSERT`` the orders;
+    ``COMMIT``) with ``PRAGMA synchronous=FULL`` so each commit is fsynced, as livecart's ``durability =
+    "fsync"`` is.
+``redis``
+    The classic flash-sale design: stock in Redis, one ``EVALSHA`` of a Lua script per buy comment that
+    checks and decrements stock and appends the orders atomically. Calls come from ``concurrency`` tasks
+    sharing a connection pool, as request handlers would. The local Redis runs without ``appendfsync``,
+    so this baseline is *not* durable: the comparison flatters it.
+
+Both get :class:`Buy` items parsed once beforehand (outside the timing), allocate the same way as the
+ledger (the per-buyer limit first, then stock, then the presale queue, then ``sold_out``; partial fills
+allowed) and afterwards read every stored order back to compute the checks ``oversold`` (units placed
+beyond stock or beyond the presale allowance) and ``lost`` (acknowledged buys with no stored order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+__all__ = ["BaselineResult", "Buy", "Unit", "run_naive", "run_redis"]
+
+
+@dataclass(frozen=True, slots=True)
+class Buy:
+    """One parsed buy item: ``key`` is the ledger key (``sku`` or ``sku/variant``)."""
+
+    comment: str
+    user: str
+    sku: str
+    key: str
+    qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """What one ledger key starts with."""
+
+    stock: int
+    presale: int = 0
+    limit: int = 0
+
+
+@dataclass
+class BaselineResult:
+    name: str
+    buys: int
+    seconds: float
+    #: Seconds from issuing each buy's call to its acknowledgement (flat out, not paced).
+    latencies: list[float]
+    outcomes: int
+    statuses: dict[str, int] = field(default_factory=dict)
+    oversold: int = 0
+    lost: int = 0
+
+    def __repr__(self) -> str:
+        return (f"<BaselineResult {self.name}: {self.buys:,} buys in {self.seconds:.2f}s, "
+                f"oversold={self.oversold} lost={self.lost}>")
+
+
+def _check(units: Mapping[str, Unit], buys: Sequence[Buy], acked: set[str],
+           orders: Sequence[tuple[str, str, int, str]]) -> tuple[int, int, dict[str, int]]:
+    """``orders`` are ``(comment, key, qty, status)`` rows read back from the store."""
+    placed: dict[tuple[str, str], int] = {}
+    statuses: dict[str, int] = {}
+    stored_comments = set()
+    for comment, key, qty, status in orders:
+        stored_comments.add(comment)
+        statuses[status] = statuses.get(status, 0) + 1
+        if status in ("reserved", "presale"):
+            placed[(key, status)] = placed.get((key, status), 0) + qty
+    oversold = 0
+    for key, u in units.items():
+        oversold += max(0, placed.get((key, "reserved"), 0) - u.stock)
+        oversold += max(0, placed.get((key, "presale"), 0) - u.presale)
+    lost = len(acked - stored_comments) + len({b.comment for b in buys} - acked)
+    return oversold, lost, statuses
+
+
+# --- naive: one aiosqlite transaction per buy ---------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE stock (key TEXT PRIMARY KEY, sku TEXT NOT NULL, left INTEGER NOT NULL,
+                    presale_left INTEGER NOT NULL, lim INTEGER NOT NULL);
+CREATE TABLE orders (id INTEGER PRIMARY KEY, comment TEXT NOT NULL, user TEXT NOT NULL, sku TEXT NOT NULL,
+                     key TEXT NOT NULL, qty INTEGER NOT NULL, status TEXT NOT NULL);
+CREATE INDEX orders_user ON orders (user, sku);
+"""
+
+
+async def _naive_one(db: aiosqlite.Connection, b: Buy) -> int:
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute("SELECT left, presale_left, lim FROM stock WHERE key = ?", (b.key,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None, b.key
+        left, presale_left, lim = int(row[0]), int(row[1]), int(row[2])
+        rows: list[tuple[str, int]] = []
+        held = 0
+        if lim:
+            async with db.execute(
+                "SELECT COALESCE(SUM(qty), 0) FROM orders WHERE user = ? AND sku = ? "
+                "AND status IN ('reserved', 'presale')", (b.user, b.sku)) as cur:
+                r = await cur.fetchone()
+            held = int(r[0]) if r is not None else 0
+        if lim and held + b.qty > lim:
+            rows.append(("rejected:limit", b.qty))
+        else:
+            take = min(b.qty, left)
+            queue = min(b.qty - take, presale_left)
+            if take:
+                rows.append(("reserved", take))
+            if queue:
+                rows.append(("presale", queue))
+            if b.qty - take - queue:
+                rows.append(("rejected:sold_out", b.qty - take - queue))
+            if take or queue:
+                cur2 = await db.execute(
+                    "UPDATE stock SET left = left - ?, presale_left = presale_left - ? "
+                    "WHERE key = ? AND left >= ? AND presale_left >= ?", (take, queue, b.key, take, queue))
+                assert cur2.rowcount == 1
+        await db.executemany(
+            "INSERT INTO orders (comment, user, sku, key, qty, status) VALUES (?, ?, ?, ?, ?, ?)",
+            [(b.comment, b.user, b.sku, b.key, q, s) for s, q in rows])
+        await db.commit()
+    except BaseException:
+        await db.rollback()
+        raise
+    return len(rows)
+
+
+async def run_naive(units: Mapping[str, Unit], buys: Sequence[Buy], path: str | Path) -> BaselineResult:
+    """Allocate ``buys`` one fsynced aiosqlite transaction each into a new database at ``path``."""
+    p = Path(path)
+    for stale in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+        await asyncio.to_thread(stale.unlink, missing_ok=True)
+    db = await aiosqlite.connect(p, isolation_level=None)
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.executescript(_SCHEMA)
+        await db.executemany(
+            "INSERT INTO stock VALUES (?, ?, ?, ?, ?)",
+            [(k, k.split("/")[0], u.stock, u.presale, u.limit) for k, u in units.items()])
+        latencies: list[float] = []
+        acked: set[str] = set()
+        outcomes = 0
+        clock = time.perf_counter
+        t0 = clock()
+        for b in buys:
+            t = clock()
+            outcomes += await _naive_one(db, b)
+            latencies.append(clock() - t)
+            acked.add(b.comment)
+        seconds = clock() - t0
+        async with db.execute("SELECT comment, key, qty, status FROM orders") as cur:
+            orders = [(str(r[0]), str(r[1]), int(r[2]), str(r[3]).split(":")[0]) for r in await cur.fetchall()]
+    finally:
+        await db.close()
+    oversold, lost, statuses = _check(units, buys, acked, orders)
+    return BaselineResult("naive", len(buys), seconds, latencies, outcomes, statuses, oversold, lost)
+
+
+# --- redis + lua: one EVALSHA per buy -----------------------------------------------------------------------
+
+#: KEYS: stock hash, the buyer's holding counter, the order list. ARGV: qty, comment, key.
+#: Returns the number of order rows appended. Redis runs a script atomically, so check-and-decrement holds.
+_LUA = """
+local qty = tonumber(ARGV[1])
+local left = tonumber(redis.call('HGET', KEYS[1], 'left'))
+local presale = tonumber(redis.call('HGET', KEYS[1], 'presale'))
+local lim = tonumber(redis.call('HGET', KEYS[1], 'limit'))
+local base = ARGV[2] .. '|' .. ARGV[3] .. '|'
+if lim > 0 then
+  local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if held + qty > lim then
+    redis.call('RPUSH', KEYS[3], base .. qty .. '|rejected')
+    return 1
+  end
+end
+local take = math.min(qty, left)
+local queue = math.min(qty - take, presale)
+local rest = qty - take - queue
+local n = 0
+if take > 0 then
+  redis.call('HINCRBY', KEYS[1], 'left', -take)
+  redis.call('RPUSH', KEYS[3], base .. take .. '|reserved')
+  n = n + 1
+end
+if queue > 0 then
+  redis.call('HINCRBY', KEYS[1], 'presale', -queue)
+  redis.call('RPUSH', KEYS[3], base .. queue .. '|presale')
+  n = n + 1
+end
+if take + queue > 0 and lim > 0 then
+  redis.call('INCRBY', KEYS[2], take + queue)
+end
+if rest > 0 then
+  redis.call('RPUSH', KEYS[3], base .. rest .. '|rejected')
+  n = n + 1
+end
+return n
+"""
+
+
+async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str = "127.0.0.1",
+                    port: int = 6379, concurrency: int = 32) -> BaselineResult:
+    """Allocate ``buys`` with one ``EVALSHA`` each from ``concurrency`` tasks; keys are removed afterwards.
+
+    Raises ``ConnectionError`` (from redis) when the server is unreachable.
+    """
+    import redis.asyncio as aioredis  # the test extra; imported here so the other cases do not need it
+
+    prefix = f"lcbench:{uuid.uuid4().hex[:12]}:"
+    client: Any = aioredis.Redis(host=host, port=port, max_connections=concurrency)
+    orders_key = prefix + "orders"
+    try:
+        sha = await client.script_load(_LUA)
+        # Keys of one product share the limit counter; a hash tag keeps a cluster deployment possible.
+        for key, u in units.items():
+            await client.hset(prefix + "stock:" + key,
+                              mapping={"left": u.stock, "presale": u.presale, "limit": u.limit})
+        latencies = [0.0] * len(buys)
+        acked: set[str] = set()
+        outcomes = 0
+        next_i = 0
+        clock = time.perf_counter
+
+        async def worker() -> None:
+            nonlocal next_i, outcomes
+            while next_i < len(buys):
+                i = next_i
+                next_i += 1
+                b = buys[i]
+                t = clock()
+                n = await client.evalsha(sha, 3, prefix + "stock:" + b.key, f"{prefix}held:{b.user}:{b.sku}",
+                                         orders_key, b.qty, b.comment, b.key)
+                latencies[i] = clock() - t
+                outcomes += int(n)
+                acked.add(b.comment)
+
+        t0 = clock()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, concurrency)):
+                tg.create_task(worker())
+        seconds = clock() - t0
+        raw = await client.lrange(orders_key, 0, -1)
+        orders = []
+        for entry in raw:
+            comment, key, qty, status = entry.decode().rsplit("|", 3)
+            orders.append((comment, key, int(qty), status))
+    finally:
+        try:
+            keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+    oversold, lost, statuses = _check(units, buys, acked, orders)
+    return BaselineResult("redis", len(buys), seconds, latencies, outcomes, statuses, oversold, lost)
