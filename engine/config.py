@@ -177,9 +177,22 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
     "replies": {
         "enabled": Option(bool, True),
         "language": Option(str, "zh", choices=("zh", "en")),
-        "templates": Option(dict, {}),
+        "templates": Option(dict, {}, check=lambda v: _replies_check("check_templates", v),
+                            doc="overrides of the reply templates, by key (engine.replies.TEMPLATE_KEYS)"),
+        "timezone": Option(str, "", check=lambda v: _replies_check("check_timezone", v),
+                           doc="IANA zone for the pay-by time; \"\" = the machine's own"),
+        "queue": Option(int, 1000, check=_positive, doc="most reply messages pending per adapter"),
+        "max_len": Option(int, 200, check=_positive, doc="longest merged reply message (characters)"),
     },
 }
+
+
+def _replies_check(name: str, value: Any) -> str | None:
+    # engine.replies imports this module, so its checks are looked up when a config is checked.
+    from engine import replies
+
+    check: Callable[[Any], str | None] = getattr(replies, name)
+    return check(value)
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
 
