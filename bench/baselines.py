@@ -12,7 +12,7 @@
     so this baseline is *not* durable: the comparison flatters it.
 
 Both get :class:`Buy` items parsed once beforehand (outside the timing), allocate the same way as the
-ledger (the per-buyer limit first, then stock, then the presale queue, then ``sold_out``; partial fills
+ledger (the part above the per-buyer limit rejected first, then stock, then the presale queue, then ``sold_out``; partial fills
 allowed) and afterwards read every stored order back to compute the checks ``oversold`` (units placed
 beyond stock or beyond the presale allowance) and ``lost`` (acknowledged buys with no stored order).
 """
@@ -114,22 +114,22 @@ async def _naive_one(db: aiosqlite.Connection, b: Buy) -> int:
                 "AND status IN ('reserved', 'presale')", (b.user, b.sku)) as cur:
                 r = await cur.fetchone()
             held = int(r[0]) if r is not None else 0
-        if lim and held + b.qty > lim:
-            rows.append(("rejected:limit", b.qty))
-        else:
-            take = min(b.qty, left)
-            queue = min(b.qty - take, presale_left)
-            if take:
-                rows.append(("reserved", take))
-            if queue:
-                rows.append(("presale", queue))
-            if b.qty - take - queue:
-                rows.append(("rejected:sold_out", b.qty - take - queue))
-            if take or queue:
-                cur2 = await db.execute(
-                    "UPDATE stock SET left = left - ?, presale_left = presale_left - ? "
-                    "WHERE key = ? AND left >= ? AND presale_left >= ?", (take, queue, b.key, take, queue))
-                assert cur2.rowcount == 1
+        want = min(b.qty, max(0, lim - held)) if lim else b.qty
+        if b.qty - want:
+            rows.append(("rejected:limit", b.qty - want))
+        take = min(want, left)
+        queue = min(want - take, presale_left)
+        if take:
+            rows.append(("reserved", take))
+        if queue:
+            rows.append(("presale", queue))
+        if want - take - queue:
+            rows.append(("rejected:sold_out", want - take - queue))
+        if take or queue:
+            cur2 = await db.execute(
+                "UPDATE stock SET left = left - ?, presale_left = presale_left - ? "
+                "WHERE key = ? AND left >= ? AND presale_left >= ?", (take, queue, b.key, take, queue))
+            assert cur2.rowcount == 1
         await db.executemany(
             "INSERT INTO orders (comment, user, sku, key, qty, status) VALUES (?, ?, ?, ?, ?, ?)",
             [(b.comment, b.user, b.sku, b.key, q, s) for s, q in rows])
@@ -182,17 +182,19 @@ local left = tonumber(redis.call('HGET', KEYS[1], 'left'))
 local presale = tonumber(redis.call('HGET', KEYS[1], 'presale'))
 local lim = tonumber(redis.call('HGET', KEYS[1], 'limit'))
 local base = ARGV[2] .. '|' .. ARGV[3] .. '|'
+local want = qty
+local n = 0
 if lim > 0 then
   local held = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if held + qty > lim then
-    redis.call('RPUSH', KEYS[3], base .. qty .. '|rejected')
-    return 1
+  want = math.min(qty, math.max(0, lim - held))
+  if qty > want then
+    redis.call('RPUSH', KEYS[3], base .. (qty - want) .. '|rejected')
+    n = n + 1
   end
 end
-local take = math.min(qty, left)
-local queue = math.min(qty - take, presale)
-local rest = qty - take - queue
-local n = 0
+local take = math.min(want, left)
+local queue = math.min(want - take, presale)
+local rest = want - take - queue
 if take > 0 then
   redis.call('HINCRBY', KEYS[1], 'left', -take)
   redis.call('RPUSH', KEYS[3], base .. take .. '|reserved')
