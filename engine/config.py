@@ -173,6 +173,8 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
         "host": Option(str, "127.0.0.1"),
         "port": Option(int, 0, check=_port),
         "enabled": Option(bool, True),
+        "low_stock": Option(int, 0, check=_nonneg,
+                            doc="units below which a product is 'low stock'; 0 = 10% of its stock"),
     },
     "replies": {
         "enabled": Option(bool, True),
