@@ -1,0 +1,240 @@
+"""Decoding JSON comment payloads: the shared, I/O-free core of the generic adapters.
+
+A payload (a WebSocket frame, an MQTT message, a webhook body, a line of a recording) is one comment object
+or a JSON array of them (CONTRACTS.md §2). :class:`Decoder` turns one payload into normalised
+:class:`~engine.records.Comment` records:
+
+* a payload longer than ``max_bytes`` is not parsed at all (``oversized``);
+* bad JSON (``bad_json``), a non-object element (``not_an_object``) or a bad field (``missing_field``,
+  ``bad_field``) is counted through :meth:`AdapterStats.malformed` and skipped; the good elements of an array
+  are kept;
+* a ``fields`` mapping renames fields of feeds whose names differ (``{"text": "content", "user":
+  "sender.uid"}``; a dotted source reads a nested object);
+* ``ts_unit = "ms"`` converts millisecond timestamps;
+* a comment whose ``(platform, room, id)`` was seen among the last ``dedupe_window`` comments is counted in
+  ``stats.duplicates``. It is still passed on: the ledger is what guarantees a comment is processed once,
+  this count only makes redeliveries visible.
+
+Nothing here does I/O or reads a clock, so it is tested with values and fuzzed in a tight loop. Platform
+adapters may reuse :class:`Decoder`, :class:`FieldMap` and :func:`with_defaults`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import orjson
+
+from engine.errors import FatalAdapterError, MalformedInput
+from engine.plugin import AdapterStats, Option
+from engine.records import Comment
+
+#: Default largest payload accepted, in bytes.
+DEFAULT_MAX_BYTES = 1 << 20
+#: The contract fields a ``fields`` mapping may rename (CONTRACTS.md §2).
+COMMENT_FIELDS = ("platform", "room", "id", "user", "name", "text", "ts")
+TS_UNITS = ("s", "ms")
+
+_MISSING = object()
+
+
+def with_defaults(schema: Mapping[str, Option], options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``options`` with every key of ``schema`` present, for adapters built directly (tests, embedding).
+
+    The config loader already does this and more; this only fills defaults and refuses a missing required
+    key or a value outside ``choices`` with :class:`FatalAdapterError`, so a hand-built adapter fails at once
+    with a message rather than later with a ``KeyError``.
+    """
+    out = dict(options)
+    for key, opt in schema.items():
+        if key not in out or out[key] is None:
+            if opt.required:
+                raise FatalAdapterError(f"{where}: option {key!r} is required ({opt.type_name()})")
+            out[key] = opt.default
+        elif opt.choices and out[key] not in opt.choices:
+            raise FatalAdapterError(f"{where}: option {key!r} must be one of {opt.choices!r}, got {out[key]!r}")
+    return out
+
+
+def check_fields(value: Any) -> str | None:
+    """``Option.check`` for a ``fields`` table: contract field names mapped to non-empty source names."""
+    if not isinstance(value, Mapping):
+        return "must be a table of contract field = source field"
+    for k, v in value.items():
+        if k not in COMMENT_FIELDS:
+            return f"unknown comment field {k!r}; expected one of {', '.join(COMMENT_FIELDS)}"
+        if not isinstance(v, str) or not v or any(not part for part in v.split(".")):
+            return f"source of {k!r} must be a field name or a dotted path such as 'sender.uid'"
+    return None
+
+
+def check_positive(value: Any) -> str | None:
+    return "must be more than 0" if value <= 0 else None
+
+
+def check_nonneg(value: Any) -> str | None:
+    return "must be 0 or more" if value < 0 else None
+
+
+def check_port(value: Any) -> str | None:
+    return "must be a TCP port, 0-65535 (0 = pick a free one)" if not 0 <= value <= 65535 else None
+
+
+class FieldMap:
+    """Renames the fields of one decoded object to the contract's names. Built once, applied per comment."""
+
+    __slots__ = ("_paths",)
+
+    def __init__(self, fields: Mapping[str, str] | None = None) -> None:
+        problem = check_fields(fields or {})
+        if problem:
+            raise FatalAdapterError(f"fields: {problem}")
+        self._paths: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+            (target, tuple(source.split("."))) for target, source in (fields or {}).items()
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._paths)
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of ``obj`` whose contract fields are read from the mapped sources.
+
+        A mapped field whose source is absent is absent (not read under its contract name), so a
+        misconfigured mapping shows up as ``missing_field`` rather than silently reading the wrong field.
+        """
+        out = dict(obj)
+        for target, path in self._paths:
+            value: Any = obj
+            for part in path:
+                value = value.get(part, _MISSING) if isinstance(value, Mapping) else _MISSING
+                if value is _MISSING:
+                    break
+            if value is _MISSING:
+                out.pop(target, None)
+            else:
+                out[target] = value
+        return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(t + "<-" + ".".join(p) for t, p in self._paths) or "identity"
+        return f"<FieldMap {shown}>"
+
+
+class RecentKeys:
+    """The last ``capacity`` keys seen, to count duplicates cheaply (a set plus a FIFO of evictions)."""
+
+    __slots__ = ("_capacity", "_order", "_seen")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._seen: set[Hashable] = set()
+        self._order: deque[Hashable] = deque()
+
+    def seen(self, key: Hashable) -> bool:
+        """True when ``key`` was among the recent ones; otherwise remember it and return False."""
+        if self._capacity <= 0:
+            return False
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        self._order.append(key)
+        if len(self._order) > self._capacity:
+            self._seen.discard(self._order.popleft())
+        return False
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class Decoder:
+    """Turns JSON payloads into comments, counting every bad one in ``stats`` (see the module docstring)."""
+
+    __slots__ = ("_fields", "_ms", "_recent", "max_bytes", "platform", "room", "stats")
+
+    def __init__(
+        self,
+        stats: AdapterStats,
+        *,
+        platform: str,
+        room: str,
+        fields: Mapping[str, str] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        ts_unit: str = "s",
+        dedupe_window: int = 4096,
+    ) -> None:
+        if ts_unit not in TS_UNITS:
+            raise FatalAdapterError(f"ts_unit must be one of {TS_UNITS!r}, got {ts_unit!r}")
+        self.stats = stats
+        self.platform = platform
+        self.room = room
+        self.max_bytes = max_bytes
+        self._fields = FieldMap(fields)
+        self._ms = ts_unit == "ms"
+        self._recent = RecentKeys(dedupe_window)
+
+    def decode(
+        self, payload: bytes | str, rejected: list[tuple[int | None, MalformedInput]] | None = None
+    ) -> list[Comment]:
+        """The comments of one payload; bad ones are counted, logged once per reason, and skipped.
+
+        When ``rejected`` is given, each problem is also appended to it as ``(index in the array or None,
+        error)`` so that a caller can tell its peer what was wrong (the webhook's 400 body).
+        """
+        if len(payload) > self.max_bytes:
+            self._bad(MalformedInput("oversized", f"payload of {len(payload)} bytes is over the limit of "
+                                     f"{self.max_bytes}", payload[:80]), None, rejected)
+            return []
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            self._bad(MalformedInput("bad_json", str(exc), payload[:200]), None, rejected)
+            return []
+        if isinstance(data, list):
+            out: list[Comment] = []
+            for i, obj in enumerate(data):
+                c = self._comment(obj, i, rejected)
+                if c is not None:
+                    out.append(c)
+            return out
+        c = self._comment(data, None, rejected)
+        return [] if c is None else [c]
+
+    def decode_object(self, obj: object) -> Comment | None:
+        """One already-decoded object as a comment, or None (counted) when it is not a valid one."""
+        return self._comment(obj, None, None)
+
+    def _comment(
+        self, obj: object, index: int | None, rejected: list[tuple[int | None, MalformedInput]] | None
+    ) -> Comment | None:
+        try:
+            if isinstance(obj, Mapping):
+                if self._fields:
+                    obj = self._fields.apply(obj)
+                if self._ms:
+                    ts = obj.get("ts")
+                    if isinstance(ts, int | float) and not isinstance(ts, bool):
+                        obj = {**obj, "ts": ts / 1000.0}
+            comment = Comment.from_mapping(obj, platform=self.platform, room=self.room)
+        except MalformedInput as exc:
+            self._bad(exc, index, rejected)
+            return None
+        stats = self.stats
+        stats.received += 1
+        if self._recent.seen(comment.key):
+            stats.duplicates += 1
+        return comment
+
+    def _bad(
+        self, exc: MalformedInput, index: int | None, rejected: list[tuple[int | None, MalformedInput]] | None
+    ) -> None:
+        where = "" if index is None else f"element {index}: "
+        self.stats.malformed(exc.reason, where + exc.detail, exc.sample)
+        if rejected is not None:
+            rejected.append((index, exc))
+
+    def __repr__(self) -> str:
+        return (f"<Decoder {self.platform}/{self.room} max {self.max_bytes} bytes, {self._fields!r}, "
+                f"{self.stats.received} ok, {self.stats.malformed_total} malformed, "
+                f"{self.stats.duplicates} duplicates>")

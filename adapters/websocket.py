@@ -1,0 +1,286 @@
+"""``websocket``: comments as JSON over WebSocket, as a client of a feed or as a server for companion tools.
+
+Client mode (``mode = "client"``) connects to ``url`` and reads frames, each one comment object or a JSON
+array of them; ``fields`` renames the fields of a feed whose names differ. ``token``, if set, is sent as
+``Authorization: Bearer TOKEN``. The connection is re-established by the shared reconnect loop after a drop
+(close codes other than 1000, network errors, 5xx at the handshake); a normal close (1000) ends the stream;
+a refused handshake (401, 403, 404 ...) or a close with code 4001/4003/1008 is fatal.
+
+Server mode (``mode = "server"``) listens on ``host``:``port`` (port 0 picks a free one, see
+:attr:`WebSocketAdapter.bound_port`) for companion tools (a browser extension, a desktop app) that push
+comments. When ``token`` is set, a peer must present it as ``?token=TOKEN`` in the URL (browsers cannot set
+headers on a WebSocket) or as ``Authorization: Bearer TOKEN``; a peer with a missing or wrong token is
+accepted at the HTTP level and then closed at once with close code **4001** ("bad token"), a code a browser
+script can read, unlike a handshake's HTTP status. Frames go into a bounded buffer (``max_pending``
+comments); while it is full the server stops reading the sockets, so TCP pushes back on the peers.
+
+In both modes a frame over ``max_frame`` bytes is counted as ``oversized`` and skipped; a frame over four
+times that is refused by the protocol (close code 1009) and counted too. Bad JSON and bad fields are counted
+and skipped. Replies (:meth:`WebSocketAdapter.send_replies`) go to the peer(s) as one JSON array per call.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
+from websockets.http11 import Request
+
+from adapters._codec import (
+    DEFAULT_MAX_BYTES,
+    Decoder,
+    check_fields,
+    check_nonneg,
+    check_port,
+    check_positive,
+    with_defaults,
+)
+from adapters._intake import Intake, Milestone
+from adapters.reconnect import Backoff, default_classify, reconnecting
+from engine.errors import FatalAdapterError, RetryableError
+from engine.plugin import Adapter, AdapterStats, Option, Reply
+from engine.records import Comment
+
+log = logging.getLogger("livecart.adapter")
+
+#: Close code sent to a server-mode peer whose token is missing or wrong (application range, RFC 6455 §7.4.2).
+BAD_TOKEN = 4001
+#: Close codes from a feed that mean "do not come back": bad token, forbidden, policy violation.
+FATAL_CLOSE_CODES = frozenset({4001, 4003, 1008})
+#: Frames over ``max_frame`` are skipped; frames over this many times ``max_frame`` end the connection.
+HARD_LIMIT_FACTOR = 4
+
+
+def _reply_payload(replies: Sequence[Reply]) -> bytes:
+    return orjson.dumps([
+        {"type": "reply", "text": r.text,
+         "comment": r.comment.to_dict() if r.comment is not None else None,
+         "outcome": r.outcome.to_dict() if r.outcome is not None else None}
+        for r in replies
+    ])
+
+
+class WebSocketAdapter(Adapter):
+    type = "websocket"
+    can_reply = True
+    OPTIONS: ClassVar[Mapping[str, Option]] = {
+        "mode": Option(str, "client", choices=("client", "server"), doc="client: connect to url; server: listen"),
+        "url": Option(str, "", doc="client mode: ws:// or wss:// URL of the feed"),
+        "host": Option(str, "127.0.0.1", doc="server mode: address to listen on"),
+        "port": Option(int, 0, check=check_port, doc="server mode: port; 0 = a free one (see bound_port)"),
+        "token": Option(str, "", doc="shared secret; empty = none required (server) / sent (client)"),
+        "fields": Option(dict, {}, check=check_fields, doc="contract field = feed field, e.g. text = 'content'"),
+        "ts_unit": Option(str, "s", choices=("s", "ms"), doc="unit of the feed's ts field"),
+        "max_frame": Option(int, DEFAULT_MAX_BYTES, check=check_positive, doc="largest frame decoded, bytes"),
+        "max_pending": Option(int, 10000, check=check_positive, doc="server mode: comments buffered at most"),
+        "platform": Option(str, "websocket", doc="platform of comments that name none"),
+        "room": Option(str, "default", doc="room of comments that name none"),
+        "reconnect_initial": Option(float, 0.2, check=check_positive, doc="client: first reconnect delay, s"),
+        "reconnect_cap": Option(float, 30.0, check=check_positive, doc="client: longest reconnect delay, s"),
+        "max_attempts": Option(int, 0, check=check_nonneg, doc="client: give up after N failures; 0 = never"),
+        "ping_interval": Option(float, 20.0, check=check_nonneg, doc="keepalive ping interval, s; 0 = off"),
+    }
+
+    def __init__(self, options: Mapping[str, Any], *, name: str, stats: AdapterStats | None = None) -> None:
+        super().__init__(with_defaults(self.OPTIONS, options, f"websocket {name}"), name=name, stats=stats)
+        o = self.options
+        if o["mode"] == "client" and not o["url"]:
+            raise FatalAdapterError(f"websocket {name}: client mode needs a url")
+        self.decoder = Decoder(self.stats, platform=o["platform"], room=o["room"], fields=o["fields"],
+                               max_bytes=o["max_frame"], ts_unit=o["ts_unit"])
+        self.policy = Backoff(initial=o["reconnect_initial"], cap=o["reconnect_cap"])
+        #: Connections made (client) or peers accepted with a good token (server).
+        self.connections = Milestone()
+        self.peers: set[ServerConnection] = set()
+        self._client: ClientConnection | None = None
+        self._server: Server | None = None
+        self._intake: Intake | None = None
+
+    # -- shared -------------------------------------------------------------------------------------------
+
+    @property
+    def _hard_limit(self) -> int:
+        return int(self.options["max_frame"]) * HARD_LIMIT_FACTOR
+
+    @property
+    def _ping(self) -> float | None:
+        return float(self.options["ping_interval"]) or None
+
+    @property
+    def bound_port(self) -> int:
+        """Server mode: the port actually listened on (after :meth:`open`)."""
+        if self._server is None:
+            raise RuntimeError(f"websocket {self.name}: not listening")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def open(self) -> None:
+        if self.options["mode"] != "server" or self._server is not None:
+            return
+        self._intake = Intake(int(self.options["max_pending"]))
+        host, port = self.options["host"], int(self.options["port"])
+        try:
+            self._server = await serve(self._serve_peer, host, port, max_size=self._hard_limit,
+                                       compression=None, ping_interval=self._ping)
+        except OSError as exc:
+            raise FatalAdapterError(f"websocket {self.name}: cannot listen on {host}:{port}: {exc}") from exc
+        log.info("adapter %s: websocket server listening on %s:%d", self.name, host, self.bound_port)
+
+    async def close(self) -> None:
+        if self._intake is not None:
+            self._intake.close()
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            await server.wait_closed()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+        await super().close()
+
+    def batches(self) -> AsyncIterator[Sequence[Comment]]:
+        if self.options["mode"] == "server":
+            return self._server_batches()
+        max_attempts = int(self.options["max_attempts"]) or None
+        return reconnecting(self._client_session, stats=self.stats, policy=self.policy,
+                            classify=self._classify, max_attempts=max_attempts)
+
+    async def send_replies(self, replies: Sequence[Reply]) -> None:
+        """Send ``replies`` as one JSON array frame: to the feed (client) or to every peer (server).
+
+        Raises :class:`RetryableError` when there is no one to send to right now.
+        """
+        if not replies:
+            return
+        payload = _reply_payload(replies)
+        if self.options["mode"] == "server":
+            if not self.peers:
+                raise RetryableError(f"websocket {self.name}: no companion connected to send replies to")
+            broadcast(self.peers, payload, text=True)
+        else:
+            ws = self._client
+            if ws is None:
+                raise RetryableError(f"websocket {self.name}: not connected, cannot send replies")
+            try:
+                await ws.send(payload, text=True)
+            except ConnectionClosed as exc:
+                raise RetryableError(f"websocket {self.name}: connection closed while replying") from exc
+        self.stats.replies_sent += len(replies)
+
+    def _frame(self, message: str | bytes) -> list[Comment]:
+        return self.decoder.decode(message)
+
+    def _note_too_big(self, exc: ConnectionClosed) -> None:
+        if exc.sent is not None and exc.sent.code == 1009:
+            self.stats.malformed("oversized", f"frame over the hard limit of {self._hard_limit} bytes; "
+                                 "connection closed with 1009")
+
+    # -- client mode --------------------------------------------------------------------------------------
+
+    def _classify(self, exc: BaseException) -> bool:
+        if isinstance(exc, InvalidURI):
+            return False
+        if isinstance(exc, InvalidStatus):
+            return exc.response.status_code >= 500 or exc.response.status_code == 429
+        if isinstance(exc, InvalidHandshake):
+            return True
+        return default_classify(exc)
+
+    async def _client_session(self) -> AsyncIterator[Sequence[Comment]]:
+        o = self.options
+        headers = {"Authorization": f"Bearer {o['token']}"} if o["token"] else None
+        async with connect(o["url"], additional_headers=headers, max_size=self._hard_limit, compression=None,
+                           ping_interval=self._ping, proxy=None) as ws:
+            self._client = ws
+            self.stats.connected = True
+            self.connections.advance()
+            try:
+                async for message in ws:
+                    batch = self._frame(message)
+                    if batch:
+                        yield batch
+            except ConnectionClosed as exc:
+                self._note_too_big(exc)
+                dropped: ConnectionClosed | None = exc
+            else:
+                dropped = None
+            finally:
+                self._client = None
+                self.stats.connected = False
+            code = ws.close_code
+            if code == 1000:
+                return  # the feed said it is done (RFC 6455 §7.4.1)
+            msg = f"websocket {self.name}: connection closed with code {code} ({ws.close_reason!r})"
+            if code in FATAL_CLOSE_CODES:
+                raise FatalAdapterError(msg) from dropped
+            raise RetryableError(msg) from dropped
+
+    # -- server mode --------------------------------------------------------------------------------------
+
+    def _authorised(self, request: Request) -> bool:
+        token = str(self.options["token"])
+        if not token:
+            return True
+        given = ""
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[7:].strip()
+        else:
+            query = urllib.parse.urlsplit(request.path).query
+            given = urllib.parse.parse_qs(query).get("token", [""])[0]
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    async def _serve_peer(self, ws: ServerConnection) -> None:
+        intake = self._intake
+        assert intake is not None
+        if ws.request is None or not self._authorised(ws.request):
+            # Never log the token a peer sent; the address is enough to find it.
+            self.stats.malformed("bad_token", "peer closed with 4001", ws.remote_address)
+            await ws.close(BAD_TOKEN, "bad token")
+            return
+        self.peers.add(ws)
+        self.stats.connected = True
+        self.connections.advance()
+        try:
+            async for message in ws:
+                batch = self._frame(message)
+                # Waiting here while the intake is full stops reading this socket: backpressure.
+                if batch and not await intake.put(batch):
+                    break
+        except ConnectionClosed as exc:
+            self._note_too_big(exc)
+            log.debug("adapter %s: peer %s dropped: %s", self.name, ws.remote_address, exc)
+        finally:
+            self.peers.discard(ws)
+            self.stats.connected = bool(self.peers)
+
+    async def _server_batches(self) -> AsyncIterator[Sequence[Comment]]:
+        await self.open()
+        intake = self._intake
+        assert intake is not None
+        while True:
+            batch = await intake.get()
+            if batch is None:
+                return
+            yield batch
+
+    def __repr__(self) -> str:
+        s = self.stats
+        o = self.options
+        where = (f"server {o['host']}:{self.bound_port if self._server else o['port']}, {len(self.peers)} peers"
+                 if o["mode"] == "server" else f"client {o['url']}")
+        state = "closed" if self.closed else ("connected" if s.connected else "idle")
+        return (f"<WebSocketAdapter {self.name}: {where}, {state}, {s.received} received, "
+                f"{s.malformed_total} malformed, {s.duplicates} duplicates, {s.reconnects} reconnects>")
