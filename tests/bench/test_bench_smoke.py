@@ -1,0 +1,99 @@
+"""A tiny bench run works and prints well-formed JSON whose correctness checks hold.
+
+Speed is never asserted here (STYLE.md 19): only that each case runs, prints one JSON object with the
+documented fields, and that ``oversold`` and ``lost`` - verified from the stored orders or the journal - are 0.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import orjson
+import pytest
+
+from bench.__main__ import summarise
+from bench.runner import percentiles
+
+TINY = ["--scale", "0.01", "--seed", "5"]
+
+
+def run_bench(*args: str, timeout: float = 240) -> tuple[int, list[dict[str, Any]]]:
+    proc = subprocess.run([sys.executable, "-m", "bench", *TINY, *args], capture_output=True,
+                          timeout=timeout, check=False)
+    lines = proc.stdout.decode().splitlines()
+    assert lines, proc.stderr.decode()
+    return proc.returncode, [orjson.loads(line) for line in lines]
+
+
+def assert_case_ok(r: dict[str, Any]) -> None:
+    assert "error" not in r, r
+    assert r["oversold"] == 0
+    assert r["lost"] == 0
+    assert r["peak_rss_mb"] > 0
+    assert set(r["latency_ms"]) >= {"p50", "p95", "p99"}
+    assert r["latency_ms"]["p50"] <= r["latency_ms"]["p95"] <= r["latency_ms"]["p99"]
+
+
+def test_naive_baseline_runs_and_its_checks_hold() -> None:
+    code, out = run_bench("--cases", "naive")
+    naive, summary = out
+    assert naive["case"] == "naive"
+    assert naive["scenario"] == "flash"
+    assert_case_ok(naive)
+    assert naive["buy_items"] > 0
+    assert naive["outcomes"] >= naive["buy_items"]
+    assert naive["statuses"]["reserved"] > 0
+    assert summary["summary"] is True
+    assert summary["checks_ok"] is True
+    assert code == 0
+
+
+def test_redis_baseline_runs_and_cleans_up(redis_server: tuple[str, int]) -> None:
+    import redis
+
+    host, port = redis_server
+    code, out = run_bench("--cases", "redis", "--redis", f"{host}:{port}", "--scenario", "simulcast")
+    assert_case_ok(out[0])
+    assert out[0]["buys_per_s"] > 0
+    client = redis.Redis(host=host, port=port)
+    try:
+        assert list(client.scan_iter(match="lcbench:*")) == []
+    finally:
+        client.close()
+    assert code == 0
+
+
+def test_unknown_case_is_refused_with_status_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "--cases", "nosuch"], capture_output=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2
+    assert b"unknown case(s) nosuch" in proc.stderr
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    samples = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    assert percentiles(samples) == {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+    assert percentiles([]) == {"p50": None, "p95": None, "p99": None}
+
+
+def test_summary_gives_ratios_and_flags_a_failed_check() -> None:
+    results = [
+        {"case": "pipeline", "comments_per_s": 300_000, "buys_per_s": 100_000, "latency_ms": {"p99": 4.0},
+         "oversold": 0, "lost": 0},
+        {"case": "naive", "buys_per_s": 1_000, "oversold": 0, "lost": 0},
+        {"case": "redis", "buys_per_s": 40_000, "oversold": 0, "lost": 1},
+    ]
+    s = summarise(results)
+    assert s["ratios"] == {"pipeline_vs_naive": 100.0, "pipeline_vs_redis": 2.5}
+    assert s["targets"]["vs_redis"]["met"] is False
+    assert s["targets"]["p99_ms_at_50k"]["met"] is True
+    assert s["targets"]["websocket_comments_per_s"]["met"] is None
+    assert s["checks_ok"] is False
+
+
+@pytest.mark.parametrize("bad", [["--scale", "0"], ["--cases", "parser,,bogus"]])
+def test_bad_arguments_exit_2(bad: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", *bad], capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 2
