@@ -1,30 +1,329 @@
-"""Benchmark cases that need the engine (ledger + journal, the pipeline, the adapters)."""
+"""Benchmark cases that need the engine: ledger + journal, the pipeline in process, over WebSocket, over MQTT.
+
+Every case measures flat out first, then (for the pipeline cases) latency at a fixed offered rate on a
+fresh journal, and verifies ``oversold`` and ``lost`` by reading the journal back (:mod:`bench.checks`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from bench.runner import _import
+import orjson
+
+from bench import checks
+from bench.runner import _import, parse_all, percentiles
 from bench.scenario import Scenario
-from engine.config import Config
+from engine.config import Config, load
+from engine.records import Comment, Outcome
+
+Result = dict[str, Any]
+#: Submits in flight at once when flat out: the journal commits what is queued together (group commit).
+INFLIGHT = 8
 
 
-def case_ledger(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> dict[str, Any]:
-    _import("engine.journal", "Journal")
-    raise NotImplementedError
+def _fresh_config(scenario: Scenario, opts: argparse.Namespace, name: str) -> Config:
+    d = Path(opts.workdir) / name
+    return load(scenario.write_config(d, durability=opts.durability))
 
 
-async def case_pipeline(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> dict[str, Any]:
-    _import("engine.core", "Engine")
-    raise NotImplementedError
+async def _open_engine(cfg: Config) -> Any:
+    engine_cls = _import("engine.core", "Engine")
+    return await engine_cls.open(cfg)
 
 
-async def case_websocket(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> dict[str, Any]:
-    _import("engine.core", "Engine")
-    raise NotImplementedError
+class _Sink:
+    """Submits batches to the engine with at most ``inflight`` in flight; keeps what came back."""
+
+    def __init__(self, engine: Any, inflight: int = INFLIGHT) -> None:
+        self.engine = engine
+        self.sem = asyncio.Semaphore(inflight)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.acked: list[Outcome] = []
+        self.submitted = 0
+        self.errors: list[BaseException] = []
+
+    async def _one(self, batch: Sequence[Comment]) -> None:
+        try:
+            outs = await self.engine.submit(batch)
+            self.acked.extend(outs)
+        except Exception as exc:  # reported in the result, never swallowed
+            self.errors.append(exc)
+        finally:
+            self.sem.release()
+
+    async def put(self, batch: Sequence[Comment]) -> None:
+        await self.sem.acquire()
+        self.submitted += len(batch)
+        t = asyncio.create_task(self._one(batch))
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks))
+        if self.errors:
+            raise self.errors[0]
 
 
-async def case_mqtt(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> dict[str, Any]:
-    _import("engine.core", "Engine")
-    raise NotImplementedError
+def _rates(scenario: Scenario, n: int, outcomes: int, seconds: float) -> Result:
+    share = n / len(scenario.comments)
+    return {
+        "comments": n,
+        "seconds": round(seconds, 4),
+        "comments_per_s": round(n / seconds) if seconds else None,
+        "buys_per_s": round(scenario.buy_count * share / seconds) if seconds else None,
+        "outcomes": outcomes,
+        "outcomes_per_s": round(outcomes / seconds) if seconds else None,
+    }
+
+
+async def _paced(scenario: Scenario, cfg: Config, rate: float, tick: float = 0.001) -> Result:
+    """Open loop at ``rate`` comments/s: every ``tick`` the comments now due are submitted as one batch,
+    without waiting for earlier batches; latency is durable-outcome time minus each comment's *scheduled*
+    time, so a stall shows up in the figures rather than slowing the offered load down."""
+    engine = await _open_engine(cfg)
+    comments = scenario.comments
+    n = len(comments)
+    lat: list[float] = [0.0] * n
+    acked: list[Outcome] = []
+    clock = time.perf_counter
+    tasks: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+
+    async def submit(lo: int, hi: int, start: float) -> None:
+        try:
+            outs = await engine.submit(comments[lo:hi])
+        except Exception as exc:
+            errors.append(exc)
+            return
+        done = clock()
+        acked.extend(outs)
+        for i in range(lo, hi):
+            lat[i] = done - (start + i / rate)
+
+    try:
+        start = clock()
+        sent = 0
+        while sent < n:
+            due = min(n, int((clock() - start) * rate) + 1)
+            if due > sent:
+                t = asyncio.create_task(submit(sent, due, start))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                sent = due
+            await asyncio.sleep(tick)  # the feeder's schedule, not a wait for something to happen
+        while tasks:
+            await asyncio.gather(*list(tasks))
+        seconds = clock() - start
+    finally:
+        await engine.close()
+    if errors:
+        raise errors[0]
+    report = checks.check_journal(cfg, scenario, acked)
+    return {"offered_per_s": rate, "achieved_per_s": round(n / seconds), **percentiles(lat),
+            "mode": "paced, open loop", "oversold": report.oversold, "lost": report.lost}
+
+
+async def case_pipeline(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
+    engine = await _open_engine(cfg)
+    comments = scenario.comments
+    size = opts.batch
+    batches = [comments[i:i + size] for i in range(0, len(comments), size)]
+    sink = _Sink(engine)
+    gc.collect()
+    try:
+        t0 = time.perf_counter()
+        for b in batches:
+            await sink.put(b)
+        await sink.drain()
+        seconds = time.perf_counter() - t0
+    finally:
+        await engine.close()
+    report = checks.check_journal(cfg, scenario, sink.acked)
+    out = {**_rates(scenario, len(comments), len(sink.acked), seconds), "batch": size, "inflight": INFLIGHT,
+           "oversold": report.oversold, "lost": report.lost, "journal": report.summary()}
+    if opts.offered > 0:
+        paced = await _paced(scenario, _fresh_config(scenario, opts, "paced"), opts.offered)
+        out["latency_ms"] = paced
+        out["oversold"] += paced["oversold"]
+        out["lost"] += paced["lost"]
+    return out
+
+
+# --- fed from a separate generator process -----------------------------------------------------------------
+
+
+async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespace, adapter: Any,
+                        feeder_args: list[str], ready: Any, rate: float) -> Result:
+    """Run the engine on ``adapter``'s batches while ``python -m bench.feeder`` sends the scenario.
+
+    With ``rate`` 0 it is a throughput run (first batch in -> last outcome durable); otherwise latency is
+    measured from each batch's arrival at the adapter to its outcomes being durable.
+    """
+    engine = await _open_engine(cfg)
+    expected = len(scenario.comments)
+    sink = _Sink(engine)
+    lat: list[float] = []
+    clock = time.perf_counter
+    feeder: asyncio.subprocess.Process | None = None
+    first = 0.0
+    try:
+        batches: AsyncIterator[Sequence[Comment]] = adapter.batches().__aiter__()
+        nxt = asyncio.ensure_future(batches.__anext__())
+        await ready()
+        feeder = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.feeder", *feeder_args, "--scenario", scenario.name,
+            "--seed", str(scenario.seed), "--scale", repr(scenario.scale), "--rate", repr(rate),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        received = 0
+        while received < expected:
+            batch = await nxt
+            if not first:
+                first = clock()
+            received += len(batch)
+            if received < expected:
+                nxt = asyncio.ensure_future(batches.__anext__())
+            if rate > 0:
+                arrived = clock()
+
+                async def timed(b: Sequence[Comment] = batch, t: float = arrived) -> None:
+                    outs = await engine.submit(b)
+                    sink.acked.extend(outs)
+                    lat.extend([clock() - t] * len(b))
+
+                await sink.sem.acquire()
+                task = asyncio.create_task(timed())
+                task.add_done_callback(lambda _t: sink.sem.release())
+                sink.tasks.add(task)
+                task.add_done_callback(sink.tasks.discard)
+            else:
+                await sink.put(batch)
+        await sink.drain()
+        seconds = clock() - first
+        out, err = await feeder.communicate()
+        if feeder.returncode != 0:
+            raise RuntimeError(f"feeder exited {feeder.returncode}: {err.decode(errors='replace')[-500:]}")
+        fed = orjson.loads(out.splitlines()[-1])
+    finally:
+        if feeder is not None and feeder.returncode is None:
+            feeder.kill()
+            await feeder.wait()
+        await engine.close()
+    report = checks.check_journal(cfg, scenario, sink.acked)
+    res = {**_rates(scenario, expected, len(sink.acked), seconds), "feeder": fed,
+           "oversold": report.oversold, "lost": report.lost, "journal": report.summary()}
+    if rate > 0:
+        res["latency_ms"] = {"offered_per_s": rate, **percentiles(lat), "mode": "paced by the feeder; "
+                             "arrival at the adapter -> durable outcome"}
+    return res
+
+
+async def _over(transport: str, scenario: Scenario, opts: argparse.Namespace) -> Result:
+    adapter_class = _import("engine.registry", "adapter_class")
+    out: Result = {}
+    runs = [("throughput", 0.0)] + ([("latency", opts.offered)] if opts.offered > 0 else [])
+    for label, rate in runs:
+        cfg = _fresh_config(scenario, opts, f"{transport}-{label}")
+        if transport == "websocket":
+            adapter = adapter_class("websocket")({"mode": "server", "port": 0, "max_pending": 100_000},
+                                                 name="bench-ws")
+            await adapter.open()
+
+            async def ready(a: Any = adapter) -> None:
+                return None
+
+            args = ["websocket", f"ws://127.0.0.1:{adapter.bound_port}"]
+        else:
+            topic = f"livecart/bench/{uuid.uuid4().hex[:10]}"
+            host, _, port = opts.mqtt.partition(":")
+            adapter = adapter_class("mqtt")({"host": host, "port": int(port or 1883), "topic": topic, "qos": 1,
+                                             "max_pending": 100_000, "max_attempts": 3}, name="bench-mqtt")
+            await adapter.open()
+
+            async def ready(a: Any = adapter) -> None:
+                await asyncio.wait_for(a.subscribed.reached(1), 10)
+
+            args = ["mqtt", opts.mqtt, "--topic", topic]
+        try:
+            r = await _feed_through(scenario, cfg, opts, adapter, args, ready, rate)
+        finally:
+            await adapter.close()
+        if label == "throughput":
+            out.update(r)
+        else:
+            out["latency_ms"] = r.get("latency_ms")
+            out["oversold"] += r["oversold"]
+            out["lost"] += r["lost"]
+    return out
+
+
+async def case_websocket(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
+    return await _over("websocket", scenario, opts)
+
+
+async def case_mqtt(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
+    return await _over("mqtt", scenario, opts)
+
+
+# --- ledger + journal --------------------------------------------------------------------------------------
+
+
+async def case_ledger(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
+    """The ledger deciding and the journal committing, with parsing done beforehand: the engine's core
+    without the parser and without the pipeline's plumbing. One clock reading per batch, as the engine's."""
+    journal_cls = _import("engine.journal", "Journal")
+    comment_row = _import("engine.journal", "comment_row")
+    ledger_cls = _import("engine.ledger", "Ledger")
+    parsed, source = parse_all(scenario, cfg)
+    journal = await journal_cls.open(cfg.storage.path, catalogue=cfg.catalogue,
+                                     hold_seconds=cfg.stream.hold_minutes * 60, featured=cfg.stream.featured,
+                                     durability=cfg.storage.durability, batch_max=cfg.storage.batch_max,
+                                     batch_delay=cfg.storage.batch_delay_ms / 1000)
+    now = [time.time()]
+    ledger = ledger_cls(cfg.catalogue, hold_seconds=cfg.stream.hold_minutes * 60, featured=cfg.stream.featured,
+                        clock=lambda: now[0])
+    comments = scenario.comments
+    size = opts.batch
+    acked: list[Outcome] = []
+    inflight: set[asyncio.Future[None]] = set()
+    gc.collect()
+    try:
+        t0 = time.perf_counter()
+        for lo in range(0, len(comments), size):
+            now[0] = time.time()
+            rows = []
+            outs: list[Outcome] = []
+            decide = ledger.decide
+            for i in range(lo, min(lo + size, len(comments))):
+                c = comments[i]
+                before = ledger.seq
+                outs.extend(decide(c, parsed[i]))
+                if ledger.seq != before:
+                    rows.append(comment_row(ledger.seq, now[0], c, parsed[i]))
+            fut = journal.append(rows)
+            inflight.add(fut)
+            fut.add_done_callback(inflight.discard)
+            acked.extend(outs)  # announced only once ``fut`` resolves; all are awaited below
+            if len(inflight) >= INFLIGHT:
+                await asyncio.wait(list(inflight), return_when=asyncio.FIRST_COMPLETED)
+        if inflight:
+            await asyncio.gather(*list(inflight))
+        seconds = time.perf_counter() - t0
+    finally:
+        await journal.close()
+    report = checks.check_journal(cfg, scenario, acked, parsed)
+    return {**_rates(scenario, len(comments), len(acked), seconds), "items_from": source, "batch": size,
+            "oversold": report.oversold, "lost": report.lost, "journal": report.summary(),
+            "latency_ms": {"p50": None, "p95": None, "p99": None,
+                           "mode": "not measured here; see the pipeline cases"}}
+
+
+__all__ = ["case_ledger", "case_mqtt", "case_pipeline", "case_websocket", "parse_all"]

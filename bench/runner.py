@@ -235,7 +235,7 @@ def run_one(case: str, opts: argparse.Namespace) -> Result:
         head["error"] = f"not available: {exc}"
     except Exception as exc:  # a failing case is reported, and the run goes on with the next one
         head["error"] = f"{type(exc).__name__}: {exc}"
-        head["traceback"] = traceback.format_exc(limit=6).splitlines()[-6:]
+        head["traceback"] = traceback.format_exc(limit=-3).splitlines()[-8:]
     head["peak_rss_mb"] = peak_rss_mb(children=case in ("websocket", "mqtt"))
     return head
 

@@ -1,0 +1,109 @@
+"""The generator process of the ``websocket`` and ``mqtt`` cases: sends a scenario's comments to livecart.
+
+    python -m bench.feeder websocket ws://127.0.0.1:PORT --scenario flash --seed 1 --scale 1
+    python -m bench.feeder mqtt 127.0.0.1:1883 --topic livecart/bench/XYZ --scenario flash
+
+It regenerates the scenario from its seed (so nothing large crosses the process boundary), encodes the
+comments as JSON arrays of ``--batch`` comments before connecting, then sends them flat out or, with
+``--rate R``, paced so that comment ``i`` leaves at ``start + i / R`` (checked every millisecond). It ends with
+a normal close and prints one JSON object: comments and frames sent, seconds spent sending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+
+from bench.scenario import generate
+
+
+def frames(comments: Sequence[dict[str, object]], batch: int) -> list[tuple[int, bytes]]:
+    """``(index of the frame's last comment + 1, JSON array)`` per frame."""
+    out = []
+    for i in range(0, len(comments), batch):
+        chunk = comments[i:i + batch]
+        out.append((i + len(chunk), orjson.dumps(chunk)))
+    return out
+
+
+async def pace(encoded: Sequence[tuple[int, bytes]], rate: float, send: Callable[[bytes], Awaitable[None]],
+               clock: Callable[[], float] = time.perf_counter) -> None:
+    """Send ``encoded`` flat out (``rate`` 0) or so that comment ``i`` is not sent before ``start + i/rate``."""
+    if rate <= 0:
+        for _, payload in encoded:
+            await send(payload)
+        return
+    start = clock()
+    sent_until = 0
+    for end, payload in encoded:
+        # A frame leaves once its first comment is due; frames are small (``--batch``) when paced.
+        due = start + sent_until / rate
+        delay = due - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing the offered load, not waiting for an event
+        await send(payload)
+        sent_until = end
+
+
+async def feed_websocket(url: str, encoded: Sequence[tuple[int, bytes]], rate: float) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None, compression=None) as ws:
+        await pace(encoded, rate, ws.send)
+        await ws.close(1000)
+
+
+async def feed_mqtt(target: str, topic: str, encoded: Sequence[tuple[int, bytes]], rate: float, qos: int) -> None:
+    import aiomqtt
+
+    host, _, port = target.partition(":")
+    async with aiomqtt.Client(host, int(port or 1883)) as client:
+
+        async def send(payload: bytes) -> None:
+            await client.publish(topic, payload, qos=qos)
+
+        await pace(encoded, rate, send)
+
+
+async def amain(opts: argparse.Namespace) -> None:
+    scenario = generate(opts.scenario, seed=opts.seed, scale=opts.scale)
+    encoded = frames([c.to_dict() for c in scenario.comments], opts.batch)
+    t0 = time.perf_counter()
+    if opts.transport == "websocket":
+        await feed_websocket(opts.target, encoded, opts.rate)
+    else:
+        await feed_mqtt(opts.target, opts.topic, encoded, opts.rate, opts.qos)
+    seconds = time.perf_counter() - t0
+    sys.stdout.buffer.write(orjson.dumps({"sent": len(scenario.comments), "frames": len(encoded),
+                                          "seconds": round(seconds, 4)}) + b"\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.feeder")
+    p.add_argument("transport", choices=("websocket", "mqtt"))
+    p.add_argument("target", help="ws://HOST:PORT for websocket, HOST:PORT of the broker for mqtt")
+    p.add_argument("--topic", default="livecart/bench")
+    p.add_argument("--qos", type=int, default=1, choices=(0, 1, 2))
+    p.add_argument("--scenario", default="flash")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--batch", type=int, default=256, help="comments per frame / message")
+    p.add_argument("--rate", type=float, default=0.0, help="comments/s to offer; 0 = flat out")
+    opts = p.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(amain(opts))
+    else:
+        uvloop.run(amain(opts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
