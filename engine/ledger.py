@@ -109,7 +109,7 @@ class Ledger:
 
     def __init__(self, catalogue: Catalogue, *, hold_seconds: float = 0.0, featured: str | None = None,
                  clock: Callable[[], float]) -> None:
-        self._clock = clock
+        self.clock = clock  # public: a journal replay swaps in recorded times
         self.hold_seconds = float(hold_seconds)
         self._products: dict[str, Product] = dict(catalogue.by_sku)
         self._units: dict[str, _Unit] = {}
@@ -196,12 +196,12 @@ class Ledger:
         self.comments += 1
         intent = parsed.intent
         if intent is _BUY:
-            now = self._clock()
+            now = self.clock()
             out: list[Outcome] = []
             for item in parsed.items:
                 self._buy(comment, item, now, out)
         elif intent is _CANCEL:
-            now = self._clock()
+            now = self.clock()
             out = self._cancel_comment(comment, parsed.items, now)
         else:
             return []
@@ -386,7 +386,7 @@ class Ledger:
         """Expire every unpaid hold whose deadline has passed; their stock goes to the queue first.
 
         Advances :attr:`seq` only when something expired (so a journal need not record idle ticks)."""
-        now = self._clock()
+        now = self.clock()
         heap = self._expiry
         if not heap or heap[0][0] > now:
             return []
@@ -412,7 +412,7 @@ class Ledger:
         o = self._get_order(order)
         if o.status is not _RESERVED:
             raise ControlError(f"order {order} is {o.status.value}; only a held (reserved) order can be paid")
-        now = self._clock()
+        now = self.clock()
         self.seq += 1
         o.status = _PAID
         return self._count([self._outcome(o, _PAID, now)])
@@ -423,7 +423,7 @@ class Ledger:
         o = self._get_order(order)
         if o.status is not _RESERVED and o.status is not _PRESALE and o.status is not _PAID:
             raise ControlError(f"order {order} is already {o.status.value}")
-        now = self._clock()
+        now = self.clock()
         self.seq += 1
         out = [self._outcome(o, _CANCELLED, now)]
         self._release(o, _CANCELLED, now, out)
@@ -451,7 +451,7 @@ class Ledger:
         u = self._unit(sku, variant)
         if isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
             raise ControlError(f"restock quantity must be a whole number of 1 or more, got {qty!r}")
-        now = self._clock()
+        now = self.clock()
         self.seq += 1
         u.stock += qty
         out: list[Outcome] = []

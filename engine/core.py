@@ -1,0 +1,271 @@
+"""The engine: parser + ledger + journal behind one async interface (CONTRACTS.md §4, §6).
+
+Decide, then write (STYLE 3): :meth:`Engine.submit` parses and decides a whole batch synchronously, with no
+``await`` in between, queues the journal rows, and returns the outcomes only once the journal has committed
+them. Many concurrent submits share one group commit. On open the ledger is rebuilt from the journal, so a
+restart over the same input reproduces a run that never crashed: comments already journaled are recognised
+by their key and skipped, the rest are decided again in the same order, from the same state.
+
+If the journal fails, the engine stops acknowledging: every later call raises
+:class:`~engine.errors.JournalError` (the ledger in memory may be ahead of the file; that state was never
+announced and is rebuilt from the file on the next start).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from engine import journal as jr
+from engine.config import Config
+from engine.errors import ControlError, JournalError
+from engine.journal import Journal, Row
+from engine.ledger import Ledger
+from engine.metrics import Registry
+from engine.records import NOTHING, Comment, Outcome, ParseResult
+
+log = logging.getLogger("livecart.engine")
+
+ParseFn = Callable[[str, str | None], ParseResult]
+Listener = Callable[[Sequence[Outcome]], None]
+
+#: action -> (journal kind, number of arguments)
+_CONTROLS: dict[str, tuple[str, int]] = {
+    "pay": (jr.PAY, 1),
+    "cancel": (jr.CANCEL, 1),
+    "restock": (jr.RESTOCK, 3),
+    "presale": (jr.PRESALE, 3),
+    "limit": (jr.LIMIT, 2),
+    "feature": (jr.FEATURE, 1),
+}
+
+
+class Engine:
+    """Owns the parser, the ledger and the journal of one stream. Create with :meth:`open`."""
+
+    def __init__(self, cfg: Config, ledger: Ledger, journal: Journal, parse: ParseFn,
+                 clock: Callable[[], float], metrics: Registry) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.journal = journal
+        self._parse = parse
+        self._clock = clock
+        self._listeners: list[Listener] = []
+        self._closed = False
+        self.metrics = metrics
+        self._m_comments = metrics.counter("comments_total", "comments received by the engine")
+        self._m_dupes = metrics.counter("duplicate_comments_total", "comments seen before, ignored")
+        self._m_intents = metrics.counter("intents_total", "processed comments by parsed intent")
+        self._m_outcomes = metrics.counter("outcomes_total", "durable outcomes by status")
+        self._m_parse_errors = metrics.counter("parse_errors_total", "comments the parser failed on")
+        self._m_listener_errors = metrics.counter("listener_errors_total", "outcome listeners that raised")
+        batches = metrics.gauge("journal_batches", "journal transactions committed")
+        latency = metrics.gauge("journal_batch_seconds", "duration of the last journal transaction")
+        mean = metrics.gauge("journal_batch_seconds_mean", "mean duration of a journal transaction")
+
+        def collect() -> None:
+            j = self.journal
+            batches.set(j.batches)
+            latency.set(j.last_batch_seconds)
+            mean.set(j.batch_seconds_total / j.batches if j.batches else 0.0)
+
+        metrics.collector(collect)
+
+    @classmethod
+    async def open(cls, cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
+                   metrics: Registry | None = None) -> Engine:
+        """Open (or create) the stream's journal, rebuild the ledger from it, and return a ready engine.
+
+        ``parse(text, featured)`` defaults to ``engine.parser.Parser.from_config(cfg).parse``.
+        Raises :class:`~engine.errors.JournalError` / :class:`~engine.errors.ForeignDatabase`.
+        """
+        if parse is None:
+            # Imported by name: the parser is its own module and the engine needs it only here.
+            parser_module = importlib.import_module("engine.parser")
+            parse = parser_module.Parser.from_config(cfg).parse
+        hold = cfg.stream.hold_minutes * 60.0
+        j = await Journal.open(cfg.storage.path, catalogue=cfg.catalogue, hold_seconds=hold,
+                               featured=cfg.stream.featured, durability=cfg.storage.durability,
+                               batch_max=cfg.storage.batch_max, batch_delay=cfg.storage.batch_delay_ms / 1000.0,
+                               clock=clock)
+        try:
+            replayed = await j.rebuild()
+        except BaseException:
+            await j.close()
+            raise
+        engine = cls(cfg, replayed, j, parse, clock, metrics or Registry())
+        # From here on the ledger reads the engine's clock, sampled once per call.
+        engine._now = clock()
+        replayed.clock = engine._read_now
+        if replayed.seq:
+            log.info("journal %s: rebuilt %r from %d events", j.path, replayed, replayed.seq)
+        return engine
+
+    _now: float = 0.0
+
+    def _read_now(self) -> float:
+        return self._now
+
+    # ------------------------------------------------------------------ the hot path
+
+    def add_listener(self, cb: Listener) -> None:
+        """Call ``cb(outcomes)`` with each batch of outcomes once it is durable, in commit order. It must not
+        block; an exception is logged and counted, never propagated."""
+        self._listeners.append(cb)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalError("the engine is closed")
+
+    async def submit(self, comments: Sequence[Comment]) -> list[Outcome]:
+        """Parse and decide ``comments`` in order; return their outcomes once durable.
+
+        A comment seen before is skipped (no outcome). A comment the parser fails on is logged, counted and
+        processed as having no intent. Raises :class:`JournalError` if the journal cannot commit.
+        """
+        self._check_open()
+        ledger = self.ledger
+        parse = self._parse
+        self._now = now = self._clock()
+        seen = ledger.seen
+        decide = ledger.decide
+        rows: list[Row] = []
+        outs: list[Outcome] = []
+        intents: dict[str, int] = {}
+        dupes = 0
+        for c in comments:
+            if seen((c.platform, c.room, c.id)):
+                dupes += 1
+                continue
+            try:
+                pr = parse(c.text, ledger.featured)
+            except Exception as exc:  # a parser bug must not take the sale down
+                self._parse_failed(c, exc)
+                pr = NOTHING
+            out = decide(c, pr)
+            rows.append(jr.comment_row(ledger.seq, now, c, pr))
+            if out:
+                outs.extend(out)
+            intents[pr.intent] = intents.get(pr.intent, 0) + 1
+        self._m_comments.inc(len(comments))
+        if dupes:
+            self._m_dupes.inc(dupes)
+        for intent, n in intents.items():
+            self._m_intents.inc(n, intent=intent)
+        return await self._commit(rows, outs)
+
+    async def submit_parsed(self, pairs: Sequence[tuple[Comment, ParseResult]]) -> list[Outcome]:
+        """:meth:`submit` for comments parsed already (replays of parse results, benchmarks)."""
+        self._check_open()
+        ledger = self.ledger
+        self._now = now = self._clock()
+        seen = ledger.seen
+        decide = ledger.decide
+        rows: list[Row] = []
+        outs: list[Outcome] = []
+        for c, pr in pairs:
+            if seen((c.platform, c.room, c.id)):
+                continue
+            out = decide(c, pr)
+            rows.append(jr.comment_row(ledger.seq, now, c, pr))
+            if out:
+                outs.extend(out)
+        self._m_comments.inc(len(pairs))
+        return await self._commit(rows, outs)
+
+    def _parse_failed(self, c: Comment, exc: Exception) -> None:
+        n = self._m_parse_errors.get()
+        self._m_parse_errors.inc()
+        level = logging.ERROR if n == 0 else logging.DEBUG
+        log.log(level, "parser failed on comment %s %r: %r (counted; the comment is taken as no intent)",
+                c.key, c.text[:200], exc)
+
+    async def _commit(self, rows: list[Row], outs: list[Outcome]) -> list[Outcome]:
+        if rows:
+            await self.journal.append(rows)
+        if outs:
+            counts: dict[str, int] = {}
+            for o in outs:
+                counts[o.status] = counts.get(o.status, 0) + 1
+            for status, n in counts.items():
+                self._m_outcomes.inc(n, status=status)
+            for cb in self._listeners:
+                try:
+                    cb(outs)
+                except Exception:
+                    self._m_listener_errors.inc()
+                    log.exception("outcome listener %r failed", cb)
+        return outs
+
+    # ------------------------------------------------------------------ controls and time
+
+    async def control(self, action: str, *args: Any) -> list[Outcome]:
+        """Apply a host control and return its outcomes once durable.
+
+        Actions: ``pay ORDER``, ``cancel ORDER``, ``restock SKU VARIANT QTY``, ``presale SKU VARIANT CAP``,
+        ``limit SKU LIMIT``, ``feature SKU`` (VARIANT may be None; SKU of feature may be None).
+        Raises :class:`ControlError` for an unknown action or a control the ledger refuses.
+        """
+        self._check_open()
+        spec = _CONTROLS.get(action)
+        if spec is None:
+            raise ControlError(f"unknown control {action!r}; expected one of: {', '.join(_CONTROLS)}")
+        kind, nargs = spec
+        if len(args) != nargs:
+            raise ControlError(f"{action} takes {nargs} argument(s), got {len(args)}")
+        self._now = now = self._clock()
+        out = self._apply_control(action, args)
+        return await self._commit([jr.control_row(self.ledger.seq, now, kind, args)], out)
+
+    def _apply_control(self, action: str, args: tuple[Any, ...]) -> list[Outcome]:
+        led = self.ledger
+        if action == "pay":
+            return led.pay(args[0])
+        if action == "cancel":
+            return led.cancel_order(args[0])
+        if action == "restock":
+            return led.restock(args[0], args[1], args[2])
+        if action == "presale":
+            return led.set_presale(args[0], args[1], args[2])
+        if action == "limit":
+            return led.set_limit(args[0], args[1])
+        return led.feature(args[0])
+
+    async def tick(self) -> list[Outcome]:
+        """Expire the holds that are due; return the expiries and promotions once durable."""
+        self._check_open()
+        self._now = now = self._clock()
+        out = self.ledger.expire_due()
+        if not out:
+            return []
+        return await self._commit([jr.control_row(self.ledger.seq, now, jr.EXPIRE, ())], out)
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ledger's state (CONTRACTS §5 report shape). Includes outcomes not yet durable."""
+        return self.ledger.snapshot()
+
+    async def flush(self) -> None:
+        await self.journal.flush()
+
+    async def close(self) -> None:
+        """Commit what is pending and close the journal. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.journal.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.cfg.stream.name!r}: {self.ledger!r} {self.journal!r}>"

@@ -1,0 +1,436 @@
+"""The journal: every ledger decision, persisted in SQLite before it is announced (CONTRACTS.md §6).
+
+What is stored is the ledger's *input*, one row per state change, in the ledger's ``seq`` order: each
+processed comment (its key, user, intent and parsed items), each expiry sweep that expired something, and
+each host control (pay, cancel, restock, presale cap, limit, feature), with the clock reading the ledger
+used. The ledger is deterministic, so replaying the rows in order through a fresh ledger rebuilds it
+exactly, outcomes, order ids and queue positions included; :func:`apply` is that replay step and is pure.
+The catalogue, hold time and initial featured product the journal was started with are kept in ``meta``,
+so ``livecart report`` rebuilds the state from the file alone, and a restart with a different catalogue is
+refused rather than silently deciding differently from what was announced.
+
+Schema::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)          app, schema, catalogue, hold_seconds, featured, created
+    events(seq INTEGER PRIMARY KEY, ts REAL, kind TEXT, body BLOB)   body: JSON (orjson)
+
+``PRAGMA application_id`` is set too, so ``file`` and other tools can tell a livecart journal. A file that
+is not SQLite, is SQLite of another application, or is damaged raises :class:`ForeignDatabase` and is never
+written to.
+
+Durability (``PRAGMA journal_mode=WAL`` always):
+
+* ``"fsync"`` -> ``synchronous=FULL``: each commit fsyncs the WAL before it returns; a committed batch
+  survives a process crash *and* a power loss.
+* ``"os"`` -> ``synchronous=NORMAL``: a commit returns once the WAL write is in the OS page cache; it
+  survives a process crash (kill -9) but the last commits may be lost on a power loss or kernel panic. The
+  database itself stays consistent either way (WAL syncs on checkpoint).
+
+Group commit: :meth:`Journal.append` queues rows and returns a future; one writer task commits everything
+queued in one transaction (``executemany``), when ``batch_max`` rows are waiting or ``batch_delay`` after the
+first row arrived, whichever is first, and resolves the futures of the rows it committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from engine.config import Catalogue, Product, Variant
+from engine.errors import ForeignDatabase, JournalError, LivecartError
+from engine.ledger import Ledger
+from engine.records import Comment, Intent, Item, Outcome, ParseResult, Reason
+
+log = logging.getLogger("livecart.journal")
+
+APPLICATION_ID = 0x4C564354  # "LVCT"
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+#: One journal row: (seq, ts, kind, body).
+Row = tuple[int, float, str, bytes]
+
+# Event kinds.
+COMMENT = "c"
+EXPIRE = "x"
+PAY = "p"
+CANCEL = "k"
+RESTOCK = "r"
+PRESALE = "q"
+LIMIT = "l"
+FEATURE = "f"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL);
+"""
+
+_BUY = Intent.BUY
+_CANCEL = Intent.CANCEL
+
+
+# --------------------------------------------------------------------------- pure encoding / replay
+
+
+def comment_row(seq: int, ts: float, comment: Comment, parsed: ParseResult) -> Row:
+    """The row recording that ``comment`` (parsed as ``parsed``) was processed as ledger event ``seq``."""
+    intent = parsed.intent
+    items = ([[i.sku, i.variant, i.qty, i.reason] for i in parsed.items]
+             if intent is _BUY or intent is _CANCEL else [])
+    body = orjson.dumps([comment.platform, comment.room, comment.id, comment.user, intent, items])
+    return (seq, ts, COMMENT, body)
+
+
+def control_row(seq: int, ts: float, kind: str, args: Sequence[Any]) -> Row:
+    return (seq, ts, kind, orjson.dumps(list(args)))
+
+
+def apply(ledger: Ledger, kind: str, body: bytes) -> list[Outcome]:
+    """Replay one journal row through ``ledger`` (whose clock must read the row's ``ts``).
+
+    Raises :class:`JournalError` for a row this version cannot understand.
+    """
+    try:
+        data = orjson.loads(body)
+        if kind == COMMENT:
+            platform, room, cid, user, intent, raw = data
+            items = tuple(Item(s, v, q, Reason(r) if r is not None else None) for s, v, q, r in raw)
+            return ledger.decide(Comment(platform, room, cid, user, user, "", 0.0),
+                                 ParseResult(Intent(intent), items))
+        if kind == EXPIRE:
+            return ledger.expire_due()
+        if kind == PAY:
+            return ledger.pay(data[0])
+        if kind == CANCEL:
+            return ledger.cancel_order(data[0])
+        if kind == RESTOCK:
+            return ledger.restock(data[0], data[1], data[2])
+        if kind == PRESALE:
+            return ledger.set_presale(data[0], data[1], data[2])
+        if kind == LIMIT:
+            return ledger.set_limit(data[0], data[1])
+        if kind == FEATURE:
+            return ledger.feature(data[0])
+    except LivecartError as exc:
+        raise JournalError(f"journal row of kind {kind!r} cannot be replayed: {exc}") from exc
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise JournalError(f"journal row of kind {kind!r} is damaged: {exc}") from exc
+    raise JournalError(f"journal row of unknown kind {kind!r} (written by a newer livecart?)")
+
+
+def catalogue_json(catalogue: Catalogue) -> str:
+    """What of a catalogue the ledger's decisions depend on, as canonical JSON."""
+    return orjson.dumps([
+        {"sku": p.sku, "name": p.name, "price": p.price, "stock": p.stock, "limit": p.limit,
+         "presale": p.presale,
+         "variants": [{"name": v.name, "stock": v.stock, "presale": v.presale, "price": v.price}
+                      for v in p.variants]}
+        for p in catalogue.products
+    ], option=orjson.OPT_SORT_KEYS).decode()
+
+
+def catalogue_from_json(text: str) -> Catalogue:
+    return Catalogue(tuple(
+        Product(p["sku"], p["name"], price=p["price"], stock=p["stock"], limit=p["limit"],
+                presale=p["presale"],
+                variants=tuple(Variant(v["name"], stock=v["stock"], presale=v["presale"], price=v["price"])
+                               for v in p["variants"]))
+        for p in orjson.loads(text)
+    ))
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a journal was started with (its ``meta`` table)."""
+
+    catalogue: Catalogue
+    catalogue_json: str
+    hold_seconds: float
+    featured: str | None
+    created: float
+
+
+def rebuild(header: Header, rows: Iterator[Row] | Sequence[Row], *,
+            on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
+    """A ledger with every row replayed, in order. Raises :class:`JournalError` on a gap in ``seq``."""
+    now = [header.created]
+    ledger = Ledger(header.catalogue, hold_seconds=header.hold_seconds, featured=header.featured,
+                    clock=lambda: now[0])
+    for seq, ts, kind, body in rows:
+        now[0] = ts
+        out = apply(ledger, kind, body)
+        if ledger.seq != seq:
+            raise JournalError(f"journal is inconsistent at event {seq} (replay reached {ledger.seq}); "
+                               "it was written by another catalogue or another version")
+        if on_outcomes is not None and out:
+            on_outcomes(out)
+    return ledger
+
+
+# --------------------------------------------------------------------------- the SQLite file
+
+
+def _check_file(path: Path) -> bool:
+    """Whether a journal exists at ``path``. Refuses, before SQLite touches it, a file that is not SQLite.
+
+    An empty file counts as no journal (there is nothing in it to lose)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal {path}: {exc.strerror or exc}") from exc
+    if head and head != SQLITE_MAGIC:
+        raise ForeignDatabase(f"{path} is not a livecart journal (not an SQLite database); "
+                              "it was left untouched; set [storage] path to another file")
+    return bool(head)
+
+
+class Journal:
+    """One journal file. Open with :meth:`open` (creating it if allowed) and close with :meth:`close`.
+
+    ``append`` is the hot path: call it from one event loop; the futures resolve in append order.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, header: Header, *, durability: str,
+                 batch_max: int, batch_delay: float, last_seq: int, readonly: bool) -> None:
+        self._db = db
+        self.path = path
+        self.header = header
+        self.durability = durability
+        self.batch_max = batch_max
+        self.batch_delay = batch_delay
+        self.last_seq = last_seq  # highest seq committed
+        self.readonly = readonly
+        self._pending: list[Row] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+        self._closed = False
+        self.batches = 0
+        self.rows_written = 0
+        self.last_batch_seconds = 0.0
+        self.batch_seconds_total = 0.0
+        self.largest_batch = 0
+
+    @classmethod
+    async def open(cls, path: str | Path, *, catalogue: Catalogue | None = None, hold_seconds: float = 0.0,
+                   featured: str | None = None, durability: str = "fsync", batch_max: int = 2048,
+                   batch_delay: float = 0.002, readonly: bool = False, clock: Callable[[], float] = time.time,
+                   ) -> Journal:
+        """Open the journal at ``path``.
+
+        Read-write (the default) creates the file when it does not exist, and then needs ``catalogue``;
+        when it exists, ``catalogue`` and ``hold_seconds`` must match what it was started with (else
+        :class:`JournalError`). ``readonly`` never creates or writes: a missing file is a
+        :class:`JournalError`. A file that is not a livecart journal raises :class:`ForeignDatabase`.
+        """
+        if durability not in ("fsync", "os"):
+            raise JournalError(f"durability must be 'fsync' or 'os', got {durability!r}")
+        p = Path(path)
+        exists = _check_file(p)
+        if readonly and not exists:
+            raise JournalError(f"no journal at {p} (has the stream run yet?)")
+        if not exists and catalogue is None:
+            raise JournalError(f"no journal at {p} and no catalogue to start one with")
+        uri = f"file:{p}?mode={'rw' if readonly else 'rwc'}"
+        try:
+            db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {p}: {exc}") from exc
+        try:
+            header, last = await cls._prepare(db, p, exists, catalogue, hold_seconds, featured, durability,
+                                              readonly, clock)
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise ForeignDatabase(f"{p} is damaged or not a livecart journal ({exc}); it was left untouched"
+                                  ) from exc
+        except BaseException:
+            await db.close()
+            raise
+        j = cls(db, p, header, durability=durability, batch_max=batch_max, batch_delay=batch_delay,
+                last_seq=last, readonly=readonly)
+        if not readonly:
+            j._writer = asyncio.get_running_loop().create_task(j._write_loop(), name="journal-writer")
+        return j
+
+    @staticmethod
+    async def _prepare(db: aiosqlite.Connection, p: Path, exists: bool, catalogue: Catalogue | None,
+                       hold_seconds: float, featured: str | None, durability: str, readonly: bool,
+                       clock: Callable[[], float]) -> tuple[Header, int]:
+        async with db.execute("PRAGMA application_id") as cur:
+            row = await cur.fetchone()
+        app_id = int(row[0]) if row else 0
+        async with db.execute("SELECT count(*) FROM sqlite_schema") as cur:
+            row = await cur.fetchone()
+        n_objects = int(row[0]) if row else 0
+        if app_id != APPLICATION_ID:
+            if exists or n_objects:
+                raise ForeignDatabase(
+                    f"{p} is an SQLite database of another application (application_id={app_id:#x}), not a "
+                    "livecart journal; it was left untouched; set [storage] path to another file")
+            assert catalogue is not None
+            if not readonly:
+                await db.execute_fetchall("PRAGMA journal_mode=WAL")
+                await db.executescript(
+                    "BEGIN;" + _SCHEMA + f"PRAGMA application_id={APPLICATION_ID};COMMIT;")
+                meta = {"app": "livecart", "schema": str(SCHEMA_VERSION), "catalogue": catalogue_json(catalogue),
+                        "hold_seconds": repr(float(hold_seconds)), "featured": featured or "",
+                        "created": repr(clock())}
+                await db.execute("BEGIN")
+                await db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                await db.execute("COMMIT")
+        async with db.execute("SELECT key, value FROM meta") as cur:
+            meta = {str(k): str(v) for k, v in await cur.fetchall()}
+        if meta.get("app") != "livecart":
+            raise ForeignDatabase(f"{p} carries livecart's application id but no livecart meta table; "
+                                  "it was left untouched")
+        if meta.get("schema") != str(SCHEMA_VERSION):
+            raise JournalError(f"{p} is a livecart journal of schema {meta.get('schema')}; this livecart "
+                               f"reads schema {SCHEMA_VERSION}")
+        header = Header(catalogue_from_json(meta["catalogue"]), meta["catalogue"], float(meta["hold_seconds"]),
+                        meta["featured"] or None, float(meta["created"]))
+        if catalogue is not None and not readonly and (
+                catalogue_json(catalogue) != header.catalogue_json or float(hold_seconds) != header.hold_seconds):
+            raise JournalError(
+                f"the journal {p} was started with a different catalogue or hold_minutes than the config "
+                "now has; replaying it would not give the outcomes already announced. Start a new journal "
+                "([storage] path) or change stock live (livecart ctl restock).")
+        if not readonly:
+            await db.execute_fetchall("PRAGMA journal_mode=WAL")
+            await db.execute_fetchall(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
+        async with db.execute("SELECT coalesce(max(seq), 0) FROM events") as cur:
+            row = await cur.fetchone()
+        return header, int(row[0]) if row else 0
+
+    async def rows(self, chunk: int = 8192) -> list[Row]:
+        """Every committed row, in ``seq`` order."""
+        out: list[Row] = []
+        async with self._db.execute("SELECT seq, ts, kind, body FROM events ORDER BY seq") as cur:
+            while True:
+                part = await cur.fetchmany(chunk)
+                if not part:
+                    break
+                out.extend((int(s), float(t), str(k), bytes(b)) for s, t, k, b in part)
+        return out
+
+    async def rebuild(self, *, on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
+        """A ledger rebuilt from every committed row."""
+        try:
+            return rebuild(self.header, await self.rows(), on_outcomes=on_outcomes)
+        except sqlite3.DatabaseError as exc:
+            raise ForeignDatabase(f"{self.path} is damaged ({exc})") from exc
+
+    # ------------------------------------------------------------------ group commit
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def append(self, rows: Sequence[Row]) -> asyncio.Future[None]:
+        """Queue rows for the next batch; the future resolves once they are committed (durable as
+        configured) or fails with :class:`JournalError`. Rows must come in ``seq`` order."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._failed is not None:
+            fut.set_exception(JournalError(f"the journal {self.path} failed earlier: {self._failed}"))
+            return fut
+        if self._closed or self._writer is None:
+            fut.set_exception(JournalError(f"the journal {self.path} is closed"))
+            return fut
+        if not rows:
+            fut.set_result(None)
+            return fut
+        self._pending.extend(rows)
+        self._waiters.append((rows[-1][0], fut))
+        self._wake.set()
+        if len(self._pending) >= self.batch_max:
+            self._full.set()
+        return fut
+
+    async def _write_loop(self) -> None:
+        db = self._db
+        while True:
+            await self._wake.wait()
+            if not self._pending:
+                self._wake.clear()
+                if self._closed:
+                    return
+                continue
+            if len(self._pending) < self.batch_max and not self._closed and self.batch_delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.batch_delay)
+            batch = self._pending[: self.batch_max]
+            del self._pending[: self.batch_max]
+            if len(self._pending) < self.batch_max:
+                self._full.clear()
+            t0 = time.perf_counter()
+            try:
+                await db.execute("BEGIN")
+                await db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", batch)
+                await db.execute("COMMIT")
+            except (sqlite3.Error, ValueError) as exc:
+                self._fail(exc)
+                return
+            dt = time.perf_counter() - t0
+            self.batches += 1
+            self.rows_written += len(batch)
+            self.last_batch_seconds = dt
+            self.batch_seconds_total += dt
+            self.largest_batch = max(self.largest_batch, len(batch))
+            top = batch[-1][0]
+            self.last_seq = top
+            n = 0
+            for end, fut in self._waiters:
+                if end > top:
+                    break
+                n += 1
+                if not fut.done():
+                    fut.set_result(None)
+            del self._waiters[:n]
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("journal %s: write failed, nothing more will be acknowledged: %s", self.path, exc)
+        self._failed = exc
+        err = JournalError(f"cannot write the journal {self.path}: {exc}")
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(err)
+        self._waiters.clear()
+        self._pending.clear()
+
+    async def flush(self) -> None:
+        """Wait until every row appended so far is committed."""
+        if self._waiters:
+            await asyncio.gather(*(f for _, f in self._waiters))
+
+    async def close(self) -> None:
+        """Commit what is pending, then close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._full.set()
+        self._wake.set()
+        if self._writer is not None:
+            try:
+                await self._writer
+            finally:
+                self._writer = None
+        await self._db.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("failed" if self._failed else self.durability)
+        return (f"<Journal {self.path.name}: {state}, seq {self.last_seq}, {self.pending} pending, "
+                f"{self.batches} batches>")
