@@ -127,7 +127,7 @@ class WebSocketAdapter(Adapter):
         return port
 
     async def open(self) -> None:
-        if self.options["mode"] != "server" or self._server is not None:
+        if self.options["mode"] != "server" or self._server is not None or self.closed:
             return
         self._intake = Intake(int(self.options["max_pending"]))
         host, port = self.options["host"], int(self.options["port"])
@@ -269,7 +269,8 @@ class WebSocketAdapter(Adapter):
     async def _server_batches(self) -> AsyncIterator[Sequence[Comment]]:
         await self.open()
         intake = self._intake
-        assert intake is not None
+        if intake is None:  # closed before it was ever opened
+            return
         while True:
             batch = await intake.get()
             if batch is None:
