@@ -324,6 +324,9 @@ class _Gen:
             v = rng.choice(p.variants)
             variant = v.name
             va = [a for a in v.aliases if a.isascii() == en and len(a) > 1]
+            if text[-1].isdigit():
+                # "要2" + "100克" would read as 2100 grams: after a number, name the size in words.
+                va = [a for a in va if not a[0].isdigit()] or va
             text = f"{text} {rng.choice(va)}" if en else f"{text}{rng.choice(va)}"
         self._emit(platform, ts, text, Label(Intent.BUY, p.sku, variant, qty), user)
 
