@@ -1,0 +1,641 @@
+"""The comment parser (CONTRACTS.md §3): comment text + catalogue + featured product -> intent and items.
+
+A pure, synchronous core (STYLE 1): no I/O, no clock, no event loop. Everything that depends on the
+catalogue is compiled once in :class:`Parser`'s constructor; :meth:`Parser.parse` then costs one
+normalisation, one character-class search that rejects most chatter, and for the rest one left-to-right
+scan driven by dictionary lookups.
+
+How a comment is read
+---------------------
+1. *Normalise*: NFKC (full-width digits, letters and punctuation become ASCII), lower case, and the
+   traditional characters that matter are folded to simplified (雞蛋 -> 鸡蛋, 兩 -> 两, 號 -> 号).
+2. *Pre-filter*: a comment containing none of the characters that can start a meaningful word (digits,
+   letters, ``+ # ? x *``, the first characters of aliases, verbs and question words) is chatter.
+3. *Scan* into tokens: product aliases, codes and link numbers; variant aliases; quantities; buy verbs;
+   question, cancel, negation and past-order words; everyday words that merely contain an alias
+   (粉丝 is fans, not rice noodles) and filler. Characters nothing explains are counted as *residue*.
+4. *Group* the tokens into items: a product (or link, or code) with its variant and quantity.
+5. *Decide* the intent, most cautious first: a question is ``ask`` (when it concerns a product or is a
+   commerce question such as 多少钱 / 包邮 / how much), else cancel words make ``cancel``, else a past
+   order (已拍, 上次买的) or a negation (我不要鸡蛋) is ``none``, else it is ``buy`` only with real evidence:
+   a named product with a quantity, a verb or ``+N``; or, for the featured product, a comment that says
+   nothing but a buy (``要``, ``+1``, ``扣1``, ``来两盒``, ``mine``, ``I'll take 2``) with zero residue.
+
+Choices the contract leaves open
+--------------------------------
+* A bare ``+1`` / ``要`` when there is no featured product (or the featured sku is not in the catalogue)
+  is ``buy`` with ``Item(None, qty=N, reason=NOT_AVAILABLE)``, so the buyer can be told nothing is on sale.
+* With ``bare_plus_one = false``, the bare numeric forms (``1``, ``+N``, ``扣N``) are ``none``; the verbal
+  forms (``要``, ``来两盒``, ``mine``) still buy the featured product.
+* A product named with nothing else (``鸡蛋``, ``1号链接``, ``#1``) is ``none``: it asks to see the product as
+  often as it buys it.
+* Items of ``cancel`` and ``ask`` carry the quantity stated, or ``qty=0`` when none is stated (for cancel:
+  the whole order of that product). A link the catalogue lacks gives ``Item(None, reason=UNKNOWN_PRODUCT)``
+  in every intent, so "9号不要了" never cancels the buyer's latest order by accident.
+* Several ``+1`` for the featured product in one comment (``+1+1+1``) are one item of 1.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine import parser_tables as tb
+from engine.config import DEFAULT_MAX_QTY, Catalogue, Config, Product
+from engine.records import NOTHING, Intent, Item, ParseResult, Reason
+
+__all__ = ["Parser", "normalise"]
+
+# Token kinds. Small ints: the scan loop compares them a lot.
+NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH = range(15)
+
+_TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
+_CN_NUM = "[零〇一二两俩三四五六七八九十百]+"
+_MEASURE = "|".join(tb.MEASURE_CN)
+_UNIT_NOISE = "|".join(
+    sorted((re.escape(u) + ("(?![a-z])" if u.isascii() and u.isalpha() else "") for u in tb.UNIT_NOISE_CN),
+           key=len, reverse=True))
+# A run of digits and what follows it: a decimal or a time (noise), 号 (a link), a measure word (a quantity)
+# or a unit of date, money or weight (noise).
+_NUM = re.compile(rf"([0-9]+)((?:[.:][0-9]+)+)?\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
+_CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
+_LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
+_HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
+_PLUS = re.compile(rf"(?:\+|加|扣)\s*([0-9]+|{_CN_NUM})")
+_XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_END_LE = re.compile(r"了[\s!~.,…]*$")
+
+
+def normalise(text: str) -> str:
+    """The text the parser reads: NFKC, lower case, traditional folded to simplified where it matters."""
+    if text.isascii():
+        return text.lower()
+    t = unicodedata.normalize("NFKC", text).lower()
+    if _TRAD.search(t):
+        t = t.translate(tb.T2S)
+    return t
+
+
+def cn_number(s: str) -> int | None:
+    """Value of a Chinese numeral (一 ... 九十九, 两, 俩, 一百 ...), or None when it is not one."""
+    if len(s) == 1:
+        v = tb.CN_DIGITS.get(s)
+        if v is not None:
+            return v
+        return 10 if s == "十" else (100 if s == "百" else None)
+    total = 0
+    cur = -1
+    for ch in s:
+        d = tb.CN_DIGITS.get(ch)
+        if d is not None:
+            if cur >= 0:
+                return None  # two digits in a row (一二) is not a number
+            cur = d
+        elif ch == "十":
+            total += (cur if cur >= 0 else 1) * 10
+            cur = -1
+        elif ch == "百":
+            total += (cur if cur >= 0 else 1) * 100
+            cur = -1
+        else:
+            return None
+    return total + (cur if cur >= 0 else 0)
+
+
+def _int(s: str) -> int | None:
+    if s[0] <= "9":
+        return int(s)
+    return cn_number(s)
+
+
+def _spammy(digits: str) -> bool:
+    """666, 888, 1111111, phone numbers: digits that are not a quantity."""
+    return len(digits) >= 5 or (len(digits) >= 3 and digits.count(digits[0]) == len(digits))
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Levenshtein distance of a and b is exactly one."""
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1 or a == b:
+        return False
+    if la > lb:
+        a, b, la, lb = b, a, lb, la
+    i = 0
+    while i < la and a[i] == b[i]:
+        i += 1
+    if la == lb:
+        return a[i + 1:] == b[i + 1:]
+    return a[i:] == b[i + 1:]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What an alias names: a product (``sku``) and/or variants of some products (sku -> variant name)."""
+
+    sku: str | None
+    variants: tuple[tuple[str, str], ...] = ()
+
+    def variant_of(self, sku: str) -> str | None:
+        for s, v in self.variants:
+            if s == sku:
+                return v
+        return None
+
+
+class _Group:
+    """One item being assembled during the scan."""
+
+    __slots__ = ("link", "plus", "qty", "sku", "var_target", "variant", "verb")
+
+    def __init__(self) -> None:
+        self.sku: str | None = None
+        self.link: int | None = None
+        self.variant: str | None = None
+        self.var_target: _Target | None = None  # a variant alias seen before its product
+        self.qty: int | None = None
+        self.verb = False
+        self.plus = False
+
+    @property
+    def named(self) -> bool:
+        return self.sku is not None or self.link is not None
+
+    @property
+    def empty(self) -> bool:
+        return not self.named and self.var_target is None and self.qty is None
+
+
+_Lit = tuple[str, int, object]  # (literal, kind, payload)
+
+
+class Parser:
+    """Reads one comment at a time against a catalogue. Thread-safe once built (it holds no per-call state).
+
+    ``bare_plus_one``: whether ``1`` / ``+N`` / ``扣N`` alone buy the featured product.
+    ``max_qty``: quantities of 0 or above it give ``Reason.BAD_QUANTITY`` items (the intent stays ``buy``).
+    """
+
+    def __init__(self, catalogue: Catalogue, *, bare_plus_one: bool = True,
+                 max_qty: int = DEFAULT_MAX_QTY) -> None:
+        self.catalogue = catalogue
+        self.bare_plus_one = bare_plus_one
+        self.max_qty = max_qty
+        self._by_sku = dict(catalogue.by_sku)
+        self._by_link = {n: p.sku for n, p in catalogue.by_link.items()}
+        targets = self._targets(catalogue.products)
+
+        # CJK (and other non-a-z-initial) literals, indexed by first character, longest first.
+        lits: dict[str, list[_Lit]] = {}
+        # a-z-initial phrases (multi-word aliases, codes like a1, multi-word keywords), by leading letters.
+        phrases: dict[str, list[_Lit]] = {}
+        # Single English words.
+        words: dict[str, tuple[int, object]] = {}
+
+        def add(lit: str, kind: int, payload: object = None) -> None:
+            lit = normalise(lit).strip()
+            if not lit:
+                return
+            first = lit[0]
+            if "a" <= first <= "z":
+                m = _WORD.match(lit)
+                lead = m.group() if m else lit
+                if lead == lit:
+                    words.setdefault(lit, (kind, payload))
+                else:
+                    phrases.setdefault(re.match(r"[a-z]+", lit).group(), []).append(  # type: ignore[union-attr]
+                        (lit, kind, payload))
+            else:
+                lits.setdefault(first, []).append((lit, kind, payload))
+
+        alias_keys = set(targets)
+        for alias, target in targets.items():
+            add(alias, ALIAS, target)
+        for w in tb.NOISE_CN:
+            if normalise(w) not in alias_keys:
+                add(w, NOISE)
+        for group, kind in ((tb.PAST_CN, PAST), (tb.CANCEL_CN, CANCEL), (tb.ASK_COMMERCE_CN, ASKC),
+                            (tb.ASK_GENERIC_CN, ASKG), (tb.NEG_CN, NEG), (tb.VERB_SOLO_CN, SOLO),
+                            (tb.VERB_CN, VERB), (tb.FILLER_CN, FILL), (tb.PAST_EN, PAST),
+                            (tb.CANCEL_EN, CANCEL), (tb.ASK_COMMERCE_EN, ASKC), (tb.NEG_EN, NEG),
+                            (tb.VERB_SOLO_EN, SOLO), (tb.VERB_EN, VERB), (tb.FILLER_EN, FILL)):
+            for w in group:
+                if normalise(w) not in alias_keys:
+                    add(w, kind)
+        add("各", EACH)
+        add("each", EACH)
+        for w, n in tb.ENGLISH_NUMBERS.items():
+            words[w] = (QTY, n)
+        for w in (*tb.MEASURE_EN, *tb.ASK_GENERIC_EN):
+            words.setdefault(w, (FILL, None))
+        self._ask_first = frozenset(w for w in tb.ASK_GENERIC_EN if w not in alias_keys)
+
+        def ordered(d: dict[str, list[_Lit]]) -> dict[str, tuple[_Lit, ...]]:
+            # Longest first; among equal lengths the first added (aliases before everyday words) wins.
+            return {k: tuple(sorted(v, key=lambda e: -len(e[0]))) for k, v in d.items()}
+
+        self._lits = ordered(lits)
+        self._phrases = ordered(phrases)
+        self._words = words
+
+        # Misspellings: one-deletion index of single-word ASCII aliases of five or more letters.
+        self._fuzzy_exact: dict[str, set[_Target]] = {}
+        self._fuzzy_del: dict[str, set[str]] = {}
+        for alias, target in targets.items():
+            if len(alias) >= 5 and alias.isascii() and alias.isalpha():
+                self._fuzzy_exact.setdefault(alias, set()).add(target)
+                for i in range(len(alias)):
+                    self._fuzzy_del.setdefault(alias[:i] + alias[i + 1:], set()).add(alias)
+
+        starters = {k for k, v in self._lits.items() if any(e[1] not in (FILL, NOISE) for e in v)}
+        starters |= set("0123456789abcdefghijklmnopqrstuvwxyz+#?*零〇一二两俩三四五六七八九十百")
+        self._interesting = re.compile("[" + "".join(re.escape(c) for c in sorted(starters)) + "]")
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Parser:
+        return cls(cfg.catalogue, bare_plus_one=cfg.stream.bare_plus_one, max_qty=cfg.stream.max_qty)
+
+    def __repr__(self) -> str:
+        return (f"<Parser {len(self._by_sku)} products, {sum(map(len, self._lits.values())) + len(self._words)}"
+                f" words, bare_plus_one={self.bare_plus_one}, max_qty={self.max_qty}>")
+
+    @staticmethod
+    def _targets(products: Iterable[Product]) -> dict[str, _Target]:
+        prod: dict[str, str] = {}
+        var: dict[str, dict[str, str]] = {}
+        for p in products:
+            for a in (*p.aliases, p.name, p.sku, *((p.code,) if p.code else ())):
+                prod.setdefault(normalise(a).strip(), p.sku)
+            for v in p.variants:
+                for a in (*v.aliases, v.name):
+                    var.setdefault(normalise(a).strip(), {}).setdefault(p.sku, v.name)
+                if v.code:
+                    # A variant code names the product and the variant at once.
+                    var.setdefault(normalise(v.code).strip(), {}).setdefault(p.sku, v.name)
+        out: dict[str, _Target] = {}
+        for key in {*prod, *var}:
+            if not key:
+                continue
+            out[key] = _Target(prod.get(key), tuple(sorted(var.get(key, {}).items())))
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+
+    def parse(self, text: str, featured: str | None = None) -> ParseResult:
+        """What ``text`` means, with ``featured`` the sku a bare ``+1`` buys. Never raises for any string."""
+        t = normalise(text)
+        if not self._interesting.search(t):
+            return NOTHING
+        return self._analyse(t, featured)
+
+    def _analyse(self, t: str, featured: str | None) -> ParseResult:
+        lits = self._lits
+        n = len(t)
+        i = 0
+        residue = 0
+        flags = 0  # bit per kind seen
+        groups: list[_Group] = []
+        cur = _Group()
+        prev = -1  # kind of the previous meaningful token
+        prev_end = -1
+        each_pending = False
+        verb_seen = False
+        first_word = True
+        while i < n:
+            ch = t[i]
+            kind = -1
+            payload: object = None
+            end = i
+            cands = lits.get(ch)
+            if cands is not None:
+                for lit, k, p in cands:
+                    if t.startswith(lit, i):
+                        e = i + len(lit)
+                        # An alias ending in a letter or digit must not run into the next word (100g vs 100gx).
+                        if k == ALIAS and lit[-1].isascii() and lit[-1].isalnum() and e < n and t[e].isalnum() \
+                                and t[e].isascii():
+                            continue
+                        kind, payload, end = k, p, e
+                        break
+            if kind < 0:
+                if "0" <= ch <= "9":
+                    m = _NUM.match(t, i)
+                    assert m is not None
+                    end = m.end()
+                    digits = m.group(1)
+                    if m.group(2) or m.group(5):
+                        kind = NOISE
+                    elif m.group(3):
+                        kind, payload = (NOISE, None) if (i and t[i - 1] == "月") or len(digits) > 3 \
+                            else (LINK, int(digits))
+                    elif m.group(4):
+                        kind, payload = (NOISE, None) if len(digits) >= 5 else (QTY, int(digits))
+                    elif _spammy(digits):
+                        kind = NOISE
+                    else:
+                        kind, payload = QTY, int(digits)
+                        if len(digits) > 4:
+                            kind = NOISE
+                elif ch in "零〇一二两俩三四五六七八九十百":
+                    m = _CNQ.match(t, i)
+                    assert m is not None
+                    end = m.end()
+                    v = cn_number(m.group(1))
+                    if v is None or m.group(4):
+                        kind = NOISE
+                    elif m.group(2):
+                        kind, payload = LINK, v
+                    elif m.group(3):
+                        kind, payload = QTY, v
+                    else:
+                        kind, payload = WEAKQTY, v
+                elif ch == "+" or ch == "加" or ch == "扣":
+                    m = _PLUS.match(t, i)
+                    if m is not None:
+                        end = m.end()
+                        g = m.group(1)
+                        if g[0] <= "9" and _spammy(g):
+                            kind = NOISE
+                        else:
+                            v = _int(g)
+                            kind, payload = (PLUS, v) if v is not None else (NOISE, None)
+                    else:
+                        end = i + 1
+                        kind = FILL
+                elif ch == "#":
+                    m = _HASH.match(t, i)
+                    if m is not None:
+                        kind, payload, end = LINK, int(m.group(1)), m.end()
+                    else:
+                        kind, end = FILL, i + 1
+                elif ch == "?":
+                    kind, end = ASKG, i + 1
+                elif "a" <= ch <= "z" or ch == "*":
+                    kind, payload, end = self._ascii(t, i, first_word)
+                    first_word = False
+                elif ch == "链":
+                    m = _LINK_AFTER.match(t, i)
+                    if m is not None:
+                        v = _int(m.group(1))
+                        kind, payload, end = (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
+                    else:
+                        kind, end = FILL, i + 2 if t.startswith("链接", i) else i + 1
+                elif ch.isalnum():
+                    residue += 1
+                    i += 1
+                    continue
+                else:  # space, punctuation, emoji
+                    i += 1
+                    continue
+            elif kind == FILL and ch == "链":
+                m = _LINK_AFTER.match(t, i)
+                if m is not None:
+                    v = _int(m.group(1))
+                    kind, payload, end = (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
+            if end <= i:
+                end = i + 1
+
+            # --- fold the token into the current group ---
+            if kind == ALIAS:
+                assert isinstance(payload, _Target)
+                tgt = payload
+                vname = tgt.variant_of(cur.sku) if cur.sku is not None else None
+                if vname is not None:
+                    if cur.variant is not None and cur.variant != vname:
+                        groups.append(cur)
+                        sku = cur.sku
+                        cur = _Group()
+                        cur.sku, cur.verb = sku, verb_seen
+                    cur.variant = vname
+                elif tgt.sku is not None:
+                    if cur.named or cur.var_target is not None and cur.qty is not None:
+                        groups.append(cur)
+                        cur = _Group()
+                        cur.verb = verb_seen
+                    cur.sku = tgt.sku
+                    if cur.var_target is not None:
+                        cur.variant = cur.var_target.variant_of(tgt.sku)
+                        cur.var_target = None
+                    if tgt.variants and cur.variant is None:
+                        cur.variant = tgt.variant_of(tgt.sku)  # a variant code: product and variant
+                else:
+                    if cur.named or cur.var_target is not None:
+                        groups.append(cur)
+                        cur = _Group()
+                        cur.verb = verb_seen
+                    cur.var_target = tgt
+                flags |= 1 << ALIAS
+            elif kind == LINK:
+                assert isinstance(payload, int)
+                if cur.named or cur.var_target is not None and cur.qty is not None:
+                    groups.append(cur)
+                    cur = _Group()
+                    cur.verb = verb_seen
+                sku = self._by_link.get(payload)
+                if sku is None:
+                    cur.link = payload
+                else:
+                    cur.sku = sku
+                    if cur.var_target is not None:
+                        cur.variant = cur.var_target.variant_of(sku)
+                        cur.var_target = None
+                flags |= 1 << ALIAS
+            elif kind in (QTY, PLUS, WEAKQTY):
+                if kind == WEAKQTY:
+                    # 一 / 两 with no measure word count only right after a product, a variant or a verb.
+                    adjacent = prev in (ALIAS, LINK, VERB, SOLO, EACH) and t[prev_end:i].strip() == ""
+                    if not adjacent:
+                        residue += end - i
+                        i = end
+                        continue
+                assert isinstance(payload, int)
+                if each_pending:
+                    for g in groups:
+                        if g.qty is None and g.named:
+                            g.qty = payload
+                    each_pending = False
+                if cur.qty is not None:
+                    groups.append(cur)
+                    cur = _Group()
+                    cur.verb = verb_seen
+                cur.qty = payload
+                if kind == PLUS:
+                    cur.plus = True
+                    flags |= 1 << PLUS
+                else:
+                    flags |= 1 << QTY
+            elif kind in (VERB, SOLO):
+                cur.verb = True
+                verb_seen = True
+                flags |= 1 << kind
+            elif kind == EACH:
+                each_pending = True
+            elif kind == NOISE:
+                residue += end - i
+            else:
+                flags |= 1 << kind
+            if kind != FILL and kind != NOISE:
+                prev, prev_end = kind, end
+            i = end
+        if not cur.empty:
+            groups.append(cur)
+        return self._decide(t, groups, flags, residue, featured)
+
+    def _ascii(self, t: str, i: int, first: bool) -> tuple[int, object, int]:
+        """One token starting with a letter (or ``*``): a phrase, an ``x3``, a word, or a misspelt alias."""
+        ch = t[i]
+        if ch == "x" or ch == "*":
+            m = _XQ.match(t, i)
+            if m is not None:
+                v = _int(m.group(1))
+                if v is not None:
+                    return QTY, v, m.end()
+            if ch == "*":
+                return FILL, None, i + 1
+        if ch == "l":
+            m = _LINK_AFTER.match(t, i)
+            if m is not None:
+                v = _int(m.group(1))
+                if v is not None:
+                    return LINK, v, m.end()
+        m = _WORD.match(t, i)
+        assert m is not None
+        w = m.group()
+        end = m.end()
+        cands = self._phrases.get(re.match(r"[a-z]+", w).group())  # type: ignore[union-attr]
+        if cands is not None:
+            n = len(t)
+            for lit, k, p in cands:
+                if t.startswith(lit, i):
+                    e = i + len(lit)
+                    if e >= n or not (t[e].isascii() and t[e].isalnum()):
+                        return k, p, e
+        # Letters glued to digits (a1, honey2): the word is the letters; a code was tried above.
+        hit = self._words.get(w)
+        if hit is not None:
+            k, p = hit
+            if first and w in self._ask_first:
+                return ASKG, None, end
+            return k, p, end
+        if first and w in self._ask_first:
+            return ASKG, None, end
+        if len(w) >= 4 and w not in tb.FUZZY_STOP:
+            tgt = self._fuzzy(w)
+            if tgt is not None:
+                return ALIAS, tgt, end
+        return NOISE, None, end
+
+    def _fuzzy(self, w: str) -> _Target | None:
+        found: set[_Target] = set()
+        cands: set[str] = set()
+        cands |= self._fuzzy_del.get(w, set())
+        for j in range(len(w)):
+            d = w[:j] + w[j + 1:]
+            if d in self._fuzzy_exact:
+                cands.add(d)
+            cands |= self._fuzzy_del.get(d, set())
+        for alias in cands:
+            if _one_edit(w, alias):
+                found |= self._fuzzy_exact[alias]
+        if len({(x.sku, x.variants) for x in found}) == 1:
+            return next(iter(found))
+        return None
+
+    # ------------------------------------------------------------------------------------------------
+
+    def _decide(self, t: str, groups: list[_Group], flags: int, residue: int,
+                featured: str | None) -> ParseResult:
+        named = [g for g in groups if g.named or g.var_target is not None]
+        if flags & (1 << ASKG | 1 << ASKC):
+            if flags & (1 << ASKC) or named:
+                return ParseResult(Intent.ASK, self._listed(named, featured))
+            return NOTHING
+        if flags & (1 << CANCEL):
+            return ParseResult(Intent.CANCEL, self._listed(named, featured))
+        if flags & (1 << PAST):
+            return NOTHING
+        if flags & (1 << NEG):
+            if _END_LE.search(t):
+                return ParseResult(Intent.CANCEL, self._listed(named, featured))
+            return NOTHING
+
+        items: list[Item] = []
+        any_named = False
+        for g in groups:
+            if not (g.named or g.var_target is not None):
+                continue
+            any_named = True
+            if g.qty is None and not g.verb and not g.plus:
+                continue
+            item = self._item(g, featured, implicit_ok=residue == 0)
+            if item is not None:
+                items.append(item)
+        if items:
+            return ParseResult(Intent.BUY, tuple(items))
+        if any_named or residue:
+            return NOTHING
+
+        # Nothing named: the featured product, for a comment that says nothing but a buy.
+        solo = bool(flags & (1 << SOLO))
+        qty_groups = [g for g in groups if g.qty is not None]
+        if not qty_groups:
+            if solo:
+                return ParseResult(Intent.BUY, (self._featured_item(featured, None, 1),))
+            return NOTHING
+        g = qty_groups[0]
+        if len({x.qty for x in qty_groups}) > 1 and not all(x.plus for x in qty_groups):
+            return NOTHING  # "2 3": two different numbers and no product is not an order
+        verbal = solo or any(x.verb for x in qty_groups)
+        if not verbal:
+            if not self.bare_plus_one:
+                return NOTHING
+            if not g.plus and t.strip(" !~.,…") != "1":
+                return NOTHING
+        return ParseResult(Intent.BUY, (self._featured_item(featured, None, g.qty if g.qty is not None else 1),))
+
+    def _qty_reason(self, qty: int) -> Reason | None:
+        return Reason.BAD_QUANTITY if qty <= 0 or qty > self.max_qty else None
+
+    def _featured_item(self, featured: str | None, variant: str | None, qty: int) -> Item:
+        if featured is None or featured not in self._by_sku:
+            return Item(None, None, qty, Reason.NOT_AVAILABLE)
+        return Item(featured, variant, qty, self._qty_reason(qty))
+
+    def _resolve_variant(self, tgt: _Target, featured: str | None) -> tuple[str, str] | None:
+        """The product of a variant named without one: the featured product, else the only one that has it."""
+        if featured is not None:
+            v = tgt.variant_of(featured)
+            if v is not None:
+                return featured, v
+        if len(tgt.variants) == 1:
+            return tgt.variants[0]
+        return None
+
+    def _item(self, g: _Group, featured: str | None, *, implicit_ok: bool) -> Item | None:
+        qty = g.qty if g.qty is not None else 1
+        if g.sku is not None:
+            return Item(g.sku, g.variant, qty, self._qty_reason(qty))
+        if g.link is not None:
+            return Item(None, None, qty, Reason.UNKNOWN_PRODUCT)
+        if g.var_target is not None:
+            r = self._resolve_variant(g.var_target, featured)
+            if r is None:
+                return None
+            return Item(r[0], r[1], qty, self._qty_reason(qty))
+        return None
+
+    def _listed(self, named: list[_Group], featured: str | None) -> tuple[Item, ...]:
+        out: list[Item] = []
+        for g in named:
+            qty = g.qty if g.qty is not None else 0
+            if g.sku is not None:
+                out.append(Item(g.sku, g.variant, qty))
+            elif g.link is not None:
+                out.append(Item(None, None, qty, Reason.UNKNOWN_PRODUCT))
+            elif g.var_target is not None:
+                r = self._resolve_variant(g.var_target, featured)
+                if r is not None:
+                    out.append(Item(r[0], r[1], qty))
+        return tuple(out)
