@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import IO, Any, ClassVar
 
 import orjson
 
+from adapters._codec import with_defaults
 from engine.errors import FatalAdapterError, MalformedInput
 from engine.plugin import Adapter, Option
 from engine.records import Comment
@@ -41,9 +42,12 @@ class ReplayAdapter(Adapter):
     }
 
     def __init__(self, options: Any, *, name: str, stats: Any = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(options, name=name, stats=stats)
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        # Defaults filled here too, so an adapter built directly (tests, embedding) needs only ``path``.
+        super().__init__(with_defaults(self.OPTIONS, options, f"replay {name}"), name=name, stats=stats)
         self._clock = clock
+        self._sleep = sleep
         self._file: IO[bytes] | None = None
         self.lines_read = 0
 
@@ -111,7 +115,7 @@ class ReplayAdapter(Adapter):
                         if batch:
                             yield batch
                             batch = []
-                        await asyncio.sleep(wait)
+                        await self._sleep(wait)
                 batch.append(comment)
                 if len(batch) >= limit:
                     yield batch

@@ -1,0 +1,185 @@
+"""The replay adapter: JSON Lines files and stdin, at recorded pace, scaled, or flat out."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.replay import MAX_LINE, ReplayAdapter
+from engine.errors import FatalAdapterError
+from engine.records import Comment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def c(i: int, ts: float | None = None, **kw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}",
+                         "text": f"+{i}", "ts": 1584250000.0 + i if ts is None else ts}
+    d.update(kw)
+    return d
+
+
+def write(path: Path, *lines: bytes | str | dict[str, Any] | list[Any]) -> Path:
+    with path.open("wb") as f:
+        for line in lines:
+            if isinstance(line, dict | list):
+                line = orjson.dumps(line)
+            f.write((line.encode() if isinstance(line, str) else line) + b"\n")
+    return path
+
+
+class FakeTime:
+    """A clock that moves only when the replay sleeps, recording each sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, d: float) -> None:
+        self.slept.append(d)
+        self.now += d
+
+
+async def replay(path: Path | str, **opts: Any) -> tuple[list[list[Comment]], ReplayAdapter]:
+    ad = ReplayAdapter({"path": str(path), **opts}, name="replay-test")
+    async with ad:
+        batches = [list(b) async for b in ad.batches()]
+    return batches, ad
+
+
+async def test_flat_out_yields_every_comment_in_order_in_bounded_batches(tmp_path: Path) -> None:
+    p = write(tmp_path / "c.jsonl", *(c(i) for i in range(10)))
+    batches, ad = await replay(p, batch=4)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert [x.id for b in batches for x in b] == [f"m-{i}" for i in range(10)]
+    assert batches[0][0] == Comment("douyin", "7312", "m-0", "u-0", "u-0", "+0", 1584250000.0)
+    assert ad.stats.received == 10
+    assert ad.lines_read == 10
+
+
+async def test_a_line_may_hold_an_array_and_missing_platform_room_are_filled(tmp_path: Path) -> None:
+    bare = {"id": "b", "user": "u", "text": "要", "ts": 5}
+    p = write(tmp_path / "c.jsonl", [c(1), c(2)], bare)
+    batches, _ = await replay(p, platform="bilibili", room="42")
+    got = [x for b in batches for x in b]
+    assert [x.id for x in got] == ["m-1", "m-2", "b"]
+    assert got[2].key == ("bilibili", "42", "b")
+
+
+async def test_malformed_lines_are_counted_skipped_and_the_replay_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = write(tmp_path / "c.jsonl", c(1), "{not json", "", "   ", c(2, ts="soon"), "[1, 2]",
+              b'{"text": "\xff"}', b"[" + b" " * MAX_LINE + b"]", c(3))
+    batches, ad = await replay(p)
+    assert [x.id for b in batches for x in b] == ["m-1", "m-3"]
+    assert ad.stats.malformed_by_reason == {"bad_json": 2, "missing_field": 1, "not_an_object": 2,
+                                            "oversized": 1}
+    assert "line 2" in caplog.text  # the sample says where the bad line is
+
+
+async def test_speed_one_keeps_the_recorded_pace(tmp_path: Path) -> None:
+    p = write(tmp_path / "c.jsonl", c(1, ts=100.0), c(2, ts=100.5), c(3, ts=100.5), c(4, ts=102.0))
+    t = FakeTime()
+    ad = ReplayAdapter({"path": str(p), "speed": 1.0}, name="r", clock=t.clock, sleep=t.sleep)
+    async with ad:
+        batches = [[x.id for x in b] async for b in ad.batches()]
+    assert t.slept == pytest.approx([0.5, 1.5])
+    assert batches == [["m-1"], ["m-2"], ["m-3"], ["m-4"]]
+
+
+async def test_speed_ten_replays_ten_times_faster(tmp_path: Path) -> None:
+    p = write(tmp_path / "c.jsonl", c(1, ts=100.0), c(2, ts=101.0), c(3, ts=103.0))
+    t = FakeTime()
+    ad = ReplayAdapter({"path": str(p), "speed": 10.0}, name="r", clock=t.clock, sleep=t.sleep)
+    async with ad:
+        got = [x.id async for x in ad]
+    assert got == ["m-1", "m-2", "m-3"]
+    assert t.slept == pytest.approx([0.1, 0.2])
+
+
+async def test_paced_replay_does_not_sleep_when_it_is_already_late(tmp_path: Path) -> None:
+    p = write(tmp_path / "c.jsonl", c(1, ts=100.0), c(2, ts=101.0), c(3, ts=102.0))
+    t = FakeTime()
+
+    def slow_clock() -> float:
+        t.now += 5.0  # every look at the clock finds the replay five seconds further on
+        return t.now
+
+    ad = ReplayAdapter({"path": str(p), "speed": 1.0}, name="r", clock=slow_clock, sleep=t.sleep)
+    async with ad:
+        got = [x.id async for x in ad]
+    assert got == ["m-1", "m-2", "m-3"]
+    assert t.slept == []
+
+
+async def test_speed_zero_never_sleeps(tmp_path: Path) -> None:
+    p = write(tmp_path / "c.jsonl", c(1, ts=100.0), c(2, ts=5000.0))
+    t = FakeTime()
+    ad = ReplayAdapter({"path": str(p), "speed": 0}, name="r", clock=t.clock, sleep=t.sleep)
+    async with ad:
+        assert [x.id async for x in ad] == ["m-1", "m-2"]
+    assert t.slept == []
+
+
+async def test_dash_reads_stdin_and_leaves_it_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = io.BytesIO(orjson.dumps(c(1)) + b"\n" + orjson.dumps(c(2)) + b"\n")
+    fake = io.TextIOWrapper(data)
+    monkeypatch.setattr(sys, "stdin", fake)
+    batches, _ = await replay("-")
+    assert [x.id for b in batches for x in b] == ["m-1", "m-2"]
+    assert not fake.closed
+
+
+async def test_a_missing_file_is_a_fatal_error_naming_it(tmp_path: Path) -> None:
+    ad = ReplayAdapter({"path": str(tmp_path / "nope.jsonl")}, name="r")
+    with pytest.raises(FatalAdapterError, match="nope.jsonl"):
+        await ad.open()
+
+
+async def test_close_is_idempotent(tmp_path: Path) -> None:
+    ad = ReplayAdapter({"path": str(write(tmp_path / "c.jsonl", c(1)))}, name="r")
+    await ad.open()
+    await ad.close()
+    await ad.close()
+    assert ad.closed
+
+
+def test_path_is_required() -> None:
+    with pytest.raises(FatalAdapterError, match="path"):
+        ReplayAdapter({}, name="r")
+
+
+async def test_the_bundled_sample_replays_without_a_malformed_line() -> None:
+    batches, ad = await replay(REPO / "config" / "sample-comments.jsonl")
+    assert sum(map(len, batches)) == ad.lines_read > 0
+    assert ad.stats.malformed_total == 0
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40)
+_comment = st.builds(
+    lambda i, user, text, ts: {"platform": "p", "room": "r", "id": f"m-{i}", "user": user, "name": user * 2,
+                               "text": text, "ts": ts},
+    st.integers(0, 10**6), st.text("abcxyz0123", min_size=1, max_size=8), _text,
+    st.floats(0, 2e9, allow_nan=False))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(comments=st.lists(_comment, max_size=30), batch=st.integers(1, 7), arrays=st.booleans())
+async def test_any_recording_replays_exactly_as_written(
+        tmp_path: Path, comments: list[dict[str, Any]], batch: int, arrays: bool) -> None:
+    lines: list[Any] = [comments[i:i + 3] for i in range(0, len(comments), 3)] if arrays else comments
+    p = write(tmp_path / "prop.jsonl", *lines)
+    batches, ad = await replay(p, batch=batch)
+    assert [x.to_dict() for b in batches for x in b] == comments
+    assert all(0 < len(b) <= batch for b in batches)
+    assert ad.stats.malformed_total == 0
