@@ -265,7 +265,7 @@ class _Counts:
         return int(self.counter.get(transport=transport, action=action, result=result))
 
 
-async def apply(handler: Handler, control: Control, counts: _Counts, transport: str
+async def apply(handler: Handler, control: Control, counts: _Counts, transport: str, stream: str = ""
                 ) -> tuple[int, dict[str, Any]]:
     """Run the handler; map its outcome to an HTTP-like status and a JSON-ready answer."""
     action = control.action.value
@@ -276,10 +276,11 @@ async def apply(handler: Handler, control: Control, counts: _Counts, transport: 
         return 409, {"ok": False, "action": action, "error": str(exc)}
     except Exception as exc:
         counts.inc(transport, action, "error")
-        log.exception("control %s failed in the handler", action)
+        log.exception("stream %s: control %s failed in the handler", stream, action)
         return 500, {"ok": False, "action": action, "error": f"internal error: {exc!r}"}
     counts.inc(transport, action, "ok")
-    log.info("control %s applied: %s", action, {k: v for k, v in control.to_dict().items() if v is not None})
+    log.info("stream %s: control %s via %s applied: %s", stream, action, transport,
+             {k: v for k, v in control.to_dict().items() if v is not None})
     return 200, {"ok": True, "action": action, "result": dict(result)}
 
 
@@ -293,7 +294,8 @@ class ControlServer:
     """
 
     def __init__(self, host: str, port: int, token: str, handler: Handler, *,
-                 state_path: Path | None = None, metrics: Registry | None = None) -> None:
+                 state_path: Path | None = None, metrics: Registry | None = None, stream: str = "") -> None:
+        self.stream = stream
         self.host = host
         self.port = port
         self.generated_token = not token
@@ -322,7 +324,7 @@ class ControlServer:
         except BadControl as exc:
             self.counts.inc("http", "", "bad")
             return _json(400, {"ok": False, "error": str(exc)})
-        status, answer = await apply(self.handler, control, self.counts, "http")
+        status, answer = await apply(self.handler, control, self.counts, "http", self.stream)
         return _json(status, answer)
 
     async def start(self) -> None:
@@ -342,7 +344,7 @@ class ControlServer:
         self.port = int(runner.addresses[0][1])
         if self.state_path is not None:
             self._write_state(self.state_path)
-        log.info("host controls on http://%s:%d/control", self.host, self.port)
+        log.info("stream %s: host controls on http://%s:%d/control", self.stream, self.host, self.port)
 
     def _write_state(self, path: Path) -> None:
         state: dict[str, Any] = {"host": self.host, "port": self.port, "pid": os.getpid()}
@@ -394,9 +396,10 @@ class MqttControl:
     """
 
     def __init__(self, host: str, port: int, topic: str, handler: Handler, token: str | None = None, *,
-                 metrics: Registry | None = None, max_delay: float = 30.0) -> None:
+                 metrics: Registry | None = None, max_delay: float = 30.0, stream: str = "") -> None:
         if not topic or any(c in topic for c in "#+") or topic.startswith("$"):
             raise ValueError(f"control topic {topic!r} must be a plain topic (no wildcards, no $share)")
+        self.stream = stream
         self.host = host
         self.port = port
         self.topic = topic
@@ -413,7 +416,7 @@ class MqttControl:
     def _log_once(self, kind: str, message: str) -> None:
         level = logging.DEBUG if kind in self._logged else logging.WARNING
         self._logged.add(kind)
-        log.log(level, "mqtt control %s: %s", self.topic, message)
+        log.log(level, "stream %s: mqtt control %s: %s", self.stream, self.topic, message)
 
     async def answer(self, payload: bytes) -> dict[str, Any]:
         """Decode one payload, apply it, and return the answer (what :meth:`run` publishes)."""
@@ -437,7 +440,7 @@ class MqttControl:
             self.counts.inc("mqtt", "", "bad")
             self._log_once("bad", f"bad control: {exc}")
             return {**extra, "ok": False, "error": str(exc)}
-        _, answer = await apply(self.handler, control, self.counts, "mqtt")
+        _, answer = await apply(self.handler, control, self.counts, "mqtt", self.stream)
         return {**extra, **answer}
 
     async def run(self) -> None:
@@ -450,7 +453,8 @@ class MqttControl:
                 async with aiomqtt.Client(self.host, self.port) as client:
                     await client.subscribe(self.topic, qos=1)
                     if failures:
-                        log.info("mqtt control %s: reconnected after %d failed attempt(s)", self.topic, failures)
+                        log.info("stream %s: mqtt control %s: reconnected after %d failed attempt(s)",
+                                 self.stream, self.topic, failures)
                     failures = 0
                     self.ready.set()
                     async for message in client.messages:

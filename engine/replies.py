@@ -371,10 +371,11 @@ class ReplyQueue:
 
     def __init__(self, name: str, *, limit: int | None = None, window: float = 30.0, maxsize: int = 1000,
                  max_len: int = 200, separator: str = " ", clock: Callable[[], float] = time.monotonic,
-                 metrics: Registry | None = None) -> None:
+                 metrics: Registry | None = None, stream: str = "") -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be 1 or more")
         self.name = name
+        self.stream = stream
         self.limiter = RateLimiter(limit, window)
         self.maxsize = maxsize
         self.max_len = max_len
@@ -420,8 +421,8 @@ class ReplyQueue:
             self._pending.popleft()
             self._count("shed")
             if self.count("shed") == 1:
-                log.warning("reply queue %s: backlog of %d messages, shedding the oldest (counted)",
-                            self.name, self.maxsize)
+                log.warning("stream %s: reply queue %s: backlog of %d messages, shedding the oldest (counted)",
+                            self.stream, self.name, self.maxsize)
         self._pending.append(_Pending(room_of(reply), reply))
         self._count("queued")
         self._wakeup.set()
@@ -483,8 +484,8 @@ class ReplyQueue:
                 left = self.depth
                 if left:
                     self._count("shed", left)
-                    log.warning("reply queue %s: closed with %d replies still rate-limited; counted as shed",
-                                self.name, left)
+                    log.warning("stream %s: reply queue %s: closed with %d messages still rate-limited; counted as "
+                                "shed", self.stream, self.name, left)
                     self._pending.clear()
                 return
             when = self.next_time(now)
@@ -504,8 +505,8 @@ class ReplyQueue:
             self._count("failed", carried)
             level = logging.DEBUG if self._send_error_logged else logging.WARNING
             self._send_error_logged = True
-            log.log(level, "reply queue %s: sending %d replies failed: %r (counted; further failures at DEBUG)",
-                    self.name, carried, exc)
+            log.log(level, "stream %s: reply queue %s: sending %d replies failed: %r (counted; further "
+                    "failures at DEBUG)", self.stream, self.name, carried, exc)
             return
         self._count("sent", carried)
 
