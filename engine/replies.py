@@ -12,9 +12,11 @@ Three parts, each usable alone:
   what the platform's rate limit allows; :meth:`ReplyQueue.run` is the thin async loop that sends.
 
 Durability (CONTRACTS §6): a reply is an announcement, so it must never precede the journal. The caller
-feeds :meth:`Replier.plan` / :meth:`ReplyQueue.put` only outcomes the journal has committed (the engine calls
-its outcome listeners after commit, and sets ``Outcome.seq`` then). :meth:`ReplyQueue.put` refuses a reply
-whose outcome has no ``seq`` with :class:`NotDurable`, so a wiring mistake fails loudly, not silently.
+feeds :meth:`Replier.plan` / :meth:`ReplyQueue.put` only outcomes the journal has committed: wire them to
+``Engine.add_listener``, which is called after the journal append. As a guard against wiring mistakes,
+:meth:`ReplyQueue.put` refuses a reply whose outcome has no ``seq`` (an outcome that never went through the
+ledger and journal) with :class:`NotDurable`; a ``seq`` alone does not prove the commit happened, the
+listener ordering does.
 """
 
 from __future__ import annotations
