@@ -66,6 +66,7 @@ _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
 _PLUS = re.compile(rf"(?:\+|加|扣)\s*([0-9]+|{_CN_NUM})")
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_SKIP = re.compile(r"[^\w+#?*]+")
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 
 
@@ -169,6 +170,12 @@ class _Group:
 
 
 _Lit = tuple[str, int, object]  # (literal, kind, payload)
+_FUZZ = 99  # an unknown English word that might be a misspelt alias
+_SIGNALS = 1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO | 1 << ASKG | 1 << ASKC | 1 << CANCEL
+_RETRY_FUZZY = ParseResult(Intent.NONE, (Item(None),))  # a sentinel, never returned to callers
+_CACHE_SIZE = 4096
+_FUZZY_STOP = tb.FUZZY_STOP
+_CACHE_TEXT = 64  # longer comments are rarely repeated word for word
 
 
 class Parser:
@@ -249,9 +256,27 @@ class Parser:
                 for i in range(len(alias)):
                     self._fuzzy_del.setdefault(alias[:i] + alias[i + 1:], set()).add(alias)
 
-        starters = {k for k, v in self._lits.items() if any(e[1] not in (FILL, NOISE) for e in v)}
-        starters |= set("0123456789abcdefghijklmnopqrstuvwxyz+#?*零〇一二两俩三四五六七八九十百")
+        # The pre-filter. A result other than ``none`` needs one of: a product or variant alias, a commerce
+        # question, a cancel word, a negation ending in 了 (cancel), a buy verb, a link (号, 链接, #), a plus
+        # (+, 加, 扣), an English word, or the bare "1". Numerals, other digits, generic question marks, past
+        # and filler words can only matter next to one of those, so a comment without any of their first
+        # characters is chatter (tests/engine/test_parser_props.py checks this against the full analysis).
+        meaningful = (ALIAS, ASKC, CANCEL, NEG, SOLO, VERB)
+        starters = {k for k, v in self._lits.items() if any(e[1] in meaningful for e in v)}
+        starters |= set("abcdefghijklmnopqrstuvwxyz1+#号链加扣")
         self._interesting = re.compile("[" + "".join(re.escape(c) for c in sorted(starters)) + "]")
+        # Second stage, for comments that have such a character: the words themselves, as a regex factored
+        # by first character (有 alone is chatter; 有没有 is a question).
+        by_first: dict[str, list[str]] = {}
+        for first, cands in self._lits.items():
+            for lit, k, _p in cands:
+                if k in meaningful:
+                    by_first.setdefault(first, []).append(lit)
+        parts = [re.escape(f) if any(len(x) == 1 for x in ls)
+                 else re.escape(f) + "(?:" + "|".join(re.escape(x[1:]) for x in sorted(ls, key=len, reverse=True)) + ")"
+                 for f, ls in sorted(by_first.items())]
+        self._signal = re.compile("|".join([*parts, "[a-z1+#号链加扣]"]))
+        self._cache: dict[tuple[str, str | None], ParseResult] = {}
 
     @classmethod
     def from_config(cls, cfg: Config) -> Parser:
@@ -285,12 +310,26 @@ class Parser:
 
     def parse(self, text: str, featured: str | None = None) -> ParseResult:
         """What ``text`` means, with ``featured`` the sku a bare ``+1`` buys. Never raises for any string."""
+        key = (text, featured)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         t = normalise(text)
-        if not self._interesting.search(t):
-            return NOTHING
-        return self._analyse(t, featured)
+        if not self._interesting.search(t) or not self._signal.search(t):
+            result = NOTHING
+        else:
+            result = self._analyse(t, featured, False)
+            if result is _RETRY_FUZZY:
+                result = self._analyse(t, featured, True)
+        if len(key[0]) <= _CACHE_TEXT:
+            # Live chat repeats itself ("+1", "666", "要要要"): remember recent short comments. Cleared
+            # wholesale when full, which costs less per call than keeping an LRU order.
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = result
+        return result
 
-    def _analyse(self, t: str, featured: str | None) -> ParseResult:
+    def _analyse(self, t: str, featured: str | None, fuzzy: bool) -> ParseResult:
         lits = self._lits
         n = len(t)
         i = 0
@@ -303,6 +342,7 @@ class Parser:
         each_pending = False
         verb_seen = False
         first_word = True
+        fuzz_seen = False
         while i < n:
             ch = t[i]
             kind = -1
@@ -373,7 +413,10 @@ class Parser:
                 elif ch == "?":
                     kind, end = ASKG, i + 1
                 elif "a" <= ch <= "z" or ch == "*":
-                    kind, payload, end = self._ascii(t, i, first_word)
+                    kind, payload, end = self._ascii(t, i, first_word, fuzzy)
+                    if kind == _FUZZ:
+                        fuzz_seen = True
+                        kind = NOISE
                     first_word = False
                 elif ch == "链":
                     m = _LINK_AFTER.match(t, i)
@@ -386,8 +429,9 @@ class Parser:
                     residue += 1
                     i += 1
                     continue
-                else:  # space, punctuation, emoji
-                    i += 1
+                else:  # space, punctuation, emoji: skip the whole run
+                    m = _SKIP.match(t, i)
+                    i = m.end() if m is not None else i + 1
                     continue
             elif kind == FILL and ch == "链":
                 m = _LINK_AFTER.match(t, i)
@@ -481,9 +525,14 @@ class Parser:
             i = end
         if not cur.empty:
             groups.append(cur)
-        return self._decide(t, groups, flags, residue, featured)
+        result = self._decide(t, groups, flags, residue, featured)
+        if fuzz_seen and not result.items and flags & _SIGNALS:
+            # An unknown English word and a buy or question signal without a product: maybe a misspelt
+            # alias ("hony 2"). Only now pay for the edit-distance lookup.
+            return _RETRY_FUZZY
+        return result
 
-    def _ascii(self, t: str, i: int, first: bool) -> tuple[int, object, int]:
+    def _ascii(self, t: str, i: int, first: bool, fuzzy: bool) -> tuple[int, object, int]:
         """One token starting with a letter (or ``*``): a phrase, an ``x3``, a word, or a misspelt alias."""
         ch = t[i]
         if ch == "x" or ch == "*":
@@ -494,7 +543,7 @@ class Parser:
                     return QTY, v, m.end()
             if ch == "*":
                 return FILL, None, i + 1
-        if ch == "l":
+        elif ch == "l" and (t.startswith("link", i) or t.startswith("lnk", i)):
             m = _LINK_AFTER.match(t, i)
             if m is not None:
                 v = _int(m.group(1))
@@ -504,7 +553,7 @@ class Parser:
         assert m is not None
         w = m.group()
         end = m.end()
-        cands = self._phrases.get(re.match(r"[a-z]+", w).group())  # type: ignore[union-attr]
+        cands = self._phrases.get(w.partition("'")[0] if "'" in w else w)
         if cands is not None:
             n = len(t)
             for lit, k, p in cands:
@@ -512,16 +561,14 @@ class Parser:
                     e = i + len(lit)
                     if e >= n or not (t[e].isascii() and t[e].isalnum()):
                         return k, p, e
-        # Letters glued to digits (a1, honey2): the word is the letters; a code was tried above.
-        hit = self._words.get(w)
-        if hit is not None:
-            k, p = hit
-            if first and w in self._ask_first:
-                return ASKG, None, end
-            return k, p, end
         if first and w in self._ask_first:
             return ASKG, None, end
-        if len(w) >= 4 and w not in tb.FUZZY_STOP:
+        hit = self._words.get(w)
+        if hit is not None:
+            return hit[0], hit[1], end
+        if len(w) >= 4 and w not in _FUZZY_STOP:
+            if not fuzzy:
+                return _FUZZ, None, end
             tgt = self._fuzzy(w)
             if tgt is not None:
                 return ALIAS, tgt, end
