@@ -6,15 +6,22 @@ documented fields, and that ``oversold`` and ``lost`` - verified from the stored
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from bench.__main__ import summarise
+from bench.checks import account, check_journal
 from bench.runner import percentiles
+from bench.scenario import generate
+from engine.config import load
+from engine.core import Engine
+from engine.records import Outcome, Status
 
 TINY = ["--scale", "0.01", "--seed", "5"]
 
@@ -97,3 +104,74 @@ def test_summary_gives_ratios_and_flags_a_failed_check() -> None:
 def test_bad_arguments_exit_2(bad: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", *bad], capture_output=True, timeout=60, check=False)
     assert proc.returncode == 2
+
+
+def test_engine_cases_run_and_the_journal_confirms_no_oversell_and_no_loss() -> None:
+    code, out = run_bench("--cases", "parser,ledger,pipeline,websocket", "--offered", "20000")
+    by = {r["case"]: r for r in out if "case" in r}
+    assert by["parser"]["comments_per_s"] > 0
+    assert 0 <= by["parser"]["buys_understood"] <= 1
+    for case in ("ledger", "pipeline", "websocket"):
+        r = by[case]
+        assert "error" not in r, r
+        assert r["oversold"] == 0
+        assert r["lost"] == 0
+        j = r["journal"]
+        assert j["comments"] == r["comments_in_scenario"]  # every comment sent was journalled
+        assert j["missing_comments"] == 0
+        assert j["statuses"]["reserved"] > 0
+    for case in ("pipeline", "websocket"):
+        lat = by[case]["latency_ms"]
+        assert lat["offered_per_s"] == 20000
+        assert lat["p50"] <= lat["p95"] <= lat["p99"]
+    assert by["websocket"]["feeder"]["sent"] == by["websocket"]["comments_in_scenario"]
+    assert out[-1]["checks_ok"] is True
+    assert code == 0
+
+
+def test_mqtt_case_runs_through_the_real_broker(mosquitto: tuple[str, int]) -> None:
+    host, port = mosquitto
+    code, out = run_bench("--cases", "mqtt", "--mqtt", f"{host}:{port}", "--offered", "20000")
+    assert_case_ok(out[0])
+    assert out[0]["feeder"]["sent"] == out[0]["comments_in_scenario"]
+    assert code == 0
+
+
+# --- the checks themselves: they must be able to fail -----------------------------------------------------
+
+
+def _o(order: str, qty: int, status: Status, comment: str = "m") -> Outcome:
+    return Outcome(comment, "u", order, "egg-10", None, qty, status)
+
+
+def test_account_flags_units_held_beyond_stock() -> None:
+    outs = [_o("o1", 3, Status.RESERVED), _o("o2", 2, Status.RESERVED)]
+    assert account(outs, {"egg-10": (5, 0)}) == (0, 0)
+    assert account(outs, {"egg-10": (4, 0)}) == (1, 0)
+
+
+def test_account_credits_cancelled_and_promoted_units() -> None:
+    outs = [_o("o1", 3, Status.RESERVED), _o("o2", 2, Status.PRESALE), _o("o1", 3, Status.CANCELLED),
+            _o("o2", 2, Status.PROMOTED), _o("o3", 1, Status.RESERVED)]
+    assert account(outs, {"egg-10": (3, 2)}) == (0, 0)
+    assert account(outs, {"egg-10": (3, 1)}) == (0, 1)  # two queued at once, cap one
+
+
+def test_check_journal_counts_an_acknowledged_outcome_the_journal_lacks(tmp_path: Path) -> None:
+    scenario = generate("flash", seed=2, scale=0.002)
+    cfg = load(scenario.write_config(tmp_path))
+
+    async def run() -> list[Outcome]:
+        engine = await Engine.open(cfg)
+        try:
+            return await engine.submit(scenario.comments)
+        finally:
+            await engine.close()
+
+    acked = asyncio.run(run())
+    assert acked
+    assert check_journal(cfg, scenario, acked).lost == 0
+    forged = [*acked, _o("o-999999", 1, Status.RESERVED, comment="never-sent")]
+    report = check_journal(cfg, scenario, forged)
+    assert report.lost_acked == 1
+    assert report.lost == 1
