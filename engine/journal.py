@@ -11,8 +11,14 @@ refused rather than silently deciding differently from what was announced.
 
 Schema::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)          app, schema, catalogue, hold_seconds, featured, created
-    events(seq INTEGER PRIMARY KEY, ts REAL, kind TEXT, body BLOB)   body: JSON (orjson)
+    meta(key TEXT PRIMARY KEY, value TEXT)      app, schema, catalogue, hold_seconds, featured, created
+    batches(first INTEGER PRIMARY KEY, last INTEGER, ts REAL, body BLOB)
+        one row per committed batch; body is a JSON array of [seq, ts, kind, data] entries
+    VIEW events(seq, ts, kind, body)            one row per entry, for people and tools (sqlite3 CLI)
+
+A batch is stored as one row because SQLite then does constant work per batch: the entries are encoded
+by orjson in one call and the worker thread touches Python once per batch, not once per row (storing a row
+per entry, even with ``executemany``, made the journal the bottleneck: see ``bench/ledger_bench.py``).
 
 ``PRAGMA application_id`` is set too, so ``file`` and other tools can tell a livecart journal. A file that
 is not SQLite, is SQLite of another application, or is damaged raises :class:`ForeignDatabase` and is never
@@ -26,8 +32,8 @@ Durability (``PRAGMA journal_mode=WAL`` always):
   survives a process crash (kill -9) but the last commits may be lost on a power loss or kernel panic. The
   database itself stays consistent either way (WAL syncs on checkpoint).
 
-Group commit: :meth:`Journal.append` queues rows and returns a future; one writer task commits everything
-queued in one transaction (``executemany``), when ``batch_max`` rows are waiting or ``batch_delay`` after the
+Group commit: :meth:`Journal.append` queues entries and returns a future; one writer task commits
+everything queued as one batch row in one transaction, when ``batch_max`` rows are waiting or ``batch_delay`` after the
 first row arrived, whichever is first, and resolves the futures of the rows it committed.
 """
 
@@ -38,7 +44,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +63,10 @@ APPLICATION_ID = 0x4C564354  # "LVCT"
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-#: One journal row: (seq, ts, kind, body).
+#: One journal row as read back: (seq, ts, kind, body) with body the JSON bytes.
 Row = tuple[int, float, str, bytes]
+#: One journal row as appended: (seq, ts, kind, data) with data a JSON-serialisable value.
+Entry = tuple[int, float, str, Any]
 
 # Event kinds.
 COMMENT = "c"
@@ -72,8 +80,14 @@ FEATURE = "f"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE events (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE batches (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, ts REAL NOT NULL, body BLOB NOT NULL);
+CREATE VIEW events (seq, ts, kind, body) AS
+    SELECT json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
+           CAST(json_extract(e.value, '$[3]') AS BLOB)
+    FROM batches, json_each(batches.body) AS e;
 """
+
+_INSERT = "INSERT INTO batches (first, last, ts, body) VALUES (?, ?, ?, ?)"
 
 _BUY = Intent.BUY
 _CANCEL = Intent.CANCEL
@@ -82,17 +96,16 @@ _CANCEL = Intent.CANCEL
 # --------------------------------------------------------------------------- pure encoding / replay
 
 
-def comment_row(seq: int, ts: float, comment: Comment, parsed: ParseResult) -> Row:
-    """The row recording that ``comment`` (parsed as ``parsed``) was processed as ledger event ``seq``."""
+def comment_row(seq: int, ts: float, comment: Comment, parsed: ParseResult) -> Entry:
+    """The entry recording that ``comment`` (parsed as ``parsed``) was processed as ledger event ``seq``."""
     intent = parsed.intent
     items = ([[i.sku, i.variant, i.qty, i.reason] for i in parsed.items]
              if intent is _BUY or intent is _CANCEL else [])
-    body = orjson.dumps([comment.platform, comment.room, comment.id, comment.user, intent, items])
-    return (seq, ts, COMMENT, body)
+    return (seq, ts, COMMENT, [comment.platform, comment.room, comment.id, comment.user, intent, items])
 
 
-def control_row(seq: int, ts: float, kind: str, args: Sequence[Any]) -> Row:
-    return (seq, ts, kind, orjson.dumps(list(args)))
+def control_row(seq: int, ts: float, kind: str, args: Sequence[Any]) -> Entry:
+    return (seq, ts, kind, list(args))
 
 
 def apply(ledger: Ledger, kind: str, body: bytes) -> list[Outcome]:
@@ -102,6 +115,14 @@ def apply(ledger: Ledger, kind: str, body: bytes) -> list[Outcome]:
     """
     try:
         data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise JournalError(f"journal row of kind {kind!r} is damaged: {exc}") from exc
+    return apply_data(ledger, kind, data)
+
+
+def apply_data(ledger: Ledger, kind: str, data: Any) -> list[Outcome]:
+    """:func:`apply` for an entry's decoded ``data``."""
+    try:
         if kind == COMMENT:
             platform, room, cid, user, intent, raw = data
             items = tuple(Item(s, v, q, Reason(r) if r is not None else None) for s, v, q, r in raw)
@@ -123,7 +144,7 @@ def apply(ledger: Ledger, kind: str, body: bytes) -> list[Outcome]:
             return ledger.feature(data[0])
     except LivecartError as exc:
         raise JournalError(f"journal row of kind {kind!r} cannot be replayed: {exc}") from exc
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+    except (ValueError, TypeError) as exc:
         raise JournalError(f"journal row of kind {kind!r} is damaged: {exc}") from exc
     raise JournalError(f"journal row of unknown kind {kind!r} (written by a newer livecart?)")
 
@@ -160,15 +181,28 @@ class Header:
     created: float
 
 
-def rebuild(header: Header, rows: Iterator[Row] | Sequence[Row], *,
+def rebuild(header: Header, rows: Iterable[Row], *,
             on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
-    """A ledger with every row replayed, in order. Raises :class:`JournalError` on a gap in ``seq``."""
+    """A ledger with every row (body as JSON bytes) replayed, in order. Raises :class:`JournalError` on a
+    gap in ``seq`` or a row that cannot be replayed."""
+    return _rebuild(header, rows, apply, on_outcomes)
+
+
+def rebuild_entries(header: Header, entries: Iterable[Entry], *,
+                    on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
+    """:func:`rebuild` for decoded entries."""
+    return _rebuild(header, entries, apply_data, on_outcomes)
+
+
+def _rebuild(header: Header, rows: Iterable[tuple[int, float, str, Any]],
+             step: Callable[[Ledger, str, Any], list[Outcome]],
+             on_outcomes: Callable[[list[Outcome]], None] | None) -> Ledger:
     now = [header.created]
     ledger = Ledger(header.catalogue, hold_seconds=header.hold_seconds, featured=header.featured,
                     clock=lambda: now[0])
     for seq, ts, kind, body in rows:
         now[0] = ts
-        out = apply(ledger, kind, body)
+        out = step(ledger, kind, body)
         if ledger.seq != seq:
             raise JournalError(f"journal is inconsistent at event {seq} (replay reached {ledger.seq}); "
                                "it was written by another catalogue or another version")
@@ -213,7 +247,8 @@ class Journal:
         self.batch_delay = batch_delay
         self.last_seq = last_seq  # highest seq committed
         self.readonly = readonly
-        self._pending: list[Row] = []
+        self._pending: list[Entry] = []
+        self._appended = last_seq
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
@@ -312,25 +347,33 @@ class Journal:
         if not readonly:
             await db.execute_fetchall("PRAGMA journal_mode=WAL")
             await db.execute_fetchall(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
-        async with db.execute("SELECT coalesce(max(seq), 0) FROM events") as cur:
+        async with db.execute("SELECT coalesce(max(last), 0) FROM batches") as cur:
             row = await cur.fetchone()
         return header, int(row[0]) if row else 0
 
-    async def rows(self, chunk: int = 8192) -> list[Row]:
-        """Every committed row, in ``seq`` order."""
-        out: list[Row] = []
-        async with self._db.execute("SELECT seq, ts, kind, body FROM events ORDER BY seq") as cur:
+    async def entries(self, chunk: int = 64) -> list[Entry]:
+        """Every committed entry, decoded, in ``seq`` order."""
+        out: list[Entry] = []
+        async with self._db.execute("SELECT body FROM batches ORDER BY first") as cur:
             while True:
                 part = await cur.fetchmany(chunk)
                 if not part:
                     break
-                out.extend((int(s), float(t), str(k), bytes(b)) for s, t, k, b in part)
+                for (body,) in part:
+                    try:
+                        out.extend((int(s), float(t), str(k), d) for s, t, k, d in orjson.loads(body))
+                    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                        raise ForeignDatabase(f"{self.path} holds a damaged batch ({exc})") from exc
         return out
+
+    async def rows(self) -> list[Row]:
+        """Every committed entry as a row with JSON bytes, in ``seq`` order (as the ``events`` view)."""
+        return [(s, t, k, orjson.dumps(d)) for s, t, k, d in await self.entries()]
 
     async def rebuild(self, *, on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
         """A ledger rebuilt from every committed row."""
         try:
-            return rebuild(self.header, await self.rows(), on_outcomes=on_outcomes)
+            return rebuild_entries(self.header, await self.entries(), on_outcomes=on_outcomes)
         except sqlite3.DatabaseError as exc:
             raise ForeignDatabase(f"{self.path} is damaged ({exc})") from exc
 
@@ -340,7 +383,7 @@ class Journal:
     def pending(self) -> int:
         return len(self._pending)
 
-    def append(self, rows: Sequence[Row]) -> asyncio.Future[None]:
+    def append(self, rows: Sequence[Entry]) -> asyncio.Future[None]:
         """Queue rows for the next batch; the future resolves once they are committed (durable as
         configured) or fails with :class:`JournalError`. Rows must come in ``seq`` order."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -353,6 +396,11 @@ class Journal:
         if not rows:
             fut.set_result(None)
             return fut
+        if rows[0][0] <= self._appended:
+            fut.set_exception(ValueError(f"journal entries must come in seq order: {rows[0][0]} after "
+                                         f"{self._appended}"))
+            return fut
+        self._appended = rows[-1][0]
         self._pending.extend(rows)
         self._waiters.append((rows[-1][0], fut))
         self._wake.set()
@@ -378,10 +426,12 @@ class Journal:
                 self._full.clear()
             t0 = time.perf_counter()
             try:
-                await db.execute("BEGIN")
-                await db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", batch)
-                await db.execute("COMMIT")
-            except (sqlite3.Error, ValueError) as exc:
+                blob = orjson.dumps(batch)
+                # The connection is in autocommit mode, so this one statement is one transaction (and one
+                # fsync under synchronous=FULL) and one trip to the worker thread: with BEGIN / COMMIT as
+                # separate statements the writer waited three times behind the decisions on the event loop.
+                await db.execute(_INSERT, (batch[0][0], batch[-1][0], batch[0][1], blob))
+            except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
                 self._fail(exc)
                 return
             dt = time.perf_counter() - t0

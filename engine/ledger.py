@@ -135,7 +135,7 @@ class Ledger:
         self._held: dict[tuple[str, str], int] = {}  # (user, sku) -> units in active orders
         self._expiry: list[tuple[float, int, str]] = []
         self._next_order = 1
-        self._counts: dict[str, int] = {}
+        self._counts: dict[Status, int] = {}
         self.seq = 0
         self.comments = 0
 
@@ -173,7 +173,7 @@ class Ledger:
                     "cap": u.cap, "queue": len(u.queue)}
             for u in self._units.values()
         }
-        return {"comments": self.comments, "outcomes": dict(sorted(self._counts.items())),
+        return {"comments": self.comments, "outcomes": {s.value: n for s, n in sorted(self._counts.items())},
                 "products": products, "featured": self._featured, "orders": len(self._orders)}
 
     def __repr__(self) -> str:
@@ -207,7 +207,7 @@ class Ledger:
             return []
         counts = self._counts
         for o in out:
-            s = o.status.value
+            s = o.status  # a StrEnum: keys compare and print as the contract's strings
             counts[s] = counts.get(s, 0) + 1
         return out
 
@@ -378,7 +378,7 @@ class Ledger:
     def _count(self, out: list[Outcome]) -> list[Outcome]:
         counts = self._counts
         for o in out:
-            s = o.status.value
+            s = o.status
             counts[s] = counts.get(s, 0) + 1
         return out
 

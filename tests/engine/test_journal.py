@@ -184,16 +184,42 @@ async def test_a_gap_in_the_events_is_an_error(tmp_path: Path) -> None:
     await j.close()
 
 
-async def test_a_write_failure_fails_the_waiters_and_later_appends(tmp_path: Path) -> None:
+async def test_entries_out_of_seq_order_are_refused(tmp_path: Path) -> None:
     j = await open_journal(tmp_path / "j.db")
     row = jr.comment_row(1, 0.0, comment(1), ParseResult(Intent.NONE))
     await j.append([row])
+    with pytest.raises(ValueError, match="seq order"):
+        await j.append([row])
+    await j.close()
+
+
+async def test_a_write_failure_fails_the_waiters_and_later_appends(tmp_path: Path) -> None:
+    j = await open_journal(tmp_path / "j.db")
+    await j._db.close()  # the file goes away under the writer
     with pytest.raises(JournalError, match="cannot write"):
-        await j.append([row])  # the same seq again: PRIMARY KEY violation
+        await j.append([jr.comment_row(1, 0.0, comment(1), ParseResult(Intent.NONE))])
     with pytest.raises(JournalError, match="failed earlier"):
         await j.append([jr.comment_row(2, 0.0, comment(2), ParseResult(Intent.NONE))])
     await j.close()
     await j.close()  # idempotent
+
+
+async def test_the_events_view_shows_one_row_per_entry(tmp_path: Path) -> None:
+    j = await open_journal(tmp_path / "j.db")
+    a = led()
+    for n in range(3):
+        a.decide(comment(n), buy())
+        await j.append([jr.comment_row(a.seq, 7.5, comment(n), buy())])
+    expected = await j.rows()
+    await j.close()
+    con = sqlite3.connect(tmp_path / "j.db")
+    try:
+        rows = con.execute("SELECT seq, ts, kind, body FROM events ORDER BY seq").fetchall()
+    finally:
+        con.close()
+    assert [(s, t, k, bytes(b)) for s, t, k, b in rows] == expected
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert jr.rebuild(j.header, expected).snapshot() == a.snapshot()
 
 
 def test_apply_refuses_unknown_kinds_and_damaged_rows() -> None:
