@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from adapters.youtube import (
+    ErrorKind,
+    Page,
+    YouTubeAdapter,
+    classify_error,
+    item_to_comment,
+    parse_page,
+)
+from engine.errors import FatalAdapterError, MalformedInput
+from engine.records import Comment
+from tests.adapters.fakes.fake_youtube import FakeYouTube, api_error, message, page
+
+CHAT = "chat-1"
+
+
+class Sleeps:
+    """An injected sleep: records what the adapter would wait, waits for nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, d: float) -> None:
+        self.calls.append(d)
+
+
+def adapter(api_base: str, sleep: Sleeps, **extra: Any) -> YouTubeAdapter:
+    opts: dict[str, Any] = {"api_base": api_base, "live_chat_id": CHAT, "api_key": "KEY", "access_token": "",
+                            "include_history": False, "poll_floor": 1.0, "max_results": 2000, "timeout": 5.0,
+                            "retry_initial": 5.0, "retry_max": 600.0}
+    opts.update(extra)
+    return YouTubeAdapter(opts, name="yt", sleep=sleep)
+
+
+async def run(a: YouTubeAdapter) -> list[Comment]:
+    """Every comment until the stream ends (offlineAt or liveChatEnded end it cleanly)."""
+    try:
+        return [c async for c in a]
+    finally:
+        await a.close()
+
+
+# --- pure parts ---------------------------------------------------------------------------------------
+
+def test_item_maps_to_a_comment() -> None:
+    c = item_to_comment(message("m1", "SOLD honey 2", channel="UCx", name="Bo",
+                                published="2024-05-01T10:00:00.5Z"), CHAT)
+    assert c == Comment("youtube", CHAT, "m1", "UCx", "Bo", "SOLD honey 2", 1714557600.5)
+
+
+def test_nanosecond_timestamps_and_offsets_parse() -> None:
+    c = item_to_comment(message("m1", "x", published="2024-05-01T12:00:00.123456789+02:00"), CHAT)
+    assert c is not None
+    assert c.ts == pytest.approx(1714557600.123456)
+
+
+def test_non_text_events_are_not_comments() -> None:
+    assert item_to_comment(message("m1", "joined", kind="newSponsorEvent"), CHAT) is None
+
+
+@pytest.mark.parametrize("item", [{"id": "x"}, "str", {"id": "x", "snippet": {"type": "textMessageEvent"}}])
+def test_bad_items_raise_malformed_input(item: Any) -> None:
+    with pytest.raises(MalformedInput):
+        item_to_comment(item, CHAT)
+
+
+def test_page_fields() -> None:
+    assert parse_page(page([], "T2", 3500, "2024-05-01T11:00:00Z")) == Page((), "T2", 3.5, "2024-05-01T11:00:00Z")
+
+
+@pytest.mark.parametrize(("status", "reason", "kind"), [
+    (403, "quotaExceeded", ErrorKind.QUOTA),
+    (403, "rateLimitExceeded", ErrorKind.QUOTA),
+    (403, "liveChatEnded", ErrorKind.ENDED),
+    (404, "liveChatNotFound", ErrorKind.FATAL),
+    (400, "keyInvalid", ErrorKind.FATAL),
+    (503, "backendError", ErrorKind.RETRY),
+])
+def test_errors_are_classified(status: int, reason: str, kind: ErrorKind) -> None:
+    code, body = api_error(status, reason)
+    assert classify_error(code, body) == kind
+
+
+# --- the adapter against the fake API -----------------------------------------------------------------
+
+async def test_history_is_skipped_pages_follow_tokens_and_offline_ends_the_stream() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([
+        page([message("h1", "old +1"), message("h2", "old 鸡蛋")], "T1", 500),
+        page([message("m1", "鸡蛋来两盒")], "T2", 3000),
+        page([message("m2", "+1")], "T3", 2000, offline_at="2024-05-01T11:00:00Z"),
+    ]) as fake:
+        a = adapter(fake.api_base, sleep)
+        got = await run(a)
+    assert [c.id for c in got] == ["m1", "m2"]
+    assert a.history_skipped == 2
+    assert a.ended == "2024-05-01T11:00:00Z"
+    tokens = [q.get("pageToken") for q, _ in fake.requests]
+    assert tokens == [None, "T1", "T2"]
+    assert fake.requests[0][0]["key"] == "KEY"
+    assert fake.requests[0][0]["liveChatId"] == CHAT
+    assert sleep.calls == [1.0, 3.0]   # max(pollingIntervalMillis, poll_floor) between polls
+
+
+async def test_include_history_delivers_the_first_page() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([page([message("h1", "+1")], "T1", 0, offline_at="2024-05-01T11:00:00Z")]) as fake:
+        got = await run(adapter(fake.api_base, sleep, include_history=True))
+    assert [c.id for c in got] == ["h1"]
+
+
+async def test_duplicates_across_pages_are_dropped() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([
+        page([], "T1", 0),
+        page([message("m1", "+1"), message("m2", "+2")], "T2", 0),
+        page([message("m2", "+2"), message("m3", "+3")], "T3", 0),
+    ]) as fake:
+        a = adapter(fake.api_base, sleep)
+        got = await run(a)
+    assert [c.id for c in got] == ["m1", "m2", "m3"]
+    assert a.stats.duplicates == 1
+
+
+async def test_quota_errors_back_off_and_resume_from_the_same_page_token() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([
+        page([], "T1", 0),
+        api_error(403, "quotaExceeded", "youtube.quota"),
+        api_error(403, "rateLimitExceeded"),
+        page([message("m1", "+1")], "T2", 0),
+    ]) as fake:
+        a = adapter(fake.api_base, sleep, poll_floor=0.0, retry_initial=5.0)
+        got = await run(a)
+    assert [c.id for c in got] == ["m1"]
+    assert a.quota_errors == 2
+    assert a.stats.reconnects == 2
+    assert [q.get("pageToken") for q, _ in fake.requests] == [None, "T1", "T1", "T1", "T2"]
+    backoffs = [d for d in sleep.calls if d > 0]
+    assert len(backoffs) == 2
+    assert 2.5 <= backoffs[0] <= 5.0      # jittered first delay
+    assert 5.0 <= backoffs[1] <= 10.0     # then doubled
+
+
+async def test_server_errors_are_retried() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([api_error(503, "backendError"), page([message("m1", "+1")], "T1", 0),
+                            page([message("m2", "+2")], "T2", 0)]) as fake:
+        a = adapter(fake.api_base, sleep)
+        got = await run(a)
+    assert [c.id for c in got] == ["m2"]   # m1 came on the first good page: history
+    assert a.stats.reconnects == 1
+
+
+async def test_malformed_pages_and_items_are_counted_and_polling_goes_on() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([
+        page([], "T1", 0),
+        b"{not json",
+        page([{"id": "bad"}, message("m1", "+1")], "T2", 0),
+    ]) as fake:
+        a = adapter(fake.api_base, sleep)
+        got = await run(a)
+    assert [c.id for c in got] == ["m1"]
+    assert a.stats.malformed_by_reason == {"bad_json": 1, "missing_field": 1}
+
+
+async def test_bad_credentials_are_fatal() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([api_error(400, "keyInvalid")]) as fake:
+        a = adapter(fake.api_base, sleep)
+        with pytest.raises(FatalAdapterError, match="keyInvalid"):
+            await run(a)
+    assert len(fake.requests) == 1
+
+
+async def test_access_token_goes_in_the_authorization_header() -> None:
+    sleep = Sleeps()
+    async with FakeYouTube([page([], "T1", 0, offline_at="2024-05-01T11:00:00Z")]) as fake:
+        await run(adapter(fake.api_base, sleep, api_key="", access_token="ya29.tok"))
+    query, headers = fake.requests[0]
+    assert headers["Authorization"] == "Bearer ya29.tok"
+    assert "key" not in query
+
+
+async def test_no_credentials_is_refused_at_open() -> None:
+    a = adapter("http://127.0.0.1:9", Sleeps(), api_key="")
+    with pytest.raises(FatalAdapterError, match="api_key or access_token"):
+        await a.open()
+    await a.close()
