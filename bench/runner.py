@@ -228,6 +228,7 @@ def run_one(case: str, opts: argparse.Namespace) -> Result:
         gc.freeze()
         head["comments_in_scenario"] = len(scenario.comments)
         head["buys_in_scenario"] = scenario.buy_count
+        head["distinct_texts"] = len({c.text for c in scenario.comments})
         with tempfile.TemporaryDirectory(prefix=f"lcbench-{case}-", dir=opts.tmpdir) as tmp:
             opts.workdir = tmp
             cfg = load(scenario.write_config(tmp, durability=opts.durability))

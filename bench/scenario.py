@@ -234,6 +234,14 @@ _CHATTER_EN = (
     "my internet is lagging", "this looks great", "GG", "wow", "following now", "good evening everyone",
 )
 _EMOJI = ("😂😂😂", "👍", "❤️❤️", "🔥🔥🔥", "👏👏", "🎉", "😍", "🙏", "💪💪", "🌸", "[赞][赞]", "[玫瑰]")
+_PARTICLE = ("啊", "呀", "哦", "吧", "～", "！！", "!!!", "。", "哈哈", "嘿嘿")
+_SURNAMES = ("张", "李", "王", "刘", "陈", "杨", "黄", "赵", "周", "吴", "徐", "孙", "胡", "朱", "高", "林", "何", "郭")
+_GIVEN = ("伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀",
+          "霞", "平", "刚", "桂", "英", "华", "玉", "兰", "梅", "红", "春", "燕")
+_BUY_PRE_ZH = ("主播", "主播我", "我", "快", "抢")
+_BUY_POST_ZH = ("", "谢谢", "谢谢主播", "！", "！！", "～", "快快快", "冲", "给我留着")
+_BUY_PRE_EN = ("hey ", "ok ", "yes ")
+_BUY_POST_EN = ("", " please", " thanks", "!", "!!", " pls")
 _COUNTDOWN = ("三！", "二！", "一！", "准备好了", "来了来了来了", "冲！", "手速准备", "ready")
 _ASK_ZH = ("{a}多少钱", "{a}还有吗", "{a}怎么卖", "{a}包邮吗", "{a}什么时候发货", "{a}保质期多久")
 _ASK_EN = ("how much is the {a}?", "is the {a} still available?", "does the {a} ship abroad?")
@@ -282,17 +290,40 @@ class _Gen:
         self.labels.append(label)
 
     def chatter(self, platform: str, ts: float, pool: Sequence[str] = ()) -> None:
-        r = self.rng.random()
+        rng = self.rng
+        r = rng.random()
         en = platform == "twitch"
         if pool and r < 0.3:
-            text = self.rng.choice(pool)
-        elif r < 0.55:
-            text = self.rng.choice(_EMOJI)
+            text = rng.choice(pool)
+        elif r < 0.45:
+            text = rng.choice(_EMOJI) * rng.randint(1, 3)
         elif en or r > 0.97:
-            text = self.rng.choice(_CHATTER_EN)
+            text = rng.choice(_CHATTER_EN)
+            if rng.random() < 0.3:
+                text = f"@{rng.choice(_EN_NAMES)}_{rng.choice(_EN_NAMES)} {text}"
         else:
-            text = self.rng.choice(_CHATTER_ZH)
+            text = rng.choice(_CHATTER_ZH)
+            if rng.random() < 0.25:
+                text = f"@{self._zh_name()} {text}"
+            if rng.random() < 0.3:
+                text += rng.choice(_PARTICLE)
+        if rng.random() < 0.3:
+            text += rng.choice(_EMOJI)
         self._emit(platform, ts, text, NONE)
+
+    def _zh_name(self) -> str:
+        return self.rng.choice(_SURNAMES) + self.rng.choice(_GIVEN) + (self.rng.choice(_GIVEN) if self.rng.random() < 0.5 else "")
+
+    def _decorate(self, text: str, *, english: bool) -> str:
+        """What real buyers add around the order: thanks, urgency, emoji (never a digit)."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.5:
+            return text
+        pre, post = (_BUY_PRE_EN, _BUY_POST_EN) if english else (_BUY_PRE_ZH, _BUY_POST_ZH)
+        if r < 0.6:
+            text = rng.choice(pre) + text
+        return text + rng.choice(post) + (rng.choice(_EMOJI) if rng.random() < 0.3 else "")
 
     def ask(self, platform: str, ts: float) -> None:
         p = self.rng.choice(self.products)
@@ -314,6 +345,7 @@ class _Gen:
         en = platform == "twitch"
         variant: str | None = None
         if p.sku == self.featured and rng.random() < 0.35:
+            # Bare forms buy only when alone (CONTRACTS §1 bare_plus_one): no decoration.
             text = rng.choice(_BUY_EN_BARE if en else _BUY_ZH_BARE)
             self._emit(platform, ts, text, Label(Intent.BUY, p.sku, None, 1), user)
             return
@@ -328,7 +360,7 @@ class _Gen:
                 # "要2" + "100克" would read as 2100 grams: after a number, name the size in words.
                 va = [a for a in va if not a[0].isdigit()] or va
             text = f"{text} {rng.choice(va)}" if en else f"{text}{rng.choice(va)}"
-        self._emit(platform, ts, text, Label(Intent.BUY, p.sku, variant, qty), user)
+        self._emit(platform, ts, self._decorate(text, english=en), Label(Intent.BUY, p.sku, variant, qty), user)
 
     def cancel(self, platform: str, ts: float, sku: str) -> None:
         p = self.by_sku[sku]
