@@ -101,7 +101,8 @@ def comment_row(seq: int, ts: float, comment: Comment, parsed: ParseResult) -> E
     intent = parsed.intent
     items = ([[i.sku, i.variant, i.qty, i.reason] for i in parsed.items]
              if intent is _BUY or intent is _CANCEL else [])
-    return (seq, ts, COMMENT, [comment.platform, comment.room, comment.id, comment.user, intent, items])
+    return (seq, ts, COMMENT, [comment.platform, comment.room, comment.id, comment.user, intent, items,
+                               comment.name])
 
 
 def control_row(seq: int, ts: float, kind: str, args: Sequence[Any]) -> Entry:
@@ -124,7 +125,7 @@ def apply_data(ledger: Ledger, kind: str, data: Any) -> list[Outcome]:
     """:func:`apply` for an entry's decoded ``data``."""
     try:
         if kind == COMMENT:
-            platform, room, cid, user, intent, raw = data
+            platform, room, cid, user, intent, raw = data[:6]  # [6] is the display name, for exports
             items = tuple(Item(s, v, q, Reason(r) if r is not None else None) for s, v, q, r in raw)
             return ledger.decide(Comment(platform, room, cid, user, user, "", 0.0),
                                  ParseResult(Intent(intent), items))
