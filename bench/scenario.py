@@ -294,9 +294,9 @@ class _Gen:
         r = rng.random()
         en = platform == "twitch"
         if pool and r < 0.3:
-            text = rng.choice(pool)
+            text = rng.choice([t for t in pool if t.isascii()] if en else pool)
         elif r < 0.45:
-            text = rng.choice(_EMOJI) * rng.randint(1, 3)
+            text = self._emoji(en) * rng.randint(1, 3)
         elif en or r > 0.97:
             text = rng.choice(_CHATTER_EN)
             if rng.random() < 0.3:
@@ -308,8 +308,12 @@ class _Gen:
             if rng.random() < 0.3:
                 text += rng.choice(_PARTICLE)
         if rng.random() < 0.3:
-            text += rng.choice(_EMOJI)
+            text += self._emoji(en)
         self._emit(platform, ts, text, NONE)
+
+    def _emoji(self, english: bool) -> str:
+        # Bracketed stickers ("[赞]") are how douyin/bilibili render theirs; twitch has only Unicode emoji.
+        return self.rng.choice(_EMOJI[:10] if english else _EMOJI)
 
     def _zh_name(self) -> str:
         return self.rng.choice(_SURNAMES) + self.rng.choice(_GIVEN) + (self.rng.choice(_GIVEN) if self.rng.random() < 0.5 else "")
@@ -323,7 +327,7 @@ class _Gen:
         pre, post = (_BUY_PRE_EN, _BUY_POST_EN) if english else (_BUY_PRE_ZH, _BUY_POST_ZH)
         if r < 0.6:
             text = rng.choice(pre) + text
-        return text + rng.choice(post) + (rng.choice(_EMOJI) if rng.random() < 0.3 else "")
+        return text + rng.choice(post) + (self._emoji(english) if rng.random() < 0.3 else "")
 
     def ask(self, platform: str, ts: float) -> None:
         p = self.rng.choice(self.products)
