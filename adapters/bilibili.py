@@ -206,6 +206,10 @@ class RecentIds:
             self._ids.popitem(last=False)
         return False
 
+    def forget(self, ident: str) -> None:
+        """Drop ``ident`` (a message that could not be passed on, so that its redelivery gets through)."""
+        self._ids.pop(ident, None)
+
     def __len__(self) -> int:
         return len(self._ids)
 

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from adapters.douyin import DouyinAdapter, decode_comments, signature
+from engine.errors import MalformedInput
+from engine.records import Comment
+from tests.adapters.fakes.fake_douyin import DouyinPusher, comment, sign
+
+SECRET = "s3cr3t"
+
+
+def adapter(*, sleep: Any = asyncio.sleep, clock: Any = None, **extra: Any) -> DouyinAdapter:
+    opts: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "path": "/douyin/live", "secret": SECRET,
+                            "max_skew": 0.0, "queue_max": 1000, "retry_initial": 0.01, "retry_max": 0.05}
+    opts.update(extra)
+    if clock is None:
+        return DouyinAdapter(opts, name="dy", sleep=sleep)
+    return DouyinAdapter(opts, name="dy", sleep=sleep, clock=clock)
+
+
+class Running:
+    """The adapter's endpoint up, with a reader task pulling batches into ``got``."""
+
+    def __init__(self, a: DouyinAdapter) -> None:
+        self.a = a
+        self.it: AsyncIterator[Sequence[Comment]] = a.batches()
+        self.got: list[Comment] = []
+        self.arrived = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DouyinPusher:
+        self.task = asyncio.create_task(self._read())
+        async with asyncio.timeout(10):
+            await self.a.ready.wait()
+        return DouyinPusher(f"http://127.0.0.1:{self.a.port}/douyin/live", SECRET)
+
+    async def _read(self) -> None:
+        async for batch in self.it:
+            self.got.extend(batch)
+            self.arrived.set()
+
+    async def wait_for(self, n: int) -> list[Comment]:
+        async with asyncio.timeout(10):  # safety bound only
+            while len(self.got) < n:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.got
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.a.close()
+        assert self.task is not None
+        async with asyncio.timeout(10):
+            await self.task   # the stream ends cleanly on close
+
+
+# --- pure parts -----------------------------------------------------------------------------------------
+
+def test_signature_matches_the_platforms_worked_example() -> None:
+    headers = {"x-nonce-str": "123456", "x-timestamp": "456789", "x-roomid": "268", "x-msg-type": "user_group"}
+    assert signature(headers, "abc123你好", "123abc") == "GAkalGmhzqlUGQO/TgvMug=="
+    assert sign(headers, "abc123你好".encode(), "123abc") == "GAkalGmhzqlUGQO/TgvMug=="
+
+
+def test_payload_maps_to_comments_with_stable_platform_ids() -> None:
+    body = b'[{"msg_id":"m-81","sec_openid":"u-42","content":"\xe9\xb8\xa1\xe8\x9b\x8b\xe6\x9d\xa5\xe4\xb8\xa4\xe7\x9b\x92","nickname":"Zhang","timestamp":1584250000123}]'
+    comments, problems = decode_comments(body, "7312", "1584250000999")
+    assert comments == [Comment("douyin", "7312", "m-81", "u-42", "Zhang", "鸡蛋来两盒", 1584250000.123)]
+    assert problems == []
+
+
+def test_items_without_text_or_id_are_problems_not_crashes() -> None:
+    comments, problems = decode_comments(b'[{"msg_id":"a","sec_openid":"u"},{"content":"x"},3]', "1", "5")
+    assert comments == []
+    assert [p.reason for p in problems] == ["missing_field", "missing_field", "not_an_object"]
+    with pytest.raises(MalformedInput):
+        decode_comments(b"{oops", "1", "5")
+
+
+# --- the adapter's endpoint, pushed to like the platform does ------------------------------------------
+
+async def test_signed_push_is_answered_at_once_and_its_comments_come_out() -> None:
+    a = adapter()
+    r = Running(a)
+    async with r as pusher:
+        status, body = await pusher.push([comment("m1", "鸡蛋来两盒"), comment("m2", "+1", openid="sec-43")])
+        got = await r.wait_for(2)
+    assert status == 200
+    assert body == b'{"err_no":0,"err_msg":"ok"}'
+    assert [(c.id, c.room, c.user, c.text) for c in got] == [("m1", "7312", "sec-42", "鸡蛋来两盒"),
+                                                            ("m2", "7312", "sec-43", "+1")]
+
+
+async def test_pushes_are_acknowledged_without_waiting_for_the_pipeline() -> None:
+    a = adapter()
+    it = a.batches()
+    first = asyncio.create_task(anext(it))   # starts the endpoint; nothing reads after the first batch
+    async with asyncio.timeout(10):
+        await a.ready.wait()
+    pusher = DouyinPusher(f"http://127.0.0.1:{a.port}/douyin/live", SECRET)
+    statuses = [(await pusher.push([comment(f"m{i}", "+1")]))[0] for i in range(5)]
+    assert statuses == [200] * 5          # all answered while the pipeline has taken only one batch
+    assert [c.id for c in await first] == ["m0"]
+    await a.close()
+    await it.aclose()
+
+
+async def test_forged_and_tampered_pushes_are_refused_and_counted() -> None:
+    a = adapter()
+    r = Running(a)
+    async with r as pusher:
+        forged, _ = await pusher.push([comment("f1", "+1")], secret="guess")
+        tampered, _ = await pusher.push([comment("f2", "+1")], tamper=b'[{"msg_id":"f2","content":"+99"}]')
+        unsigned, _ = await pusher.push([comment("f3", "+1")], drop="x-signature")
+        ok, _ = await pusher.push([comment("m1", "+1")])
+        got = await r.wait_for(1)
+    assert (forged, tampered, unsigned, ok) == (401, 401, 400, 200)
+    assert [c.id for c in got] == ["m1"]
+    assert a.forgeries == 2
+    assert a.stats.malformed_by_reason == {"bad_signature": 2, "missing_header": 1}
+
+
+async def test_a_redelivered_comment_is_processed_once() -> None:
+    a = adapter()
+    r = Running(a)
+    async with r as pusher:
+        await pusher.push([comment("m1", "+1")])
+        again, _ = await pusher.push([comment("m1", "+1"), comment("m2", "+2")])
+        got = await r.wait_for(2)
+    assert again == 200
+    assert [c.id for c in got] == ["m1", "m2"]
+    assert a.stats.duplicates == 1
+
+
+async def test_malformed_bodies_are_counted_and_other_types_ignored() -> None:
+    a = adapter()
+    r = Running(a)
+    async with r as pusher:
+        bad_json, _ = await pusher.push(None, raw=b"{not json")
+        gift, _ = await pusher.push([{"msg_id": "g1", "gift_num": 1}], msg_type="live_gift")
+        partial, _ = await pusher.push([{"msg_id": "x"}, comment("m1", "+1")])
+        got = await r.wait_for(1)
+    assert (bad_json, gift, partial) == (200, 200, 200)
+    assert [c.id for c in got] == ["m1"]
+    assert a.ignored == 1
+    assert a.stats.malformed_by_reason == {"bad_json": 1, "missing_field": 1}
+
+
+async def test_stale_pushes_are_refused_when_a_skew_is_set() -> None:
+    a = adapter(max_skew=60.0, clock=lambda: 1700000000.0)
+    r = Running(a)
+    async with r as pusher:
+        stale, _ = await pusher.push([comment("m0", "+1")], timestamp_ms=1699990000000)
+        fresh, _ = await pusher.push([comment("m1", "+1")], timestamp_ms=1700000010000)
+        await r.wait_for(1)
+    assert (stale, fresh) == (401, 200)
+
+
+async def test_a_busy_port_is_retried_through_the_reconnect_loop() -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+
+    async def sleep(d: float) -> None:   # the retry delay: the old owner lets go of the port meanwhile
+        holder.close()
+        await asyncio.sleep(0)
+
+    a = adapter(port=port, sleep=sleep)
+    r = Running(a)
+    async with r as pusher:
+        status, _ = await pusher.push([comment("m1", "+1")])
+        await r.wait_for(1)
+    assert status == 200
+    assert a.port == port
+    assert a.stats.reconnects == 1
