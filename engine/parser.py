@@ -29,8 +29,9 @@ Choices the contract leaves open
   forms (``要``, ``来两盒``, ``mine``) still buy the featured product.
 * A product named with nothing else (``鸡蛋``, ``1号链接``, ``#1``) is ``none``: it asks to see the product as
   often as it buys it.
-* Items of ``cancel`` and ``ask`` carry the quantity stated, or ``qty=0`` when none is stated (for cancel:
-  the whole order of that product). A link the catalogue lacks gives ``Item(None, reason=UNKNOWN_PRODUCT)``
+* Items of ``cancel`` carry the quantity stated (取消两盒鸡蛋 -> 2), or ``qty=0`` when none is stated: the
+  whole order of that product. Items of ``ask`` always have ``qty=0``: a question orders nothing.
+* A link or code the catalogue lacks gives ``Item(None, reason=UNKNOWN_PRODUCT)``
   in every intent, so "9号不要了" never cancels the buyer's latest order by accident.
 * Several ``+1`` for the featured product in one comment (``+1+1+1``) are one item of 1.
 """
@@ -49,7 +50,7 @@ from engine.records import NOTHING, Intent, Item, ParseResult, Reason
 __all__ = ["Parser", "normalise"]
 
 # Token kinds. Small ints: the scan loop compares them a lot.
-NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH = range(15)
+NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, CONSUME = range(16)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
 _CN_NUM = "[零〇一二两俩三四五六七八九十百]+"
@@ -66,6 +67,8 @@ _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
 _PLUS = re.compile(rf"(?:\+|加|扣)\s*([0-9]+|{_CN_NUM})")
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
+_CODE_SHAPE = re.compile(r"[a-z]{1,3}[0-9]{1,4}(?![a-z0-9])")
 _SKIP = re.compile(r"[^\w+#?*]+")
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 
@@ -77,6 +80,8 @@ def normalise(text: str) -> str:
     t = unicodedata.normalize("NFKC", text).lower()
     if _TRAD.search(t):
         t = t.translate(tb.T2S)
+    if " " in t:
+        t = _CJK_SPACE.sub("", t)  # 鸡 蛋 -> 鸡蛋: spaces between two CJK characters separate nothing
     return t
 
 
@@ -192,6 +197,7 @@ class Parser:
         self.max_qty = max_qty
         self._by_sku = dict(catalogue.by_sku)
         self._by_link = {n: p.sku for n, p in catalogue.by_link.items()}
+        self._has_codes = any(p.code or any(v.code for v in p.variants) for p in catalogue.products)
         targets = self._targets(catalogue.products)
 
         # CJK (and other non-a-z-initial) literals, indexed by first character, longest first.
@@ -225,7 +231,8 @@ class Parser:
                 add(w, NOISE)
         for group, kind in ((tb.PAST_CN, PAST), (tb.CANCEL_CN, CANCEL), (tb.ASK_COMMERCE_CN, ASKC),
                             (tb.ASK_GENERIC_CN, ASKG), (tb.NEG_CN, NEG), (tb.VERB_SOLO_CN, SOLO),
-                            (tb.VERB_CN, VERB), (tb.FILLER_CN, FILL), (tb.PAST_EN, PAST),
+                            (tb.VERB_CN, VERB), (tb.FILLER_CN, FILL), (tb.CONSUME_CN, CONSUME),
+                            (tb.PAST_EN, PAST),
                             (tb.CANCEL_EN, CANCEL), (tb.ASK_COMMERCE_EN, ASKC), (tb.NEG_EN, NEG),
                             (tb.VERB_SOLO_EN, SOLO), (tb.VERB_EN, VERB), (tb.FILLER_EN, FILL)):
             for w in group:
@@ -540,7 +547,7 @@ class Parser:
             if m is not None:
                 v = _int(m.group(1))
                 if v is not None:
-                    return QTY, v, m.end()
+                    return PLUS, v, m.end()  # "x2" alone is a bare quantity, like "+2"
             if ch == "*":
                 return FILL, None, i + 1
         elif ch == "l" and (t.startswith("link", i) or t.startswith("lnk", i)):
@@ -561,6 +568,10 @@ class Parser:
                     e = i + len(lit)
                     if e >= n or not (t[e].isascii() and t[e].isalnum()):
                         return k, p, e
+        if self._has_codes and end < len(t) and "0" <= t[end] <= "9":
+            m = _CODE_SHAPE.match(t, i)
+            if m is not None:
+                return LINK, -1, m.end()  # shaped like a code, but not one of the catalogue's
         if first and w in self._ask_first:
             return ASKG, None, end
         hit = self._words.get(w)
@@ -597,7 +608,7 @@ class Parser:
         named = [g for g in groups if g.named or g.var_target is not None]
         if flags & (1 << ASKG | 1 << ASKC):
             if flags & (1 << ASKC) or named:
-                return ParseResult(Intent.ASK, self._listed(named, featured))
+                return ParseResult(Intent.ASK, self._listed(named, featured, ask=True))
             return NOTHING
         if flags & (1 << CANCEL):
             return ParseResult(Intent.CANCEL, self._listed(named, featured))
@@ -608,6 +619,8 @@ class Parser:
                 return ParseResult(Intent.CANCEL, self._listed(named, featured))
             return NOTHING
 
+        if flags & (1 << CONSUME) and not flags & (1 << VERB | 1 << SOLO | 1 << PLUS):
+            return NOTHING
         items: list[Item] = []
         any_named = False
         for g in groups:
@@ -673,10 +686,12 @@ class Parser:
             return Item(r[0], r[1], qty, self._qty_reason(qty))
         return None
 
-    def _listed(self, named: list[_Group], featured: str | None) -> tuple[Item, ...]:
+    def _listed(self, named: list[_Group], featured: str | None, *, ask: bool = False) -> tuple[Item, ...]:
+        """Items of an ask or cancel: each product (and variant) named, once. A question has no quantity
+        (in 多少钱一瓶 the 一瓶 is the unit priced), so ask items have ``qty=0``."""
         out: list[Item] = []
         for g in named:
-            qty = g.qty if g.qty is not None else 0
+            qty = g.qty if g.qty is not None and not ask else 0
             if g.sku is not None:
                 out.append(Item(g.sku, g.variant, qty))
             elif g.link is not None:
@@ -685,4 +700,10 @@ class Parser:
                 r = self._resolve_variant(g.var_target, featured)
                 if r is not None:
                     out.append(Item(r[0], r[1], qty))
+        if len(out) > 1:
+            seen: dict[tuple[str | None, str | None], Item] = {}
+            for it in out:
+                if it.sku is None or (it.sku, it.variant) not in seen:
+                    seen[(it.sku, it.variant) if it.sku is not None else (None, str(len(seen)))] = it
+            out = list(seen.values())
         return tuple(out)
