@@ -390,13 +390,16 @@ class Ledger:
         heap = self._expiry
         if not heap or heap[0][0] > now:
             return []
-        self.seq += 1
         out: list[Outcome] = []
         while heap and heap[0][0] <= now:
             deadline, _, oid = heapq.heappop(heap)
             o = self._orders[oid]
             if o.status is not _RESERVED or o.deadline != deadline:
                 continue  # paid, cancelled, or re-held since
+            if not out:
+                # The first real expiry makes this a state change. A sweep that only drops stale entries
+                # (orders paid or cancelled since) must not advance seq: the engine journals no row for it.
+                self.seq += 1
             out.append(self._outcome(o, _EXPIRED, now))
             self._release(o, _EXPIRED, now, out)
         return self._count(out)
