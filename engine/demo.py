@@ -22,9 +22,9 @@ possible); the default, :data:`DEFAULT_SPEED`, shows the sale in about 20 second
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import bisect
-import csv
 import heapq
 import importlib.resources
 import math
@@ -36,7 +36,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -341,6 +340,7 @@ class DemoRun:
         self._host: list[tuple[float, int, HostAction]] = []
         self._order = 0
         self._by_key: dict[tuple[str, str, str], Comment] = {}
+        self._names: dict[str, str] = {}
         self.products: dict[str, dict[str, Any]] = {}
         self.featured: str | None = cfg.stream.featured
         self.comments_done = 0
@@ -370,8 +370,15 @@ class DemoRun:
                     and self._rng.random() < PAY_SHARE):
                 hold = self.cfg.stream.hold_minutes * 60.0 or 600.0
                 self._push_pay(self.now + self._rng.uniform(0.1, 0.93) * hold, o.order)
-        for _, reply in self.replier.plan(outcomes, self._by_key):
+        # Replies to comments go through plan() (one per comment); the others (payments, expiries,
+        # promotions) name no comment, so the buyer's name comes from the demo's own record of who is who.
+        for _, reply in self.replier.plan([o for o in outcomes if o.comment is not None], self._by_key):
             self.replies.append(reply.text)
+        for o in outcomes:
+            if o.comment is None:
+                text = self.replier.render(o, self._names.get(o.user, o.user))
+                if text:
+                    self.replies.append(text)
         engine = self.engine
         if engine is None:
             return
@@ -447,8 +454,10 @@ class DemoRun:
 
     async def _submit(self, engine: Engine, batch: list[Comment]) -> None:
         self.now = batch[-1].ts
+        names = self._names
         for c in batch:
             self._by_key[c.key] = c
+            names[c.user] = c.name
         await engine.submit(batch)
         self.comments_done += len(batch)
 
@@ -638,22 +647,11 @@ async def journal_state(cfg: Config) -> tuple[dict[str, Any], list[dict[str, Any
     return report, list(ledger.orders())
 
 
-EXPORT_FIELDS = ("order", "user", "sku", "variant", "qty", "status", "price", "time", "comment", "platform",
-                 "room")
+def export_csv(cfg_path: Path, out: Path) -> None:
+    """Write the stream's orders to ``out`` with ``livecart export``'s own code: CSV, UTF-8 with BOM."""
+    from engine import cli_journal  # the command's module; imported when the demo gets this far
 
-
-def write_csv(rows: Iterable[Mapping[str, Any]], path: Path) -> int:
-    """One row per order, UTF-8 with a BOM (so spreadsheet programs read the Chinese right); returns rows."""
-    n = 0
-    with path.open("w", encoding="utf-8-sig", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(EXPORT_FIELDS)
-        for r in rows:
-            ts = r.get("time")
-            when = datetime.fromtimestamp(ts, UTC).isoformat() if isinstance(ts, int | float) else ""
-            w.writerow([when if k == "time" else ("" if r.get(k) is None else r.get(k)) for k in EXPORT_FIELDS])
-            n += 1
-    return n
+    cli_journal.export_main(argparse.Namespace(file=str(cfg_path), format="csv", output=str(out)))
 
 
 def summary(console: Console, cfg: Config, report: Mapping[str, Any], run: DemoRun) -> None:
@@ -701,10 +699,10 @@ def prepare(directory: Path, scenario: Scenario) -> Path:
     return cfg_path
 
 
-async def run_demo(directory: Path, *, speed: float, view: View | None, console: Console,
-                   seed: int = SEED) -> tuple[DemoRun, dict[str, Any], Path]:
-    """Generate, prepare, run and export the demo in ``directory``; return the run, the report read back
-    from the journal and the CSV's path."""
+async def run_demo(directory: Path, *, speed: float, view: View | None,
+                   seed: int = SEED) -> tuple[DemoRun, dict[str, Any]]:
+    """Generate, prepare and run the demo in ``directory``; return the run and the report read back from
+    the journal."""
     scenario = generate(seed)
     cfg = load(prepare(directory, scenario))
     run = DemoRun(cfg, scenario, speed=speed, seed=seed, view=view)
@@ -715,10 +713,8 @@ async def run_demo(directory: Path, *, speed: float, view: View | None, console:
         if view is not None:
             view.stop()
         await engine.close()
-    report, rows = await journal_state(cfg)
-    csv_path = directory / EXPORT_NAME
-    write_csv(rows, csv_path)
-    return run, report, csv_path
+    report, _ = await journal_state(cfg)
+    return run, report
 
 
 def main(args: Any) -> int:
@@ -736,13 +732,15 @@ def main(args: Any) -> int:
     console.print(f"livecart demo: writing the journal and export to {directory}")
     view: View = PlainView(out) if plain else LiveView(console)
     try:
-        run, report, csv_path = asyncio.run(run_demo(directory, speed=speed, view=view, console=console))
+        run, report = asyncio.run(run_demo(directory, speed=speed, view=view))
     except BaseException:
         if created and not any(directory.iterdir()):
             shutil.rmtree(directory, ignore_errors=True)
         raise
     summary(console, run.cfg, report, run)
     cfg_path = run.cfg.path
+    csv_path = directory / EXPORT_NAME
+    export_csv(cfg_path, csv_path)
     console.print(f"journal:  {run.cfg.storage.path}")
     console.print(f"export:   {csv_path} (CSV, UTF-8 with BOM, one row per order)")
     console.print(f"comments: {directory / COMMENTS_NAME}")
