@@ -152,18 +152,15 @@ class _Target:
 
 
 class _Group:
-    """One item being assembled during the scan."""
+    """One item being assembled during the scan. Defaults live on the class: creating one is cheap."""
 
-    __slots__ = ("link", "plus", "qty", "sku", "var_target", "variant", "verb")
-
-    def __init__(self) -> None:
-        self.sku: str | None = None
-        self.link: int | None = None
-        self.variant: str | None = None
-        self.var_target: _Target | None = None  # a variant alias seen before its product
-        self.qty: int | None = None
-        self.verb = False
-        self.plus = False
+    sku: str | None = None
+    link: int | None = None
+    variant: str | None = None
+    var_target: _Target | None = None  # a variant alias seen before its product
+    qty: int | None = None
+    verb = False
+    plus = False
 
     @property
     def named(self) -> bool:
@@ -180,7 +177,8 @@ _SIGNALS = 1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO | 1 << ASKG | 1 << ASKC 
 _RETRY_FUZZY = ParseResult(Intent.NONE, (Item(None),))  # a sentinel, never returned to callers
 _CACHE_SIZE = 4096
 _FUZZY_STOP = tb.FUZZY_STOP
-_CACHE_TEXT = 64  # longer comments are rarely repeated word for word
+_CACHE_TEXT = 64
+_INTERN_SIZE = 4096  # longer comments are rarely repeated word for word
 
 
 class Parser:
@@ -250,7 +248,20 @@ class Parser:
             # Longest first; among equal lengths the first added (aliases before everyday words) wins.
             return {k: tuple(sorted(v, key=lambda e: -len(e[0]))) for k, v in d.items()}
 
-        self._lits = ordered(lits)
+        # One regex per first character, alternatives longest first, so a position costs one C-level match.
+        # An alias ending in a letter or digit must not run into the next word (100g vs 100gx).
+        self._lits: dict[str, tuple[re.Pattern[str], dict[str, tuple[int, object]]]] = {}
+        for first, cands in ordered(lits).items():
+            table: dict[str, tuple[int, object]] = {}
+            alts = []
+            for lit, k, p in cands:
+                if lit in table:
+                    continue
+                table[lit] = (k, p)
+                guard = "(?![a-z0-9])" if k == ALIAS and lit[-1].isascii() and lit[-1].isalnum() else ""
+                alts.append(re.escape(lit) + guard)
+            self._lits[first] = (re.compile("|".join(alts)), table)
+        self._lit_kinds = {first: {k for k, _p in table.values()} for first, (_rx, table) in self._lits.items()}
         self._phrases = ordered(phrases)
         self._words = words
 
@@ -269,14 +280,14 @@ class Parser:
         # and filler words can only matter next to one of those, so a comment without any of their first
         # characters is chatter (tests/engine/test_parser_props.py checks this against the full analysis).
         meaningful = (ALIAS, ASKC, CANCEL, NEG, SOLO, VERB)
-        starters = {k for k, v in self._lits.items() if any(e[1] in meaningful for e in v)}
+        starters = {k for k, kinds in self._lit_kinds.items() if kinds & set(meaningful)}
         starters |= set("abcdefghijklmnopqrstuvwxyz1+#号链加扣")
         self._interesting = re.compile("[" + "".join(re.escape(c) for c in sorted(starters)) + "]")
         # Second stage, for comments that have such a character: the words themselves, as a regex factored
         # by first character (有 alone is chatter; 有没有 is a question).
         by_first: dict[str, list[str]] = {}
-        for first, cands in self._lits.items():
-            for lit, k, _p in cands:
+        for first, (_rx, table) in self._lits.items():
+            for lit, (k, _p) in table.items():
                 if k in meaningful:
                     by_first.setdefault(first, []).append(lit)
         parts = [re.escape(f) if any(len(x) == 1 for x in ls)
@@ -284,13 +295,15 @@ class Parser:
                  for f, ls in sorted(by_first.items())]
         self._signal = re.compile("|".join([*parts, "[a-z1+#号链加扣]"]))
         self._cache: dict[tuple[str, str | None], ParseResult] = {}
+        self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
+        self._results: dict[tuple[Intent, tuple[Item, ...]], ParseResult] = {}
 
     @classmethod
     def from_config(cls, cfg: Config) -> Parser:
         return cls(cfg.catalogue, bare_plus_one=cfg.stream.bare_plus_one, max_qty=cfg.stream.max_qty)
 
     def __repr__(self) -> str:
-        return (f"<Parser {len(self._by_sku)} products, {sum(map(len, self._lits.values())) + len(self._words)}"
+        return (f"<Parser {len(self._by_sku)} products, {sum(len(e[1]) for e in self._lits.values()) + len(self._words)}"
                 f" words, bare_plus_one={self.bare_plus_one}, max_qty={self.max_qty}>")
 
     @staticmethod
@@ -355,17 +368,12 @@ class Parser:
             kind = -1
             payload: object = None
             end = i
-            cands = lits.get(ch)
-            if cands is not None:
-                for lit, k, p in cands:
-                    if t.startswith(lit, i):
-                        e = i + len(lit)
-                        # An alias ending in a letter or digit must not run into the next word (100g vs 100gx).
-                        if k == ALIAS and lit[-1].isascii() and lit[-1].isalnum() and e < n and t[e].isalnum() \
-                                and t[e].isascii():
-                            continue
-                        kind, payload, end = k, p, e
-                        break
+            entry = lits.get(ch)
+            if entry is not None:
+                m = entry[0].match(t, i)
+                if m is not None:
+                    end = m.end()
+                    kind, payload = entry[1][m.group()]
             if kind < 0:
                 if "0" <= ch <= "9":
                     m = _NUM.match(t, i)
@@ -608,15 +616,15 @@ class Parser:
         named = [g for g in groups if g.named or g.var_target is not None]
         if flags & (1 << ASKG | 1 << ASKC):
             if flags & (1 << ASKC) or named:
-                return ParseResult(Intent.ASK, self._listed(named, featured, ask=True))
+                return self._result(Intent.ASK, self._listed(named, featured, ask=True))
             return NOTHING
         if flags & (1 << CANCEL):
-            return ParseResult(Intent.CANCEL, self._listed(named, featured))
+            return self._result(Intent.CANCEL, self._listed(named, featured))
         if flags & (1 << PAST):
             return NOTHING
         if flags & (1 << NEG):
             if _END_LE.search(t):
-                return ParseResult(Intent.CANCEL, self._listed(named, featured))
+                return self._result(Intent.CANCEL, self._listed(named, featured))
             return NOTHING
 
         if flags & (1 << CONSUME) and not flags & (1 << VERB | 1 << SOLO | 1 << PLUS):
@@ -633,7 +641,7 @@ class Parser:
             if item is not None:
                 items.append(item)
         if items:
-            return ParseResult(Intent.BUY, tuple(items))
+            return self._result(Intent.BUY, tuple(items))
         if any_named or residue:
             return NOTHING
 
@@ -642,7 +650,7 @@ class Parser:
         qty_groups = [g for g in groups if g.qty is not None]
         if not qty_groups:
             if solo:
-                return ParseResult(Intent.BUY, (self._featured_item(featured, None, 1),))
+                return self._result(Intent.BUY, (self._featured_item(featured, None, 1),))
             return NOTHING
         g = qty_groups[0]
         if len({x.qty for x in qty_groups}) > 1 and not all(x.plus for x in qty_groups):
@@ -653,15 +661,15 @@ class Parser:
                 return NOTHING
             if not g.plus and t.strip(" !~.,…") != "1":
                 return NOTHING
-        return ParseResult(Intent.BUY, (self._featured_item(featured, None, g.qty if g.qty is not None else 1),))
+        return self._result(Intent.BUY, (self._featured_item(featured, None, g.qty if g.qty is not None else 1),))
 
     def _qty_reason(self, qty: int) -> Reason | None:
         return Reason.BAD_QUANTITY if qty <= 0 or qty > self.max_qty else None
 
     def _featured_item(self, featured: str | None, variant: str | None, qty: int) -> Item:
         if featured is None or featured not in self._by_sku:
-            return Item(None, None, qty, Reason.NOT_AVAILABLE)
-        return Item(featured, variant, qty, self._qty_reason(qty))
+            return self._mk(None, None, qty, Reason.NOT_AVAILABLE)
+        return self._mk(featured, variant, qty, self._qty_reason(qty))
 
     def _resolve_variant(self, tgt: _Target, featured: str | None) -> tuple[str, str] | None:
         """The product of a variant named without one: the featured product, else the only one that has it."""
@@ -676,14 +684,14 @@ class Parser:
     def _item(self, g: _Group, featured: str | None, *, implicit_ok: bool) -> Item | None:
         qty = g.qty if g.qty is not None else 1
         if g.sku is not None:
-            return Item(g.sku, g.variant, qty, self._qty_reason(qty))
+            return self._mk(g.sku, g.variant, qty, self._qty_reason(qty))
         if g.link is not None:
-            return Item(None, None, qty, Reason.UNKNOWN_PRODUCT)
+            return self._mk(None, None, qty, Reason.UNKNOWN_PRODUCT)
         if g.var_target is not None:
             r = self._resolve_variant(g.var_target, featured)
             if r is None:
                 return None
-            return Item(r[0], r[1], qty, self._qty_reason(qty))
+            return self._mk(r[0], r[1], qty, self._qty_reason(qty))
         return None
 
     def _listed(self, named: list[_Group], featured: str | None, *, ask: bool = False) -> tuple[Item, ...]:
@@ -693,13 +701,13 @@ class Parser:
         for g in named:
             qty = g.qty if g.qty is not None and not ask else 0
             if g.sku is not None:
-                out.append(Item(g.sku, g.variant, qty))
+                out.append(self._mk(g.sku, g.variant, qty))
             elif g.link is not None:
-                out.append(Item(None, None, qty, Reason.UNKNOWN_PRODUCT))
+                out.append(self._mk(None, None, qty, Reason.UNKNOWN_PRODUCT))
             elif g.var_target is not None:
                 r = self._resolve_variant(g.var_target, featured)
                 if r is not None:
-                    out.append(Item(r[0], r[1], qty))
+                    out.append(self._mk(r[0], r[1], qty))
         if len(out) > 1:
             seen: dict[tuple[str | None, str | None], Item] = {}
             for it in out:
@@ -707,3 +715,25 @@ class Parser:
                     seen[(it.sku, it.variant) if it.sku is not None else (None, str(len(seen)))] = it
             out = list(seen.values())
         return tuple(out)
+
+    # Results are immutable values and the same few recur (egg-10 x 1, x 2 ...): building a frozen dataclass
+    # costs more than a dict lookup, so each distinct item and result is built once (bounded).
+
+    def _mk(self, sku: str | None, variant: str | None = None, qty: int = 1,
+            reason: Reason | None = None) -> Item:
+        key = (sku, variant, qty, reason)
+        it = self._items.get(key)
+        if it is None:
+            it = Item(sku, variant, qty, reason)
+            if len(self._items) < _INTERN_SIZE:
+                self._items[key] = it
+        return it
+
+    def _result(self, intent: Intent, items: tuple[Item, ...]) -> ParseResult:
+        key = (intent, items)
+        r = self._results.get(key)
+        if r is None:
+            r = ParseResult(intent, items)
+            if len(self._results) < _INTERN_SIZE:
+                self._results[key] = r
+        return r
