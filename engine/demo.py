@@ -537,7 +537,7 @@ def _product_rows(run: DemoRun) -> Iterable[tuple[str, Mapping[str, Any]]]:
 
 
 def product_table(run: DemoRun) -> Table:
-    t = Table(box=box.SIMPLE_HEAD, expand=False, title=None)
+    t = Table(box=box.SIMPLE_HEAD, expand=False, show_edge=False)
     t.add_column("product")
     for col in ("stock", "left", "reserved", "presale queue"):
         t.add_column(col, justify="right")
@@ -552,17 +552,17 @@ def product_table(run: DemoRun) -> Table:
     return t
 
 
-def live_renderable(run: DemoRun) -> RenderableType:
-    """One frame of the live view."""
+def live_renderable(run: DemoRun, lines: int = 6) -> RenderableType:
+    """One frame of the live view, showing the ``lines`` latest replies and events."""
     sc = run.scenario
-    head = Text.assemble((run.cfg.stream.name, "bold"), "   sale time ",
-                         (run._clock_text(), "bold cyan"), f" / {int(sc.duration // 60)}:00   ",
-                         f"{run.rates.comments:,.0f} comments/s   {run.rates.orders:,.0f} orders/s")
+    head = Text.assemble((run.cfg.stream.name, "bold"), "  ", (run._clock_text(), "bold cyan"),
+                         f"/{int(sc.duration // 60)}:00  ",
+                         f"{run.rates.comments:,.0f} comments/s  {run.rates.orders:,.0f} orders/s")
     bar = Table.grid(padding=(0, 1))
     bar.add_row(ProgressBar(total=max(1, len(sc.comments)), completed=run.comments_done, width=50),
                 f"{run.comments_done:,}/{len(sc.comments):,} comments ({run.progress:.0%})")
-    replies = Text("\n".join(run.replies) or "-", overflow="ellipsis", no_wrap=True)
-    events = Text("\n".join(run.events) or "-", overflow="ellipsis", no_wrap=True)
+    replies = Text("\n".join(list(run.replies)[-lines:]) or "-", overflow="ellipsis", no_wrap=True)
+    events = Text("\n".join(list(run.events)[-lines:]) or "-", overflow="ellipsis", no_wrap=True)
     said = Text(run.said or "", style="italic")
     return Group(head, bar, product_table(run), said,
                  Panel(replies, title="latest replies to buyers", title_align="left", box=box.ROUNDED),
@@ -576,13 +576,18 @@ class LiveView:
         self.console = console
         self._live: Live | None = None
 
+    def _frame(self, run: DemoRun) -> RenderableType:
+        # Fit the terminal: everything but the two lists takes about 17 lines.
+        lines = max(1, min(6, (self.console.size.height - 17) // 2))
+        return live_renderable(run, lines)
+
     def start(self, run: DemoRun) -> None:
-        self._live = Live(live_renderable(run), console=self.console, auto_refresh=False, transient=False)
+        self._live = Live(self._frame(run), console=self.console, auto_refresh=False, transient=False)
         self._live.start(refresh=True)
 
     def update(self, run: DemoRun, *, final: bool = False) -> None:
         if self._live is not None:
-            self._live.update(live_renderable(run), refresh=True)
+            self._live.update(self._frame(run), refresh=True)
 
     def event(self, run: DemoRun, text: str) -> None:
         return None  # shown in the next frame's events panel
