@@ -41,7 +41,7 @@ def _forward(opts: argparse.Namespace) -> list[str]:
     args = ["--scenario", opts.scenario, "--scale", repr(opts.scale), "--seed", str(opts.seed),
             "--durability", opts.durability, "--offered", repr(opts.offered), "--batch", str(opts.batch),
             "--naive-limit", str(opts.naive_limit), "--redis-limit", str(opts.redis_limit),
-            "--redis", opts.redis, "--redis-tasks", str(opts.redis_tasks), "--mqtt", opts.mqtt]
+            "--redis", opts.redis, "--redis-tasks", str(opts.redis_tasks), "--mqtt", opts.mqtt, "--gc", opts.gc]
     if opts.tmpdir:
         args += ["--tmpdir", opts.tmpdir]
     return args

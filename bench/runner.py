@@ -214,6 +214,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis", default="127.0.0.1:6379", help="host:port of the Redis server")
     p.add_argument("--redis-tasks", type=int, default=32, help="concurrent callers of the Redis baseline")
     p.add_argument("--mqtt", default="127.0.0.1:1883", help="host:port of the MQTT broker")
+    p.add_argument("--gc", default="default", choices=("default", "off"),
+                   help="Python's cyclic GC during the case: as configured (default) or disabled")
 
 
 def run_one(case: str, opts: argparse.Namespace) -> Result:
@@ -226,6 +228,9 @@ def run_one(case: str, opts: argparse.Namespace) -> Result:
         # otherwise stalled the paced run for up to 0.4 s); what the engine itself allocates is still counted.
         gc.collect()
         gc.freeze()
+        if opts.gc == "off":
+            gc.disable()  # what a daemon tuned for the flash moment could do; reported as "gc": "off"
+        head["gc"] = opts.gc
         head["comments_in_scenario"] = len(scenario.comments)
         head["buys_in_scenario"] = scenario.buy_count
         head["distinct_texts"] = len({c.text for c in scenario.comments})
