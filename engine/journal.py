@@ -282,7 +282,7 @@ class Journal:
             raise JournalError(f"no journal at {p} (has the stream run yet?)")
         if not exists and catalogue is None:
             raise JournalError(f"no journal at {p} and no catalogue to start one with")
-        uri = f"file:{p}?mode={'rw' if readonly else 'rwc'}"
+        uri = f"file:{p}?mode={'ro' if readonly else 'rwc'}"
         try:
             db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as exc:
