@@ -605,9 +605,15 @@ class PlainView:
         self.out = out
         self._next = 0.1
         self._done = False
+        self._gone = False
 
     def _print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        if self._gone:
+            return
+        try:
+            print(line, file=self.out, flush=True)
+        except BrokenPipeError:
+            self._gone = True  # piped into `head`: the sale goes on, so the journal is whole
 
     def start(self, run: DemoRun) -> None:
         self._print(f"{run.cfg.stream.name}: {len(run.scenario.comments):,} comments over "
@@ -734,7 +740,7 @@ def main(args: Any) -> int:
     console = Console(file=out, highlight=False, soft_wrap=False)
     created = getattr(args, "dir", None) is None
     directory = Path(tempfile.mkdtemp(prefix="livecart-demo-")) if created else Path(args.dir)
-    console.print(f"livecart demo: writing the journal and export to {directory}")
+    console.print(f"livecart demo: writing the journal and export to {directory}", soft_wrap=True)
     view: View = PlainView(out) if plain else LiveView(console)
     try:
         run, report = asyncio.run(run_demo(directory, speed=speed, view=view))
@@ -742,14 +748,24 @@ def main(args: Any) -> int:
         if created and not any(directory.iterdir()):
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    summary(console, run.cfg, report, run)
     cfg_path = run.cfg.path
     csv_path = directory / EXPORT_NAME
     export_csv(cfg_path, csv_path)
-    console.print(f"journal:  {run.cfg.storage.path}")
-    console.print(f"export:   {csv_path} (CSV, UTF-8 with BOM, one row per order)")
-    console.print(f"comments: {directory / COMMENTS_NAME}")
-    console.print("look again:")
-    console.print(f"  livecart report {cfg_path}")
-    console.print(f"  livecart export {cfg_path} --format csv -o orders.csv")
+    # A reader that went away (`livecart demo | head`) makes rich exit with status 1; by then the journal
+    # and the export are complete.
+    _print_result(console, run, report, directory, csv_path)
     return 0
+
+
+def _print_result(console: Console, run: DemoRun, report: Mapping[str, Any], directory: Path,
+                  csv_path: Path) -> None:
+    summary(console, run.cfg, report, run)
+    cfg_path = run.cfg.path
+    # Paths and commands are never wrapped: they are there to be copied.
+    for line in (f"journal:  {run.cfg.storage.path}",
+                 f"export:   {csv_path} (CSV, UTF-8 with BOM, one row per order)",
+                 f"comments: {directory / COMMENTS_NAME}",
+                 "look again:",
+                 f"  livecart report {cfg_path}",
+                 f"  livecart export {cfg_path} --format csv -o orders.csv"):
+        console.print(line, soft_wrap=True)
