@@ -50,7 +50,7 @@ from engine.records import NOTHING, Intent, Item, ParseResult, Reason
 __all__ = ["Parser", "normalise"]
 
 # Token kinds. Small ints: the scan loop compares them a lot.
-NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, CONSUME = range(16)
+NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK = range(16)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
 _CN_NUM = "[零〇一二两俩三四五六七八九十百]+"
@@ -70,6 +70,7 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 _CODE_SHAPE = re.compile(r"[a-z]{1,3}[0-9]{1,4}(?![a-z0-9])")
 _SKIP = re.compile(r"[^\w+#?*]+")
+_MONEY = frozenset({"块", "元", "毛", "角"})
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 
 
@@ -143,6 +144,8 @@ class _Target:
 
     sku: str | None
     variants: tuple[tuple[str, str], ...] = ()
+    #: A one-character alias (大, 小, 白): too common to pick a product by itself.
+    short: bool = False
 
     def variant_of(self, sku: str) -> str | None:
         for s, v in self.variants:
@@ -229,7 +232,7 @@ class Parser:
                 add(w, NOISE)
         for group, kind in ((tb.PAST_CN, PAST), (tb.CANCEL_CN, CANCEL), (tb.ASK_COMMERCE_CN, ASKC),
                             (tb.ASK_GENERIC_CN, ASKG), (tb.NEG_CN, NEG), (tb.VERB_SOLO_CN, SOLO),
-                            (tb.VERB_CN, VERB), (tb.FILLER_CN, FILL), (tb.CONSUME_CN, CONSUME),
+                            (tb.VERB_CN, VERB), (tb.FILLER_CN, FILL), (tb.TALK_CN, TALK),
                             (tb.PAST_EN, PAST),
                             (tb.CANCEL_EN, CANCEL), (tb.ASK_COMMERCE_EN, ASKC), (tb.NEG_EN, NEG),
                             (tb.VERB_SOLO_EN, SOLO), (tb.VERB_EN, VERB), (tb.FILLER_EN, FILL)):
@@ -323,7 +326,7 @@ class Parser:
         for key in {*prod, *var}:
             if not key:
                 continue
-            out[key] = _Target(prod.get(key), tuple(sorted(var.get(key, {}).items())))
+            out[key] = _Target(prod.get(key), tuple(sorted(var.get(key, {}).items())), len(key) == 1)
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -382,6 +385,8 @@ class Parser:
                     digits = m.group(1)
                     if m.group(2) or m.group(5):
                         kind = NOISE
+                        if m.group(2) and "." in m.group(2) or m.group(5) in _MONEY:
+                            flags |= 1 << TALK  # a price: 29.9, 68块
                     elif m.group(3):
                         kind, payload = (NOISE, None) if (i and t[i - 1] == "月") or len(digits) > 3 \
                             else (LINK, int(digits))
@@ -400,6 +405,8 @@ class Parser:
                     v = cn_number(m.group(1))
                     if v is None or m.group(4):
                         kind = NOISE
+                        if m.group(4) in _MONEY:
+                            flags |= 1 << TALK
                     elif m.group(2):
                         kind, payload = LINK, v
                     elif m.group(3):
@@ -533,6 +540,9 @@ class Parser:
                 each_pending = True
             elif kind == NOISE:
                 residue += end - i
+            elif kind == TALK:
+                residue += end - i
+                flags |= 1 << TALK
             else:
                 flags |= 1 << kind
             if kind != FILL and kind != NOISE:
@@ -627,7 +637,7 @@ class Parser:
                 return self._result(Intent.CANCEL, self._listed(named, featured))
             return NOTHING
 
-        if flags & (1 << CONSUME) and not flags & (1 << VERB | 1 << SOLO | 1 << PLUS):
+        if flags & (1 << TALK) and not flags & (1 << VERB | 1 << SOLO | 1 << PLUS):
             return NOTHING
         items: list[Item] = []
         any_named = False
@@ -672,12 +682,13 @@ class Parser:
         return self._mk(featured, variant, qty, self._qty_reason(qty))
 
     def _resolve_variant(self, tgt: _Target, featured: str | None) -> tuple[str, str] | None:
-        """The product of a variant named without one: the featured product, else the only one that has it."""
+        """The product of a variant named without one: the featured product, else the only one that has it
+        (for aliases of two characters or more)."""
         if featured is not None:
             v = tgt.variant_of(featured)
             if v is not None:
                 return featured, v
-        if len(tgt.variants) == 1:
+        if len(tgt.variants) == 1 and not tgt.short:
             return tgt.variants[0]
         return None
 
