@@ -64,7 +64,7 @@ _NUM = re.compile(rf"([0-9]+)((?:[.:][0-9]+)+)?\s*(?:(号)(?:\s*链接)?|({_MEAS
 _CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
 _LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
 _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
-_PLUS = re.compile(rf"(?:\+|加|扣)\s*([0-9]+|{_CN_NUM})")
+_PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})")
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
@@ -227,7 +227,7 @@ class Parser:
         alias_keys = set(targets)
         for alias, target in targets.items():
             add(alias, ALIAS, target)
-        for w in tb.NOISE_CN:
+        for w in (*tb.NOISE_CN, *tb.NOISE_EN):
             if normalise(w) not in alias_keys:
                 add(w, NOISE)
         for group, kind in ((tb.PAST_CN, PAST), (tb.CANCEL_CN, CANCEL), (tb.ASK_COMMERCE_CN, ASKC),
@@ -279,12 +279,12 @@ class Parser:
 
         # The pre-filter. A result other than ``none`` needs one of: a product or variant alias, a commerce
         # question, a cancel word, a negation ending in 了 (cancel), a buy verb, a link (号, 链接, #), a plus
-        # (+, 加, 扣), an English word, or the bare "1". Numerals, other digits, generic question marks, past
+        # (+, 加, 扣, *), an English word, or the bare "1". Numerals, other digits, generic question marks, past
         # and filler words can only matter next to one of those, so a comment without any of their first
         # characters is chatter (tests/engine/test_parser_props.py checks this against the full analysis).
         meaningful = (ALIAS, ASKC, CANCEL, NEG, SOLO, VERB)
         starters = {k for k, kinds in self._lit_kinds.items() if kinds & set(meaningful)}
-        starters |= set("abcdefghijklmnopqrstuvwxyz1+#号链加扣")
+        starters |= set("abcdefghijklmnopqrstuvwxyz1+*#号链加扣")
         self._interesting = re.compile("[" + "".join(re.escape(c) for c in sorted(starters)) + "]")
         # Second stage, for comments that have such a character: the words themselves, as a regex factored
         # by first character (有 alone is chatter; 有没有 is a question).
@@ -296,7 +296,7 @@ class Parser:
         parts = [re.escape(f) if any(len(x) == 1 for x in ls)
                  else re.escape(f) + "(?:" + "|".join(re.escape(x[1:]) for x in sorted(ls, key=len, reverse=True)) + ")"
                  for f, ls in sorted(by_first.items())]
-        self._signal = re.compile("|".join([*parts, "[a-z1+#号链加扣]"]))
+        self._signal = re.compile("|".join([*parts, r"[a-z1+*#号链加扣]"]))
         self._cache: dict[tuple[str, str | None], ParseResult] = {}
         self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
         self._results: dict[tuple[Intent, tuple[Item, ...]], ParseResult] = {}

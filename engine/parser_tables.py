@@ -79,7 +79,12 @@ NOISE_CN = (
     "扣扣", "扣分", "扣子", "折扣", "扣款",
     "买单吗", "卖完", "卖光", "买不起", "买不到", "抢不到", "没抢到", "抢到了",
     "拍一下", "拍给", "拍近", "拍特写", "给我们", "拿起", "拿出", "要抢", "要开始", "来个特写", "来首", "来波",
+    # A negated cancel keeps the order: never a cancel.
+    "不要取消", "别取消", "不取消", "没取消", "不用取消",
 )
+#: English phrases that are everyday talk although they contain a keyword.
+NOISE_EN = ("don't cancel", "dont cancel", "do not cancel", "no cancel", "not cancel", "never cancel",
+            "take care", "take my money")
 
 #: The comment reports a purchase made before (elsewhere, or earlier): not a new order.
 PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", "已经买", "已经下单", "拍了", "买了", "买过",
@@ -122,8 +127,11 @@ ASK_COMMERCE_EN = ("how much", "how many", "price", "prices", "cost", "shipping"
 ASK_GENERIC_EN = ("how", "what", "what's", "whats", "when", "where", "which", "why", "who", "is", "are", "does",
                   "do", "can", "could", "would", "will", "any", "anyone")
 NEG_EN = ("don't", "dont", "do not", "not", "no", "never", "without", "won't", "wont")
-VERB_SOLO_EN = ("mine", "sold")
-VERB_EN = ("take", "want", "buy", "get", "order", "add", "claim", "need", "grab", "put")
+VERB_SOLO_EN = ("mine", "sold", "i'll take it", "ill take it", "i will take it", "i'll take that",
+                "i'll take this", "i'll take one", "take it")
+VERB_EN = ("take", "want", "buy", "get", "order", "add", "claim", "need", "grab", "put", "can i get",
+           "could i get", "can i have", "could i have", "may i have", "may i get", "can i take", "can i order",
+           "let me get", "let me have", "put me down for", "i'd like", "i would like")
 FILLER_EN = ("i", "i'll", "ill", "i'd", "id", "i'm", "im", "will", "would", "like", "the", "a", "an", "some",
              "please", "pls", "plz", "too", "also", "and", "for", "my", "me", "to", "of", "more",
              "jar", "please!", "thanks", "thank", "you", "it", "this", "that", "those", "these", "yes", "yeah",
