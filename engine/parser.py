@@ -50,7 +50,7 @@ from engine.records import NOTHING, Intent, Item, ParseResult, Reason
 __all__ = ["Parser", "normalise"]
 
 # Token kinds. Small ints: the scan loop compares them a lot.
-NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK = range(16)
+NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK, MQTY = range(17)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
 _CN_NUM = "[零〇一二两俩三四五六七八九十百]+"
@@ -71,6 +71,9 @@ _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 _CODE_SHAPE = re.compile(r"[a-z]{1,3}[0-9]{1,4}(?![a-z0-9])")
 _SKIP = re.compile(r"[^\w+#?*]+")
 _MONEY = frozenset({"块", "元", "毛", "角"})
+#: Packaging words that make a bare quantity an order of the featured product (两盒, 3瓶). Not 个 / 只 / 斤:
+#: "一个" and "160斤" (a body weight, in clothing rooms) say other things as often.
+_ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "包", "单", "套", "桶", "提"})
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 
 
@@ -164,6 +167,7 @@ class _Group:
     qty: int | None = None
     verb = False
     plus = False
+    measured = False  # the quantity came with a packaging word (两盒, 3瓶): an order on its own
 
     @property
     def named(self) -> bool:
@@ -279,12 +283,13 @@ class Parser:
 
         # The pre-filter. A result other than ``none`` needs one of: a product or variant alias, a commerce
         # question, a cancel word, a negation ending in 了 (cancel), a buy verb, a link (号, 链接, #), a plus
-        # (+, 加, 扣, *), an English word, or the bare "1". Numerals, other digits, generic question marks, past
-        # and filler words can only matter next to one of those, so a comment without any of their first
-        # characters is chatter (tests/engine/test_parser_props.py checks this against the full analysis).
+        # (+, 加, 扣, *), an English word, the bare "1", or a packaging word (两盒). Numerals, other digits,
+        # generic question marks, past and filler words only matter next to one of those, so a comment with
+        # none of their first characters is chatter (tests/engine/test_parser_props.py checks this against
+        # the full analysis).
         meaningful = (ALIAS, ASKC, CANCEL, NEG, SOLO, VERB)
         starters = {k for k, kinds in self._lit_kinds.items() if kinds & set(meaningful)}
-        starters |= set("abcdefghijklmnopqrstuvwxyz1+*#号链加扣")
+        starters |= set("abcdefghijklmnopqrstuvwxyz1+*#号链加扣") | _ORDER_MEASURE
         self._interesting = re.compile("[" + "".join(re.escape(c) for c in sorted(starters)) + "]")
         # Second stage, for comments that have such a character: the words themselves, as a regex factored
         # by first character (有 alone is chatter; 有没有 is a question).
@@ -296,7 +301,7 @@ class Parser:
         parts = [re.escape(f) if any(len(x) == 1 for x in ls)
                  else re.escape(f) + "(?:" + "|".join(re.escape(x[1:]) for x in sorted(ls, key=len, reverse=True)) + ")"
                  for f, ls in sorted(by_first.items())]
-        self._signal = re.compile("|".join([*parts, r"[a-z1+*#号链加扣]"]))
+        self._signal = re.compile("|".join([*parts, "[a-z1+*#号链加扣" + "".join(sorted(_ORDER_MEASURE)) + "]"]))
         self._cache: dict[tuple[str, str | None], ParseResult] = {}
         self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
         self._results: dict[tuple[Intent, tuple[Item, ...]], ParseResult] = {}
@@ -391,7 +396,8 @@ class Parser:
                         kind, payload = (NOISE, None) if (i and t[i - 1] == "月") or len(digits) > 3 \
                             else (LINK, int(digits))
                     elif m.group(4):
-                        kind, payload = (NOISE, None) if len(digits) >= 5 else (QTY, int(digits))
+                        kind, payload = (NOISE, None) if len(digits) >= 5 else \
+                            (MQTY if m.group(4) in _ORDER_MEASURE else QTY, int(digits))
                     elif _spammy(digits):
                         kind = NOISE
                     else:
@@ -410,7 +416,7 @@ class Parser:
                     elif m.group(2):
                         kind, payload = LINK, v
                     elif m.group(3):
-                        kind, payload = QTY, v
+                        kind, payload = MQTY if m.group(3) in _ORDER_MEASURE else QTY, v
                     else:
                         kind, payload = WEAKQTY, v
                 elif ch == "+" or ch == "加" or ch == "扣":
@@ -508,7 +514,7 @@ class Parser:
                         cur.variant = cur.var_target.variant_of(sku)
                         cur.var_target = None
                 flags |= 1 << ALIAS
-            elif kind in (QTY, PLUS, WEAKQTY):
+            elif kind in (QTY, PLUS, WEAKQTY, MQTY):
                 if kind == WEAKQTY:
                     # 一 / 两 with no measure word count only right after a product, a variant or a verb.
                     adjacent = prev in (ALIAS, LINK, VERB, SOLO, EACH) and t[prev_end:i].strip() == ""
@@ -531,6 +537,7 @@ class Parser:
                     cur.plus = True
                     flags |= 1 << PLUS
                 else:
+                    cur.measured = kind == MQTY
                     flags |= 1 << QTY
             elif kind in (VERB, SOLO):
                 cur.verb = True
@@ -665,7 +672,7 @@ class Parser:
         g = qty_groups[0]
         if len({x.qty for x in qty_groups}) > 1 and not all(x.plus for x in qty_groups):
             return NOTHING  # "2 3": two different numbers and no product is not an order
-        verbal = solo or any(x.verb for x in qty_groups)
+        verbal = solo or any(x.verb for x in qty_groups) or (len(qty_groups) == 1 and g.measured)
         if not verbal:
             if not self.bare_plus_one:
                 return NOTHING
