@@ -182,7 +182,7 @@ _Lit = tuple[str, int, object]  # (literal, kind, payload)
 _FUZZ = 99  # an unknown English word that might be a misspelt alias
 _SIGNALS = 1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO | 1 << ASKG | 1 << ASKC | 1 << CANCEL
 _RETRY_FUZZY = ParseResult(Intent.NONE, (Item(None),))  # a sentinel, never returned to callers
-_CACHE_SIZE = 4096
+_CACHE_SIZE = 4096  # per generation
 _FUZZY_STOP = tb.FUZZY_STOP
 _CACHE_TEXT = 64
 _INTERN_SIZE = 4096  # longer comments are rarely repeated word for word
@@ -303,6 +303,7 @@ class Parser:
                  for f, ls in sorted(by_first.items())]
         self._signal = re.compile("|".join([*parts, "[a-z1+*#号链加扣" + "".join(sorted(_ORDER_MEASURE)) + "]"]))
         self._cache: dict[tuple[str, str | None], ParseResult] = {}
+        self._cache_old: dict[tuple[str, str | None], ParseResult] = {}
         self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
         self._results: dict[tuple[Intent, tuple[Item, ...]], ParseResult] = {}
 
@@ -342,6 +343,10 @@ class Parser:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        hit = self._cache_old.get(key)
+        if hit is not None:
+            self._remember(key, hit)
+            return hit
         t = normalise(text)
         if not self._interesting.search(t) or not self._signal.search(t):
             result = NOTHING
@@ -349,13 +354,19 @@ class Parser:
             result = self._analyse(t, featured, False)
             if result is _RETRY_FUZZY:
                 result = self._analyse(t, featured, True)
-        if len(key[0]) <= _CACHE_TEXT:
-            # Live chat repeats itself ("+1", "666", "要要要"): remember recent short comments. Cleared
-            # wholesale when full, which costs less per call than keeping an LRU order.
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.clear()
-            self._cache[key] = result
+        if len(text) <= _CACHE_TEXT:
+            self._remember(key, result)
         return result
+
+    def _remember(self, key: tuple[str, str | None], result: ParseResult) -> None:
+        # Live chat repeats itself ("+1", "666", "要要要"). Two generations: when the young one is full it
+        # becomes the old one and the previous old one is dropped; a line found in the old generation moves
+        # back to the young one. Lines repeated within a generation survive; one-off lines age out. Cheaper
+        # per call than keeping an LRU order.
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache_old = self._cache
+            self._cache = {}
+        self._cache[key] = result
 
     def _analyse(self, t: str, featured: str | None, fuzzy: bool) -> ParseResult:
         lits = self._lits

@@ -136,6 +136,21 @@ def test_cache_is_bounded(parsers: dict[str, Parser]) -> None:
     for k in range(10_000):
         p.parse(f"鸡蛋{k % 90 + 1}盒 {k}", "egg-10")
     assert len(p._cache) <= 4096
+    assert len(p._cache_old) <= 4096
+
+
+def test_cache_keeps_lines_that_keep_coming_back(parsers: dict[str, Parser]) -> None:
+    """A full generation ages into the old one; a line found there moves back instead of being recomputed."""
+    from engine import parser as parser_module
+
+    p = Parser(parsers["sample"].catalogue)
+    p.parse("+1", "egg-10")
+    for k in range(parser_module._CACHE_SIZE):
+        p.parse(f"one-off comment {k}", "egg-10")
+    assert ("+1", "egg-10") in p._cache_old
+    assert ("+1", "egg-10") not in p._cache
+    p.parse("+1", "egg-10")
+    assert ("+1", "egg-10") in p._cache
 
 
 def test_long_comment_is_parsed(parsers: dict[str, Parser]) -> None:
