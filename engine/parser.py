@@ -189,10 +189,14 @@ _INTERN_SIZE = 4096  # longer comments are rarely repeated word for word
 
 
 class Parser:
-    """Reads one comment at a time against a catalogue. Thread-safe once built (it holds no per-call state).
+    """Reads one comment at a time against a catalogue; build one per catalogue (all compiling happens here).
 
-    ``bare_plus_one``: whether ``1`` / ``+N`` / ``扣N`` alone buy the featured product.
+    ``bare_plus_one``: whether ``1`` / ``+N`` / ``扣N`` / ``xN`` alone buy the featured product.
     ``max_qty``: quantities of 0 or above it give ``Reason.BAD_QUANTITY`` items (the intent stays ``buy``).
+
+    The only state kept between calls is a bounded cache of recent results and interned result values; a
+    result depends on nothing but ``(text, featured)`` and the constructor's arguments, so sharing a parser
+    between threads is safe under the GIL (a race can at worst drop a cache entry).
     """
 
     def __init__(self, catalogue: Catalogue, *, bare_plus_one: bool = True,
