@@ -100,7 +100,7 @@ class Config:
     catalogue: Catalogue
     adapters: tuple[PluginSettings, ...] = ()
     hooks: tuple[PluginSettings, ...] = ()
-    #: Sections owned by the daemon (``control``, ``status``, ``replies``), validated here, read there.
+    #: Sections owned by the daemon (``control``, ``status``, ``daemon``, ``replies``), validated here, read there.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
@@ -175,6 +175,14 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
         "enabled": Option(bool, True),
         "low_stock": Option(int, 0, check=_nonneg,
                             doc="units below which a product is 'low stock'; 0 = 10% of its stock"),
+    },
+    "daemon": {
+        "queue": Option(int, 64, check=_positive,
+                        doc="comment batches waiting for the engine before adapters are made to wait"),
+        "hook_timeout": Option(float, 10.0, check=_positive, doc="longest one hook call may take (s)"),
+        "hook_queue": Option(int, 256, check=_positive, doc="items waiting per hook; beyond it the oldest is shed"),
+        "drain_seconds": Option(float, 2.0, check=_nonneg,
+                                doc="at shutdown, how long replies and hooks may take to drain (s)"),
     },
     "replies": {
         "enabled": Option(bool, True),

@@ -303,6 +303,9 @@ class ControlServer:
         self.handler = handler
         self.state_path = state_path
         self.counts = _Counts(metrics)
+        #: Extra keys written to the state file beside host/port/pid (the daemon adds its status URL and
+        #: adapter addresses, so tools and tests find them).
+        self.state_extra: dict[str, Any] = {}
         self._runner: web.AppRunner | None = None
 
     def _authorised(self, request: web.Request) -> bool:
@@ -347,7 +350,7 @@ class ControlServer:
         log.info("stream %s: host controls on http://%s:%d/control", self.stream, self.host, self.port)
 
     def _write_state(self, path: Path) -> None:
-        state: dict[str, Any] = {"host": self.host, "port": self.port, "pid": os.getpid()}
+        state: dict[str, Any] = {**self.state_extra, "host": self.host, "port": self.port, "pid": os.getpid()}
         if self.generated_token:
             state["token"] = self.token
         tmp = path.with_name(path.name + ".tmp")
