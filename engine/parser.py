@@ -573,9 +573,9 @@ class Parser:
         if not cur.empty:
             groups.append(cur)
         result = self._decide(t, groups, flags, residue, featured)
-        if fuzz_seen and not result.items and flags & _SIGNALS:
-            # An unknown English word and a buy or question signal without a product: maybe a misspelt
-            # alias ("hony 2"). Only now pay for the edit-distance lookup.
+        if fuzz_seen and not fuzzy and flags & _SIGNALS:
+            # An unknown English word and a buy, question or cancel signal: maybe a misspelt alias
+            # ("hony 2", "eggs 2 hony 1"). Only now pay for the edit-distance lookup.
             return _RETRY_FUZZY
         return result
 
