@@ -179,7 +179,8 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
     "daemon": {
         "queue": Option(int, 64, check=_positive,
                         doc="comment batches waiting for the engine before adapters are made to wait"),
-        "hook_timeout": Option(float, 10.0, check=_positive, doc="longest one hook call may take (s)"),
+        "hook_timeout": Option(float, 10.0, check=lambda v: None if v > 0 else "must be more than 0",
+                               doc="longest one hook call may take (s)"),
         "hook_queue": Option(int, 256, check=_positive, doc="items waiting per hook; beyond it the oldest is shed"),
         "drain_seconds": Option(float, 2.0, check=_nonneg,
                                 doc="at shutdown, how long replies and hooks may take to drain (s)"),

@@ -257,6 +257,8 @@ class Daemon:
             first = await self.queue.get()
             if first is _END:
                 break
+            if not self.running.is_set():  # paused while this consumer was waiting for the batch
+                await self.running.wait()
             batch = list(first)
             while len(batch) < limit and not self.queue.empty():
                 more = self.queue.get_nowait()
