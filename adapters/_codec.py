@@ -21,7 +21,6 @@ adapters may reuse :class:`Decoder`, :class:`FieldMap` and :func:`with_defaults`
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -38,6 +37,9 @@ COMMENT_FIELDS = ("platform", "room", "id", "user", "name", "text", "ts")
 TS_UNITS = ("s", "ms")
 
 _MISSING = object()
+
+#: What a payload may be: a text frame, a binary frame or body, or a view of one.
+Payload = bytes | bytearray | memoryview | str
 
 
 def with_defaults(schema: Mapping[str, Option], options: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -82,6 +84,11 @@ def check_port(value: Any) -> str | None:
     return "must be a TCP port, 0-65535 (0 = pick a free one)" if not 0 <= value <= 65535 else None
 
 
+def _head(payload: Payload, n: int) -> bytes | str:
+    """The first ``n`` bytes or characters of a payload, as a loggable sample."""
+    return payload[:n] if isinstance(payload, str) else bytes(payload[:n])
+
+
 class FieldMap:
     """Renames the fields of one decoded object to the contract's names. Built once, applied per comment."""
 
@@ -123,35 +130,40 @@ class FieldMap:
 
 
 class RecentKeys:
-    """The last ``capacity`` keys seen, to count duplicates cheaply (a set plus a FIFO of evictions)."""
+    """Remembers at least the last ``capacity`` keys (at most twice that), to count duplicates cheaply.
 
-    __slots__ = ("_capacity", "_order", "_seen")
+    Two generations of sets: when the young one is full it becomes the old one and the previous old one is
+    dropped. Two set lookups and an add per key, no per-key bookkeeping of order.
+    """
+
+    __slots__ = ("_capacity", "_old", "_young")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._seen: set[Hashable] = set()
-        self._order: deque[Hashable] = deque()
+        self._young: set[Hashable] = set()
+        self._old: set[Hashable] = set()
 
     def seen(self, key: Hashable) -> bool:
         """True when ``key`` was among the recent ones; otherwise remember it and return False."""
+        if key in self._young or key in self._old:
+            return True
         if self._capacity <= 0:
             return False
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        self._order.append(key)
-        if len(self._order) > self._capacity:
-            self._seen.discard(self._order.popleft())
+        young = self._young
+        young.add(key)
+        if len(young) >= self._capacity:
+            self._old = young
+            self._young = set()
         return False
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._young) + len(self._old)
 
 
 class Decoder:
     """Turns JSON payloads into comments, counting every bad one in ``stats`` (see the module docstring)."""
 
-    __slots__ = ("_fields", "_ms", "_recent", "max_bytes", "platform", "room", "stats")
+    __slots__ = ("_fields", "_ms", "_recent", "_reshape", "max_bytes", "platform", "room", "stats")
 
     def __init__(
         self,
@@ -172,10 +184,11 @@ class Decoder:
         self.max_bytes = max_bytes
         self._fields = FieldMap(fields)
         self._ms = ts_unit == "ms"
+        self._reshape = bool(self._fields) or self._ms
         self._recent = RecentKeys(dedupe_window)
 
     def decode(
-        self, payload: bytes | str, rejected: list[tuple[int | None, MalformedInput]] | None = None
+        self, payload: Payload, rejected: list[tuple[int | None, MalformedInput]] | None = None
     ) -> list[Comment]:
         """The comments of one payload; bad ones are counted, logged once per reason, and skipped.
 
@@ -184,12 +197,12 @@ class Decoder:
         """
         if len(payload) > self.max_bytes:
             self._bad(MalformedInput("oversized", f"payload of {len(payload)} bytes is over the limit of "
-                                     f"{self.max_bytes}", payload[:80]), None, rejected)
+                                     f"{self.max_bytes}", _head(payload, 80)), None, rejected)
             return []
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            self._bad(MalformedInput("bad_json", str(exc), payload[:200]), None, rejected)
+            self._bad(MalformedInput("bad_json", str(exc), _head(payload, 200)), None, rejected)
             return []
         if isinstance(data, list):
             out: list[Comment] = []
@@ -209,7 +222,7 @@ class Decoder:
         self, obj: object, index: int | None, rejected: list[tuple[int | None, MalformedInput]] | None
     ) -> Comment | None:
         try:
-            if isinstance(obj, Mapping):
+            if self._reshape and isinstance(obj, Mapping):
                 if self._fields:
                     obj = self._fields.apply(obj)
                 if self._ms:
@@ -222,7 +235,7 @@ class Decoder:
             return None
         stats = self.stats
         stats.received += 1
-        if self._recent.seen(comment.key):
+        if self._recent.seen((comment.platform, comment.room, comment.id)):
             stats.duplicates += 1
         return comment
 

@@ -13,6 +13,10 @@ headers on a WebSocket) or as ``Authorization: Bearer TOKEN``; a peer with a mis
 accepted at the HTTP level and then closed at once with close code **4001** ("bad token"), a code a browser
 script can read, unlike a handshake's HTTP status. Frames go into a bounded buffer (``max_pending``
 comments); while it is full the server stops reading the sockets, so TCP pushes back on the peers.
+The server is a thin asyncio shell around websockets' Sans-I/O ``ServerProtocol``: each chunk read from a
+socket is parsed into frames in one call and all the comments in it become one batch, which is what makes
+one-comment-per-frame ingest cheap. A peer that sends nothing (not even a pong) for two ping intervals is
+dropped.
 
 In both modes a frame over ``max_frame`` bytes is counted as ``oversized`` and skipped; a frame over four
 times that is refused by the protocol (close code 1009) and counted too. Bad JSON and bad fields are counted
@@ -21,22 +25,26 @@ and skipped. Replies (:meth:`WebSocketAdapter.send_replies`) go to the peer(s) a
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidStatus,
     InvalidURI,
 )
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from adapters._codec import (
     DEFAULT_MAX_BYTES,
@@ -61,6 +69,8 @@ BAD_TOKEN = 4001
 FATAL_CLOSE_CODES = frozenset({4001, 4003, 1008})
 #: Frames over ``max_frame`` are skipped; frames over this many times ``max_frame`` end the connection.
 HARD_LIMIT_FACTOR = 4
+#: Seconds a server-mode peer has to answer our close frame before the connection is cut.
+CLOSE_TIMEOUT = 2.0
 
 
 def _reply_payload(replies: Sequence[Reply]) -> bytes:
@@ -103,10 +113,11 @@ class WebSocketAdapter(Adapter):
         self.policy = Backoff(initial=o["reconnect_initial"], cap=o["reconnect_cap"])
         #: Connections made (client) or peers accepted with a good token (server).
         self.connections = Milestone()
-        self.peers: set[ServerConnection] = set()
+        self.peers: set[_Peer] = set()
         self._client: ClientConnection | None = None
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
         self._intake: Intake | None = None
+        self._pinger: asyncio.Task[None] | None = None
 
     # -- shared -------------------------------------------------------------------------------------------
 
@@ -131,19 +142,26 @@ class WebSocketAdapter(Adapter):
             return
         self._intake = Intake(int(self.options["max_pending"]))
         host, port = self.options["host"], int(self.options["port"])
+        loop = asyncio.get_running_loop()
         try:
-            self._server = await serve(self._serve_peer, host, port, max_size=self._hard_limit,
-                                       compression=None, ping_interval=self._ping)
+            self._server = await loop.create_server(lambda: _Peer(self), host, port)
         except OSError as exc:
             raise FatalAdapterError(f"websocket {self.name}: cannot listen on {host}:{port}: {exc}") from exc
+        if self._ping:
+            self._pinger = asyncio.create_task(self._keepalive(self._ping), name=f"{self.name}-keepalive")
         log.info("adapter %s: websocket server listening on %s:%d", self.name, host, self.bound_port)
 
     async def close(self) -> None:
         if self._intake is not None:
             self._intake.close()
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         if self._server is not None:
             server, self._server = self._server, None
             server.close()
+            for peer in list(self.peers):
+                peer.close(1001, "server shutting down")
             await server.wait_closed()
         if self._client is not None:
             client, self._client = self._client, None
@@ -168,7 +186,8 @@ class WebSocketAdapter(Adapter):
         if self.options["mode"] == "server":
             if not self.peers:
                 raise RetryableError(f"websocket {self.name}: no companion connected to send replies to")
-            broadcast(self.peers, payload, text=True)
+            for peer in list(self.peers):
+                peer.send_text(payload)
         else:
             ws = self._client
             if ws is None:
@@ -178,9 +197,6 @@ class WebSocketAdapter(Adapter):
             except ConnectionClosed as exc:
                 raise RetryableError(f"websocket {self.name}: connection closed while replying") from exc
         self.stats.replies_sent += len(replies)
-
-    def _frame(self, message: str | bytes) -> list[Comment]:
-        return self.decoder.decode(message)
 
     def _note_too_big(self, exc: ConnectionClosed) -> None:
         if exc.sent is not None and exc.sent.code == 1009:
@@ -207,8 +223,9 @@ class WebSocketAdapter(Adapter):
             self.stats.connected = True
             self.connections.advance()
             try:
+                decode = self.decoder.decode
                 async for message in ws:
-                    batch = self._frame(message)
+                    batch = decode(message)
                     if batch:
                         yield batch
             except ConnectionClosed as exc:
@@ -242,29 +259,18 @@ class WebSocketAdapter(Adapter):
             given = urllib.parse.parse_qs(query).get("token", [""])[0]
         return hmac.compare_digest(given.encode(), token.encode())
 
-    async def _serve_peer(self, ws: ServerConnection) -> None:
-        intake = self._intake
-        assert intake is not None
-        if ws.request is None or not self._authorised(ws.request):
-            # Never log the token a peer sent; the address is enough to find it.
-            self.stats.malformed("bad_token", "peer closed with 4001", ws.remote_address)
-            await ws.close(BAD_TOKEN, "bad token")
-            return
-        self.peers.add(ws)
-        self.stats.connected = True
-        self.connections.advance()
-        try:
-            async for message in ws:
-                batch = self._frame(message)
-                # Waiting here while the intake is full stops reading this socket: backpressure.
-                if batch and not await intake.put(batch):
-                    break
-        except ConnectionClosed as exc:
-            self._note_too_big(exc)
-            log.debug("adapter %s: peer %s dropped: %s", self.name, ws.remote_address, exc)
-        finally:
-            self.peers.discard(ws)
-            self.stats.connected = bool(self.peers)
+    async def _keepalive(self, interval: float) -> None:
+        """Ping every peer each ``interval``; drop one that has sent nothing for two intervals."""
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for peer in list(self.peers):
+                if now - peer.last_seen > 2 * interval:
+                    log.info("adapter %s: peer %s silent for %.0fs; dropped", self.name, peer.address,
+                             now - peer.last_seen)
+                    peer.abort()
+                else:
+                    peer.ping()
 
     async def _server_batches(self) -> AsyncIterator[Sequence[Comment]]:
         await self.open()
@@ -285,3 +291,141 @@ class WebSocketAdapter(Adapter):
         state = "closed" if self.closed else ("connected" if s.connected else "idle")
         return (f"<WebSocketAdapter {self.name}: {where}, {state}, {s.received} received, "
                 f"{s.malformed_total} malformed, {s.duplicates} duplicates, {s.reconnects} reconnects>")
+
+
+class _Peer(asyncio.Protocol):
+    """One server-mode connection: websockets' Sans-I/O ``ServerProtocol`` driven by asyncio callbacks.
+
+    Every chunk read is parsed at once; the comments of all its frames go to the intake as one batch. When
+    the intake is full, reading stops until it has room (backpressure on this peer's TCP connection).
+    """
+
+    def __init__(self, adapter: WebSocketAdapter) -> None:
+        self.adapter = adapter
+        self.proto = ServerProtocol(max_size=adapter._hard_limit)
+        self.transport: asyncio.Transport | None = None
+        self.address: Any = None
+        self.last_seen = time.monotonic()
+        self._fragments: list[bytes | bytearray | memoryview] = []
+        self._waiting: asyncio.Task[None] | None = None
+        self._too_big_counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A TCP transport; uvloop's is not a subclass of asyncio.Transport, hence the cast.
+        self.transport = cast(asyncio.Transport, transport)
+        self.address = transport.get_extra_info("peername")
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        proto = self.proto
+        proto.receive_data(data)
+        events = proto.events_received()
+        batch: list[Comment] = []
+        if events:
+            decode = self.adapter.decoder.decode
+            for ev in events:
+                if isinstance(ev, Request):
+                    self._handshake(ev)
+                    continue
+                if not isinstance(ev, Frame):
+                    continue
+                op = ev.opcode
+                if op is Opcode.TEXT or op is Opcode.BINARY:
+                    if ev.fin:
+                        batch += decode(ev.data)
+                    else:
+                        self._fragments = [ev.data]
+                elif op is Opcode.CONT:
+                    self._fragments.append(ev.data)
+                    if ev.fin:
+                        batch += decode(b"".join(self._fragments))
+                        self._fragments = []
+        self._flush()
+        if batch:
+            self._hand_on(batch)
+
+    def _handshake(self, request: Request) -> None:
+        adapter = self.adapter
+        response = self.proto.accept(request)
+        self.proto.send_response(response)
+        if response.status_code != 101:
+            adapter.stats.malformed("bad_handshake", f"answered {response.status_code}", self.address)
+            return
+        if not adapter._authorised(request):
+            # Never log the token a peer sent; the address is enough to find it.
+            adapter.stats.malformed("bad_token", "peer closed with 4001", self.address)
+            self.proto.send_close(BAD_TOKEN, "bad token")
+            return
+        adapter.peers.add(self)
+        adapter.stats.connected = True
+        adapter.connections.advance()
+
+    def _hand_on(self, batch: list[Comment]) -> None:
+        intake = self.adapter._intake
+        if intake is None or intake.offer(batch):
+            return
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._waiting = asyncio.get_running_loop().create_task(self._put(intake, batch))
+
+    async def _put(self, intake: Intake, batch: list[Comment]) -> None:
+        await intake.put(batch)
+        self._waiting = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        proto = self.proto
+        for data in proto.data_to_send():
+            if data:
+                transport.write(data)
+            else:  # SEND_EOF: the server closes the TCP connection once the closing handshake is done
+                transport.close()
+        sent = proto.close_sent
+        if sent is not None and sent.code == 1009 and not self._too_big_counted:
+            self._too_big_counted = True
+            self.adapter.stats.malformed("oversized", f"frame over the hard limit of {self.adapter._hard_limit} "
+                                         "bytes; connection closed with 1009", self.address)
+        if proto.close_expected() and not transport.is_closing():
+            # We sent a close frame; the peer has a moment to answer before the connection is cut.
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def send_text(self, payload: bytes) -> None:
+        if self.proto.state is State.OPEN:
+            self.proto.send_text(payload)
+            self._flush()
+
+    def ping(self) -> None:
+        if self.proto.state is State.OPEN:
+            self.proto.send_ping(b"")
+            self._flush()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.proto.state is State.OPEN:
+            self.proto.send_close(code, reason)
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def eof_received(self) -> bool | None:
+        self.proto.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        adapter = self.adapter
+        adapter.peers.discard(self)
+        adapter.stats.connected = bool(adapter.peers)
+        log.debug("adapter %s: peer %s gone (%s)", adapter.name, self.address, exc)
+
+    def __repr__(self) -> str:
+        paused = " paused" if self._waiting is not None else ""
+        return f"<_Peer {self.address} {self.proto.state.name}{paused}>"

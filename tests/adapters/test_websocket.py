@@ -265,25 +265,31 @@ async def test_server_passes_duplicates_through_with_stable_ids_and_counts_them(
 
 
 async def test_server_buffer_stays_bounded_for_a_slow_consumer_and_loses_nothing() -> None:
-    n = 500
+    n = 20_000  # far more than one socket read holds, so the server must stop reading to stay bounded
     async with server_adapter(max_pending=20) as ad, connect(f"ws://127.0.0.1:{ad.bound_port}") as ws:
-        for i in range(n):
-            await ws.send(orjson.dumps(c(i)).decode())
-        # Nobody consumes yet: the server fills its buffer and stops reading; the rest waits in the sockets.
+
+        async def send_all() -> None:
+            for i in range(n):
+                await ws.send(orjson.dumps(c(i)).decode())
+
+        sender = asyncio.create_task(send_all())
         intake = ad._intake
         assert intake is not None
         async with asyncio.timeout(DEADLINE):
-            await intake.waits.reached(1)
-        assert intake.full()
+            await intake.waits.reached(1)  # nobody consumes: the server has paused reading this peer
         it = ad.batches()
         got: list[Comment] = []
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(DEADLINE * 3):
             while len(got) < n:
                 got.extend(await anext(it))
-                await asyncio.sleep(0)  # a slow consumer: let the peer tasks refill between batches
-        assert [x.id for x in got] == [f"m-{i}" for i in range(n)]
-        assert intake.high_water <= 20
-        assert ad.stats.received == n
+                await asyncio.sleep(0)  # a slow consumer: let the peer refill between batches
+            await sender
+    assert [x.id for x in got] == [f"m-{i}" for i in range(n)]
+    # Bounded by max_pending plus what one socket read (at most 256 KiB) carries.
+    smallest_frame = len(orjson.dumps(c(0))) + 6  # 2-byte header and 4-byte mask (RFC 6455 §5.2)
+    assert intake.high_water <= 20 + (256 * 1024) // smallest_frame < n
+    assert intake.waits.count >= 1
+    assert ad.stats.received == n
 
 
 async def test_server_broadcasts_replies_to_connected_peers() -> None:
@@ -322,3 +328,50 @@ async def test_server_port_in_use_is_a_clear_fatal_error() -> None:
         second = server_adapter(port=first.bound_port)
         with pytest.raises(FatalAdapterError, match="cannot listen"):
             await second.open()
+
+
+async def test_server_reassembles_fragmented_messages() -> None:
+    async with server_adapter() as ad, connect(f"ws://127.0.0.1:{ad.bound_port}") as ws:
+        text = orjson.dumps([c(1), c(2)]).decode()
+        await ws.send([text[:10], text[10:50], text[50:]])  # one message in three frames (RFC 6455 §5.4)
+        got = await take(ad.batches(), 2)
+    assert [x.id for x in got] == ["m-1", "m-2"]
+
+
+async def test_server_answers_a_plain_http_request_with_an_error_and_counts_it() -> None:
+    async with server_adapter() as ad:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ad.bound_port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(DEADLINE):
+            status = await reader.readline()
+            await reader.read()  # the server closes the connection after its answer
+        writer.close()
+        await writer.wait_closed()
+    assert status.startswith(b"HTTP/1.1 4")
+    assert ad.stats.malformed_by_reason == {"bad_handshake": 1}
+
+
+async def test_server_drops_a_peer_that_stops_answering_pings() -> None:
+    async with server_adapter(ping_interval=0.05) as ad:
+        # A raw peer that completes the handshake and then never reads nor answers again.
+        reader, writer = await asyncio.open_connection("127.0.0.1", ad.bound_port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        async with asyncio.timeout(DEADLINE):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 101")
+            await ad.connections.reached(1)
+            while await reader.read(4096):  # pings arrive, unanswered, until the server cuts the connection
+                pass
+        writer.close()
+        assert not ad.peers
+
+
+def test_server_runs_under_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[str]:
+        async with server_adapter(token="t") as ad, connect(f"ws://127.0.0.1:{ad.bound_port}/?token=t") as ws:
+            await ws.send(orjson.dumps([c(1), c(2)]).decode())
+            return [x.id for x in await take(ad.batches(), 2)]
+
+    assert uvloop.run(main()) == ["m-1", "m-2"]

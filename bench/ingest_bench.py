@@ -1,0 +1,203 @@
+"""Ingest per process: how many comments per second the generic adapters take in and hand on as batches.
+
+``python -m bench.ingest_bench [--n N] [--cases websocket,mqtt] [--mqtt-batch B]`` prints one JSON object per
+case:
+
+* ``websocket_ingest`` — a generator *process* connects to the websocket adapter in server mode (with a
+  token) and sends ``N`` comments, one JSON comment per frame; the adapter decodes and validates each and
+  yields batches. Target: 80,000 comments/s.
+* ``mqtt_ingest`` — a generator process publishes ``N`` comments as JSON arrays of ``B`` comments (QoS 1) to
+  the real broker on 127.0.0.1:1883; the mqtt adapter subscribed to the topic decodes them. Target: 200,000
+  comments/s.
+
+The clock runs from the first comment the adapter yields to the ``N``-th, so the generator's start-up is
+not counted; every comment is checked to arrive (none lost, none malformed). The generator does as little as
+it can (pre-built frames written with ``sendall``; pre-built payloads), so the adapter is what is measured.
+Figures on a shared 2-core machine are noisy; run it a few times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from adapters.mqtt import MqttAdapter
+from adapters.websocket import WebSocketAdapter
+
+TARGETS = {"websocket_ingest": 80_000, "mqtt_ingest": 200_000}
+TOKEN = "bench-token"
+
+
+def comment(i: int) -> dict[str, Any]:
+    return {"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i % 5000}", "name": "张三",
+            "text": "鸡蛋来两盒" if i % 3 else "2号链接拍3", "ts": 1584250000.0 + i / 1000}
+
+
+# -- generators (run in a child process) --------------------------------------------------------------------
+
+
+def _client_frame(payload: bytes) -> bytes:
+    """One masked text frame (RFC 6455 §5.2); the all-zero masking key leaves the payload as it is."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+def generate_ws(port: int, n: int) -> None:
+    frames = b"".join(_client_frame(orjson.dumps(comment(i))) for i in range(n))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET /?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise SystemExit("server closed during the handshake")
+            resp += chunk
+        if not resp.startswith(b"HTTP/1.1 101"):
+            raise SystemExit(f"handshake refused: {resp[:80]!r}")
+        view = memoryview(frames)
+        for i in range(0, len(frames), 1 << 16):
+            s.sendall(view[i:i + (1 << 16)])
+        s.sendall(struct.pack("!BB", 0x88, 0x80 | 2) + b"\x00\x00\x00\x00" + struct.pack("!H", 1000))
+        while s.recv(4096):  # wait for the server's close
+            pass
+
+
+def generate_mqtt(host: str, port: int, topic: str, n: int, batch: int) -> None:
+    import aiomqtt
+
+    payloads = [orjson.dumps([comment(i) for i in range(j, min(n, j + batch))]) for j in range(0, n, batch)]
+
+    async def run() -> None:
+        async with aiomqtt.Client(host, port, max_inflight_messages=100) as client:
+            for i in range(0, len(payloads), 100):  # windows of the broker's in-flight limit
+                await asyncio.gather(*(client.publish(topic, p, qos=1) for p in payloads[i:i + 100]))
+
+    asyncio.run(run())
+
+
+# -- cases (run in this process) ----------------------------------------------------------------------------
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bench.ingest_bench", *args])
+
+
+async def _consume(ad: Any, n: int, limit: float) -> tuple[int, float, int]:
+    """Comments received, seconds from the first to the last, batches (stops after ``limit`` seconds)."""
+    got = 0
+    batches = 0
+    start = end = 0.0
+    it = ad.batches()
+    try:
+        async with asyncio.timeout(limit):
+            while got < n:
+                batch = await anext(it)
+                if not got:
+                    start = time.perf_counter()
+                got += len(batch)
+                batches += 1
+                end = time.perf_counter()
+    except TimeoutError:
+        pass
+    return got, end - start, batches
+
+
+def _result(case: str, n: int, got: int, elapsed: float, batches: int, ad: Any, err: str | None,
+            **extra: Any) -> dict[str, Any]:
+    rate = (got - 1) / elapsed if got > 1 and elapsed > 0 else 0.0
+    out = {"case": case, "n": n, "received": got, "comments_per_s": round(rate), "target": TARGETS[case],
+           "met": got == n and rate >= TARGETS[case], "elapsed_s": round(elapsed, 4), "batches": batches,
+           "malformed": ad.stats.malformed_total, "loop": type(asyncio.get_running_loop()).__module__}
+    out.update(extra)
+    if err or got != n:
+        out["error"] = err or f"only {got} of {n} comments arrived"
+    return out
+
+
+async def _run(ad: Any, n: int, gen_args: list[str], ready: Any = None) -> tuple[int, float, int, str | None]:
+    """Consume from ``ad`` while a generator process produces; stop early if the generator fails."""
+    consume = asyncio.create_task(_consume(ad, n, limit=120))
+    if ready is not None:
+        await asyncio.wait([consume, asyncio.create_task(ready)], return_when=asyncio.FIRST_COMPLETED)
+    gen = _spawn(*gen_args)
+    waiter = asyncio.create_task(asyncio.to_thread(gen.wait))
+    await asyncio.wait([consume, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if not consume.done() and gen.returncode:
+        consume.cancel()
+        return 0, 0.0, 0, f"generator failed with exit code {gen.returncode}"
+    got, elapsed, batches = await consume
+    await waiter
+    return got, elapsed, batches, None
+
+
+async def websocket_case(n: int) -> dict[str, Any]:
+    ad = WebSocketAdapter({"mode": "server", "port": 0, "token": TOKEN, "max_pending": 50_000}, name="bench-ws")
+    async with ad:
+        got, elapsed, batches, err = await _run(ad, n, ["--generate-ws", str(ad.bound_port), str(n)])
+    return _result("websocket_ingest", n, got, elapsed, batches, ad, err, frames=n)
+
+
+async def mqtt_case(n: int, batch: int, host: str, port: int) -> dict[str, Any]:
+    topic = f"livecart-bench/{uuid.uuid4().hex}"
+    ad = MqttAdapter({"host": host, "port": port, "topic": topic, "qos": 1}, name="bench-mqtt")
+    async with ad:
+        got, elapsed, batches, err = await _run(
+            ad, n, ["--generate-mqtt", host, str(port), topic, str(n), str(batch)], ad.subscribed.reached(1))
+    return _result("mqtt_ingest", n, got, elapsed, batches, ad, err, comments_per_payload=batch,
+                   payloads=-(-n // batch))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ingest_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=200_000, help="comments per case")
+    p.add_argument("--cases", default="websocket,mqtt")
+    p.add_argument("--mqtt-batch", type=int, default=200, help="comments per MQTT payload")
+    p.add_argument("--mqtt", default="127.0.0.1:1883", help="broker HOST:PORT")
+    p.add_argument("--generate-ws", nargs=2, metavar=("PORT", "N"), help=argparse.SUPPRESS)
+    p.add_argument("--generate-mqtt", nargs=5, metavar=("HOST", "PORT", "TOPIC", "N", "B"), help=argparse.SUPPRESS)
+    opts = p.parse_args(argv)
+    if opts.generate_ws:
+        generate_ws(int(opts.generate_ws[0]), int(opts.generate_ws[1]))
+        return 0
+    if opts.generate_mqtt:
+        h, pt, t, n, b = opts.generate_mqtt
+        generate_mqtt(h, int(pt), t, int(n), int(b))
+        return 0
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
+        runner = asyncio.run
+    host, _, port = opts.mqtt.rpartition(":")
+    for case in opts.cases.split(","):
+        if case == "websocket":
+            res = runner(websocket_case(opts.n))
+        elif case == "mqtt":
+            res = runner(mqtt_case(opts.n, opts.mqtt_batch, host, int(port)))
+        else:
+            p.error(f"unknown case {case!r}")
+        print(orjson.dumps(res).decode(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
