@@ -450,6 +450,8 @@ class Daemon:
             "control": (f"http://{self.control.host}:{self.control.port}/control"
                         if self.control is not None else None),
             "status": self.status.url if self.status is not None else None,
+            "mqtt_control": ({"topic": self.mqtt_control.topic, "subscribed": self.mqtt_control.ready.is_set()}
+                             if self.mqtt_control is not None else None),
             "failed": list(self.failed),
         }
 
