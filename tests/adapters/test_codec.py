@@ -1,0 +1,137 @@
+"""The shared payload decoder: values in, values out, no event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters._codec import Decoder, FieldMap, RecentKeys, check_fields, with_defaults
+from engine.errors import FatalAdapterError, MalformedInput
+from engine.plugin import AdapterStats, Option
+from engine.records import Comment
+
+
+def dec(**kw: Any) -> Decoder:
+    return Decoder(AdapterStats("t"), platform=kw.pop("platform", "p"), room=kw.pop("room", "r"), **kw)
+
+
+def c(i: int, **kw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": f"m-{i}", "user": f"u-{i}", "text": f"+{i}", "ts": float(i)}
+    d.update(kw)
+    return d
+
+
+def test_one_object_or_an_array() -> None:
+    d = dec()
+    assert d.decode(orjson.dumps(c(1))) == [Comment("p", "r", "m-1", "u-1", "u-1", "+1", 1.0)]
+    assert [x.id for x in d.decode(orjson.dumps([c(2), c(3)]))] == ["m-2", "m-3"]
+    assert d.decode(b"[]") == []
+    assert d.stats.received == 3
+
+
+def test_each_kind_of_bad_input_is_counted_under_its_reason_and_reported() -> None:
+    d = dec(max_bytes=300)
+    rejected: list[tuple[int | None, MalformedInput]] = []
+    assert d.decode(b"nope", rejected) == []
+    assert d.decode(b"x" * 301, rejected) == []
+    assert d.decode(orjson.dumps([c(1), [c(2)], c(3, text=None)]), rejected) == [d.decode_object(c(1))]
+    assert d.stats.malformed_by_reason == {"bad_json": 1, "oversized": 1, "not_an_object": 1,
+                                           "missing_field": 1}
+    assert [(i, e.reason) for i, e in rejected] == [(None, "bad_json"), (None, "oversized"),
+                                                    (1, "not_an_object"), (2, "missing_field")]
+
+
+def test_field_map_reads_renamed_and_nested_fields() -> None:
+    d = dec(fields={"text": "content", "user": "sender.uid", "name": "sender.nick", "id": "msg_id"})
+    payload = {"msg_id": 9, "content": "+1", "sender": {"uid": 7, "nick": "ann"}, "ts": 3}
+    assert d.decode(orjson.dumps(payload)) == [Comment("p", "r", "9", "7", "ann", "+1", 3.0)]
+
+
+def test_a_mapped_field_that_is_absent_is_missing_not_read_under_its_own_name() -> None:
+    d = dec(fields={"text": "content"})
+    assert d.decode(orjson.dumps(c(1))) == []  # has "text" but not "content"
+    assert d.stats.malformed_by_reason == {"missing_field": 1}
+
+
+def test_millisecond_timestamps_are_converted() -> None:
+    assert dec(ts_unit="ms").decode(orjson.dumps(c(1, ts=1500)))[0].ts == 1.5
+
+
+def test_duplicates_pass_through_and_are_counted() -> None:
+    d = dec()
+    out = [x.id for _ in range(3) for x in d.decode(orjson.dumps(c(1)))]
+    assert out == ["m-1"] * 3
+    assert d.stats.duplicates == 2
+
+
+def test_recent_keys_remember_at_least_capacity_keys() -> None:
+    r = RecentKeys(4)
+    assert [r.seen(k) for k in range(4)] == [False] * 4
+    assert all(r.seen(k) for k in range(4))
+    for k in range(4, 12):
+        r.seen(k)
+    assert not r.seen(0)  # long gone
+    assert all(r.seen(k) for k in range(8, 12))  # the last `capacity` are always remembered
+    assert len(r) <= 8
+
+
+def test_zero_window_never_reports_a_duplicate() -> None:
+    r = RecentKeys(0)
+    assert not r.seen("a")
+    assert not r.seen("a")
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"txt": "a"}, "unknown comment field"),
+    ({"text": ""}, "field name or a dotted path"),
+    ({"text": "a..b"}, "field name or a dotted path"),
+    ("text", "must be a table"),
+])
+def test_bad_field_maps_are_refused(fields: Any, problem: str) -> None:
+    assert problem in (check_fields(fields) or "")
+    if isinstance(fields, dict):
+        with pytest.raises(FatalAdapterError, match=problem):
+            FieldMap(fields)
+
+
+def test_with_defaults_fills_defaults_and_refuses_missing_or_bad_choices() -> None:
+    schema = {"a": Option(int, 3), "b": Option(str, required=True), "m": Option(str, "x", choices=("x", "y"))}
+    assert with_defaults(schema, {"b": "hi"}, "t") == {"a": 3, "b": "hi", "m": "x"}
+    with pytest.raises(FatalAdapterError, match="'b' is required"):
+        with_defaults(schema, {}, "t")
+    with pytest.raises(FatalAdapterError, match="'m' must be one of"):
+        with_defaults(schema, {"b": "", "m": "z"}, "t")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_no_payload_makes_the_decoder_raise_and_each_is_accounted_for(payload: bytes) -> None:
+    d = dec(max_bytes=200)
+    out = d.decode(payload)
+    assert all(isinstance(x, Comment) for x in out)
+    assert d.stats.received == len(out)
+    if not out and not d.stats.malformed_total:
+        assert orjson.loads(payload) == []  # the one payload that is fine and holds nothing
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["id", "user", "name", "text", "ts", "platform", "room", "x"]), inner, max_size=7),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_json, max_size=8))
+def test_every_element_of_an_array_is_either_a_comment_or_one_counted_problem(items: list[Any]) -> None:
+    d = dec()
+    try:
+        payload = orjson.dumps(items)
+    except orjson.JSONEncodeError:  # e.g. NaN is fine for orjson, but huge ints are not
+        return
+    out = d.decode(payload)
+    assert len(out) + d.stats.malformed_total == len(items)
