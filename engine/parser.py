@@ -53,7 +53,8 @@ __all__ = ["Parser", "normalise"]
 NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK, MQTY = range(17)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
-_CN_NUM = "[零〇一二两俩三四五六七八九十百]+"
+_CN_DIGIT_CHARS = "零〇一二两俩三四五六七八九十百"
+_CN_NUM = f"[{_CN_DIGIT_CHARS}]+"
 _MEASURE = "|".join(tb.MEASURE_CN)
 _UNIT_NOISE = "|".join(
     sorted((re.escape(u) + ("(?![a-z])" if u.isascii() and u.isalpha() else "") for u in tb.UNIT_NOISE_CN),
@@ -69,6 +70,7 @@ _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 _CODE_SHAPE = re.compile(r"[a-z]{1,3}[0-9]{1,4}(?![a-z0-9])")
+_DIGIT_Q = re.compile(r"[0-9?]")
 _SKIP = re.compile(r"[^\w+#?*]+")
 _MONEY = frozenset({"块", "元", "毛", "角"})
 #: Packaging words that make a bare quantity an order of the featured product (两盒, 3瓶). Not 个 / 只 / 斤:
@@ -305,7 +307,26 @@ class Parser:
         parts = [re.escape(f) if any(len(x) == 1 for x in ls)
                  else re.escape(f) + "(?:" + "|".join(re.escape(x[1:]) for x in sorted(ls, key=len, reverse=True)) + ")"
                  for f, ls in sorted(by_first.items())]
-        self._signal = re.compile("|".join([*parts, "[a-z1+*#号链加扣" + "".join(sorted(_ORDER_MEASURE)) + "]"]))
+        # Letters are left to the English check below, except an "x" or "*" before a Chinese numeral (x两).
+        self._signal = re.compile("|".join([*parts, "[1+*#号链加扣" + "".join(sorted(_ORDER_MEASURE)) + "]",
+                                            "x\\s*[零〇一二两俩三四五六七八九十百]"]))
+        # English, word by word: a comment with letters can only mean something through a digit or "?" (a
+        # quantity, a link, a code, or the signal that lets a misspelt alias count), a question word first,
+        # or one of these words (for a phrase, its longest word: the phrase needs all of them).
+        en: set[str] = {"link", "lnk"}
+        for w, (k, _p) in words.items():
+            if k in meaningful or k == QTY:
+                en.add(w)
+        for cands in self._phrases.values():
+            for lit, k, _p in cands:
+                if k in meaningful:
+                    en.add(max(_WORD.findall(lit) or [lit], key=len))
+        self._en_signal = frozenset(en)
+        # A misspelt alias counts next to any signal, and two kinds of signal can come from Chinese text
+        # that the stages above let through: a question word (吗nodles) and a numeral (nodles两).
+        q_first = {k for k, kinds in self._lit_kinds.items() if ASKG in kinds}
+        self._cjk_signal = re.compile("[" + "".join(re.escape(c) for c in sorted(q_first | set(_CN_DIGIT_CHARS)))
+                                      + "]")
         self._cache: dict[tuple[str, str | None], ParseResult] = {}
         self._cache_old: dict[tuple[str, str | None], ParseResult] = {}
         self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
@@ -352,7 +373,7 @@ class Parser:
             self._remember(key, hit)
             return hit
         t = normalise(text)
-        if not self._interesting.search(t) or not self._signal.search(t):
+        if not self._interesting.search(t) or not (self._signal.search(t) or self._english_signal(t)):
             result = NOTHING
         else:
             result = self._analyse(t, featured, False)
@@ -361,6 +382,20 @@ class Parser:
         if len(text) <= _CACHE_TEXT:
             self._remember(key, result)
         return result
+
+    def _english_signal(self, t: str) -> bool:
+        """Whether the English in ``t`` could mean anything (the last pre-filter stage; see __init__)."""
+        if _DIGIT_Q.search(t):
+            return True
+        ws = _WORD.findall(t)
+        if not ws:
+            return False
+        if not t.isascii() and self._cjk_signal.search(t):
+            return True
+        if ws[0] in self._ask_first:
+            return True
+        sig = self._en_signal
+        return any(w in sig for w in ws)
 
     def _remember(self, key: tuple[str, str | None], result: ParseResult) -> None:
         # Live chat repeats itself ("+1", "666", "要要要"). Two generations: when the young one is full it
