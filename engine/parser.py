@@ -690,7 +690,9 @@ class Parser:
         if flags & (1 << PAST):
             return NOTHING
         if flags & (1 << NEG):
-            if _END_LE.search(t):
+            # 我不要鸡蛋了 ("I don't want the eggs any more") cancels them; a negation ending in 了 that names
+            # nothing (不要太好吃了, "so tasty!") is praise, not a cancel of the buyer's latest order.
+            if named and _END_LE.search(t):
                 return self._result(Intent.CANCEL, self._listed(named, featured))
             return NOTHING
 
@@ -704,7 +706,7 @@ class Parser:
             any_named = True
             if g.qty is None and not g.verb and not g.plus:
                 continue
-            item = self._item(g, featured, implicit_ok=residue == 0)
+            item = self._item(g, featured)
             if item is not None:
                 items.append(item)
         if items:
@@ -749,7 +751,7 @@ class Parser:
             return tgt.variants[0]
         return None
 
-    def _item(self, g: _Group, featured: str | None, *, implicit_ok: bool) -> Item | None:
+    def _item(self, g: _Group, featured: str | None) -> Item | None:
         qty = g.qty if g.qty is not None else 1
         if g.sku is not None:
             return self._mk(g.sku, g.variant, qty, self._qty_reason(qty))

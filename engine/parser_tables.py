@@ -81,9 +81,12 @@ NOISE_CN = (
     "拍一下", "拍给", "拍近", "拍特写", "给我们", "拿起", "拿出", "要抢", "要开始", "来个特写", "来首", "来波",
     # A negated cancel keeps the order: never a cancel.
     "不要取消", "别取消", "不取消", "没取消", "不用取消",
+    # 不要太好吃 is praise ("so tasty"), not a negation; 取消关注 is unfollowing the room, not an order.
+    "不要太", "取消关注", "取关", "取消静音", "取消点赞",
 )
 #: English phrases that are everyday talk although they contain a keyword.
 NOISE_EN = ("don't cancel", "dont cancel", "do not cancel", "no cancel", "not cancel", "never cancel",
+            "can't cancel", "cant cancel", "cannot cancel", "won't cancel", "wont cancel", "unfollow",
             "take care", "take my money")
 
 #: The comment reports a purchase made before (elsewhere, or earlier): not a new order.
