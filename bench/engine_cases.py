@@ -27,6 +27,8 @@ from engine.records import Comment, Outcome
 Result = dict[str, Any]
 #: Submits in flight at once when flat out: the journal commits what is queued together (group commit).
 INFLIGHT = 8
+#: Seconds without a new batch after which a fed case gives up and says how many comments arrived.
+STALL = 30.0
 
 
 def _fresh_config(scenario: Scenario, opts: argparse.Namespace, name: str) -> Config:
@@ -174,6 +176,8 @@ async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespac
     lat: list[float] = []
     clock = time.perf_counter
     feeder: asyncio.subprocess.Process | None = None
+    nxt: asyncio.Future[Sequence[Comment]] | None = None
+    pending: list[asyncio.Future[Any]] = []
     first = 0.0
     try:
         batches: AsyncIterator[Sequence[Comment]] = adapter.batches().__aiter__()
@@ -186,8 +190,22 @@ async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespac
             *(["--batch", str(max(1, int(rate / 1000))), "--stamp"] if rate > 0 else ["--batch", "256"]),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         received = 0
+        feeder_done = asyncio.ensure_future(feeder.wait())
+        pending.append(feeder_done)
         while received < expected:
-            batch = await nxt
+            # A safety bound, not a wait for something to happen: fail with counts instead of hanging
+            # when the feeder died or comments stopped arriving.
+            done, _ = await asyncio.wait({nxt, feeder_done}, timeout=STALL, return_when=asyncio.FIRST_COMPLETED)
+            if nxt not in done:
+                if feeder_done.done() and feeder.returncode != 0:
+                    tail = (await feeder.stderr.read()).decode(errors="replace") if feeder.stderr else ""
+                    raise RuntimeError(f"feeder exited {feeder.returncode} after {received}/{expected} "
+                                       f"comments arrived: {tail[-500:]}")
+                if done:  # the feeder has sent everything; what it sent may still be on its way
+                    done, _ = await asyncio.wait({nxt}, timeout=STALL)
+                if not done:
+                    raise RuntimeError(f"no comments for {STALL:g}s with {received}/{expected} arrived")
+            batch = nxt.result()
             if not first:
                 first = clock()
             received += len(batch)
@@ -197,10 +215,10 @@ async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespac
 
                 async def timed(b: Sequence[Comment] = batch) -> None:
                     outs = await engine.submit(b)
-                    done = time.time()
+                    durable = time.time()
                     sink.acked.extend(outs)
                     # ``ts`` is when the feeder sent the comment (``--stamp``), on the machine's clock.
-                    lat.extend([done - c.ts for c in b])
+                    lat.extend([durable - c.ts for c in b])
 
                 await sink.sem.acquire()
                 task = asyncio.create_task(timed())
@@ -216,6 +234,9 @@ async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespac
             raise RuntimeError(f"feeder exited {feeder.returncode}: {err.decode(errors='replace')[-500:]}")
         fed = orjson.loads(out.splitlines()[-1])
     finally:
+        for fut in [nxt, *pending]:
+            if fut is not None and not fut.done():
+                fut.cancel()
         if feeder is not None and feeder.returncode is None:
             feeder.kill()
             await feeder.wait()

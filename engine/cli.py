@@ -64,8 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _pass_through(argv: list[str], command: str = "bench") -> list[str]:
+    """``livecart bench --cases x`` -> ``livecart bench -- --cases x``: argparse's REMAINDER does not take
+    arguments that start with ``-`` when they come first, so they are marked as positional here."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            if arg == command and argv[i + 1:i + 2] != ["--"]:
+                return [*argv[:i + 1], "--", *argv[i + 1:]]
+            break
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_pass_through(list(sys.argv[1:] if argv is None else argv)))
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module_name, func_name = COMMANDS[args.command].split(":")

@@ -23,7 +23,7 @@ from engine.config import load
 from engine.core import Engine
 from engine.records import Outcome, Status
 
-TINY = ["--scale", "0.01", "--seed", "5"]
+TINY = ["--scale", "0.01", "--seed", "5", "--timeout", "120"]
 
 
 def run_bench(*args: str, timeout: float = 240) -> tuple[int, list[dict[str, Any]]]:
@@ -175,3 +175,10 @@ def test_check_journal_counts_an_acknowledged_outcome_the_journal_lacks(tmp_path
     report = check_journal(cfg, scenario, forged)
     assert report.lost_acked == 1
     assert report.lost == 1
+
+
+def test_livecart_bench_passes_its_options_through(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main as livecart
+
+    assert livecart(["bench", "--cases", "nosuch"]) == 2
+    assert "python -m bench: unknown case(s) nosuch" in capsys.readouterr().err
