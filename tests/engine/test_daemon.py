@@ -422,3 +422,19 @@ async def test_a_start_with_an_adapter_that_cannot_open_raises_a_readable_error(
     extra = '[[adapters]]\ntype = "replay"\npath = "missing.jsonl"\n'
     with pytest.raises(FatalAdapterError, match="cannot open"):
         await serve(load(write(tmp_path, extra)))
+
+
+# --- the shipped example config ------------------------------------------------------------------------------
+
+def test_the_example_config_loads_and_shows_every_key_of_every_daemon_section() -> None:
+    from engine.config import DAEMON_SECTIONS
+
+    path = Path(__file__).resolve().parents[2] / "config" / "stream.example.toml"
+    cfg = load(path)
+    text = path.read_text(encoding="utf-8")
+    missing = [f"[{section}].{key}" for section, keys in DAEMON_SECTIONS.items() for key in keys
+               if f"\n{key} = " not in text.split(f"\n[{section}]", 1)[-1] and f"\n[{section}.{key}]" not in text]
+    assert missing == []
+    assert {a.type for a in cfg.adapters} == {"websocket", "mqtt"}
+    for commented in ("douyin", "bilibili", "twitch", "youtube", "webhook", "http_post"):
+        assert f'# type = "{commented}"' in text
