@@ -7,7 +7,7 @@ scan driven by dictionary lookups.
 
 How a comment is read
 ---------------------
-1. *Normalise*: NFKC (full-width digits, letters and punctuation become ASCII), lower case, and the
+1. *Normalise*: NFKC (full-width digits, letters and punctuation become ASCII), case folding, and the
    traditional characters that matter are folded to simplified (雞蛋 -> 鸡蛋, 兩 -> 两, 號 -> 号).
 2. *Pre-filter*: a comment containing none of the characters that can start a meaningful word (digits,
    letters, ``+ # ? x *``, the first characters of aliases, verbs and question words) is chatter.
@@ -80,10 +80,10 @@ _END_LE = re.compile(r"了[\s!~.,…]*$")
 
 
 def normalise(text: str) -> str:
-    """The text the parser reads: NFKC, lower case, traditional folded to simplified where it matters."""
+    """The text the parser reads: NFKC, case-folded, traditional folded to simplified where it matters."""
     if text.isascii():
-        return text.lower()
-    t = unicodedata.normalize("NFKC", text).lower()
+        return text.lower()  # for ASCII, casefold() and lower() agree
+    t = unicodedata.normalize("NFKC", text).casefold()
     if _TRAD.search(t):
         t = t.translate(tb.T2S)
     if " " in t:
