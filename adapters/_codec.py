@@ -156,6 +156,11 @@ class RecentKeys:
             self._young = set()
         return False
 
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key`` (a message that could not be passed on, so that its redelivery gets through)."""
+        self._young.discard(key)
+        self._old.discard(key)
+
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
 

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import struct
 import zlib
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -36,6 +35,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from adapters._codec import RecentKeys
 from adapters.reconnect import Backoff, reconnecting
 from engine.errors import FatalAdapterError, MalformedInput, RetryableError
 from engine.plugin import Adapter, AdapterStats, Option
@@ -189,31 +189,6 @@ def danmaku_to_comment(command: Any, room: str) -> Comment | None:
     return Comment.from_mapping(fields)
 
 
-class RecentIds:
-    """The last ``size`` ids seen, to drop a message delivered twice (after a reconnect, a host switch)."""
-
-    def __init__(self, size: int = 8192) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._size = size
-
-    def seen(self, ident: str) -> bool:
-        """True when ``ident`` was seen before; otherwise remember it and return False."""
-        if ident in self._ids:
-            self._ids.move_to_end(ident)
-            return True
-        self._ids[ident] = None
-        if len(self._ids) > self._size:
-            self._ids.popitem(last=False)
-        return False
-
-    def forget(self, ident: str) -> None:
-        """Drop ``ident`` (a message that could not be passed on, so that its redelivery gets through)."""
-        self._ids.pop(ident, None)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-
 def _positive(v: Any) -> str | None:
     return None if v > 0 else "must be more than 0"
 
@@ -251,7 +226,7 @@ class BilibiliAdapter(Adapter):
         self._hosts: list[str] = list(self.options["hosts"])
         self._host_index = 0
         self._ws: ClientConnection | None = None
-        self._seen = RecentIds()
+        self._seen = RecentKeys(8192)
         self.popularity = 0
         self.heartbeats_sent = 0
         self.heartbeat_replies = 0

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from adapters.bilibili import RecentIds
+from adapters._codec import RecentKeys
 from adapters.reconnect import Backoff, reconnecting
 from engine.errors import MalformedInput, RetryableError
 from engine.plugin import Adapter, AdapterStats, Option
@@ -135,7 +135,7 @@ class DouyinAdapter(Adapter):
         self._secret = str(self.options["secret"])
         self._queue: asyncio.Queue[list[Comment] | None] = asyncio.Queue(int(self.options["queue_max"]))
         self._runner: web.AppRunner | None = None
-        self._seen = RecentIds(65536)
+        self._seen = RecentKeys(65536)
         self.ready = asyncio.Event()
         self.port: int | None = None
         self.forgeries = 0

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters.bilibili import RecentIds
+from adapters._codec import RecentKeys
 from adapters.reconnect import Backoff, reconnecting
 from engine.errors import AdapterError, FatalAdapterError, MalformedInput, RetryableError
 from engine.plugin import Adapter, AdapterStats, Option, Reply
@@ -204,7 +204,7 @@ class TwitchAdapter(Adapter):
         self._outbox: collections.deque[str] = collections.deque()
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
-        self._seen = RecentIds()
+        self._seen = RecentKeys(8192)
         self.joined = asyncio.Event()
         self.pings_answered = 0
         self.server_reconnects = 0

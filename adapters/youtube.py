@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from adapters.bilibili import RecentIds
+from adapters._codec import RecentKeys
 from adapters.reconnect import Backoff, reconnecting
 from engine.errors import FatalAdapterError, MalformedInput, RetryableError
 from engine.plugin import Adapter, AdapterStats, Option
@@ -166,7 +166,7 @@ class YouTubeAdapter(Adapter):
         self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._first = True
-        self._seen = RecentIds(32768)
+        self._seen = RecentKeys(32768)
         self.polls = 0
         self.history_skipped = 0
         self.quota_errors = 0

@@ -135,3 +135,11 @@ def test_every_element_of_an_array_is_either_a_comment_or_one_counted_problem(it
         return
     out = d.decode(payload)
     assert len(out) + d.stats.malformed_total == len(items)
+
+
+def test_recent_keys_forget_lets_a_redelivery_through() -> None:
+    r = RecentKeys(8)
+    assert r.seen("m-1") is False
+    assert r.seen("m-1") is True
+    r.forget("m-1")
+    assert r.seen("m-1") is False
