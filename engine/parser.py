@@ -532,7 +532,10 @@ class Parser:
                         cur.sku, cur.verb = sku, verb_seen
                     cur.variant = vname
                 elif tgt.sku is not None:
-                    if cur.named or cur.var_target is not None and cur.qty is not None:
+                    # A variant alias and a quantity before the product belong to it ("要2小罐菊花茶") when the
+                    # variant is one of its own; otherwise they were an item of their own ("白+1 鸡蛋").
+                    if cur.named or (cur.var_target is not None and cur.qty is not None
+                                     and cur.var_target.variant_of(tgt.sku) is None):
                         groups.append(cur)
                         cur = _Group()
                         cur.verb = verb_seen
