@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,37 @@ def test_sigterm_mid_stream_then_restart_and_resend_equals_an_uninterrupted_run(
     assert report(cfg) == expected
     keys = ("order", "buyer", "product", "variant", "qty", "status", "comment")
     assert [tuple(o[k] for k in keys) for o in export(cfg)] == [tuple(o[k] for k in keys) for o in export(clean_cfg)]
+
+
+def test_a_second_sigterm_exits_at_once_and_the_journal_stays_readable(tmp_path: Path) -> None:
+    hook = HangingHttp()
+    # A hook that never answers and a long drain: the first SIGTERM's shutdown waits on it.
+    extra = f'\n[[hooks]]\ntype = "http_post"\nurl = "{hook.url}"\ntimeout = 60\nretries = 0\n'
+    cfg, db = write(tmp_path, stock=40, extra=extra)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("hook_timeout = 1\ndrain_seconds = 1",
+                                                           "hook_timeout = 60\ndrain_seconds = 60"),
+                   encoding="utf-8")
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        _send_all(state["adapters"]["companion"], comments(200, seed=3))
+        wait_for(lambda: daemon.api()["comments"] == 200, "200 comments")
+        wait_for(lambda: hook.requests >= 1, "the hook to hang")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping intake" in daemon.log(), "the first signal's shutdown to begin")
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=10) == 1
+        assert "again, exiting at once" in daemon.log()
+    finally:
+        daemon.kill()
+        hook.close()
+    assert report(cfg)["comments"] == 200  # every acknowledged decision is in the journal, readable
+    # And the next start works on that journal, recognising what it holds.
+    again = Daemon(cfg, db)
+    try:
+        again.start()
+        assert again.api()["comments"] == 200
+        assert again.stop() == 0, again.log()
+    finally:
+        again.kill()
