@@ -8,8 +8,10 @@ problem), never as tracebacks; exit status 2 means bad usage or config, 1 a runt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -100,6 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`livecart export ... | head`): stop quietly, as a SIGPIPE'd tool would, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        # (When stdout is not a real file, as under capture, there is nothing to flush into a closed pipe.)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

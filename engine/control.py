@@ -276,10 +276,10 @@ async def apply(handler: Handler, control: Control, counts: _Counts, transport: 
         return 409, {"ok": False, "action": action, "error": str(exc)}
     except Exception as exc:
         counts.inc(transport, action, "error")
-        log.exception("stream %s: control %s failed in the handler", stream, action)
+        log.exception("control %s failed in the handler", action)
         return 500, {"ok": False, "action": action, "error": f"internal error: {exc!r}"}
     counts.inc(transport, action, "ok")
-    log.info("stream %s: control %s via %s applied: %s", stream, action, transport,
+    log.info("control %s via %s applied: %s", action, transport,
              {k: v for k, v in control.to_dict().items() if v is not None})
     return 200, {"ok": True, "action": action, "result": dict(result)}
 
@@ -347,7 +347,7 @@ class ControlServer:
         self.port = int(runner.addresses[0][1])
         if self.state_path is not None:
             self._write_state(self.state_path)
-        log.info("stream %s: host controls on http://%s:%d/control", self.stream, self.host, self.port)
+        log.info("host controls on http://%s:%d/control", self.host, self.port)
 
     def _write_state(self, path: Path) -> None:
         state: dict[str, Any] = {**self.state_extra, "host": self.host, "port": self.port, "pid": os.getpid()}
@@ -419,7 +419,7 @@ class MqttControl:
     def _log_once(self, kind: str, message: str) -> None:
         level = logging.DEBUG if kind in self._logged else logging.WARNING
         self._logged.add(kind)
-        log.log(level, "stream %s: mqtt control %s: %s", self.stream, self.topic, message)
+        log.log(level, "mqtt control %s: %s", self.topic, message)
 
     async def answer(self, payload: bytes) -> dict[str, Any]:
         """Decode one payload, apply it, and return the answer (what :meth:`run` publishes)."""
@@ -456,8 +456,8 @@ class MqttControl:
                 async with aiomqtt.Client(self.host, self.port) as client:
                     await client.subscribe(self.topic, qos=1)
                     if failures:
-                        log.info("stream %s: mqtt control %s: reconnected after %d failed attempt(s)",
-                                 self.stream, self.topic, failures)
+                        log.info("mqtt control %s: reconnected after %d failed attempt(s)",
+                                 self.topic, failures)
                     failures = 0
                     self.ready.set()
                     async for message in client.messages:

@@ -160,7 +160,7 @@ class HookRunner:
         first = (what, "") not in s.logged
         s.logged.add((what, ""))
         level = logging.WARNING if first else logging.DEBUG
-        log.log(level, "stream %s: hook %s: %s%s", self.stream, s.hook.name, message,
+        log.log(level, "hook %s: %s%s", s.hook.name, message,
                 "; further ones are counted and logged at DEBUG" if first else "")
 
     async def _call(self, s: _Slot, kind: str, fn: Callable[[], Awaitable[None]]) -> None:
@@ -235,8 +235,8 @@ class HookRunner:
             if s.queue:
                 for item in s.queue:
                     self._shed.inc(hook=s.hook.name, kind="event" if item.event is not None else "outcomes")
-                log.warning("stream %s: hook %s: closed with %d items undelivered (counted as shed)",
-                            self.stream, s.hook.name, len(s.queue))
+                log.warning("hook %s: closed with %d items undelivered (counted as shed)",
+                            s.hook.name, len(s.queue))
                 s.queue.clear()
             if self._started:
                 await self._call(s, "close", s.hook.close)

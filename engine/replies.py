@@ -423,8 +423,8 @@ class ReplyQueue:
             self._pending.popleft()
             self._count("shed")
             if self.count("shed") == 1:
-                log.warning("stream %s: reply queue %s: backlog of %d messages, shedding the oldest (counted)",
-                            self.stream, self.name, self.maxsize)
+                log.warning("reply queue %s: backlog of %d messages, shedding the oldest (counted)",
+                            self.name, self.maxsize)
         self._pending.append(_Pending(room_of(reply), reply))
         self._count("queued")
         self._wakeup.set()
@@ -486,8 +486,8 @@ class ReplyQueue:
                 left = self.depth
                 if left:
                     self._count("shed", left)
-                    log.warning("stream %s: reply queue %s: closed with %d messages still rate-limited; counted as "
-                                "shed", self.stream, self.name, left)
+                    log.warning("reply queue %s: closed with %d messages still rate-limited; counted as "
+                                "shed", self.name, left)
                     self._pending.clear()
                 return
             when = self.next_time(now)
@@ -507,8 +507,8 @@ class ReplyQueue:
             self._count("failed", carried)
             level = logging.DEBUG if self._send_error_logged else logging.WARNING
             self._send_error_logged = True
-            log.log(level, "stream %s: reply queue %s: sending %d replies failed: %r (counted; further "
-                    "failures at DEBUG)", self.stream, self.name, carried, exc)
+            log.log(level, "reply queue %s: sending %d replies failed: %r (counted; further "
+                    "failures at DEBUG)", self.name, carried, exc)
             return
         self._count("sent", carried)
 

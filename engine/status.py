@@ -120,7 +120,7 @@ class StatusServer:
         self.errors += 1
         level = logging.DEBUG if what in self._errors_logged else logging.WARNING
         self._errors_logged.add(what)
-        log.log(level, "stream %s: status %s failed: %r", self.stream, what, exc)
+        log.log(level, "status %s failed: %r", what, exc)
         return _json({"ok": False, "error": f"{what} failed: {exc}"}, status=500)
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -165,7 +165,7 @@ class StatusServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
-        log.info("stream %s: status endpoints on %s (/healthz, /metrics, /api/state)", self.stream, self.url)
+        log.info("status endpoints on %s (/healthz, /metrics, /api/state)", self.url)
 
     async def close(self) -> None:
         """Stop serving. Idempotent."""

@@ -127,3 +127,4 @@ def test_render_echoes_numeric_ids() -> None:
     parser = Parser.from_config(load(SAMPLE))
     assert render(parser, b'{"id": 12, "text": "+1"}', "egg-10")["id"] == 12
     assert "error" in render(parser, b'{"id": [1], "text": "+1"}', "egg-10")
+

@@ -96,7 +96,7 @@ async def test_errors_are_counted_and_logged_once(caplog: pytest.LogCaptureFixtu
     assert runner.count("boom", "outcomes", "error") == 4
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "Spring" in warnings[0].getMessage()
+    assert "hook boom" in warnings[0].getMessage()
     assert "plugin bug" in warnings[0].getMessage()
 
 
