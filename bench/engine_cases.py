@@ -37,8 +37,12 @@ def _fresh_config(scenario: Scenario, opts: argparse.Namespace, name: str) -> Co
 
 
 async def _open_engine(cfg: Config, **kwargs: Any) -> Any:
+    """Open an engine as ``livecart run`` does: :func:`engine.core.tune_gc` right after the journal rebuild
+    (the daemon's ``serve(tune=True)``), and nothing more."""
     engine_cls = _import("engine.core", "Engine")
-    return await engine_cls.open(cfg, **kwargs)
+    engine = await engine_cls.open(cfg, **kwargs)
+    _import("engine.core", "tune_gc")()
+    return engine
 
 
 class _Sink:
