@@ -363,7 +363,8 @@ def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
                 for name, schema in DAEMON_SECTIONS.items()}
 
     if c.problems:
-        raise ConfigError(c.problems)
+        # In file order, so a host can fix them top to bottom; problems with no line come last.
+        raise ConfigError(sorted(c.problems, key=lambda p: p.line if p.line is not None else 1 << 30))
     return Config(
         path=Path(file) if base_dir is None else base / Path(file).name,
         stream=StreamSettings(s["name"], featured, float(s["hold_minutes"]), bool(s["bare_plus_one"]),

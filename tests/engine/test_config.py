@@ -110,3 +110,17 @@ def test_invalid_toml_names_the_line() -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_problems_are_listed_in_file_order() -> None:
+    text = BASE + """
+[[products]]
+sku = "egg"
+name = "More eggs"
+stock = -3
+"""
+    with pytest.raises(ConfigError) as info:
+        config.loads(text, file="s.toml")
+    lines = [p.line for p in info.value.problems]
+    assert lines == sorted(lines)
+    assert len(lines) == 2
