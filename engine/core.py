@@ -148,26 +148,30 @@ class Engine:
         ledger = self.ledger
         parse = self._parse
         self._now = now = self._clock()
-        seen = ledger.seen
         decide = ledger.decide
+        row = jr.comment_row
+        featured = ledger.featured  # only a control changes it, never during this loop
         rows: list[Entry] = []
         outs: list[Outcome] = []
         intents: dict[str, int] = {}
-        dupes = 0
+        seq = ledger.seq
         for c in comments:
-            if seen((c.platform, c.room, c.id)):
-                dupes += 1
-                continue
+            # A duplicate is parsed too (a cache hit, mostly) and then recognised by the ledger, which leaves
+            # seq alone: cheaper than asking the ledger twice for every comment, and duplicates are rare.
             try:
-                pr = parse(c.text, ledger.featured)
+                pr = parse(c.text, featured)
             except Exception as exc:  # a parser bug must not take the sale down
                 self._parse_failed(c, exc)
                 pr = NOTHING
             out = decide(c, pr)
-            rows.append(jr.comment_row(ledger.seq, now, c, pr))
+            if ledger.seq == seq:
+                continue
+            seq = ledger.seq
+            rows.append(row(seq, now, c, pr))
             if out:
                 outs.extend(out)
             intents[pr.intent] = intents.get(pr.intent, 0) + 1
+        dupes = len(comments) - len(rows)
         self._m_comments.inc(len(comments))
         if dupes:
             self._m_dupes.inc(dupes)
