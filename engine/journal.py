@@ -98,7 +98,10 @@ CREATE VIEW events (seq, ts, kind, body) AS
     FROM batches, json_each(batches.body) AS e;
 """
 
-_INSERT = "INSERT INTO batches (first, last, ts, body) VALUES (?, ?, ?, ?)"
+# Inserts the batch only if the batch before it is the last one in the file: with two transactions queued
+# at once (see Journal._write_loop), one that follows a failed one must not leave a hole behind it.
+_INSERT = ("INSERT INTO batches (first, last, ts, body) SELECT ?, ?, ?, ? "
+           "WHERE coalesce((SELECT last FROM batches ORDER BY first DESC LIMIT 1), 0) = ?")
 
 _BUY = Intent.BUY
 _CANCEL = Intent.CANCEL
@@ -426,54 +429,82 @@ class Journal:
         return fut
 
     async def _write_loop(self) -> None:
-        db = self._db
+        # Two transactions may be queued at the connection's worker thread at once: while batch k commits
+        # and its result travels back to the event loop (which may be busy deciding for milliseconds),
+        # batch k+1 is already waiting in the thread, so the disk never idles for the loop. Waiters are
+        # still resolved in seq order, and a batch is inserted only after the one before it (_INSERT).
         loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            if not self._pending:
-                self._wake.clear()
-                if self._closed:
+        prev: asyncio.Task[None] | None = None
+        prev_last = self.last_seq
+        try:
+            while self._failed is None:
+                await self._wake.wait()
+                if not self._pending:
+                    self._wake.clear()
+                    if self._closed:
+                        return
+                    continue
+                if len(self._pending) < self.batch_max and not self._closed and self.batch_delay > 0:
+                    wait = self._first_at + self.batch_delay - loop.time()
+                    if wait > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._full.wait(), wait)
+                if self._failed is not None:
                     return
-                continue
-            if len(self._pending) < self.batch_max and not self._closed and self.batch_delay > 0:
-                wait = self._first_at + self.batch_delay - loop.time()
-                if wait > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), wait)
-            batch = self._pending[: self.batch_max]
-            del self._pending[: self.batch_max]
-            if len(self._pending) < self.batch_max:
-                self._full.clear()
-            if self._pending:
-                # The oldest row left behind arrived with the first append not wholly in this batch.
-                cut = batch[-1][0]
-                self._first_at = next(t for end, _, t in self._waiters if end > cut)
-            t0 = time.perf_counter()
-            try:
-                blob = orjson.dumps(batch)
-                # The connection is in autocommit mode, so this one statement is one transaction (and one
-                # fsync under synchronous=FULL) and one trip to the worker thread: with BEGIN / COMMIT as
-                # separate statements the writer waited three times behind the decisions on the event loop.
-                await db.execute(_INSERT, (batch[0][0], batch[-1][0], batch[0][1], blob))
-            except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
-                self._fail(exc)
-                return
-            dt = time.perf_counter() - t0
-            self.batches += 1
-            self.rows_written += len(batch)
-            self.last_batch_seconds = dt
-            self.batch_seconds_total += dt
-            self.largest_batch = max(self.largest_batch, len(batch))
-            top = batch[-1][0]
-            self.last_seq = top
-            n = 0
-            for end, fut, _ in self._waiters:
-                if end > top:
-                    break
-                n += 1
-                if not fut.done():
-                    fut.set_result(None)
-            del self._waiters[:n]
+                batch = self._pending[: self.batch_max]
+                del self._pending[: self.batch_max]
+                if len(self._pending) < self.batch_max:
+                    self._full.clear()
+                if self._pending:
+                    # The oldest row left behind arrived with the first append not wholly in this batch.
+                    cut = batch[-1][0]
+                    self._first_at = next(t for end, _, t in self._waiters if end > cut)
+                task = loop.create_task(self._commit(batch, prev_last, prev), name="journal-commit")
+                prev_last = batch[-1][0]
+                if prev is not None:
+                    await asyncio.wait([prev])  # at most two queued: this one and the one before
+                prev = task
+        finally:
+            if prev is not None:
+                await asyncio.wait([prev])
+
+    async def _commit(self, batch: list[Entry], after: int, prev: asyncio.Task[None] | None) -> None:
+        """Write ``batch`` as one transaction (behind ``prev``'s), then resolve its waiters in order."""
+        t0 = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            blob = orjson.dumps(batch)
+            # The connection is in autocommit mode, so this one statement is one transaction (and one
+            # fsync under synchronous=FULL) and one trip to the worker thread: with BEGIN / COMMIT as
+            # separate statements the writer waited three times behind the decisions on the event loop.
+            cur = await self._db.execute(_INSERT, (batch[0][0], batch[-1][0], batch[0][1], blob, after))
+            if cur.rowcount != 1:
+                error = JournalError("the batch before it was not written")
+        except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
+            error = exc
+        if prev is not None:
+            await asyncio.wait([prev])
+        if self._failed is not None:
+            return  # the batch before failed, and with it every waiter, this batch's included
+        if error is not None:
+            self._fail(error)
+            return
+        dt = time.perf_counter() - t0
+        self.batches += 1
+        self.rows_written += len(batch)
+        self.last_batch_seconds = dt
+        self.batch_seconds_total += dt
+        self.largest_batch = max(self.largest_batch, len(batch))
+        top = batch[-1][0]
+        self.last_seq = top
+        n = 0
+        for end, fut, _ in self._waiters:
+            if end > top:
+                break
+            n += 1
+            if not fut.done():
+                fut.set_result(None)
+        del self._waiters[:n]
 
     def _fail(self, exc: BaseException) -> None:
         log.error("journal %s: write failed, nothing more will be acknowledged: %s", self.path, exc)
