@@ -113,8 +113,15 @@ _CANCEL = Intent.CANCEL
 def comment_row(seq: int, ts: float, comment: Comment, parsed: ParseResult) -> Entry:
     """The entry recording that ``comment`` (parsed as ``parsed``) was processed as ledger event ``seq``."""
     intent = parsed.intent
-    items = ([[i.sku, i.variant, i.qty, i.reason] for i in parsed.items]
-             if intent is _BUY or intent is _CANCEL else [])
+    if intent is _BUY or intent is _CANCEL:
+        its = parsed.items
+        if len(its) == 1:  # nearly always; no comprehension frame
+            i = its[0]
+            items = [[i.sku, i.variant, i.qty, i.reason]]
+        else:
+            items = [[i.sku, i.variant, i.qty, i.reason] for i in its]
+    else:
+        items = []
     return (seq, ts, COMMENT, [comment.platform, comment.room, comment.id, comment.user, intent, items,
                                comment.name])
 

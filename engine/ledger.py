@@ -139,7 +139,8 @@ class Ledger:
         self._seen_ids = self._room_ids("", "")
         self._orders: dict[str, _Order] = {}
         self._by_user: dict[str, list[_Order]] = {}
-        self._held: dict[tuple[str, str], int] = {}  # (user, sku) -> units in active orders
+        # sku -> user -> units in active orders (per sku, so a buy needs no (user, sku) key object)
+        self._held: dict[str, dict[str, int]] = {p.sku: {} for p in catalogue.products}
         self._expiry: list[tuple[float, int, str]] = []
         self._next_order = 1
         self._counts: dict[Status, int] = {}
@@ -265,10 +266,10 @@ class Ledger:
             out.append(self._reject(c, item, qty, Reason.BAD_QUANTITY, now))
             return
         over = 0
+        hk = self._held[sku]
         limit = self._limits[sku]
         if limit:
-            hk = (c.user, sku)
-            held = self._held.get(hk, 0)
+            held = hk.get(c.user, 0)
             allowed = limit - held if held < limit else 0
             if qty > allowed:
                 over = qty - allowed
@@ -277,8 +278,11 @@ class Ledger:
             free = unit.stock - unit.reserved
             if free > 0 and not unit.queue:
                 take = qty if qty <= free else free
-                o = self._new_order(c, unit, take, _RESERVED, now)
-                self._hold(o, now)
+                o = self._new_order(c, unit, hk, take, _RESERVED, now)
+                unit.reserved += take  # _hold, inlined on the hot path
+                if self.hold_seconds > 0:
+                    o.deadline = deadline = now + self.hold_seconds
+                    heapq.heappush(self._expiry, (deadline, self._next_order, o.id))
                 out.append(make_outcome(c.id, c.user, o.id, sku, item.variant, take, _RESERVED, None, None,
                                         c.platform, c.room, now, self.seq))
                 qty -= take
@@ -286,7 +290,7 @@ class Ledger:
                 room = unit.cap - unit.queued
                 if room > 0:
                     take = qty if qty <= room else room
-                    o = self._new_order(c, unit, take, _PRESALE, now)
+                    o = self._new_order(c, unit, hk, take, _PRESALE, now)
                     unit.queue[o.id] = o
                     unit.queued += take
                     out.append(make_outcome(c.id, c.user, o.id, sku, item.variant, take, _PRESALE, None,
@@ -297,18 +301,20 @@ class Ledger:
         if over:
             out.append(self._reject(c, item, over, Reason.LIMIT, now))
 
-    def _new_order(self, c: Comment, unit: _Unit, qty: int, status: Status, now: float) -> _Order:
+    def _new_order(self, c: Comment, unit: _Unit, hk: dict[str, int], qty: int, status: Status, now: float
+                   ) -> _Order:
+        """A new order of ``qty`` units of ``unit`` for ``c``'s buyer; ``hk`` is ``self._held[unit.sku]``."""
         n = self._next_order
         self._next_order = n + 1
-        o = _Order(f"o-{n:06d}", c.user, unit, qty, status, c.id, c.platform, c.room, now)
+        user = c.user
+        o = _Order(f"o-{n:06d}", user, unit, qty, status, c.id, c.platform, c.room, now)
         self._orders[o.id] = o
-        user_orders = self._by_user.get(c.user)
+        user_orders = self._by_user.get(user)
         if user_orders is None:
-            self._by_user[c.user] = [o]
+            self._by_user[user] = [o]
         else:
             user_orders.append(o)
-        hk = (c.user, unit.sku)
-        self._held[hk] = self._held.get(hk, 0) + qty
+        hk[user] = hk.get(user, 0) + qty
         return o
 
     def _hold(self, o: _Order, now: float) -> None:
@@ -361,8 +367,7 @@ class Ledger:
         u = o.unit
         was = o.status
         o.status = status
-        hk = (o.user, u.sku)
-        self._held[hk] -= o.qty
+        self._held[u.sku][o.user] -= o.qty
         if was is _PRESALE:
             del u.queue[o.id]
             u.queued -= o.qty
