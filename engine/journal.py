@@ -33,10 +33,12 @@ Durability (``PRAGMA journal_mode=WAL`` always):
   database itself stays consistent either way (WAL syncs on checkpoint).
 
 Group commit: :meth:`Journal.append` queues entries and returns a future; one writer task commits
-everything queued as one batch row in one transaction, when ``batch_max`` rows are waiting or ``batch_delay`` after the
-first row arrived, whichever is first, and resolves the futures of the rows it committed. The delay counts
-from the row's arrival, so rows that queued up while the previous transaction was committing have already
-waited and go at once.
+everything queued as one batch row in one transaction and resolves the futures of the rows it committed.
+A batch is cut at once when no transaction is in flight (the disk is idle: waiting would only add
+latency); while one is in flight, rows gather until it completes, ``batch_max`` rows are waiting, or
+``batch_delay`` has passed since the oldest of them arrived, whichever is first. So at low rates each
+submit is committed straight away, and under load batches grow by themselves to what arrives during one
+commit, never waiting longer than ``batch_delay``.
 
 Checkpoints: the writer copies the WAL back into the database every ``WAL_CHECKPOINT_PAGES`` pages rather
 than SQLite's default 1,000: the copy and its fsync run inside the commit that crosses the mark, and at
@@ -49,7 +51,6 @@ WAL fsync for up to 20 ms.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -451,11 +452,13 @@ class Journal:
                     if self._closed:
                         return
                     continue
-                if len(self._pending) < self.batch_max and not self._closed and self.batch_delay > 0:
+                if (prev is not None and not prev.done() and len(self._pending) < self.batch_max
+                        and not self._closed and self.batch_delay > 0):
                     wait = self._first_at + self.batch_delay - loop.time()
                     if wait > 0:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._full.wait(), wait)
+                        full = loop.create_task(self._full.wait())
+                        await asyncio.wait((full, prev), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                        full.cancel()
                 if self._failed is not None:
                     return
                 batch = self._pending[: self.batch_max]
