@@ -457,8 +457,10 @@ class Journal:
                     wait = self._first_at + self.batch_delay - loop.time()
                     if wait > 0:
                         full = loop.create_task(self._full.wait())
-                        await asyncio.wait((full, prev), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                        full.cancel()
+                        try:
+                            await asyncio.wait((full, prev), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            full.cancel()
                 if self._failed is not None:
                     return
                 batch = self._pending[: self.batch_max]
