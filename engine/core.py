@@ -42,6 +42,8 @@ _CONTROLS: dict[str, tuple[str, int]] = {
     "presale": (jr.PRESALE, 3),
     "limit": (jr.LIMIT, 2),
     "feature": (jr.FEATURE, 1),
+    "pause": (jr.PAUSE, 0),
+    "resume": (jr.PAUSE, 0),
 }
 
 
@@ -232,7 +234,8 @@ class Engine:
         """Apply a host control and return its outcomes once durable.
 
         Actions: ``pay ORDER``, ``cancel ORDER``, ``restock SKU VARIANT QTY``, ``presale SKU VARIANT CAP``,
-        ``limit SKU LIMIT``, ``feature SKU`` (VARIANT may be None; SKU of feature may be None).
+        ``limit SKU LIMIT``, ``feature SKU`` (VARIANT may be None; SKU of feature may be None), ``pause`` and
+        ``resume`` (intake; journalled, no stock moves).
         Raises :class:`ControlError` for an unknown action or a control the ledger refuses.
         """
         self._check_open()
@@ -243,6 +246,8 @@ class Engine:
         if len(args) != nargs:
             raise ControlError(f"{action} takes {nargs} argument(s), got {len(args)}")
         self._now = now = self._clock()
+        if kind == jr.PAUSE:
+            args = (action == "pause",)
         out = self._apply_control(action, args)
         return await self._commit([jr.control_row(self.ledger.seq, now, kind, args)], out)
 
@@ -258,6 +263,8 @@ class Engine:
             return led.set_presale(args[0], args[1], args[2])
         if action == "limit":
             return led.set_limit(args[0], args[1])
+        if action in ("pause", "resume"):
+            return led.pause_intake(args[0])
         return led.feature(args[0])
 
     async def tick(self) -> list[Outcome]:

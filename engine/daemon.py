@@ -115,7 +115,12 @@ class Daemon:
         self.started = time.time()
         #: Set while intake runs; cleared by the host's ``pause`` control.
         self.running = asyncio.Event()
-        self.running.set()
+        if engine.ledger.intake_paused:
+            # The host paused intake before the restart and has not resumed it: stay paused.
+            log.warning("intake is PAUSED, as the host left it before the restart; resume with "
+                        "'livecart ctl FILE resume'")
+        else:
+            self.running.set()
         self.draining = False
         self.registry = registry if registry is not None else Registry()
         self.metrics = DaemonMetrics(self.registry)
@@ -346,12 +351,15 @@ class Daemon:
         """Apply a host control (the :data:`engine.control.Handler` of both control transports).
 
         Ledger controls go through :meth:`Engine.control`, which journals them; ``pause`` / ``resume`` act
-        on intake here (logged and counted). Raises :class:`ControlError` for one that cannot be applied."""
+        on intake here (logged and counted) and are journalled too. Raises :class:`ControlError` for one that cannot be applied."""
         a = c.action
         if a is ControlAction.STATUS:
             return self.state()
         if a is ControlAction.PAUSE or a is ControlAction.RESUME:
-            return self._pause(a is ControlAction.PAUSE)
+            paused = self._pause(a is ControlAction.PAUSE)
+            if paused["changed"]:
+                await self.engine.control(a.value)  # journalled, so a restart comes back the same way
+            return paused
         outs: list[Outcome]
         key: str | None = None
         if a is ControlAction.FEATURE:

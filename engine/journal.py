@@ -89,6 +89,7 @@ RESTOCK = "r"
 PRESALE = "q"
 LIMIT = "l"
 FEATURE = "f"
+PAUSE = "i"  # intake: the host paused (data [true]) or resumed (data [false]) intake
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -165,10 +166,12 @@ def apply_data(ledger: Ledger, kind: str, data: Any) -> list[Outcome]:
             return ledger.set_limit(data[0], data[1])
         if kind == FEATURE:
             return ledger.feature(data[0])
+        if kind == PAUSE:
+            return ledger.pause_intake(bool(data[0]))
     except LivecartError as exc:
         raise JournalError(f"journal row of kind {kind!r} cannot be replayed: {exc}") from exc
-    except (ValueError, TypeError) as exc:
-        raise JournalError(f"journal row of kind {kind!r} is damaged: {exc}") from exc
+    except (ValueError, TypeError, IndexError) as exc:
+        raise JournalError(f"journal row of kind {kind!r} is damaged: {exc!r}") from exc
     raise JournalError(f"journal row of unknown kind {kind!r} (written by a newer livecart?)")
 
 

@@ -146,6 +146,8 @@ class Ledger:
         self._counts: dict[Status, int] = {}
         self.seq = 0
         self.comments = 0
+        #: True while the host has paused intake (journalled, so a restart comes back paused too).
+        self.intake_paused = False
 
     # ------------------------------------------------------------------ reading
 
@@ -505,6 +507,13 @@ class Ledger:
             raise ControlError(f"limit must be a whole number of 0 or more, got {limit!r}")
         self.seq += 1
         self._limits[sku] = limit
+        return []
+
+    def pause_intake(self, paused: bool) -> list[Outcome]:
+        """Record that the host paused (or resumed) intake. No stock moves; the daemon stops taking comments
+        while :attr:`intake_paused` is set, and a ledger rebuilt from the journal remembers it."""
+        self.seq += 1
+        self.intake_paused = paused
         return []
 
     def feature(self, sku: str | None) -> list[Outcome]:

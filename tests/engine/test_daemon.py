@@ -275,6 +275,37 @@ async def test_pause_holds_intake_and_resume_processes_everything_in_order(tmp_p
     assert orders == [f"m-{i}" for i in range(6)]
 
 
+async def test_pause_is_journalled_and_a_restart_comes_back_paused(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    cfg_path = write(tmp_path, extra)
+    run = Running(cfg_path, make_adapter=fed_factory(made))
+    async with run as d:
+        await d.handle_control(Control(ControlAction.PAUSE))
+        made["feed"].end()
+        assert await run.finish() == 0
+    j = await Journal.open(tmp_path / "journal.db", readonly=True)
+    try:
+        kinds = [row[2] for row in await j.rows()]
+        assert (await j.rebuild()).intake_paused is True
+    finally:
+        await j.close()
+    assert kinds[-1] == "i"
+
+    made = {}
+    run = Running(cfg_path, make_adapter=fed_factory(made))
+    async with run as d:
+        assert d.state()["paused"] is True  # the host's pause outlived the restart
+        made["feed"].push([comment(1)])
+        await until(lambda: d.metrics.comments.total() == 1, "the batch taken in")
+        assert d.engine.ledger.comments == 0
+        await d.handle_control(Control(ControlAction.RESUME))
+        await until(lambda: d.engine.ledger.comments == 1, "the comment after resume")
+        made["feed"].end()
+        assert await run.finish() == 0
+    assert d.engine.ledger.intake_paused is False
+
+
 async def test_a_stop_while_paused_still_drains_what_was_taken_in(tmp_path: Path) -> None:
     extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
     made: dict[str, Fed] = {}

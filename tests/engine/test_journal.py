@@ -229,3 +229,5 @@ def test_apply_refuses_unknown_kinds_and_damaged_rows() -> None:
         jr.apply(led(), jr.COMMENT, b"{not json")
     with pytest.raises(JournalError, match="cannot be replayed"):
         jr.apply(led(), jr.RESTOCK, b'["nope", null, 1]')
+    with pytest.raises(JournalError, match="damaged"):
+        jr.apply(led(), jr.PAUSE, b"[]")  # a row with too few fields
