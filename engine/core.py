@@ -13,6 +13,7 @@ announced and is rebuilt from the file on the next start).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import logging
@@ -182,7 +183,9 @@ class Engine:
             self._m_dupes.inc(dupes)
         for intent, n in intents.items():
             self._m_intents.inc(n, intent=intent)
-        return await self._commit(rows, outs)
+        done = self.journal.append(rows) if rows else None
+        del rows  # encoded by append: the row objects go now instead of living (GC-tracked) until the commit
+        return await self._settle(done, outs)
 
     async def submit_parsed(self, pairs: Sequence[tuple[Comment, ParseResult]]) -> list[Outcome]:
         """:meth:`submit` for comments parsed already (replays of parse results, benchmarks)."""
@@ -202,7 +205,9 @@ class Engine:
                 if out:
                     outs.extend(out)
         self._m_comments.inc(len(pairs))
-        return await self._commit(rows, outs)
+        done = self.journal.append(rows) if rows else None
+        del rows
+        return await self._settle(done, outs)
 
     def _parse_failed(self, c: Comment, exc: Exception) -> None:
         n = self._m_parse_errors.get()
@@ -212,8 +217,12 @@ class Engine:
                 c.key, c.text[:200], exc)
 
     async def _commit(self, rows: list[Entry], outs: list[Outcome]) -> list[Outcome]:
-        if rows:
-            await self.journal.append(rows)
+        return await self._settle(self.journal.append(rows) if rows else None, outs)
+
+    async def _settle(self, done: asyncio.Future[None] | None, outs: list[Outcome]) -> list[Outcome]:
+        """Wait for ``done`` (the journal's append, if any rows), then count and announce ``outs``."""
+        if done is not None:
+            await done
         if outs:
             counts: dict[str, int] = {}
             for o in outs:

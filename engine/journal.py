@@ -32,8 +32,10 @@ Durability (``PRAGMA journal_mode=WAL`` always):
   survives a process crash (kill -9) but the last commits may be lost on a power loss or kernel panic. The
   database itself stays consistent either way (WAL syncs on checkpoint).
 
-Group commit: :meth:`Journal.append` queues entries and returns a future; one writer task commits
-everything queued as one batch row in one transaction and resolves the futures of the rows it committed.
+Group commit: :meth:`Journal.append` encodes its entries at once (so the caller's row objects can die
+straight away rather than wait, GC-tracked, for their commit), queues the bytes and returns a future; one
+writer task commits everything queued as one batch row in one transaction and resolves the futures of the
+rows it committed.
 A batch is cut at once when no transaction is in flight (the disk is idle: waiting would only add
 latency); while one is in flight, rows gather until it completes, ``batch_max`` rows are waiting, or
 ``batch_delay`` has passed since the oldest of them arrived, whichever is first. So at low rates each
@@ -277,7 +279,11 @@ class Journal:
         self.batch_delay = batch_delay
         self.last_seq = last_seq  # highest seq committed
         self.readonly = readonly
-        self._pending: list[Entry] = []
+        # Encoded rows waiting for a batch, in seq order: (first seq, last seq, first ts, JSON of the rows
+        # without the enclosing brackets, row count, arrival). Rows are encoded as they are appended, so
+        # the row objects die at once instead of living (as young GC-tracked objects) until their commit.
+        self._pending: list[tuple[int, int, float, bytes, int, float]] = []
+        self._pending_rows = 0
         self._appended = last_seq
         self._waiters: list[tuple[int, asyncio.Future[None], float]] = []  # (last seq, future, arrival)
         self._first_at = 0.0  # loop time the oldest pending row arrived
@@ -413,7 +419,7 @@ class Journal:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._pending_rows
 
     def append(self, rows: Sequence[Entry]) -> asyncio.Future[None]:
         """Queue rows for the next batch; the future resolves once they are committed (durable as
@@ -432,14 +438,26 @@ class Journal:
             fut.set_exception(ValueError(f"journal entries must come in seq order: {rows[0][0]} after "
                                          f"{self._appended}"))
             return fut
-        self._appended = rows[-1][0]
+        self._appended = last = rows[-1][0]
         now = fut.get_loop().time()
         if not self._pending:
             self._first_at = now
-        self._pending.extend(rows)
-        self._waiters.append((rows[-1][0], fut, now))
+        self._waiters.append((last, fut, now))
+        # Pieces of at most batch_max rows, so that a batch can still be cut at batch_max.
+        step = self.batch_max
+        try:
+            for i in range(0, len(rows), step):
+                piece = rows[i:i + step] if len(rows) > step else rows
+                self._pending.append((piece[0][0], piece[-1][0], piece[0][1], orjson.dumps(piece)[1:-1],
+                                      len(piece), now))
+                self._pending_rows += len(piece)
+        except (orjson.JSONEncodeError, TypeError, ValueError) as exc:
+            # The ledger has decided these rows already: without them the file would have a hole, so the
+            # journal stops acknowledging, as it does when a write fails.
+            self._fail(exc)
+            return fut
         self._wake.set()
-        if len(self._pending) >= self.batch_max:
+        if self._pending_rows >= self.batch_max:
             self._full.set()
         return fut
 
@@ -459,7 +477,7 @@ class Journal:
                     if self._closed:
                         return
                     continue
-                if (prev is not None and not prev.done() and len(self._pending) < self.batch_max
+                if (prev is not None and not prev.done() and self._pending_rows < self.batch_max
                         and not self._closed and self.batch_delay > 0):
                     wait = self._first_at + self.batch_delay - loop.time()
                     if wait > 0:
@@ -470,16 +488,21 @@ class Journal:
                             full.cancel()
                 if self._failed is not None:
                     return
-                batch = self._pending[: self.batch_max]
-                del self._pending[: self.batch_max]
-                if len(self._pending) < self.batch_max:
+                pending = self._pending
+                k = 1
+                n = pending[0][4]
+                while k < len(pending) and n + pending[k][4] <= self.batch_max:
+                    n += pending[k][4]
+                    k += 1
+                batch = pending[:k]
+                del pending[:k]
+                self._pending_rows -= n
+                if self._pending_rows < self.batch_max:
                     self._full.clear()
-                if self._pending:
-                    # The oldest row left behind arrived with the first append not wholly in this batch.
-                    cut = batch[-1][0]
-                    self._first_at = next(t for end, _, t in self._waiters if end > cut)
-                task = loop.create_task(self._commit(batch, prev_last, prev), name="journal-commit")
-                prev_last = batch[-1][0]
+                if pending:
+                    self._first_at = pending[0][5]  # the oldest row left behind arrived with its piece
+                task = loop.create_task(self._commit(batch, n, prev_last, prev), name="journal-commit")
+                prev_last = batch[-1][1]
                 if prev is not None:
                     await asyncio.wait([prev])  # at most two queued: this one and the one before
                 prev = task
@@ -487,19 +510,21 @@ class Journal:
             if prev is not None:
                 await asyncio.wait([prev])
 
-    async def _commit(self, batch: list[Entry], after: int, prev: asyncio.Task[None] | None) -> None:
-        """Write ``batch`` as one transaction (behind ``prev``'s), then resolve its waiters in order."""
+    async def _commit(self, batch: list[tuple[int, int, float, bytes, int, float]], n_rows: int, after: int,
+                      prev: asyncio.Task[None] | None) -> None:
+        """Write ``batch`` (``n_rows`` encoded rows) as one transaction (behind ``prev``'s), then resolve its
+        waiters in order."""
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
-            blob = orjson.dumps(batch)
+            blob = b"[" + b",".join([b[3] for b in batch]) + b"]"
             # The connection is in autocommit mode, so this one statement is one transaction (and one
             # fsync under synchronous=FULL) and one trip to the worker thread: with BEGIN / COMMIT as
             # separate statements the writer waited three times behind the decisions on the event loop.
-            cur = await self._db.execute(_INSERT, (batch[0][0], batch[-1][0], batch[0][1], blob, after))
+            cur = await self._db.execute(_INSERT, (batch[0][0], batch[-1][1], batch[0][2], blob, after))
             if cur.rowcount != 1:
                 error = JournalError("the batch before it was not written")
-        except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
+        except (sqlite3.Error, ValueError, TypeError) as exc:
             error = exc
         if prev is not None:
             await asyncio.wait([prev])
@@ -510,11 +535,11 @@ class Journal:
             return
         dt = time.perf_counter() - t0
         self.batches += 1
-        self.rows_written += len(batch)
+        self.rows_written += n_rows
         self.last_batch_seconds = dt
         self.batch_seconds_total += dt
-        self.largest_batch = max(self.largest_batch, len(batch))
-        top = batch[-1][0]
+        self.largest_batch = max(self.largest_batch, n_rows)
+        top = batch[-1][1]
         self.last_seq = top
         n = 0
         for end, fut, _ in self._waiters:
@@ -534,6 +559,7 @@ class Journal:
                 fut.set_exception(err)
         self._waiters.clear()
         self._pending.clear()
+        self._pending_rows = 0
 
     async def flush(self) -> None:
         """Wait until every row appended so far is committed."""
