@@ -156,6 +156,9 @@ class RecentKeys:
             self._young = set()
         return False
 
+    def __repr__(self) -> str:
+        return f"<RecentKeys {len(self):,} remembered (at least the last {self._capacity:,})>"
+
     def forget(self, key: Hashable) -> None:
         """Drop ``key`` (a message that could not be passed on, so that its redelivery gets through)."""
         self._young.discard(key)

@@ -73,6 +73,10 @@ class _Unit:
         self.queue: dict[str, _Order] = {}  # FIFO: insertion order, O(1) removal
         self.price = price
 
+    def __repr__(self) -> str:
+        return (f"<Unit {self.key}: {self.stock - self.reserved:,} left of {self.stock:,}, "
+                f"{self.queued:,}/{self.cap:,} presale queued in {len(self.queue)} orders>")
+
 
 class _Order:
     """One order: a reservation or a presale entry. Mutable, internal."""
@@ -91,6 +95,10 @@ class _Order:
         self.room = room
         self.created = created
         self.deadline = 0.0
+
+    def __repr__(self) -> str:
+        due = f", due {self.deadline:.0f}" if self.status is Status.RESERVED and self.deadline else ""
+        return f"<Order {self.id} {self.user} {self.unit.key} x{self.qty} {self.status.value}{due}>"
 
     def as_dict(self) -> dict[str, Any]:
         u = self.unit

@@ -67,6 +67,9 @@ class Registry:
     def collector(self, fn: Callable[[], None]) -> None:
         self._collectors.append(fn)
 
+    def __repr__(self) -> str:
+        return f"<Registry {self.prefix}*: {len(self._metrics)} metrics, {len(self._collectors)} collectors>"
+
     def metrics(self) -> Iterable[Metric]:
         return self._metrics.values()
 

@@ -193,3 +193,6 @@ class Hook:
 
     async def on_event(self, event: str, data: Mapping[str, Any]) -> None:
         """Called with a stream event such as ``sold_out`` (data: sku, variant)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} (type {self.type or '?'})>"

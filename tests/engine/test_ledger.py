@@ -397,3 +397,13 @@ def test_repr_shows_the_state() -> None:
     r = repr(led)
     assert r.startswith("<Ledger 4 units: ")
     assert "14 left, 2 held, 0 presale, 1 orders, 1 comments" in r
+
+
+def test_orders_and_units_show_their_state_in_repr() -> None:
+    cat = Catalogue((Product("egg", "Eggs", stock=3, presale=2),))
+    led = Ledger(cat, hold_seconds=60, clock=lambda: 100.0)
+    led.decide(Comment("p", "r", "m-1", "u-1", "u-1", "", 100.0),
+               ParseResult(Intent.BUY, (Item("egg", None, 4),)))
+    held = led._orders["o-000001"]
+    assert repr(held) == "<Order o-000001 u-1 egg x3 reserved, due 160>"
+    assert repr(held.unit) == "<Unit egg: 0 left of 3, 1/2 presale queued in 1 orders>"
