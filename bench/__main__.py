@@ -7,7 +7,9 @@ Each case runs in its own child process (:mod:`bench.runner`) so its peak RSS is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -47,12 +49,27 @@ def _forward(opts: argparse.Namespace) -> list[str]:
     return args
 
 
+def run_group(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
+              ) -> subprocess.CompletedProcess[bytes]:
+    """Run ``cmd`` in a process group of its own and capture its output. On timeout the whole group is
+    killed (the case's sender and feeder processes too, not just the case) and TimeoutExpired raised."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                          env=env) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise
+    return subprocess.CompletedProcess(list(cmd), child.returncode, stdout, stderr)
+
+
 def run_case(case: str, opts: argparse.Namespace) -> dict[str, Any]:
     """Run one case in a child process and return its JSON object (an ``error`` one if it failed)."""
     cmd = [sys.executable, "-m", "bench.runner", "--case", case, *_forward(opts)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=opts.timeout, check=False,
-                              env={**os.environ, "PYTHONHASHSEED": "0"})
+        proc = run_group(cmd, timeout=opts.timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
     except subprocess.TimeoutExpired:
         return {"case": case, "scenario": opts.scenario, "error": f"timed out after {opts.timeout:g}s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith(b"{")]

@@ -7,15 +7,17 @@ documented fields, and that ``oversold`` and ``lost`` - verified from the stored
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from bench.__main__ import summarise
+from bench.__main__ import run_group, summarise
 from bench.checks import account, check_journal
 from bench.runner import percentiles
 from bench.scenario import generate
@@ -182,3 +184,28 @@ def test_livecart_bench_passes_its_options_through(capsys: pytest.CaptureFixture
 
     assert livecart(["bench", "--cases", "nosuch"]) == 2
     assert "python -m bench: unknown case(s) nosuch" in capsys.readouterr().err
+
+
+def test_a_case_that_times_out_is_killed_with_the_processes_it_started(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
+        "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(120)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_group([sys.executable, "-c", script], timeout=3)
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # reaped by init once killed; a bound, not a wait for an event
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+        if stat[2] == "Z":  # killed, waiting to be reaped
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the grandchild {pid} outlived its timed-out case")
