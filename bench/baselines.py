@@ -1,20 +1,32 @@
-"""The two designs livecart is measured against, doing the same allocation on the same parsed buys.
+"""The two designs livecart is measured against, each run in two modes on the same comments.
 
 ``naive``
-    What a hand-rolled bot does: one aiosqlite transaction per buy comment (``BEGIN IMMEDIATE``; read the
+    What a hand-rolled bot does: one aiosqlite transaction per buy item (``BEGIN IMMEDIATE``; read the
     stock and what the buyer already holds; ``UPDATE stock ... WHERE left >= ?``; ``INSERT`` the orders;
     ``COMMIT``) with ``PRAGMA synchronous=FULL`` so each commit is fsynced, as livecart's ``durability =
     "fsync"`` is.
 ``redis``
-    The classic flash-sale design: stock in Redis, one ``EVALSHA`` of a Lua script per buy comment that
+    The classic flash-sale design: stock in Redis, one ``EVALSHA`` of a Lua script per buy item that
     checks and decrements stock and appends the orders atomically. Calls come from ``concurrency`` tasks
     sharing a connection pool, as request handlers would. The local Redis runs without ``appendfsync``,
     so this baseline is *not* durable: the comparison flatters it.
 
-Both get :class:`Buy` items parsed once beforehand (outside the timing), allocate the same way as the
-ledger (the part above the per-buyer limit rejected first, then stock, then the presale queue, then ``sold_out``; partial fills
-allowed) and afterwards read every stored order back to compute the checks ``oversold`` (units placed
-beyond stock or beyond the presale allowance) and ``lost`` (acknowledged buys with no stored order).
+The two modes:
+
+end to end (:func:`run_naive_e2e`, :func:`run_redis_e2e`)
+    The comments in arrival order, as the tool or service would receive them: inside the timing every
+    comment is parsed with the ``parse`` it is given (livecart's own parser, so parsing costs the same as in
+    the engine), what is not a buy is dropped, and each buy item then gets its one transaction / one
+    ``EVALSHA``. For Redis the ``concurrency`` tasks each take the next comment, parse it and make its
+    calls, so parsing and calls share one process and one event loop, as in a real service.
+allocation only (:func:`run_naive`, :func:`run_redis`)
+    :class:`Buy` items parsed beforehand, outside the timing: the counterpart of livecart's ``ledger``
+    bench case, which also receives parsed comments.
+
+Both modes allocate the same way as the ledger (the part above the per-buyer limit rejected first, then
+stock, then the presale queue, then ``sold_out``; partial fills allowed) and afterwards read every stored
+order back to compute the checks ``oversold`` (units placed beyond stock or beyond the presale allowance)
+and ``lost`` (acknowledged buys with no stored order, and expected buys never acknowledged).
 """
 
 from __future__ import annotations
@@ -22,14 +34,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-__all__ = ["BaselineResult", "Buy", "Unit", "run_naive", "run_redis"]
+from engine.records import Comment, Intent, ParseResult
+
+__all__ = ["BaselineResult", "Buy", "Parse", "Unit", "buy_items", "item_key", "run_naive", "run_naive_e2e",
+           "run_redis", "run_redis_e2e"]
+
+#: ``parse(text, featured)``: what the end-to-end runs call on every comment (``engine.parser.Parser.parse``).
+Parse = Callable[[str, str | None], ParseResult]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,24 +73,53 @@ class Unit:
 
 @dataclass
 class BaselineResult:
+    """One timed run. ``buys`` counts buy items allocated; ``comments`` the comments parsed inside the timing
+    (``None`` for an allocation-only run, which is given parsed items)."""
+
     name: str
     buys: int
     seconds: float
-    #: Seconds from issuing each buy's call to its acknowledgement (flat out, not paced).
+    #: Seconds from issuing each buy item's call to its acknowledgement (flat out, not paced).
     latencies: list[float]
     outcomes: int
     statuses: dict[str, int] = field(default_factory=dict)
     oversold: int = 0
     lost: int = 0
+    comments: int | None = None
 
     def __repr__(self) -> str:
-        return (f"<BaselineResult {self.name}: {self.buys:,} buys in {self.seconds:.2f}s, "
+        parsed = "" if self.comments is None else f" from {self.comments:,} comments"
+        return (f"<BaselineResult {self.name}: {self.buys:,} buys{parsed} in {self.seconds:.2f}s, "
                 f"oversold={self.oversold} lost={self.lost}>")
+
+
+def item_key(sku: str, variant: str | None) -> str:
+    """The ledger key of a product or of one of its variants."""
+    return sku if variant is None else f"{sku}/{variant}"
+
+
+def buy_items(comment: Comment, result: ParseResult, units: Mapping[str, Unit]) -> list[Buy]:
+    """The buy items of ``comment`` read as ``result``: none unless it is a buy. Items the ledger would reject
+    without touching stock (unknown product, bad quantity, a product with variants and none named, i.e. a
+    key not in ``units``) cost the baselines nothing either and are left out."""
+    out: list[Buy] = []
+    if result.intent is not Intent.BUY:
+        return out
+    for item in result.items:
+        sku = item.sku
+        if sku is None or item.reason is not None:
+            continue
+        key = item_key(sku, item.variant)
+        if key in units:
+            out.append(Buy(comment.id, comment.user, sku, key, item.qty))
+    return out
 
 
 def _check(units: Mapping[str, Unit], buys: Sequence[Buy], acked: set[str],
            orders: Sequence[tuple[str, str, int, str]]) -> tuple[int, int, dict[str, int]]:
-    """``orders`` are ``(comment, key, qty, status)`` rows read back from the store."""
+    """``(oversold, lost, statuses)``. ``buys``: the items that must all be acknowledged; ``acked``: the
+    comments of the items acknowledged; ``orders``: ``(comment, key, qty, status)`` rows read back from the
+    store."""
     placed: dict[tuple[str, str], int] = {}
     statuses: dict[str, int] = {}
     stored_comments = set()
@@ -140,8 +188,8 @@ async def _naive_one(db: aiosqlite.Connection, b: Buy) -> int:
     return len(rows)
 
 
-async def run_naive(units: Mapping[str, Unit], buys: Sequence[Buy], path: str | Path) -> BaselineResult:
-    """Allocate ``buys`` one fsynced aiosqlite transaction each into a new database at ``path``."""
+async def _naive_open(units: Mapping[str, Unit], path: str | Path) -> aiosqlite.Connection:
+    """A new database at ``path`` (any old one removed) holding ``units``, fsyncing every commit."""
     p = Path(path)
     for stale in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
         await asyncio.to_thread(stale.unlink, missing_ok=True)
@@ -153,6 +201,21 @@ async def run_naive(units: Mapping[str, Unit], buys: Sequence[Buy], path: str | 
         await db.executemany(
             "INSERT INTO stock VALUES (?, ?, ?, ?, ?)",
             [(k, k.split("/")[0], u.stock, u.presale, u.limit) for k, u in units.items()])
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def _naive_orders(db: aiosqlite.Connection) -> list[tuple[str, str, int, str]]:
+    async with db.execute("SELECT comment, key, qty, status FROM orders") as cur:
+        return [(str(r[0]), str(r[1]), int(r[2]), str(r[3]).split(":")[0]) for r in await cur.fetchall()]
+
+
+async def run_naive(units: Mapping[str, Unit], buys: Sequence[Buy], path: str | Path) -> BaselineResult:
+    """Allocation only: ``buys`` one fsynced aiosqlite transaction each into a new database at ``path``."""
+    db = await _naive_open(units, path)
+    try:
         latencies: list[float] = []
         acked: set[str] = set()
         outcomes = 0
@@ -164,12 +227,44 @@ async def run_naive(units: Mapping[str, Unit], buys: Sequence[Buy], path: str | 
             latencies.append(clock() - t)
             acked.add(b.comment)
         seconds = clock() - t0
-        async with db.execute("SELECT comment, key, qty, status FROM orders") as cur:
-            orders = [(str(r[0]), str(r[1]), int(r[2]), str(r[3]).split(":")[0]) for r in await cur.fetchall()]
+        orders = await _naive_orders(db)
     finally:
         await db.close()
     oversold, lost, statuses = _check(units, buys, acked, orders)
     return BaselineResult("naive", len(buys), seconds, latencies, outcomes, statuses, oversold, lost)
+
+
+async def run_naive_e2e(units: Mapping[str, Unit], comments: Sequence[Comment], parse: Parse,
+                        featured: str | None, expected: Sequence[Buy], path: str | Path) -> BaselineResult:
+    """End to end: every comment of ``comments`` in order parsed by ``parse(text, featured)``, then each of
+    its buy items (:func:`buy_items`) one fsynced transaction, all inside the timing, into a new database
+    at ``path``. ``expected``: the buy items an untimed parse finds in ``comments``; any of them not
+    acknowledged and stored counts in ``lost``."""
+    db = await _naive_open(units, path)
+    try:
+        latencies: list[float] = []
+        acked: set[str] = set()
+        outcomes = done = 0
+        buy = Intent.BUY
+        clock = time.perf_counter
+        t0 = clock()
+        for c in comments:
+            r = parse(c.text, featured)
+            if r.intent is not buy:
+                continue
+            for b in buy_items(c, r, units):
+                t = clock()
+                outcomes += await _naive_one(db, b)
+                latencies.append(clock() - t)
+                acked.add(b.comment)
+                done += 1
+        seconds = clock() - t0
+        orders = await _naive_orders(db)
+    finally:
+        await db.close()
+    oversold, lost, statuses = _check(units, expected, acked, orders)
+    return BaselineResult("naive", done, seconds, latencies, outcomes, statuses, oversold, lost,
+                          comments=len(comments))
 
 
 # --- redis + lua: one EVALSHA per buy -----------------------------------------------------------------------
@@ -216,9 +311,35 @@ return n
 """
 
 
-async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str = "127.0.0.1",
-                    port: int = 6379, concurrency: int = 32) -> BaselineResult:
-    """Allocate ``buys`` with one ``EVALSHA`` each from ``concurrency`` tasks; keys are removed afterwards.
+@dataclass(frozen=True, slots=True)
+class _Store:
+    """A loaded Redis stock under ``prefix``: the script's ``sha`` and the key the orders are appended to."""
+
+    client: Any
+    sha: str
+    prefix: str
+    orders_key: str
+
+    def call(self, b: Buy) -> Awaitable[Any]:
+        """The one ``EVALSHA`` allocating ``b``; returns the number of order rows appended."""
+        p = self.prefix
+        pending: Awaitable[Any] = self.client.evalsha(
+            self.sha, 3, p + "stock:" + b.key, f"{p}held:{b.user}:{b.sku}", self.orders_key, b.qty, b.comment,
+            b.key)
+        return pending
+
+    async def orders(self) -> list[tuple[str, str, int, str]]:
+        out = []
+        for entry in await self.client.lrange(self.orders_key, 0, -1):
+            comment, key, qty, status = entry.decode().rsplit("|", 3)
+            out.append((comment, key, int(qty), status))
+        return out
+
+
+@asynccontextmanager
+async def _redis_store(units: Mapping[str, Unit], host: str, port: int, concurrency: int
+                       ) -> AsyncIterator[_Store]:
+    """Stock for ``units`` under a fresh ``lcbench:<hex>:`` prefix, every key of which is deleted on exit.
 
     Raises ``ConnectionError`` (from redis) when the server is unreachable.
     """
@@ -226,17 +347,34 @@ async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str
 
     prefix = f"lcbench:{uuid.uuid4().hex[:12]}:"
     client: Any = aioredis.Redis(host=host, port=port, max_connections=concurrency)
-    orders_key = prefix + "orders"
     try:
         sha = await client.script_load(_LUA)
         # Keys of one product share the limit counter; a hash tag keeps a cluster deployment possible.
         for key, u in units.items():
             await client.hset(prefix + "stock:" + key,
                               mapping={"left": u.stock, "presale": u.presale, "limit": u.limit})
+        yield _Store(client, sha, prefix, prefix + "orders")
+    finally:
+        try:
+            keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str = "127.0.0.1",
+                    port: int = 6379, concurrency: int = 32) -> BaselineResult:
+    """Allocation only: ``buys`` one ``EVALSHA`` each from ``concurrency`` tasks; keys are removed afterwards.
+
+    Raises ``ConnectionError`` (from redis) when the server is unreachable.
+    """
+    async with _redis_store(units, host, port, concurrency) as store:
         latencies = [0.0] * len(buys)
         acked: set[str] = set()
         outcomes = 0
         next_i = 0
+        call = store.call
         clock = time.perf_counter
 
         async def worker() -> None:
@@ -246,8 +384,7 @@ async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str
                 next_i += 1
                 b = buys[i]
                 t = clock()
-                n = await client.evalsha(sha, 3, prefix + "stock:" + b.key, f"{prefix}held:{b.user}:{b.sku}",
-                                         orders_key, b.qty, b.comment, b.key)
+                n = await call(b)
                 latencies[i] = clock() - t
                 outcomes += int(n)
                 acked.add(b.comment)
@@ -257,17 +394,53 @@ async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str
             for _ in range(max(1, concurrency)):
                 tg.create_task(worker())
         seconds = clock() - t0
-        raw = await client.lrange(orders_key, 0, -1)
-        orders = []
-        for entry in raw:
-            comment, key, qty, status = entry.decode().rsplit("|", 3)
-            orders.append((comment, key, int(qty), status))
-    finally:
-        try:
-            keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        orders = await store.orders()
     oversold, lost, statuses = _check(units, buys, acked, orders)
     return BaselineResult("redis", len(buys), seconds, latencies, outcomes, statuses, oversold, lost)
+
+
+async def run_redis_e2e(units: Mapping[str, Unit], comments: Sequence[Comment], parse: Parse,
+                        featured: str | None, expected: Sequence[Buy], *, host: str = "127.0.0.1",
+                        port: int = 6379, concurrency: int = 32) -> BaselineResult:
+    """End to end: ``concurrency`` tasks in this event loop each take the next comment of ``comments`` (in
+    order), parse it with ``parse(text, featured)`` and make one ``EVALSHA`` per buy item
+    (:func:`buy_items`), all inside the timing; keys are removed afterwards. ``expected``: the buy items an
+    untimed parse finds in ``comments``; any not acknowledged and stored counts in ``lost``.
+
+    Raises ``ConnectionError`` (from redis) when the server is unreachable.
+    """
+    async with _redis_store(units, host, port, concurrency) as store:
+        latencies: list[float] = []
+        acked: set[str] = set()
+        outcomes = done = 0
+        next_i = 0
+        total = len(comments)
+        call = store.call
+        buy = Intent.BUY
+        clock = time.perf_counter
+
+        async def worker() -> None:
+            nonlocal next_i, outcomes, done
+            while next_i < total:
+                c = comments[next_i]
+                next_i += 1
+                r = parse(c.text, featured)
+                if r.intent is not buy:
+                    continue
+                for b in buy_items(c, r, units):
+                    t = clock()
+                    n = await call(b)
+                    latencies.append(clock() - t)
+                    outcomes += int(n)
+                    acked.add(b.comment)
+                    done += 1
+
+        t0 = clock()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, concurrency)):
+                tg.create_task(worker())
+        seconds = clock() - t0
+        orders = await store.orders()
+    oversold, lost, statuses = _check(units, expected, acked, orders)
+    return BaselineResult("redis", done, seconds, latencies, outcomes, statuses, oversold, lost,
+                          comments=total)

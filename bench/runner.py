@@ -11,11 +11,25 @@ Cases (see ``bench/README.md`` for what each one measures):
 ``pipeline``   the whole engine in process: ``await engine.submit(batch)`` until durable.
 ``websocket``  the whole engine fed by the ``websocket`` adapter (server mode) from a generator process.
 ``mqtt``       the whole engine fed by the ``mqtt`` adapter through the real Mosquitto broker.
-``naive``      one fsynced aiosqlite transaction per buy (:mod:`bench.baselines`).
-``redis``      one Redis ``EVALSHA`` per buy (:mod:`bench.baselines`).
+``naive``      one fsynced aiosqlite transaction per buy item (:mod:`bench.baselines`).
+``redis``      one Redis ``EVALSHA`` per buy item (:mod:`bench.baselines`).
 
 Engine cases measure throughput flat out, then latency at a fixed offered rate on a fresh journal, and
 verify ``oversold`` and ``lost`` by reading the journal back (:mod:`bench.checks`).
+
+A baseline case runs the first comments of the scenario, up to and including the one that brings its buy
+items to ``--naive-limit`` / ``--redis-limit`` (all of them when the limit is 0 or never reached), twice:
+
+* end to end, reported at the top level: those comments in order, each parsed inside the timing by a fresh
+  ``engine.parser.Parser`` (cache cold, as in the ``pipeline`` case), non-buys dropped, then one call per buy
+  item. ``comments``, ``comments_per_s``, ``buy_items``, ``buys_per_s`` (buy items/s), ``outcomes``,
+  ``outcomes_per_s``, ``latency_ms`` (per call, the parse not included), ``statuses``, ``parsed_by``; the
+  counterpart of the ``pipeline`` case. It runs first.
+* allocation only, in the ``alloc`` object: the same buy items parsed beforehand, outside the timing.
+  ``buy_items``, ``buys_per_s``, ``outcomes``, ``outcomes_per_s``, ``latency_ms``, ``statuses``,
+  ``oversold``, ``lost``; the counterpart of the ``ledger`` case.
+
+Top-level ``oversold`` and ``lost`` are the sums over both runs (as the pipeline case adds its paced run's).
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +53,7 @@ import orjson
 from bench import baselines
 from bench.scenario import Label, Scenario, generate
 from engine.config import Config, load
-from engine.records import Intent, ParseResult
+from engine.records import Comment, Intent, ParseResult
 
 CASES = ("parser", "ledger", "pipeline", "websocket", "mqtt", "naive", "redis")
 ENGINE_CASES = ("pipeline", "websocket", "mqtt")
@@ -81,10 +96,6 @@ def _import(module: str, attr: str) -> Any:
         raise Unavailable(f"{module}.{attr} is not in this build") from exc
 
 
-def item_key(sku: str, variant: str | None) -> str:
-    return sku if variant is None else f"{sku}/{variant}"
-
-
 def label_result(lab: Label) -> ParseResult:
     from engine.records import Item
 
@@ -104,23 +115,43 @@ def parse_all(scenario: Scenario, cfg: Config) -> tuple[list[ParseResult], str]:
     return [parser.parse(c.text, featured) for c in scenario.comments], "parser"
 
 
-def baseline_inputs(scenario: Scenario, parsed: Sequence[ParseResult]) -> tuple[dict[str, baselines.Unit],
-                                                                                list[baselines.Buy]]:
+def baseline_units(scenario: Scenario) -> dict[str, baselines.Unit]:
+    """What every ledger key of the scenario starts with."""
     units = {}
     for p in scenario.products:
         for key, (stock, presale) in p.units.items():
             units[key] = baselines.Unit(stock, presale, p.limit)
-    out: list[baselines.Buy] = []
-    for c, r in zip(scenario.comments, parsed, strict=True):
-        if r.intent is not Intent.BUY:
-            continue
-        for item in r.items:
-            # Items the ledger would reject without touching stock (unknown product, bad quantity, a
-            # product with variants and none named) cost the baselines nothing either: leave them out.
-            if item.sku is None or item.reason is not None or item_key(item.sku, item.variant) not in units:
-                continue
-            out.append(baselines.Buy(c.id, c.user, item.sku, item_key(item.sku, item.variant), item.qty))
-    return units, out
+    return units
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineWork:
+    """What both runs of a baseline case get: the scenario's first ``comments`` (the end-to-end run parses
+    them itself) and their buy ``items`` parsed beforehand (the allocation-only run's input, and what the
+    end-to-end run must store)."""
+
+    units: dict[str, baselines.Unit]
+    comments: Sequence[Comment]
+    items: list[baselines.Buy]
+    items_in_scenario: int
+    items_from: str
+
+
+def baseline_work(scenario: Scenario, cfg: Config, limit: int) -> BaselineWork:
+    """The comments up to and including the one that brings the buy items to ``limit`` (every comment when
+    ``limit`` is 0 or never reached), so a comment's items are never split between runs."""
+    parsed, source = parse_all(scenario, cfg)
+    units = baseline_units(scenario)
+    items: list[baselines.Buy] = []
+    end = 0
+    total = 0
+    for i, (c, r) in enumerate(zip(scenario.comments, parsed, strict=True)):
+        found = baselines.buy_items(c, r, units)
+        total += len(found)
+        if not limit or len(items) < limit:
+            items.extend(found)
+            end = i + 1
+    return BaselineWork(units, scenario.comments[:end], items, total, source)
 
 
 # --- cases --------------------------------------------------------------------------------------------------
@@ -153,36 +184,69 @@ def case_parser(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Re
     }
 
 
+def _fresh_parse(cfg: Config) -> baselines.Parse:
+    """``parse`` of a new ``engine.parser.Parser``: its result cache starts cold, as in the pipeline case."""
+    parse: baselines.Parse = _import("engine.parser", "Parser").from_config(cfg).parse
+    return parse
+
+
 async def case_naive(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
-    parsed, source = parse_all(scenario, cfg)
-    units, items = baseline_inputs(scenario, parsed)
-    sample = items[: opts.naive_limit] if opts.naive_limit else items
-    r = await baselines.run_naive(units, sample, Path(opts.workdir) / "naive.db")
-    return _baseline_result(r, source, len(items))
+    w = baseline_work(scenario, cfg, opts.naive_limit)
+    work = Path(opts.workdir)
+    parse = _fresh_parse(cfg)
+    gc.collect()
+    e2e = await baselines.run_naive_e2e(w.units, w.comments, parse, cfg.stream.featured, w.items,
+                                        work / "naive-e2e.db")
+    gc.collect()
+    alloc = await baselines.run_naive(w.units, w.items, work / "naive-alloc.db")
+    return _baseline_result(e2e, alloc, w)
 
 
 async def case_redis(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
-    parsed, source = parse_all(scenario, cfg)
-    units, items = baseline_inputs(scenario, parsed)
-    sample = items[: opts.redis_limit] if opts.redis_limit else items
-    host, _, port = opts.redis.partition(":")
-    r = await baselines.run_redis(units, sample, host=host, port=int(port or 6379), concurrency=opts.redis_tasks)
-    return _baseline_result(r, source, len(items))
+    w = baseline_work(scenario, cfg, opts.redis_limit)
+    host, _, p = opts.redis.partition(":")
+    port, tasks = int(p or 6379), opts.redis_tasks
+    parse = _fresh_parse(cfg)
+    gc.collect()
+    e2e = await baselines.run_redis_e2e(w.units, w.comments, parse, cfg.stream.featured, w.items, host=host,
+                                        port=port, concurrency=tasks)
+    gc.collect()
+    alloc = await baselines.run_redis(w.units, w.items, host=host, port=port, concurrency=tasks)
+    return {**_baseline_result(e2e, alloc, w), "callers": opts.redis_tasks}
 
 
-def _baseline_result(r: baselines.BaselineResult, source: str, total: int) -> Result:
+def _per_s(n: int, seconds: float) -> int | None:
+    return round(n / seconds) if seconds else None
+
+
+def _baseline_result(e2e: baselines.BaselineResult, alloc: baselines.BaselineResult, w: BaselineWork) -> Result:
+    comments = e2e.comments or 0
     return {
-        "buy_items": r.buys,
-        "buy_items_in_scenario": total,
-        "items_from": source,
-        "seconds": round(r.seconds, 4),
-        "buys_per_s": round(r.buys / r.seconds) if r.seconds else None,
-        "outcomes": r.outcomes,
-        "outcomes_per_s": round(r.outcomes / r.seconds) if r.seconds else None,
-        "latency_ms": {**percentiles(r.latencies), "mode": "flat-out, per call"},
-        "statuses": r.statuses,
-        "oversold": r.oversold,
-        "lost": r.lost,
+        "comments": comments,
+        "buy_items": e2e.buys,
+        "buy_items_in_scenario": w.items_in_scenario,
+        "parsed_by": "engine.parser.Parser, fresh (cache cold), every comment inside the timing",
+        "seconds": round(e2e.seconds, 4),
+        "comments_per_s": _per_s(comments, e2e.seconds),
+        "buys_per_s": _per_s(e2e.buys, e2e.seconds),
+        "outcomes": e2e.outcomes,
+        "outcomes_per_s": _per_s(e2e.outcomes, e2e.seconds),
+        "latency_ms": {**percentiles(e2e.latencies), "mode": "flat-out, per call"},
+        "statuses": e2e.statuses,
+        "oversold": e2e.oversold + alloc.oversold,
+        "lost": e2e.lost + alloc.lost,
+        "alloc": {
+            "buy_items": alloc.buys,
+            "items_from": w.items_from,
+            "seconds": round(alloc.seconds, 4),
+            "buys_per_s": _per_s(alloc.buys, alloc.seconds),
+            "outcomes": alloc.outcomes,
+            "outcomes_per_s": _per_s(alloc.outcomes, alloc.seconds),
+            "latency_ms": {**percentiles(alloc.latencies), "mode": "flat-out, per call"},
+            "statuses": alloc.statuses,
+            "oversold": alloc.oversold,
+            "lost": alloc.lost,
+        },
     }
 
 
@@ -209,8 +273,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comments/s offered by the paced latency run (0 = skip it)")
     p.add_argument("--batch", type=int, default=512, help="comments per submit when flat out")
     p.add_argument("--naive-limit", type=int, default=5_000,
-                   help="most buy items the naive baseline runs (it fsyncs per buy; 0 = all)")
-    p.add_argument("--redis-limit", type=int, default=0, help="most buy items the Redis baseline runs (0 = all)")
+                   help="the naive baseline runs the comments up to its this-many-th buy item "
+                        "(it fsyncs per buy; 0 = all)")
+    p.add_argument("--redis-limit", type=int, default=0,
+                   help="the Redis baseline runs the comments up to its this-many-th buy item (0 = all)")
     p.add_argument("--redis", default="127.0.0.1:6379", help="host:port of the Redis server")
     p.add_argument("--redis-tasks", type=int, default=32, help="concurrent callers of the Redis baseline")
     p.add_argument("--mqtt", default="127.0.0.1:1883", help="host:port of the MQTT broker")

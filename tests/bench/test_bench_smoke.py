@@ -18,8 +18,9 @@ import orjson
 import pytest
 
 from bench.__main__ import run_group, summarise
+from bench.baselines import Buy, run_naive_e2e
 from bench.checks import account, check_journal
-from bench.runner import percentiles
+from bench.runner import baseline_work, percentiles
 from bench.scenario import generate
 from engine.config import load
 from engine.core import Engine
@@ -45,27 +46,74 @@ def assert_case_ok(r: dict[str, Any]) -> None:
     assert r["latency_ms"]["p50"] <= r["latency_ms"]["p95"] <= r["latency_ms"]["p99"]
 
 
-def test_naive_baseline_runs_and_its_checks_hold() -> None:
-    code, out = run_bench("--cases", "naive")
-    naive, summary = out
+def assert_baseline_ok(r: dict[str, Any]) -> None:
+    """Both runs of a baseline case: end to end at the top level, allocation only under ``alloc``."""
+    assert_case_ok(r)
+    assert 0 < r["comments"] <= r["comments_in_scenario"]
+    assert 0 < r["buy_items"] <= r["buy_items_in_scenario"]
+    for key in ("comments_per_s", "buys_per_s", "outcomes_per_s"):
+        assert isinstance(r[key], int), key
+        assert r[key] > 0, key
+    assert r["outcomes"] >= r["buy_items"]
+    assert r["statuses"]["reserved"] > 0
+    alloc = r["alloc"]
+    assert alloc["buy_items"] == r["buy_items"]  # the same items, parsed outside the timing
+    assert alloc["items_from"] == "parser"
+    assert alloc["oversold"] == 0
+    assert alloc["lost"] == 0
+    assert isinstance(alloc["buys_per_s"], int)
+    assert alloc["buys_per_s"] > 0
+    assert alloc["outcomes"] >= alloc["buy_items"]
+    lat = alloc["latency_ms"]
+    assert lat["p50"] <= lat["p95"] <= lat["p99"]
+
+
+def assert_ratios(summary: dict[str, Any], base: str, other: str) -> None:
+    """Both ratio families against ``base`` are numbers and judged against their targets; ``other`` did
+    not run, so its ratios and targets are ``None``."""
+    ratios = summary["ratios"]
+    assert set(ratios) == {"e2e_vs_naive", "e2e_vs_redis", "alloc_vs_naive", "alloc_vs_redis"}
+    for family in ("e2e", "alloc"):
+        got = ratios[f"{family}_vs_{base}"]
+        assert isinstance(got, float), family
+        assert got > 0, family
+        target = summary["targets"][f"vs_{base}_{family}"]
+        assert target["measured"] == got
+        assert isinstance(target["met"], bool)
+        assert ratios[f"{family}_vs_{other}"] is None
+        assert summary["targets"][f"vs_{other}_{family}"]["met"] is None
+
+
+def test_naive_baseline_runs_both_modes_and_its_checks_hold() -> None:
+    code, out = run_bench("--cases", "ledger,pipeline,naive", "--offered", "0", "--naive-limit", "100")
+    naive, summary = out[2], out[3]
     assert naive["case"] == "naive"
     assert naive["scenario"] == "flash"
-    assert_case_ok(naive)
-    assert naive["buy_items"] > 0
-    assert naive["outcomes"] >= naive["buy_items"]
-    assert naive["statuses"]["reserved"] > 0
+    assert_baseline_ok(naive)
+    # The limit stops the run after the comment holding its 100th buy item: a prefix of the scenario.
+    assert naive["buy_items"] >= 100
+    assert naive["comments"] < naive["comments_in_scenario"]
+    assert naive["alloc"]["statuses"] == naive["statuses"]  # one transaction at a time, the same order
     assert summary["summary"] is True
     assert summary["checks_ok"] is True
+    assert_ratios(summary, "naive", "redis")
     assert code == 0
 
 
-def test_redis_baseline_runs_and_cleans_up(redis_server: tuple[str, int]) -> None:
+def test_redis_baseline_runs_both_modes_and_cleans_up(redis_server: tuple[str, int]) -> None:
     import redis
 
     host, port = redis_server
-    code, out = run_bench("--cases", "redis", "--redis", f"{host}:{port}", "--scenario", "simulcast")
-    assert_case_ok(out[0])
-    assert out[0]["buys_per_s"] > 0
+    code, out = run_bench("--cases", "ledger,pipeline,redis", "--offered", "0", "--redis", f"{host}:{port}",
+                          "--scenario", "simulcast")
+    r, summary = out[2], out[3]
+    assert r["case"] == "redis"
+    assert_baseline_ok(r)
+    assert r["comments"] == r["comments_in_scenario"]  # no --redis-limit: every comment
+    assert r["buy_items"] == r["buy_items_in_scenario"]
+    assert r["callers"] == 32
+    assert summary["checks_ok"] is True
+    assert_ratios(summary, "redis", "naive")
     client = redis.Redis(host=host, port=port)
     try:
         assert list(client.scan_iter(match="lcbench:*")) == []
@@ -87,19 +135,37 @@ def test_percentiles_use_nearest_rank() -> None:
     assert percentiles([]) == {"p50": None, "p95": None, "p99": None}
 
 
-def test_summary_gives_ratios_and_flags_a_failed_check() -> None:
+def test_summary_gives_both_ratio_families_and_flags_a_failed_check() -> None:
     results = [
+        {"case": "ledger", "comments_per_s": 500_000, "buys_per_s": 180_000, "oversold": 0, "lost": 0},
         {"case": "pipeline", "comments_per_s": 300_000, "buys_per_s": 100_000, "latency_ms": {"p99": 4.0},
          "oversold": 0, "lost": 0},
-        {"case": "naive", "buys_per_s": 1_000, "oversold": 0, "lost": 0},
-        {"case": "redis", "buys_per_s": 40_000, "oversold": 0, "lost": 1},
+        {"case": "naive", "comments_per_s": 2_000, "buys_per_s": 1_000, "oversold": 0, "lost": 0,
+         "alloc": {"buys_per_s": 1_200, "oversold": 0, "lost": 0}},
+        {"case": "redis", "comments_per_s": 60_000, "buys_per_s": 20_000, "oversold": 0, "lost": 1,
+         "alloc": {"buys_per_s": 40_000, "oversold": 0, "lost": 0}},
     ]
     s = summarise(results)
-    assert s["ratios"] == {"pipeline_vs_naive": 100.0, "pipeline_vs_redis": 2.5}
-    assert s["targets"]["vs_redis"]["met"] is False
+    assert s["ratios"] == {"e2e_vs_naive": 100.0, "e2e_vs_redis": 5.0,
+                           "alloc_vs_naive": 150.0, "alloc_vs_redis": 4.5}
+    assert s["targets"]["vs_naive_e2e"] == {"target": 100.0, "measured": 100.0, "met": True}
+    assert s["targets"]["vs_naive_alloc"]["met"] is True
+    assert s["targets"]["vs_redis_e2e"]["met"] is True
+    assert s["targets"]["vs_redis_alloc"]["met"] is False
     assert s["targets"]["p99_ms_at_50k"]["met"] is True
+    assert s["targets"]["pipeline_comments_per_s"]["met"] is True
     assert s["targets"]["websocket_comments_per_s"]["met"] is None
     assert s["checks_ok"] is False
+
+
+def test_summary_ratios_are_none_without_their_cases() -> None:
+    s = summarise([{"case": "pipeline", "buys_per_s": 100_000, "oversold": 0, "lost": 0},
+                   {"case": "naive", "error": "runner exited 1"},
+                   {"case": "redis", "buys_per_s": 20_000, "oversold": 0, "lost": 0}])
+    assert s["ratios"] == {"e2e_vs_naive": None, "e2e_vs_redis": 5.0, "alloc_vs_naive": None,
+                           "alloc_vs_redis": None}
+    assert s["targets"]["vs_redis_alloc"]["met"] is None
+    assert s["errors"] == {"naive": "runner exited 1"}
 
 
 @pytest.mark.parametrize("bad", [["--scale", "0"], ["--cases", "parser,,bogus"]])
@@ -177,6 +243,34 @@ def test_check_journal_counts_an_acknowledged_outcome_the_journal_lacks(tmp_path
     report = check_journal(cfg, scenario, forged)
     assert report.lost_acked == 1
     assert report.lost == 1
+
+
+def test_baseline_work_is_a_prefix_ending_with_the_limit_item(tmp_path: Path) -> None:
+    scenario = generate("flash", seed=3, scale=0.005)
+    cfg = load(scenario.write_config(tmp_path))
+    whole = baseline_work(scenario, cfg, 0)
+    assert len(whole.comments) == len(scenario.comments)
+    assert len(whole.items) == whole.items_in_scenario > 40
+    part = baseline_work(scenario, cfg, 40)
+    assert part.comments == scenario.comments[:len(part.comments)]
+    assert part.items == whole.items[:len(part.items)]
+    assert len(part.items) >= 40
+    assert part.items[-1].comment == part.comments[-1].id  # stops at the comment holding the 40th item
+    assert len({b.comment for b in part.items}) - 1 < 40
+
+
+async def test_naive_e2e_counts_an_expected_buy_it_never_stored(tmp_path: Path) -> None:
+    from engine.parser import Parser
+
+    scenario = generate("flash", seed=2, scale=0.002)
+    cfg = load(scenario.write_config(tmp_path))
+    w = baseline_work(scenario, cfg, 0)
+    parse = Parser.from_config(cfg).parse
+    ok = await run_naive_e2e(w.units, w.comments, parse, cfg.stream.featured, w.items, tmp_path / "a.db")
+    assert (ok.comments, ok.buys, ok.oversold, ok.lost) == (len(scenario.comments), len(w.items), 0, 0)
+    forged = [*w.items, Buy("never-sent", "u", "egg-10", "egg-10", 1)]
+    bad = await run_naive_e2e(w.units, w.comments, parse, cfg.stream.featured, forged, tmp_path / "b.db")
+    assert bad.lost == 1
 
 
 def test_livecart_bench_passes_its_options_through(capsys: pytest.CaptureFixture[str]) -> None:
