@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from engine import __version__
+from engine import __version__, build
 from engine.errors import ConfigError, LivecartError
 
 #: command -> "module:function" taking the parsed args and returning an exit status.
@@ -32,7 +32,7 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livecart", description="Real-time live-chat order capture.")
-    p.add_argument("--version", action="version", version=f"livecart {__version__}")
+    p.add_argument("--version", action="version", version=f"livecart {__version__} ({build()})")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for DEBUG)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -115,8 +115,10 @@ class Ledger:
     Invalid host controls raise :class:`~engine.errors.ControlError` and change nothing.
     """
 
-    def __init__(self, catalogue: Catalogue, *, hold_seconds: float = 0.0, featured: str | None = None,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, catalogue: Catalogue, *, clock: Callable[[], float], hold_seconds: float = 0.0,
+                 featured: str | None = None) -> None:
+        # ``clock`` comes first of the keywords: mypyc (LIVECART_COMPILE=1) cannot describe a required
+        # keyword after defaulted ones.
         self.clock = clock  # public: a journal replay swaps in recorded times
         self.hold_seconds = float(hold_seconds)
         self._products: dict[str, Product] = dict(catalogue.by_sku)

@@ -190,6 +190,12 @@ _CACHE_TEXT = 64
 _INTERN_SIZE = 4096  # longer comments are rarely repeated word for word
 
 
+def _longest_first(lit: _Lit) -> int:
+    # A module-level function, not a lambda inside a comprehension: mypyc (LIVECART_COMPILE=1) fails on the
+    # lambda's closure at run time.
+    return -len(lit[0])
+
+
 class Parser:
     """Reads one comment at a time against a catalogue; build one per catalogue (all compiling happens here).
 
@@ -259,7 +265,7 @@ class Parser:
 
         def ordered(d: dict[str, list[_Lit]]) -> dict[str, tuple[_Lit, ...]]:
             # Longest first; among equal lengths the first added (aliases before everyday words) wins.
-            return {k: tuple(sorted(v, key=lambda e: -len(e[0]))) for k, v in d.items()}
+            return {k: tuple(sorted(v, key=_longest_first)) for k, v in d.items()}
 
         # One regex per first character, alternatives longest first, so a position costs one C-level match.
         # An alias ending in a letter or digit must not run into the next word (100g vs 100gx).

@@ -16,6 +16,18 @@ import pytest
 
 REQUIRE = os.environ.get("LIVECART_REQUIRE_SERVICES") == "1"
 REPO = Path(__file__).resolve().parent.parent
+#: "compiled" or "python": the engine build the run must be testing (.ci/run sets it for the mypyc pass).
+EXPECT_BUILD = os.environ.get("LIVECART_EXPECT_BUILD", "")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if EXPECT_BUILD:
+        import engine
+
+        got = engine.build()
+        if got != EXPECT_BUILD:
+            raise pytest.UsageError(f"LIVECART_EXPECT_BUILD={EXPECT_BUILD} but the engine imported from "
+                                    f"{engine.__file__} is a {got!r} build")
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -1,0 +1,51 @@
+"""livecart's build backend: setuptools', plus mypyc when ``LIVECART_COMPILE=1`` (PEP 517 in-tree backend).
+
+With ``LIVECART_COMPILE=1`` in the environment, ``pip install .`` compiles the hot modules listed in
+``setup.py`` to C extensions with mypyc (a C compiler and the Python headers are needed; mypy, which
+carries mypyc, is added to the build requirements here). Without it the build is plain setuptools and
+installs pure Python, as before.
+
+An editable install (``pip install -e .``) is never compiled: the extension modules would sit beside the
+sources and shadow them, so an edit to ``engine/parser.py`` would silently not take effect.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from setuptools import build_meta as _setuptools
+from setuptools.build_meta import *  # noqa: F403  (the rest of the PEP 517 hooks, unchanged)
+
+COMPILE = "LIVECART_COMPILE"
+MYPYC = "mypy>=1.11"
+
+
+def _compiling() -> bool:
+    return os.environ.get(COMPILE, "") == "1"
+
+
+class _PureBuild:
+    """Hides ``LIVECART_COMPILE`` from setup.py for the duration (a ``with`` block)."""
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.pop(COMPILE, None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            os.environ[COMPILE] = self.saved
+
+
+def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
+    extra = [MYPYC] if _compiling() else []
+    with _PureBuild():  # setuptools runs setup.py here, before mypy is installed
+        return [*_setuptools.get_requires_for_build_wheel(config_settings), *extra]
+
+
+def build_editable(wheel_directory: str, config_settings: dict[str, Any] | None = None,
+                   metadata_directory: str | None = None) -> str:
+    if _compiling():
+        print(f"livecart: {COMPILE}=1 is ignored for an editable install (compiled modules would shadow the "
+              "sources); use 'pip install .' for a compiled build")
+    with _PureBuild():
+        return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
