@@ -34,15 +34,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from engine.records import Comment, Intent, ParseResult
+
+T = TypeVar("T")
 
 __all__ = ["BaselineResult", "Buy", "Parse", "Unit", "buy_items", "item_key", "run_naive", "run_naive_e2e",
            "run_redis", "run_redis_e2e"]
@@ -363,6 +365,39 @@ async def _redis_store(units: Mapping[str, Unit], host: str, port: int, concurre
             await client.aclose()
 
 
+async def _redis_drive(store: _Store, jobs: Sequence[T], buys_of: Callable[[T], Iterable[Buy]],
+                       concurrency: int) -> tuple[float, list[float], set[str], int, int]:
+    """``concurrency`` tasks in this event loop each take the next job (in order), turn it into buy items with
+    ``buys_of`` and make one ``EVALSHA`` per item. Returns (seconds, per-call latencies, acknowledged
+    comment ids, outcomes, calls)."""
+    latencies: list[float] = []
+    acked: set[str] = set()
+    outcomes = calls = 0
+    next_i = 0
+    total = len(jobs)
+    call = store.call
+    clock = time.perf_counter
+
+    async def worker() -> None:
+        nonlocal next_i, outcomes, calls
+        while next_i < total:
+            job = jobs[next_i]
+            next_i += 1
+            for b in buys_of(job):
+                t = clock()
+                n = await call(b)
+                latencies.append(clock() - t)
+                outcomes += int(n)
+                acked.add(b.comment)
+                calls += 1
+
+    t0 = clock()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(max(1, concurrency)):
+            tg.create_task(worker())
+    return clock() - t0, latencies, acked, outcomes, calls
+
+
 async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str = "127.0.0.1",
                     port: int = 6379, concurrency: int = 32) -> BaselineResult:
     """Allocation only: ``buys`` one ``EVALSHA`` each from ``concurrency`` tasks; keys are removed afterwards.
@@ -370,30 +405,7 @@ async def run_redis(units: Mapping[str, Unit], buys: Sequence[Buy], *, host: str
     Raises ``ConnectionError`` (from redis) when the server is unreachable.
     """
     async with _redis_store(units, host, port, concurrency) as store:
-        latencies = [0.0] * len(buys)
-        acked: set[str] = set()
-        outcomes = 0
-        next_i = 0
-        call = store.call
-        clock = time.perf_counter
-
-        async def worker() -> None:
-            nonlocal next_i, outcomes
-            while next_i < len(buys):
-                i = next_i
-                next_i += 1
-                b = buys[i]
-                t = clock()
-                n = await call(b)
-                latencies[i] = clock() - t
-                outcomes += int(n)
-                acked.add(b.comment)
-
-        t0 = clock()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, concurrency)):
-                tg.create_task(worker())
-        seconds = clock() - t0
+        seconds, latencies, acked, outcomes, _ = await _redis_drive(store, buys, _alone, concurrency)
         orders = await store.orders()
     oversold, lost, statuses = _check(units, buys, acked, orders)
     return BaselineResult("redis", len(buys), seconds, latencies, outcomes, statuses, oversold, lost)
@@ -409,38 +421,19 @@ async def run_redis_e2e(units: Mapping[str, Unit], comments: Sequence[Comment], 
 
     Raises ``ConnectionError`` (from redis) when the server is unreachable.
     """
+    buy = Intent.BUY
+
+    def buys_of(c: Comment) -> Iterable[Buy]:
+        r = parse(c.text, featured)
+        return buy_items(c, r, units) if r.intent is buy else ()
+
     async with _redis_store(units, host, port, concurrency) as store:
-        latencies: list[float] = []
-        acked: set[str] = set()
-        outcomes = done = 0
-        next_i = 0
-        total = len(comments)
-        call = store.call
-        buy = Intent.BUY
-        clock = time.perf_counter
-
-        async def worker() -> None:
-            nonlocal next_i, outcomes, done
-            while next_i < total:
-                c = comments[next_i]
-                next_i += 1
-                r = parse(c.text, featured)
-                if r.intent is not buy:
-                    continue
-                for b in buy_items(c, r, units):
-                    t = clock()
-                    n = await call(b)
-                    latencies.append(clock() - t)
-                    outcomes += int(n)
-                    acked.add(b.comment)
-                    done += 1
-
-        t0 = clock()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, concurrency)):
-                tg.create_task(worker())
-        seconds = clock() - t0
+        seconds, latencies, acked, outcomes, calls = await _redis_drive(store, comments, buys_of, concurrency)
         orders = await store.orders()
     oversold, lost, statuses = _check(units, expected, acked, orders)
-    return BaselineResult("redis", done, seconds, latencies, outcomes, statuses, oversold, lost,
-                          comments=total)
+    return BaselineResult("redis", calls, seconds, latencies, outcomes, statuses, oversold, lost,
+                          comments=len(comments))
+
+
+def _alone(b: Buy) -> tuple[Buy]:
+    return (b,)
