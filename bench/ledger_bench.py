@@ -25,6 +25,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from engine import build
 from engine.config import load
 from engine.core import Engine, tune_gc
 from engine.records import NOTHING, Comment, Intent, Item, ParseResult
@@ -170,6 +171,7 @@ async def main_async(opts: argparse.Namespace) -> dict[str, Any]:
         "durability": opts.durability,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "build": build(),
         "engine": engine,
         "naive": naive,
         "ratio": round(ratio, 1) if ratio is not None else None,

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import orjson
 
+from engine import build
 from engine.config import load
+from engine.errors import ConfigError
 from engine.parser import Parser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,7 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--one-off", type=float, default=ONE_OFF,
                     help=f"share of one-off texts in the mix and buy sets (default {ONE_OFF})")
     args = ap.parse_args(argv)
-    cfg = load(args.config)
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:  # e.g. run from an installed build, away from the repository's config/
+        print(f"python -m bench.parse_bench: {exc}; pass --config FILE (config/sample.toml of the repository)",
+              file=sys.stderr)
+        return 2
     parser = Parser.from_config(cfg)
     rng = random.Random(args.seed)
     m = mix(args.n, rng, unique=args.one_off)
@@ -128,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "unique_buy_comments_per_s": round(rate(parser, ub)),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
+        "build": build(),
     }
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
