@@ -42,6 +42,23 @@ def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) 
         return [*_setuptools.get_requires_for_build_wheel(config_settings), *extra]
 
 
+def prepare_metadata_for_build_wheel(metadata_directory: str,
+                                     config_settings: dict[str, Any] | None = None) -> str:
+    with _PureBuild():  # the metadata does not depend on the extensions: no need to run mypyc for it
+        return str(_setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings))
+
+
+def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
+    with _PureBuild():
+        return list(_setuptools.get_requires_for_build_editable(config_settings))
+
+
+def prepare_metadata_for_build_editable(metadata_directory: str,
+                                        config_settings: dict[str, Any] | None = None) -> str:
+    with _PureBuild():
+        return str(_setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings))
+
+
 def build_editable(wheel_directory: str, config_settings: dict[str, Any] | None = None,
                    metadata_directory: str | None = None) -> str:
     if _compiling():
@@ -49,3 +66,13 @@ def build_editable(wheel_directory: str, config_settings: dict[str, Any] | None 
               "sources); use 'pip install .' for a compiled build")
     with _PureBuild():
         return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
+
+
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
+    with _PureBuild():  # a source distribution ships the .py sources; whoever installs it may compile
+        return list(_setuptools.get_requires_for_build_sdist(config_settings))
+
+
+def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
+    with _PureBuild():
+        return str(_setuptools.build_sdist(sdist_directory, config_settings))
