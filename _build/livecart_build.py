@@ -12,6 +12,8 @@ sources and shadow them, so an edit to ``engine/parser.py`` would silently not t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from setuptools import build_meta as _setuptools
@@ -25,37 +27,37 @@ def _compiling() -> bool:
     return os.environ.get(COMPILE, "") == "1"
 
 
-class _PureBuild:
-    """Hides ``LIVECART_COMPILE`` from setup.py for the duration (a ``with`` block)."""
-
-    def __enter__(self) -> None:
-        self.saved = os.environ.pop(COMPILE, None)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            os.environ[COMPILE] = self.saved
+@contextmanager
+def _pure_build() -> Iterator[None]:
+    """Hides ``LIVECART_COMPILE`` from setup.py inside the ``with`` block."""
+    saved = os.environ.pop(COMPILE, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[COMPILE] = saved
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
     extra = [MYPYC] if _compiling() else []
-    with _PureBuild():  # setuptools runs setup.py here, before mypy is installed
+    with _pure_build():  # setuptools runs setup.py here, before mypy is installed
         return [*_setuptools.get_requires_for_build_wheel(config_settings), *extra]
 
 
 def prepare_metadata_for_build_wheel(metadata_directory: str,
                                      config_settings: dict[str, Any] | None = None) -> str:
-    with _PureBuild():  # the metadata does not depend on the extensions: no need to run mypyc for it
+    with _pure_build():  # the metadata does not depend on the extensions: no need to run mypyc for it
         return str(_setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings))
 
 
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
-    with _PureBuild():
+    with _pure_build():
         return list(_setuptools.get_requires_for_build_editable(config_settings))
 
 
 def prepare_metadata_for_build_editable(metadata_directory: str,
                                         config_settings: dict[str, Any] | None = None) -> str:
-    with _PureBuild():
+    with _pure_build():
         return str(_setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings))
 
 
@@ -64,15 +66,15 @@ def build_editable(wheel_directory: str, config_settings: dict[str, Any] | None 
     if _compiling():
         print(f"livecart: {COMPILE}=1 is ignored for an editable install (compiled modules would shadow the "
               "sources); use 'pip install .' for a compiled build")
-    with _PureBuild():
+    with _pure_build():
         return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
 
 
 def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
-    with _PureBuild():  # a source distribution ships the .py sources; whoever installs it may compile
+    with _pure_build():  # a source distribution ships the .py sources; whoever installs it may compile
         return list(_setuptools.get_requires_for_build_sdist(config_settings))
 
 
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
-    with _PureBuild():
+    with _pure_build():
         return str(_setuptools.build_sdist(sdist_directory, config_settings))
