@@ -214,21 +214,30 @@ async def _naive_orders(db: aiosqlite.Connection) -> list[tuple[str, str, int, s
         return [(str(r[0]), str(r[1]), int(r[2]), str(r[3]).split(":")[0]) for r in await cur.fetchall()]
 
 
-async def run_naive(units: Mapping[str, Unit], buys: Sequence[Buy], path: str | Path) -> BaselineResult:
-    """Allocation only: ``buys`` one fsynced aiosqlite transaction each into a new database at ``path``."""
-    db = await _naive_open(units, path)
-    try:
-        latencies: list[float] = []
-        acked: set[str] = set()
-        outcomes = 0
-        clock = time.perf_counter
-        t0 = clock()
-        for b in buys:
+async def _naive_drive(db: aiosqlite.Connection, jobs: Sequence[T], buys_of: Callable[[T], Iterable[Buy]]
+                       ) -> tuple[float, list[float], set[str], int, int]:
+    """Each job in order turned into buy items by ``buys_of``, each item one fsynced transaction. Returns
+    (seconds, per-transaction latencies, acknowledged comment ids, outcomes, transactions)."""
+    latencies: list[float] = []
+    acked: set[str] = set()
+    outcomes = calls = 0
+    clock = time.perf_counter
+    t0 = clock()
+    for job in jobs:
+        for b in buys_of(job):
             t = clock()
             outcomes += await _naive_one(db, b)
             latencies.append(clock() - t)
             acked.add(b.comment)
-        seconds = clock() - t0
+            calls += 1
+    return clock() - t0, latencies, acked, outcomes, calls
+
+
+async def run_naive(units: Mapping[str, Unit], buys: Sequence[Buy], path: str | Path) -> BaselineResult:
+    """Allocation only: ``buys`` one fsynced aiosqlite transaction each into a new database at ``path``."""
+    db = await _naive_open(units, path)
+    try:
+        seconds, latencies, acked, outcomes, _ = await _naive_drive(db, buys, _alone)
         orders = await _naive_orders(db)
     finally:
         await db.close()
@@ -244,29 +253,30 @@ async def run_naive_e2e(units: Mapping[str, Unit], comments: Sequence[Comment], 
     acknowledged and stored counts in ``lost``."""
     db = await _naive_open(units, path)
     try:
-        latencies: list[float] = []
-        acked: set[str] = set()
-        outcomes = done = 0
-        buy = Intent.BUY
-        clock = time.perf_counter
-        t0 = clock()
-        for c in comments:
-            r = parse(c.text, featured)
-            if r.intent is not buy:
-                continue
-            for b in buy_items(c, r, units):
-                t = clock()
-                outcomes += await _naive_one(db, b)
-                latencies.append(clock() - t)
-                acked.add(b.comment)
-                done += 1
-        seconds = clock() - t0
+        seconds, latencies, acked, outcomes, calls = await _naive_drive(
+            db, comments, _parsing_buys(parse, featured, units))
         orders = await _naive_orders(db)
     finally:
         await db.close()
     oversold, lost, statuses = _check(units, expected, acked, orders)
-    return BaselineResult("naive", done, seconds, latencies, outcomes, statuses, oversold, lost,
+    return BaselineResult("naive", calls, seconds, latencies, outcomes, statuses, oversold, lost,
                           comments=len(comments))
+
+
+def _alone(b: Buy) -> tuple[Buy]:
+    return (b,)
+
+
+def _parsing_buys(parse: Parse, featured: str | None, units: Mapping[str, Unit]
+                  ) -> Callable[[Comment], Iterable[Buy]]:
+    """A comment -> its buy items, parsing it first: what an end-to-end baseline does for each comment."""
+    buy = Intent.BUY
+
+    def buys_of(c: Comment) -> Iterable[Buy]:
+        r = parse(c.text, featured)
+        return buy_items(c, r, units) if r.intent is buy else ()
+
+    return buys_of
 
 
 # --- redis + lua: one EVALSHA per buy -----------------------------------------------------------------------
@@ -421,19 +431,11 @@ async def run_redis_e2e(units: Mapping[str, Unit], comments: Sequence[Comment], 
 
     Raises ``ConnectionError`` (from redis) when the server is unreachable.
     """
-    buy = Intent.BUY
-
-    def buys_of(c: Comment) -> Iterable[Buy]:
-        r = parse(c.text, featured)
-        return buy_items(c, r, units) if r.intent is buy else ()
-
     async with _redis_store(units, host, port, concurrency) as store:
-        seconds, latencies, acked, outcomes, calls = await _redis_drive(store, comments, buys_of, concurrency)
+        seconds, latencies, acked, outcomes, calls = await _redis_drive(
+            store, comments, _parsing_buys(parse, featured, units), concurrency)
         orders = await store.orders()
     oversold, lost, statuses = _check(units, expected, acked, orders)
     return BaselineResult("redis", calls, seconds, latencies, outcomes, statuses, oversold, lost,
                           comments=len(comments))
 
-
-def _alone(b: Buy) -> tuple[Buy]:
-    return (b,)
