@@ -88,7 +88,10 @@ def generate_mqtt(host: str, port: int, topic: str, n: int, batch: int) -> None:
 
     async def run() -> None:
         # 100 publishes in flight is the point of the window; aiomqtt warns from 10 on, once per publish.
-        async with aiomqtt.Client(host, port, max_inflight_messages=100, pending_calls_threshold=200) as client:
+        # (An attribute: aiomqtt 2.5 no longer takes it as a constructor argument.)
+        client = aiomqtt.Client(host, port, max_inflight_messages=100)
+        client.pending_calls_threshold = 200
+        async with client:
             for i in range(0, len(payloads), 100):  # windows of the broker's in-flight limit
                 await asyncio.gather(*(client.publish(topic, p, qos=1) for p in payloads[i:i + 100]))
 
