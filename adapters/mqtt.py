@@ -11,9 +11,16 @@ Every connection attempt subscribes again, so after a broker restart the subscri
 broker that lost its session state. A refused login (bad credentials, not authorised) or a refused
 subscription is fatal; anything else (broker down, connection dropped) is retried with jittered backoff.
 
-Backpressure: messages wait in a queue of ``max_pending`` messages until the consumer takes them. When it is
-full a new message is dropped by this process and counted (malformed reason ``queue_full``, logged once), not
-buffered without bound. Use QoS 1 and a larger ``max_pending`` where a slow consumer is expected.
+Backpressure and acknowledgement: a QoS 1 or 2 message is acknowledged to the broker (PUBACK / PUBCOMP)
+only when the consumer takes the batch it was in, never when it merely arrives, and this process never
+drops one: nothing the broker was told is delivered gets lost here. While the consumer stalls, the broker
+holds back what does not fit its in-flight window (MQTT 5.0 §4.9: this adapter's Receive Maximum,
+``max_pending``; MQTT 3.1.1: the broker's own limit, Mosquitto's ``max_inflight_messages``). Mosquitto
+2.0 releases its backlog in bursts once acknowledgements resume, so the queue here may briefly hold more
+than ``max_pending``; what a broker keeps for a client that is behind is the broker's limit to set
+(Mosquitto's ``max_queued_messages``). QoS 0 messages have no acknowledgement to withhold: beyond
+``max_pending`` waiting ones they are dropped by this process and counted (malformed reason
+``queue_full``, logged once), not buffered without bound.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from typing import Any, ClassVar
 
 import aiomqtt
 from aiomqtt import MqttCodeError, MqttError, ProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from adapters._codec import (
     DEFAULT_MAX_BYTES,
@@ -100,9 +109,11 @@ class MqttAdapter(Adapter):
         self.client_id = o["client_id"] or f"livecart-{uuid.uuid4().hex[:12]}"
         #: Advanced each time the subscription is in place (first connect and after every reconnect).
         self.subscribed = Milestone()
-        #: Advanced for each message dropped because the consumer was ``max_pending`` messages behind.
+        #: Advanced for each QoS 0 message dropped because the consumer was ``max_pending`` messages behind.
         self.dropped = Milestone()
         self.messages = 0
+        #: Most messages ever waiting for the consumer at once (bounded by the broker's in-flight window).
+        self.pending_peak = 0
 
     def batches(self) -> AsyncIterator[Sequence[Comment]]:
         max_attempts = int(self.options["max_attempts"]) or None
@@ -120,33 +131,49 @@ class MqttAdapter(Adapter):
     def _queue_type(self) -> builtins.type[asyncio.Queue[aiomqtt.Message]]:
         stats = self.stats
         dropped = self.dropped
+        limit = int(self.options["max_pending"])
+        adapter = self
 
         class CountingQueue(asyncio.Queue[aiomqtt.Message]):
-            """aiomqtt's incoming queue; when full, a message is counted as dropped instead of buffered."""
+            """aiomqtt's incoming queue (unbounded to aiomqtt). A QoS 0 message that finds ``max_pending``
+            waiting is counted as dropped; a QoS 1/2 one is always kept: it is not acknowledged yet, so the
+            broker's in-flight window is what bounds them."""
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
-                if self.full():
-                    stats.malformed("queue_full", f"consumer is behind by {self.qsize()} messages; dropped one "
-                                    f"on {item.topic}", bytes(item.payload)[:80]
+                n = self.qsize()
+                if item.qos == 0 and n >= limit:
+                    stats.malformed("queue_full", f"consumer is behind by {n} messages; dropped one QoS 0 "
+                                    f"message on {item.topic}", bytes(item.payload)[:80]
                                     if isinstance(item.payload, bytes | bytearray) else item.payload)
                     dropped.advance()
                     return
                 super().put_nowait(item)
+                if n >= adapter.pending_peak:
+                    adapter.pending_peak = n + 1
 
         return CountingQueue
 
     async def _session(self) -> AsyncIterator[Sequence[Comment]]:
         o = self.options
+        v5 = o["protocol"] == "5"
+        props: Properties | None = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.ReceiveMaximum = min(int(o["max_pending"]), 65535)  # MQTT 5.0 §3.1.2.11.3: 1-65535
         client = aiomqtt.Client(
             o["host"], int(o["port"]),
             username=o["username"] or None, password=o["password"] or None,
             identifier=self.client_id,
-            protocol=ProtocolVersion.V5 if o["protocol"] == "5" else ProtocolVersion.V311,
+            protocol=ProtocolVersion.V5 if v5 else ProtocolVersion.V311,
             keepalive=int(o["keepalive"]),
+            properties=props,
             queue_type=self._queue_type(),
-            max_queued_incoming_messages=int(o["max_pending"]),
             timeout=10,
         )
+        # aiomqtt has no manual acknowledgement; its paho client does: PUBACK / PUBCOMP are then sent by
+        # ack() below, once the consumer has taken the message, instead of on arrival.
+        paho = client._client
+        paho.manual_ack_set(True)
         try:
             async with client:
                 await self._subscribe(client)
@@ -161,7 +188,9 @@ class MqttAdapter(Adapter):
                         payload = b"" if payload is None else str(payload)
                     batch = decode(payload if isinstance(payload, str) else bytes(payload))
                     if batch:
-                        yield batch
+                        yield batch  # resumed when the consumer comes back for more: it has this batch
+                    if message.qos:
+                        paho.ack(message.mid, message.qos)
         except MqttError as exc:
             if self._classify(exc):
                 raise RetryableError(f"mqtt {self.name}: {exc}") from exc

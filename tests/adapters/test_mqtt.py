@@ -158,9 +158,13 @@ async def test_shared_subscription_splits_one_feed_between_two_engines(mosquitto
     assert ids_b, "the broker gave engine a everything"
 
 
-async def test_slow_consumer_bounds_the_queue_and_counts_what_it_drops(mosquitto: tuple[str, int]) -> None:
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_slow_consumer_holds_the_broker_back_and_loses_nothing(mosquitto: tuple[str, int],
+                                                                     protocol: str) -> None:
+    """QoS 1: a message is acknowledged only when the consumer takes it, so while the consumer stalls the
+    broker keeps what does not fit its in-flight window instead of this process dropping acknowledged ones."""
     t = topic()
-    ad = adapter(mosquitto, t, max_pending=5, qos=1)
+    ad = adapter(mosquitto, t, max_pending=5, qos=1, protocol=protocol)
     it = ad.batches()
 
     async def one() -> Comment:
@@ -171,6 +175,41 @@ async def test_slow_consumer_bounds_the_queue_and_counts_what_it_drops(mosquitto
     first = asyncio.create_task(one())
     async with asyncio.timeout(DEADLINE):
         await ad.subscribed.reached(1)
+    await publish(mosquitto, t, orjson.dumps(c(0)))
+    got = [await first]
+    # The consumer now takes nothing while 50 more messages reach the broker (each PUBACKed to the publisher).
+    await publish(mosquitto, t, *(orjson.dumps(c(i)) for i in range(1, 51)))
+    await publish(mosquitto, t, orjson.dumps(c(999)))
+    if protocol == "5":
+        # While nothing is acknowledged the broker sends at most our Receive Maximum (max_pending) of
+        # unacknowledged messages, the one in the consumer's hand included. Acknowledged on arrival, the 51
+        # would have streamed in while they were published.
+        assert 1 <= ad.pending_peak <= 5
+    while got[-1].id != "m-999":
+        got.append(await one())
+    await it.aclose()  # type: ignore[attr-defined]
+    assert [x.id for x in got] == [f"m-{i}" for i in range(51)] + ["m-999"]
+    assert ad.stats.malformed_by_reason.get("queue_full", 0) == 0
+    assert ad.dropped.count == 0
+
+
+async def test_slow_consumer_drops_and_counts_qos0_beyond_max_pending(mosquitto: tuple[str, int]) -> None:
+    """QoS 0 has no acknowledgement to withhold: beyond max_pending waiting messages, one is dropped and
+    counted rather than buffered without bound."""
+    t = topic()
+    ad = adapter(mosquitto, t, max_pending=5, qos=0)
+    it = ad.batches()
+
+    async def one() -> Comment:
+        async with asyncio.timeout(DEADLINE):
+            [comment] = await anext(it)
+            return comment
+
+    first = asyncio.create_task(one())
+    async with asyncio.timeout(DEADLINE):
+        await ad.subscribed.reached(1)
+    # Published at QoS 1 (so the publisher's client has sent them all before it disconnects); the broker
+    # delivers them at the subscription's QoS 0 (MQTT 3.1.1 §3.8.4).
     await publish(mosquitto, t, orjson.dumps(c(0)))
     got = [await first]
     # The consumer now takes nothing while 50 more messages arrive.
