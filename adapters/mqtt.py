@@ -11,16 +11,18 @@ Every connection attempt subscribes again, so after a broker restart the subscri
 broker that lost its session state. A refused login (bad credentials, not authorised) or a refused
 subscription is fatal; anything else (broker down, connection dropped) is retried with jittered backoff.
 
-Backpressure and acknowledgement: a QoS 1 or 2 message is acknowledged to the broker (PUBACK / PUBCOMP)
-only when the consumer takes the batch it was in, never when it merely arrives, and this process never
-drops one: nothing the broker was told is delivered gets lost here. While the consumer stalls, the broker
-holds back what does not fit its in-flight window (MQTT 5.0 §4.9: this adapter's Receive Maximum,
-``max_pending``; MQTT 3.1.1: the broker's own limit, Mosquitto's ``max_inflight_messages``). Mosquitto
-2.0 releases its backlog in bursts once acknowledgements resume, so the queue here may briefly hold more
-than ``max_pending``; what a broker keeps for a client that is behind is the broker's limit to set
-(Mosquitto's ``max_queued_messages``). QoS 0 messages have no acknowledgement to withhold: beyond
-``max_pending`` waiting ones they are dropped by this process and counted (malformed reason
-``queue_full``, logged once), not buffered without bound.
+Backpressure and acknowledgement: up to ``max_pending`` messages wait here for the consumer. A QoS 1 or 2
+message that arrives while there is room is acknowledged (PUBACK / PUBCOMP) at once, as paho would; one
+that arrives when ``max_pending`` already wait is kept, and its acknowledgement is withheld until the
+consumer takes it. This process never drops a QoS 1/2 message: nothing the broker was told is delivered
+gets lost here. The broker sends only so many unacknowledged messages (MQTT 5.0 §4.9: this adapter's
+Receive Maximum, ``max_pending``; MQTT 3.1.1: the broker's own limit, Mosquitto's
+``max_inflight_messages``), so while the consumer stalls it holds the rest back. Mosquitto 2.0 releases
+its backlog in bursts once acknowledgements resume, so the queue may briefly hold more than twice
+``max_pending``; what a broker keeps for a client that is behind is its own limit to set (Mosquitto's
+``max_queued_messages``). QoS 0 messages have no acknowledgement to withhold: beyond ``max_pending``
+waiting ones they are dropped by this process and counted (malformed reason ``queue_full``, logged
+once), not buffered without bound.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ from engine.plugin import Adapter, AdapterStats, Option
 from engine.records import Comment
 
 log = logging.getLogger("livecart.adapter")
+
+
+class _Acks:
+    """One connection's acknowledgements: paho's client (in manual-acknowledgement mode) and the ids of the
+    QoS 1/2 messages taken in beyond ``max_pending``, whose acknowledgement waits for the consumer."""
+
+    __slots__ = ("paho", "withheld")
+
+    def __init__(self) -> None:
+        self.paho: Any = None
+        self.withheld: set[int] = set()
 
 #: CONNACK / SUBACK codes that retrying cannot fix: MQTT 3.1.1 §3.2.2.3 (4, 5) and MQTT 5.0 §3.2.2.2 / §3.9.3
 #: (bad protocol, client id, user name or password, not authorised, banned, bad auth method, topic filter).
@@ -112,7 +125,7 @@ class MqttAdapter(Adapter):
         #: Advanced for each QoS 0 message dropped because the consumer was ``max_pending`` messages behind.
         self.dropped = Milestone()
         self.messages = 0
-        #: Most messages ever waiting for the consumer at once (bounded by the broker's in-flight window).
+        #: Most messages ever waiting for the consumer at once (``max_pending`` plus the broker's window).
         self.pending_peak = 0
 
     def batches(self) -> AsyncIterator[Sequence[Comment]]:
@@ -128,25 +141,29 @@ class MqttAdapter(Adapter):
             return True
         return default_classify(exc)
 
-    def _queue_type(self) -> builtins.type[asyncio.Queue[aiomqtt.Message]]:
+    def _queue_type(self, acks: _Acks) -> builtins.type[asyncio.Queue[aiomqtt.Message]]:
         stats = self.stats
         dropped = self.dropped
         limit = int(self.options["max_pending"])
         adapter = self
 
         class CountingQueue(asyncio.Queue[aiomqtt.Message]):
-            """aiomqtt's incoming queue (unbounded to aiomqtt). A QoS 0 message that finds ``max_pending``
-            waiting is counted as dropped; a QoS 1/2 one is always kept: it is not acknowledged yet, so the
-            broker's in-flight window is what bounds them."""
+            """aiomqtt's incoming queue (unbounded to aiomqtt; paho calls put_nowait as each message is read).
+            Within ``max_pending`` a QoS 1/2 message is acknowledged on arrival; beyond it, it is kept with
+            its acknowledgement withheld. A QoS 0 message beyond it is counted as dropped."""
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
                 n = self.qsize()
-                if item.qos == 0 and n >= limit:
-                    stats.malformed("queue_full", f"consumer is behind by {n} messages; dropped one QoS 0 "
-                                    f"message on {item.topic}", bytes(item.payload)[:80]
-                                    if isinstance(item.payload, bytes | bytearray) else item.payload)
-                    dropped.advance()
-                    return
+                if n >= limit:
+                    if item.qos == 0:
+                        stats.malformed("queue_full", f"consumer is behind by {n} messages; dropped one QoS 0 "
+                                        f"message on {item.topic}", bytes(item.payload)[:80]
+                                        if isinstance(item.payload, bytes | bytearray) else item.payload)
+                        dropped.advance()
+                        return
+                    acks.withheld.add(item.mid)
+                elif item.qos:
+                    acks.paho.ack(item.mid, item.qos)
                 super().put_nowait(item)
                 if n >= adapter.pending_peak:
                     adapter.pending_peak = n + 1
@@ -167,13 +184,14 @@ class MqttAdapter(Adapter):
             protocol=ProtocolVersion.V5 if v5 else ProtocolVersion.V311,
             keepalive=int(o["keepalive"]),
             properties=props,
-            queue_type=self._queue_type(),
+            queue_type=self._queue_type(acks := _Acks()),
             timeout=10,
         )
         # aiomqtt has no manual acknowledgement; its paho client does: PUBACK / PUBCOMP are then sent by
-        # ack() below, once the consumer has taken the message, instead of on arrival.
-        paho = client._client
+        # our ack() calls (see CountingQueue) instead of paho's on arrival.
+        paho = acks.paho = client._client
         paho.manual_ack_set(True)
+        withheld = acks.withheld
         try:
             async with client:
                 await self._subscribe(client)
@@ -189,7 +207,8 @@ class MqttAdapter(Adapter):
                     batch = decode(payload if isinstance(payload, str) else bytes(payload))
                     if batch:
                         yield batch  # resumed when the consumer comes back for more: it has this batch
-                    if message.qos:
+                    if withheld and message.mid in withheld and message.qos:
+                        withheld.discard(message.mid)
                         paho.ack(message.mid, message.qos)
         except MqttError as exc:
             if self._classify(exc):
