@@ -158,76 +158,79 @@ async def test_shared_subscription_splits_one_feed_between_two_engines(mosquitto
     assert ids_b, "the broker gave engine a everything"
 
 
+class Stalled:
+    """An adapter whose consumer has taken the first message (``m-0``) and then takes nothing until the test
+    calls :meth:`one`, which takes the next batch of one comment."""
+
+    def __init__(self, broker: tuple[str, int], **opts: Any) -> None:
+        self.broker = broker
+        self.topic = topic()
+        self.ad = adapter(broker, self.topic, max_pending=5, **opts)
+        self.it = self.ad.batches()
+        self.got: list[Comment] = []
+
+    async def one(self) -> Comment:
+        async with asyncio.timeout(DEADLINE):
+            [comment] = await anext(self.it)
+        self.got.append(comment)
+        return comment
+
+    async def start(self) -> Stalled:
+        first = asyncio.create_task(self.one())
+        async with asyncio.timeout(DEADLINE):
+            await self.ad.subscribed.reached(1)
+        # Published at QoS 1, so the publisher's client has sent each before it disconnects; the broker
+        # delivers at the subscription's QoS (MQTT 3.1.1 §3.8.4).
+        await publish(self.broker, self.topic, orjson.dumps(c(0)))
+        await first
+        return self
+
+    async def publish(self, *ids: int) -> None:
+        await publish(self.broker, self.topic, *(orjson.dumps(c(i)) for i in ids))
+
+    async def until_marker(self) -> None:
+        """Publish m-999 and take everything up to it (messages arrive in order, MQTT 3.1.1 §4.6.0)."""
+        await self.publish(999)
+        while self.got[-1].id != "m-999":
+            await self.one()
+        await self.it.aclose()  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_slow_consumer_holds_the_broker_back_and_loses_nothing(mosquitto: tuple[str, int],
                                                                      protocol: str) -> None:
     """QoS 1: beyond max_pending waiting messages, a message is acknowledged only when the consumer takes it,
     so while the consumer stalls the broker keeps what does not fit its in-flight window, instead of this
     process dropping messages it had acknowledged."""
-    t = topic()
-    ad = adapter(mosquitto, t, max_pending=5, qos=1, protocol=protocol)
-    it = ad.batches()
-
-    async def one() -> Comment:
-        async with asyncio.timeout(DEADLINE):
-            [comment] = await anext(it)
-            return comment
-
-    first = asyncio.create_task(one())
-    async with asyncio.timeout(DEADLINE):
-        await ad.subscribed.reached(1)
-    await publish(mosquitto, t, orjson.dumps(c(0)))
-    got = [await first]
+    s = await Stalled(mosquitto, qos=1, protocol=protocol).start()
     # The consumer now takes nothing while 50 more messages reach the broker (each PUBACKed to the publisher).
-    await publish(mosquitto, t, *(orjson.dumps(c(i)) for i in range(1, 51)))
-    await publish(mosquitto, t, orjson.dumps(c(999)))
+    await s.publish(*range(1, 51))
     if protocol == "5":
         # max_pending (5) acknowledged on arrival wait here, and then the broker sends at most our Receive
-        # Maximum (max_pending again) more unacknowledged. Acknowledged on arrival, the 51 would have
+        # Maximum (max_pending again) more unacknowledged. Acknowledged on arrival, the 50 would have
         # streamed in while they were published.
-        assert 1 <= ad.pending_peak <= 2 * 5
-    while got[-1].id != "m-999":
-        got.append(await one())
-    await it.aclose()  # type: ignore[attr-defined]
-    assert [x.id for x in got] == [f"m-{i}" for i in range(51)] + ["m-999"]
-    assert ad.stats.malformed_by_reason.get("queue_full", 0) == 0
-    assert ad.dropped.count == 0
+        assert 1 <= s.ad.pending_peak <= 2 * 5
+    await s.until_marker()
+    assert [x.id for x in s.got] == [f"m-{i}" for i in range(51)] + ["m-999"]
+    assert s.ad.stats.malformed_by_reason.get("queue_full", 0) == 0
+    assert s.ad.dropped.count == 0
 
 
 async def test_slow_consumer_drops_and_counts_qos0_beyond_max_pending(mosquitto: tuple[str, int]) -> None:
     """QoS 0 has no acknowledgement to withhold: beyond max_pending waiting messages, one is dropped and
     counted rather than buffered without bound."""
-    t = topic()
-    ad = adapter(mosquitto, t, max_pending=5, qos=0)
-    it = ad.batches()
-
-    async def one() -> Comment:
-        async with asyncio.timeout(DEADLINE):
-            [comment] = await anext(it)
-            return comment
-
-    first = asyncio.create_task(one())
-    async with asyncio.timeout(DEADLINE):
-        await ad.subscribed.reached(1)
-    # Published at QoS 1 (so the publisher's client has sent them all before it disconnects); the broker
-    # delivers them at the subscription's QoS 0 (MQTT 3.1.1 §3.8.4).
-    await publish(mosquitto, t, orjson.dumps(c(0)))
-    got = [await first]
+    s = await Stalled(mosquitto, qos=0).start()
     # The consumer now takes nothing while 50 more messages arrive.
-    await publish(mosquitto, t, *(orjson.dumps(c(i)) for i in range(1, 51)))
+    await s.publish(*range(1, 51))
     async with asyncio.timeout(DEADLINE):
-        await ad.dropped.reached(1)
+        await s.ad.dropped.reached(1)
     for _ in range(5):
-        got.append(await one())
-    # Messages arrive in order (MQTT 3.1.1 §4.6.0), so once the marker is in, every earlier one was counted.
-    await publish(mosquitto, t, orjson.dumps(c(999)))
-    while got[-1].id != "m-999":
-        got.append(await one())
-    await it.aclose()  # type: ignore[attr-defined]
-    dropped = ad.stats.malformed_by_reason["queue_full"]
-    assert dropped == ad.dropped.count > 0
-    assert len(got) + dropped == 52  # 51 numbered messages and the marker
-    assert 6 <= len(got) <= 8  # the first, the queue's 5 (+1 in hand), the marker
+        await s.one()
+    await s.until_marker()  # once the marker is in, every earlier message was counted
+    dropped = s.ad.stats.malformed_by_reason["queue_full"]
+    assert dropped == s.ad.dropped.count > 0
+    assert len(s.got) + dropped == 52  # 51 numbered messages and the marker
+    assert 6 <= len(s.got) <= 8  # the first, the queue's 5 (+1 in hand), the marker
 
 
 def test_refused_login_and_subscription_codes_are_fatal_others_retryable() -> None:
