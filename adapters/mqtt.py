@@ -67,6 +67,7 @@ class _Acks:
         self.paho: Any = None
         self.withheld: set[int] = set()
 
+
 #: CONNACK / SUBACK codes that retrying cannot fix: MQTT 3.1.1 §3.2.2.3 (4, 5) and MQTT 5.0 §3.2.2.2 / §3.9.3
 #: (bad protocol, client id, user name or password, not authorised, banned, bad auth method, topic filter).
 _FATAL_CODES = frozenset({1, 2, 4, 5, 0x80, 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C, 0x8F, 0x9E, 0xA1, 0xA2})
@@ -207,7 +208,7 @@ class MqttAdapter(Adapter):
                     batch = decode(payload if isinstance(payload, str) else bytes(payload))
                     if batch:
                         yield batch  # resumed when the consumer comes back for more: it has this batch
-                    if withheld and message.mid in withheld and message.qos:
+                    if withheld and message.mid in withheld:  # only QoS 1/2 ids are ever withheld
                         withheld.discard(message.mid)
                         paho.ack(message.mid, message.qos)
         except MqttError as exc:

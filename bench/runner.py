@@ -219,34 +219,31 @@ def _per_s(n: int, seconds: float) -> int | None:
     return round(n / seconds) if seconds else None
 
 
+def _run_figures(r: baselines.BaselineResult) -> Result:
+    """What both runs of a baseline case report the same way."""
+    return {
+        "buy_items": r.buys,
+        "seconds": round(r.seconds, 4),
+        "buys_per_s": _per_s(r.buys, r.seconds),
+        "outcomes": r.outcomes,
+        "outcomes_per_s": _per_s(r.outcomes, r.seconds),
+        "latency_ms": {**percentiles(r.latencies), "mode": "flat-out, per call"},
+        "statuses": r.statuses,
+    }
+
+
 def _baseline_result(e2e: baselines.BaselineResult, alloc: baselines.BaselineResult, w: BaselineWork) -> Result:
     comments = e2e.comments or 0
     return {
         "comments": comments,
-        "buy_items": e2e.buys,
+        **_run_figures(e2e),
         "buy_items_in_scenario": w.items_in_scenario,
         "parsed_by": "engine.parser.Parser, fresh (cache cold), every comment inside the timing",
-        "seconds": round(e2e.seconds, 4),
         "comments_per_s": _per_s(comments, e2e.seconds),
-        "buys_per_s": _per_s(e2e.buys, e2e.seconds),
-        "outcomes": e2e.outcomes,
-        "outcomes_per_s": _per_s(e2e.outcomes, e2e.seconds),
-        "latency_ms": {**percentiles(e2e.latencies), "mode": "flat-out, per call"},
-        "statuses": e2e.statuses,
         "oversold": e2e.oversold + alloc.oversold,
         "lost": e2e.lost + alloc.lost,
-        "alloc": {
-            "buy_items": alloc.buys,
-            "items_from": w.items_from,
-            "seconds": round(alloc.seconds, 4),
-            "buys_per_s": _per_s(alloc.buys, alloc.seconds),
-            "outcomes": alloc.outcomes,
-            "outcomes_per_s": _per_s(alloc.outcomes, alloc.seconds),
-            "latency_ms": {**percentiles(alloc.latencies), "mode": "flat-out, per call"},
-            "statuses": alloc.statuses,
-            "oversold": alloc.oversold,
-            "lost": alloc.lost,
-        },
+        "alloc": {**_run_figures(alloc), "items_from": w.items_from, "oversold": alloc.oversold,
+                  "lost": alloc.lost},
     }
 
 
