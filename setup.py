@@ -11,7 +11,7 @@ import os
 
 from setuptools import setup
 
-COMPILED = ["engine/parser.py", "engine/ledger.py"]
+COMPILED = ["livecart/core/parser.py", "livecart/core/ledger.py"]
 
 ext_modules = []
 if os.environ.get("LIVECART_COMPILE", "") == "1":

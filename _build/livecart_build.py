@@ -6,7 +6,7 @@ carries mypyc, is added to the build requirements here). Without it the build is
 installs pure Python, as before.
 
 An editable install (``pip install -e .``) is never compiled: the extension modules would sit beside the
-sources and shadow them, so an edit to ``engine/parser.py`` would silently not take effect.
+sources and shadow them, so an edit to ``engine/core/parser.py`` would silently not take effect.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Decoding JSON comment payloads: the shared, I/O-free core of the generic adapters.
 
 A payload (a WebSocket frame, an MQTT message, a webhook body, a line of a recording) is one comment object
-or a JSON array of them (CONTRACTS.md §2). :class:`Decoder` turns one payload into normalised
-:class:`~engine.records.Comment` records:
+or a JSON array of them (docs/contract.md §2). :class:`Decoder` turns one payload into normalised
+:class:`~livecart.core.records.Comment` records:
 
 * a payload longer than ``max_bytes`` is not parsed at all (``oversized``);
 * bad JSON (``bad_json``), a non-object element (``not_an_object``) or a bad field (``missing_field``,
@@ -26,13 +26,13 @@ from typing import Any
 
 import orjson
 
-from engine.errors import FatalAdapterError, MalformedInput
-from engine.plugin import AdapterStats, Option
-from engine.records import Comment
+from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.records import Comment
+from livecart.plugin import AdapterStats, Option
 
 #: Default largest payload accepted, in bytes.
 DEFAULT_MAX_BYTES = 1 << 20
-#: The contract fields a ``fields`` mapping may rename (CONTRACTS.md §2).
+#: The contract fields a ``fields`` mapping may rename (docs/contract.md §2).
 COMMENT_FIELDS = ("platform", "room", "id", "user", "name", "text", "ts")
 TS_UNITS = ("s", "ms")
 

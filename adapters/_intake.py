@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 
-from engine.records import Comment
+from livecart.core.records import Comment
 
 
 class Intake:

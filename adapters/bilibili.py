@@ -35,11 +35,11 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters._codec import RecentKeys
-from adapters.reconnect import Backoff, reconnecting
-from engine.errors import FatalAdapterError, MalformedInput, RetryableError
-from engine.plugin import Adapter, AdapterStats, Option
-from engine.records import Comment
+from livecart.adapters._codec import RecentKeys
+from livecart.adapters.reconnect import Backoff, reconnecting
+from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option
 
 HEADER = struct.Struct(">IHHII")
 HEADER_LEN = HEADER.size  # 16

@@ -34,11 +34,11 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from adapters._codec import RecentKeys
-from adapters.reconnect import Backoff, reconnecting
-from engine.errors import MalformedInput, RetryableError
-from engine.plugin import Adapter, AdapterStats, Option
-from engine.records import Comment
+from livecart.adapters._codec import RecentKeys
+from livecart.adapters.reconnect import Backoff, reconnecting
+from livecart.core.errors import MalformedInput, RetryableError
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option
 
 log = logging.getLogger("livecart.adapter")
 

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from adapters.reconnect import Backoff, backoff
-from engine.errors import LivecartError
-from engine.plugin import Hook, Option
-from engine.records import Outcome
+from livecart.adapters.reconnect import Backoff, backoff
+from livecart.core.errors import LivecartError
+from livecart.core.records import Outcome
+from livecart.plugin import Hook, Option
 
 log = logging.getLogger("livecart.hooks")
 

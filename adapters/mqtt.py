@@ -39,7 +39,7 @@ from aiomqtt import MqttCodeError, MqttError, ProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters._codec import (
+from livecart.adapters._codec import (
     DEFAULT_MAX_BYTES,
     Decoder,
     check_fields,
@@ -48,11 +48,11 @@ from adapters._codec import (
     check_positive,
     with_defaults,
 )
-from adapters._intake import Milestone
-from adapters.reconnect import Backoff, default_classify, reconnecting
-from engine.errors import FatalAdapterError, RetryableError
-from engine.plugin import Adapter, AdapterStats, Option
-from engine.records import Comment
+from livecart.adapters._intake import Milestone
+from livecart.adapters.reconnect import Backoff, default_classify, reconnecting
+from livecart.core.errors import FatalAdapterError, RetryableError
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option
 
 log = logging.getLogger("livecart.adapter")
 

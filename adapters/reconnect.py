@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from engine.errors import AdapterError, FatalAdapterError, RetryableError
-from engine.plugin import AdapterStats
+from livecart.core.errors import AdapterError, FatalAdapterError, RetryableError
+from livecart.plugin import AdapterStats
 
 log = logging.getLogger("livecart.adapter")
 

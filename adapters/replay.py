@@ -18,10 +18,10 @@ from typing import IO, Any, ClassVar
 
 import orjson
 
-from adapters._codec import with_defaults
-from engine.errors import FatalAdapterError, MalformedInput
-from engine.plugin import Adapter, Option
-from engine.records import Comment
+from livecart.adapters._codec import with_defaults
+from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, Option
 
 #: A longer line is counted as malformed (``oversized``) rather than decoded.
 MAX_LINE = 1 << 20

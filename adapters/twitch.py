@@ -31,11 +31,11 @@ from typing import Any, ClassVar
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters._codec import RecentKeys
-from adapters.reconnect import Backoff, reconnecting
-from engine.errors import AdapterError, FatalAdapterError, MalformedInput, RetryableError
-from engine.plugin import Adapter, AdapterStats, Option, Reply
-from engine.records import Comment
+from livecart.adapters._codec import RecentKeys
+from livecart.adapters.reconnect import Backoff, reconnecting
+from livecart.core.errors import AdapterError, FatalAdapterError, MalformedInput, RetryableError
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option, Reply
 
 log = logging.getLogger("livecart.adapter")
 

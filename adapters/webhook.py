@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from adapters._codec import (
+from livecart.adapters._codec import (
     DEFAULT_MAX_BYTES,
     Decoder,
     RecentKeys,
@@ -41,10 +41,10 @@ from adapters._codec import (
     check_positive,
     with_defaults,
 )
-from adapters._intake import Intake
-from engine.errors import FatalAdapterError, MalformedInput
-from engine.plugin import Adapter, AdapterStats, Option
-from engine.records import Comment
+from livecart.adapters._intake import Intake
+from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option
 
 log = logging.getLogger("livecart.adapter")
 

@@ -46,7 +46,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from adapters._codec import (
+from livecart.adapters._codec import (
     DEFAULT_MAX_BYTES,
     Decoder,
     check_fields,
@@ -55,11 +55,11 @@ from adapters._codec import (
     check_positive,
     with_defaults,
 )
-from adapters._intake import Intake, Milestone
-from adapters.reconnect import Backoff, default_classify, reconnecting
-from engine.errors import FatalAdapterError, RetryableError
-from engine.plugin import Adapter, AdapterStats, Option, Reply
-from engine.records import Comment
+from livecart.adapters._intake import Intake, Milestone
+from livecart.adapters.reconnect import Backoff, default_classify, reconnecting
+from livecart.core.errors import FatalAdapterError, RetryableError
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option, Reply
 
 log = logging.getLogger("livecart.adapter")
 

@@ -1,6 +1,6 @@
-"""``python -m bench`` / ``livecart bench``: run benchmark cases and print one JSON object per line.
+"""``python -m livecart.bench`` / ``livecart bench``: run benchmark cases and print one JSON object per line.
 
-Each case runs in its own child process (:mod:`bench.runner`) so its peak RSS is its own; after the cases a
+Each case runs in its own child process (:mod:`livecart.bench.runner`) so its peak RSS is its own; after the cases a
 ``summary`` object gives the ratios of livecart to the two baselines and whether each target was met.
 
 ``ratios`` come in two families, each comparing the same work (buy items per second, the unit both
@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from bench.runner import CASES, add_arguments
+from livecart.bench.runner import CASES, add_arguments
 
 #: The issue's targets on a 2-core machine.
 TARGETS = {
@@ -56,7 +56,7 @@ BASELINES = ("naive", "redis")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="python -m livecart.bench", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma-separated cases to run, in order (default: all of {','.join(CASES)})")
     p.add_argument("--tmpdir", default=None, help="where case work directories go (default: the system's)")
@@ -93,7 +93,7 @@ def run_group(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None 
 
 def run_case(case: str, opts: argparse.Namespace) -> dict[str, Any]:
     """Run one case in a child process and return its JSON object (an ``error`` one if it failed)."""
-    cmd = [sys.executable, "-m", "bench.runner", "--case", case, *_forward(opts)]
+    cmd = [sys.executable, "-m", "livecart.bench.runner", "--case", case, *_forward(opts)]
     try:
         proc = run_group(cmd, timeout=opts.timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
     except subprocess.TimeoutExpired:
@@ -161,10 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
-        print(f"python -m bench: unknown case(s) {', '.join(unknown)}; expected {', '.join(CASES)}", file=sys.stderr)
+        print(f"python -m livecart.bench: unknown case(s) {', '.join(unknown)}; expected {', '.join(CASES)}", file=sys.stderr)
         return 2
     if opts.scale <= 0:
-        print("python -m bench: --scale must be above 0", file=sys.stderr)
+        print("python -m livecart.bench: --scale must be above 0", file=sys.stderr)
         return 2
     results = []
     for case in cases:
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    """Entry for ``livecart bench ...`` (engine.cli): ``args.rest`` holds the arguments after ``bench``."""
+    """Entry for ``livecart bench ...`` (livecart.cli.main): ``args.rest`` holds the arguments after ``bench``."""
     rest = list(getattr(args, "rest", []) or [])
     if rest[:1] == ["--"]:
         rest = rest[1:]

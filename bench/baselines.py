@@ -42,14 +42,14 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from engine.records import Comment, Intent, ParseResult
+from livecart.core.records import Comment, Intent, ParseResult
 
 T = TypeVar("T")
 
 __all__ = ["BaselineResult", "Buy", "Parse", "Unit", "buy_items", "item_key", "run_naive", "run_naive_e2e",
            "run_redis", "run_redis_e2e"]
 
-#: ``parse(text, featured)``: what the end-to-end runs call on every comment (``engine.parser.Parser.parse``).
+#: ``parse(text, featured)``: what the end-to-end runs call on every comment (``livecart.core.parser.Parser.parse``).
 Parse = Callable[[str, str | None], ParseResult]
 
 

@@ -1,7 +1,7 @@
 """The checks every engine case must pass, computed from the SQLite journal afterwards, not from counters.
 
-The journal stores the ledger's inputs (``events`` rows, see :mod:`engine.journal`); the outcomes are
-recovered by replaying them through a fresh ledger with the journal's own pure :func:`engine.journal.rebuild`.
+The journal stores the ledger's inputs (``events`` rows, see :mod:`livecart.store.journal`); the outcomes are
+recovered by replaying them through a fresh ledger with the journal's own pure :func:`livecart.store.journal.rebuild`.
 Those outcomes are then accounted for independently of the ledger's internals:
 
 ``oversold``
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.scenario import Scenario
-from engine.config import Config
-from engine.records import Intent, Outcome, ParseResult, Status
+from livecart.bench.scenario import Scenario
+from livecart.core.records import Intent, Outcome, ParseResult, Status
+from livecart.core.settings import Config
 
 _HELD_BY = (Status.RESERVED, Status.PROMOTED)
 
@@ -104,7 +104,7 @@ def account(outcomes: Iterable[Outcome], units: dict[str, tuple[int, int]]) -> t
 
 def read_events(path: Path) -> tuple[Any, list[tuple[int, float, str, bytes]]]:
     """The journal's header and rows, read with the standard library's sqlite3 (read only)."""
-    from engine.journal import Header, catalogue_from_json
+    from livecart.store.journal import Header, catalogue_from_json
 
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -128,11 +128,11 @@ def check_journal(cfg: Config, scenario: Scenario, acked: Sequence[Outcome],
     """
     import orjson
 
-    from engine.journal import COMMENT, rebuild
+    from livecart.store.journal import COMMENT, rebuild
 
     sent = list(scenario.comments if comments is None else comments)
     if parsed is None:
-        from bench.runner import parse_all
+        from livecart.bench.common import parse_all
 
         parsed = parse_all(scenario, cfg)[0] if comments is None else None
     header, rows = read_events(cfg.storage.path)

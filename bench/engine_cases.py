@@ -1,7 +1,7 @@
 """Benchmark cases that need the engine: ledger + journal, the pipeline in process, over WebSocket, over MQTT.
 
 Every case measures flat out first, then (for the pipeline cases) latency at a fixed offered rate on a
-fresh journal, and verifies ``oversold`` and ``lost`` by reading the journal back (:mod:`bench.checks`).
+fresh journal, and verifies ``oversold`` and ``lost`` by reading the journal back (:mod:`livecart.bench.checks`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from typing import Any
 
 import orjson
 
-from bench import checks
-from bench.runner import _import, parse_all, percentiles
-from bench.scenario import Scenario
-from engine.config import Config, load
-from engine.records import Comment, Outcome
+from livecart.bench import checks
+from livecart.bench.common import _import, parse_all, percentiles
+from livecart.bench.scenario import Scenario
+from livecart.config import load
+from livecart.core.records import Comment, Outcome
+from livecart.core.settings import Config
 
 Result = dict[str, Any]
 #: Submits in flight at once when flat out: the journal commits what is queued together (group commit).
@@ -37,11 +38,11 @@ def _fresh_config(scenario: Scenario, opts: argparse.Namespace, name: str) -> Co
 
 
 async def _open_engine(cfg: Config, **kwargs: Any) -> Any:
-    """Open an engine as ``livecart run`` does: :func:`engine.core.tune_gc` right after the journal rebuild
+    """Open an engine as ``livecart run`` does: :func:`livecart.runtime.pipeline.tune_gc` right after the journal rebuild
     (the daemon's ``serve(tune=True)``), and nothing more."""
-    engine_cls = _import("engine.core", "Engine")
+    engine_cls = _import("livecart.runtime.pipeline", "Engine")
     engine = await engine_cls.open(cfg, **kwargs)
-    _import("engine.core", "tune_gc")()
+    _import("livecart.runtime.pipeline", "tune_gc")()
     return engine
 
 
@@ -169,7 +170,7 @@ async def case_pipeline(scenario: Scenario, cfg: Config, opts: argparse.Namespac
 
 async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespace, adapter: Any,
                         feeder_args: list[str], ready: Any, rate: float) -> Result:
-    """Run the engine on ``adapter``'s batches while ``python -m bench.feeder`` sends the scenario.
+    """Run the engine on ``adapter``'s batches while ``python -m livecart.bench.feeder`` sends the scenario.
 
     With ``rate`` 0 it is a throughput run (first batch in -> last outcome durable); otherwise latency is
     measured from each comment's send time in the feeder (its ``ts``) to its outcomes being durable.
@@ -188,7 +189,7 @@ async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespac
         nxt = asyncio.ensure_future(batches.__anext__())
         await ready()
         feeder = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.feeder", *feeder_args, "--scenario", scenario.name,
+            sys.executable, "-m", "livecart.bench.feeder", *feeder_args, "--scenario", scenario.name,
             "--seed", str(scenario.seed), "--scale", repr(scenario.scale), "--rate", repr(rate),
             # Paced: about one frame per millisecond, stamped with its send time.
             *(["--batch", str(max(1, int(rate / 1000))), "--stamp"] if rate > 0 else ["--batch", "256"]),
@@ -255,7 +256,7 @@ async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespac
 
 
 async def _over(transport: str, scenario: Scenario, opts: argparse.Namespace) -> Result:
-    adapter_class = _import("engine.registry", "adapter_class")
+    adapter_class = _import("livecart.registry", "adapter_class")
     out: Result = {}
     runs = [("throughput", 0.0)] + ([("latency", opts.offered)] if opts.offered > 0 else [])
     for label, rate in runs:
@@ -307,7 +308,7 @@ async def case_mqtt(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -
 async def case_ledger(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
     """The ledger deciding and the journal committing, with parsing done beforehand and outside the timing:
     the engine's :meth:`submit_parsed` path, batches of ``--batch`` comments, ``INFLIGHT`` at once."""
-    from engine.records import NOTHING
+    from livecart.core.records import NOTHING
 
     parsed, source = parse_all(scenario, cfg)
     engine = await _open_engine(cfg, parse=lambda text, featured: NOTHING)  # never called by submit_parsed

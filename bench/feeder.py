@@ -1,7 +1,7 @@
 """The generator process of the ``websocket`` and ``mqtt`` cases: sends a scenario's comments to livecart.
 
-    python -m bench.feeder websocket ws://127.0.0.1:PORT --scenario flash --seed 1 --scale 1
-    python -m bench.feeder mqtt 127.0.0.1:1883 --topic livecart/bench/XYZ --scenario flash
+    python -m livecart.bench.feeder websocket ws://127.0.0.1:PORT --scenario flash --seed 1 --scale 1
+    python -m livecart.bench.feeder mqtt 127.0.0.1:1883 --topic livecart/bench/XYZ --scenario flash
 
 It regenerates the scenario from its seed (so nothing large crosses the process boundary), encodes the
 comments as JSON arrays of ``--batch`` comments before connecting, then sends them flat out or, with
@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 
-from bench.scenario import generate
+from livecart.bench.scenario import generate
 
 
 def frames(comments: Sequence[dict[str, object]], batch: int) -> list[tuple[int, bytes]]:
@@ -104,7 +104,7 @@ async def amain(opts: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.feeder")
+    p = argparse.ArgumentParser(prog="python -m livecart.bench.feeder")
     p.add_argument("transport", choices=("websocket", "mqtt"))
     p.add_argument("target", help="ws://HOST:PORT for websocket, HOST:PORT of the broker for mqtt")
     p.add_argument("--topic", default="livecart/bench")

@@ -1,6 +1,6 @@
 """Ingest per process: how many comments per second the generic adapters take in and hand on as batches.
 
-``python -m bench.ingest_bench [--n N] [--cases websocket,mqtt] [--mqtt-batch B]`` prints one JSON object per
+``python -m livecart.bench.ingest_bench [--n N] [--cases websocket,mqtt] [--mqtt-batch B]`` prints one JSON object per
 case:
 
 * ``websocket_ingest`` — a generator *process* connects to the websocket adapter in server mode (with a
@@ -28,12 +28,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 
-from adapters.mqtt import MqttAdapter
-from adapters.websocket import WebSocketAdapter
+from livecart.adapters.mqtt import MqttAdapter
+from livecart.adapters.websocket import WebSocketAdapter
 
 TARGETS = {"websocket_ingest": 80_000, "mqtt_ingest": 200_000}
 TOKEN = "bench-token"
@@ -102,7 +103,7 @@ def generate_mqtt(host: str, port: int, topic: str, n: int, batch: int) -> None:
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "bench.ingest_bench", *args])
+    return subprocess.Popen([sys.executable, "-m", "livecart.bench.ingest_bench", *args])
 
 
 async def _consume(ad: Any, n: int, limit: float) -> tuple[int, float, int]:
@@ -171,7 +172,7 @@ async def mqtt_case(n: int, batch: int, host: str, port: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.ingest_bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m livecart.bench.ingest_bench", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200_000, help="comments per case")
     p.add_argument("--cases", default="websocket,mqtt")
     p.add_argument("--mqtt-batch", type=int, default=200, help="comments per MQTT payload")
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         h, pt, t, n, b = opts.generate_mqtt
         generate_mqtt(h, int(pt), t, int(n), int(b))
         return 0
+    runner: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]]
     try:
         import uvloop
         runner = uvloop.run

@@ -1,9 +1,9 @@
 """Decisions per second through ledger + journal (``durability = "fsync"``), against a naive design.
 
-    python -m bench.ledger_bench [--n N] [--naive-n M] [--batch B] [--inflight K] [--durability fsync|os]
+    python -m livecart.bench.ledger_bench [--n N] [--naive-n M] [--batch B] [--inflight K] [--durability fsync|os]
 
 Prints one JSON object. Comments are parsed beforehand (a fixed table of buys, cancels and chat), so the
-parser is not measured; the timing covers :meth:`engine.core.Engine.submit_parsed` deciding every comment and
+parser is not measured; the timing covers :meth:`livecart.runtime.pipeline.Engine.submit_parsed` deciding every comment and
 the journal committing it (submit returns only once the batch is durable). The naive design is what a hobby
 tool does: one aiosqlite transaction per buy comment (``UPDATE stock SET left = left - ? WHERE sku = ? AND
 left >= ?``, ``INSERT`` the order, ``COMMIT``), on the same comments, in a default rollback-journal SQLite
@@ -25,10 +25,10 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from engine import build
-from engine.config import load
-from engine.core import Engine, tune_gc
-from engine.records import NOTHING, Comment, Intent, Item, ParseResult
+from livecart import build
+from livecart.config import load
+from livecart.core.records import NOTHING, Comment, Intent, Item, ParseResult
+from livecart.runtime.pipeline import Engine, tune_gc
 
 CONFIG = """
 [stream]
@@ -37,7 +37,7 @@ featured = "egg"
 hold_minutes = 30
 
 [storage]
-path = "bench.db"
+path = "livecart.bench.db"
 durability = "{durability}"
 batch_max = {batch_max}
 
@@ -94,7 +94,7 @@ def workload(n: int, seed: int = 7) -> list[tuple[Comment, ParseResult]]:
 async def run_engine(pairs: list[tuple[Comment, ParseResult]], workdir: Path, durability: str, batch: int,
                      inflight: int, batch_max: int) -> dict[str, Any]:
     n = len(pairs)
-    cfg_path = workdir / "bench.toml"
+    cfg_path = workdir / "livecart.bench.toml"
     cfg_path.write_text(CONFIG.format(durability=durability, batch_max=batch_max, stock=n // 3, presale=n // 10, small=n // 50),
                         encoding="utf-8")
     cfg = load(cfg_path, adapter_options=lambda t: {}, hook_options=lambda t: {})
@@ -181,7 +181,7 @@ async def main_async(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.ledger_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m livecart.bench.ledger_bench", description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=200_000, help="comments through ledger + journal")
     p.add_argument("--naive-n", type=int, default=2_000, help="comments through the naive design")
     p.add_argument("--batch", type=int, default=1024, help="comments per submit")

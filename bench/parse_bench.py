@@ -1,4 +1,4 @@
-"""Parser throughput: ``python -m bench.parse_bench [--n N] [--seed S] [--config FILE]``.
+"""Parser throughput: ``python -m livecart.bench.parse_bench [--n N] [--seed S] [--config FILE]``.
 
 Prints one JSON object: comments per second on one core for a realistic mix (about 70% chatter, the rest
 buys, questions and cancels) and for buy comments only, plus how many comments were parsed and the Python
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import orjson
 
-from engine import build
-from engine.config import load
-from engine.errors import ConfigError
-from engine.parser import Parser
+from livecart import build
+from livecart.config import load
+from livecart.core.errors import ConfigError
+from livecart.core.parser import Parser
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def rate(parser: Parser, texts: Sequence[str], repeat: int = 3) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.parse_bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m livecart.bench.parse_bench", description=__doc__)
     ap.add_argument("--n", type=int, default=200_000, help="comments per pass (default 200000)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--config", default=str(REPO / "config" / "sample.toml"))
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load(args.config)
     except ConfigError as exc:  # e.g. run from an installed build, away from the repository's config/
-        print(f"python -m bench.parse_bench: {exc}; pass --config FILE (config/sample.toml of the repository)",
+        print(f"python -m livecart.bench.parse_bench: {exc}; pass --config FILE (config/sample.toml of the repository)",
               file=sys.stderr)
         return 2
     parser = Parser.from_config(cfg)

@@ -1,6 +1,6 @@
-"""One benchmark case in one process: ``python -m bench.runner --case CASE ...`` prints one JSON object.
+"""One benchmark case in one process: ``python -m livecart.bench.runner --case CASE ...`` prints one JSON object.
 
-``python -m bench`` runs each case in a fresh child process through this module, so every case's peak RSS
+``python -m livecart.bench`` runs each case in a fresh child process through this module, so every case's peak RSS
 is its own (``ru_maxrss`` only ever grows within a process) and a case whose code is missing or that fails
 reports ``{"case": ..., "error": ...}`` without taking the other cases down.
 
@@ -11,17 +11,17 @@ Cases (see ``bench/README.md`` for what each one measures):
 ``pipeline``   the whole engine in process: ``await engine.submit(batch)`` until durable.
 ``websocket``  the whole engine fed by the ``websocket`` adapter (server mode) from a generator process.
 ``mqtt``       the whole engine fed by the ``mqtt`` adapter through the real Mosquitto broker.
-``naive``      one fsynced aiosqlite transaction per buy item (:mod:`bench.baselines`).
-``redis``      one Redis ``EVALSHA`` per buy item (:mod:`bench.baselines`).
+``naive``      one fsynced aiosqlite transaction per buy item (:mod:`livecart.bench.baselines`).
+``redis``      one Redis ``EVALSHA`` per buy item (:mod:`livecart.bench.baselines`).
 
 Engine cases measure throughput flat out, then latency at a fixed offered rate on a fresh journal, and
-verify ``oversold`` and ``lost`` by reading the journal back (:mod:`bench.checks`).
+verify ``oversold`` and ``lost`` by reading the journal back (:mod:`livecart.bench.checks`).
 
 A baseline case runs the first comments of the scenario, up to and including the one that brings its buy
 items to ``--naive-limit`` / ``--redis-limit`` (all of them when the limit is 0 or never reached), twice:
 
 * end to end, reported at the top level: those comments in order, each parsed inside the timing by a fresh
-  ``engine.parser.Parser`` (cache cold, as in the ``pipeline`` case), non-buys dropped, then one call per buy
+  ``livecart.core.parser.Parser`` (cache cold, as in the ``pipeline`` case), non-buys dropped, then one call per buy
   item. ``comments``, ``comments_per_s``, ``buy_items``, ``buys_per_s`` (buy items/s), ``outcomes``,
   ``outcomes_per_s``, ``latency_ms`` (per call, the parse not included), ``statuses``, ``parsed_by``; the
   counterpart of the ``pipeline`` case. It runs first.
@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib
-import resource
 import sys
 import tempfile
 import time
@@ -50,69 +48,15 @@ from typing import Any
 
 import orjson
 
-from bench import baselines
-from bench.scenario import Label, Scenario, generate
-from engine.config import Config, load
-from engine.records import Comment, Intent, ParseResult
+from livecart.bench import baselines
+from livecart.bench.common import Unavailable, _import, parse_all, peak_rss_mb, percentiles
+from livecart.bench.scenario import Scenario, generate
+from livecart.config import load
+from livecart.core.records import Comment, Intent
+from livecart.core.settings import Config
 
 CASES = ("parser", "ledger", "pipeline", "websocket", "mqtt", "naive", "redis")
 ENGINE_CASES = ("pipeline", "websocket", "mqtt")
-
-
-class Unavailable(Exception):
-    """The code a case needs is not in this build (yet)."""
-
-
-def percentiles(samples: Sequence[float], ps: Sequence[float] = (50, 95, 99)) -> dict[str, float | None]:
-    """Nearest-rank percentiles of ``samples`` (seconds) as milliseconds, rounded to 3 decimals."""
-    if not samples:
-        return {f"p{p:g}": None for p in ps}
-    s = sorted(samples)
-    out: dict[str, float | None] = {}
-    for p in ps:
-        rank = max(1, -(-len(s) * p // 100))  # ceil(n * p / 100), 1-based
-        out[f"p{p:g}"] = round(s[int(rank) - 1] * 1000, 3)
-    return out
-
-
-def peak_rss_mb(*, children: bool = False) -> float:
-    """Peak resident set size of this process (and, if asked, of its waited-for children) in MiB."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if children:
-        kb = max(kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return round(kb / 1024, 1)
-
-
-def _import(module: str, attr: str) -> Any:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            raise Unavailable(f"{module} is not in this build") from exc
-        raise
-    try:
-        return getattr(mod, attr)
-    except AttributeError as exc:
-        raise Unavailable(f"{module}.{attr} is not in this build") from exc
-
-
-def label_result(lab: Label) -> ParseResult:
-    from engine.records import Item
-
-    if lab.intent in (Intent.BUY, Intent.CANCEL) and lab.sku is not None:
-        return ParseResult(lab.intent, (Item(lab.sku, lab.variant, max(1, lab.qty)),))
-    return ParseResult(lab.intent)
-
-
-def parse_all(scenario: Scenario, cfg: Config) -> tuple[list[ParseResult], str]:
-    """Every comment parsed once by the real parser (or, where it is missing, the generator's labels)."""
-    try:
-        parser_cls = _import("engine.parser", "Parser")
-    except Unavailable:
-        return [label_result(lab) for lab in scenario.labels], "labels"
-    parser = parser_cls.from_config(cfg)
-    featured = cfg.stream.featured
-    return [parser.parse(c.text, featured) for c in scenario.comments], "parser"
 
 
 def baseline_units(scenario: Scenario) -> dict[str, baselines.Unit]:
@@ -160,7 +104,7 @@ Result = dict[str, Any]
 
 
 def case_parser(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Result:
-    parser_cls = _import("engine.parser", "Parser")
+    parser_cls = _import("livecart.core.parser", "Parser")
     parser = parser_cls.from_config(cfg)
     featured = cfg.stream.featured
     texts = [c.text for c in scenario.comments]
@@ -185,8 +129,8 @@ def case_parser(scenario: Scenario, cfg: Config, opts: argparse.Namespace) -> Re
 
 
 def _fresh_parse(cfg: Config) -> baselines.Parse:
-    """``parse`` of a new ``engine.parser.Parser``: its result cache starts cold, as in the pipeline case."""
-    parse: baselines.Parse = _import("engine.parser", "Parser").from_config(cfg).parse
+    """``parse`` of a new ``livecart.core.parser.Parser``: its result cache starts cold, as in the pipeline case."""
+    parse: baselines.Parse = _import("livecart.core.parser", "Parser").from_config(cfg).parse
     return parse
 
 
@@ -238,7 +182,7 @@ def _baseline_result(e2e: baselines.BaselineResult, alloc: baselines.BaselineRes
         "comments": comments,
         **_run_figures(e2e),
         "buy_items_in_scenario": w.items_in_scenario,
-        "parsed_by": "engine.parser.Parser, fresh (cache cold), every comment inside the timing",
+        "parsed_by": "livecart.core.parser.Parser, fresh (cache cold), every comment inside the timing",
         "comments_per_s": _per_s(comments, e2e.seconds),
         "oversold": e2e.oversold + alloc.oversold,
         "lost": e2e.lost + alloc.lost,
@@ -248,7 +192,7 @@ def _baseline_result(e2e: baselines.BaselineResult, alloc: baselines.BaselineRes
 
 
 def _registry() -> dict[str, Any]:
-    from bench import engine_cases
+    from livecart.bench import engine_cases
 
     return {
         "parser": case_parser,
@@ -324,7 +268,7 @@ def _run_async(coro: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.runner", description="run one benchmark case")
+    p = argparse.ArgumentParser(prog="python -m livecart.bench.runner", description="run one benchmark case")
     p.add_argument("--case", required=True, choices=CASES)
     p.add_argument("--tmpdir", default=None, help="where case work directories go (default: the system's)")
     add_arguments(p)
@@ -337,8 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run through the importable module, so that bench.engine_cases and this entry share one
-    # ``Unavailable`` class rather than one in ``__main__`` and one in ``bench.runner``.
-    from bench import runner
+    # ``Unavailable`` class rather than one in ``__main__`` and one in ``livecart.bench.runner``.
+    from livecart.bench import runner
 
     sys.exit(runner.main())
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from engine.records import Comment, Intent
+from livecart.core.records import Comment, Intent
 
 __all__ = ["SCENARIOS", "Label", "ProductSpec", "Scenario", "VariantSpec", "generate"]
 

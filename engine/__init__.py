@@ -1,8 +1,19 @@
-"""livecart's engine: comment parser, reservation ledger, journal, pipeline, daemon and CLI.
+"""livecart: real-time live-chat order capture.
 
-The parser and the ledger are plain classes with no I/O; the journal, the pipeline and the daemon are thin
-asyncio shells around them. The engine never imports ``adapters``: it finds adapters and hooks only through
-the ``livecart.adapters`` and ``livecart.hooks`` entry-point groups (see :mod:`engine.registry`).
+One import package in layers, each a folder (docs/layout.md draws the import rules, and
+``tests/test_layers.py`` holds them):
+
+* :mod:`livecart.core` — the pure core: records, catalogue, settings, parser, ledger, events. Values in,
+  values out: no asyncio, no I/O, no clock.
+* :mod:`livecart.plugin` and :mod:`livecart.registry` — the plugin interface adapters and hooks implement,
+  and the entry-point lookup that finds them.
+* :mod:`livecart.config` — reads and validates a stream config (TOML) into core values.
+* :mod:`livecart.store` — the journal: how decisions are written and read back.
+* :mod:`livecart.runtime` — the asyncio shells: pipeline, daemon, replies, hooks, control and status servers.
+* :mod:`livecart.cli` — the faces: the ``livecart`` command and the demo.
+* :mod:`livecart.adapters` (built-in adapters) and :mod:`livecart.bench` (benchmarks) sit beside them. The
+  engine never imports ``livecart.adapters``: it finds adapters and hooks only through the
+  ``livecart.adapters`` and ``livecart.hooks`` entry-point groups, exactly as it finds a third party's.
 """
 
 from __future__ import annotations
@@ -10,7 +21,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 #: The modules an optional build compiles with mypyc (``LIVECART_COMPILE=1 pip install .``; see setup.py).
-HOT_MODULES = ("engine.parser", "engine.ledger")
+HOT_MODULES = ("livecart.core.parser", "livecart.core.ledger")
 
 
 def build() -> str:

@@ -1,7 +1,7 @@
-"""Stream config loading (CONTRACTS.md §1): TOML in, a validated :class:`Config` out.
+"""Stream config loading (docs/contract.md §1): TOML in, a validated :class:`Config` out.
 
 Every problem found is collected and reported together, one message each, naming the file, the line where it
-can be found, the key path and what is expected; :func:`load` raises :class:`~engine.errors.ConfigError`
+can be found, the key path and what is expected; :func:`load` raises :class:`~livecart.core.errors.ConfigError`
 carrying them all, never a traceback of a ``KeyError``.
 """
 
@@ -9,108 +9,27 @@ from __future__ import annotations
 
 import re
 import tomllib
-import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from engine.errors import ConfigError, PluginError, Problem
-from engine.plugin import Option
-
-DEFAULT_MAX_QTY = 99
-
-
-@dataclass(frozen=True, slots=True)
-class Variant:
-    name: str
-    aliases: tuple[str, ...] = ()
-    stock: int = 0
-    presale: int = 0
-    price: float | None = None
-    code: str | None = None
+from livecart.core.catalogue import DEFAULT_MAX_QTY, Catalogue, Product, Variant, alias_key
+from livecart.core.errors import ConfigError, PluginError, Problem
+from livecart.core.settings import Config, PluginSettings, StorageSettings, StreamSettings
+from livecart.core.templates import check_templates
+from livecart.plugin import Option
 
 
-@dataclass(frozen=True, slots=True)
-class Product:
-    sku: str
-    name: str
-    aliases: tuple[str, ...] = ()
-    link: int | None = None
-    price: float = 0.0
-    stock: int = 0
-    limit: int = 0
-    presale: int = 0
-    presale_note: str = ""
-    code: str | None = None
-    variants: tuple[Variant, ...] = ()
-
-    def variant(self, name: str) -> Variant | None:
-        for v in self.variants:
-            if v.name == name:
-                return v
+def check_timezone(value: Any) -> str | None:
+    """``Option.check`` for ``[replies].timezone``: an IANA name such as ``Asia/Shanghai``, or ``""``."""
+    if value == "":
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    name: str
-    featured: str | None = None
-    hold_minutes: float = 30.0
-    bare_plus_one: bool = True
-    max_qty: int = DEFAULT_MAX_QTY
-
-
-@dataclass(frozen=True, slots=True)
-class StorageSettings:
-    path: Path
-    durability: str = "fsync"
-    batch_max: int = 2048
-    batch_delay_ms: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class PluginSettings:
-    """One ``[[adapters]]`` or ``[[hooks]]`` table: its type, its validated options, its position."""
-
-    type: str
-    name: str
-    options: Mapping[str, Any]
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class Catalogue:
-    """The products of one stream, with lookups by sku and by link number."""
-
-    products: tuple[Product, ...]
-    by_sku: Mapping[str, Product] = field(init=False)
-    by_link: Mapping[int, Product] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_sku", {p.sku: p for p in self.products})
-        object.__setattr__(self, "by_link", {p.link: p for p in self.products if p.link is not None})
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    path: Path
-    stream: StreamSettings
-    storage: StorageSettings
-    catalogue: Catalogue
-    adapters: tuple[PluginSettings, ...] = ()
-    hooks: tuple[PluginSettings, ...] = ()
-    #: Sections owned by the daemon (``control``, ``status``, ``daemon``, ``replies``), validated here, read there.
-    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    @property
-    def products(self) -> tuple[Product, ...]:
-        return self.catalogue.products
-
-
-def alias_key(text: str) -> str:
-    """How aliases are compared for duplicates: NFKC, case-folded, spaces removed."""
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).casefold())
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "must be an IANA time zone name such as 'Asia/Shanghai' (or \"\" for the machine's own)"
+    return None
 
 
 def _nonneg(v: Any) -> str | None:
@@ -188,22 +107,15 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
     "replies": {
         "enabled": Option(bool, True),
         "language": Option(str, "zh", choices=("zh", "en")),
-        "templates": Option(dict, {}, check=lambda v: _replies_check("check_templates", v),
-                            doc="overrides of the reply templates, by key (engine.replies.TEMPLATE_KEYS)"),
-        "timezone": Option(str, "", check=lambda v: _replies_check("check_timezone", v),
+        "templates": Option(dict, {}, check=check_templates,
+                            doc="overrides of the reply templates, by key (livecart.core.templates.TEMPLATE_KEYS)"),
+        "timezone": Option(str, "", check=check_timezone,
                            doc="IANA zone for the pay-by time; \"\" = the machine's own"),
         "queue": Option(int, 1000, check=_positive, doc="most reply messages pending per adapter"),
         "max_len": Option(int, 200, check=_positive, doc="longest merged reply message (characters)"),
     },
 }
 
-
-def _replies_check(name: str, value: Any) -> str | None:
-    # engine.replies imports this module, so its checks are looked up when a config is checked.
-    from engine import replies
-
-    check: Callable[[Any], str | None] = getattr(replies, name)
-    return check(value)
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
 
@@ -298,7 +210,7 @@ PluginLookup = Callable[[str], Mapping[str, Option]]
 
 
 def _default_lookup(kind: str) -> PluginLookup:
-    from engine import registry
+    from livecart import registry
 
     def lookup(type_name: str) -> Mapping[str, Option]:
         cls = registry.adapter_class(type_name) if kind == "adapters" else registry.hook_class(type_name)

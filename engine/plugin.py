@@ -1,6 +1,6 @@
 """The plugin interface: what an adapter or a hook is, as the engine sees it.
 
-An adapter turns one source of live comments into normalised :class:`~engine.records.Comment` records::
+An adapter turns one source of live comments into normalised :class:`~livecart.core.records.Comment` records::
 
     class MyAdapter(Adapter):
         type = "myplatform"
@@ -21,7 +21,7 @@ The contract for adapter authors:
   :meth:`Adapter.batches`). ``options`` has been validated against ``OPTIONS`` already.
 * :meth:`Adapter.batches` yields lists of comments (a batch may hold one). It returns normally when the
   source ends cleanly (end of a replay file, a server that closed normally) and raises
-  :class:`~engine.errors.AdapterError` when it ends abnormally after its own retries.
+  :class:`~livecart.core.errors.AdapterError` when it ends abnormally after its own retries.
 * Malformed input is never raised out of ``batches``: count it with :meth:`AdapterStats.malformed`, which logs
   a sample once per reason, and go on.
 * :meth:`Adapter.close` is idempotent. ``async with adapter:`` opens and closes it.
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
 
-from engine.records import Comment, Outcome
+from livecart.core.records import Comment, Outcome
 
 log = logging.getLogger("livecart.adapter")
 

@@ -10,8 +10,8 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
-from engine.errors import PluginError
-from engine.plugin import Adapter, Hook
+from livecart.core.errors import PluginError
+from livecart.plugin import Adapter, Hook
 
 ADAPTER_GROUP = "livecart.adapters"
 HOOK_GROUP = "livecart.hooks"

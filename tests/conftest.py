@@ -22,12 +22,12 @@ EXPECT_BUILD = os.environ.get("LIVECART_EXPECT_BUILD", "")
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if EXPECT_BUILD:
-        import engine
+        import livecart
 
-        got = engine.build()
+        got = livecart.build()
         if got != EXPECT_BUILD:
             raise pytest.UsageError(f"LIVECART_EXPECT_BUILD={EXPECT_BUILD} but the engine imported from "
-                                    f"{engine.__file__} is a {got!r} build")
+                                    f"{livecart.__file__} is a {got!r} build")
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -10,7 +10,7 @@ import brotli
 import orjson
 import pytest
 
-from adapters.bilibili import (
+from livecart.adapters.bilibili import (
     BilibiliAdapter,
     Op,
     danmaku_to_comment,
@@ -18,8 +18,8 @@ from adapters.bilibili import (
     encode_packet,
     heartbeat_popularity,
 )
-from engine.errors import FatalAdapterError, MalformedInput
-from engine.records import Comment, stable_comment_id
+from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.records import Comment, stable_comment_id
 from tests.adapters.fakes.fake_bilibili import (
     FakeBilibili,
     brotli_frame,

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters._codec import Decoder, FieldMap, RecentKeys, check_fields, with_defaults
-from engine.errors import FatalAdapterError, MalformedInput
-from engine.plugin import AdapterStats, Option
-from engine.records import Comment
+from livecart.adapters._codec import Decoder, FieldMap, RecentKeys, check_fields, with_defaults
+from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.records import Comment
+from livecart.plugin import AdapterStats, Option
 
 
 def dec(**kw: Any) -> Decoder:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from adapters.douyin import DouyinAdapter, decode_comments, signature
-from engine.errors import MalformedInput
-from engine.records import Comment
+from livecart.adapters.douyin import DouyinAdapter, decode_comments, signature
+from livecart.core.errors import MalformedInput
+from livecart.core.records import Comment
 from tests.adapters.fakes.fake_douyin import DouyinPusher, comment, sign
 
 SECRET = "s3cr3t"

@@ -8,11 +8,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from adapters.hooks import DeliveryFailed, HttpPostHook
-from engine import registry
-from engine.events import Event, EventKind
-from engine.hooks import HookRunner
-from engine.records import Outcome, Status
+from livecart import registry
+from livecart.adapters.hooks import DeliveryFailed, HttpPostHook
+from livecart.core.events import Event, EventKind
+from livecart.core.records import Outcome, Status
+from livecart.runtime.hooks import HookRunner
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from adapters._intake import Intake, Milestone
-from engine.records import Comment
+from livecart.adapters._intake import Intake, Milestone
+from livecart.core.records import Comment
 
 
 def cs(*ids: int) -> list[Comment]:

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from aiomqtt import MqttCodeError
 
-from adapters.mqtt import MqttAdapter
-from engine.errors import FatalAdapterError
-from engine.records import Comment
+from livecart.adapters.mqtt import MqttAdapter
+from livecart.core.errors import FatalAdapterError
+from livecart.core.records import Comment
 
 DEADLINE = 15.0  # a safety bound only: every wait below ends as soon as its event happens
 

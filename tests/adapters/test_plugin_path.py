@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import registry
-from engine.config import load
-from engine.errors import ConfigError, PluginError
-from engine.plugin import Adapter
+from livecart import registry
+from livecart.config import load
+from livecart.core.errors import ConfigError, PluginError
+from livecart.plugin import Adapter
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "livecart-example-adapter"
@@ -55,7 +55,7 @@ def fake_dist(site: Path, dist: str, entry_points: dict[str, str], module: str |
 
 
 PLUGIN_SOURCE = """
-from engine.plugin import Adapter
+from livecart.plugin import Adapter
 
 class Thing(Adapter):
     type = "thing"
@@ -63,10 +63,10 @@ class Thing(Adapter):
 
 
 def test_built_in_adapters_are_found_through_the_entry_point_group() -> None:
-    from adapters.mqtt import MqttAdapter
-    from adapters.replay import ReplayAdapter
-    from adapters.webhook import WebhookAdapter
-    from adapters.websocket import WebSocketAdapter
+    from livecart.adapters.mqtt import MqttAdapter
+    from livecart.adapters.replay import ReplayAdapter
+    from livecart.adapters.webhook import WebhookAdapter
+    from livecart.adapters.websocket import WebSocketAdapter
 
     found = {t: registry.adapter_class(t) for t in ("replay", "websocket", "mqtt", "webhook")}
     assert found == {"replay": ReplayAdapter, "websocket": WebSocketAdapter, "mqtt": MqttAdapter,

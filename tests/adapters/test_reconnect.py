@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.reconnect import Backoff, backoff, reconnecting
-from engine.errors import AdapterError, FatalAdapterError, RetryableError
-from engine.plugin import AdapterStats
+from livecart.adapters.reconnect import Backoff, backoff, reconnecting
+from livecart.core.errors import AdapterError, FatalAdapterError, RetryableError
+from livecart.plugin import AdapterStats
 
 
 def test_backoff_grows_caps_and_jitters_within_bounds() -> None:

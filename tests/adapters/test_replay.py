@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.replay import MAX_LINE, ReplayAdapter
-from engine.errors import FatalAdapterError
-from engine.records import Comment
+from livecart.adapters.replay import MAX_LINE, ReplayAdapter
+from livecart.core.errors import FatalAdapterError
+from livecart.core.records import Comment
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from adapters.twitch import (
+from livecart.adapters.twitch import (
     SlidingWindow,
     TwitchAdapter,
     format_privmsg,
@@ -14,9 +14,9 @@ from adapters.twitch import (
     privmsg_to_comment,
     unescape_tag_value,
 )
-from engine.errors import FatalAdapterError, MalformedInput
-from engine.plugin import Reply
-from engine.records import Comment
+from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.records import Comment
+from livecart.plugin import Reply
 from tests.adapters.fakes.fake_twitch import FakeTwitch, privmsg
 
 CHAN = "tonggu"

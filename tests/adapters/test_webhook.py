@@ -10,9 +10,9 @@ import aiohttp
 import orjson
 import pytest
 
-from adapters.webhook import WebhookAdapter
-from engine.errors import FatalAdapterError
-from engine.records import Comment
+from livecart.adapters.webhook import WebhookAdapter
+from livecart.core.errors import FatalAdapterError
+from livecart.core.records import Comment
 
 DEADLINE = 10.0  # a safety bound only
 

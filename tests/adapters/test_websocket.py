@@ -13,10 +13,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.http11 import Request, Response
 
-from adapters.websocket import BAD_TOKEN, WebSocketAdapter
-from engine.errors import FatalAdapterError
-from engine.plugin import Reply
-from engine.records import Comment
+from livecart.adapters.websocket import BAD_TOKEN, WebSocketAdapter
+from livecart.core.errors import FatalAdapterError
+from livecart.core.records import Comment
+from livecart.plugin import Reply
 
 DEADLINE = 10.0  # a safety bound only: every wait below ends as soon as its event happens
 

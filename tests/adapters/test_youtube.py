@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from adapters.youtube import (
+from livecart.adapters.youtube import (
     ErrorKind,
     Page,
     YouTubeAdapter,
@@ -12,8 +12,8 @@ from adapters.youtube import (
     item_to_comment,
     parse_page,
 )
-from engine.errors import FatalAdapterError, MalformedInput
-from engine.records import Comment
+from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.records import Comment
 from tests.adapters.fakes.fake_youtube import FakeYouTube, api_error, message, page
 
 CHAT = "chat-1"

@@ -17,14 +17,14 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.__main__ import run_group, summarise
-from bench.baselines import Buy, run_naive_e2e
-from bench.checks import account, check_journal
-from bench.runner import baseline_work, percentiles
-from bench.scenario import generate
-from engine.config import load
-from engine.core import Engine
-from engine.records import Outcome, Status
+from livecart.bench.__main__ import run_group, summarise
+from livecart.bench.baselines import Buy, run_naive_e2e
+from livecart.bench.checks import account, check_journal
+from livecart.bench.runner import baseline_work, percentiles
+from livecart.bench.scenario import generate
+from livecart.config import load
+from livecart.core.records import Outcome, Status
+from livecart.runtime.pipeline import Engine
 
 TINY = ["--scale", "0.01", "--seed", "5", "--timeout", "120"]
 
@@ -260,7 +260,7 @@ def test_baseline_work_is_a_prefix_ending_with_the_limit_item(tmp_path: Path) ->
 
 
 async def test_naive_e2e_counts_an_expected_buy_it_never_stored(tmp_path: Path) -> None:
-    from engine.parser import Parser
+    from livecart.core.parser import Parser
 
     scenario = generate("flash", seed=2, scale=0.002)
     cfg = load(scenario.write_config(tmp_path))
@@ -274,10 +274,10 @@ async def test_naive_e2e_counts_an_expected_buy_it_never_stored(tmp_path: Path) 
 
 
 def test_livecart_bench_passes_its_options_through(capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.cli import main as livecart
+    from livecart.cli.main import main as livecart
 
     assert livecart(["bench", "--cases", "nosuch"]) == 2
-    assert "python -m bench: unknown case(s) nosuch" in capsys.readouterr().err
+    assert "python -m livecart.bench: unknown case(s) nosuch" in capsys.readouterr().err
 
 
 def test_a_case_that_times_out_is_killed_with_the_processes_it_started(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.scenario import SCENARIOS, Scenario, buys, generate
-from engine.config import load
-from engine.records import Comment, Intent
+from livecart.bench.scenario import SCENARIOS, Scenario, buys, generate
+from livecart.config import load
+from livecart.core.records import Comment, Intent
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_every_buy_label_names_a_catalogue_item(name: str, seed: int, scale: flo
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_the_parser_reads_every_generated_comment_as_labelled(name: str, tmp_path: Path) -> None:
-    from engine.parser import Parser
+    from livecart.core.parser import Parser
 
     s = generate(name, seed=11, scale=0.05)
     cfg = load(s.write_config(tmp_path))

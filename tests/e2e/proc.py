@@ -27,8 +27,8 @@ POLL = 0.01  # polling interval; every wait below is bounded by a deadline
 
 
 def livecart(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run a ``livecart`` command to completion (``python -m engine.cli``: no venv activation needed)."""
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    """Run a ``livecart`` command to completion (``python -m livecart.cli.main``: no venv activation needed)."""
+    return subprocess.run([sys.executable, "-m", "livecart.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
@@ -67,7 +67,7 @@ class Daemon:
         self.runs += 1
         self.log_path = self.cfg.parent / f"daemon-{self.runs}.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(self.cfg)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(self.cfg)],
                                          stdout=log, stderr=subprocess.STDOUT)
         proc = self.proc
 

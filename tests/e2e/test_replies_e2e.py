@@ -17,10 +17,11 @@ from pathlib import Path
 
 import orjson
 
-from adapters.twitch import TwitchAdapter
-from engine.config import PluginSettings, load
-from engine.daemon import Daemon, serve
-from engine.plugin import Adapter, Reply
+from livecart.adapters.twitch import TwitchAdapter
+from livecart.config import load
+from livecart.core.settings import PluginSettings
+from livecart.plugin import Adapter, Reply
+from livecart.runtime.daemon import Daemon, serve
 from tests.adapters.fakes.fake_twitch import FakeTwitch, privmsg
 
 CHAN = "tonggu"

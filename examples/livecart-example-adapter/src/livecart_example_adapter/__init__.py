@@ -2,9 +2,9 @@
 
 It shows everything a plugin needs and nothing more:
 
-* subclass :class:`engine.plugin.Adapter`, set ``type`` and declare every config key in ``OPTIONS`` (the
+* subclass :class:`livecart.plugin.Adapter`, set ``type`` and declare every config key in ``OPTIONS`` (the
   config loader validates a stream's ``[[adapters]]`` table against it and fills the defaults);
-* do no I/O in ``__init__``; yield lists of :class:`engine.records.Comment` from ``batches()``; return when
+* do no I/O in ``__init__``; yield lists of :class:`livecart.core.records.Comment` from ``batches()``; return when
   the source ends;
 * count bad input with ``self.stats.malformed(...)`` instead of raising;
 * register the class in the ``livecart.adapters`` entry-point group (see ``pyproject.toml``).
@@ -16,9 +16,9 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from engine.errors import MalformedInput
-from engine.plugin import Adapter, AdapterStats, Option
-from engine.records import Comment
+from livecart.core.errors import MalformedInput
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option
 
 __all__ = ["TickerAdapter"]
 

@@ -1,0 +1,1 @@
+"""The faces: the ``livecart`` command line and the demo."""

@@ -1,0 +1,106 @@
+"""``livecart report FILE [--json]`` and ``livecart export FILE --format csv|jsonl`` (docs/contract.md §5).
+
+Both read the journal of FILE's stream read-only: they never create a journal (a stream that has not run
+is an error) and never write to one. The state is rebuilt from the journal alone, with the catalogue the
+journal was started with, so it is exactly what the daemon announced.
+
+The CSV is for spreadsheets: UTF-8 with a byte-order mark (so Excel reads Chinese names), one row per order
+with the columns ``order, buyer, product, variant, qty, status, price, time`` (then ``name, platform, room,
+comment``); ``time`` is UTC as ``YYYY-MM-DD HH:MM:SS``; a text cell that a spreadsheet would take for a
+formula (starting with ``= + - @``) is prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from livecart.config import load
+from livecart.core.ledger import Ledger
+from livecart.store.journal import COMMENT, Journal, rebuild_entries
+
+COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
+           "name", "platform", "room", "comment")
+
+
+async def _read(path: Any) -> tuple[Ledger, dict[str, str]]:
+    j = await Journal.open(path, readonly=True)
+    try:
+        entries = await j.entries()
+    finally:
+        await j.close()
+    names: dict[str, str] = {}
+    for _, _, kind, data in entries:
+        if kind == COMMENT and len(data) > 6 and data[6]:
+            names[data[3]] = data[6]
+    return rebuild_entries(j.header, entries), names
+
+
+def _ledger(file: str) -> tuple[Ledger, dict[str, str]]:
+    cfg = load(file)
+    return asyncio.run(_read(cfg.storage.path))
+
+
+def report_main(args: argparse.Namespace) -> int:
+    """Print the state in the journal of ``args.file``'s stream; ``args.json`` for one JSON object."""
+    ledger, _ = _ledger(args.file)
+    snap = ledger.snapshot()
+    if args.json:
+        sys.stdout.write(orjson.dumps(snap).decode() + "\n")
+        return 0
+    out = [f"{snap['comments']:,} comments processed, {snap['orders']:,} orders, featured: "
+           f"{snap['featured'] or '-'}"]
+    out.append("outcomes: " + (", ".join(f"{k} {v:,}" for k, v in snap["outcomes"].items()) or "none"))
+    width = max((len(k) for k in snap["products"]), default=7)
+    out.append(f"{'product':<{width}}  {'stock':>8} {'left':>8} {'reserved':>9} {'presale':>8} {'cap':>6}")
+    for key, p in snap["products"].items():
+        out.append(f"{key:<{width}}  {p['stock']:>8,} {p['left']:>8,} {p['reserved']:>9,} {p['presale']:>8,} "
+                   f"{p['cap']:>6,}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
+def _rows(ledger: Ledger, names: dict[str, str]) -> Iterator[dict[str, Any]]:
+    for o in ledger.orders():
+        yield {
+            "order": o["order"], "buyer": o["user"], "product": o["sku"], "variant": o["variant"],
+            "qty": o["qty"], "status": o["status"], "price": o["price"],
+            "time": datetime.fromtimestamp(o["time"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "name": names.get(o["user"], o["user"]), "platform": o["platform"], "room": o["room"],
+            "comment": o["comment"],
+        }
+
+
+def export_main(args: argparse.Namespace) -> int:
+    """Write one row per order of ``args.file``'s stream as ``args.format`` to ``args.output``."""
+    ledger, names = _ledger(args.file)
+    if args.format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\r\n")
+        w.writerow(COLUMNS)
+        for row in _rows(ledger, names):
+            w.writerow([_safe(row[c]) if row[c] is not None else "" for c in COLUMNS])
+        data = ("\ufeff" + buf.getvalue()).encode("utf-8")
+    else:
+        data = b"".join(orjson.dumps(row) + b"\n" for row in _rows(ledger, names))
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        with open(args.output, "wb") as f:
+            f.write(data)
+    return 0

@@ -1,0 +1,115 @@
+"""The ``livecart`` command line (docs/contract.md §5).
+
+This module only defines the arguments and dispatches; each command lives in its own module and exposes
+``main(args) -> int``. Errors livecart raises on purpose are printed as readable messages (one per config
+problem), never as tracebacks; exit status 2 means bad usage or config, 1 a runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from livecart import __version__, build
+from livecart.core.errors import ConfigError, LivecartError
+
+#: command -> "module:function" taking the parsed args and returning an exit status.
+COMMANDS = {
+    "demo": "livecart.cli.demo:main",
+    "run": "livecart.runtime.daemon:main",
+    "parse": "livecart.cli.parse:main",
+    "report": "livecart.cli.journal:report_main",
+    "export": "livecart.cli.journal:export_main",
+    "ctl": "livecart.runtime.control:ctl_main",
+    "bench": "livecart.bench.__main__:cli_main",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livecart", description="Real-time live-chat order capture.")
+    p.add_argument("--version", action="version", version=f"livecart {__version__} ({build()})")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for DEBUG)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run a bundled sale end to end and show it live")
+    d.add_argument("--dir", default=None, help="where to write the demo's journal and export (default: a temp dir)")
+    d.add_argument("--speed", type=float, default=None, help="replay speed (default: the demo's own pace)")
+    d.add_argument("--plain", action="store_true", help="no live view; print progress lines instead")
+
+    r = sub.add_parser("run", help="the daemon: adapters -> parser -> ledger -> journal until SIGINT/SIGTERM")
+    r.add_argument("file", help="stream config (TOML)")
+
+    pa = sub.add_parser("parse", help="parse JSON Lines comments from stdin (docs/contract.md §3)")
+    pa.add_argument("--config", required=True, help="stream config (TOML) with the catalogue")
+
+    rep = sub.add_parser("report", help="the state in the journal of FILE's stream")
+    rep.add_argument("file", help="stream config (TOML)")
+    rep.add_argument("--json", action="store_true", help="print one JSON object (docs/contract.md §5)")
+
+    ex = sub.add_parser("export", help="one row per order for fulfilment")
+    ex.add_argument("file", help="stream config (TOML)")
+    ex.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    ex.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+
+    c = sub.add_parser("ctl", help="host controls for a running daemon")
+    c.add_argument("file", help="stream config (TOML) of the running stream")
+    c.add_argument("action", help="feature | restock | presale | limit | pay | cancel | pause | resume | status")
+    c.add_argument("params", nargs="*", help="the action's arguments, e.g. 'restock egg-10 500'")
+
+    b = sub.add_parser("bench", help="peak-traffic benchmarks (prints JSON)")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for python -m bench")
+    return p
+
+
+def _pass_through(argv: list[str], command: str = "bench") -> list[str]:
+    """``livecart bench --cases x`` -> ``livecart bench -- --cases x``: argparse's REMAINDER does not take
+    arguments that start with ``-`` when they come first, so they are marked as positional here."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            if arg == command and argv[i + 1:i + 2] != ["--"]:
+                return [*argv[:i + 1], "--", *argv[i + 1:]]
+            break
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(_pass_through(list(sys.argv[1:] if argv is None else argv)))
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module_name, func_name = COMMANDS[args.command].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"livecart {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    try:
+        status: int = getattr(module, func_name)(args)
+        return status
+    except ConfigError as exc:
+        print(f"livecart {args.command}: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except LivecartError as exc:
+        print(f"livecart {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`livecart export ... | head`): stop quietly, as a SIGPIPE'd tool would, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        # (When stdout is not a real file, as under capture, there is nothing to flush into a closed pipe.)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,535 @@
+"""The reservation ledger: who gets which unit, decided in memory (docs/contract.md §4).
+
+No I/O, no asyncio, no clock calls of its own: values in, outcomes out. The clock is injected and read once
+per call, so a journal can record that instant and replay the same call later with the same result.
+
+Rules (each one is tested in ``tests/core/test_ledger.py``):
+
+* A *unit* is what holds stock: a product, or one variant of a product that has variants (``"sku/variant"``).
+* A buy item is checked in this order: ``reason`` set by the parser -> rejected with it; no sku ->
+  ``not_available``; sku not in the catalogue -> ``unknown_product``; variants exist but none named ->
+  ``needs_variant``; a variant the product does not have, or a variant named for a product without variants
+  -> ``not_available``; quantity below 1 -> ``bad_quantity``.
+* **Limit first.** ``limit`` counts the units one buyer holds of a product across all its variants in active
+  orders (reserved, paid, presale); cancelled and expired orders free it. The part of a quantity above what
+  the buyer may still hold is rejected ``limit``; the rest goes on to the stock check. So with limit 5, 4
+  held, 3 asked and 1 unit left: 1 ``reserved`` and 2 ``rejected: limit``.
+* **Reserve, then presale, then sold out.** Open stock is reserved first; the remainder is queued as presale
+  while the unit's queued presale units stay within its ``presale`` cap (the cap bounds units queued at any
+  moment); beyond it ``rejected: sold_out``. Presale ``position`` is the order's 1-based place in the unit's
+  FIFO queue when it joined.
+* **Returned stock serves the queue first.** Stock that comes back (a cancel, an expiry, a restock) goes to
+  the head of the unit's presale queue. An order that fits whole is ``promoted`` (it becomes a held
+  reservation with a fresh hold). An order larger than what came back is split: the units that came back
+  become a new order (``promoted``, new order id), the rest keeps the original order id at the head of the
+  queue. Hence the invariant: a unit with a non-empty queue has no open stock.
+* A hold not paid within ``hold_seconds`` expires (:meth:`Ledger.expire_due`); 0 means never.
+* A cancel comment cancels the buyer's latest active (reserved or presale) order, or, per named product,
+  the latest active order of that product (and variant, if named); with nothing to cancel the item is
+  ``rejected: not_available``. Quantities in a cancel comment are ignored: the whole order is cancelled.
+  Paid orders are cancelled only by the host (:meth:`Ledger.cancel_order`).
+* Only a held (reserved) order can be paid.
+* A comment key ``(platform, room, id)`` seen before yields no outcome and changes nothing.
+
+Every call that changes state (including a comment with no buy/cancel intent, which still counts as
+processed) advances :attr:`Ledger.seq`; a journal that stores each such call with its clock reading and
+replays them in ``seq`` order rebuilds the same ledger.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from livecart.core.catalogue import Catalogue, Product
+from livecart.core.errors import ControlError
+from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Reason, Status, make_outcome
+
+_RESERVED = Status.RESERVED
+_PRESALE = Status.PRESALE
+_REJECTED = Status.REJECTED
+_CANCELLED = Status.CANCELLED
+_EXPIRED = Status.EXPIRED
+_PROMOTED = Status.PROMOTED
+_PAID = Status.PAID
+_BUY = Intent.BUY
+_CANCEL = Intent.CANCEL
+
+
+class _Unit:
+    """Stock of one product or variant. Mutable, internal."""
+
+    __slots__ = ("key", "sku", "variant", "stock", "reserved", "cap", "queued", "queue", "price")
+
+    def __init__(self, sku: str, variant: str | None, stock: int, cap: int, price: float) -> None:
+        self.key = sku if variant is None else f"{sku}/{variant}"
+        self.sku = sku
+        self.variant = variant
+        self.stock = stock
+        self.reserved = 0  # units held or paid
+        self.cap = cap
+        self.queued = 0  # presale units queued
+        self.queue: dict[str, _Order] = {}  # FIFO: insertion order, O(1) removal
+        self.price = price
+
+    def __repr__(self) -> str:
+        return (f"<Unit {self.key}: {self.stock - self.reserved:,} left of {self.stock:,}, "
+                f"{self.queued:,}/{self.cap:,} presale queued in {len(self.queue)} orders>")
+
+
+class _Order:
+    """One order: a reservation or a presale entry. Mutable, internal."""
+
+    __slots__ = ("id", "user", "unit", "qty", "status", "comment", "platform", "room", "created", "deadline")
+
+    def __init__(self, oid: str, user: str, unit: _Unit, qty: int, status: Status, comment: str | None,
+                 platform: str | None, room: str | None, created: float) -> None:
+        self.id = oid
+        self.user = user
+        self.unit = unit
+        self.qty = qty
+        self.status = status
+        self.comment = comment
+        self.platform = platform
+        self.room = room
+        self.created = created
+        self.deadline = 0.0
+
+    def __repr__(self) -> str:
+        due = f", due {self.deadline:.0f}" if self.status is Status.RESERVED and self.deadline else ""
+        return f"<Order {self.id} {self.user} {self.unit.key} x{self.qty} {self.status.value}{due}>"
+
+    def as_dict(self) -> dict[str, Any]:
+        u = self.unit
+        return {"order": self.id, "user": self.user, "sku": u.sku, "variant": u.variant, "qty": self.qty,
+                "status": self.status.value, "price": u.price, "time": self.created, "comment": self.comment,
+                "platform": self.platform, "room": self.room}
+
+
+class Ledger:
+    """Decides outcomes for parsed comments and host controls. See the module docstring for the rules.
+
+    ``hold_seconds`` is how long a reservation may stay unpaid (0 = forever); ``featured`` is the sku a
+    bare "+1" buys (the parser reads it from :attr:`featured`); ``clock`` returns epoch seconds.
+    Invalid host controls raise :class:`~livecart.core.errors.ControlError` and change nothing.
+    """
+
+    def __init__(self, catalogue: Catalogue, *, clock: Callable[[], float], hold_seconds: float = 0.0,
+                 featured: str | None = None) -> None:
+        # ``clock`` comes first of the keywords: mypyc (LIVECART_COMPILE=1) cannot describe a required
+        # keyword after defaulted ones.
+        self.clock = clock  # public: a journal replay swaps in recorded times
+        self.hold_seconds = float(hold_seconds)
+        self._products: dict[str, Product] = dict(catalogue.by_sku)
+        self._units: dict[str, _Unit] = {}
+        self._plain: dict[str, _Unit] = {}  # sku -> unit, products without variants
+        self._variants: dict[str, dict[str, _Unit]] = {}  # sku -> variant name -> unit
+        self._limits: dict[str, int] = {}
+        for p in catalogue.products:
+            self._limits[p.sku] = p.limit
+            if p.variants:
+                vs = self._variants[p.sku] = {}
+                for v in p.variants:
+                    u = _Unit(p.sku, v.name, v.stock, v.presale, v.price if v.price is not None else p.price)
+                    vs[v.name] = self._units[u.key] = u
+            else:
+                u = _Unit(p.sku, None, p.stock, p.presale, p.price)
+                self._plain[p.sku] = self._units[u.key] = u
+        if featured is not None and featured not in self._products:
+            raise ControlError(f"featured product {featured!r} is not in the catalogue")
+        self._featured = featured
+        # Comment ids seen, per (platform, room). Sets of strings, not of (platform, room, id) tuples: a tuple
+        # per comment is one more object for the cyclic GC to scan until it untracks it, and in a flash sale
+        # those tuples alone triggered a young collection (~7 ms) every 50,000 comments.
+        self._seen: dict[tuple[str, str], set[str]] = {}
+        # The set of the last (platform, room) decided, which is nearly always the next one's too.
+        self._seen_platform = ""
+        self._seen_room = ""
+        self._seen_ids = self._room_ids("", "")
+        self._orders: dict[str, _Order] = {}
+        self._by_user: dict[str, list[_Order]] = {}
+        # sku -> user -> units in active orders (per sku, so a buy needs no (user, sku) key object)
+        self._held: dict[str, dict[str, int]] = {p.sku: {} for p in catalogue.products}
+        self._expiry: list[tuple[float, int, str]] = []
+        self._next_order = 1
+        self._counts: dict[Status, int] = {}
+        self.seq = 0
+        self.comments = 0
+        #: True while the host has paused intake (journalled, so a restart comes back paused too).
+        self.intake_paused = False
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def featured(self) -> str | None:
+        return self._featured
+
+    def seen(self, key: tuple[str, str, str]) -> bool:
+        """Whether a comment with this ``(platform, room, id)`` has been processed."""
+        ids = self._seen.get((key[0], key[1]))
+        return ids is not None and key[2] in ids
+
+    def _room_ids(self, platform: str, room: str) -> set[str]:
+        ids = self._seen.get((platform, room))
+        if ids is None:
+            ids = self._seen[(platform, room)] = set()
+        self._seen_platform = platform
+        self._seen_room = room
+        self._seen_ids = ids
+        return ids
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        o = self._orders.get(order_id)
+        return None if o is None else o.as_dict()
+
+    def queue(self, key: str) -> list[str]:
+        """Order ids in the presale queue of unit ``key`` ("sku" or "sku/variant"), head first."""
+        u = self._units.get(key)
+        return [] if u is None else list(u.queue)
+
+    def orders(self) -> Iterator[dict[str, Any]]:
+        """Every order ever created, in creation order, as export rows (order, user, sku, variant, qty,
+        status, price, time, comment, platform, room). A promoted order reads ``reserved``: promotion is
+        an event, not a state."""
+        for o in self._orders.values():
+            yield o.as_dict()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state in the shape of CONTRACTS §5's report, plus ``featured``, ``orders`` and per-unit
+        ``cap`` and ``queue`` (orders waiting)."""
+        products = {
+            u.key: {"stock": u.stock, "left": u.stock - u.reserved, "reserved": u.reserved, "presale": u.queued,
+                    "cap": u.cap, "queue": len(u.queue)}
+            for u in self._units.values()
+        }
+        return {"comments": self.comments, "outcomes": {s.value: n for s, n in sorted(self._counts.items())},
+                "products": products, "featured": self._featured, "orders": len(self._orders)}
+
+    def __repr__(self) -> str:
+        left = sum(u.stock - u.reserved for u in self._units.values())
+        held = sum(u.reserved for u in self._units.values())
+        pre = sum(u.queued for u in self._units.values())
+        return (f"<Ledger {len(self._units)} units: {left:,} left, {held:,} held, {pre:,} presale, "
+                f"{len(self._orders):,} orders, {self.comments:,} comments, featured={self._featured}>")
+
+    # ------------------------------------------------------------------ comments
+
+    def decide(self, comment: Comment, parsed: ParseResult) -> list[Outcome]:
+        """Outcomes for one parsed comment: one or more per item of a buy or cancel (quantities of a buy
+        item's outcomes add up to its quantity), ``[]`` for any other intent or a comment seen before."""
+        if comment.room == self._seen_room and comment.platform == self._seen_platform:
+            ids = self._seen_ids
+        else:
+            ids = self._room_ids(comment.platform, comment.room)
+        cid = comment.id
+        if cid in ids:
+            return []
+        ids.add(cid)
+        self.seq += 1
+        self.comments += 1
+        intent = parsed.intent
+        if intent is _BUY:
+            now = self.clock()
+            out: list[Outcome] = []
+            for item in parsed.items:
+                self._buy(comment, item, now, out)
+        elif intent is _CANCEL:
+            now = self.clock()
+            out = self._cancel_comment(comment, parsed.items, now)
+        else:
+            return []
+        counts = self._counts
+        for o in out:
+            s = o.status  # a StrEnum: keys compare and print as the contract's strings
+            counts[s] = counts.get(s, 0) + 1
+        return out
+
+    def _reject(self, c: Comment, item: Item, qty: int, reason: Reason, now: float) -> Outcome:
+        return make_outcome(c.id, c.user, None, item.sku, item.variant, qty, _REJECTED, reason, None,
+                            c.platform, c.room, now, self.seq)
+
+    def _buy(self, c: Comment, item: Item, now: float, out: list[Outcome]) -> None:
+        qty = item.qty
+        if item.reason is not None:
+            out.append(self._reject(c, item, qty, item.reason, now))
+            return
+        sku = item.sku
+        if sku is None:
+            out.append(self._reject(c, item, qty, Reason.NOT_AVAILABLE, now))
+            return
+        unit = self._plain.get(sku)
+        if unit is None:
+            vs = self._variants.get(sku)
+            if vs is None:
+                out.append(self._reject(c, item, qty, Reason.UNKNOWN_PRODUCT, now))
+                return
+            if item.variant is None:
+                out.append(self._reject(c, item, qty, Reason.NEEDS_VARIANT, now))
+                return
+            unit = vs.get(item.variant)
+            if unit is None:
+                out.append(self._reject(c, item, qty, Reason.NOT_AVAILABLE, now))
+                return
+        elif item.variant is not None:
+            out.append(self._reject(c, item, qty, Reason.NOT_AVAILABLE, now))
+            return
+        if qty < 1:
+            out.append(self._reject(c, item, qty, Reason.BAD_QUANTITY, now))
+            return
+        over = 0
+        hk = self._held[sku]
+        limit = self._limits[sku]
+        if limit:
+            held = hk.get(c.user, 0)
+            allowed = limit - held if held < limit else 0
+            if qty > allowed:
+                over = qty - allowed
+                qty = allowed
+        if qty:
+            free = unit.stock - unit.reserved
+            if free > 0 and not unit.queue:
+                take = qty if qty <= free else free
+                o = self._new_order(c, unit, hk, take, _RESERVED, now)
+                unit.reserved += take  # _hold, inlined on the hot path
+                if self.hold_seconds > 0:
+                    o.deadline = deadline = now + self.hold_seconds
+                    heapq.heappush(self._expiry, (deadline, self._next_order, o.id))
+                out.append(make_outcome(c.id, c.user, o.id, sku, item.variant, take, _RESERVED, None, None,
+                                        c.platform, c.room, now, self.seq))
+                qty -= take
+            if qty:
+                room = unit.cap - unit.queued
+                if room > 0:
+                    take = qty if qty <= room else room
+                    o = self._new_order(c, unit, hk, take, _PRESALE, now)
+                    unit.queue[o.id] = o
+                    unit.queued += take
+                    out.append(make_outcome(c.id, c.user, o.id, sku, item.variant, take, _PRESALE, None,
+                                            len(unit.queue), c.platform, c.room, now, self.seq))
+                    qty -= take
+                if qty:
+                    out.append(self._reject(c, item, qty, Reason.SOLD_OUT, now))
+        if over:
+            out.append(self._reject(c, item, over, Reason.LIMIT, now))
+
+    def _new_order(self, c: Comment, unit: _Unit, hk: dict[str, int], qty: int, status: Status, now: float
+                   ) -> _Order:
+        """A new order of ``qty`` units of ``unit`` for ``c``'s buyer; ``hk`` is ``self._held[unit.sku]``."""
+        n = self._next_order
+        self._next_order = n + 1
+        user = c.user
+        o = _Order(f"o-{n:06d}", user, unit, qty, status, c.id, c.platform, c.room, now)
+        self._orders[o.id] = o
+        user_orders = self._by_user.get(user)
+        if user_orders is None:
+            self._by_user[user] = [o]
+        else:
+            user_orders.append(o)
+        hk[user] = hk.get(user, 0) + qty
+        return o
+
+    def _hold(self, o: _Order, now: float) -> None:
+        o.unit.reserved += o.qty
+        if self.hold_seconds > 0:
+            o.deadline = now + self.hold_seconds
+            heapq.heappush(self._expiry, (o.deadline, self._next_order, o.id))
+
+    def _cancel_comment(self, c: Comment, items: tuple[Item, ...], now: float) -> list[Outcome]:
+        mine = self._by_user.get(c.user, ())
+        out: list[Outcome] = []
+        if not items:
+            target = next((o for o in reversed(mine) if o.status is _RESERVED or o.status is _PRESALE), None)
+            if target is None:
+                out.append(make_outcome(c.id, c.user, None, None, None, 0, _REJECTED, Reason.NOT_AVAILABLE, None,
+                                        c.platform, c.room, now, self.seq))
+            else:
+                out.append(self._outcome(target, _CANCELLED, now, c.id))
+                self._release(target, _CANCELLED, now, out)
+            return out
+        for item in items:
+            if item.reason is not None:
+                out.append(self._reject(c, item, item.qty, item.reason, now))
+                continue
+            if item.sku is not None and item.sku not in self._products:
+                out.append(self._reject(c, item, item.qty, Reason.UNKNOWN_PRODUCT, now))
+                continue
+            target = None
+            for o in reversed(mine):
+                if (o.status is _RESERVED or o.status is _PRESALE) and (item.sku is None or o.unit.sku == item.sku) \
+                        and (item.variant is None or o.unit.variant == item.variant):
+                    target = o
+                    break
+            if target is None:
+                out.append(self._reject(c, item, item.qty, Reason.NOT_AVAILABLE, now))
+            else:
+                out.append(self._outcome(target, _CANCELLED, now, c.id))
+                self._release(target, _CANCELLED, now, out)
+        return out
+
+    # ------------------------------------------------------------------ state changes
+
+    def _outcome(self, o: _Order, status: Status, now: float, comment: str | None = None) -> Outcome:
+        u = o.unit
+        return make_outcome(comment, o.user, o.id, u.sku, u.variant, o.qty, status, None, None, o.platform,
+                            o.room, now, self.seq)
+
+    def _release(self, o: _Order, status: Status, now: float, out: list[Outcome]) -> None:
+        """End an active or paid order (cancelled / expired); its units go back (to the queue first)."""
+        u = o.unit
+        was = o.status
+        o.status = status
+        self._held[u.sku][o.user] -= o.qty
+        if was is _PRESALE:
+            del u.queue[o.id]
+            u.queued -= o.qty
+        else:
+            u.reserved -= o.qty
+            self._promote(u, now, out)
+
+    def _promote(self, u: _Unit, now: float, out: list[Outcome]) -> None:
+        """Give open stock of ``u`` to its presale queue, head first (see the module docstring)."""
+        free = u.stock - u.reserved
+        while free > 0 and u.queue:
+            head = next(iter(u.queue.values()))
+            if head.qty <= free:
+                del u.queue[head.id]
+                u.queued -= head.qty
+                head.status = _RESERVED
+                self._hold(head, now)
+                free -= head.qty
+                out.append(self._outcome(head, _PROMOTED, now))
+            else:
+                # Split: the units that came back become their own order; the rest keeps its place.
+                n = self._next_order
+                self._next_order = n + 1
+                part = _Order(f"o-{n:06d}", head.user, u, free, _RESERVED, head.comment, head.platform,
+                              head.room, now)
+                self._orders[part.id] = part
+                self._by_user[head.user].append(part)
+                head.qty -= free
+                u.queued -= free
+                self._hold(part, now)
+                out.append(self._outcome(part, _PROMOTED, now))
+                free = 0
+
+    def _count(self, out: list[Outcome]) -> list[Outcome]:
+        counts = self._counts
+        for o in out:
+            s = o.status
+            counts[s] = counts.get(s, 0) + 1
+        return out
+
+    def expire_due(self) -> list[Outcome]:
+        """Expire every unpaid hold whose deadline has passed; their stock goes to the queue first.
+
+        Advances :attr:`seq` only when something expired (so a journal need not record idle ticks)."""
+        now = self.clock()
+        heap = self._expiry
+        if not heap or heap[0][0] > now:
+            return []
+        out: list[Outcome] = []
+        while heap and heap[0][0] <= now:
+            deadline, _, oid = heapq.heappop(heap)
+            o = self._orders[oid]
+            if o.status is not _RESERVED or o.deadline != deadline:
+                continue  # paid, cancelled, or re-held since
+            if not out:
+                # The first real expiry makes this a state change. A sweep that only drops stale entries
+                # (orders paid or cancelled since) must not advance seq: the engine journals no row for it.
+                self.seq += 1
+            out.append(self._outcome(o, _EXPIRED, now))
+            self._release(o, _EXPIRED, now, out)
+        return self._count(out)
+
+    def _get_order(self, order: str) -> _Order:
+        o = self._orders.get(order)
+        if o is None:
+            raise ControlError(f"no order {order!r}")
+        return o
+
+    def pay(self, order: str) -> list[Outcome]:
+        """Mark a held order paid: it no longer expires. Raises ControlError unless it is held."""
+        o = self._get_order(order)
+        if o.status is not _RESERVED:
+            raise ControlError(f"order {order} is {o.status.value}; only a held (reserved) order can be paid")
+        now = self.clock()
+        self.seq += 1
+        o.status = _PAID
+        return self._count([self._outcome(o, _PAID, now)])
+
+    def cancel_order(self, order: str) -> list[Outcome]:
+        """Cancel an order by id (held, presale or paid), returning its stock. Raises ControlError when the
+        order does not exist or has already ended."""
+        o = self._get_order(order)
+        if o.status is not _RESERVED and o.status is not _PRESALE and o.status is not _PAID:
+            raise ControlError(f"order {order} is already {o.status.value}")
+        now = self.clock()
+        self.seq += 1
+        out = [self._outcome(o, _CANCELLED, now)]
+        self._release(o, _CANCELLED, now, out)
+        return self._count(out)
+
+    def _unit(self, sku: str, variant: str | None) -> _Unit:
+        if sku not in self._products:
+            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}")
+        if variant is None:
+            u = self._plain.get(sku)
+            if u is None:
+                names = ", ".join(self._variants[sku])
+                raise ControlError(f"{sku} has variants ({names}); name one")
+            return u
+        vs = self._variants.get(sku)
+        if vs is None:
+            raise ControlError(f"{sku} has no variants")
+        u = vs.get(variant)
+        if u is None:
+            raise ControlError(f"{sku} has no variant {variant!r}; known: {', '.join(vs)}")
+        return u
+
+    def restock(self, sku: str, variant: str | None, qty: int) -> list[Outcome]:
+        """Add ``qty`` (>= 1) units; they serve the presale queue first. Returns the promotions."""
+        u = self._unit(sku, variant)
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
+            raise ControlError(f"restock quantity must be a whole number of 1 or more, got {qty!r}")
+        now = self.clock()
+        self.seq += 1
+        u.stock += qty
+        out: list[Outcome] = []
+        self._promote(u, now, out)
+        return self._count(out)
+
+    def set_presale(self, sku: str, variant: str | None, cap: int) -> list[Outcome]:
+        """Change the presale cap of a unit (0 = no presale). Orders already queued keep their place even
+        when the new cap is below what is queued; new presale waits until the queue is below the cap."""
+        u = self._unit(sku, variant)
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise ControlError(f"presale cap must be a whole number of 0 or more, got {cap!r}")
+        self.seq += 1
+        u.cap = cap
+        return []
+
+    def set_limit(self, sku: str, limit: int) -> list[Outcome]:
+        """Change the per-buyer limit of a product (0 = none). Units already held are not taken back."""
+        if sku not in self._products:
+            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ControlError(f"limit must be a whole number of 0 or more, got {limit!r}")
+        self.seq += 1
+        self._limits[sku] = limit
+        return []
+
+    def pause_intake(self, paused: bool) -> list[Outcome]:
+        """Record that the host paused (or resumed) intake. No stock moves; the daemon stops taking comments
+        while :attr:`intake_paused` is set, and a ledger rebuilt from the journal remembers it."""
+        self.seq += 1
+        self.intake_paused = paused
+        return []
+
+    def feature(self, sku: str | None) -> list[Outcome]:
+        """Make ``sku`` the product a bare "+1" buys (None: no product)."""
+        if sku is not None and sku not in self._products:
+            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}")
+        self.seq += 1
+        self._featured = sku
+        return []

@@ -1,0 +1,819 @@
+"""The comment parser (docs/contract.md §3): comment text + catalogue + featured product -> intent and items.
+
+A pure, synchronous core (STYLE 1): no I/O, no clock, no event loop. Everything that depends on the
+catalogue is compiled once in :class:`Parser`'s constructor; :meth:`Parser.parse` then costs one
+normalisation, one character-class search that rejects most chatter, and for the rest one left-to-right
+scan driven by dictionary lookups.
+
+How a comment is read
+---------------------
+1. *Normalise*: NFKC (full-width digits, letters and punctuation become ASCII), case folding, and the
+   traditional characters that matter are folded to simplified (雞蛋 -> 鸡蛋, 兩 -> 两, 號 -> 号).
+2. *Pre-filter*: a comment containing none of the characters that can start a meaningful word (digits,
+   letters, ``+ # ? x *``, the first characters of aliases, verbs and question words) is chatter.
+3. *Scan* into tokens: product aliases, codes and link numbers; variant aliases; quantities; buy verbs;
+   question, cancel, negation and past-order words; everyday words that merely contain an alias
+   (粉丝 is fans, not rice noodles) and filler. Characters nothing explains are counted as *residue*.
+4. *Group* the tokens into items: a product (or link, or code) with its variant and quantity.
+5. *Decide* the intent, most cautious first: a question is ``ask`` (when it concerns a product or is a
+   commerce question such as 多少钱 / 包邮 / how much), else cancel words make ``cancel``, else a past
+   order (已拍, 上次买的) or a negation (我不要鸡蛋) is ``none``, else it is ``buy`` only with real evidence:
+   a named product with a quantity, a verb or ``+N``; or, for the featured product, a comment that says
+   nothing but a buy (``要``, ``+1``, ``扣1``, ``来两盒``, ``mine``, ``I'll take 2``) with zero residue.
+
+Choices the contract leaves open
+--------------------------------
+* A bare ``+1`` / ``要`` when there is no featured product (or the featured sku is not in the catalogue)
+  is ``buy`` with ``Item(None, qty=N, reason=NOT_AVAILABLE)``, so the buyer can be told nothing is on sale.
+* With ``bare_plus_one = false``, the bare numeric forms (``1``, ``+N``, ``扣N``) are ``none``; the verbal
+  forms (``要``, ``来两盒``, ``mine``) still buy the featured product.
+* A product named with nothing else (``鸡蛋``, ``1号链接``, ``#1``) is ``none``: it asks to see the product as
+  often as it buys it.
+* Items of ``cancel`` carry the quantity stated (取消两盒鸡蛋 -> 2), or ``qty=0`` when none is stated: the
+  whole order of that product. Items of ``ask`` always have ``qty=0``: a question orders nothing.
+* A link or code the catalogue lacks gives ``Item(None, reason=UNKNOWN_PRODUCT)``
+  in every intent, so "9号不要了" never cancels the buyer's latest order by accident.
+* Several ``+1`` for the featured product in one comment (``+1+1+1``) are one item of 1.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from livecart.core import parser_tables as tb
+from livecart.core.catalogue import DEFAULT_MAX_QTY, Catalogue, Product
+from livecart.core.records import NOTHING, Intent, Item, ParseResult, Reason
+from livecart.core.settings import Config
+
+__all__ = ["Parser", "normalise"]
+
+# Token kinds. Small ints: the scan loop compares them a lot.
+NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK, MQTY = range(17)
+
+_TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
+_CN_DIGIT_CHARS = "零〇一二两俩三四五六七八九十百"
+_CN_NUM = f"[{_CN_DIGIT_CHARS}]+"
+_MEASURE = "|".join(tb.MEASURE_CN)
+_UNIT_NOISE = "|".join(
+    sorted((re.escape(u) + ("(?![a-z])" if u.isascii() and u.isalpha() else "") for u in tb.UNIT_NOISE_CN),
+           key=len, reverse=True))
+# A run of digits and what follows it: a decimal or a time (noise), 号 (a link), a measure word (a quantity)
+# or a unit of date, money or weight (noise).
+_NUM = re.compile(rf"([0-9]+)((?:[.:][0-9]+)+)?\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
+_CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
+_LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
+_HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
+_PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})")
+_XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
+_CODE_SHAPE = re.compile(r"[a-z]{1,3}[0-9]{1,4}(?![a-z0-9])")
+_DIGIT_Q = re.compile(r"[0-9?]")
+_SKIP = re.compile(r"[^\w+#?*]+")
+_MONEY = frozenset({"块", "元", "毛", "角"})
+#: Packaging words that make a bare quantity an order of the featured product (两盒, 3瓶). Not 个 / 只 / 斤:
+#: "一个" and "160斤" (a body weight, in clothing rooms) say other things as often.
+_ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "包", "单", "套", "桶", "提"})
+_END_LE = re.compile(r"了[\s!~.,…]*$")
+
+
+def normalise(text: str) -> str:
+    """The text the parser reads: NFKC, case-folded, traditional folded to simplified where it matters."""
+    if text.isascii():
+        return text.lower()  # for ASCII, casefold() and lower() agree
+    t = unicodedata.normalize("NFKC", text).casefold()
+    if _TRAD.search(t):
+        t = t.translate(tb.T2S)
+    if " " in t:
+        t = _CJK_SPACE.sub("", t)  # 鸡 蛋 -> 鸡蛋: spaces between two CJK characters separate nothing
+    return t
+
+
+def cn_number(s: str) -> int | None:
+    """Value of a Chinese numeral (一 ... 九十九, 两, 俩, 一百 ...), or None when it is not one."""
+    if len(s) == 1:
+        v = tb.CN_DIGITS.get(s)
+        if v is not None:
+            return v
+        return 10 if s == "十" else (100 if s == "百" else None)
+    total = 0
+    cur = -1
+    for ch in s:
+        d = tb.CN_DIGITS.get(ch)
+        if d is not None:
+            if cur >= 0:
+                return None  # two digits in a row (一二) is not a number
+            cur = d
+        elif ch == "十":
+            total += (cur if cur >= 0 else 1) * 10
+            cur = -1
+        elif ch == "百":
+            total += (cur if cur >= 0 else 1) * 100
+            cur = -1
+        else:
+            return None
+    return total + (cur if cur >= 0 else 0)
+
+
+def _int(s: str) -> int | None:
+    if s[0] <= "9":
+        return int(s)
+    return cn_number(s)
+
+
+def _spammy(digits: str) -> bool:
+    """666, 888, 1111111, phone numbers: digits that are not a quantity."""
+    return len(digits) >= 5 or (len(digits) >= 3 and digits.count(digits[0]) == len(digits))
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Levenshtein distance of a and b is exactly one."""
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1 or a == b:
+        return False
+    if la > lb:
+        a, b, la, lb = b, a, lb, la
+    i = 0
+    while i < la and a[i] == b[i]:
+        i += 1
+    if la == lb:
+        return a[i + 1:] == b[i + 1:]
+    return a[i:] == b[i + 1:]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What an alias names: a product (``sku``) and/or variants of some products (sku -> variant name)."""
+
+    sku: str | None
+    variants: tuple[tuple[str, str], ...] = ()
+    #: A one-character alias (大, 小, 白): too common to pick a product by itself.
+    short: bool = False
+
+    def variant_of(self, sku: str) -> str | None:
+        for s, v in self.variants:
+            if s == sku:
+                return v
+        return None
+
+
+class _Group:
+    """One item being assembled during the scan. Defaults live on the class: creating one is cheap."""
+
+    sku: str | None = None
+    link: int | None = None
+    variant: str | None = None
+    var_target: _Target | None = None  # a variant alias seen before its product
+    qty: int | None = None
+    verb = False
+    plus = False
+    measured = False  # the quantity came with a packaging word (两盒, 3瓶): an order on its own
+
+    @property
+    def named(self) -> bool:
+        return self.sku is not None or self.link is not None
+
+    @property
+    def empty(self) -> bool:
+        return not self.named and self.var_target is None and self.qty is None
+
+
+_Lit = tuple[str, int, object]  # (literal, kind, payload)
+_FUZZ = 99  # an unknown English word that might be a misspelt alias
+_SIGNALS = 1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO | 1 << ASKG | 1 << ASKC | 1 << CANCEL
+_RETRY_FUZZY = ParseResult(Intent.NONE, (Item(None),))  # a sentinel, never returned to callers
+_CACHE_SIZE = 4096  # per generation
+_FUZZY_STOP = tb.FUZZY_STOP
+_CACHE_TEXT = 64
+_INTERN_SIZE = 4096  # longer comments are rarely repeated word for word
+
+
+def _longest_first(lit: _Lit) -> int:
+    # A module-level function, not a lambda inside a comprehension: mypyc (LIVECART_COMPILE=1) fails on the
+    # lambda's closure at run time.
+    return -len(lit[0])
+
+
+class Parser:
+    """Reads one comment at a time against a catalogue; build one per catalogue (all compiling happens here).
+
+    ``bare_plus_one``: whether ``1`` / ``+N`` / ``扣N`` / ``xN`` alone buy the featured product.
+    ``max_qty``: quantities of 0 or above it give ``Reason.BAD_QUANTITY`` items (the intent stays ``buy``).
+
+    The only state kept between calls is a bounded cache of recent results and interned result values; a
+    result depends on nothing but ``(text, featured)`` and the constructor's arguments, so sharing a parser
+    between threads is safe under the GIL (a race can at worst drop a cache entry).
+    """
+
+    def __init__(self, catalogue: Catalogue, *, bare_plus_one: bool = True,
+                 max_qty: int = DEFAULT_MAX_QTY) -> None:
+        self.catalogue = catalogue
+        self.bare_plus_one = bare_plus_one
+        self.max_qty = max_qty
+        self._by_sku = dict(catalogue.by_sku)
+        self._by_link = {n: p.sku for n, p in catalogue.by_link.items()}
+        self._has_codes = any(p.code or any(v.code for v in p.variants) for p in catalogue.products)
+        targets = self._targets(catalogue.products)
+
+        # CJK (and other non-a-z-initial) literals, indexed by first character, longest first.
+        lits: dict[str, list[_Lit]] = {}
+        # a-z-initial phrases (multi-word aliases, codes like a1, multi-word keywords), by leading letters.
+        phrases: dict[str, list[_Lit]] = {}
+        # Single English words.
+        words: dict[str, tuple[int, object]] = {}
+
+        def add(lit: str, kind: int, payload: object = None) -> None:
+            lit = normalise(lit).strip()
+            if not lit:
+                return
+            first = lit[0]
+            if "a" <= first <= "z":
+                m = _WORD.match(lit)
+                lead = m.group() if m else lit
+                if lead == lit:
+                    words.setdefault(lit, (kind, payload))
+                else:
+                    phrases.setdefault(re.match(r"[a-z]+", lit).group(), []).append(  # type: ignore[union-attr]
+                        (lit, kind, payload))
+            else:
+                lits.setdefault(first, []).append((lit, kind, payload))
+
+        alias_keys = set(targets)
+        for alias, target in targets.items():
+            add(alias, ALIAS, target)
+        for w in (*tb.NOISE_CN, *tb.NOISE_EN):
+            if normalise(w) not in alias_keys:
+                add(w, NOISE)
+        for group, kind in ((tb.PAST_CN, PAST), (tb.CANCEL_CN, CANCEL), (tb.ASK_COMMERCE_CN, ASKC),
+                            (tb.ASK_GENERIC_CN, ASKG), (tb.NEG_CN, NEG), (tb.VERB_SOLO_CN, SOLO),
+                            (tb.VERB_CN, VERB), (tb.FILLER_CN, FILL), (tb.TALK_CN, TALK),
+                            (tb.PAST_EN, PAST),
+                            (tb.CANCEL_EN, CANCEL), (tb.ASK_COMMERCE_EN, ASKC), (tb.NEG_EN, NEG),
+                            (tb.VERB_SOLO_EN, SOLO), (tb.VERB_EN, VERB), (tb.FILLER_EN, FILL)):
+            for w in group:
+                if normalise(w) not in alias_keys:
+                    add(w, kind)
+        add("各", EACH)
+        add("each", EACH)
+        for w, n in tb.ENGLISH_NUMBERS.items():
+            words[w] = (QTY, n)
+        for w in (*tb.MEASURE_EN, *tb.ASK_GENERIC_EN):
+            words.setdefault(w, (FILL, None))
+        self._ask_first = frozenset(w for w in tb.ASK_GENERIC_EN if w not in alias_keys)
+
+        def ordered(d: dict[str, list[_Lit]]) -> dict[str, tuple[_Lit, ...]]:
+            # Longest first; among equal lengths the first added (aliases before everyday words) wins.
+            return {k: tuple(sorted(v, key=_longest_first)) for k, v in d.items()}
+
+        # One regex per first character, alternatives longest first, so a position costs one C-level match.
+        # An alias ending in a letter or digit must not run into the next word (100g vs 100gx).
+        self._lits: dict[str, tuple[re.Pattern[str], dict[str, tuple[int, object]]]] = {}
+        for first, cands in ordered(lits).items():
+            table: dict[str, tuple[int, object]] = {}
+            alts = []
+            for lit, k, p in cands:
+                if lit in table:
+                    continue
+                table[lit] = (k, p)
+                guard = "(?![a-z0-9])" if k == ALIAS and lit[-1].isascii() and lit[-1].isalnum() else ""
+                alts.append(re.escape(lit) + guard)
+            self._lits[first] = (re.compile("|".join(alts)), table)
+        self._lit_kinds = {first: {k for k, _p in table.values()} for first, (_rx, table) in self._lits.items()}
+        self._phrases = ordered(phrases)
+        self._words = words
+
+        # Misspellings: one-deletion index of single-word ASCII aliases of five or more letters.
+        self._fuzzy_exact: dict[str, set[_Target]] = {}
+        self._fuzzy_del: dict[str, set[str]] = {}
+        for alias, target in targets.items():
+            if len(alias) >= 5 and alias.isascii() and alias.isalpha():
+                self._fuzzy_exact.setdefault(alias, set()).add(target)
+                for i in range(len(alias)):
+                    self._fuzzy_del.setdefault(alias[:i] + alias[i + 1:], set()).add(alias)
+
+        # The pre-filter. A result other than ``none`` needs one of: a product or variant alias, a commerce
+        # question, a cancel word, a negation ending in 了 (cancel), a buy verb, a link (号, 链接, #), a plus
+        # (+, 加, 扣, *), an English word, the bare "1", or a packaging word (两盒). Numerals, other digits,
+        # generic question marks, past and filler words only matter next to one of those, so a comment with
+        # none of their first characters is chatter (tests/core/test_parser_props.py checks this against
+        # the full analysis).
+        meaningful = (ALIAS, ASKC, CANCEL, NEG, SOLO, VERB)
+        starters = {k for k, kinds in self._lit_kinds.items() if kinds & set(meaningful)}
+        starters |= set("abcdefghijklmnopqrstuvwxyz1+*#号链加扣") | _ORDER_MEASURE
+        self._interesting = re.compile("[" + "".join(re.escape(c) for c in sorted(starters)) + "]")
+        # Second stage, for comments that have such a character: the words themselves, as a regex factored
+        # by first character (有 alone is chatter; 有没有 is a question).
+        by_first: dict[str, list[str]] = {}
+        for first, (_rx, table) in self._lits.items():
+            for lit, (k, _p) in table.items():
+                if k in meaningful:
+                    by_first.setdefault(first, []).append(lit)
+        parts = [re.escape(f) if any(len(x) == 1 for x in ls)
+                 else re.escape(f) + "(?:" + "|".join(re.escape(x[1:]) for x in sorted(ls, key=len, reverse=True)) + ")"
+                 for f, ls in sorted(by_first.items())]
+        # Letters are left to the English check below, except an "x" or "*" before a Chinese numeral (x两).
+        self._signal = re.compile("|".join([*parts, "[1+*#号链加扣" + "".join(sorted(_ORDER_MEASURE)) + "]",
+                                            "x\\s*[零〇一二两俩三四五六七八九十百]"]))
+        # English, word by word: a comment with letters can only mean something through a digit or "?" (a
+        # quantity, a link, a code, or the signal that lets a misspelt alias count), a question word first,
+        # or one of these words (for a phrase, its longest word: the phrase needs all of them).
+        en: set[str] = {"link", "lnk"}
+        for w, (k, _p) in words.items():
+            if k in meaningful or k == QTY:
+                en.add(w)
+        for cands in self._phrases.values():
+            for lit, k, _p in cands:
+                if k in meaningful:
+                    en.add(max(_WORD.findall(lit) or [lit], key=len))
+        self._en_signal = frozenset(en)
+        # A misspelt alias counts next to any signal, and two kinds of signal can come from Chinese text
+        # that the stages above let through: a question word (吗nodles) and a numeral (nodles两).
+        q_first = {k for k, kinds in self._lit_kinds.items() if ASKG in kinds}
+        self._cjk_signal = re.compile("[" + "".join(re.escape(c) for c in sorted(q_first | set(_CN_DIGIT_CHARS)))
+                                      + "]")
+        self._cache: dict[tuple[str, str | None], ParseResult] = {}
+        self._cache_old: dict[tuple[str, str | None], ParseResult] = {}
+        self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
+        self._results: dict[tuple[Intent, tuple[Item, ...]], ParseResult] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Parser:
+        return cls(cfg.catalogue, bare_plus_one=cfg.stream.bare_plus_one, max_qty=cfg.stream.max_qty)
+
+    def __repr__(self) -> str:
+        return (f"<Parser {len(self._by_sku)} products, {sum(len(e[1]) for e in self._lits.values()) + len(self._words)}"
+                f" words, bare_plus_one={self.bare_plus_one}, max_qty={self.max_qty}>")
+
+    @staticmethod
+    def _targets(products: Iterable[Product]) -> dict[str, _Target]:
+        prod: dict[str, str] = {}
+        var: dict[str, dict[str, str]] = {}
+        for p in products:
+            for a in (*p.aliases, p.name, p.sku, *((p.code,) if p.code else ())):
+                prod.setdefault(normalise(a).strip(), p.sku)
+            for v in p.variants:
+                for a in (*v.aliases, v.name):
+                    var.setdefault(normalise(a).strip(), {}).setdefault(p.sku, v.name)
+                if v.code:
+                    # A variant code names the product and the variant at once.
+                    var.setdefault(normalise(v.code).strip(), {}).setdefault(p.sku, v.name)
+        out: dict[str, _Target] = {}
+        for key in {*prod, *var}:
+            if not key:
+                continue
+            out[key] = _Target(prod.get(key), tuple(sorted(var.get(key, {}).items())), len(key) == 1)
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+
+    def parse(self, text: str, featured: str | None = None) -> ParseResult:
+        """What ``text`` means, with ``featured`` the sku a bare ``+1`` buys. Never raises for any string."""
+        key = (text, featured)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        hit = self._cache_old.get(key)
+        if hit is not None:
+            self._remember(key, hit)
+            return hit
+        t = normalise(text)
+        if not self._interesting.search(t) or not (self._signal.search(t) or self._english_signal(t)):
+            result = NOTHING
+        else:
+            result = self._analyse(t, featured, False)
+            if result is _RETRY_FUZZY:
+                result = self._analyse(t, featured, True)
+        if len(text) <= _CACHE_TEXT:
+            self._remember(key, result)
+        return result
+
+    def _english_signal(self, t: str) -> bool:
+        """Whether the English in ``t`` could mean anything (the last pre-filter stage; see __init__)."""
+        if _DIGIT_Q.search(t):
+            return True
+        ws = _WORD.findall(t)
+        if not ws:
+            return False
+        if not t.isascii() and self._cjk_signal.search(t):
+            return True
+        if ws[0] in self._ask_first:
+            return True
+        sig = self._en_signal
+        return any(w in sig for w in ws)
+
+    def _remember(self, key: tuple[str, str | None], result: ParseResult) -> None:
+        # Live chat repeats itself ("+1", "666", "要要要"). Two generations: when the young one is full it
+        # becomes the old one and the previous old one is dropped; a line found in the old generation moves
+        # back to the young one. Lines repeated within a generation survive; one-off lines age out. Cheaper
+        # per call than keeping an LRU order.
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache_old = self._cache
+            self._cache = {}
+        self._cache[key] = result
+
+    def _analyse(self, t: str, featured: str | None, fuzzy: bool) -> ParseResult:
+        lits = self._lits
+        n = len(t)
+        i = 0
+        residue = 0
+        flags = 0  # bit per kind seen
+        groups: list[_Group] = []
+        cur = _Group()
+        prev = -1  # kind of the previous meaningful token
+        prev_end = -1
+        each_pending = False
+        verb_seen = False
+        first_word = True
+        fuzz_seen = False
+        while i < n:
+            ch = t[i]
+            kind = -1
+            payload: object = None
+            end = i
+            entry = lits.get(ch)
+            if entry is not None:
+                m = entry[0].match(t, i)
+                if m is not None:
+                    end = m.end()
+                    kind, payload = entry[1][m.group()]
+            if kind < 0:
+                if "0" <= ch <= "9":
+                    m = _NUM.match(t, i)
+                    assert m is not None
+                    end = m.end()
+                    digits = m.group(1)
+                    if m.group(2) or m.group(5):
+                        kind = NOISE
+                        if m.group(2) and "." in m.group(2) or m.group(5) in _MONEY:
+                            flags |= 1 << TALK  # a price: 29.9, 68块
+                    elif m.group(3):
+                        kind, payload = (NOISE, None) if (i and t[i - 1] == "月") or len(digits) > 3 \
+                            else (LINK, int(digits))
+                    elif m.group(4):
+                        kind, payload = (NOISE, None) if len(digits) >= 5 else \
+                            (MQTY if m.group(4) in _ORDER_MEASURE else QTY, int(digits))
+                    elif _spammy(digits):
+                        kind = NOISE
+                    else:
+                        kind, payload = QTY, int(digits)
+                        if len(digits) > 4:
+                            kind = NOISE
+                elif ch in "零〇一二两俩三四五六七八九十百":
+                    m = _CNQ.match(t, i)
+                    assert m is not None
+                    end = m.end()
+                    v = cn_number(m.group(1))
+                    if v is None or m.group(4):
+                        kind = NOISE
+                        if m.group(4) in _MONEY:
+                            flags |= 1 << TALK
+                    elif m.group(2):
+                        kind, payload = LINK, v
+                    elif m.group(3):
+                        kind, payload = MQTY if m.group(3) in _ORDER_MEASURE else QTY, v
+                    else:
+                        kind, payload = WEAKQTY, v
+                elif ch == "+" or ch == "加" or ch == "扣":
+                    m = _PLUS.match(t, i)
+                    if m is not None:
+                        end = m.end()
+                        g = m.group(1)
+                        if g[0] <= "9" and _spammy(g):
+                            kind = NOISE
+                        else:
+                            v = _int(g)
+                            kind, payload = (PLUS, v) if v is not None else (NOISE, None)
+                    else:
+                        end = i + 1
+                        kind = FILL
+                elif ch == "#":
+                    m = _HASH.match(t, i)
+                    if m is not None:
+                        kind, payload, end = LINK, int(m.group(1)), m.end()
+                    else:
+                        kind, end = FILL, i + 1
+                elif ch == "?":
+                    kind, end = ASKG, i + 1
+                elif "a" <= ch <= "z" or ch == "*":
+                    kind, payload, end = self._ascii(t, i, first_word, fuzzy)
+                    if kind == _FUZZ:
+                        fuzz_seen = True
+                        kind = NOISE
+                    first_word = False
+                elif ch == "链":
+                    m = _LINK_AFTER.match(t, i)
+                    if m is not None:
+                        v = _int(m.group(1))
+                        kind, payload, end = (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
+                    else:
+                        kind, end = FILL, i + 2 if t.startswith("链接", i) else i + 1
+                elif ch.isalnum():
+                    residue += 1
+                    i += 1
+                    continue
+                else:  # space, punctuation, emoji: skip the whole run
+                    m = _SKIP.match(t, i)
+                    i = m.end() if m is not None else i + 1
+                    continue
+            elif kind == FILL and ch == "链":
+                m = _LINK_AFTER.match(t, i)
+                if m is not None:
+                    v = _int(m.group(1))
+                    kind, payload, end = (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
+            if end <= i:
+                end = i + 1
+
+            # --- fold the token into the current group ---
+            if kind == ALIAS:
+                assert isinstance(payload, _Target)
+                tgt = payload
+                vname = tgt.variant_of(cur.sku) if cur.sku is not None else None
+                if vname is not None:
+                    if cur.variant is not None and cur.variant != vname:
+                        groups.append(cur)
+                        sku = cur.sku
+                        cur = _Group()
+                        cur.sku, cur.verb = sku, verb_seen
+                    cur.variant = vname
+                elif tgt.sku is not None:
+                    # A variant alias and a quantity before the product belong to it ("要2小罐菊花茶") when the
+                    # variant is one of its own; otherwise they were an item of their own ("白+1 鸡蛋").
+                    if cur.named or (cur.var_target is not None and cur.qty is not None
+                                     and cur.var_target.variant_of(tgt.sku) is None):
+                        groups.append(cur)
+                        cur = _Group()
+                        cur.verb = verb_seen
+                    cur.sku = tgt.sku
+                    if cur.var_target is not None:
+                        cur.variant = cur.var_target.variant_of(tgt.sku)
+                        cur.var_target = None
+                    if tgt.variants and cur.variant is None:
+                        cur.variant = tgt.variant_of(tgt.sku)  # a variant code: product and variant
+                else:
+                    if cur.named or cur.var_target is not None:
+                        groups.append(cur)
+                        cur = _Group()
+                        cur.verb = verb_seen
+                    cur.var_target = tgt
+                flags |= 1 << ALIAS
+            elif kind == LINK:
+                assert isinstance(payload, int)
+                if cur.named or cur.var_target is not None and cur.qty is not None:
+                    groups.append(cur)
+                    cur = _Group()
+                    cur.verb = verb_seen
+                sku = self._by_link.get(payload)
+                if sku is None:
+                    cur.link = payload
+                else:
+                    cur.sku = sku
+                    if cur.var_target is not None:
+                        cur.variant = cur.var_target.variant_of(sku)
+                        cur.var_target = None
+                flags |= 1 << ALIAS
+            elif kind in (QTY, PLUS, WEAKQTY, MQTY):
+                if kind == WEAKQTY:
+                    # 一 / 两 with no measure word count only right after a product, a variant or a verb.
+                    adjacent = prev in (ALIAS, LINK, VERB, SOLO, EACH) and t[prev_end:i].strip() == ""
+                    if not adjacent:
+                        residue += end - i
+                        i = end
+                        continue
+                assert isinstance(payload, int)
+                if each_pending:
+                    for g in groups:
+                        if g.qty is None and g.named:
+                            g.qty = payload
+                    each_pending = False
+                if cur.qty is not None:
+                    groups.append(cur)
+                    cur = _Group()
+                    cur.verb = verb_seen
+                cur.qty = payload
+                if kind == PLUS:
+                    cur.plus = True
+                    flags |= 1 << PLUS
+                else:
+                    cur.measured = kind == MQTY
+                    flags |= 1 << QTY
+            elif kind in (VERB, SOLO):
+                cur.verb = True
+                verb_seen = True
+                flags |= 1 << kind
+            elif kind == EACH:
+                each_pending = True
+            elif kind == NOISE:
+                residue += end - i
+            elif kind == TALK:
+                residue += end - i
+                flags |= 1 << TALK
+            else:
+                flags |= 1 << kind
+            if kind != FILL and kind != NOISE:
+                prev, prev_end = kind, end
+            i = end
+        if not cur.empty:
+            groups.append(cur)
+        result = self._decide(t, groups, flags, residue, featured)
+        if fuzz_seen and not fuzzy and flags & _SIGNALS:
+            # An unknown English word and a buy, question or cancel signal: maybe a misspelt alias
+            # ("hony 2", "eggs 2 hony 1"). Only now pay for the edit-distance lookup.
+            return _RETRY_FUZZY
+        return result
+
+    def _ascii(self, t: str, i: int, first: bool, fuzzy: bool) -> tuple[int, object, int]:
+        """One token starting with a letter (or ``*``): a phrase, an ``x3``, a word, or a misspelt alias."""
+        ch = t[i]
+        if ch == "x" or ch == "*":
+            m = _XQ.match(t, i)
+            if m is not None:
+                v = _int(m.group(1))
+                if v is not None:
+                    return PLUS, v, m.end()  # "x2" alone is a bare quantity, like "+2"
+            if ch == "*":
+                return FILL, None, i + 1
+        elif ch == "l" and (t.startswith("link", i) or t.startswith("lnk", i)):
+            m = _LINK_AFTER.match(t, i)
+            if m is not None:
+                v = _int(m.group(1))
+                if v is not None:
+                    return LINK, v, m.end()
+        m = _WORD.match(t, i)
+        assert m is not None
+        w = m.group()
+        end = m.end()
+        cands = self._phrases.get(w.partition("'")[0] if "'" in w else w)
+        if cands is not None:
+            n = len(t)
+            for lit, k, p in cands:
+                if t.startswith(lit, i):
+                    e = i + len(lit)
+                    if e >= n or not (t[e].isascii() and t[e].isalnum()):
+                        return k, p, e
+        if self._has_codes and end < len(t) and "0" <= t[end] <= "9":
+            m = _CODE_SHAPE.match(t, i)
+            if m is not None:
+                return LINK, -1, m.end()  # shaped like a code, but not one of the catalogue's
+        if first and w in self._ask_first:
+            return ASKG, None, end
+        hit = self._words.get(w)
+        if hit is not None:
+            return hit[0], hit[1], end
+        if len(w) >= 4 and w not in _FUZZY_STOP:
+            if not fuzzy:
+                return _FUZZ, None, end
+            tgt = self._fuzzy(w)
+            if tgt is not None:
+                return ALIAS, tgt, end
+        return NOISE, None, end
+
+    def _fuzzy(self, w: str) -> _Target | None:
+        found: set[_Target] = set()
+        cands: set[str] = set()
+        cands |= self._fuzzy_del.get(w, set())
+        for j in range(len(w)):
+            d = w[:j] + w[j + 1:]
+            if d in self._fuzzy_exact:
+                cands.add(d)
+            cands |= self._fuzzy_del.get(d, set())
+        for alias in cands:
+            if _one_edit(w, alias):
+                found |= self._fuzzy_exact[alias]
+        if len({(x.sku, x.variants) for x in found}) == 1:
+            return next(iter(found))
+        return None
+
+    # ------------------------------------------------------------------------------------------------
+
+    def _decide(self, t: str, groups: list[_Group], flags: int, residue: int,
+                featured: str | None) -> ParseResult:
+        named = [g for g in groups if g.named or g.var_target is not None]
+        if flags & (1 << ASKG | 1 << ASKC):
+            if flags & (1 << ASKC) or named:
+                return self._result(Intent.ASK, self._listed(named, featured, ask=True))
+            return NOTHING
+        if flags & (1 << CANCEL):
+            return self._result(Intent.CANCEL, self._listed(named, featured))
+        if flags & (1 << PAST):
+            return NOTHING
+        if flags & (1 << NEG):
+            # 我不要鸡蛋了 ("I don't want the eggs any more") cancels them; a negation ending in 了 that names
+            # nothing (不要太好吃了, "so tasty!") is praise, not a cancel of the buyer's latest order.
+            if named and _END_LE.search(t):
+                return self._result(Intent.CANCEL, self._listed(named, featured))
+            return NOTHING
+
+        if flags & (1 << TALK) and not flags & (1 << VERB | 1 << SOLO | 1 << PLUS):
+            return NOTHING
+        items: list[Item] = []
+        any_named = False
+        for g in groups:
+            if not (g.named or g.var_target is not None):
+                continue
+            any_named = True
+            if g.qty is None and not g.verb and not g.plus:
+                continue
+            item = self._item(g, featured)
+            if item is not None:
+                items.append(item)
+        if items:
+            return self._result(Intent.BUY, tuple(items))
+        if any_named or residue:
+            return NOTHING
+
+        # Nothing named: the featured product, for a comment that says nothing but a buy.
+        solo = bool(flags & (1 << SOLO))
+        qty_groups = [g for g in groups if g.qty is not None]
+        if not qty_groups:
+            if solo:
+                return self._result(Intent.BUY, (self._featured_item(featured, None, 1),))
+            return NOTHING
+        g = qty_groups[0]
+        if len({x.qty for x in qty_groups}) > 1 and not all(x.plus for x in qty_groups):
+            return NOTHING  # "2 3": two different numbers and no product is not an order
+        verbal = solo or any(x.verb for x in qty_groups) or (len(qty_groups) == 1 and g.measured)
+        if not verbal:
+            if not self.bare_plus_one:
+                return NOTHING
+            if not g.plus and t.strip(" !~.,…") != "1":
+                return NOTHING
+        return self._result(Intent.BUY, (self._featured_item(featured, None, g.qty if g.qty is not None else 1),))
+
+    def _qty_reason(self, qty: int) -> Reason | None:
+        return Reason.BAD_QUANTITY if qty <= 0 or qty > self.max_qty else None
+
+    def _featured_item(self, featured: str | None, variant: str | None, qty: int) -> Item:
+        if featured is None or featured not in self._by_sku:
+            return self._mk(None, None, qty, Reason.NOT_AVAILABLE)
+        return self._mk(featured, variant, qty, self._qty_reason(qty))
+
+    def _resolve_variant(self, tgt: _Target, featured: str | None) -> tuple[str, str] | None:
+        """The product of a variant named without one: the featured product, else the only one that has it
+        (for aliases of two characters or more)."""
+        if featured is not None:
+            v = tgt.variant_of(featured)
+            if v is not None:
+                return featured, v
+        if len(tgt.variants) == 1 and not tgt.short:
+            return tgt.variants[0]
+        return None
+
+    def _item(self, g: _Group, featured: str | None) -> Item | None:
+        qty = g.qty if g.qty is not None else 1
+        if g.sku is not None:
+            return self._mk(g.sku, g.variant, qty, self._qty_reason(qty))
+        if g.link is not None:
+            return self._mk(None, None, qty, Reason.UNKNOWN_PRODUCT)
+        if g.var_target is not None:
+            r = self._resolve_variant(g.var_target, featured)
+            if r is None:
+                return None
+            return self._mk(r[0], r[1], qty, self._qty_reason(qty))
+        return None
+
+    def _listed(self, named: list[_Group], featured: str | None, *, ask: bool = False) -> tuple[Item, ...]:
+        """Items of an ask or cancel: each product (and variant) named, once. A question has no quantity
+        (in 多少钱一瓶 the 一瓶 is the unit priced), so ask items have ``qty=0``."""
+        out: list[Item] = []
+        for g in named:
+            qty = g.qty if g.qty is not None and not ask else 0
+            if g.sku is not None:
+                out.append(self._mk(g.sku, g.variant, qty))
+            elif g.link is not None:
+                out.append(self._mk(None, None, qty, Reason.UNKNOWN_PRODUCT))
+            elif g.var_target is not None:
+                r = self._resolve_variant(g.var_target, featured)
+                if r is not None:
+                    out.append(self._mk(r[0], r[1], qty))
+        if len(out) > 1:
+            seen: dict[tuple[str | None, str | None], Item] = {}
+            for it in out:
+                if it.sku is None or (it.sku, it.variant) not in seen:
+                    seen[(it.sku, it.variant) if it.sku is not None else (None, str(len(seen)))] = it
+            out = list(seen.values())
+        return tuple(out)
+
+    # Results are immutable values and the same few recur (egg-10 x 1, x 2 ...): building a frozen dataclass
+    # costs more than a dict lookup, so each distinct item and result is built once (bounded).
+
+    def _mk(self, sku: str | None, variant: str | None = None, qty: int = 1,
+            reason: Reason | None = None) -> Item:
+        key = (sku, variant, qty, reason)
+        it = self._items.get(key)
+        if it is None:
+            it = Item(sku, variant, qty, reason)
+            if len(self._items) < _INTERN_SIZE:
+                self._items[key] = it
+        return it
+
+    def _result(self, intent: Intent, items: tuple[Item, ...]) -> ParseResult:
+        key = (intent, items)
+        r = self._results.get(key)
+        if r is None:
+            r = ParseResult(intent, items)
+            if len(self._results) < _INTERN_SIZE:
+                self._results[key] = r
+        return r

@@ -1,0 +1,1 @@
+"""The runtime: asyncio shells around the core — pipeline, daemon, replies, hooks, control, status, metrics."""

@@ -1,0 +1,562 @@
+"""Host controls while live: ``livecart ctl FILE ACTION ...``, a local HTTP endpoint, an MQTT control topic.
+
+A :class:`Control` is a plain value: what the host asked for. It is parsed from the command line
+(:func:`parse_params`) or from a JSON object (:meth:`Control.from_json`, the MQTT payload and the HTTP body)
+and handed to the daemon's ``handler``, which applies it to the ledger, journals it (every control is
+journalled) and returns a JSON-ready dict; a control that cannot be applied (unknown sku or order, bad
+value) raises :class:`~livecart.core.errors.ControlError`.
+
+Actions (Chinese aliases in brackets)::
+
+    feature SKU                      [上链接 上架 讲解]  the product a bare "+1" buys
+    restock SKU[/VARIANT] QTY        [补货 加库存]       add QTY units of stock
+    presale SKU[/VARIANT] on|off|N   [预售]             open, close, or open with a cap of N units
+    limit SKU N                      [限购]             most units per buyer (0 = no limit)
+    pay ORDER                        [付款 已付款]       mark an order paid
+    cancel ORDER                     [取消]             cancel an order
+    pause | resume                   [暂停 | 继续 恢复]  stop / restart taking orders
+    status                           [状态]             the daemon's state
+
+Transports: :class:`ControlServer` (POST ``/control`` on 127.0.0.1 with a Bearer token; it writes its
+address to :func:`control_state_path` so ``livecart ctl`` finds it) and :class:`MqttControl` (JSON payloads
+on a topic, answers on ``<topic>/result``).
+
+Errors, as HTTP statuses: 401 bad token, 400 a control that cannot be parsed (:class:`BadControl`),
+409 the handler's :class:`ControlError`, 500 anything else the handler raised (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from livecart.core.errors import ControlError
+from livecart.core.settings import Config
+from livecart.runtime.metrics import Registry
+
+log = logging.getLogger("livecart.control")
+
+
+class ControlAction(StrEnum):
+    FEATURE = "feature"
+    RESTOCK = "restock"
+    PRESALE = "presale"
+    LIMIT = "limit"
+    PAY = "pay"
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+    STATUS = "status"
+
+
+ALIASES: Mapping[str, ControlAction] = {
+    **{a.value: a for a in ControlAction},
+    "上链接": ControlAction.FEATURE, "上架": ControlAction.FEATURE, "讲解": ControlAction.FEATURE,
+    "补货": ControlAction.RESTOCK, "加库存": ControlAction.RESTOCK,
+    "预售": ControlAction.PRESALE,
+    "限购": ControlAction.LIMIT,
+    "付款": ControlAction.PAY, "已付款": ControlAction.PAY, "已付": ControlAction.PAY,
+    "取消": ControlAction.CANCEL,
+    "暂停": ControlAction.PAUSE,
+    "继续": ControlAction.RESUME, "恢复": ControlAction.RESUME,
+    "状态": ControlAction.STATUS,
+}
+_ON = frozenset({"on", "open", "开", "开启", "打开"})
+_OFF = frozenset({"off", "close", "closed", "关", "关闭"})
+#: Largest quantity a control accepts; guards against a typo adding a billion units.
+MAX_QTY = 10_000_000
+
+USAGE = {
+    ControlAction.FEATURE: "feature SKU",
+    ControlAction.RESTOCK: "restock SKU[/VARIANT] QTY",
+    ControlAction.PRESALE: "presale SKU[/VARIANT] on|off|CAP",
+    ControlAction.LIMIT: "limit SKU[/VARIANT] N (0 = no limit)",
+    ControlAction.PAY: "pay ORDER",
+    ControlAction.CANCEL: "cancel ORDER",
+    ControlAction.PAUSE: "pause",
+    ControlAction.RESUME: "resume",
+    ControlAction.STATUS: "status",
+}
+
+
+class BadControl(ControlError):
+    """A control that cannot be parsed: unknown action, missing or malformed argument."""
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """One host control. Which fields are set depends on ``action`` (module docstring):
+
+    ``sku``/``variant`` for feature, restock, presale and limit; ``qty`` for restock (units to add), limit
+    (the new limit) and presale (the cap, when given); ``enabled`` for presale (open or close); ``order``
+    for pay and cancel.
+    """
+
+    action: ControlAction
+    sku: str | None = None
+    variant: str | None = None
+    qty: int | None = None
+    order: str | None = None
+    enabled: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, the shape :meth:`from_json` reads (and what the journal records)."""
+        return {"action": self.action.value, "sku": self.sku, "variant": self.variant, "qty": self.qty,
+                "order": self.order, "enabled": self.enabled}
+
+    @classmethod
+    def from_json(cls, obj: object) -> Control:
+        """A control from a decoded JSON object: either fields (``{"action": "restock", "sku": "egg-10",
+        "qty": 500}``) or the command-line form (``{"action": "restock", "params": ["egg-10", "500"]}``).
+        Raises :class:`BadControl`."""
+        if not isinstance(obj, Mapping):
+            raise BadControl(f"a control must be a JSON object, got {type(obj).__name__}")
+        action = obj.get("action")
+        if not isinstance(action, str):
+            raise BadControl("'action' must be a string, one of: " + ", ".join(a.value for a in ControlAction))
+        params = obj.get("params")
+        if params is not None:
+            if not isinstance(params, list) or not all(isinstance(p, str | int) for p in params):
+                raise BadControl("'params' must be a list of strings")
+            return parse_params(action, [str(p) for p in params])
+        act = _action(action)
+        sku = _opt_str(obj, "sku")
+        variant = _opt_str(obj, "variant")
+        if sku is not None and variant is None and "/" in sku:
+            sku, variant = _split(sku)
+        order = _opt_str(obj, "order")
+        qty = obj.get("qty")
+        if qty is not None and (isinstance(qty, bool) or not isinstance(qty, int)):
+            raise BadControl(f"'qty' must be an integer, got {qty!r}")
+        enabled = obj.get("enabled")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise BadControl(f"'enabled' must be true or false, got {enabled!r}")
+        return _checked(Control(act, sku, variant, qty, order, enabled))
+
+
+def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v.strip() or len(v) > 256:
+        raise BadControl(f"{key!r} must be a non-empty string, got {v!r}")
+    return v.strip()
+
+
+def _action(name: str) -> ControlAction:
+    act = ALIASES.get(name.strip().lower()) or ALIASES.get(name.strip())
+    if act is None:
+        raise BadControl(f"unknown action {name!r}; expected one of: "
+                         + ", ".join(a.value for a in ControlAction) + " (or 上链接, 补货, 预售, 限购 ...)")
+    return act
+
+
+def _split(token: str) -> tuple[str, str | None]:
+    sku, sep, variant = token.partition("/")
+    if not sku or (sep and not variant):
+        raise BadControl(f"{token!r} is not SKU or SKU/VARIANT")
+    return sku, (variant if sep else None)
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise BadControl(f"{what} must be a whole number, got {text!r}") from None
+    return n
+
+
+def _checked(c: Control) -> Control:
+    """Check that the fields the action needs are there and in range."""
+    a = c.action
+    usage = f"usage: {USAGE[a]}"
+    if a in (ControlAction.FEATURE, ControlAction.RESTOCK, ControlAction.PRESALE, ControlAction.LIMIT) \
+            and c.sku is None:
+        raise BadControl(f"{a.value} needs a sku; {usage}")
+    if a is ControlAction.FEATURE and c.variant is not None:
+        raise BadControl(f"feature takes a product, not a variant; {usage}")
+    if a is ControlAction.RESTOCK and (c.qty is None or not 1 <= c.qty <= MAX_QTY):
+        raise BadControl(f"restock needs a quantity from 1 to {MAX_QTY:,}; {usage}")
+    if a is ControlAction.LIMIT and (c.qty is None or not 0 <= c.qty <= MAX_QTY):
+        raise BadControl(f"limit needs a number from 0 (no limit) to {MAX_QTY:,}; {usage}")
+    if a is ControlAction.PRESALE:
+        if c.enabled is None and c.qty is None:
+            raise BadControl(f"presale needs on, off or a cap; {usage}")
+        if c.qty is not None and not 0 <= c.qty <= MAX_QTY:
+            raise BadControl(f"presale cap must be from 0 to {MAX_QTY:,}; {usage}")
+    if a in (ControlAction.PAY, ControlAction.CANCEL) and c.order is None:
+        raise BadControl(f"{a.value} needs an order id such as o-000012; {usage}")
+    return c
+
+
+def parse_params(action: str, params: Sequence[str]) -> Control:
+    """A control from the command line: ``parse_params("restock", ["egg-10", "500"])``.
+
+    Raises :class:`BadControl` with the action's usage when the arguments do not fit.
+    """
+    act = _action(action)
+    p = [x.strip() for x in params if x.strip()]
+    usage = f"usage: {USAGE[act]}"
+
+    def need(n: int) -> None:
+        if len(p) != n:
+            raise BadControl(f"{act.value} takes {n} argument(s), got {len(p)}; {usage}")
+
+    if act in (ControlAction.PAUSE, ControlAction.RESUME, ControlAction.STATUS):
+        need(0)
+        return Control(act)
+    if act in (ControlAction.PAY, ControlAction.CANCEL):
+        need(1)
+        return _checked(Control(act, order=p[0]))
+    if act is ControlAction.FEATURE:
+        need(1)
+        sku, variant = _split(p[0])
+        return _checked(Control(act, sku, variant))
+    # restock / presale / limit: SKU[/VARIANT] VALUE, or SKU VARIANT VALUE
+    if len(p) == 3:
+        if "/" in p[0]:
+            raise BadControl(f"give the variant once; {usage}")
+        sku, variant, value = p[0], p[1], p[2]
+    else:
+        need(2)
+        (sku, variant), value = _split(p[0]), p[1]
+    if act is ControlAction.PRESALE:
+        v = value.lower()
+        if v in _ON:
+            return _checked(Control(act, sku, variant, enabled=True))
+        if v in _OFF:
+            return _checked(Control(act, sku, variant, enabled=False))
+        cap = _int(value, "presale cap (or on/off)")
+        return _checked(Control(act, sku, variant, qty=cap, enabled=cap > 0))
+    return _checked(Control(act, sku, variant, qty=_int(value, "the quantity")))
+
+
+Handler = Callable[[Control], Awaitable[Mapping[str, Any]]]
+
+
+def control_state_path(cfg: Config) -> Path:
+    """Where a running daemon writes its control address: the journal path + ``.ctl.json``."""
+    return Path(str(cfg.storage.path) + ".ctl.json")
+
+
+class _Counts:
+    def __init__(self, metrics: Registry | None) -> None:
+        self.metrics = metrics if metrics is not None else Registry()
+        self.counter = self.metrics.counter("controls_total", "Host controls by transport, action and result")
+
+    def inc(self, transport: str, action: str, result: str) -> None:
+        self.counter.inc(transport=transport, action=action, result=result)
+
+    def get(self, transport: str, action: str, result: str) -> int:
+        return int(self.counter.get(transport=transport, action=action, result=result))
+
+
+async def apply(handler: Handler, control: Control, counts: _Counts, transport: str, stream: str = ""
+                ) -> tuple[int, dict[str, Any]]:
+    """Run the handler; map its outcome to an HTTP-like status and a JSON-ready answer."""
+    action = control.action.value
+    try:
+        result = await handler(control)
+    except ControlError as exc:
+        counts.inc(transport, action, "refused")
+        return 409, {"ok": False, "action": action, "error": str(exc)}
+    except Exception as exc:
+        counts.inc(transport, action, "error")
+        log.exception("control %s failed in the handler", action)
+        return 500, {"ok": False, "action": action, "error": f"internal error: {exc!r}"}
+    counts.inc(transport, action, "ok")
+    log.info("control %s via %s applied: %s", action, transport,
+             {k: v for k, v in control.to_dict().items() if v is not None})
+    return 200, {"ok": True, "action": action, "result": dict(result)}
+
+
+class ControlServer:
+    """POST ``/control`` on ``host`` (127.0.0.1), authenticated with ``Authorization: Bearer TOKEN``.
+
+    With ``token=""`` a random token is generated and written to the state file (mode 0600) beside the
+    journal, so only a user who can read that folder can control the daemon. ``state_path``, when given, is
+    written after :meth:`start` with ``{"host", "port", "pid"}`` (plus ``token`` when generated) and
+    removed by :meth:`close`. Counters: ``livecart_controls_total{transport="http", action, result}``.
+    """
+
+    def __init__(self, host: str, port: int, token: str, handler: Handler, *,
+                 state_path: Path | None = None, metrics: Registry | None = None, stream: str = "") -> None:
+        self.stream = stream
+        self.host = host
+        self.port = port
+        self.generated_token = not token
+        self.token = token or secrets.token_urlsafe(24)
+        self.handler = handler
+        self.state_path = state_path
+        self.counts = _Counts(metrics)
+        #: Extra keys written to the state file beside host/port/pid (the daemon adds its status URL and
+        #: adapter addresses, so tools and tests find them).
+        self.state_extra: dict[str, Any] = {}
+        self._runner: web.AppRunner | None = None
+
+    def _authorised(self, request: web.Request) -> bool:
+        got = request.headers.get("Authorization", "")
+        scheme, _, value = got.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+    async def _control(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            self.counts.inc("http", "", "unauthorized")
+            return _json(401, {"ok": False, "error": "missing or wrong token; see [control].token"})
+        try:
+            obj = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            self.counts.inc("http", "", "bad")
+            return _json(400, {"ok": False, "error": f"the body is not JSON: {exc}"})
+        try:
+            control = Control.from_json(obj)
+        except BadControl as exc:
+            self.counts.inc("http", "", "bad")
+            return _json(400, {"ok": False, "error": str(exc)})
+        status, answer = await apply(self.handler, control, self.counts, "http", self.stream)
+        return _json(status, answer)
+
+    async def start(self) -> None:
+        """Bind (port 0 picks a free one), serve, and write the state file. Idempotent."""
+        if self._runner is not None:
+            return
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_post("/control", self._control)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        if self.state_path is not None:
+            self._write_state(self.state_path)
+        log.info("host controls on http://%s:%d/control", self.host, self.port)
+
+    def _write_state(self, path: Path) -> None:
+        state: dict[str, Any] = {**self.state_extra, "host": self.host, "port": self.port, "pid": os.getpid()}
+        if self.generated_token:
+            state["token"] = self.token
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(orjson.dumps(state))
+        os.replace(tmp, path)
+
+    async def close(self) -> None:
+        """Stop serving and remove the state file if it is still ours. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        await runner.cleanup()
+        if self.state_path is not None:
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                if orjson.loads(self.state_path.read_bytes()).get("port") == self.port:
+                    self.state_path.unlink()
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "serving" if self._runner is not None else "stopped"
+        return f"<ControlServer {self.host}:{self.port} {state}>"
+
+
+def _json(status: int, data: Mapping[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+                        content_type="application/json")
+
+
+class MqttControl:
+    """Host controls from an MQTT topic: each payload one JSON control (:meth:`Control.from_json`, plus an
+    optional ``"id"`` echoed in the answer and ``"token"`` when one is configured); each answer, the same
+    JSON as the HTTP endpoint's, is published to ``<topic>/result``.
+
+    Malformed payloads and wrong tokens are answered with ``{"ok": false, ...}``, counted
+    (``livecart_controls_total{transport="mqtt", result="bad"|"unauthorized"}``) and logged once; never fatal.
+    A lost broker connection is retried with capped exponential backoff until :meth:`close`. ``ready`` is
+    set each time the subscription is in place.
+    """
+
+    def __init__(self, host: str, port: int, topic: str, handler: Handler, token: str | None = None, *,
+                 metrics: Registry | None = None, max_delay: float = 30.0, stream: str = "") -> None:
+        if not topic or any(c in topic for c in "#+") or topic.startswith("$"):
+            raise ValueError(f"control topic {topic!r} must be a plain topic (no wildcards, no $share)")
+        self.stream = stream
+        self.host = host
+        self.port = port
+        self.topic = topic
+        self.result_topic = f"{topic}/result"
+        self.handler = handler
+        self.token = token or None
+        self.counts = _Counts(metrics)
+        self.max_delay = max_delay
+        self.ready = asyncio.Event()
+        self.reconnects = 0
+        self._task: asyncio.Task[None] | None = None
+        self._logged: set[str] = set()
+
+    def _log_once(self, kind: str, message: str) -> None:
+        level = logging.DEBUG if kind in self._logged else logging.WARNING
+        self._logged.add(kind)
+        log.log(level, "mqtt control %s: %s", self.topic, message)
+
+    async def answer(self, payload: bytes) -> dict[str, Any]:
+        """Decode one payload, apply it, and return the answer (what :meth:`run` publishes)."""
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            self.counts.inc("mqtt", "", "bad")
+            self._log_once("bad", f"payload is not JSON ({exc}); sample {payload[:120]!r}")
+            return {"ok": False, "error": f"the payload is not JSON: {exc}"}
+        ident = obj.get("id") if isinstance(obj, dict) else None
+        extra = {"id": ident} if ident is not None else {}
+        if self.token is not None:
+            given = obj.get("token") if isinstance(obj, dict) else None
+            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+                self.counts.inc("mqtt", "", "unauthorized")
+                self._log_once("unauthorized", "payload with a missing or wrong token")
+                return {**extra, "ok": False, "error": "missing or wrong token"}
+        try:
+            control = Control.from_json(obj)
+        except BadControl as exc:
+            self.counts.inc("mqtt", "", "bad")
+            self._log_once("bad", f"bad control: {exc}")
+            return {**extra, "ok": False, "error": str(exc)}
+        _, answer = await apply(self.handler, control, self.counts, "mqtt", self.stream)
+        return {**extra, **answer}
+
+    async def run(self) -> None:
+        """Subscribe and serve until cancelled, reconnecting after broker errors."""
+        import aiomqtt
+
+        failures = 0
+        while True:
+            try:
+                async with aiomqtt.Client(self.host, self.port) as client:
+                    await client.subscribe(self.topic, qos=1)
+                    if failures:
+                        log.info("mqtt control %s: reconnected after %d failed attempt(s)",
+                                 self.topic, failures)
+                    failures = 0
+                    self.ready.set()
+                    async for message in client.messages:
+                        payload = message.payload
+                        raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+                        answer = await self.answer(bytes(raw))
+                        await client.publish(self.result_topic, orjson.dumps(answer), qos=1)
+            except aiomqtt.MqttError as exc:
+                self.ready.clear()
+                failures += 1
+                self.reconnects += 1
+                delay = min(self.max_delay, 0.2 * 2 ** min(failures - 1, 10))
+                self._log_once("connection", f"broker {self.host}:{self.port} lost ({exc}); retrying in "
+                                             f"{delay:.1f}s")
+                await asyncio.sleep(delay)
+
+    def start(self) -> asyncio.Task[None]:
+        """Run :meth:`run` as a named background task. Idempotent."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name=f"livecart-mqtt-control-{self.topic}")
+        return self._task
+
+    async def close(self) -> None:
+        """Stop the background task. Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.ready.clear()
+
+    def __repr__(self) -> str:
+        state = "subscribed" if self.ready.is_set() else "not subscribed"
+        return f"<MqttControl {self.host}:{self.port} {self.topic} {state}, {self.reconnects} reconnects>"
+
+
+# --- the `livecart ctl` command ---
+
+def send_control(state_path: Path, token: str, control: Control, *, timeout: float = 10.0
+                 ) -> tuple[int, dict[str, Any]]:
+    """POST ``control`` to the daemon whose address is in ``state_path``; ``(status, answer)``.
+
+    Raises :class:`ControlError` with a plain message when no daemon is running or it cannot be reached.
+    """
+    try:
+        state = orjson.loads(state_path.read_bytes())
+        host, port = str(state["host"]), int(state["port"])
+    except FileNotFoundError:
+        raise ControlError(f"no daemon is running for this stream ({state_path} does not exist); "
+                           "start it with `livecart run FILE`") from None
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ControlError(f"cannot read the daemon's address from {state_path}: {exc}") from exc
+    token = token or str(state.get("token", ""))
+    req = urllib.request.Request(
+        f"http://{host}:{port}/control", data=orjson.dumps(control.to_dict()), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the daemon's own address
+            return int(resp.status), _answer(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), _answer(exc.read())
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ControlError(f"the daemon is not running (nothing answers on {host}:{port}: {reason}); "
+                           f"{state_path} is stale") from exc
+
+
+def _answer(body: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"ok": False, "error": body[:200].decode("utf-8", "replace")}
+    return obj if isinstance(obj, dict) else {"ok": False, "error": repr(obj)}
+
+
+def ctl_main(args: Any) -> int:
+    """``livecart ctl FILE ACTION [PARAMS...]``: print the daemon's JSON answer; 0 when applied, else 1."""
+    import sys
+
+    from livecart import config as config_mod
+
+    cfg = config_mod.load(args.file)
+    try:
+        control = parse_params(args.action, list(args.params))
+    except BadControl as exc:
+        print(f"livecart ctl: {exc}", file=sys.stderr)
+        return 1
+    token = str(cfg.sections.get("control", {}).get("token", "") or "")
+    try:
+        status, answer = send_control(control_state_path(cfg), token, control)
+    except ControlError as exc:
+        print(f"livecart ctl: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(answer, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    if status == 200 and answer.get("ok"):
+        return 0
+    if status == 401:
+        print("livecart ctl: the daemon refused the token; check [control].token in the config",
+              file=sys.stderr)
+    else:
+        print(f"livecart ctl: {answer.get('error', f'HTTP {status}')}", file=sys.stderr)
+    return 1

@@ -1,0 +1,716 @@
+"""``livecart run FILE``: adapters -> parser -> ledger -> journal -> announcements, until told to stop.
+
+What runs (named tasks under one :class:`asyncio.TaskGroup`):
+
+* ``intake:<adapter>`` - one per configured adapter: its batches go into one bounded queue
+  (``[daemon].queue`` batches). When the queue is full the adapter waits, so backpressure reaches the
+  socket or file instead of memory; every wait is counted (``livecart_intake_waits_total{adapter}``,
+  ``livecart_intake_wait_seconds_total{adapter}``). Several adapters (one stream simulcast on Douyin,
+  Bilibili and Twitch) feed the same queue, so they share one inventory.
+* ``consume`` - takes batches off the queue, merges what is waiting into one submit of up to
+  ``[storage] batch_max`` comments, and keeps a few submits in flight so decisions and journal commits
+  overlap (decisions stay in queue order: each submit decides synchronously when it is called). While the
+  host has paused intake it takes nothing, so the queue fills and the adapters wait.
+* ``expiry`` - once a second, expires unpaid holds (only when ``hold_minutes`` > 0).
+* ``replies:<adapter>`` - one per adapter that can reply: a rate-limited :class:`ReplyQueue`.
+* the status server (``/healthz``, ``/metrics``, ``/api/state``), the control server (``livecart ctl``)
+  and, when ``[control].mqtt_topic`` is set, the MQTT control subscriber; hook workers
+  (:class:`HookRunner`).
+
+Announcements follow durability (CONTRACTS §6): buyer replies, hook calls and stream events are fed by one
+:meth:`Engine.add_listener` callback, which the engine calls only after the journal has committed the
+outcomes. A reply goes back through the adapter that read the comment: the daemon remembers which adapter
+each ``(platform, room)`` came from.
+
+Stopping: SIGINT or SIGTERM, or every adapter has ended (a replay read to its end). Then, in the order
+written down once, in :func:`serve`: stop intake -> drain the queue through the engine -> stop host
+controls -> let replies and hooks drain (``[daemon].drain_seconds``, the rest counted as shed) -> flush and
+close the journal -> stop the status server -> close the adapters. Exit status 0, or 1 when an adapter ended
+with an error or the journal failed. A second signal exits at once with status 1; the journal is SQLite in
+WAL mode, so the file is never corrupt and what was acknowledged is in it. A restart rebuilds the ledger
+from the journal and recognises every comment it has seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from livecart import registry
+from livecart.config import load
+from livecart.core.catalogue import Catalogue
+from livecart.core.errors import AdapterError, ControlError, JournalError, LivecartError
+from livecart.core.events import Event, EventDetector, outcome_key
+from livecart.core.records import Comment, Outcome
+from livecart.core.settings import Config, PluginSettings
+from livecart.plugin import Adapter
+from livecart.runtime.control import Control, ControlAction, ControlServer, MqttControl, control_state_path
+from livecart.runtime.hooks import HookRunner
+from livecart.runtime.metrics import Registry
+from livecart.runtime.pipeline import Engine, ParseFn, tune_gc
+from livecart.runtime.replies import Replier, ReplyQueue, RoomKey
+from livecart.runtime.status import DaemonMetrics, StatusServer
+
+log = logging.getLogger("livecart.daemon")
+
+#: Batches (as adapters yield them) waiting for the engine before adapters are made to wait (default).
+QUEUE_BATCHES = 64
+#: Submits in flight at once: while one batch waits for its commit, the next is being decided.
+INFLIGHT = 4
+TICK_SECONDS = 1.0
+
+_END = None
+
+AdapterFactory = Callable[[PluginSettings], Adapter]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _address(adapter: Adapter) -> str | None:
+    """Where a listening adapter (websocket server mode, webhook, douyin push) accepts peers, if it does."""
+    try:
+        port = getattr(adapter, "bound_port", None)
+    except Exception:  # not listening (client mode, not open yet)
+        return None
+    if not isinstance(port, int) or port <= 0:
+        return None
+    host = str(adapter.options.get("host", "127.0.0.1"))
+    scheme = "ws" if adapter.type == "websocket" else "http"
+    path = str(adapter.options.get("path", "")) if scheme == "http" else ""
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def _figures(products: Mapping[str, Mapping[str, Any]], key: str) -> dict[str, Any]:
+    """A product's report figures plus ``presale_cap`` (the live cap, which :mod:`livecart.core.events` reads)."""
+    p = products[key]
+    return {"stock": p["stock"], "left": p["left"], "reserved": p["reserved"], "presale": p["presale"],
+            "presale_cap": p.get("cap", 0)}
+
+
+class Daemon:
+    """The running pieces of one stream and the glue between them.
+
+    Built by :func:`serve`; ``on_ready`` receives it, which is how tests reach the live parts. Nothing here
+    decides anything about orders: the engine does; this moves data and keeps counts.
+    """
+
+    def __init__(self, cfg: Config, engine: Engine, adapters: Sequence[Adapter], *,
+                 registry: Registry | None = None, replier: Replier | None = None,
+                 reply_queues: Mapping[str, ReplyQueue] | None = None, hooks: HookRunner | None = None,
+                 queue_batches: int = QUEUE_BATCHES) -> None:
+        self.cfg = cfg
+        self.stream = cfg.stream.name
+        self.engine = engine
+        self.adapters = list(adapters)
+        self.queue: asyncio.Queue[Sequence[Comment] | None] = asyncio.Queue(queue_batches)
+        self.stop = asyncio.Event()
+        self.failed: list[str] = []
+        self.started = time.time()
+        #: Set while intake runs; cleared by the host's ``pause`` control.
+        self.running = asyncio.Event()
+        if engine.ledger.intake_paused:
+            # The host paused intake before the restart and has not resumed it: stay paused.
+            log.warning("intake is PAUSED, as the host left it before the restart; resume with "
+                        "'livecart ctl FILE resume'")
+        else:
+            self.running.set()
+        self.draining = False
+        self.registry = registry if registry is not None else Registry()
+        self.metrics = DaemonMetrics(self.registry)
+        self.metrics.watch_adapters(a.stats for a in self.adapters)
+        self.metrics.watch_queues(self.queue_depths)
+        r = self.registry
+        self._waits = r.counter("intake_waits_total", "Adapter batches that waited because the queue was full")
+        self._wait_seconds = r.counter("intake_wait_seconds_total", "Seconds adapters spent waiting for room")
+        self._pauses = r.counter("pauses_total", "Host pause / resume controls")
+        self._paused_g = r.gauge("paused", "1 while the host has paused intake")
+        self._events = r.counter("events_total", "Stream events (sold_out, low_stock, presale_opened ...)")
+        self._unroutable = r.counter("replies_unroutable_total",
+                                     "Outcomes that could not be answered: their room has no replying adapter")
+        self._up = r.gauge("uptime_seconds", "Seconds since the daemon started")
+        self.replier = replier
+        self.reply_queues: dict[str, ReplyQueue] = dict(reply_queues or {})
+        self.hooks = hooks
+        self.detector = EventDetector(cfg.catalogue, low_stock=int(cfg.sections.get("status", {}).get(
+            "low_stock", 0) or 0))
+        #: (platform, room) -> name of the replying adapter that reads it.
+        self.routes: dict[RoomKey, str] = {}
+        #: Comments of replying adapters between intake and their durable outcomes (display name, reply-to).
+        self._recent: dict[tuple[str, str, str], Comment] = {}
+        self._journal_max = 0.0
+        self._baseline: dict[str, dict[str, Any]] = {}
+        self.status: StatusServer | None = None
+        self.control: ControlServer | None = None
+        self.mqtt_control: MqttControl | None = None
+        self._mirror_engine_metrics()
+        self.refresh_baseline()
+        engine.add_listener(self.on_durable)
+
+    # ------------------------------------------------------------------ metrics
+
+    def _mirror_engine_metrics(self) -> None:
+        """Export the engine's own counters through the daemon's registry, under the names the daemon
+        documents. The engine counts comments without a platform; the daemon counts them by platform at
+        intake, so the engine's unlabelled ``comments_total`` is exported as ``comments_submitted_total``."""
+        eng = self.engine.metrics
+        if eng is self.registry:
+            return
+        m = self.metrics
+        renamed = {"livecart_comments_total": "comments_submitted_total"}
+        own = {"livecart_intents_total": m.intents, "livecart_outcomes_total": m.outcomes}
+        skip = {"livecart_journal_batches", "livecart_journal_batch_seconds", "livecart_journal_batch_seconds_mean"}
+
+        def collect() -> None:
+            for metric in eng.metrics():
+                if metric.name in skip:
+                    continue
+                target = own.get(metric.name)
+                if target is None:
+                    short = renamed.get(metric.name, metric.name.removeprefix("livecart_"))
+                    target = (self.registry.counter(short, metric.help) if metric.kind == "counter"
+                              else self.registry.gauge(short, metric.help))
+                target.values = dict(metric.values)
+            j = self.engine.journal
+            m.journal_sum.values = {(): float(j.batch_seconds_total)}
+            m.journal_count.values = {(): float(j.batches)}
+            self._journal_max = max(self._journal_max, float(j.last_batch_seconds))
+            m.journal_max.set(self._journal_max)
+            self._up.set(round(time.time() - self.started, 3))
+            self._paused_g.set(0 if self.running.is_set() else 1)
+
+        self.registry.collector(collect)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each internal queue: ``intake`` (batches), ``journal`` (rows), ``replies:<name>``."""
+        depths = {"intake": self.queue.qsize(), "journal": self.engine.journal.pending}
+        for name, q in self.reply_queues.items():
+            depths[f"replies:{name}"] = q.depth
+        return depths
+
+    # ------------------------------------------------------------------ intake and the engine
+
+    async def intake(self, adapter: Adapter) -> None:
+        name = adapter.name
+        replying = name in self.reply_queues
+        comments = self.metrics.comments
+        routes = self.routes
+        recent = self._recent
+        queue = self.queue
+        last: RoomKey | None = None
+        try:
+            async for batch in adapter.batches():
+                if not batch:
+                    continue
+                by_platform: dict[str, int] = {}
+                for c in batch:
+                    by_platform[c.platform] = by_platform.get(c.platform, 0) + 1
+                for platform, n in by_platform.items():
+                    comments.inc(n, platform=platform)
+                if replying:
+                    for c in batch:
+                        recent[(c.platform, c.room, c.id)] = c
+                        if last is None or last[0] != c.platform or last[1] != c.room:
+                            last = (c.platform, c.room)
+                            if routes.get(last) != name:
+                                routes[last] = name
+                                log.info("replies to %s room %s go through adapter %s", c.platform, c.room, name)
+                if queue.full():
+                    # Backpressure: the adapter waits here, which stops it reading its source. Counted.
+                    t0 = time.monotonic()
+                    await queue.put(batch)
+                    self._waits.inc(adapter=name)
+                    self._wait_seconds.inc(time.monotonic() - t0, adapter=name)
+                else:
+                    queue.put_nowait(batch)
+        except AdapterError as exc:
+            self.failed.append(f"adapter {name}: {exc}")
+            log.error("adapter %s ended with an error: %s", name, exc)
+        except Exception as exc:  # an adapter bug ends that adapter, not the sale
+            self.failed.append(f"adapter {name}: {exc!r}")
+            log.exception("adapter %s failed", name)
+        else:
+            log.info("adapter %s ended", name)
+
+    async def consume(self) -> None:
+        limit = self.cfg.storage.batch_max
+        slots = asyncio.Semaphore(INFLIGHT)
+        inflight: set[asyncio.Task[object]] = set()
+        errors: list[BaseException] = []
+        recent = self._recent
+
+        def finished(t: asyncio.Task[object], *, batch: list[Comment]) -> None:
+            inflight.discard(t)
+            slots.release()
+            if recent:
+                for c in batch:
+                    recent.pop((c.platform, c.room, c.id), None)
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None:
+                errors.append(exc)
+
+        done = False
+        while not done:
+            if not self.running.is_set():
+                await self.running.wait()
+            first = await self.queue.get()
+            if first is _END:
+                break
+            if not self.running.is_set():  # paused while this consumer was waiting for the batch
+                await self.running.wait()
+            batch = list(first)
+            while len(batch) < limit and not self.queue.empty():
+                more = self.queue.get_nowait()
+                if more is _END:
+                    done = True
+                    break
+                batch.extend(more)
+            await slots.acquire()
+            if errors:
+                raise errors[0]  # a journal failure stops the daemon
+            # The decisions happen inside submit() before its first await, i.e. right here, in order.
+            task: asyncio.Task[object] = asyncio.ensure_future(self.engine.submit(batch))
+            inflight.add(task)
+            task.add_done_callback(functools.partial(finished, batch=batch))
+        if inflight:
+            await asyncio.wait(inflight)
+        if errors:
+            raise errors[0]
+
+    async def expire(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            await self.engine.tick()
+
+    # ------------------------------------------------------------------ announcements (durable only)
+
+    def on_durable(self, outcomes: Sequence[Outcome]) -> None:
+        """The engine's listener: called with each batch of outcomes after the journal committed them.
+        Feeds buyer replies, hooks and stream events; never waits (queues only)."""
+        j = self.engine.journal
+        if j.last_batch_seconds > self._journal_max:
+            self._journal_max = j.last_batch_seconds
+        if self.replier is not None and self.reply_queues:
+            self._reply(outcomes)
+        if self.hooks is not None:
+            self.hooks.submit_outcomes(outcomes)
+        self._detect(outcomes)
+
+    def _reply(self, outcomes: Sequence[Outcome]) -> None:
+        assert self.replier is not None
+        routes = self.routes
+        mine = [o for o in outcomes if (o.platform, o.room) in routes]
+        if len(mine) != len(outcomes):
+            # Outcomes from rooms no replying adapter reads (Douyin, Bilibili, a replay, host controls).
+            self._unroutable.inc(len(outcomes) - len(mine))
+        if not mine:
+            return
+        for room, reply in self.replier.plan(mine, self._recent):
+            q = self.reply_queues.get(routes.get(room, ""))
+            if q is None:
+                self._unroutable.inc()
+                continue
+            q.put(reply)
+
+    def refresh_baseline(self, keys: Sequence[str] | None = None) -> None:
+        """Remember the ledger's figures (all keys, or ``keys``) as the "before" of the next event check."""
+        products = self.engine.snapshot()["products"]
+        for key in (products if keys is None else keys):
+            if key in products:
+                self._baseline[key] = _figures(products, key)
+
+    def _detect(self, outcomes: Sequence[Outcome]) -> None:
+        keys = {k for o in outcomes if (k := outcome_key(o)) is not None}
+        if not keys:
+            return
+        products = self.engine.snapshot()["products"]
+        after = {k: _figures(products, k) for k in keys if k in products}
+        before = {k: self._baseline[k] for k in after if k in self._baseline}
+        events = self.detector.detect(before, after, outcomes)
+        self._baseline.update(after)
+        for e in events:
+            self._announce(e)
+
+    def _announce(self, event: Event) -> None:
+        self._events.inc(kind=event.kind.value)
+        d = event.data
+        log.info("%s %s (left %s of %s, presale queue %s)", event.kind.value, event.key, d.get("left"),
+                 d.get("stock"), d.get("presale"))
+        if self.hooks is not None:
+            self.hooks.submit_event(event)
+
+    # ------------------------------------------------------------------ host controls
+
+    async def handle_control(self, c: Control) -> Mapping[str, Any]:
+        """Apply a host control (the :data:`livecart.runtime.control.Handler` of both control transports).
+
+        Ledger controls go through :meth:`Engine.control`, which journals them; ``pause`` / ``resume`` act
+        on intake here (logged and counted) and are journalled too. Raises :class:`ControlError` for one that cannot be applied."""
+        a = c.action
+        if a is ControlAction.STATUS:
+            return self.state()
+        if a is ControlAction.PAUSE or a is ControlAction.RESUME:
+            paused = self._pause(a is ControlAction.PAUSE)
+            if paused["changed"]:
+                await self.engine.control(a.value)  # journalled, so a restart comes back the same way
+            return paused
+        outs: list[Outcome]
+        key: str | None = None
+        if a is ControlAction.FEATURE:
+            outs = await self.engine.control("feature", c.sku)
+        elif a is ControlAction.RESTOCK:
+            outs = await self.engine.control("restock", c.sku, c.variant, c.qty)
+            key = _key(c)
+        elif a is ControlAction.PRESALE:
+            outs = await self.engine.control("presale", c.sku, c.variant, self._presale_cap(c))
+            key = _key(c)
+        elif a is ControlAction.LIMIT:
+            if c.variant is not None:
+                raise ControlError(f"a limit applies to the whole product: limit {c.sku} N")
+            outs = await self.engine.control("limit", c.sku, c.qty)
+            self._limit_changed(str(c.sku), int(c.qty or 0))
+        elif a is ControlAction.PAY:
+            outs = await self.engine.control("pay", c.order)
+        else:
+            outs = await self.engine.control("cancel", c.order)
+        # A control may change figures without outcomes (restock with no queue, a new cap): refresh the
+        # baseline so the next event check compares against the state after it.
+        self.refresh_baseline()
+        answer: dict[str, Any] = {"outcomes": [o.to_dict() for o in outs]}
+        products = self.engine.snapshot()["products"]
+        if key is not None and key in products:
+            answer["product"] = {"key": key, **_figures(products, key)}
+        if a is ControlAction.FEATURE:
+            answer["featured"] = self.engine.ledger.featured
+        return answer
+
+    def _presale_cap(self, c: Control) -> int:
+        if c.enabled is False:
+            return 0
+        if c.qty is not None:
+            return c.qty
+        product = self.cfg.catalogue.by_sku.get(str(c.sku))
+        cap = 0
+        if product is not None:
+            v = product.variant(c.variant) if c.variant is not None else None
+            cap = v.presale if v is not None else product.presale
+        if cap <= 0:
+            raise ControlError(f"{_key(c)} has no presale quantity in the config; give one: presale {_key(c)} N")
+        return cap
+
+    def _limit_changed(self, sku: str, limit: int) -> None:
+        if self.replier is None:
+            return
+        cat = self.replier.catalogue
+        products = tuple(dataclasses.replace(p, limit=limit) if p.sku == sku else p for p in cat.products)
+        self.replier.catalogue = Catalogue(products)
+
+    def _pause(self, pause: bool) -> dict[str, Any]:
+        was_paused = not self.running.is_set()
+        if pause:
+            self.running.clear()
+        else:
+            self.running.set()
+        if was_paused != pause:
+            self._pauses.inc(action="pause" if pause else "resume")
+            log.warning("intake %s by the host", "PAUSED" if pause else "resumed")
+        return {"paused": pause, "changed": was_paused != pause, "queued_batches": self.queue.qsize()}
+
+    # ------------------------------------------------------------------ state and health
+
+    def adapter_state(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for a in self.adapters:
+            s = a.stats
+            entry: dict[str, Any] = {"type": a.type, "connected": s.connected, "received": s.received,
+                                     "malformed": s.malformed_total, "duplicates": s.duplicates,
+                                     "reconnects": s.reconnects, "can_reply": a.name in self.reply_queues}
+            addr = _address(a)
+            if addr is not None:
+                entry["address"] = addr
+            out[a.name] = entry
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """``/api/state``: the live figures (products as in ``livecart report --json``) and the daemon's parts.
+
+        Product figures include decisions whose journal commit is still in flight (milliseconds)."""
+        snap = self.engine.snapshot()
+        products = {k: {f: p[f] for f in ("stock", "left", "reserved", "presale")}
+                    for k, p in snap["products"].items()}
+        replies = {name: {r: q.count(r) for r in ("queued", "sent", "merged", "shed", "failed")} | {"depth": q.depth}
+                   for name, q in self.reply_queues.items()}
+        return {
+            "stream": self.stream, "paused": not self.running.is_set(), "draining": self.draining,
+            "uptime": round(time.time() - self.started, 3), "featured": snap["featured"],
+            "comments": snap["comments"], "outcomes": snap["outcomes"], "orders": snap["orders"],
+            "products": products, "adapters": self.adapter_state(), "queues": self.queue_depths(),
+            "journal": {"path": str(self.engine.journal.path), "batches": self.engine.journal.batches,
+                        "durability": self.cfg.storage.durability},
+            "replies": replies, "hooks": [h.name for h in self.hooks.hooks] if self.hooks is not None else [],
+            "events": {k.value: n for k, n in self.detector.counts.items()},
+            "control": (f"http://{self.control.host}:{self.control.port}/control"
+                        if self.control is not None else None),
+            "status": self.status.url if self.status is not None else None,
+            "mqtt_control": ({"topic": self.mqtt_control.topic, "subscribed": self.mqtt_control.ready.is_set()}
+                             if self.mqtt_control is not None else None),
+            "failed": list(self.failed),
+        }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while the journal works and at least one adapter is still running (or none failed)."""
+        journal_failed = any(f.startswith("journal") for f in self.failed)
+        adapters_failed = [f for f in self.failed if f.startswith("adapter")]
+        ok = not journal_failed and len(adapters_failed) < max(1, len(self.adapters))
+        return ok, {"stream": self.stream, "paused": not self.running.is_set(), "draining": self.draining,
+                    "adapters": {a.name: "connected" if a.stats.connected else "idle" for a in self.adapters},
+                    "failed": list(self.failed)}
+
+    def __repr__(self) -> str:
+        state = "paused" if not self.running.is_set() else ("draining" if self.draining else "running")
+        return (f"<Daemon {self.stream!r} {state}: {len(self.adapters)} adapters, {self.queue.qsize()} batches "
+                f"queued, {len(self.reply_queues)} reply queues, {self.engine.ledger!r}>")
+
+
+def _key(c: Control) -> str:
+    return f"{c.sku}/{c.variant}" if c.variant is not None else str(c.sku)
+
+
+def _interruptible(sleep: Sleep, stop: asyncio.Event) -> Sleep:
+    """``sleep`` that returns early once ``stop`` is set (a reply queue sleeping out a rate-limit window
+    must notice the shutdown and count what is left, not hold it up)."""
+    async def nap(seconds: float) -> None:
+        if stop.is_set():
+            return
+        waiter = asyncio.ensure_future(stop.wait())
+        sleeper = asyncio.ensure_future(sleep(seconds))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (waiter, sleeper):
+                t.cancel()
+            await asyncio.gather(waiter, sleeper, return_exceptions=True)
+
+    return nap
+
+
+def _default_factory(ps: PluginSettings) -> Adapter:
+    return registry.adapter_class(ps.type)(ps.options, name=ps.name)
+
+
+async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
+                stop: asyncio.Event | None = None, on_ready: Callable[[Daemon], None] | None = None,
+                tune: bool = False, make_adapter: AdapterFactory | None = None,
+                reply_clock: Callable[[], float] = time.monotonic, reply_sleep: Sleep = asyncio.sleep) -> int:
+    """Run the stream of ``cfg`` until ``stop`` is set or every adapter has ended. Returns the exit status.
+
+    ``tune`` applies :func:`livecart.runtime.pipeline.tune_gc` once the ledger is rebuilt (process-wide: the CLI does).
+    ``make_adapter`` builds each ``[[adapters]]`` entry (default: the entry-point registry); ``reply_clock``
+    and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock).
+    Raises :class:`~livecart.core.errors.PluginError` / :class:`JournalError` when the stream cannot start.
+    """
+    factory = make_adapter or _default_factory
+    adapters = [factory(a) for a in cfg.adapters]
+    sections = cfg.sections
+    dcfg = sections.get("daemon", {})
+    rcfg = sections.get("replies", {})
+    scfg = sections.get("status", {})
+    ccfg = sections.get("control", {})
+    drain = float(dcfg.get("drain_seconds", 2.0))
+    reg = Registry()
+    replier = Replier(cfg)
+    hooks = HookRunner.from_config(cfg, metrics=reg, timeout=float(dcfg.get("hook_timeout", 10.0)),
+                                   queue_size=int(dcfg.get("hook_queue", 256)), grace=drain)
+    stopping = asyncio.Event()  # set once shutdown starts: rate-limit sleeps end early
+    queues: dict[str, ReplyQueue] = {}
+    if replier.enabled:
+        for a in adapters:
+            if type(a).can_reply:
+                limit = a.options.get("reply_limit", type(a).reply_limit)
+                window = a.options.get("reply_window", type(a).reply_window)
+                queues[a.name] = ReplyQueue.for_adapter(
+                    a, limit=limit, window=float(window), maxsize=int(rcfg.get("queue", 1000)),
+                    max_len=int(rcfg.get("max_len", 200)), clock=reply_clock, metrics=reg, stream=cfg.stream.name)
+    async with contextlib.AsyncExitStack() as stack:
+        for a in adapters:  # entered first, so closed last (step 7)
+            await stack.enter_async_context(a)
+        engine = await Engine.open(cfg, clock=clock, parse=parse)
+        stack.push_async_callback(engine.close)  # step 6: flush and close the journal
+        if tune:
+            tune_gc()
+        d = Daemon(cfg, engine, adapters, registry=reg, replier=replier, reply_queues=queues, hooks=hooks,
+                   queue_batches=int(dcfg.get("queue", QUEUE_BATCHES)))
+        if stop is not None:
+            d.stop = stop
+        if scfg.get("enabled", True):
+            d.status = StatusServer(str(scfg.get("host", "127.0.0.1")), int(scfg.get("port", 0)), reg, d.state,
+                                    d.health, stream=cfg.stream.name)
+            await _listen(d.status.start, "status endpoints", d.status.host, d.status.port)
+            stack.push_async_callback(d.status.close)  # step 5
+        d.control = ControlServer(str(ccfg.get("host", "127.0.0.1")), int(ccfg.get("port", 0)),
+                                  str(ccfg.get("token", "") or ""), d.handle_control,
+                                  state_path=control_state_path(cfg), metrics=reg, stream=cfg.stream.name)
+        d.control.state_extra = {"stream": cfg.stream.name,
+                                 "status": d.status.url if d.status is not None else None,
+                                 "adapters": {a.name: addr for a in adapters if (addr := _address(a))}}
+        if ccfg.get("mqtt_topic"):
+            d.mqtt_control = MqttControl(str(ccfg.get("mqtt_host") or "127.0.0.1"),
+                                         int(ccfg.get("mqtt_port", 1883)), str(ccfg["mqtt_topic"]),
+                                         d.handle_control, token=str(ccfg.get("token", "") or "") or None,
+                                         metrics=reg, stream=cfg.stream.name)
+            stack.push_async_callback(d.mqtt_control.close)
+        stack.push_async_callback(hooks.close)  # idempotent: the normal path closes them at step 4
+        await hooks.start()
+        # Last before the tasks: the state file it writes tells `livecart ctl` (and tests) we are up.
+        stack.push_async_callback(d.control.close)
+        await _listen(d.control.start, "host controls", d.control.host, d.control.port)
+        if d.mqtt_control is not None:
+            d.mqtt_control.start()
+        log.info("running: %d adapter(s) (%s), %d replying, %d hook(s); status %s; controls %s; %r",
+                 len(adapters), ", ".join(f"{a.name}={a.type}" for a in adapters), len(queues), len(hooks.hooks),
+                 d.status.url if d.status is not None else "off",
+                 f"http://{d.control.host}:{d.control.port}/control", engine.ledger)
+        if on_ready is not None:
+            on_ready(d)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                readers = [tg.create_task(d.intake(a), name=f"intake:{a.name}") for a in adapters]
+                consumer = tg.create_task(d.consume(), name="consume")
+                ticker = (tg.create_task(d.expire(), name="expiry") if cfg.stream.hold_minutes > 0 else None)
+                senders = [tg.create_task(q.run(_sender(d, name), sleep=_interruptible(reply_sleep, stopping)),
+                                          name=f"replies:{name}") for name, q in queues.items()]
+                stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
+                everyone: asyncio.Future[Any] = asyncio.gather(*readers)
+                await asyncio.wait({stopper, everyone}, return_when=asyncio.FIRST_COMPLETED)
+                # --- shutdown, in this order (STYLE 7) ---
+                d.draining = True
+                log.info("stopping intake; draining %d queued batch(es)", d.queue.qsize())
+                # 1. stop intake
+                for r in readers:
+                    r.cancel()
+                await asyncio.gather(everyone, return_exceptions=True)
+                stopper.cancel()
+                # 2. drain: everything taken in goes through the engine (even while paused), then the
+                #    consumer ends
+                d.running.set()
+                await d.queue.put(_END)
+                await consumer
+                if ticker is not None:
+                    ticker.cancel()
+                # 3. host controls stop (they need the journal, which closes at step 6)
+                await d.control.close()
+                if d.mqtt_control is not None:
+                    await d.mqtt_control.close()
+                # 4. replies and hooks get `drain_seconds` to go out; what is left is counted as shed
+                stopping.set()
+                for q in queues.values():
+                    q.close()
+                if senders:
+                    _, late = await asyncio.wait(senders, timeout=drain)
+                    for t in late:
+                        t.cancel()
+                await hooks.close()
+            # 5.-7. happen as the exit stack unwinds: the status server stops, the journal is flushed and
+            # closed, then the adapters close.
+        except* JournalError as eg:
+            for exc in eg.exceptions:
+                log.error("journal failed: %s", exc)
+            d.failed.append(f"journal: {eg.exceptions[0]}")
+        log.info("stopped: %r; %s", engine.ledger, _summary(d))
+    if d.failed:
+        for f in d.failed:
+            print(f"livecart run: {f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _listen(start: Callable[[], Awaitable[None]], what: str, host: str, port: int) -> None:
+    try:
+        await start()
+    except OSError as exc:
+        raise LivecartError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def _sender(d: Daemon, name: str) -> Callable[[Sequence[Any]], Awaitable[None]]:
+    adapter = next(a for a in d.adapters if a.name == name)
+    return adapter.send_replies
+
+
+def _summary(d: Daemon) -> str:
+    parts = [f"{a.name}: {a.stats.received} received, {a.stats.malformed_total} malformed" for a in d.adapters]
+    for name, q in d.reply_queues.items():
+        parts.append(f"replies {name}: {q.count('sent')} sent, {q.count('merged')} merged, "
+                     f"{q.count('shed')} shed, {q.count('failed')} failed")
+    waits = int(d._waits.total())
+    if waits:
+        parts.append(f"intake waited {waits} times for a full queue")
+    return "; ".join(parts)
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    count = [0]
+
+    def on_signal(signame: str) -> None:
+        count[0] += 1
+        if count[0] == 1:
+            log.warning("%s: stopping intake, draining, flushing the journal (again to exit at once)", signame)
+            stop.set()
+        else:
+            # Immediate exit: the WAL journal holds every acknowledged outcome and is never left corrupt.
+            sys.stderr.write(f"livecart run: {signame} again, exiting at once\n")
+            os._exit(1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows event loops
+            loop.add_signal_handler(sig, on_signal, sig.name)
+
+
+class _StreamField(logging.Filter):
+    """Adds ``stream`` to every record, so each log line names the sale it belongs to."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        setattr(record, "stream", self.stream)  # noqa: B010 - LogRecord takes extra attributes
+        return True
+
+
+def setup_logging(stream: str, verbose: int = 0) -> None:
+    """One line per event: ``time level logger stream="NAME": message``. INFO by default for the daemon
+    (``-v`` is the same, ``-vv`` DEBUG, which includes per-comment details)."""
+    root = logging.getLogger()
+    fmt = logging.Formatter('%(asctime)s %(levelname)s %(name)s stream="%(stream)s": %(message)s')
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for h in root.handlers:
+        h.setFormatter(fmt)
+        h.addFilter(_StreamField(stream))
+    logging.getLogger("livecart").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+
+
+async def _main(cfg: Config) -> int:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    return await serve(cfg, stop=stop, tune=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``livecart run FILE``."""
+    cfg = load(args.file)
+    setup_logging(cfg.stream.name, int(getattr(args, "verbose", 0) or 0))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.run(_main(cfg))
+    return int(uvloop.run(_main(cfg)))

@@ -1,0 +1,312 @@
+"""The engine: parser + ledger + journal behind one async interface (docs/contract.md §4, §6).
+
+Decide, then write (STYLE 3): :meth:`Engine.submit` parses and decides a whole batch synchronously, with no
+``await`` in between, queues the journal rows, and returns the outcomes only once the journal has committed
+them. Many concurrent submits share one group commit. On open the ledger is rebuilt from the journal, so a
+restart over the same input reproduces a run that never crashed: comments already journaled are recognised
+by their key and skipped, the rest are decided again in the same order, from the same state.
+
+If the journal fails, the engine stops acknowledging: every later call raises
+:class:`~livecart.core.errors.JournalError` (the ledger in memory may be ahead of the file; that state was never
+announced and is rebuilt from the file on the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from livecart.core.errors import ControlError, JournalError
+from livecart.core.ledger import Ledger
+from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
+from livecart.core.settings import Config
+from livecart.runtime.metrics import Registry
+from livecart.store import journal as jr
+from livecart.store.journal import Entry, Journal
+
+log = logging.getLogger("livecart.engine")
+
+ParseFn = Callable[[str, str | None], ParseResult]
+Listener = Callable[[Sequence[Outcome]], None]
+
+#: action -> (journal kind, number of arguments)
+_CONTROLS: dict[str, tuple[str, int]] = {
+    "pay": (jr.PAY, 1),
+    "cancel": (jr.CANCEL, 1),
+    "restock": (jr.RESTOCK, 3),
+    "presale": (jr.PRESALE, 3),
+    "limit": (jr.LIMIT, 2),
+    "feature": (jr.FEATURE, 1),
+    "pause": (jr.PAUSE, 0),
+    "resume": (jr.PAUSE, 0),
+}
+
+
+#: Collector thresholds for a long-running sale (see :func:`tune_gc`). A young collection costs about
+#: 0.2-0.4 us per young object: 10,000 keeps each pause to a few ms (at 50,000 they were 7-20 ms, a p99
+#: of their own); 250 young collections per middle one keeps the older generations scanned as rarely as
+#: before (every 2.5M surviving allocations).
+GC_THRESHOLDS = (10_000, 250, 100)
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector fit a process holding a large, growing, acyclic heap (the ledger's
+    orders). With CPython's defaults (700, 10, 10) the collector re-scans that heap so often that it took
+    about 60% of the decision loop in ``bench/ledger_bench.py``; with these thresholds it is a few percent.
+    Everything alive at the call (config, a rebuilt ledger) is frozen out of future scans. Process-wide, so
+    only entry points (the daemon, benchmarks) call it, never the engine itself.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+class Engine:
+    """Owns the parser, the ledger and the journal of one stream. Create with :meth:`open`."""
+
+    def __init__(self, cfg: Config, ledger: Ledger, journal: Journal, parse: ParseFn,
+                 clock: Callable[[], float], metrics: Registry) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.journal = journal
+        self._parse = parse
+        self._clock = clock
+        self._listeners: list[Listener] = []
+        self._closed = False
+        self.metrics = metrics
+        self._m_comments = metrics.counter("comments_total", "comments received by the engine")
+        self._m_dupes = metrics.counter("duplicate_comments_total", "comments seen before, ignored")
+        self._m_intents = metrics.counter("intents_total", "processed comments by parsed intent")
+        self._m_outcomes = metrics.counter("outcomes_total", "durable outcomes by status")
+        self._m_parse_errors = metrics.counter("parse_errors_total", "comments the parser failed on")
+        self._m_listener_errors = metrics.counter("listener_errors_total", "outcome listeners that raised")
+        batches = metrics.gauge("journal_batches", "journal transactions committed")
+        latency = metrics.gauge("journal_batch_seconds", "duration of the last journal transaction")
+        mean = metrics.gauge("journal_batch_seconds_mean", "mean duration of a journal transaction")
+
+        def collect() -> None:
+            j = self.journal
+            batches.set(j.batches)
+            latency.set(j.last_batch_seconds)
+            mean.set(j.batch_seconds_total / j.batches if j.batches else 0.0)
+
+        metrics.collector(collect)
+
+    @classmethod
+    async def open(cls, cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
+                   metrics: Registry | None = None) -> Engine:
+        """Open (or create) the stream's journal, rebuild the ledger from it, and return a ready engine.
+
+        ``parse(text, featured)`` defaults to ``livecart.core.parser.Parser.from_config(cfg).parse``.
+        Raises :class:`~livecart.core.errors.JournalError` / :class:`~livecart.core.errors.ForeignDatabase`.
+        """
+        if parse is None:
+            # Imported by name: the parser is its own module and the engine needs it only here.
+            parser_module = importlib.import_module("livecart.core.parser")
+            parse = parser_module.Parser.from_config(cfg).parse
+        hold = cfg.stream.hold_minutes * 60.0
+        j = await Journal.open(cfg.storage.path, catalogue=cfg.catalogue, hold_seconds=hold,
+                               featured=cfg.stream.featured, durability=cfg.storage.durability,
+                               batch_max=cfg.storage.batch_max, batch_delay=cfg.storage.batch_delay_ms / 1000.0,
+                               clock=clock)
+        try:
+            replayed = await j.rebuild()
+        except BaseException:
+            await j.close()
+            raise
+        engine = cls(cfg, replayed, j, parse, clock, metrics or Registry())
+        # From here on the ledger reads the engine's clock, sampled once per call.
+        engine._now = clock()
+        replayed.clock = engine._read_now
+        if replayed.seq:
+            log.info("journal %s: rebuilt %r from %d events", j.path, replayed, replayed.seq)
+        return engine
+
+    _now: float = 0.0
+
+    def _read_now(self) -> float:
+        return self._now
+
+    # ------------------------------------------------------------------ the hot path
+
+    def add_listener(self, cb: Listener) -> None:
+        """Call ``cb(outcomes)`` with each batch of outcomes once it is durable, in commit order. It must not
+        block; an exception is logged and counted, never propagated."""
+        self._listeners.append(cb)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalError("the engine is closed")
+
+    async def submit(self, comments: Sequence[Comment]) -> list[Outcome]:
+        """Parse and decide ``comments`` in order; return their outcomes once durable.
+
+        A comment seen before is skipped (no outcome). A comment the parser fails on is logged, counted and
+        processed as having no intent. Raises :class:`JournalError` if the journal cannot commit.
+        """
+        self._check_open()
+        ledger = self.ledger
+        parse = self._parse
+        self._now = now = self._clock()
+        decide = ledger.decide
+        row = jr.comment_row
+        featured = ledger.featured  # only a control changes it, never during this loop
+        rows: list[Entry] = []
+        outs: list[Outcome] = []
+        intents: dict[str, int] = {}
+        seq = ledger.seq
+        for c in comments:
+            # A duplicate is parsed too (a cache hit, mostly) and then recognised by the ledger, which leaves
+            # seq alone: cheaper than asking the ledger twice for every comment, and duplicates are rare.
+            try:
+                pr = parse(c.text, featured)
+            except Exception as exc:  # a parser bug must not take the sale down
+                self._parse_failed(c, exc)
+                pr = NOTHING
+            out = decide(c, pr)
+            if ledger.seq == seq:
+                continue
+            seq = ledger.seq
+            rows.append(row(seq, now, c, pr))
+            if out:
+                outs.extend(out)
+            intents[pr.intent] = intents.get(pr.intent, 0) + 1
+        dupes = len(comments) - len(rows)
+        self._m_comments.inc(len(comments))
+        if dupes:
+            self._m_dupes.inc(dupes)
+        for intent, n in intents.items():
+            self._m_intents.inc(n, intent=intent)
+        done = self.journal.append(rows) if rows else None
+        del rows  # encoded by append: the row objects go now instead of living (GC-tracked) until the commit
+        return await self._settle(done, outs)
+
+    async def submit_parsed(self, pairs: Sequence[tuple[Comment, ParseResult]]) -> list[Outcome]:
+        """:meth:`submit` for comments parsed already (replays of parse results, benchmarks)."""
+        self._check_open()
+        ledger = self.ledger
+        self._now = now = self._clock()
+        decide = ledger.decide
+        rows: list[Entry] = []
+        outs: list[Outcome] = []
+        row = jr.comment_row
+        seq = ledger.seq
+        for c, pr in pairs:
+            out = decide(c, pr)
+            if ledger.seq != seq:  # not a duplicate
+                seq = ledger.seq
+                rows.append(row(seq, now, c, pr))
+                if out:
+                    outs.extend(out)
+        self._m_comments.inc(len(pairs))
+        done = self.journal.append(rows) if rows else None
+        del rows
+        return await self._settle(done, outs)
+
+    def _parse_failed(self, c: Comment, exc: Exception) -> None:
+        n = self._m_parse_errors.get()
+        self._m_parse_errors.inc()
+        level = logging.ERROR if n == 0 else logging.DEBUG
+        log.log(level, "parser failed on comment %s %r: %r (counted; the comment is taken as no intent)",
+                c.key, c.text[:200], exc)
+
+    async def _commit(self, rows: list[Entry], outs: list[Outcome]) -> list[Outcome]:
+        return await self._settle(self.journal.append(rows) if rows else None, outs)
+
+    async def _settle(self, done: asyncio.Future[None] | None, outs: list[Outcome]) -> list[Outcome]:
+        """Wait for ``done`` (the journal's append, if any rows), then count and announce ``outs``."""
+        if done is not None:
+            await done
+        if outs:
+            counts: dict[str, int] = {}
+            for o in outs:
+                counts[o.status] = counts.get(o.status, 0) + 1
+            for status, n in counts.items():
+                self._m_outcomes.inc(n, status=status)
+            for cb in self._listeners:
+                try:
+                    cb(outs)
+                except Exception:
+                    self._m_listener_errors.inc()
+                    log.exception("outcome listener %r failed", cb)
+        return outs
+
+    # ------------------------------------------------------------------ controls and time
+
+    async def control(self, action: str, *args: Any) -> list[Outcome]:
+        """Apply a host control and return its outcomes once durable.
+
+        Actions: ``pay ORDER``, ``cancel ORDER``, ``restock SKU VARIANT QTY``, ``presale SKU VARIANT CAP``,
+        ``limit SKU LIMIT``, ``feature SKU`` (VARIANT may be None; SKU of feature may be None), ``pause`` and
+        ``resume`` (intake; journalled, no stock moves).
+        Raises :class:`ControlError` for an unknown action or a control the ledger refuses.
+        """
+        self._check_open()
+        spec = _CONTROLS.get(action)
+        if spec is None:
+            raise ControlError(f"unknown control {action!r}; expected one of: {', '.join(_CONTROLS)}")
+        kind, nargs = spec
+        if len(args) != nargs:
+            raise ControlError(f"{action} takes {nargs} argument(s), got {len(args)}")
+        self._now = now = self._clock()
+        if kind == jr.PAUSE:
+            args = (action == "pause",)
+        out = self._apply_control(action, args)
+        return await self._commit([jr.control_row(self.ledger.seq, now, kind, args)], out)
+
+    def _apply_control(self, action: str, args: tuple[Any, ...]) -> list[Outcome]:
+        led = self.ledger
+        if action == "pay":
+            return led.pay(args[0])
+        if action == "cancel":
+            return led.cancel_order(args[0])
+        if action == "restock":
+            return led.restock(args[0], args[1], args[2])
+        if action == "presale":
+            return led.set_presale(args[0], args[1], args[2])
+        if action == "limit":
+            return led.set_limit(args[0], args[1])
+        if action in ("pause", "resume"):
+            return led.pause_intake(args[0])
+        return led.feature(args[0])
+
+    async def tick(self) -> list[Outcome]:
+        """Expire the holds that are due; return the expiries and promotions once durable."""
+        self._check_open()
+        self._now = now = self._clock()
+        out = self.ledger.expire_due()
+        if not out:
+            return []
+        return await self._commit([jr.control_row(self.ledger.seq, now, jr.EXPIRE, ())], out)
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ledger's state (CONTRACTS §5 report shape). Includes outcomes not yet durable."""
+        return self.ledger.snapshot()
+
+    async def flush(self) -> None:
+        await self.journal.flush()
+
+    async def close(self) -> None:
+        """Commit what is pending and close the journal. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.journal.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.cfg.stream.name!r}: {self.ledger!r} {self.journal!r}>"

@@ -1,0 +1,406 @@
+"""Buyer confirmations: outcome -> reply text, and a rate-limited, batching reply queue per adapter.
+
+Three parts, each usable alone:
+
+* :class:`Replier` renders durable outcomes into short messages from templates (Chinese and English
+  defaults, overridable in ``[replies].templates``) and groups the several items of one comment into one
+  reply (:meth:`Replier.plan`). No I/O, no clock but the one injected.
+* :class:`RateLimiter` is a sliding window: at most ``limit`` messages in any ``window`` seconds. Pure; the
+  caller passes ``now``.
+* :class:`ReplyQueue` holds one adapter's pending replies, bounded; :meth:`ReplyQueue.ready` decides what
+  may go out now, merging pending replies to the same room into fewer messages when the backlog exceeds
+  what the platform's rate limit allows; :meth:`ReplyQueue.run` is the thin async loop that sends.
+
+Durability (CONTRACTS §6): a reply is an announcement, so it must never precede the journal. The caller
+feeds :meth:`Replier.plan` / :meth:`ReplyQueue.put` only outcomes the journal has committed: wire them to
+``Engine.add_listener``, which is called after the journal append. As a guard against wiring mistakes,
+:meth:`ReplyQueue.put` refuses a reply whose outcome has no ``seq`` (an outcome that never went through the
+ledger and journal) with :class:`NotDurable`; a ``seq`` alone does not prove the commit happened, the
+listener ordering does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from livecart.config import check_timezone
+from livecart.core.catalogue import Catalogue
+from livecart.core.errors import ConfigError, Problem
+from livecart.core.records import Comment, Outcome, Reason, Status
+from livecart.core.settings import Config
+from livecart.core.templates import PLACEHOLDERS, TEMPLATES, template_problems
+from livecart.plugin import Adapter, Reply
+from livecart.runtime.metrics import Registry
+
+log = logging.getLogger("livecart.replies")
+
+#: ``(platform, room)``: where a reply goes. The daemon maps it to the adapter that reads that room.
+RoomKey = tuple[str, str]
+
+_VARIANT_JOIN = {"zh": "、", "en": " or "}
+
+
+def template_key(outcome: Outcome) -> str:
+    """The template an outcome uses: its status, or ``rejected:<reason>``."""
+    if outcome.status is Status.REJECTED:
+        reason = outcome.reason if outcome.reason is not None else Reason.NOT_AVAILABLE
+        return f"rejected:{reason.value}"
+    return outcome.status.value
+
+
+def room_of(reply: Reply) -> RoomKey:
+    """Where a reply goes: the room of the comment it answers, else of its outcome."""
+    if reply.comment is not None:
+        return (reply.comment.platform, reply.comment.room)
+    o = reply.outcome
+    if o is not None and o.platform is not None and o.room is not None:
+        return (o.platform, o.room)
+    return ("", "")
+
+
+class Replier:
+    """Renders durable outcomes as buyer confirmations.
+
+    Built from the stream config: ``[replies]`` gives the language and template overrides, ``[stream]`` the
+    hold time (the pay-by time is the outcome's ``ts`` plus ``hold_minutes``). ``catalogue`` defaults to the
+    config's; assign :attr:`catalogue` when a host control changes limits or notes. Raises
+    :class:`ConfigError` for bad templates or time zone (the config loader checks them too).
+    """
+
+    def __init__(self, config: Config, catalogue: Catalogue | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        section = config.sections.get("replies", {})
+        self.language: str = section.get("language", "zh") or "zh"
+        if self.language not in TEMPLATES:
+            raise ConfigError([Problem(str(config.path), "replies.language",
+                                       f"must be one of {', '.join(TEMPLATES)}, got {self.language!r}")])
+        overrides = section.get("templates", {}) or {}
+        problems = template_problems(overrides)
+        tz_name = section.get("timezone", "") or ""
+        tz_problem = check_timezone(tz_name)
+        if problems or tz_problem:
+            ps = [Problem(str(config.path), "replies.templates", p) for p in problems]
+            if tz_problem:
+                ps.append(Problem(str(config.path), "replies.timezone", tz_problem))
+            raise ConfigError(ps)
+        self.templates: dict[str, str] = {**TEMPLATES[self.language], **overrides}
+        self.tz: tzinfo | None = ZoneInfo(tz_name) if tz_name else None
+        self.catalogue = catalogue if catalogue is not None else config.catalogue
+        self.hold_minutes = config.stream.hold_minutes
+        self.max_qty = config.stream.max_qty
+        self.stream = config.stream.name
+        self.enabled: bool = bool(section.get("enabled", True))
+        self._clock = clock
+        #: Outcomes that could not be answered because they name no room (host controls, expiries of orders
+        #: whose room is unknown). Counted, never silently lost.
+        self.unroutable = 0
+
+    def _fields(self, outcome: Outcome, name: str) -> dict[str, Any]:
+        product = self.catalogue.by_sku.get(outcome.sku) if outcome.sku is not None else None
+        pname = product.name if product is not None else (outcome.sku or "")
+        if outcome.variant:
+            pname = f"{pname} {outcome.variant}"
+        ts = outcome.ts if outcome.ts > 0 else self._clock()
+        pay_by = datetime.fromtimestamp(ts + self.hold_minutes * 60.0, self.tz).strftime("%H:%M")
+        variants = _VARIANT_JOIN[self.language].join(v.name for v in product.variants) if product else ""
+        price = product.price if product is not None else 0.0
+        if product is not None and outcome.variant:
+            v = product.variant(outcome.variant)
+            if v is not None and v.price is not None:
+                price = v.price
+        return {
+            "name": name, "user": outcome.user, "product": pname, "sku": outcome.sku or "",
+            "variant": outcome.variant or "", "qty": outcome.qty, "order": outcome.order or "",
+            "pay_by": pay_by, "hold_minutes": int(self.hold_minutes) if float(self.hold_minutes).is_integer()
+            else self.hold_minutes, "position": outcome.position or 0,
+            "note": product.presale_note if product is not None else "", "variants": variants,
+            "limit": product.limit if product is not None else 0, "max_qty": self.max_qty, "price": price,
+            "stream": self.stream,
+        }
+
+    def body(self, outcome: Outcome, name: str) -> str | None:
+        """The outcome's message without the mention, or None when its template is ``""`` (turned off)."""
+        key = template_key(outcome)
+        if key == "reserved" and self.hold_minutes <= 0:
+            key = "reserved:no_hold"
+        template = self.templates.get(key, "")
+        if not template:
+            return None
+        return template.format_map(self._fields(outcome, name)).strip()
+
+    def render(self, outcome: Outcome, name: str) -> str | None:
+        """The whole reply to one outcome, e.g. ``@张三 已为您保留 土鸡蛋 ×2，订单 o-000123，请在 21:30 前付款``.
+
+        ``name`` is the buyer's display name. None when the outcome's template is turned off.
+        """
+        body = self.body(outcome, name)
+        if body is None:
+            return None
+        return self.templates["mention"].format_map({**PLACEHOLDERS, "name": name, "user": outcome.user}) + body
+
+    def plan(self, outcomes: Iterable[Outcome],
+             comments: Mapping[tuple[str, str, str], Comment] | None = None) -> list[tuple[RoomKey, Reply]]:
+        """Group durable outcomes into replies, one per comment (or per order for outcomes with no comment).
+
+        ``comments`` maps :attr:`Comment.key` to the comment, which gives the buyer's display name and lets
+        the adapter answer the very message; without it the name is the user id. Replies come in the order of
+        their first outcome. Outcomes with no platform/room are counted in :attr:`unroutable` and skipped.
+        Returns ``[]`` when ``[replies].enabled`` is false.
+        """
+        if not self.enabled:
+            return []
+        groups: dict[tuple[str, str, str, str], list[Outcome]] = {}
+        for o in outcomes:
+            if o.platform is None or o.room is None:
+                self.unroutable += 1
+                continue
+            who = f"c:{o.comment}" if o.comment is not None else f"o:{o.order}:{o.user}:{o.status.value}"
+            groups.setdefault((o.platform, o.room, who, o.user), []).append(o)
+        out: list[tuple[RoomKey, Reply]] = []
+        sep = self.templates["separator"]
+        for (platform, room, _, user), group in groups.items():
+            first = group[0]
+            comment = None
+            if comments is not None and first.comment is not None:
+                comment = comments.get((platform, room, first.comment))
+            name = comment.name if comment is not None else user
+            bodies = [b for b in (self.body(o, name) for o in group) if b]
+            if not bodies:
+                continue
+            mention = self.templates["mention"].format_map({**PLACEHOLDERS, "name": name, "user": user})
+            out.append(((platform, room), Reply(mention + sep.join(bodies), comment, first)))
+        return out
+
+    def __repr__(self) -> str:
+        state = "on" if self.enabled else "off"
+        return f"<Replier {self.language} {state}: {len(self.templates)} templates, {self.unroutable} unroutable>"
+
+
+class RateLimiter:
+    """At most ``limit`` messages in any ``window`` seconds (a sliding window log). ``limit=None``: no limit.
+
+    Pure: the caller passes ``now`` (any monotonic clock) and must not move it backwards.
+    """
+
+    def __init__(self, limit: int | None, window: float) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be 1 or more, or None")
+        if window <= 0:
+            raise ValueError("window must be positive")
+        self.limit = limit
+        self.window = window
+        self._sent: deque[float] = deque()
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.window
+        while self._sent and self._sent[0] <= cutoff:
+            self._sent.popleft()
+
+    def available(self, now: float) -> int:
+        """How many messages may be sent at ``now`` without taking them."""
+        if self.limit is None:
+            return 1 << 30
+        self._expire(now)
+        return max(0, self.limit - len(self._sent))
+
+    def take(self, n: int, now: float) -> int:
+        """Take up to ``n`` sends at ``now``; returns how many are allowed (and recorded)."""
+        k = min(n, self.available(now))
+        if self.limit is not None:
+            self._sent.extend([now] * k)
+        return k
+
+    def next_free(self, now: float) -> float:
+        """The earliest time at or after ``now`` when one more message may be sent."""
+        if self.available(now) > 0:
+            return now
+        return self._sent[0] + self.window
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter {self.limit} per {self.window:g}s: {len(self._sent)} in window>"
+
+
+class NotDurable(ValueError):
+    """A reply to an outcome the journal has not committed (``seq`` is None): announcing it would break §6."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    room: RoomKey
+    reply: Reply
+    count: int = 1  # how many replies this message carries (more than 1 once merged)
+
+
+Send = Callable[[Sequence[Reply]], Awaitable[None]]
+
+
+class ReplyQueue:
+    """One adapter's pending replies: bounded, rate-limited, merged when backlogged.
+
+    * :meth:`put` never waits. When ``maxsize`` messages are pending the oldest is shed and counted.
+    * :meth:`ready` takes what the rate limit allows at ``now``. When more is pending than the limit allows,
+      replies to the same room are merged (joined with ``separator`` up to ``max_len`` characters) so that
+      fewer messages carry them all; every reply folded into another is counted as ``merged``.
+    * :meth:`run` sends batches through ``send`` until :meth:`close`; a failing ``send`` is counted and
+      logged once, and the loop goes on.
+
+    Counters live in ``metrics`` as ``livecart_replies_total{adapter=..., result=queued|sent|merged|shed|
+    failed|taken}``: ``queued`` counts replies put, ``merged`` replies folded into another message; ``taken``
+    (handed out by :meth:`ready`), ``sent``, ``failed`` and ``shed`` count messages. So
+    ``queued == taken + shed + merged + depth`` always, and ``taken == sent + failed`` once :meth:`run` has
+    sent what it took.
+    The caller must only put replies to durable outcomes (module docstring).
+    """
+
+    def __init__(self, name: str, *, limit: int | None = None, window: float = 30.0, maxsize: int = 1000,
+                 max_len: int = 200, separator: str = " ", clock: Callable[[], float] = time.monotonic,
+                 metrics: Registry | None = None, stream: str = "") -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be 1 or more")
+        self.name = name
+        self.stream = stream
+        self.limiter = RateLimiter(limit, window)
+        self.maxsize = maxsize
+        self.max_len = max_len
+        self.separator = separator
+        self.clock = clock
+        self.metrics = metrics if metrics is not None else Registry()
+        self._counter = self.metrics.counter("replies_total", "Buyer replies by adapter and result")
+        self._pending: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._send_error_logged = False
+
+    @classmethod
+    def for_adapter(cls, adapter: Adapter, **kwargs: Any) -> ReplyQueue:
+        """A queue obeying the adapter class's ``reply_limit`` per ``reply_window``."""
+        kwargs.setdefault("limit", type(adapter).reply_limit)
+        kwargs.setdefault("window", type(adapter).reply_window)
+        return cls(adapter.name, **kwargs)
+
+    def _count(self, result: str, n: int = 1) -> None:
+        if n:
+            self._counter.inc(n, adapter=self.name, result=result)
+
+    def count(self, result: str) -> int:
+        """The ``result`` counter of this queue (queued, taken, sent, failed, merged, shed)."""
+        return int(self._counter.get(adapter=self.name, result=result))
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting (once merged, one message carries several replies)."""
+        return len(self._pending)
+
+    def put(self, reply: Reply) -> None:
+        """Queue one reply. Raises :class:`NotDurable` for an outcome with no journal ``seq``."""
+        if reply.outcome is not None and reply.outcome.seq is None:
+            raise NotDurable(f"reply queue {self.name}: refusing to announce an outcome the journal has not "
+                             f"committed (order {reply.outcome.order}, seq None)")
+        if self._closed:
+            self._count("queued")
+            self._count("shed")
+            return
+        if len(self._pending) >= self.maxsize:
+            self._pending.popleft()
+            self._count("shed")
+            if self.count("shed") == 1:
+                log.warning("reply queue %s: backlog of %d messages, shedding the oldest (counted)",
+                            self.name, self.maxsize)
+        self._pending.append(_Pending(room_of(reply), reply))
+        self._count("queued")
+        self._wakeup.set()
+
+    def put_many(self, replies: Iterable[Reply]) -> None:
+        for r in replies:
+            self.put(r)
+
+    def _merge(self) -> None:
+        packed: deque[_Pending] = deque()
+        open_by_room: dict[RoomKey, _Pending] = {}
+        for p in self._pending:
+            cur = open_by_room.get(p.room)
+            text = cur.reply.text + self.separator + p.reply.text if cur is not None else ""
+            if cur is not None and len(text) <= self.max_len:
+                cur.reply = Reply(text, None, cur.reply.outcome)
+                cur.count += p.count
+                self._count("merged", p.count)
+                continue
+            fresh = _Pending(p.room, p.reply, p.count)
+            open_by_room[p.room] = fresh
+            packed.append(fresh)
+        self._pending = packed
+
+    def ready(self, now: float) -> list[Reply]:
+        """The messages that may be sent at ``now``, taken off the queue (merging first when backlogged)."""
+        if not self._pending:
+            return []
+        allowed = self.limiter.available(now)
+        if allowed == 0:
+            return []
+        if len(self._pending) > allowed:
+            self._merge()
+        k = self.limiter.take(min(allowed, len(self._pending)), now)
+        self._count("taken", k)
+        return [self._pending.popleft().reply for _ in range(k)]
+
+    def next_time(self, now: float) -> float | None:
+        """When :meth:`ready` will next return something (None: nothing is pending)."""
+        if not self._pending:
+            return None
+        return self.limiter.next_free(now)
+
+    def close(self) -> None:
+        """Stop taking replies; :meth:`run` sends what the rate limit allows right away, counts the rest as
+        shed, and returns. (It may be sleeping out a rate-limit window: cancel it for an immediate stop.)"""
+        self._closed = True
+        self._wakeup.set()
+
+    async def run(self, send: Send, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """Send pending replies through ``send`` within the rate limit until :meth:`close`."""
+        while True:
+            now = self.clock()
+            batch = self.ready(now)
+            if batch:
+                await self._send(send, batch)
+                continue
+            if self._closed:
+                left = self.depth
+                if left:
+                    self._count("shed", left)
+                    log.warning("reply queue %s: closed with %d messages still rate-limited; counted as "
+                                "shed", self.name, left)
+                    self._pending.clear()
+                return
+            when = self.next_time(now)
+            if when is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            else:
+                await sleep(max(0.0, when - now))
+
+    async def _send(self, send: Send, batch: list[Reply]) -> None:
+        carried = len(batch)
+        try:
+            await send(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._count("failed", carried)
+            level = logging.DEBUG if self._send_error_logged else logging.WARNING
+            self._send_error_logged = True
+            log.log(level, "reply queue %s: sending %d replies failed: %r (counted; further "
+                    "failures at DEBUG)", self.name, carried, exc)
+            return
+        self._count("sent", carried)
+
+    def __repr__(self) -> str:
+        return (f"<ReplyQueue {self.name}: {self.depth} pending, {self.count('sent')} sent, "
+                f"{self.count('merged')} merged, {self.count('shed')} shed, {self.limiter!r}>")

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# A command whose output pipe closed under it (``livecart export ... | head``), made deterministic by a
+# command that raises BrokenPipeError itself after writing a line.
+SCRIPT = """
+import sys, types
+import livecart.cli.main as cli
+mod = types.ModuleType("broken_pipe_cmd")
+def run(args):
+    print("first line", flush=True)
+    raise BrokenPipeError(32, "Broken pipe")
+mod.run = run
+sys.modules["broken_pipe_cmd"] = mod
+cli.COMMANDS["report"] = "broken_pipe_cmd:run"
+sys.exit(cli.main(["report", "x.toml"]))
+"""
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly_with_sigpipe_status() -> None:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 141
+    assert proc.stdout == b"first line\n"
+    assert b"Traceback" not in proc.stderr
+
+
+def test_an_unbuilt_command_and_a_bad_config_are_readable_errors(tmp_path: object) -> None:
+    proc = subprocess.run([sys.executable, "-m", "livecart.cli.main", "report", "/nonexistent/stream.toml"],
+                          capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert b"cannot read the config" in proc.stderr
+    assert b"Traceback" not in proc.stderr

@@ -1,0 +1,123 @@
+"""``livecart report`` and ``livecart export`` over a journal written by the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+
+from livecart.cli import main as cli
+from livecart.config import load
+from livecart.core.records import Comment, Intent, Item, ParseResult
+from livecart.runtime.pipeline import Engine
+
+TOML = """
+[stream]
+name = "cli test"
+featured = "egg"
+
+[storage]
+path = "j.db"
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+price = 29.9
+stock = 2
+presale = 5
+
+[[products]]
+sku = "tea"
+name = "Tea"
+price = 38
+  [[products.variants]]
+  name = "50g"
+  stock = 3
+"""
+
+
+def parse(text: str, featured: str | None) -> ParseResult:
+    sku, _, rest = text.partition(" ")
+    if sku == "egg":
+        return ParseResult(Intent.BUY, (Item("egg", None, int(rest)),))
+    if sku == "tea":
+        return ParseResult(Intent.BUY, (Item("tea", "50g", int(rest)),))
+    return ParseResult(Intent.NONE)
+
+
+@pytest.fixture
+def stream(tmp_path: Path) -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(TOML, encoding="utf-8")
+    return p
+
+
+async def run_sale(cfg_path: Path) -> None:
+    eng = await Engine.open(load(cfg_path), parse=parse, clock=lambda: 1_584_250_000.0)
+    await eng.submit([
+        Comment("douyin", "7312", "m1", "u-1", "张三", "egg 3", 0.0),
+        Comment("douyin", "7312", "m2", "u-2", "=HYPERLINK(\"x\")", "tea 1", 0.0),
+        Comment("douyin", "7312", "m3", "u-3", "李四", "hello", 0.0),
+    ])
+    await eng.close()
+
+
+def test_report_json_has_the_contract_shape(stream: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(run_sale(stream))
+    assert cli.main(["report", str(stream), "--json"]) == 0
+    data = orjson.loads(capsys.readouterr().out)
+    assert data["comments"] == 3
+    assert data["outcomes"] == {"presale": 1, "reserved": 2}
+    assert data["products"]["egg"] == {"stock": 2, "left": 0, "reserved": 2, "presale": 1, "cap": 5, "queue": 1}
+    assert data["products"]["tea/50g"]["reserved"] == 1
+
+
+def test_report_text_is_readable(stream: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(run_sale(stream))
+    assert cli.main(["report", str(stream)]) == 0
+    out = capsys.readouterr().out
+    assert "3 comments processed, 3 orders" in out
+    assert "tea/50g" in out
+
+
+def test_export_csv_opens_in_a_spreadsheet(stream: Path, tmp_path: Path) -> None:
+    asyncio.run(run_sale(stream))
+    target = tmp_path / "orders.csv"
+    assert cli.main(["export", str(stream), "--format", "csv", "-o", str(target)]) == 0
+    raw = target.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert list(rows[0])[:8] == ["order", "buyer", "product", "variant", "qty", "status", "price", "time"]
+    assert [(r["order"], r["buyer"], r["product"], r["variant"], r["qty"], r["status"]) for r in rows] == [
+        ("o-000001", "u-1", "egg", "", "2", "reserved"),
+        ("o-000002", "u-1", "egg", "", "1", "presale"),
+        ("o-000003", "u-2", "tea", "50g", "1", "reserved"),
+    ]
+    assert rows[0]["price"] == "29.9"
+    assert rows[0]["time"] == "2020-03-15 05:26:40"
+    assert rows[0]["name"] == "张三"
+    assert rows[2]["name"].startswith("'=")  # never a live formula
+
+
+def test_export_jsonl_one_object_per_order(stream: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    asyncio.run(run_sale(stream))
+    assert cli.main(["export", str(stream), "--format", "jsonl"]) == 0
+    lines = capsysbinary.readouterr().out.splitlines()
+    assert [orjson.loads(x)["order"] for x in lines] == ["o-000001", "o-000002", "o-000003"]
+
+
+def test_report_never_creates_a_journal(stream: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["report", str(stream), "--json"]) == 1
+    assert "no journal" in capsys.readouterr().err
+    assert not (stream.parent / "j.db").exists()
+
+
+def test_report_refuses_a_foreign_file(stream: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (stream.parent / "j.db").write_bytes(b"PK\x03\x04 a zip file, not a journal" * 50)
+    assert cli.main(["report", str(stream)]) == 1
+    assert "not a livecart journal" in capsys.readouterr().err
+    assert (stream.parent / "j.db").read_bytes().startswith(b"PK")

@@ -1,0 +1,229 @@
+"""The daemon end to end: a replay runs to its end, SIGTERM drains, and kill -9 loses nothing (CONTRACTS §6).
+
+The crash test runs ``livecart run`` as a subprocess over a replayed stream, kills it with SIGKILL at random
+points (each time after the journal has grown, read from the file itself), restarts it until it finishes,
+and compares ``livecart report --json`` and the order export with a run that never crashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from livecart.config import load
+from livecart.runtime.daemon import serve
+
+CONFIG = """
+[stream]
+name = "crash test"
+featured = "egg-10"
+hold_minutes = 30
+
+[storage]
+path = "{db}"
+durability = "{durability}"
+
+[[adapters]]
+type = "replay"
+path = "{replay}"
+speed = {speed}
+batch = 64
+
+[[products]]
+sku = "egg-10"
+name = "Free-range eggs"
+aliases = ["鸡蛋", "egg", "eggs"]
+link = 1
+price = 29.9
+stock = 300
+limit = 5
+presale = 120
+
+[[products]]
+sku = "noodle-1kg"
+name = "Rice noodles"
+aliases = ["米粉", "noodles"]
+link = 2
+price = 19.8
+stock = 150
+limit = 10
+
+[[products]]
+sku = "honey-500"
+name = "Wild honey"
+aliases = ["蜂蜜", "honey"]
+link = 4
+price = 68
+stock = 60
+limit = 3
+presale = 30
+"""
+
+TEXTS = [
+    ("+1", 30), ("鸡蛋来两盒", 12), ("2号链接拍3", 10), ("SOLD honey 2", 8), ("蜂蜜要一瓶", 6), ("扣1", 8),
+    ("取消", 4), ("不要了", 2), ("eggs x3", 5), ("主播好！", 10), ("蜂蜜多少钱", 5), ("米粉来5包", 4),
+]
+
+
+def make_replay(path: Path, n: int, seed: int, step: float) -> None:
+    rnd = random.Random(seed)
+    texts = [t for t, w in TEXTS for _ in range(w)]
+    lines = []
+    for i in range(n):
+        user = f"u-{rnd.randrange(400)}"
+        lines.append(orjson.dumps({"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": user,
+                                   "name": user, "text": rnd.choice(texts), "ts": 1_584_250_000 + i * step}))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def write_config(d: Path, replay: Path, speed: float, durability: str = "fsync") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = d / "stream.toml"
+    cfg.write_text(CONFIG.format(db=d / "journal.db", replay=replay, speed=speed, durability=durability),
+                   encoding="utf-8")
+    return cfg
+
+
+def livecart(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "livecart.cli.main", *args], capture_output=True, timeout=timeout,
+                          check=False)
+
+
+def start(cfg: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def journal_events(db: Path) -> int:
+    """Events committed so far, read from the file (0 while it does not exist yet)."""
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT coalesce(max(last), 0) FROM batches").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # created but no schema yet
+        return 0
+    return int(row[0])
+
+
+def wait_for_events(db: Path, proc: subprocess.Popen[bytes], at_least: int, deadline: float = 60.0) -> bool:
+    """Poll the journal until it holds ``at_least`` events; False if the process ended first."""
+    limit = time.monotonic() + deadline
+    while time.monotonic() < limit:
+        if journal_events(db) >= at_least:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)  # polling interval, bounded by the deadline above; nothing waits on a fixed sleep
+    raise AssertionError(f"the journal did not reach {at_least} events in {deadline}s")
+
+
+def report(cfg: Path) -> dict[str, object]:
+    r = livecart("report", str(cfg), "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    data: dict[str, object] = orjson.loads(r.stdout)
+    return data
+
+
+def orders(cfg: Path) -> list[tuple[object, ...]]:
+    r = livecart("export", str(cfg), "--format", "jsonl")
+    assert r.returncode == 0, r.stderr.decode()
+    keys = ("order", "buyer", "product", "variant", "qty", "status", "comment")
+    return [tuple(orjson.loads(x)[k] for k in keys) for x in r.stdout.splitlines()]
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_restart_equals_an_uncrashed_run(tmp_path: Path) -> None:
+    n = 3000
+    replay = tmp_path / "comments.jsonl"
+    # Paced so one pass takes about two seconds: long enough to be killed mid-way several times.
+    make_replay(replay, n, seed=11, step=0.002)
+    clean_cfg = write_config(tmp_path / "clean", replay, speed=0)
+    r = livecart("run", str(clean_cfg))
+    assert r.returncode == 0, r.stderr.decode()
+    expected = report(clean_cfg)
+    assert expected["comments"] == n
+
+    cfg = write_config(tmp_path / "crashy", replay, speed=3)
+    db = tmp_path / "crashy" / "journal.db"
+    rnd = random.Random(5)
+    kills = 0
+    for _ in range(4):
+        proc = start(cfg)
+        target = journal_events(db) + rnd.randrange(100, 700)
+        if wait_for_events(db, proc, target):
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+            assert proc.returncode == -signal.SIGKILL
+            kills += 1
+        else:
+            proc.communicate(timeout=30)
+            assert proc.returncode == 0
+            break
+    assert kills >= 3, "the run ended before it could be killed three times; slow the replay down"
+    # The journal of a killed daemon (WAL not checkpointed) reads fine, read-only.
+    mid = report(cfg)["comments"]
+    assert isinstance(mid, int)
+    assert 0 < mid < n
+    for _ in range(5):
+        proc = start(cfg)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            break
+        raise AssertionError(f"restart failed ({proc.returncode}): {err.decode()}")
+    assert report(cfg) == expected
+    assert orders(cfg) == orders(clean_cfg)
+
+
+def test_a_replay_runs_to_its_end_and_the_daemon_exits_0(tmp_path: Path) -> None:
+    replay = tmp_path / "c.jsonl"
+    make_replay(replay, 200, seed=1, step=0.01)
+    cfg = write_config(tmp_path / "s", replay, speed=0)
+    assert asyncio.run(serve(load(cfg))) == 0
+    first = report(cfg)
+    assert first["comments"] == 200
+    # Running again over the same input changes nothing: every comment is recognised.
+    assert asyncio.run(serve(load(cfg))) == 0
+    assert report(cfg) == first
+
+
+def test_a_bad_line_in_the_replay_is_counted_not_fatal(tmp_path: Path) -> None:
+    replay = tmp_path / "c.jsonl"
+    make_replay(replay, 20, seed=2, step=0.01)
+    with open(replay, "ab") as f:
+        f.write(b"{not json\n")
+    cfg = write_config(tmp_path / "s", replay, speed=0)
+    assert asyncio.run(serve(load(cfg))) == 0
+    assert report(cfg)["comments"] == 20
+
+
+def test_sigterm_drains_flushes_and_exits_0(tmp_path: Path) -> None:
+    replay = tmp_path / "c.jsonl"
+    make_replay(replay, 2000, seed=3, step=0.01)  # 20 s at pace: SIGTERM arrives long before the end
+    cfg = write_config(tmp_path / "s", replay, speed=1, durability="os")
+    db = tmp_path / "s" / "journal.db"
+    proc = start(cfg)
+    try:
+        assert wait_for_events(db, proc, 20)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err.decode()
+    seen = report(cfg)["comments"]
+    assert isinstance(seen, int)
+    assert 20 <= seen < 2000

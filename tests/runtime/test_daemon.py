@@ -1,0 +1,472 @@
+"""The daemon in-process: several adapters on one inventory, host controls, pause, backpressure, hooks and
+events, status endpoints. Adapters are real ones (replay) or a queue-fed test adapter built through
+``serve(make_adapter=...)``; hooks are the shipped ``http_post`` against a local aiohttp server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from livecart import registry
+from livecart.config import load
+from livecart.core.errors import ControlError, FatalAdapterError
+from livecart.core.records import Comment
+from livecart.core.settings import PluginSettings
+from livecart.plugin import Adapter
+from livecart.runtime.control import Control, ControlAction, control_state_path, parse_params
+from livecart.runtime.daemon import Daemon, serve
+from livecart.store.journal import Journal
+
+CONFIG = """
+[stream]
+name = "Daemon test"
+featured = "egg-10"
+hold_minutes = 30
+
+[storage]
+path = "{db}"
+durability = "os"
+
+[daemon]
+queue = {queue}
+hook_timeout = 0.5
+drain_seconds = 1
+
+{extra}
+
+[[products]]
+sku = "egg-10"
+name = "Free-range eggs"
+aliases = ["鸡蛋", "egg", "eggs"]
+link = 1
+price = 29.9
+stock = {stock}
+limit = 5
+presale = 3
+
+[[products]]
+sku = "honey-500"
+name = "Wild honey"
+aliases = ["蜂蜜", "honey"]
+link = 4
+price = 68
+stock = 50
+limit = 3
+"""
+
+
+def write(tmp_path: Path, extra: str = "", *, stock: int = 20, queue: int = 64) -> Path:
+    p = tmp_path / "stream.toml"
+    p.write_text(CONFIG.format(db=tmp_path / "journal.db", extra=extra, stock=stock, queue=queue),
+                 encoding="utf-8")
+    return p
+
+
+def comment(i: int, text: str = "+1", *, platform: str = "douyin", user: str | None = None) -> Comment:
+    u = user or f"u-{i}"
+    return Comment(platform, "r1", f"m-{i}", u, u, text, 1_700_000_000.0 + i)
+
+
+class Fed(Adapter):
+    """A test adapter fed from the test through :meth:`push`; ends when :meth:`end` is called."""
+
+    type = "fed"
+
+    def __init__(self, options: Any, *, name: str) -> None:
+        super().__init__(options, name=name)
+        self.inbox: asyncio.Queue[Sequence[Comment] | Exception | None] = asyncio.Queue()
+
+    def push(self, batch: Sequence[Comment]) -> None:
+        self.inbox.put_nowait(batch)
+
+    def end(self) -> None:
+        self.inbox.put_nowait(None)
+
+    def fail(self, exc: Exception) -> None:
+        self.inbox.put_nowait(exc)
+
+    async def _gen(self) -> AsyncIterator[Sequence[Comment]]:
+        while (batch := await self.inbox.get()) is not None:
+            if isinstance(batch, Exception):
+                raise batch
+            self.stats.received += len(batch)
+            yield batch
+
+    def batches(self) -> AsyncIterator[Sequence[Comment]]:
+        return self._gen()
+
+
+def options_of(type_name: str) -> Any:
+    return Fed.OPTIONS if type_name == "fed" else registry.adapter_class(type_name).OPTIONS
+
+
+def fed_factory(made: dict[str, Fed]) -> Callable[[PluginSettings], Adapter]:
+    def make(ps: PluginSettings) -> Adapter:
+        if ps.type == "fed":
+            a = made[ps.name] = Fed(ps.options, name=ps.name)
+            return a
+        return registry.adapter_class(ps.type)(ps.options, name=ps.name)
+
+    return make
+
+
+async def until(cond: Callable[[], bool], what: str, deadline: float = 10.0) -> None:
+    """Poll ``cond`` (the state moves on the event loop); the deadline is only a safety bound."""
+    limit = time.monotonic() + deadline
+    while not cond():
+        if time.monotonic() > limit:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+class Running:
+    """``serve()`` as a background task with its :class:`Daemon` at hand."""
+
+    def __init__(self, cfg_path: Path, **kwargs: Any) -> None:
+        self.cfg = load(cfg_path, adapter_options=options_of)
+        self.stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.daemon: Daemon | None = None
+        self.kwargs = kwargs
+        self.task: asyncio.Task[int] | None = None
+
+    def _on_ready(self, d: Daemon) -> None:
+        self.daemon = d
+        self.ready.set()
+
+    async def __aenter__(self) -> Daemon:
+        self.task = asyncio.create_task(serve(self.cfg, stop=self.stop, on_ready=self._on_ready, **self.kwargs))
+        waiter = asyncio.create_task(self.ready.wait())
+        await asyncio.wait({waiter, self.task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if self.task.done():
+            self.task.result()
+        assert self.daemon is not None
+        return self.daemon
+
+    async def finish(self) -> int:
+        assert self.task is not None
+        self.stop.set()
+        async with asyncio.timeout(20):
+            return await self.task
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.task is not None and not self.task.done():
+            self.stop.set()
+            async with asyncio.timeout(20):
+                await self.task
+
+
+def ctl(action: str, *params: str) -> Control:
+    return parse_params(action, list(params))
+
+
+# --- several adapters, one inventory ----------------------------------------------------------------------
+
+async def test_two_platforms_share_one_inventory_and_each_comment_is_counted_by_platform(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "douyin"\n\n[[adapters]]\ntype = "fed"\nname = "bili"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra, stock=20), make_adapter=fed_factory(made))
+    async with run as d:
+        made["douyin"].push([comment(i, "鸡蛋来两盒") for i in range(10)])
+        made["bili"].push([comment(100 + i, "egg x2", platform="bilibili") for i in range(10)])
+        made["douyin"].end()
+        made["bili"].end()
+        assert await run.finish() == 0
+    snap = d.engine.ledger.snapshot()
+    egg = snap["products"]["egg-10"]
+    assert egg["reserved"] == 20
+    assert egg["left"] == 0
+    assert egg["presale"] == 3
+    assert snap["comments"] == 20
+    text = d.registry.render()
+    assert 'livecart_comments_total{platform="douyin"} 10' in text
+    assert 'livecart_comments_total{platform="bilibili"} 10' in text
+    assert 'livecart_outcomes_total{status="reserved"} 10' in text
+
+
+# --- host controls ------------------------------------------------------------------------------------------
+
+async def test_controls_are_applied_and_journalled_so_a_restart_keeps_them(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    path = write(tmp_path, extra, stock=5)
+    run = Running(path, make_adapter=fed_factory(made))
+    async with run as d:
+        made["feed"].push([comment(1, "+1"), comment(2, "+1")])
+        await until(lambda: d.engine.ledger.comments == 2 and d.engine.journal.pending == 0, "two comments")
+        first_order = d.engine.ledger.snapshot()
+        assert first_order["products"]["egg-10"]["reserved"] == 2
+        paid = await d.handle_control(ctl("pay", "o-000001"))
+        assert [o["status"] for o in paid["outcomes"]] == ["paid"]
+        cancelled = await d.handle_control(ctl("取消", "o-000002"))
+        assert [o["status"] for o in cancelled["outcomes"]] == ["cancelled"]
+        restocked = await d.handle_control(ctl("补货", "egg-10", "10"))
+        assert restocked["product"]["stock"] == 15
+        assert (await d.handle_control(ctl("上链接", "honey-500")))["featured"] == "honey-500"
+        await d.handle_control(ctl("limit", "honey-500", "1"))
+        made["feed"].push([comment(3, "+1", user="u-9"), comment(4, "+1", user="u-9")])  # honey, limit 1
+        await until(lambda: d.engine.ledger.comments == 4, "honey comments")
+        with pytest.raises(ControlError, match="no order"):
+            await d.handle_control(ctl("pay", "o-999999"))
+        with pytest.raises(ControlError, match="no product"):
+            await d.handle_control(ctl("restock", "nope", "1"))
+        made["feed"].end()
+        assert await run.finish() == 0
+    before = d.engine.ledger.snapshot()
+    assert before["featured"] == "honey-500"
+    assert before["products"]["honey-500"]["reserved"] == 1
+    # The journal alone reproduces every control (restock, feature, limit, pay, cancel).
+    j = await Journal.open(tmp_path / "journal.db", readonly=True)
+    try:
+        rebuilt = await j.rebuild()
+    finally:
+        await j.close()
+    assert rebuilt.snapshot() == before
+
+
+async def test_presale_on_without_a_number_uses_the_configured_cap_and_off_closes_it(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra, stock=1), make_adapter=fed_factory(made))
+    async with run as d:
+        await d.handle_control(ctl("presale", "egg-10", "off"))
+        made["feed"].push([comment(1, "鸡蛋来两盒")])
+        await until(lambda: d.engine.ledger.comments == 1, "comment")
+        assert d.engine.snapshot()["products"]["egg-10"]["presale"] == 0
+        await d.handle_control(ctl("预售", "egg-10", "on"))
+        assert d.engine.snapshot()["products"]["egg-10"]["cap"] == 3
+        with pytest.raises(ControlError, match="no presale quantity"):
+            await d.handle_control(ctl("presale", "honey-500", "on"))
+        made["feed"].end()
+        assert await run.finish() == 0
+
+
+async def test_pause_holds_intake_and_resume_processes_everything_in_order(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra, queue=2), make_adapter=fed_factory(made))
+    async with run as d:
+        answer = await d.handle_control(Control(ControlAction.PAUSE))
+        assert answer["paused"] is True
+        assert answer["changed"] is True
+        for i in range(6):
+            made["feed"].push([comment(i)])
+        # The intake queue (2 batches) fills, then the adapter waits: counted, nothing dropped.
+        await until(lambda: d._waits.total() >= 1, "intake to wait for room")
+        assert d.engine.ledger.comments == 0
+        assert d.state()["paused"] is True
+        assert "livecart_paused 1" in d.registry.render()
+        await d.handle_control(Control(ControlAction.RESUME))
+        await until(lambda: d.engine.ledger.comments == 6, "all six comments after resume")
+        made["feed"].end()
+        assert await run.finish() == 0
+    text = d.registry.render()
+    assert 'livecart_pauses_total{action="pause"} 1' in text
+    assert 'livecart_intake_waits_total{adapter="feed"}' in text
+    orders = [o["comment"] for o in d.engine.ledger.orders()]
+    assert orders == [f"m-{i}" for i in range(6)]
+
+
+async def test_pause_is_journalled_and_a_restart_comes_back_paused(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    cfg_path = write(tmp_path, extra)
+    run = Running(cfg_path, make_adapter=fed_factory(made))
+    async with run as d:
+        await d.handle_control(Control(ControlAction.PAUSE))
+        made["feed"].end()
+        assert await run.finish() == 0
+    j = await Journal.open(tmp_path / "journal.db", readonly=True)
+    try:
+        kinds = [row[2] for row in await j.rows()]
+        assert (await j.rebuild()).intake_paused is True
+    finally:
+        await j.close()
+    assert kinds[-1] == "i"
+
+    made = {}
+    run = Running(cfg_path, make_adapter=fed_factory(made))
+    async with run as d:
+        assert d.state()["paused"] is True  # the host's pause outlived the restart
+        made["feed"].push([comment(1)])
+        await until(lambda: d.metrics.comments.total() == 1, "the batch taken in")
+        assert d.engine.ledger.comments == 0
+        await d.handle_control(Control(ControlAction.RESUME))
+        await until(lambda: d.engine.ledger.comments == 1, "the comment after resume")
+        made["feed"].end()
+        assert await run.finish() == 0
+    assert d.engine.ledger.intake_paused is False
+
+
+async def test_a_stop_while_paused_still_drains_what_was_taken_in(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra, queue=4), make_adapter=fed_factory(made))
+    async with run as d:
+        await d.handle_control(Control(ControlAction.PAUSE))
+        made["feed"].push([comment(i) for i in range(3)])
+        # Counted at intake just before it is queued: from then on the batch is the daemon's to drain.
+        await until(lambda: d.metrics.comments.total() == 3, "the batch taken in")
+        assert d.engine.ledger.comments == 0
+        assert await run.finish() == 0
+    assert d.engine.ledger.comments == 3
+
+
+# --- hooks and events ----------------------------------------------------------------------------------------
+
+class HookServer:
+    """A local HTTP endpoint for the ``http_post`` hook; ``hang`` makes it never answer."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.hang = hang
+        self.bodies: list[dict[str, Any]] = []
+        self.requests = 0
+        self.got = asyncio.Event()
+        self._release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _post(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.got.set()
+        if self.hang:
+            await self._release.wait()
+        self.bodies.append(orjson.loads(await request.read()))
+        return web.json_response({"ok": True})
+
+    async def __aenter__(self) -> HookServer:
+        app = web.Application()
+        app.router.add_post("/hook", self._post)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release.set()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+def hook_table(url: str) -> str:
+    return f'[[hooks]]\ntype = "http_post"\nurl = "{url}"\ntimeout = 0.3\nretries = 0\n'
+
+
+async def test_hooks_get_durable_outcomes_and_sold_out_and_presale_events(tmp_path: Path) -> None:
+    made: dict[str, Fed] = {}
+    async with HookServer() as server:
+        extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n\n' + hook_table(server.url)
+        run = Running(write(tmp_path, extra, stock=4), make_adapter=fed_factory(made))
+        async with run as d:
+            made["feed"].push([comment(i, "鸡蛋来两盒") for i in range(3)])  # 6 asked: 4 reserved, 2 presale
+            made["feed"].end()
+            assert await run.finish() == 0
+    assert d.hooks is not None
+    events = [b["event"]["kind"] for b in server.bodies if "event" in b]
+    assert "sold_out" in events
+    assert "presale_opened" in events
+    outcomes = [o for b in server.bodies if "outcomes" in b for o in b["outcomes"]]
+    assert sorted(o["status"] for o in outcomes) == ["presale", "reserved", "reserved"]
+    assert all(o["seq"] is not None for o in outcomes)
+    assert d.state()["events"]["sold_out"] == 1
+
+
+async def test_a_hanging_hook_does_not_stall_ordering_and_is_counted(tmp_path: Path) -> None:
+    made: dict[str, Fed] = {}
+    async with HookServer(hang=True) as server:
+        extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n\n' + hook_table(server.url)
+        run = Running(write(tmp_path, extra, stock=100), make_adapter=fed_factory(made))
+        async with run as d:
+            made["feed"].push([comment(0)])
+            async with asyncio.timeout(10):
+                await server.got.wait()  # the hook is now stuck inside its first call
+            for i in range(1, 50):
+                made["feed"].push([comment(i)])
+            await until(lambda: d.engine.ledger.comments == 50, "ordering to go on past the stuck hook")
+            assert d.engine.snapshot()["products"]["egg-10"]["reserved"] == 50
+            made["feed"].end()
+            assert await run.finish() == 0
+    assert d.hooks is not None
+    assert d.hooks.count("http_post-0", "outcomes", "timeout") + d.hooks.count("http_post-0", "outcomes",
+                                                                              "error") >= 1
+
+
+# --- status endpoints and the state file ----------------------------------------------------------------------
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, await r.text()
+
+
+async def test_status_endpoints_and_the_state_file_name_every_address(tmp_path: Path) -> None:
+    extra = ('[[adapters]]\ntype = "websocket"\nname = "ws"\nmode = "server"\nport = 0\n\n'
+             '[control]\ntoken = "t0k"\n')
+    path = write(tmp_path, extra)
+    run = Running(path)
+    async with run as d:
+        state_file = control_state_path(run.cfg)
+        state = orjson.loads(state_file.read_bytes())
+        assert state["status"].startswith("http://127.0.0.1:")
+        assert state["adapters"]["ws"].startswith("ws://127.0.0.1:")
+        assert "token" not in state  # configured, so not written
+        status, body = await get(state["status"] + "/healthz")
+        assert status == 200
+        assert orjson.loads(body)["ok"] is True
+        status, body = await get(state["status"] + "/api/state")
+        api = orjson.loads(body)
+        assert api["adapters"]["ws"]["address"] == state["adapters"]["ws"]
+        assert api["products"]["egg-10"] == {"stock": 20, "left": 20, "reserved": 0, "presale": 0}
+        status, text = await get(state["status"] + "/metrics")
+        for name in ("livecart_comments_total", "livecart_intents_total", "livecart_outcomes_total",
+                     'livecart_queue_depth{queue="intake"}', "livecart_journal_batch_seconds_sum",
+                     "livecart_reconnects_total", "livecart_malformed_total", 'livecart_queue_depth{queue="replies:ws"}'):
+            assert name in text, name
+        assert await run.finish() == 0
+    assert not state_file.exists()  # removed at stop
+    assert d.failed == []
+
+
+async def test_an_adapter_that_fails_mid_stream_ends_with_status_1_after_the_others_drain(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "fed"\nname = "good"\n\n[[adapters]]\ntype = "fed"\nname = "bad"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra), make_adapter=fed_factory(made))
+    async with run as d:
+        made["bad"].fail(FatalAdapterError("login refused"))
+        made["good"].push([comment(i) for i in range(3)])
+        made["good"].end()
+        assert await run.finish() == 1
+    assert d.engine.ledger.comments == 3
+    assert d.failed == ["adapter bad: login refused"]
+
+
+async def test_a_start_with_an_adapter_that_cannot_open_raises_a_readable_error(tmp_path: Path) -> None:
+    extra = '[[adapters]]\ntype = "replay"\npath = "missing.jsonl"\n'
+    with pytest.raises(FatalAdapterError, match="cannot open"):
+        await serve(load(write(tmp_path, extra)))
+
+
+# --- the shipped example config ------------------------------------------------------------------------------
+
+def test_the_example_config_loads_and_shows_every_key_of_every_daemon_section() -> None:
+    from livecart.config import DAEMON_SECTIONS
+
+    path = Path(__file__).resolve().parents[2] / "config" / "stream.example.toml"
+    cfg = load(path)
+    text = path.read_text(encoding="utf-8")
+    missing = [f"[{section}].{key}" for section, keys in DAEMON_SECTIONS.items() for key in keys
+               if f"\n{key} = " not in text.split(f"\n[{section}]", 1)[-1] and f"\n[{section}.{key}]" not in text]
+    assert missing == []
+    assert {a.type for a in cfg.adapters} == {"websocket", "mqtt"}
+    for commented in ("douyin", "bilibili", "twitch", "youtube", "webhook", "http_post"):
+        assert f'# type = "{commented}"' in text

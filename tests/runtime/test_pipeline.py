@@ -1,0 +1,219 @@
+"""The engine: decide in memory, announce only after the journal commit, rebuild on open."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from livecart.config import loads
+from livecart.core.errors import ControlError, JournalError
+from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Status
+from livecart.core.settings import Config
+from livecart.runtime.pipeline import Engine
+
+TOML = """
+[stream]
+name = "test sale"
+featured = "egg"
+hold_minutes = {hold}
+
+[storage]
+path = "{path}"
+durability = "fsync"
+batch_delay_ms = 1
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+aliases = ["egg"]
+stock = 3
+limit = 5
+presale = 2
+
+[[products]]
+sku = "tea"
+name = "Tea"
+aliases = ["tea"]
+  [[products.variants]]
+  name = "s"
+  stock = 1
+"""
+
+BUY = re.compile(r"^(egg|tea)(?: (\w+))? (\d+)$")
+
+
+def parse(text: str, featured: str | None) -> ParseResult:
+    """A tiny stand-in for the parser: 'egg 2', 'tea s 1', '+1', 'cancel', 'boom'."""
+    if text == "boom":
+        raise RuntimeError("parser bug")
+    if text == "+1":
+        return ParseResult(Intent.BUY, (Item(featured, None, 1),))
+    if text == "cancel":
+        return ParseResult(Intent.CANCEL)
+    m = BUY.match(text)
+    if m:
+        return ParseResult(Intent.BUY, (Item(m[1], m[2], int(m[3])),))
+    return ParseResult(Intent.NONE)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config(tmp_path: Path, hold: float = 30, db: str = "j.db") -> Config:
+    return loads(TOML.format(path=tmp_path / db, hold=hold), file="t.toml", base_dir=tmp_path)
+
+
+def c(n: int, text: str, user: str = "u") -> Comment:
+    return Comment("douyin", "7312", f"m{n}", user, user, text, 0.0)
+
+
+async def test_submit_returns_durable_outcomes(tmp_path: Path) -> None:
+    eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
+    out = await eng.submit([c(1, "egg 2", "a"), c(2, "hello"), c(3, "egg 3", "b")])
+    assert [(o.user, o.status.value, o.qty) for o in out] == [
+        ("a", "reserved", 2), ("b", "reserved", 1), ("b", "presale", 2)]
+    assert eng.journal.last_seq == 3  # all three comments are in the file before submit returned
+    assert eng.snapshot()["comments"] == 3
+    await eng.close()
+
+
+async def test_listeners_get_each_durable_batch(tmp_path: Path) -> None:
+    eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
+    seen: list[tuple[int, list[str]]] = []
+
+    def listener(outs: Sequence[Outcome]) -> None:
+        seen.append((eng.journal.last_seq, [o.status.value for o in outs]))
+
+    def broken(outs: Sequence[Outcome]) -> None:
+        raise ValueError("listener bug")
+
+    eng.add_listener(broken)
+    eng.add_listener(listener)
+    await eng.submit([c(1, "egg 1")])
+    await eng.submit([c(2, "chat")])  # no outcome, no call
+    await eng.submit([c(3, "tea 1")])
+    assert seen == [(1, ["reserved"]), (3, ["rejected"])]
+    assert eng.metrics.counter("listener_errors_total", "").get() == 2
+    await eng.close()
+
+
+async def test_concurrent_submits_share_group_commits(tmp_path: Path) -> None:
+    eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
+    results = await asyncio.gather(*(eng.submit([c(n, "chat")]) for n in range(100)))
+    assert results == [[]] * 100
+    assert eng.journal.rows_written == 100
+    assert eng.journal.batches < 100
+    await eng.close()
+
+
+async def test_reopen_rebuilds_the_ledger_and_skips_seen_comments(tmp_path: Path) -> None:
+    stream = [c(1, "egg 2", "a"), c(2, "+1", "b"), c(3, "cancel", "a"), c(4, "tea s 1", "c"), c(5, "egg 3", "d")]
+    clean = await Engine.open(config(tmp_path, db="clean.db"), parse=parse, clock=Clock())
+    await clean.submit(stream)
+    expected = clean.snapshot()
+    orders = list(clean.ledger.orders())
+    await clean.close()
+
+    cfg = config(tmp_path)
+    first = await Engine.open(cfg, parse=parse, clock=Clock())
+    await first.submit(stream[:2])
+    await first.close()
+    again = await Engine.open(cfg, parse=parse, clock=Clock())
+    assert again.snapshot()["comments"] == 2
+    out = await again.submit(stream)  # the whole input again: the first two are skipped
+    assert {o.comment for o in out} == {"m3", "m4", "m5"}
+    assert again.snapshot() == expected
+    assert list(again.ledger.orders()) == orders
+    await again.close()
+
+
+async def test_controls_are_journaled_and_rebuilt(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    eng = await Engine.open(cfg, parse=parse, clock=Clock())
+    await eng.submit([c(1, "egg 3", "a"), c(2, "egg 2", "b")])
+    promoted = await eng.control("restock", "egg", None, 1)
+    assert [(o.status, o.user, o.qty) for o in promoted] == [(Status.PROMOTED, "b", 1)]
+    paid = await eng.control("pay", "o-000001")
+    assert [o.status for o in paid] == [Status.PAID]
+    await eng.control("presale", "egg", None, 5)
+    await eng.control("limit", "egg", 1)
+    await eng.control("feature", "tea")
+    await eng.control("cancel", "o-000002")
+    snap = eng.snapshot()
+    await eng.close()
+    again = await Engine.open(cfg, parse=parse, clock=Clock())
+    assert again.snapshot() == snap
+    assert again.ledger.featured == "tea"
+    await again.close()
+
+
+async def test_bad_controls_raise_and_journal_nothing(tmp_path: Path) -> None:
+    eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
+    with pytest.raises(ControlError, match="unknown control"):
+        await eng.control("explode")
+    with pytest.raises(ControlError, match="takes 3"):
+        await eng.control("restock", "egg")
+    with pytest.raises(ControlError, match="no product"):
+        await eng.control("restock", "nope", None, 1)
+    await eng.flush()
+    assert eng.journal.last_seq == 0
+    await eng.close()
+
+
+async def test_tick_expires_holds_and_survives_restart(tmp_path: Path) -> None:
+    cfg = config(tmp_path, hold=1)
+    clock = Clock()
+    eng = await Engine.open(cfg, parse=parse, clock=clock)
+    await eng.submit([c(1, "egg 3", "a"), c(2, "egg 1", "b")])
+    assert await eng.tick() == []
+    clock.now += 60
+    out = await eng.tick()
+    assert [(o.status.value, o.user) for o in out] == [("expired", "a"), ("promoted", "b")]
+    snap = eng.snapshot()
+    await eng.close()
+    again = await Engine.open(cfg, parse=parse, clock=clock)
+    assert again.snapshot() == snap
+    await again.close()
+
+
+async def test_a_parser_failure_is_counted_and_the_comment_taken_as_no_intent(tmp_path: Path) -> None:
+    eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
+    assert await eng.submit([c(1, "boom"), c(2, "egg 1")]) != []
+    assert eng.metrics.counter("parse_errors_total", "").get() == 1
+    assert eng.snapshot()["comments"] == 2
+    await eng.close()
+
+
+async def test_metrics_count_comments_intents_outcomes_and_batches(tmp_path: Path) -> None:
+    eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
+    await eng.submit([c(1, "egg 1"), c(1, "egg 1"), c(2, "hi")])
+    text = eng.metrics.render()
+    assert "livecart_comments_total 3" in text
+    assert "livecart_duplicate_comments_total 1" in text
+    assert 'livecart_intents_total{intent="buy"} 1' in text
+    assert 'livecart_outcomes_total{status="reserved"} 1' in text
+    assert "livecart_journal_batches 1" in text
+    await eng.close()
+
+
+async def test_closed_engine_refuses_work_and_close_is_idempotent(tmp_path: Path) -> None:
+    eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
+    await eng.close()
+    await eng.close()
+    with pytest.raises(JournalError, match="closed"):
+        await eng.submit([c(1, "egg 1")])
+
+
+async def test_repr_shows_ledger_and_journal(tmp_path: Path) -> None:
+    async with await Engine.open(config(tmp_path), parse=parse, clock=Clock()) as eng:
+        assert "<Engine 'test sale': <Ledger" in repr(eng)
+        assert "<Journal j.db" in repr(eng)

@@ -1,0 +1,348 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from livecart import config
+from livecart.core.errors import ConfigError
+from livecart.core.records import Comment, Outcome, Reason, Status
+from livecart.core.templates import TEMPLATE_KEYS, TEMPLATES, template_problems
+from livecart.plugin import Adapter, Reply
+from livecart.runtime.replies import NotDurable, RateLimiter, Replier, ReplyQueue
+
+# 2020-03-15 12:00:00 UTC; with hold_minutes = 30 the pay-by time is 12:30 in UTC.
+TS = 1584273600.0
+
+
+def cfg(extra: str = "", hold: int = 30, sample: Path | None = None) -> config.Config:
+    base = sample.read_text(encoding="utf-8") if sample is not None else ""
+    base = base.replace("hold_minutes = 30", f"hold_minutes = {hold}")
+    return config.loads(base + "\n" + extra, adapter_options=lambda t: {"path": config.Option(str, path=True),
+                                                                         "speed": config.Option(float, 0.0)})
+
+
+@pytest.fixture
+def zh(sample_config_path: Path) -> Replier:
+    return Replier(cfg('[replies]\ntimezone = "UTC"\n', sample=sample_config_path))
+
+
+@pytest.fixture
+def en(sample_config_path: Path) -> Replier:
+    return Replier(cfg('[replies]\nlanguage = "en"\ntimezone = "UTC"\n', sample=sample_config_path))
+
+
+def outcome(status: Status = Status.RESERVED, *, sku: str | None = "egg-10", qty: int = 2,
+            reason: Reason | None = None, comment: str | None = "m-1", user: str = "u-42",
+            variant: str | None = None, position: int | None = None, seq: int | None = 7,
+            order: str | None = "o-000123") -> Outcome:
+    return Outcome(comment, user, order, sku, variant, qty, status, reason, position, "douyin", "7312", TS, seq)
+
+
+def test_reserved_zh_names_product_order_and_pay_by(zh: Replier) -> None:
+    text = zh.render(outcome(), "张三")
+    assert text == "@张三 已为您保留 Free-range eggs, box of 10 ×2，订单 o-000123，请在 12:30 前付款"
+
+
+def test_pay_by_follows_the_configured_time_zone(sample_config_path: Path) -> None:
+    r = Replier(cfg('[replies]\ntimezone = "Asia/Shanghai"\n', sample=sample_config_path))
+    assert "20:30" in (r.render(outcome(), "张三") or "")
+
+
+def test_reserved_without_hold_has_no_pay_by(sample_config_path: Path) -> None:
+    r = Replier(cfg("", hold=0, sample=sample_config_path))
+    text = r.render(outcome(), "张三") or ""
+    assert "付款" not in text
+    assert "o-000123" in text
+
+
+def test_presale_gives_position_and_note(en: Replier) -> None:
+    text = en.render(outcome(Status.PRESALE, position=4), "Ann") or ""
+    assert "#4" in text
+    assert "ships tomorrow afternoon" in text
+    assert text.startswith("@Ann ")
+
+
+def test_needs_variant_lists_the_variants(zh: Replier, en: Replier) -> None:
+    o = outcome(Status.REJECTED, sku="tea-chry", reason=Reason.NEEDS_VARIANT)
+    assert "50g、100g" in (zh.render(o, "李四") or "")
+    assert "50g or 100g" in (en.render(o, "Li") or "")
+
+
+def test_limit_rejection_says_the_limit(en: Replier) -> None:
+    assert "limited to 5 per buyer" in (en.render(outcome(Status.REJECTED, reason=Reason.LIMIT), "A") or "")
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_every_rejection_reason_renders(zh: Replier, en: Replier, reason: Reason) -> None:
+    o = outcome(Status.REJECTED, reason=reason, sku=None if reason is Reason.UNKNOWN_PRODUCT else "egg-10")
+    assert zh.render(o, "张三")
+    assert en.render(o, "Ann")
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s is not Status.REJECTED])
+def test_every_status_renders_in_both_languages(zh: Replier, en: Replier, status: Status) -> None:
+    o = outcome(status, position=1)
+    assert (zh.render(o, "张三") or "").startswith("@张三 ")
+    assert (en.render(o, "Ann") or "").startswith("@Ann ")
+
+
+def test_variant_appears_with_the_product(en: Replier) -> None:
+    o = outcome(sku="tea-chry", variant="100g", qty=1)
+    assert "Chrysanthemum tea 100g x1" in (en.render(o, "A") or "")
+
+
+def test_template_override_and_empty_template_turns_reply_off(sample_config_path: Path) -> None:
+    r = Replier(cfg('[replies]\ntimezone = "UTC"\n[replies.templates]\nreserved = "OK {qty}"\npaid = ""\n',
+                    sample=sample_config_path))
+    assert r.render(outcome(), "x") == "@x OK 2"
+    assert r.render(outcome(Status.PAID), "x") is None
+
+
+def test_bad_template_key_is_a_config_error_at_load(sample_config_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown template 'reservd'"):
+        cfg('[replies.templates]\nreservd = "x"\n', sample=sample_config_path)
+
+
+def test_unknown_placeholder_is_a_config_error_at_load(sample_config_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown placeholder\(s\) \{buyer\}"):
+        cfg('[replies.templates]\nreserved = "hi {buyer}"\n', sample=sample_config_path)
+
+
+def test_attribute_access_in_template_is_refused() -> None:
+    assert template_problems({"paid": "{name.__class__}"})
+    assert template_problems({"paid": "{name[0]}"})
+
+
+def test_bad_format_spec_and_unbalanced_brace_are_refused() -> None:
+    assert "cannot be filled in" in template_problems({"paid": "{name:d}"})[0]
+    assert "not a valid format string" in template_problems({"paid": "{order"})[0]
+
+
+def test_bad_timezone_is_a_config_error(sample_config_path: Path) -> None:
+    with pytest.raises(ConfigError, match="IANA"):
+        cfg('[replies]\ntimezone = "Mars/Olympus"\n', sample=sample_config_path)
+
+
+def test_defaults_cover_every_key_in_both_languages() -> None:
+    for lang in ("zh", "en"):
+        assert tuple(TEMPLATES[lang]) == TEMPLATE_KEYS
+        assert template_problems(TEMPLATES[lang]) == []
+
+
+def test_plan_groups_one_comments_items_into_one_reply(zh: Replier) -> None:
+    c = Comment("douyin", "7312", "m-1", "u-42", "张三", "鸡蛋2 蜂蜜1", TS)
+    outs = [outcome(), outcome(sku="honey-500", qty=1, order="o-000124"),
+            outcome(comment="m-2", user="u-7", order="o-000125")]
+    plan = zh.plan(outs, {c.key: c})
+    assert len(plan) == 2
+    (room, first), (_, second) = plan
+    assert room == ("douyin", "7312")
+    assert first.comment == c
+    assert first.text.count("@张三") == 1
+    assert "o-000123" in first.text
+    assert "o-000124" in first.text
+    assert "；" in first.text
+    assert second.text.startswith("@u-7 ")  # no comment known: the user id stands in for the name
+
+
+def test_plan_counts_outcomes_with_no_room(zh: Replier) -> None:
+    o = replace(outcome(Status.EXPIRED, comment=None), platform=None, room=None)
+    assert zh.plan([o]) == []
+    assert zh.unroutable == 1
+
+
+def test_plan_is_empty_when_replies_are_disabled(sample_config_path: Path) -> None:
+    r = Replier(cfg("[replies]\nenabled = false\n", sample=sample_config_path))
+    assert r.plan([outcome()]) == []
+
+
+# --- RateLimiter ---
+
+def test_rate_limiter_allows_limit_per_window() -> None:
+    rl = RateLimiter(3, 10.0)
+    assert rl.take(5, 0.0) == 3
+    assert rl.take(1, 9.9) == 0
+    assert rl.next_free(9.9) == pytest.approx(10.0)
+    assert rl.take(2, 10.0) == 2
+
+
+def test_rate_limiter_without_limit_allows_everything() -> None:
+    rl = RateLimiter(None, 1.0)
+    assert rl.take(10_000, 0.0) == 10_000
+    assert rl.next_free(0.0) == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 10), st.floats(0.5, 60.0),
+       st.lists(st.tuples(st.floats(0.0, 5.0), st.integers(0, 20)), max_size=60))
+def test_rate_limiter_never_exceeds_limit_in_any_window(limit: int, window: float,
+                                                         steps: list[tuple[float, int]]) -> None:
+    rl = RateLimiter(limit, window)
+    now = 0.0
+    sent: list[float] = []
+    for dt, n in steps:
+        now += dt
+        sent.extend([now] * rl.take(n, now))
+    for t in sent:
+        assert sum(1 for u in sent if t <= u < t + window) <= limit
+
+
+# --- ReplyQueue ---
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def reply(i: int, room: str = "7312", seq: int | None = 1) -> Reply:
+    c = Comment("douyin", room, f"m-{i}", f"u-{i}", f"n{i}", "+1", TS)
+    return Reply(f"r{i}", c, outcome(comment=f"m-{i}", seq=seq))
+
+
+def check_books(q: ReplyQueue) -> None:
+    assert q.count("queued") == q.count("taken") + q.count("shed") + q.count("merged") + q.depth
+
+
+def test_queue_refuses_a_reply_to_a_non_durable_outcome() -> None:
+    q = ReplyQueue("a")
+    with pytest.raises(NotDurable):
+        q.put(reply(1, seq=None))
+    assert q.depth == 0
+
+
+def test_queue_sends_individually_within_the_limit() -> None:
+    q = ReplyQueue("a", limit=5, window=10.0)
+    q.put_many(reply(i) for i in range(3))
+    assert [r.text for r in q.ready(0.0)] == ["r0", "r1", "r2"]
+    assert q.count("merged") == 0
+
+
+def test_queue_merges_same_room_replies_when_backlogged() -> None:
+    q = ReplyQueue("a", limit=2, window=10.0, max_len=50)
+    q.put_many(reply(i) for i in range(6))
+    out = q.ready(0.0)
+    assert [r.text for r in out] == ["r0 r1 r2 r3 r4 r5"]
+    assert q.count("merged") == 5
+    assert out[0].comment is None  # a merged message answers the room, not one comment
+    check_books(q)
+
+
+def test_queue_does_not_merge_across_rooms_or_past_max_len() -> None:
+    q = ReplyQueue("a", limit=1, window=10.0, max_len=5)
+    q.put_many([reply(1, "A"), reply(2, "B"), reply(3, "A"), reply(4, "A")])
+    assert [r.text for r in q.ready(0.0)] == ["r1 r3"]
+    assert q.ready(1.0) == []
+    assert [r.text for r in q.ready(10.0)] == ["r2"]
+    assert [r.text for r in q.ready(20.0)] == ["r4"]
+    check_books(q)
+
+
+def test_queue_sheds_oldest_when_full_and_counts_it() -> None:
+    q = ReplyQueue("a", limit=1, window=10.0, maxsize=3)
+    q.put_many(reply(i) for i in range(5))
+    assert q.count("shed") == 2
+    assert q.depth == 3
+    check_books(q)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("AB"), st.floats(0.0, 3.0)), max_size=80),
+       st.integers(1, 4), st.integers(2, 30))
+def test_queue_books_balance_and_limit_holds(puts: list[tuple[str, float]], limit: int, maxsize: int) -> None:
+    q = ReplyQueue("a", limit=limit, window=5.0, maxsize=maxsize, max_len=20)
+    now = 0.0
+    sent_at: list[float] = []
+    for i, (room, dt) in enumerate(puts):
+        now += dt
+        q.put(reply(i, room))
+        sent_at.extend([now] * len(q.ready(now)))
+        check_books(q)
+    for t in sent_at:
+        assert sum(1 for u in sent_at if t <= u < t + 5.0) <= limit
+
+
+async def test_run_respects_the_adapters_rate_limit_with_an_injected_clock() -> None:
+    class Chatty(Adapter):
+        type = "chatty"
+        can_reply = True
+        reply_limit = 2
+        reply_window = 10.0
+
+    clock = Clock()
+    q = ReplyQueue.for_adapter(Chatty({}, name="chat"), clock=clock, max_len=2)
+    sends: list[tuple[float, list[str]]] = []
+    done = asyncio.Event()
+
+    async def send(batch: Sequence[Reply]) -> None:
+        sends.append((clock.t, [r.text for r in batch]))
+        if sum(len(b) for _, b in sends) == 5:
+            q.close()
+            done.set()
+
+    async def fake_sleep(d: float) -> None:
+        clock.t += d
+        await asyncio.sleep(0)
+
+    q.put_many(reply(i) for i in range(5))
+    await asyncio.wait_for(q.run(send, sleep=fake_sleep), 5.0)
+    assert sends == [(0.0, ["r0", "r1"]), (10.0, ["r2", "r3"]), (20.0, ["r4"])]
+    check_books(q)
+
+
+async def test_run_wakes_on_put_and_survives_a_failing_send() -> None:
+    q = ReplyQueue("a")
+    got: list[str] = []
+    first = asyncio.Event()
+    second = asyncio.Event()
+
+    async def send(batch: Sequence[Reply]) -> None:
+        if not first.is_set():
+            first.set()
+            raise ConnectionError("platform said no")
+        got.extend(r.text for r in batch)
+        second.set()
+
+    task = asyncio.create_task(q.run(send))
+    q.put(reply(1))
+    await asyncio.wait_for(first.wait(), 5.0)
+    q.put(reply(2))
+    await asyncio.wait_for(second.wait(), 5.0)
+    q.close()
+    await asyncio.wait_for(task, 5.0)
+    assert got == ["r2"]
+    assert q.count("failed") == 1
+    assert q.count("sent") == 1
+    assert q.count("taken") == 2
+    check_books(q)
+
+
+async def test_close_counts_what_is_still_rate_limited_as_shed() -> None:
+    clock = Clock()
+    q = ReplyQueue("a", limit=1, window=60.0, clock=clock, max_len=2)
+    q.put_many([reply(1, "A"), reply(2, "B"), reply(3, "C")])
+    sent: list[str] = []
+
+    async def send(batch: Sequence[Reply]) -> None:
+        sent.extend(r.text for r in batch)
+        q.close()
+
+    await asyncio.wait_for(q.run(send), 5.0)
+    assert sent == ["r1"]
+    assert q.count("shed") == 2
+    check_books(q)
+
+
+def test_repr_shows_state() -> None:
+    q = ReplyQueue("chat", limit=3, window=30.0)
+    q.put(reply(1))
+    assert "1 pending" in repr(q)
+    assert "chat" in repr(q)

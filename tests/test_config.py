@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from livecart import config
+from livecart.core.errors import ConfigError
+
+BASE = """
+[stream]
+name = "t"
+featured = "egg"
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+aliases = ["鸡蛋", "egg"]
+link = 1
+stock = 10
+"""
+
+
+def test_sample_config_loads(sample_config_path: Path) -> None:
+    cfg = config.load(sample_config_path)
+    assert cfg.stream.featured == "egg-10"
+    assert cfg.catalogue.by_link[3].sku == "tea-chry"
+    tea = cfg.catalogue.by_sku["tea-chry"]
+    assert [v.name for v in tea.variants] == ["50g", "100g"]
+    assert tea.variant("100g") is not None
+    assert tea.variant("100g").presale == 100
+    assert cfg.storage.path == sample_config_path.parent / "livecart.db"
+    assert cfg.adapters[0].type == "replay"
+    assert cfg.adapters[0].options["path"] == str(sample_config_path.parent / "sample-comments.jsonl")
+
+
+def test_defaults_fill_in() -> None:
+    cfg = config.loads(BASE)
+    assert cfg.stream.hold_minutes == 30.0
+    assert cfg.stream.bare_plus_one is True
+    assert cfg.storage.durability == "fsync"
+    assert cfg.products[0].limit == 0
+    assert cfg.products[0].presale == 0
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.loads(text, file="s.toml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_every_problem_is_reported_once_with_file_line_and_key() -> None:
+    text = BASE + """
+[[products]]
+sku = "egg"
+name = "More eggs"
+aliases = ["EGG"]
+link = 1
+stock = -3
+colour = "brown"
+"""
+    msgs = problems(text)
+    assert len(msgs) == 5, msgs
+    joined = "\n".join(msgs)
+    assert "s.toml:14 [products[1].sku]: duplicate sku 'egg'" in joined
+    assert "alias 'EGG' is also an alias of egg" in joined
+    assert "[products[1].link]: duplicate link 1" in joined
+    assert "s.toml:18 [products[1].stock]: must be 0 or more, got -3" in joined
+    assert "[products[1].colour]: unknown key" in joined
+
+
+def test_unknown_adapter_type_lists_the_known_ones() -> None:
+    msgs = problems(BASE + '\n[[adapters]]\ntype = "carrier-pigeon"\n')
+    assert len(msgs) == 1
+    assert "unknown adapter type 'carrier-pigeon'; known types:" in msgs[0]
+    assert "replay" in msgs[0]
+    assert "mqtt" in msgs[0]
+
+
+def test_unknown_section_and_bad_types() -> None:
+    msgs = problems(BASE.replace('featured = "egg"', 'featured = "nope"\nhold_minutes = "ten"') + "[shop]\nx=1\n")
+    joined = "\n".join(msgs)
+    assert "[stream.featured]: names no product" in joined
+    assert "[stream.hold_minutes]: must be a number, got 'ten'" in joined
+    assert "[shop]: unknown section" in joined
+
+
+def test_variants_keep_stock_on_the_variant() -> None:
+    text = BASE + """
+[[products]]
+sku = "tea"
+name = "Tea"
+stock = 5
+  [[products.variants]]
+  name = "big"
+  stock = 2
+  [[products.variants]]
+  name = "big"
+"""
+    joined = "\n".join(problems(text))
+    assert "keeps stock on each variant" in joined
+    assert "duplicate variant 'big' of tea" in joined
+
+
+def test_invalid_toml_names_the_line() -> None:
+    msgs = problems('[stream]\nname = "x"\nfeatured = \n')
+    assert msgs[0].startswith("s.toml:3: not valid TOML")
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_problems_are_listed_in_file_order() -> None:
+    text = BASE + """
+[[products]]
+sku = "egg"
+name = "More eggs"
+stock = -3
+"""
+    with pytest.raises(ConfigError) as info:
+        config.loads(text, file="s.toml")
+    lines = [p.line for p in info.value.problems]
+    assert lines == sorted(lines)
+    assert len(lines) == 2
