@@ -7,6 +7,7 @@ carrying them all, never a traceback of a ``KeyError``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,9 +17,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from livecart.core.catalogue import DEFAULT_MAX_QTY, Catalogue, Product, Variant, alias_key
 from livecart.core.errors import ConfigError, PluginError, Problem
-from livecart.core.settings import Config, PluginSettings, StorageSettings, StreamSettings
+from livecart.core.settings import (
+    Config,
+    ControlSettings,
+    DaemonSettings,
+    PluginSettings,
+    RepliesSettings,
+    StatusSettings,
+    StorageSettings,
+    StreamSettings,
+)
 from livecart.core.templates import check_templates
-from livecart.plugin import Option
+from livecart.plugin import Option, more_than_zero, nonneg, port, positive
 
 
 def check_timezone(value: Any) -> str | None:
@@ -32,88 +42,86 @@ def check_timezone(value: Any) -> str | None:
     return None
 
 
-def _nonneg(v: Any) -> str | None:
-    return "must be 0 or more" if v < 0 else None
-
-
-def _positive(v: Any) -> str | None:
-    return "must be 1 or more" if v < 1 else None
-
-
-def _port(v: Any) -> str | None:
-    return None if 0 <= v <= 65535 else "must be a port number from 0 to 65535"
-
-
 STREAM_KEYS: dict[str, Option] = {
     "name": Option(str, required=True, doc="the sale's name"),
     "featured": Option(str, doc="sku that a bare '+1' buys"),
-    "hold_minutes": Option(float, 30.0, check=_nonneg, doc="unpaid hold; 0 = never expires"),
+    "hold_minutes": Option(float, 30.0, check=nonneg, doc="unpaid hold; 0 = never expires"),
     "bare_plus_one": Option(bool, True),
-    "max_qty": Option(int, DEFAULT_MAX_QTY, check=_positive, doc="largest quantity one comment may ask for"),
+    "max_qty": Option(int, DEFAULT_MAX_QTY, check=positive, doc="largest quantity one comment may ask for"),
 }
 STORAGE_KEYS: dict[str, Option] = {
     "path": Option(str, "livecart.db", path=True),
     "durability": Option(str, "fsync", choices=("fsync", "os")),
-    "batch_max": Option(int, 2048, check=_positive, doc="most decisions per journal transaction"),
-    "batch_delay_ms": Option(float, 2.0, check=_nonneg, doc="longest wait to fill a journal batch"),
+    "batch_max": Option(int, 2048, check=positive, doc="most decisions per journal transaction"),
+    "batch_delay_ms": Option(float, 2.0, check=nonneg, doc="longest wait to fill a journal batch"),
 }
 VARIANT_KEYS: dict[str, Option] = {
     "name": Option(str, required=True),
     "aliases": Option(list, []),
-    "stock": Option(int, 0, check=_nonneg),
-    "presale": Option(int, 0, check=_nonneg),
-    "price": Option(float, check=_nonneg),
+    "stock": Option(int, 0, check=nonneg),
+    "presale": Option(int, 0, check=nonneg),
+    "price": Option(float, check=nonneg),
     "code": Option(str),
 }
 PRODUCT_KEYS: dict[str, Option] = {
     "sku": Option(str, required=True),
     "name": Option(str, required=True),
     "aliases": Option(list, []),
-    "link": Option(int, check=_positive),
-    "price": Option(float, 0.0, check=_nonneg),
-    "stock": Option(int, 0, check=_nonneg),
-    "limit": Option(int, 0, check=_nonneg),
-    "presale": Option(int, 0, check=_nonneg),
+    "link": Option(int, check=positive),
+    "price": Option(float, 0.0, check=nonneg),
+    "stock": Option(int, 0, check=nonneg),
+    "limit": Option(int, 0, check=nonneg),
+    "presale": Option(int, 0, check=nonneg),
     "presale_note": Option(str, "", doc="said to presale buyers, e.g. 'ships from Tuesday'"),
     "code": Option(str, doc="a short code buyers may type, as in 'SOLD A12 2'"),
     "variants": Option(list, []),
 }
 #: Sections the daemon reads. Each maps key -> Option; tables inside (``replies.templates``) are checked there.
+def _section(settings: type[Any], **options: Option) -> dict[str, Option]:
+    """The keys of one daemon section, their defaults taken from its settings class (one place for each)."""
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(settings)}
+    if set(options) != set(defaults):
+        raise TypeError(f"{settings.__name__}: the options {sorted(options)} differ from its fields {sorted(defaults)}")
+    return {k: dataclasses.replace(o, default=defaults[k]) for k, o in options.items()}
+
+
+#: Sections the daemon reads, each checked against its settings class in livecart.core.settings.
 DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
-    "control": {
-        "host": Option(str, "127.0.0.1"),
-        "port": Option(int, 0, check=_port, doc="0 = pick a free port (written to the state file)"),
-        "token": Option(str, ""),
-        "mqtt_host": Option(str, ""),
-        "mqtt_port": Option(int, 1883, check=_port),
-        "mqtt_topic": Option(str, ""),
-    },
-    "status": {
-        "host": Option(str, "127.0.0.1"),
-        "port": Option(int, 0, check=_port),
-        "enabled": Option(bool, True),
-        "low_stock": Option(int, 0, check=_nonneg,
-                            doc="units below which a product is 'low stock'; 0 = 10% of its stock"),
-    },
-    "daemon": {
-        "queue": Option(int, 64, check=_positive,
-                        doc="comment batches waiting for the engine before adapters are made to wait"),
-        "hook_timeout": Option(float, 10.0, check=lambda v: None if v > 0 else "must be more than 0",
-                               doc="longest one hook call may take (s)"),
-        "hook_queue": Option(int, 256, check=_positive, doc="items waiting per hook; beyond it the oldest is shed"),
-        "drain_seconds": Option(float, 2.0, check=_nonneg,
-                                doc="at shutdown, how long replies and hooks may take to drain (s)"),
-    },
-    "replies": {
-        "enabled": Option(bool, True),
-        "language": Option(str, "zh", choices=("zh", "en")),
-        "templates": Option(dict, {}, check=check_templates,
-                            doc="overrides of the reply templates, by key (livecart.core.templates.TEMPLATE_KEYS)"),
-        "timezone": Option(str, "", check=check_timezone,
-                           doc="IANA zone for the pay-by time; \"\" = the machine's own"),
-        "queue": Option(int, 1000, check=_positive, doc="most reply messages pending per adapter"),
-        "max_len": Option(int, 200, check=_positive, doc="longest merged reply message (characters)"),
-    },
+    "control": _section(
+        ControlSettings,
+        host=Option(str),
+        port=Option(int, check=port, doc="0 = pick a free port (written to the state file)"),
+        token=Option(str, doc='"" = generate one at start (written to the state file)'),
+        mqtt_host=Option(str),
+        mqtt_port=Option(int, check=port),
+        mqtt_topic=Option(str),
+    ),
+    "status": _section(
+        StatusSettings,
+        host=Option(str),
+        port=Option(int, check=port),
+        enabled=Option(bool),
+        low_stock=Option(int, check=nonneg, doc="units below which a product is 'low stock'; 0 = 10% of its stock"),
+    ),
+    "daemon": _section(
+        DaemonSettings,
+        queue=Option(int, check=positive,
+                     doc="comment batches waiting for the engine before adapters are made to wait"),
+        hook_timeout=Option(float, check=more_than_zero, doc="longest one hook call may take (s)"),
+        hook_queue=Option(int, check=positive, doc="items waiting per hook; beyond it the oldest is shed"),
+        drain_seconds=Option(float, check=nonneg, doc="at shutdown, how long replies and hooks may take to drain (s)"),
+    ),
+    "replies": _section(
+        RepliesSettings,
+        enabled=Option(bool),
+        language=Option(str, choices=("zh", "en")),
+        templates=Option(dict, check=check_templates,
+                         doc="overrides of the reply templates, by key (livecart.core.templates.TEMPLATE_KEYS)"),
+        timezone=Option(str, check=check_timezone, doc="IANA zone for the pay-by time; \"\" = the machine's own"),
+        queue=Option(int, check=positive, doc="most reply messages pending per adapter"),
+        max_len=Option(int, check=positive, doc="longest merged reply message (characters)"),
+    ),
 }
 
 
@@ -265,7 +273,8 @@ def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
     skus = {p.sku for p in products}
     featured = s.get("featured")
     if featured is not None and featured not in skus:
-        c.add("stream.featured", f"names no product; expected one of: {', '.join(sorted(skus)) or '(none)'}",
+        c.add("stream.featured", f"{featured!r} names no product; expected one of: "
+              f"{', '.join(sorted(skus)) or '(none)'}",
               c.lines.key(c.lines.table("stream"), "featured"))
 
     adapters = _plugins(c, raw.get("adapters", []), "adapters", adapter_options or _default_lookup("adapters"),
@@ -286,6 +295,10 @@ def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
         catalogue=Catalogue(tuple(products)),
         adapters=tuple(adapters),
         hooks=tuple(hooks),
+        control=ControlSettings(**sections["control"]),
+        status=StatusSettings(**sections["status"]),
+        daemon=DaemonSettings(**sections["daemon"]),
+        replies=RepliesSettings(**sections["replies"]),
         sections=sections,
     )
 

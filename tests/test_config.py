@@ -80,7 +80,7 @@ def test_unknown_adapter_type_lists_the_known_ones() -> None:
 def test_unknown_section_and_bad_types() -> None:
     msgs = problems(BASE.replace('featured = "egg"', 'featured = "nope"\nhold_minutes = "ten"') + "[shop]\nx=1\n")
     joined = "\n".join(msgs)
-    assert "[stream.featured]: names no product" in joined
+    assert "[stream.featured]: 'nope' names no product" in joined
     assert "[stream.hold_minutes]: must be a number, got 'ten'" in joined
     assert "[shop]: unknown section" in joined
 
@@ -124,3 +124,20 @@ stock = -3
     lines = [p.line for p in info.value.problems]
     assert lines == sorted(lines)
     assert len(lines) == 2
+
+
+def test_daemon_sections_are_typed_settings_with_defaults() -> None:
+    cfg = config.loads(BASE + '\n[daemon]\nqueue = 5\n[replies]\nlanguage = "en"\n[status]\nenabled = false\n')
+    assert cfg.daemon.queue == 5
+    assert cfg.daemon.hook_timeout == 10.0
+    assert cfg.replies.language == "en"
+    assert cfg.replies.templates == {}
+    assert cfg.status.enabled is False
+    assert cfg.control.host == "127.0.0.1"
+    assert cfg.control.port == 0
+
+
+def test_a_bad_daemon_setting_names_the_value() -> None:
+    msgs = problems(BASE + "\n[control]\nport = 70000\n[daemon]\nhook_timeout = 0\n")
+    assert any("[control.port]: must be a port number from 0 to 65535, got 70000" in m for m in msgs)
+    assert any("[daemon.hook_timeout]: must be more than 0, got 0" in m for m in msgs)

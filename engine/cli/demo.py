@@ -49,6 +49,7 @@ from rich.table import Table
 from rich.text import Text
 
 from livecart.config import load
+from livecart.core.control import Control, ControlAction
 from livecart.core.errors import ControlError, JournalError
 from livecart.core.events import Event, EventDetector, EventKind
 from livecart.core.records import Comment, Outcome, Status
@@ -86,12 +87,10 @@ EGG_PRESALE_DELAY = 60.0
 
 @dataclass(frozen=True, slots=True)
 class HostAction:
-    """A host control at sale time ``ts`` (an :meth:`Engine.control` action and its arguments) and what the
-    host says on air."""
+    """A host control at sale time ``ts`` and what the host says on air."""
 
     ts: float
-    action: str
-    args: tuple[Any, ...]
+    control: Control
     say: str
 
 
@@ -128,7 +127,7 @@ _SEGMENTS = (
     _Segment(2220.0, "bamboo", 4.0, "5号链接：烟熏笋干，炒腊肉一绝"),
 )
 _RESTOCKS = (
-    HostAction(1500.0, "restock", ("egg-10", None, 150), "养殖场又送来150盒鸡蛋，按预售顺序先发！"),
+    HostAction(1500.0, Control(ControlAction.RESTOCK, "egg-10", qty=150), "养殖场又送来150盒鸡蛋，按预售顺序先发！"),
 )
 
 # Measure words per product, for "来两盒" / "来两袋".
@@ -230,8 +229,8 @@ def generate(seed: int = SEED, *, start: float = START_TS, duration: float = SAL
         platform, room = ("youtube", "tonggu-live") if english else ("douyin", "7312-tonggu")
         comments.append(Comment(platform, room, f"{platform[:2]}-{n:06d}", uid, name, text,
                                 round(start + t, 3)))
-    host = [HostAction(start + s.at, "feature", (s.sku,), s.say) for s in _SEGMENTS]
-    host += [HostAction(start + h.ts, h.action, h.args, h.say) for h in _RESTOCKS if h.ts < duration]
+    host = [HostAction(start + s.at, Control(ControlAction.FEATURE, s.sku), s.say) for s in _SEGMENTS]
+    host += [HostAction(start + h.ts, h.control, h.say) for h in _RESTOCKS if h.ts < duration]
     host.sort(key=lambda h: h.ts)
     return Scenario(tuple(comments), tuple(host), start, duration)
 
@@ -407,7 +406,7 @@ class DemoRun:
                 self.egg_presale_at = self.now + EGG_PRESALE_DELAY
                 self._order += 1
                 heapq.heappush(self._host, (self.egg_presale_at, self._order, HostAction(
-                    self.egg_presale_at, "presale", ("egg-10", None, EGG_PRESALE_CAP),
+                    self.egg_presale_at, Control(ControlAction.PRESALE, "egg-10", qty=EGG_PRESALE_CAP, enabled=True),
                     f"鸡蛋卖完了，但今天下午开启预售！{EGG_PRESALE_CAP}盒，先拍先发")))
         elif e.kind is EventKind.PRESALE_OPENED:
             text = f"{clock} {name}: presale opened"
@@ -432,14 +431,16 @@ class DemoRun:
 
     async def _host_action(self, engine: Engine, h: HostAction) -> None:
         self.now = h.ts
-        await engine.control(h.action, *h.args)
-        if h.action == "feature":
-            self.featured = h.args[0]
-        elif h.action == "presale":
-            key = h.args[0] if h.args[1] is None else f"{h.args[0]}/{h.args[1]}"
-            self.detector.caps[key] = int(h.args[2])
+        c = h.control
+        await engine.control(c)
+        if c.action is ControlAction.FEATURE:
+            self.featured = c.sku
+        elif c.action is ControlAction.PRESALE:
+            key = str(c.sku) if c.variant is None else f"{c.sku}/{c.variant}"
+            self.detector.caps[key] = int(c.qty or 0)
         self.said = f"{self._clock_text()} 主播: {h.say}"
-        self.events.append(f"{self._clock_text()} host: {h.action} {' '.join(str(a) for a in h.args if a)}")
+        args = " ".join(str(a) for a in (c.sku, c.variant, c.qty) if a)
+        self.events.append(f"{self._clock_text()} host: {c.action.value} {args}")
         if self.view is not None:
             self.view.event(self, self.said)
 
@@ -449,7 +450,7 @@ class DemoRun:
             return  # cancelled (or promoted into a new order) before the buyer got round to paying
         self.now = due
         try:
-            await engine.control("pay", order)
+            await engine.control(Control(ControlAction.PAY, order=order))
         except ControlError:
             self.pay_refused += 1
 

@@ -13,6 +13,7 @@ at the boundary and chained (``raise ... from exc``)::
     ├── JournalError           the journal cannot be opened or written
     │   └── ForeignDatabase    the file is not a livecart journal (or is corrupt); it is never overwritten
     └── ControlError           a host control that cannot be applied (unknown sku, bad value)
+        └── BadControl         ... or cannot even be parsed (unknown action, missing argument)
 """
 
 from __future__ import annotations
@@ -88,3 +89,7 @@ class ForeignDatabase(JournalError):
 
 class ControlError(LivecartError):
     """A host control that cannot be applied: unknown sku or order, or a value out of range."""
+
+
+class BadControl(ControlError):
+    """A control that cannot be parsed: unknown action, missing or malformed argument."""

@@ -41,6 +41,50 @@ class PluginSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlSettings:
+    """``[control]``: the host-control endpoints (HTTP on ``host:port``, optionally an MQTT topic)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = a free port, written to the control state file
+    token: str = ""  # "" = a token generated at start and written to the state file
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSettings:
+    """``[status]``: the status endpoints (``/healthz``, ``/api/state``, ``/metrics``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    enabled: bool = True
+    low_stock: int = 0  # units below which a product is "low stock"; 0 = 10% of its stock
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """``[daemon]``: queues and timeouts of ``livecart run``."""
+
+    queue: int = 64  # comment batches waiting for the engine before adapters are made to wait
+    hook_timeout: float = 10.0  # longest one hook call may take (s)
+    hook_queue: int = 256  # items waiting per hook; beyond it the oldest is shed
+    drain_seconds: float = 2.0  # at shutdown, how long replies and hooks may take to drain (s)
+
+
+@dataclass(frozen=True, slots=True)
+class RepliesSettings:
+    """``[replies]``: the confirmations sent back to buyers."""
+
+    enabled: bool = True
+    language: str = "zh"
+    templates: Mapping[str, str] = field(default_factory=dict)  # overrides, by template key
+    timezone: str = ""  # IANA zone for the pay-by time; "" = the machine's own
+    queue: int = 1000  # most reply messages pending per adapter
+    max_len: int = 200  # longest merged reply message (characters)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     stream: StreamSettings
@@ -48,7 +92,11 @@ class Config:
     catalogue: Catalogue
     adapters: tuple[PluginSettings, ...] = ()
     hooks: tuple[PluginSettings, ...] = ()
-    #: Sections owned by the daemon (``control``, ``status``, ``daemon``, ``replies``), validated here, read there.
+    control: ControlSettings = ControlSettings()
+    status: StatusSettings = StatusSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    replies: RepliesSettings = RepliesSettings()
+    #: The same four sections as validated mappings (defaults filled in), for code that reads them by name.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property

@@ -6,16 +6,7 @@ and handed to the daemon's ``handler``, which applies it to the ledger, journals
 journalled) and returns a JSON-ready dict; a control that cannot be applied (unknown sku or order, bad
 value) raises :class:`~livecart.core.errors.ControlError`.
 
-Actions (Chinese aliases in brackets)::
-
-    feature SKU                      [上链接 上架 讲解]  the product a bare "+1" buys
-    restock SKU[/VARIANT] QTY        [补货 加库存]       add QTY units of stock
-    presale SKU[/VARIANT] on|off|N   [预售]             open, close, or open with a cap of N units
-    limit SKU N                      [限购]             most units per buyer (0 = no limit)
-    pay ORDER                        [付款 已付款]       mark an order paid
-    cancel ORDER                     [取消]             cancel an order
-    pause | resume                   [暂停 | 继续 恢复]  stop / restart taking orders
-    status                           [状态]             the daemon's state
+The actions and the value they are parsed into live in :mod:`livecart.core.control`.
 
 Transports: :class:`ControlServer` (POST ``/control`` on 127.0.0.1 with a Bearer token; it writes its
 address to :func:`control_state_path` so ``livecart ctl`` finds it) and :class:`MqttControl` (JSON payloads
@@ -35,214 +26,19 @@ import os
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from livecart.core.errors import ControlError
+from livecart.core.control import Control, parse_params
+from livecart.core.errors import BadControl, ControlError
 from livecart.core.settings import Config
 from livecart.runtime.metrics import Registry
 
 log = logging.getLogger("livecart.control")
-
-
-class ControlAction(StrEnum):
-    FEATURE = "feature"
-    RESTOCK = "restock"
-    PRESALE = "presale"
-    LIMIT = "limit"
-    PAY = "pay"
-    CANCEL = "cancel"
-    PAUSE = "pause"
-    RESUME = "resume"
-    STATUS = "status"
-
-
-ALIASES: Mapping[str, ControlAction] = {
-    **{a.value: a for a in ControlAction},
-    "上链接": ControlAction.FEATURE, "上架": ControlAction.FEATURE, "讲解": ControlAction.FEATURE,
-    "补货": ControlAction.RESTOCK, "加库存": ControlAction.RESTOCK,
-    "预售": ControlAction.PRESALE,
-    "限购": ControlAction.LIMIT,
-    "付款": ControlAction.PAY, "已付款": ControlAction.PAY, "已付": ControlAction.PAY,
-    "取消": ControlAction.CANCEL,
-    "暂停": ControlAction.PAUSE,
-    "继续": ControlAction.RESUME, "恢复": ControlAction.RESUME,
-    "状态": ControlAction.STATUS,
-}
-_ON = frozenset({"on", "open", "开", "开启", "打开"})
-_OFF = frozenset({"off", "close", "closed", "关", "关闭"})
-#: Largest quantity a control accepts; guards against a typo adding a billion units.
-MAX_QTY = 10_000_000
-
-USAGE = {
-    ControlAction.FEATURE: "feature SKU",
-    ControlAction.RESTOCK: "restock SKU[/VARIANT] QTY",
-    ControlAction.PRESALE: "presale SKU[/VARIANT] on|off|CAP",
-    ControlAction.LIMIT: "limit SKU[/VARIANT] N (0 = no limit)",
-    ControlAction.PAY: "pay ORDER",
-    ControlAction.CANCEL: "cancel ORDER",
-    ControlAction.PAUSE: "pause",
-    ControlAction.RESUME: "resume",
-    ControlAction.STATUS: "status",
-}
-
-
-class BadControl(ControlError):
-    """A control that cannot be parsed: unknown action, missing or malformed argument."""
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """One host control. Which fields are set depends on ``action`` (module docstring):
-
-    ``sku``/``variant`` for feature, restock, presale and limit; ``qty`` for restock (units to add), limit
-    (the new limit) and presale (the cap, when given); ``enabled`` for presale (open or close); ``order``
-    for pay and cancel.
-    """
-
-    action: ControlAction
-    sku: str | None = None
-    variant: str | None = None
-    qty: int | None = None
-    order: str | None = None
-    enabled: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, the shape :meth:`from_json` reads (and what the journal records)."""
-        return {"action": self.action.value, "sku": self.sku, "variant": self.variant, "qty": self.qty,
-                "order": self.order, "enabled": self.enabled}
-
-    @classmethod
-    def from_json(cls, obj: object) -> Control:
-        """A control from a decoded JSON object: either fields (``{"action": "restock", "sku": "egg-10",
-        "qty": 500}``) or the command-line form (``{"action": "restock", "params": ["egg-10", "500"]}``).
-        Raises :class:`BadControl`."""
-        if not isinstance(obj, Mapping):
-            raise BadControl(f"a control must be a JSON object, got {type(obj).__name__}")
-        action = obj.get("action")
-        if not isinstance(action, str):
-            raise BadControl("'action' must be a string, one of: " + ", ".join(a.value for a in ControlAction))
-        params = obj.get("params")
-        if params is not None:
-            if not isinstance(params, list) or not all(isinstance(p, str | int) for p in params):
-                raise BadControl("'params' must be a list of strings")
-            return parse_params(action, [str(p) for p in params])
-        act = _action(action)
-        sku = _opt_str(obj, "sku")
-        variant = _opt_str(obj, "variant")
-        if sku is not None and variant is None and "/" in sku:
-            sku, variant = _split(sku)
-        order = _opt_str(obj, "order")
-        qty = obj.get("qty")
-        if qty is not None and (isinstance(qty, bool) or not isinstance(qty, int)):
-            raise BadControl(f"'qty' must be an integer, got {qty!r}")
-        enabled = obj.get("enabled")
-        if enabled is not None and not isinstance(enabled, bool):
-            raise BadControl(f"'enabled' must be true or false, got {enabled!r}")
-        return _checked(Control(act, sku, variant, qty, order, enabled))
-
-
-def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
-    v = obj.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, str) or not v.strip() or len(v) > 256:
-        raise BadControl(f"{key!r} must be a non-empty string, got {v!r}")
-    return v.strip()
-
-
-def _action(name: str) -> ControlAction:
-    act = ALIASES.get(name.strip().lower()) or ALIASES.get(name.strip())
-    if act is None:
-        raise BadControl(f"unknown action {name!r}; expected one of: "
-                         + ", ".join(a.value for a in ControlAction) + " (or 上链接, 补货, 预售, 限购 ...)")
-    return act
-
-
-def _split(token: str) -> tuple[str, str | None]:
-    sku, sep, variant = token.partition("/")
-    if not sku or (sep and not variant):
-        raise BadControl(f"{token!r} is not SKU or SKU/VARIANT")
-    return sku, (variant if sep else None)
-
-
-def _int(text: str, what: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise BadControl(f"{what} must be a whole number, got {text!r}") from None
-    return n
-
-
-def _checked(c: Control) -> Control:
-    """Check that the fields the action needs are there and in range."""
-    a = c.action
-    usage = f"usage: {USAGE[a]}"
-    if a in (ControlAction.FEATURE, ControlAction.RESTOCK, ControlAction.PRESALE, ControlAction.LIMIT) \
-            and c.sku is None:
-        raise BadControl(f"{a.value} needs a sku; {usage}")
-    if a is ControlAction.FEATURE and c.variant is not None:
-        raise BadControl(f"feature takes a product, not a variant; {usage}")
-    if a is ControlAction.RESTOCK and (c.qty is None or not 1 <= c.qty <= MAX_QTY):
-        raise BadControl(f"restock needs a quantity from 1 to {MAX_QTY:,}; {usage}")
-    if a is ControlAction.LIMIT and (c.qty is None or not 0 <= c.qty <= MAX_QTY):
-        raise BadControl(f"limit needs a number from 0 (no limit) to {MAX_QTY:,}; {usage}")
-    if a is ControlAction.PRESALE:
-        if c.enabled is None and c.qty is None:
-            raise BadControl(f"presale needs on, off or a cap; {usage}")
-        if c.qty is not None and not 0 <= c.qty <= MAX_QTY:
-            raise BadControl(f"presale cap must be from 0 to {MAX_QTY:,}; {usage}")
-    if a in (ControlAction.PAY, ControlAction.CANCEL) and c.order is None:
-        raise BadControl(f"{a.value} needs an order id such as o-000012; {usage}")
-    return c
-
-
-def parse_params(action: str, params: Sequence[str]) -> Control:
-    """A control from the command line: ``parse_params("restock", ["egg-10", "500"])``.
-
-    Raises :class:`BadControl` with the action's usage when the arguments do not fit.
-    """
-    act = _action(action)
-    p = [x.strip() for x in params if x.strip()]
-    usage = f"usage: {USAGE[act]}"
-
-    def need(n: int) -> None:
-        if len(p) != n:
-            raise BadControl(f"{act.value} takes {n} argument(s), got {len(p)}; {usage}")
-
-    if act in (ControlAction.PAUSE, ControlAction.RESUME, ControlAction.STATUS):
-        need(0)
-        return Control(act)
-    if act in (ControlAction.PAY, ControlAction.CANCEL):
-        need(1)
-        return _checked(Control(act, order=p[0]))
-    if act is ControlAction.FEATURE:
-        need(1)
-        sku, variant = _split(p[0])
-        return _checked(Control(act, sku, variant))
-    # restock / presale / limit: SKU[/VARIANT] VALUE, or SKU VARIANT VALUE
-    if len(p) == 3:
-        if "/" in p[0]:
-            raise BadControl(f"give the variant once; {usage}")
-        sku, variant, value = p[0], p[1], p[2]
-    else:
-        need(2)
-        (sku, variant), value = _split(p[0]), p[1]
-    if act is ControlAction.PRESALE:
-        v = value.lower()
-        if v in _ON:
-            return _checked(Control(act, sku, variant, enabled=True))
-        if v in _OFF:
-            return _checked(Control(act, sku, variant, enabled=False))
-        cap = _int(value, "presale cap (or on/off)")
-        return _checked(Control(act, sku, variant, qty=cap, enabled=cap > 0))
-    return _checked(Control(act, sku, variant, qty=_int(value, "the quantity")))
 
 
 Handler = Callable[[Control], Awaitable[Mapping[str, Any]]]
@@ -545,7 +341,7 @@ def ctl_main(args: Any) -> int:
     except BadControl as exc:
         print(f"livecart ctl: {exc}", file=sys.stderr)
         return 1
-    token = str(cfg.sections.get("control", {}).get("token", "") or "")
+    token = cfg.control.token
     try:
         status, answer = send_control(control_state_path(cfg), token, control)
     except ControlError as exc:

@@ -49,12 +49,13 @@ from typing import Any
 from livecart import registry
 from livecart.config import load
 from livecart.core.catalogue import Catalogue
-from livecart.core.errors import AdapterError, ControlError, JournalError, LivecartError
+from livecart.core.control import Control, ControlAction
+from livecart.core.errors import AdapterError, JournalError, LivecartError
 from livecart.core.events import Event, EventDetector, outcome_key
 from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config, PluginSettings
 from livecart.plugin import Adapter
-from livecart.runtime.control import Control, ControlAction, ControlServer, MqttControl, control_state_path
+from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
 from livecart.runtime.metrics import Registry
 from livecart.runtime.pipeline import Engine, ParseFn, tune_gc
@@ -140,8 +141,7 @@ class Daemon:
         self.replier = replier
         self.reply_queues: dict[str, ReplyQueue] = dict(reply_queues or {})
         self.hooks = hooks
-        self.detector = EventDetector(cfg.catalogue, low_stock=int(cfg.sections.get("status", {}).get(
-            "low_stock", 0) or 0))
+        self.detector = EventDetector(cfg.catalogue, low_stock=cfg.status.low_stock)
         #: (platform, room) -> name of the replying adapter that reads it.
         self.routes: dict[RoomKey, str] = {}
         #: Comments of replying adapters between intake and their durable outcomes (display name, reply-to).
@@ -180,8 +180,7 @@ class Daemon:
                               else self.registry.gauge(short, metric.help))
                 target.values = dict(metric.values)
             j = self.engine.journal
-            m.journal_sum.values = {(): float(j.batch_seconds_total)}
-            m.journal_count.values = {(): float(j.batches)}
+            m.journal.count, m.journal.sum = int(j.batches), float(j.batch_seconds_total)
             self._journal_max = max(self._journal_max, float(j.last_batch_seconds))
             m.journal_max.set(self._journal_max)
             self._up.set(round(time.time() - self.started, 3))
@@ -350,61 +349,33 @@ class Daemon:
     # ------------------------------------------------------------------ host controls
 
     async def handle_control(self, c: Control) -> Mapping[str, Any]:
-        """Apply a host control (the :data:`livecart.runtime.control.Handler` of both control transports).
+        """Apply a host control (the :data:`livecart.runtime.control.Handler` of every control transport).
 
-        Ledger controls go through :meth:`Engine.control`, which journals them; ``pause`` / ``resume`` act
-        on intake here (logged and counted) and are journalled too. Raises :class:`ControlError` for one that cannot be applied."""
+        ``status`` answers the state. Every other control goes through :meth:`Engine.control`, which journals
+        it; ``pause`` / ``resume`` also act on intake here (logged and counted). Raises
+        :class:`ControlError` for one that cannot be applied."""
         a = c.action
         if a is ControlAction.STATUS:
             return self.state()
         if a is ControlAction.PAUSE or a is ControlAction.RESUME:
             paused = self._pause(a is ControlAction.PAUSE)
             if paused["changed"]:
-                await self.engine.control(a.value)  # journalled, so a restart comes back the same way
+                await self.engine.control(c)  # journalled, so a restart comes back the same way
             return paused
-        outs: list[Outcome]
-        key: str | None = None
-        if a is ControlAction.FEATURE:
-            outs = await self.engine.control("feature", c.sku)
-        elif a is ControlAction.RESTOCK:
-            outs = await self.engine.control("restock", c.sku, c.variant, c.qty)
-            key = _key(c)
-        elif a is ControlAction.PRESALE:
-            outs = await self.engine.control("presale", c.sku, c.variant, self._presale_cap(c))
-            key = _key(c)
-        elif a is ControlAction.LIMIT:
-            if c.variant is not None:
-                raise ControlError(f"a limit applies to the whole product: limit {c.sku} N")
-            outs = await self.engine.control("limit", c.sku, c.qty)
+        outs = await self.engine.control(c)
+        if a is ControlAction.LIMIT:
             self._limit_changed(str(c.sku), int(c.qty or 0))
-        elif a is ControlAction.PAY:
-            outs = await self.engine.control("pay", c.order)
-        else:
-            outs = await self.engine.control("cancel", c.order)
         # A control may change figures without outcomes (restock with no queue, a new cap): refresh the
         # baseline so the next event check compares against the state after it.
         self.refresh_baseline()
         answer: dict[str, Any] = {"outcomes": [o.to_dict() for o in outs]}
+        key = _key(c) if a is ControlAction.RESTOCK or a is ControlAction.PRESALE else None
         products = self.engine.snapshot()["products"]
         if key is not None and key in products:
             answer["product"] = {"key": key, **_figures(products, key)}
         if a is ControlAction.FEATURE:
             answer["featured"] = self.engine.ledger.featured
         return answer
-
-    def _presale_cap(self, c: Control) -> int:
-        if c.enabled is False:
-            return 0
-        if c.qty is not None:
-            return c.qty
-        product = self.cfg.catalogue.by_sku.get(str(c.sku))
-        cap = 0
-        if product is not None:
-            v = product.variant(c.variant) if c.variant is not None else None
-            cap = v.presale if v is not None else product.presale
-        if cap <= 0:
-            raise ControlError(f"{_key(c)} has no presale quantity in the config; give one: presale {_key(c)} N")
-        return cap
 
     def _limit_changed(self, sku: str, limit: int) -> None:
         if self.replier is None:
@@ -506,6 +477,108 @@ def _default_factory(ps: PluginSettings) -> Adapter:
     return registry.adapter_class(ps.type)(ps.options, name=ps.name)
 
 
+@dataclasses.dataclass(slots=True)
+class _Parts:
+    """What :func:`serve` builds before the journal opens: adapters, metrics, replies, hooks."""
+
+    adapters: list[Adapter]
+    registry: Registry
+    replier: Replier
+    hooks: HookRunner
+    queues: dict[str, ReplyQueue]
+
+
+def _build(cfg: Config, factory: AdapterFactory, reply_clock: Callable[[], float]) -> _Parts:
+    """The adapters and the reply and hook machinery of ``cfg``; no I/O yet."""
+    adapters = [factory(a) for a in cfg.adapters]
+    reg = Registry()
+    replier = Replier(cfg)
+    hooks = HookRunner.from_config(cfg, metrics=reg, timeout=cfg.daemon.hook_timeout,
+                                   queue_size=cfg.daemon.hook_queue, grace=cfg.daemon.drain_seconds)
+    queues: dict[str, ReplyQueue] = {}
+    if replier.enabled:
+        for a in adapters:
+            if type(a).can_reply:
+                limit = a.options.get("reply_limit", type(a).reply_limit)
+                window = a.options.get("reply_window", type(a).reply_window)
+                queues[a.name] = ReplyQueue.for_adapter(
+                    a, limit=limit, window=float(window), maxsize=cfg.replies.queue, max_len=cfg.replies.max_len,
+                    clock=reply_clock, metrics=reg, stream=cfg.stream.name)
+    return _Parts(adapters, reg, replier, hooks, queues)
+
+
+async def _open_endpoints(d: Daemon, stack: contextlib.AsyncExitStack) -> None:
+    """Start the status server and the host controls of ``d`` (closed as ``stack`` unwinds). The control
+    server starts last: the state file it writes tells ``livecart ctl`` (and tests) that the daemon is up."""
+    cfg, reg = d.cfg, d.registry
+    if cfg.status.enabled:
+        d.status = StatusServer(cfg.status.host, cfg.status.port, reg, d.state, d.health, stream=cfg.stream.name)
+        await _listen(d.status.start, "status endpoints", d.status.host, d.status.port)
+        stack.push_async_callback(d.status.close)  # step 5
+    d.control = ControlServer(cfg.control.host, cfg.control.port, cfg.control.token, d.handle_control,
+                              state_path=control_state_path(cfg), metrics=reg, stream=cfg.stream.name)
+    d.control.state_extra = {"stream": cfg.stream.name,
+                             "status": d.status.url if d.status is not None else None,
+                             "adapters": {a.name: addr for a in d.adapters if (addr := _address(a))}}
+    if cfg.control.mqtt_topic:
+        d.mqtt_control = MqttControl(cfg.control.mqtt_host or "127.0.0.1", cfg.control.mqtt_port,
+                                     cfg.control.mqtt_topic, d.handle_control, token=cfg.control.token or None,
+                                     metrics=reg, stream=cfg.stream.name)
+        stack.push_async_callback(d.mqtt_control.close)
+    if d.hooks is not None:
+        stack.push_async_callback(d.hooks.close)  # idempotent: the normal path closes them at step 4
+        await d.hooks.start()
+    stack.push_async_callback(d.control.close)
+    await _listen(d.control.start, "host controls", d.control.host, d.control.port)
+    if d.mqtt_control is not None:
+        d.mqtt_control.start()
+
+
+async def _run(d: Daemon, reply_sleep: Sleep) -> None:
+    """The daemon's tasks under one TaskGroup, until ``d.stop`` is set or every adapter has ended, then the
+    shutdown in the order STYLE 7 writes down. Steps 5-7 (status server, journal, adapters) happen as the
+    caller's exit stack unwinds."""
+    stopping = asyncio.Event()  # set once shutdown starts: rate-limit sleeps end early
+    queues = d.reply_queues
+    async with asyncio.TaskGroup() as tg:
+        readers = [tg.create_task(d.intake(a), name=f"intake:{a.name}") for a in d.adapters]
+        consumer = tg.create_task(d.consume(), name="consume")
+        ticker = (tg.create_task(d.expire(), name="expiry") if d.cfg.stream.hold_minutes > 0 else None)
+        senders = [tg.create_task(q.run(_sender(d, name), sleep=_interruptible(reply_sleep, stopping)),
+                                  name=f"replies:{name}") for name, q in queues.items()]
+        stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
+        everyone: asyncio.Future[Any] = asyncio.gather(*readers)
+        await asyncio.wait({stopper, everyone}, return_when=asyncio.FIRST_COMPLETED)
+        d.draining = True
+        log.info("stopping intake; draining %d queued batch(es)", d.queue.qsize())
+        # 1. stop intake
+        for r in readers:
+            r.cancel()
+        await asyncio.gather(everyone, return_exceptions=True)
+        stopper.cancel()
+        # 2. drain: everything taken in goes through the engine (even while paused), then the consumer ends
+        d.running.set()
+        await d.queue.put(_END)
+        await consumer
+        if ticker is not None:
+            ticker.cancel()
+        # 3. host controls stop (they need the journal, which closes at step 6)
+        if d.control is not None:
+            await d.control.close()
+        if d.mqtt_control is not None:
+            await d.mqtt_control.close()
+        # 4. replies and hooks get `drain_seconds` to go out; what is left is counted as shed
+        stopping.set()
+        for q in queues.values():
+            q.close()
+        if senders:
+            _, late = await asyncio.wait(senders, timeout=d.cfg.daemon.drain_seconds)
+            for t in late:
+                t.cancel()
+        if d.hooks is not None:
+            await d.hooks.close()
+
+
 async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
                 stop: asyncio.Event | None = None, on_ready: Callable[[Daemon], None] | None = None,
                 tune: bool = False, make_adapter: AdapterFactory | None = None,
@@ -517,109 +590,27 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
     and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock).
     Raises :class:`~livecart.core.errors.PluginError` / :class:`JournalError` when the stream cannot start.
     """
-    factory = make_adapter or _default_factory
-    adapters = [factory(a) for a in cfg.adapters]
-    sections = cfg.sections
-    dcfg = sections.get("daemon", {})
-    rcfg = sections.get("replies", {})
-    scfg = sections.get("status", {})
-    ccfg = sections.get("control", {})
-    drain = float(dcfg.get("drain_seconds", 2.0))
-    reg = Registry()
-    replier = Replier(cfg)
-    hooks = HookRunner.from_config(cfg, metrics=reg, timeout=float(dcfg.get("hook_timeout", 10.0)),
-                                   queue_size=int(dcfg.get("hook_queue", 256)), grace=drain)
-    stopping = asyncio.Event()  # set once shutdown starts: rate-limit sleeps end early
-    queues: dict[str, ReplyQueue] = {}
-    if replier.enabled:
-        for a in adapters:
-            if type(a).can_reply:
-                limit = a.options.get("reply_limit", type(a).reply_limit)
-                window = a.options.get("reply_window", type(a).reply_window)
-                queues[a.name] = ReplyQueue.for_adapter(
-                    a, limit=limit, window=float(window), maxsize=int(rcfg.get("queue", 1000)),
-                    max_len=int(rcfg.get("max_len", 200)), clock=reply_clock, metrics=reg, stream=cfg.stream.name)
+    parts = _build(cfg, make_adapter or _default_factory, reply_clock)
     async with contextlib.AsyncExitStack() as stack:
-        for a in adapters:  # entered first, so closed last (step 7)
+        for a in parts.adapters:  # entered first, so closed last (step 7)
             await stack.enter_async_context(a)
         engine = await Engine.open(cfg, clock=clock, parse=parse)
         stack.push_async_callback(engine.close)  # step 6: flush and close the journal
         if tune:
             tune_gc()
-        d = Daemon(cfg, engine, adapters, registry=reg, replier=replier, reply_queues=queues, hooks=hooks,
-                   queue_batches=int(dcfg.get("queue", QUEUE_BATCHES)))
+        d = Daemon(cfg, engine, parts.adapters, registry=parts.registry, replier=parts.replier,
+                   reply_queues=parts.queues, hooks=parts.hooks, queue_batches=cfg.daemon.queue)
         if stop is not None:
             d.stop = stop
-        if scfg.get("enabled", True):
-            d.status = StatusServer(str(scfg.get("host", "127.0.0.1")), int(scfg.get("port", 0)), reg, d.state,
-                                    d.health, stream=cfg.stream.name)
-            await _listen(d.status.start, "status endpoints", d.status.host, d.status.port)
-            stack.push_async_callback(d.status.close)  # step 5
-        d.control = ControlServer(str(ccfg.get("host", "127.0.0.1")), int(ccfg.get("port", 0)),
-                                  str(ccfg.get("token", "") or ""), d.handle_control,
-                                  state_path=control_state_path(cfg), metrics=reg, stream=cfg.stream.name)
-        d.control.state_extra = {"stream": cfg.stream.name,
-                                 "status": d.status.url if d.status is not None else None,
-                                 "adapters": {a.name: addr for a in adapters if (addr := _address(a))}}
-        if ccfg.get("mqtt_topic"):
-            d.mqtt_control = MqttControl(str(ccfg.get("mqtt_host") or "127.0.0.1"),
-                                         int(ccfg.get("mqtt_port", 1883)), str(ccfg["mqtt_topic"]),
-                                         d.handle_control, token=str(ccfg.get("token", "") or "") or None,
-                                         metrics=reg, stream=cfg.stream.name)
-            stack.push_async_callback(d.mqtt_control.close)
-        stack.push_async_callback(hooks.close)  # idempotent: the normal path closes them at step 4
-        await hooks.start()
-        # Last before the tasks: the state file it writes tells `livecart ctl` (and tests) we are up.
-        stack.push_async_callback(d.control.close)
-        await _listen(d.control.start, "host controls", d.control.host, d.control.port)
-        if d.mqtt_control is not None:
-            d.mqtt_control.start()
+        await _open_endpoints(d, stack)
         log.info("running: %d adapter(s) (%s), %d replying, %d hook(s); status %s; controls %s; %r",
-                 len(adapters), ", ".join(f"{a.name}={a.type}" for a in adapters), len(queues), len(hooks.hooks),
-                 d.status.url if d.status is not None else "off",
-                 f"http://{d.control.host}:{d.control.port}/control", engine.ledger)
+                 len(d.adapters), ", ".join(f"{a.name}={a.type}" for a in d.adapters), len(parts.queues),
+                 len(parts.hooks.hooks), d.status.url if d.status is not None else "off",
+                 f"http://{cfg.control.host}:{d.control.port if d.control else 0}/control", engine.ledger)
         if on_ready is not None:
             on_ready(d)
         try:
-            async with asyncio.TaskGroup() as tg:
-                readers = [tg.create_task(d.intake(a), name=f"intake:{a.name}") for a in adapters]
-                consumer = tg.create_task(d.consume(), name="consume")
-                ticker = (tg.create_task(d.expire(), name="expiry") if cfg.stream.hold_minutes > 0 else None)
-                senders = [tg.create_task(q.run(_sender(d, name), sleep=_interruptible(reply_sleep, stopping)),
-                                          name=f"replies:{name}") for name, q in queues.items()]
-                stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
-                everyone: asyncio.Future[Any] = asyncio.gather(*readers)
-                await asyncio.wait({stopper, everyone}, return_when=asyncio.FIRST_COMPLETED)
-                # --- shutdown, in this order (STYLE 7) ---
-                d.draining = True
-                log.info("stopping intake; draining %d queued batch(es)", d.queue.qsize())
-                # 1. stop intake
-                for r in readers:
-                    r.cancel()
-                await asyncio.gather(everyone, return_exceptions=True)
-                stopper.cancel()
-                # 2. drain: everything taken in goes through the engine (even while paused), then the
-                #    consumer ends
-                d.running.set()
-                await d.queue.put(_END)
-                await consumer
-                if ticker is not None:
-                    ticker.cancel()
-                # 3. host controls stop (they need the journal, which closes at step 6)
-                await d.control.close()
-                if d.mqtt_control is not None:
-                    await d.mqtt_control.close()
-                # 4. replies and hooks get `drain_seconds` to go out; what is left is counted as shed
-                stopping.set()
-                for q in queues.values():
-                    q.close()
-                if senders:
-                    _, late = await asyncio.wait(senders, timeout=drain)
-                    for t in late:
-                        t.cancel()
-                await hooks.close()
-            # 5.-7. happen as the exit stack unwinds: the status server stops, the journal is flushed and
-            # closed, then the adapters close.
+            await _run(d, reply_sleep)
         except* JournalError as eg:
             for exc in eg.exceptions:
                 log.error("journal failed: %s", exc)

@@ -1,26 +1,22 @@
-"""Counters and gauges with labels, rendered in the Prometheus text exposition format (version 0.0.4).
+"""Counters, gauges and summaries with labels, exposed in the Prometheus text format (version 0.0.4).
 
-Deliberately tiny: increments are a dict update, so they are cheap enough for hot paths that count per
-batch. No I/O here; the status server renders :meth:`Registry.render` on request.
+Counting stays ours and tiny: an increment is a dict update, cheap enough for hot paths that count per
+batch (prometheus_client's own metric objects take a lock per increment). Exposition is prometheus_client's:
+:meth:`Registry.render` hands the values to it as one custom collector, so escaping, naming (a counter
+``x_total`` is the family ``x``) and the text format follow the library that defines them. No I/O here;
+the status server renders on request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
 Labels = tuple[tuple[str, str], ...]
-
-
-def _escape(value: str) -> str:
-    # Exposition format: backslash, double quote and newline are escaped in label values.
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _fmt_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
 
 
 @dataclass
@@ -44,19 +40,44 @@ class Metric:
         return sum(self.values.values())
 
 
+@dataclass
+class Summary:
+    """A count and a sum of observations (a Prometheus summary without quantiles), e.g. commit seconds."""
+
+    name: str
+    help: str
+    kind: str = "summary"
+    count: int = 0
+    sum: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+
+
 class Registry:
     """A set of metrics plus collectors (callables run at render time to refresh gauges)."""
 
     def __init__(self, prefix: str = "livecart_") -> None:
         self.prefix = prefix
         self._metrics: dict[str, Metric] = {}
+        self._summaries: dict[str, Summary] = {}
         self._collectors: list[Callable[[], None]] = []
 
     def counter(self, name: str, help: str) -> Metric:
+        """A counter; its name ends in ``_total`` (the Prometheus convention the exposition relies on)."""
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name!r}: a counter's name ends in _total")
         return self._get(name, help, "counter")
 
     def gauge(self, name: str, help: str) -> Metric:
         return self._get(name, help, "gauge")
+
+    def summary(self, name: str, help: str) -> Summary:
+        s = self._summaries.get(name)
+        if s is None:
+            s = self._summaries[name] = Summary(self.prefix + name, help)
+        return s
 
     def _get(self, name: str, help: str, kind: str) -> Metric:
         m = self._metrics.get(name)
@@ -73,16 +94,28 @@ class Registry:
     def metrics(self) -> Iterable[Metric]:
         return self._metrics.values()
 
-    def render(self) -> str:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | SummaryMetricFamily]:
+        """prometheus_client's collector protocol: every metric as a family, after running the collectors."""
         for fn in self._collectors:
             fn()
-        out: list[str] = []
         for m in self._metrics.values():
-            out.append(f"# HELP {m.name} {m.help}")
-            out.append(f"# TYPE {m.name} {m.kind}")
-            if not m.values:
-                out.append(f"{m.name} 0")
+            names = sorted({k for labels in m.values for k, _ in labels})
+            family: CounterMetricFamily | GaugeMetricFamily
+            if m.kind == "counter":
+                family = CounterMetricFamily(m.name.removesuffix("_total"), m.help, labels=names)
+            else:
+                family = GaugeMetricFamily(m.name, m.help, labels=names)
+            if not m.values and not names:
+                family.add_metric([], 0.0)
             for labels, value in sorted(m.values.items()):
-                v = int(value) if float(value).is_integer() else value
-                out.append(f"{m.name}{_fmt_labels(labels)} {v}")
-        return "\n".join(out) + "\n"
+                d = dict(labels)
+                family.add_metric([d.get(n, "") for n in names], value)
+            yield family
+        for s in self._summaries.values():
+            yield SummaryMetricFamily(s.name, s.help, count_value=s.count, sum_value=s.sum)
+
+    def render(self) -> str:
+        """The text exposition of every metric (``GET /metrics``)."""
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(self)
+        return generate_latest(reg).decode()

@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from livecart.core.errors import ControlError, JournalError
+from livecart.core import control
+from livecart.core.control import Control, Kind
+from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
 from livecart.core.settings import Config
@@ -34,19 +36,6 @@ log = logging.getLogger("livecart.engine")
 
 ParseFn = Callable[[str, str | None], ParseResult]
 Listener = Callable[[Sequence[Outcome]], None]
-
-#: action -> (journal kind, number of arguments)
-_CONTROLS: dict[str, tuple[str, int]] = {
-    "pay": (jr.PAY, 1),
-    "cancel": (jr.CANCEL, 1),
-    "restock": (jr.RESTOCK, 3),
-    "presale": (jr.PRESALE, 3),
-    "limit": (jr.LIMIT, 2),
-    "feature": (jr.FEATURE, 1),
-    "pause": (jr.PAUSE, 0),
-    "resume": (jr.PAUSE, 0),
-}
-
 
 #: Collector thresholds for a long-running sale (see :func:`tune_gc`). A young collection costs about
 #: 0.2-0.4 us per young object: 10,000 keeps each pause to a few ms (at 50,000 they were 7-20 ms, a p99
@@ -239,42 +228,19 @@ class Engine:
 
     # ------------------------------------------------------------------ controls and time
 
-    async def control(self, action: str, *args: Any) -> list[Outcome]:
-        """Apply a host control and return its outcomes once durable.
+    async def control(self, c: Control) -> list[Outcome]:
+        """Apply a host control that changes the sale and return its outcomes once durable.
 
-        Actions: ``pay ORDER``, ``cancel ORDER``, ``restock SKU VARIANT QTY``, ``presale SKU VARIANT CAP``,
-        ``limit SKU LIMIT``, ``feature SKU`` (VARIANT may be None; SKU of feature may be None), ``pause`` and
-        ``resume`` (intake; journalled, no stock moves).
-        Raises :class:`ControlError` for an unknown action or a control the ledger refuses.
+        The control becomes a journal record (:func:`livecart.core.control.record`) that
+        :func:`livecart.core.control.apply` applies, the same function the journal's replay uses.
+        Raises :class:`ControlError` for a control the ledger refuses (unknown sku or order) or one that
+        changes nothing (``status``).
         """
         self._check_open()
-        spec = _CONTROLS.get(action)
-        if spec is None:
-            raise ControlError(f"unknown control {action!r}; expected one of: {', '.join(_CONTROLS)}")
-        kind, nargs = spec
-        if len(args) != nargs:
-            raise ControlError(f"{action} takes {nargs} argument(s), got {len(args)}")
+        kind, args = control.record(c, self.cfg.catalogue)
         self._now = now = self._clock()
-        if kind == jr.PAUSE:
-            args = (action == "pause",)
-        out = self._apply_control(action, args)
+        out = control.apply(self.ledger, kind, args)
         return await self._commit([jr.control_row(self.ledger.seq, now, kind, args)], out)
-
-    def _apply_control(self, action: str, args: tuple[Any, ...]) -> list[Outcome]:
-        led = self.ledger
-        if action == "pay":
-            return led.pay(args[0])
-        if action == "cancel":
-            return led.cancel_order(args[0])
-        if action == "restock":
-            return led.restock(args[0], args[1], args[2])
-        if action == "presale":
-            return led.set_presale(args[0], args[1], args[2])
-        if action == "limit":
-            return led.set_limit(args[0], args[1])
-        if action in ("pause", "resume"):
-            return led.pause_intake(args[0])
-        return led.feature(args[0])
 
     async def tick(self) -> list[Outcome]:
         """Expire the holds that are due; return the expiries and promotions once durable."""
@@ -283,7 +249,7 @@ class Engine:
         out = self.ledger.expire_due()
         if not out:
             return []
-        return await self._commit([jr.control_row(self.ledger.seq, now, jr.EXPIRE, ())], out)
+        return await self._commit([jr.control_row(self.ledger.seq, now, Kind.EXPIRE, ())], out)
 
     # ------------------------------------------------------------------ state
 

@@ -77,14 +77,14 @@ class Replier:
 
     def __init__(self, config: Config, catalogue: Catalogue | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
-        section = config.sections.get("replies", {})
-        self.language: str = section.get("language", "zh") or "zh"
+        section = config.replies
+        self.language: str = section.language or "zh"
         if self.language not in TEMPLATES:
             raise ConfigError([Problem(str(config.path), "replies.language",
                                        f"must be one of {', '.join(TEMPLATES)}, got {self.language!r}")])
-        overrides = section.get("templates", {}) or {}
+        overrides = dict(section.templates)
         problems = template_problems(overrides)
-        tz_name = section.get("timezone", "") or ""
+        tz_name = section.timezone
         tz_problem = check_timezone(tz_name)
         if problems or tz_problem:
             ps = [Problem(str(config.path), "replies.templates", p) for p in problems]
@@ -97,7 +97,7 @@ class Replier:
         self.hold_minutes = config.stream.hold_minutes
         self.max_qty = config.stream.max_qty
         self.stream = config.stream.name
-        self.enabled: bool = bool(section.get("enabled", True))
+        self.enabled: bool = section.enabled
         self._clock = clock
         #: Outcomes that could not be answered because they name no room (host controls, expiries of orders
         #: whose room is unknown). Counted, never silently lost.

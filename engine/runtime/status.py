@@ -47,8 +47,7 @@ class DaemonMetrics:
         self.intents = r.counter("intents_total", "Parsed comment intents")
         self.outcomes = r.counter("outcomes_total", "Durable outcomes by status")
         self.queue_depth = r.gauge("queue_depth", "Items waiting in each internal queue")
-        self.journal_sum = r.counter("journal_batch_seconds_sum", "Total seconds spent committing journal batches")
-        self.journal_count = r.counter("journal_batch_seconds_count", "Journal batches committed")
+        self.journal = r.summary("journal_batch_seconds", "Journal batch commits: how many, and seconds spent")
         self.journal_max = r.gauge("journal_batch_seconds_max", "Slowest journal batch commit (seconds)")
         self.reconnects = r.counter("reconnects_total", "Adapter reconnects")
         self.malformed = r.counter("malformed_total", "Malformed input by adapter and reason")
@@ -64,8 +63,7 @@ class DaemonMetrics:
 
     def journal_batch(self, seconds: float) -> None:
         """Record one journal commit's latency."""
-        self.journal_sum.inc(seconds)
-        self.journal_count.inc()
+        self.journal.observe(seconds)
         if seconds > self.journal_max.get():
             self.journal_max.set(seconds)
 

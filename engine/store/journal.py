@@ -64,7 +64,9 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from livecart.core import control
 from livecart.core.catalogue import Catalogue, Product, Variant
+from livecart.core.control import Kind
 from livecart.core.errors import ForeignDatabase, JournalError, LivecartError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Reason
@@ -82,16 +84,9 @@ Row = tuple[int, float, str, bytes]
 #: One journal row as appended: (seq, ts, kind, data) with data a JSON-serialisable value.
 Entry = tuple[int, float, str, Any]
 
-# Event kinds.
-COMMENT = "c"
-EXPIRE = "x"
-PAY = "p"
-CANCEL = "k"
-RESTOCK = "r"
-PRESALE = "q"
-LIMIT = "l"
-FEATURE = "f"
-PAUSE = "i"  # intake: the host paused (data [true]) or resumed (data [false]) intake
+# The record kind of a comment as a plain string: orjson encodes a str faster than a StrEnum member.
+COMMENT: str = Kind.COMMENT.value
+_KINDS = frozenset(k.value for k in Kind)
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -134,8 +129,9 @@ def comment_row(seq: int, ts: float, comment: Comment, parsed: ParseResult) -> E
                                comment.name])
 
 
-def control_row(seq: int, ts: float, kind: str, args: Sequence[Any]) -> Entry:
-    return (seq, ts, kind, list(args))
+def control_row(seq: int, ts: float, kind: Kind, args: Sequence[Any]) -> Entry:
+    """The entry recording a control record (:func:`livecart.core.control.record`) or an expiry sweep."""
+    return (seq, ts, kind.value, list(args))
 
 
 def apply(ledger: Ledger, kind: str, body: bytes) -> list[Outcome]:
@@ -152,33 +148,19 @@ def apply(ledger: Ledger, kind: str, body: bytes) -> list[Outcome]:
 
 def apply_data(ledger: Ledger, kind: str, data: Any) -> list[Outcome]:
     """:func:`apply` for an entry's decoded ``data``."""
+    if kind not in _KINDS:
+        raise JournalError(f"journal row of unknown kind {kind!r} (written by a newer livecart?)")
     try:
         if kind == COMMENT:
             platform, room, cid, user, intent, raw = data[:6]  # [6] is the display name, for exports
             items = tuple(Item(s, v, q, Reason(r) if r is not None else None) for s, v, q, r in raw)
             return ledger.decide(Comment(platform, room, cid, user, user, "", 0.0),
                                  ParseResult(Intent(intent), items))
-        if kind == EXPIRE:
-            return ledger.expire_due()
-        if kind == PAY:
-            return ledger.pay(data[0])
-        if kind == CANCEL:
-            return ledger.cancel_order(data[0])
-        if kind == RESTOCK:
-            return ledger.restock(data[0], data[1], data[2])
-        if kind == PRESALE:
-            return ledger.set_presale(data[0], data[1], data[2])
-        if kind == LIMIT:
-            return ledger.set_limit(data[0], data[1])
-        if kind == FEATURE:
-            return ledger.feature(data[0])
-        if kind == PAUSE:
-            return ledger.pause_intake(bool(data[0]))
+        return control.apply(ledger, Kind(kind), data)
     except LivecartError as exc:
         raise JournalError(f"journal row of kind {kind!r} cannot be replayed: {exc}") from exc
     except (ValueError, TypeError, IndexError) as exc:
         raise JournalError(f"journal row of kind {kind!r} is damaged: {exc!r}") from exc
-    raise JournalError(f"journal row of unknown kind {kind!r} (written by a newer livecart?)")
 
 
 def catalogue_json(catalogue: Catalogue) -> str:

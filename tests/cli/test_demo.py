@@ -20,6 +20,7 @@ from rich.console import Console
 
 from livecart.cli import demo
 from livecart.config import load, loads
+from livecart.core.control import Control, ControlAction
 from livecart.core.parser import Parser
 from livecart.core.records import Comment, Intent
 from livecart.runtime.pipeline import Engine
@@ -100,7 +101,7 @@ def test_stream_has_a_few_thousand_comments_in_time_order_with_unique_keys(scena
 
 def test_stream_mixes_chatter_questions_buys_and_cancels(scenario: demo.Scenario, demo_cfg: Any) -> None:
     parse = Parser.from_config(demo_cfg).parse
-    feature_at = [(h.ts, h.args[0]) for h in scenario.host if h.action == "feature"]
+    feature_at = [(h.ts, h.control.sku) for h in scenario.host if h.control.action is ControlAction.FEATURE]
     intents: Counter[Intent] = Counter()
     skus: Counter[str | None] = Counter()
     for c in scenario.comments:
@@ -191,7 +192,8 @@ def test_demo_never_oversells(finished: tuple[Path, str], report: dict[str, Any]
     for r in orders:
         if r["status"] in ("reserved", "paid"):
             held[r["product"] + (f"/{r['variant']}" if r["variant"] else "")] += int(r["qty"])
-    restocked = {"egg-10": sum(h.args[2] for h in demo.generate().host if h.action == "restock")}
+    restocked = {"egg-10": sum(int(h.control.qty or 0) for h in demo.generate().host
+                               if h.control.action is ControlAction.RESTOCK)}
     for key, p in report["products"].items():
         assert p["left"] >= 0, key
         assert p["reserved"] == held[key], key
@@ -313,7 +315,7 @@ async def test_a_sweep_over_paid_holds_only_keeps_the_journal_replayable(tmp_pat
     now = [1000.0]
     engine = await Engine.open(cfg, clock=lambda: now[0])
     out = await engine.submit([Comment("p", "r", "1", "u", "u", "+1", 1000.0)])
-    await engine.control("pay", out[0].order)
+    await engine.control(Control(ControlAction.PAY, order=out[0].order))
     now[0] = 1000.0 + 120
     assert await engine.tick() == []
     await engine.submit([Comment("p", "r", "2", "v", "v", "+1", 1120.0)])

@@ -16,18 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from livecart import config
-from livecart.core.errors import ControlError
-from livecart.runtime.control import (
-    BadControl,
-    Control,
-    ControlAction,
-    ControlServer,
-    MqttControl,
-    control_state_path,
-    ctl_main,
-    parse_params,
-    send_control,
-)
+from livecart.core.control import Control, ControlAction, parse_params
+from livecart.core.errors import BadControl, ControlError
+from livecart.runtime.control import ControlServer, MqttControl, control_state_path, ctl_main, send_control
 
 A = ControlAction
 

@@ -18,11 +18,12 @@ from aiohttp import web
 
 from livecart import registry
 from livecart.config import load
+from livecart.core.control import Control, ControlAction, parse_params
 from livecart.core.errors import ControlError, FatalAdapterError
 from livecart.core.records import Comment
 from livecart.core.settings import PluginSettings
 from livecart.plugin import Adapter
-from livecart.runtime.control import Control, ControlAction, control_state_path, parse_params
+from livecart.runtime.control import control_state_path
 from livecart.runtime.daemon import Daemon, serve
 from livecart.store.journal import Journal
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from livecart.config import loads
+from livecart.core.control import Control, ControlAction, parse_params
 from livecart.core.errors import ControlError, JournalError
 from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Status
 from livecart.core.settings import Config
@@ -140,14 +141,14 @@ async def test_controls_are_journaled_and_rebuilt(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     eng = await Engine.open(cfg, parse=parse, clock=Clock())
     await eng.submit([c(1, "egg 3", "a"), c(2, "egg 2", "b")])
-    promoted = await eng.control("restock", "egg", None, 1)
+    promoted = await eng.control(parse_params("restock", ["egg", "1"]))
     assert [(o.status, o.user, o.qty) for o in promoted] == [(Status.PROMOTED, "b", 1)]
-    paid = await eng.control("pay", "o-000001")
+    paid = await eng.control(parse_params("pay", ["o-000001"]))
     assert [o.status for o in paid] == [Status.PAID]
-    await eng.control("presale", "egg", None, 5)
-    await eng.control("limit", "egg", 1)
-    await eng.control("feature", "tea")
-    await eng.control("cancel", "o-000002")
+    await eng.control(parse_params("presale", ["egg", "5"]))
+    await eng.control(parse_params("limit", ["egg", "1"]))
+    await eng.control(parse_params("feature", ["tea"]))
+    await eng.control(parse_params("cancel", ["o-000002"]))
     snap = eng.snapshot()
     await eng.close()
     again = await Engine.open(cfg, parse=parse, clock=Clock())
@@ -158,12 +159,12 @@ async def test_controls_are_journaled_and_rebuilt(tmp_path: Path) -> None:
 
 async def test_bad_controls_raise_and_journal_nothing(tmp_path: Path) -> None:
     eng = await Engine.open(config(tmp_path), parse=parse, clock=Clock())
-    with pytest.raises(ControlError, match="unknown control"):
-        await eng.control("explode")
-    with pytest.raises(ControlError, match="takes 3"):
-        await eng.control("restock", "egg")
+    with pytest.raises(ControlError, match="not journalled"):
+        await eng.control(Control(ControlAction.STATUS))
+    with pytest.raises(ControlError, match="no presale quantity in the config"):
+        await eng.control(parse_params("presale", ["tea/s", "on"]))
     with pytest.raises(ControlError, match="no product"):
-        await eng.control("restock", "nope", None, 1)
+        await eng.control(parse_params("restock", ["nope", "1"]))
     await eng.flush()
     assert eng.journal.last_seq == 0
     await eng.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from livecart.core.catalogue import Catalogue, Product, Variant
+from livecart.core.control import Kind
 from livecart.core.errors import ForeignDatabase, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Comment, Intent, Item, ParseResult, Reason
@@ -58,7 +59,7 @@ async def test_rows_are_committed_and_rebuild_the_same_ledger(tmp_path: Path) ->
         a.decide(c, pr)
         rows.append(jr.comment_row(a.seq, 5.0, c, pr))
     a.restock("egg", None, 2)
-    rows.append(jr.control_row(a.seq, 5.0, jr.RESTOCK, ("egg", None, 2)))
+    rows.append(jr.control_row(a.seq, 5.0, Kind.RESTOCK, ("egg", None, 2)))
     j = await open_journal(tmp_path / "j.db")
     await j.append(rows)
     assert j.last_seq == a.seq
@@ -228,6 +229,6 @@ def test_apply_refuses_unknown_kinds_and_damaged_rows() -> None:
     with pytest.raises(JournalError, match="damaged"):
         jr.apply(led(), jr.COMMENT, b"{not json")
     with pytest.raises(JournalError, match="cannot be replayed"):
-        jr.apply(led(), jr.RESTOCK, b'["nope", null, 1]')
+        jr.apply(led(), Kind.RESTOCK, b'["nope", null, 1]')
     with pytest.raises(JournalError, match="damaged"):
-        jr.apply(led(), jr.PAUSE, b"[]")  # a row with too few fields
+        jr.apply(led(), Kind.PAUSE, b"[]")  # a row with too few fields
