@@ -229,7 +229,7 @@ def run_one(case: str, opts: argparse.Namespace) -> Result:
     """Run ``case`` on the scenario ``opts`` describes; never raises, failures become ``error``."""
     head: Result = {"case": case, "scenario": opts.scenario, "seed": opts.seed, "scale": opts.scale}
     try:
-        head["build"] = _import("engine", "build")()  # "python" or "compiled" (LIVECART_COMPILE=1)
+        head["build"] = _import("livecart", "build")()  # "python" or "compiled" (LIVECART_COMPILE=1)
         scenario = generate(opts.scenario, seed=opts.seed, scale=opts.scale)
         # The scenario stands for the outside world: in the daemon comments arrive on sockets and die young.
         # Frozen, its ~1M long-lived objects are not traversed by the engine's gen-2 collections (which

@@ -136,3 +136,20 @@ def test_there_is_no_import_cycle() -> None:
         if m not in state:
             visit(m)
     assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_modules_named_in_strings_are_livecart_modules() -> None:
+    """``importlib.import_module("...")``, ``importlib.resources.files("...")`` and the bench's ``_import``
+    name modules in strings, out of the import rules' sight; they must name livecart's, not the folders'."""
+    bad = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            target = node.args[0].value
+            if name in {"import_module", "files", "_import"} and isinstance(target, str) \
+                    and target.split(".")[0] != "livecart":
+                bad.append(f"{module} line {node.lineno}: {name}({target!r})")
+    assert not bad, "; ".join(bad)

@@ -695,7 +695,7 @@ def summary(console: Console, cfg: Config, report: Mapping[str, Any], run: DemoR
 
 def demo_config_text() -> str:
     """The bundled demo config (TOML)."""
-    return importlib.resources.files("engine").joinpath("data", CONFIG_NAME).read_text(encoding="utf-8")
+    return importlib.resources.files("livecart").joinpath("data", CONFIG_NAME).read_text(encoding="utf-8")
 
 
 def prepare(directory: Path, scenario: Scenario) -> Path:
