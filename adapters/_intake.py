@@ -4,7 +4,9 @@
   peer) and :meth:`Adapter.batches` (the consumer). It is bounded in comments, not batches. A receiver either
   waits for room (:meth:`Intake.put`: the WebSocket server stops reading that socket, so TCP pushes back on
   the peer) or is told there is none (:meth:`Intake.offer`: the webhook answers 503). The consumer takes
-  everything waiting at once, up to a limit, so that a burst of one-comment frames becomes one batch.
+  everything waiting at once, up to a limit, so that a burst of one-comment frames becomes one batch. A
+  :class:`~livecart.plugin.Batch` put in is settled when the merged batch that carries it is settled (an
+  empty one at once: it holds nothing to make durable).
 * :class:`Milestone` — a counter that can be awaited (``await m.reached(2)``), so that tests and the daemon
   can wait for "connected twice" without sleeping.
 """
@@ -16,6 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from livecart.core.records import Comment
+from livecart.plugin import Batch, settle_all
 
 
 class Intake:
@@ -65,6 +68,8 @@ class Intake:
             return False
         if batch:
             self._append(batch)
+        elif isinstance(batch, Batch):
+            batch.settle()
         return True
 
     async def put(self, batch: Sequence[Comment]) -> bool:
@@ -82,20 +87,29 @@ class Intake:
             return False
         if batch:
             self._append(batch)
+        elif isinstance(batch, Batch):
+            batch.settle()
         return True
 
-    async def get(self) -> list[Comment] | None:
-        """Everything waiting (at most about ``max_batch`` comments) as one list; None once closed and empty."""
+    async def get(self) -> Batch | None:
+        """Everything waiting (at most about ``max_batch`` comments) as one :class:`Batch` whose settlement
+        settles the batches it merges; None once closed and empty."""
         while not self._batches:
             if self._closed:
                 return None
             self._has_data = asyncio.get_running_loop().create_future()
             await self._has_data
             self._has_data = None
-        out: list[Comment] = []
+        out = Batch()
+        parts: list[Batch] = []
         batches = self._batches
         while batches and len(out) < self.max_batch:
-            out.extend(batches.popleft())
+            part = batches.popleft()
+            out.extend(part)
+            if isinstance(part, Batch):
+                parts.append(part)
+        if parts:
+            out.when_settled(lambda error: settle_all(parts, error))
         self._size -= len(out)
         while self._has_room and self._size < self.capacity:
             fut = self._has_room.popleft()

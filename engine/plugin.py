@@ -26,13 +26,30 @@ The contract for adapter authors:
   a sample once per reason, and go on.
 * :meth:`Adapter.close` is idempotent. ``async with adapter:`` opens and closes it.
 * An adapter that can talk back sets ``can_reply = True`` and implements :meth:`Adapter.send_replies`.
+
+Acknowledging only what is durable (``docs``: "Acknowledgement"): an adapter whose source waits for an
+answer (an MQTT PUBACK, an HTTP status, an acknowledgement frame) yields a :class:`Batch` instead of a plain
+list and answers its sender from the batch's settlement, never earlier::
+
+        batch = Batch(comments, on_settled=lambda error: answer(ok=error is None))
+        yield batch                    # or: yield batch; then ``await batch.durable()`` elsewhere
+
+The engine settles every :class:`Batch` it is handed exactly once: with ``None`` once every comment in it is
+in the journal (committed, and fsynced under ``durability = "fsync"``; a comment seen before counts once the
+earlier copy is durable), or with an exception when that cannot be promised (the journal failed, the daemon
+stopped before the batch was taken in). Batches of one adapter settle in the order they were yielded. After
+a failure the sender must keep the comments and send them again; a comment sent twice is processed once
+(contract §2: ``(platform, room, id)``), so resending whatever was not acknowledged is always safe. The
+callback runs in the event loop and must not block. A plain list is still accepted, for sources that
+cannot be told anything (a replay file, a read-only feed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
@@ -125,6 +142,82 @@ class AdapterStats:
                     sample, " (further ones of this kind are counted, logged at DEBUG)" if n == 1 else "")
 
 
+#: Called once with None (durable) or the exception that says why the batch is not.
+Settled = Callable[[BaseException | None], None]
+
+
+class Batch(list[Comment]):
+    """Comments whose sender waits to hear that they are durable (see the module docstring).
+
+    A list, so the engine and older code treat it as any batch; in addition it is *settled* exactly once
+    (:meth:`settle`), which runs the callbacks registered with ``on_settled`` / :meth:`when_settled` and
+    resolves :meth:`durable`. Settling again does nothing.
+    """
+
+    __slots__ = ("_callbacks", "_settled", "error")
+
+    def __init__(self, comments: Iterable[Comment] = (), *, on_settled: Settled | None = None) -> None:
+        super().__init__(comments)
+        self._callbacks: list[Settled] | None = [on_settled] if on_settled is not None else None
+        self._settled = False
+        #: Why the batch is not durable (after a failed settlement), else None.
+        self.error: BaseException | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def when_settled(self, callback: Settled) -> None:
+        """Call ``callback(error)`` when the batch is settled (at once if it is already)."""
+        if self._settled:
+            callback(self.error)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)
+
+    def settle(self, error: BaseException | None = None) -> None:
+        """Mark the batch durable (``error`` None) or failed. The engine's side calls this; only the first call
+        counts. A callback that raises is logged and does not stop the others."""
+        if self._settled:
+            return
+        self._settled = True
+        self.error = error
+        callbacks, self._callbacks = self._callbacks, None
+        if callbacks:
+            for cb in callbacks:
+                try:
+                    cb(error)
+                except Exception:
+                    log.exception("acknowledgement callback %r failed", cb)
+
+    def durable(self) -> asyncio.Future[None]:
+        """A future that resolves when the batch is durable, or raises the settlement's error."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+        self.when_settled(done)
+        return fut
+
+    def __repr__(self) -> str:
+        state = ("durable" if self.error is None else f"failed: {self.error}") if self._settled else "pending"
+        return f"<Batch of {len(self)} comments, {state}>"
+
+
+def settle_all(batches: Iterable[Sequence[Comment]], error: BaseException | None = None) -> None:
+    """Settle every :class:`Batch` among ``batches`` (plain lists have nobody to tell)."""
+    for b in batches:
+        if isinstance(b, Batch):
+            b.settle(error)
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A message to send back into the live room, answering ``comment`` (or to the room when None)."""
@@ -171,7 +264,8 @@ class Adapter:
         await self.close()
 
     def batches(self) -> AsyncIterator[Sequence[Comment]]:
-        """Yield batches of comments until the source ends (see the module docstring)."""
+        """Yield batches of comments until the source ends (see the module docstring). A :class:`Batch` is
+        settled once it is durable (or cannot be); a plain list is not acknowledged to anyone."""
         raise NotImplementedError
 
     async def __aiter__(self) -> AsyncIterator[Comment]:

@@ -12,8 +12,9 @@ at the boundary and chained (``raise ... from exc``)::
     │   └── FatalAdapterError  ... in a way that retrying cannot fix (bad credentials, bad URL)
     ├── JournalError           the journal cannot be opened or written
     │   └── ForeignDatabase    the file is not a livecart journal (or is corrupt); it is never overwritten
-    └── ControlError           a host control that cannot be applied (unknown sku, bad value)
-        └── BadControl         ... or cannot even be parsed (unknown action, missing argument)
+    ├── ControlError           a host control that cannot be applied (unknown sku, bad value)
+    │   └── BadControl         ... or cannot even be parsed (unknown action, missing argument)
+    └── NotDurable             a batch an adapter handed in was not made durable (the daemon stopped first)
 """
 
 from __future__ import annotations
@@ -93,3 +94,8 @@ class ControlError(LivecartError):
 
 class BadControl(ControlError):
     """A control that cannot be parsed: unknown action, missing or malformed argument."""
+
+
+class NotDurable(LivecartError):
+    """A batch an adapter handed in was not taken into the journal (the daemon stopped before it, or the
+    engine refused it); its sender must keep the comments and send them again."""

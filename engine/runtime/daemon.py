@@ -50,11 +50,11 @@ from livecart import registry
 from livecart.config import load
 from livecart.core.catalogue import Catalogue
 from livecart.core.control import Control, ControlAction
-from livecart.core.errors import AdapterError, JournalError, LivecartError
+from livecart.core.errors import AdapterError, JournalError, LivecartError, NotDurable
 from livecart.core.events import Event, EventDetector, outcome_key
 from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config, PluginSettings
-from livecart.plugin import Adapter
+from livecart.plugin import Adapter, Batch, settle_all
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
 from livecart.runtime.metrics import Registry
@@ -207,8 +207,8 @@ class Daemon:
         last: RoomKey | None = None
         try:
             async for batch in adapter.batches():
-                if not batch:
-                    continue
+                if not batch and not isinstance(batch, Batch):
+                    continue  # an empty Batch still goes through, so that it settles in its turn
                 by_platform: dict[str, int] = {}
                 for c in batch:
                     by_platform[c.platform] = by_platform.get(c.platform, 0) + 1
@@ -225,7 +225,12 @@ class Daemon:
                 if queue.full():
                     # Backpressure: the adapter waits here, which stops it reading its source. Counted.
                     t0 = time.monotonic()
-                    await queue.put(batch)
+                    try:
+                        await queue.put(batch)
+                    except asyncio.CancelledError:  # stopping: this batch never reaches the engine
+                        settle_all((batch,), NotDurable(f"adapter {name}: the daemon stopped before taking "
+                                                        "this batch in"))
+                        raise
                     self._waits.inc(adapter=name)
                     self._wait_seconds.inc(time.monotonic() - t0, adapter=name)
                 else:
@@ -245,6 +250,7 @@ class Daemon:
         inflight: set[asyncio.Task[object]] = set()
         errors: list[BaseException] = []
         recent = self._recent
+        queue = self.queue
 
         def finished(t: asyncio.Task[object], *, batch: list[Comment]) -> None:
             inflight.discard(t)
@@ -257,32 +263,60 @@ class Daemon:
                 errors.append(exc)
 
         done = False
-        while not done:
-            if not self.running.is_set():
-                await self.running.wait()
-            first = await self.queue.get()
-            if first is _END:
-                break
-            if not self.running.is_set():  # paused while this consumer was waiting for the batch
-                await self.running.wait()
-            batch = list(first)
-            while len(batch) < limit and not self.queue.empty():
-                more = self.queue.get_nowait()
-                if more is _END:
-                    done = True
+        prev: asyncio.Task[object] | None = None
+        try:
+            while not done:
+                if not self.running.is_set():
+                    await self.running.wait()
+                first = await queue.get()
+                if first is _END:
                     break
-                batch.extend(more)
-            await slots.acquire()
+                if not self.running.is_set():  # paused while this consumer was waiting for the batch
+                    await self.running.wait()
+                batch = list(first)
+                acks: list[Batch] = [first] if isinstance(first, Batch) else []
+                while len(batch) < limit and not queue.empty():
+                    more = queue.get_nowait()
+                    if more is _END:
+                        done = True
+                        break
+                    batch.extend(more)
+                    if isinstance(more, Batch):
+                        acks.append(more)
+                await slots.acquire()
+                if errors:
+                    settle_all(acks, NotDurable(f"the journal failed: {errors[0]}"))
+                    raise errors[0]  # a journal failure stops the daemon
+                # The decisions happen inside submit() when the task first runs, in the order of creation.
+                prev = task = asyncio.ensure_future(self._submit(batch, acks, prev))
+                inflight.add(task)
+                task.add_done_callback(functools.partial(finished, batch=batch))
+            if inflight:
+                await asyncio.wait(inflight)
             if errors:
-                raise errors[0]  # a journal failure stops the daemon
-            # The decisions happen inside submit() before its first await, i.e. right here, in order.
-            task: asyncio.Task[object] = asyncio.ensure_future(self.engine.submit(batch))
-            inflight.add(task)
-            task.add_done_callback(functools.partial(finished, batch=batch))
-        if inflight:
-            await asyncio.wait(inflight)
-        if errors:
-            raise errors[0]
+                raise errors[0]
+        finally:
+            # Whatever is still queued (the journal failed, or this task was cancelled) is not durable: its
+            # senders must hear so, and keep it.
+            while not queue.empty():
+                left = queue.get_nowait()
+                if left is not _END:
+                    settle_all((left,), NotDurable("the daemon stopped before taking this batch in"))
+
+    async def _submit(self, batch: list[Comment], acks: list[Batch], prev: asyncio.Task[object] | None) -> None:
+        """Submit ``batch``; settle the adapters' batches in it once durable, never before an earlier submit
+        is: a comment that the engine skips as seen before may be in that earlier, uncommitted one."""
+        try:
+            await self.engine.submit(batch)
+        except BaseException as exc:
+            settle_all(acks, exc if isinstance(exc, Exception) else NotDurable("the daemon stopped"))
+            raise
+        if not acks:
+            return
+        if prev is not None and not prev.done():
+            await asyncio.wait((prev,))
+        failed = prev.exception() if prev is not None and not prev.cancelled() else None
+        settle_all(acks, NotDurable(f"an earlier batch failed: {failed}") if failed is not None else None)
 
     async def expire(self) -> None:
         while True:
