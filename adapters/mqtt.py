@@ -1,43 +1,59 @@
-"""``mqtt``: comments from an MQTT topic (aiomqtt over paho), one comment or a JSON array per message.
+"""``mqtt``: comments from an MQTT topic, one comment or a JSON array per message, acknowledged once durable.
 
-Keys: ``host``, ``port`` (1883), ``topic`` (wildcards allowed; ``$share/GROUP/TOPIC`` makes this engine one
-member of a shared subscription, so several engines split one feed — MQTT 5.0 §4.8.2), ``username``,
-``password``, ``qos`` (0, 1 or 2), ``client_id`` (empty = a random one), ``protocol`` (``5`` or ``3.1.1``),
+Keys (contract §1): ``host``, ``port`` (1883), ``topic`` (wildcards allowed; ``$share/GROUP/TOPIC`` makes this
+engine one member of a shared subscription, so several engines split one feed — MQTT 5.0 §4.8.2),
+``username``, ``password``, ``client_id`` (empty = ``livecart-<adapter>-<host name>``, the same on every
+start on this machine), ``qos`` (0 or 1, default 1), ``session_expiry`` (seconds the broker keeps the session
+and queues messages while the daemon is away; default 3600), and ``protocol`` (``5`` or ``3.1.1``),
+``max_pending`` (MQTT 5 Receive Maximum: unacknowledged messages the broker may send ahead),
 ``platform`` / ``room`` (for comments that name none), ``fields`` / ``ts_unit`` (as for ``websocket``),
-``max_payload`` (bytes), ``max_pending`` (messages buffered between the socket and the consumer),
-``reconnect_initial`` / ``reconnect_cap`` / ``max_attempts`` (the shared reconnect loop).
+``max_payload`` (bytes), ``reconnect_initial`` / ``reconnect_cap`` / ``max_attempts`` (the reconnect loop).
 
-Every connection attempt subscribes again, so after a broker restart the subscription is back even on a
-broker that lost its session state. A refused login (bad credentials, not authorised) or a refused
-subscription is fatal; anything else (broker down, connection dropped) is retried with jittered backoff.
+**Acknowledgement after durable.** The session is persistent (clean start off, MQTT 5.0 §3.1.2.4; with
+3.1.1, clean session off) and the subscription is QoS 1, so the broker holds a message until this client
+acknowledges it. The adapter yields each group of messages read as one :class:`~livecart.plugin.Batch` and
+sends their PUBACKs (MQTT 5.0 §3.4) only when the engine settles the batch, i.e. once the journal has
+committed them. A message whose batch is not durable is never acknowledged: the adapter drops the connection
+and the broker sends it again on the next one (§4.4), as it does after a crash, where the ids of the journal
+recognise what was already in it. Flow control is the broker's: the CONNECT asks for a Receive Maximum of
+``max_pending`` (§3.1.2.11.3), so at most that many unacknowledged messages are ever on their way to or inside
+this process; the rest of a backlog waits in the broker, never here. QoS 0 has no acknowledgement: beyond
+``max_pending`` waiting QoS 0 messages, one is dropped and counted (malformed reason ``queue_full``).
 
-Backpressure and acknowledgement: up to ``max_pending`` messages wait here for the consumer. A QoS 1 or 2
-message that arrives while there is room is acknowledged (PUBACK / PUBCOMP) at once, as paho would; one
-that arrives when ``max_pending`` already wait is kept, and its acknowledgement is withheld until the
-consumer takes it. This process never drops a QoS 1/2 message: nothing the broker was told is delivered
-gets lost here. The broker sends only so many unacknowledged messages (MQTT 5.0 §4.9: this adapter's
-Receive Maximum, ``max_pending``; MQTT 3.1.1: the broker's own limit, Mosquitto's
-``max_inflight_messages``), so while the consumer stalls it holds the rest back. Mosquitto 2.0 releases
-its backlog in bursts once acknowledgements resume, so the queue may briefly hold more than twice
-``max_pending``; what a broker keeps for a client that is behind is its own limit to set (Mosquitto's
-``max_queued_messages``). QoS 0 messages have no acknowledgement to withhold: beyond ``max_pending``
-waiting ones they are dropped by this process and counted (malformed reason ``queue_full``, logged
-once), not buffered without bound.
+What the broker must allow (Mosquitto, ``mosquitto.conf``): ``persistence true`` (and a
+``persistence_location``) so queued messages survive a broker restart; ``max_queued_messages`` at least the
+backlog a burst or a daemon restart can leave (Mosquitto's default, 1000, drops the rest: "Outgoing messages
+are being dropped"); ``max_inflight_messages`` only matters for MQTT 3.1.1 clients (MQTT 5 uses the Receive
+Maximum); and ``persistent_client_expiration`` no shorter than ``session_expiry``.
+
+Why paho-mqtt directly (and not aiomqtt): acknowledging a message later than its arrival needs paho's manual
+acknowledgement (``Client(manual_ack=True)`` and ``Client.ack``), which aiomqtt 2.x does not expose; it was
+reached through aiomqtt's private ``Client._client``. Here paho is driven by the event loop through its public
+external-loop API (``on_socket_*`` callbacks, ``loop_read`` / ``loop_write`` / ``loop_misc``): no thread, no
+private attribute.
+
+A refused login (bad credentials, not authorised) or a refused subscription is fatal; anything else (broker
+down, connection dropped) is retried with jittered backoff, and every connection subscribes again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
+import contextlib
+import functools
 import logging
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+import re
+import socket
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import aiomqtt
-from aiomqtt import MqttCodeError, MqttError, ProtocolVersion
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from livecart.adapters._codec import (
     DEFAULT_MAX_BYTES,
@@ -52,25 +68,21 @@ from livecart.adapters._intake import Milestone
 from livecart.adapters.reconnect import Backoff, default_classify, reconnecting
 from livecart.core.errors import FatalAdapterError, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option
+from livecart.plugin import Adapter, AdapterStats, Batch, Option
 
 log = logging.getLogger("livecart.adapter")
-
-
-class _Acks:
-    """One connection's acknowledgements: paho's client (in manual-acknowledgement mode) and the ids of the
-    QoS 1/2 messages taken in beyond ``max_pending``, whose acknowledgement waits for the consumer."""
-
-    __slots__ = ("paho", "withheld")
-
-    def __init__(self) -> None:
-        self.paho: Any = None
-        self.withheld: set[int] = set()
-
 
 #: CONNACK / SUBACK codes that retrying cannot fix: MQTT 3.1.1 §3.2.2.3 (4, 5) and MQTT 5.0 §3.2.2.2 / §3.9.3
 #: (bad protocol, client id, user name or password, not authorised, banned, bad auth method, topic filter).
 _FATAL_CODES = frozenset({1, 2, 4, 5, 0x80, 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C, 0x8F, 0x9E, 0xA1, 0xA2})
+CONNECT_TIMEOUT = 10.0
+#: Largest Receive Maximum (MQTT 5.0 §3.1.2.11.3: 1-65535).
+MAX_RECEIVE = 65535
+
+
+def refusal(message: str, code: int) -> RetryableError | FatalAdapterError:
+    """The error for a CONNACK failure ``code``: fatal when retrying cannot fix it (bad credentials ...)."""
+    return (FatalAdapterError if code in _FATAL_CODES else RetryableError)(f"{message} (code {code:#x})")
 
 
 def _check_topic(value: Any) -> str | None:
@@ -81,11 +93,85 @@ def _check_topic(value: Any) -> str | None:
     return None
 
 
-def _code(exc: MqttCodeError) -> int | None:
-    rc = exc.rc
-    if rc is None:
-        return None
-    return int(rc) if isinstance(rc, int) else int(rc.value)
+def _check_client_id(value: Any) -> str | None:
+    return "must be at most 23 characters of 0-9a-zA-Z_- to be accepted by every broker" \
+        if value and not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", value) else None
+
+
+def default_client_id(name: str) -> str:
+    """The same id on every start of this adapter on this machine, so the broker finds its session again;
+    another machine (another engine of a shared subscription) gets its own."""
+    host = re.sub(r"[^0-9A-Za-z]", "", socket.gethostname())[:16] or "host"
+    safe = re.sub(r"[^0-9A-Za-z_-]", "", name)[:24] or "mqtt"
+    return f"livecart-{safe}-{host}"
+
+
+def _rc(value: ReasonCode | int) -> int:
+    return value if isinstance(value, int) else int(value.value)
+
+
+class _Link:
+    """One paho client on the running event loop (paho's external-loop API; see the module docstring).
+
+    paho calls ``on_socket_*`` from whichever thread calls it: the blocking TCP connect runs in an executor,
+    so those callbacks hop to the loop with ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+        self.thread = threading.get_ident()
+        self.sock: Any = None
+        self.misc: asyncio.Task[None] | None = None
+        client.on_socket_open = self._on_open
+        client.on_socket_close = self._on_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    def _soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == self.thread:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _on_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._soon(self._open, sock)
+
+    def _open(self, sock: Any) -> None:
+        self.sock = sock
+        self.loop.add_reader(sock, self.client.loop_read)
+        if self.misc is None:
+            self.misc = self.loop.create_task(self._misc(), name="mqtt-keepalive")
+
+    def _on_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._soon(self._close, sock)
+
+    def _close(self, sock: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(sock)
+        with contextlib.suppress(Exception):
+            self.loop.remove_writer(sock)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._soon(self.loop.add_writer, sock, self.client.loop_write)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._soon(self.loop.remove_writer, sock)
+
+    async def _misc(self) -> None:
+        """Keepalive pings and timeouts (paho's ``loop_misc``, which wants a call about once a second)."""
+        while True:
+            if self.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            await asyncio.sleep(1.0)
+
+    def stop(self) -> None:
+        if self.misc is not None:
+            self.misc.cancel()
+            self.misc = None
+        if self.sock is not None:
+            self._close(self.sock)
+            self.sock = None
 
 
 class MqttAdapter(Adapter):
@@ -96,14 +182,18 @@ class MqttAdapter(Adapter):
         "topic": Option(str, required=True, check=_check_topic, doc="topic filter; '$share/GROUP/TOPIC' to split"),
         "username": Option(str, "", doc="user name; empty = anonymous"),
         "password": Option(str, "", doc="password"),
-        "qos": Option(int, 1, choices=(0, 1, 2), doc="subscription QoS"),
-        "client_id": Option(str, "", doc="MQTT client id; empty = a random one per adapter"),
+        "qos": Option(int, 1, choices=(0, 1), doc="subscription QoS; 1 = acknowledged once durable"),
+        "client_id": Option(str, "", check=_check_client_id,
+                            doc="MQTT client id, fixed so the broker keeps the session; empty = per machine"),
+        "session_expiry": Option(int, 3600, check=check_nonneg,
+                                 doc="seconds the broker keeps the session (and queues) while disconnected"),
         "protocol": Option(str, "5", choices=("5", "3.1.1"), doc="MQTT protocol version"),
         "keepalive": Option(int, 30, check=check_positive, doc="keepalive interval, s"),
         "fields": Option(dict, {}, check=check_fields, doc="contract field = payload field"),
         "ts_unit": Option(str, "s", choices=("s", "ms"), doc="unit of the payload's ts field"),
         "max_payload": Option(int, DEFAULT_MAX_BYTES, check=check_positive, doc="largest payload decoded, bytes"),
-        "max_pending": Option(int, 10000, check=check_positive, doc="messages buffered for the consumer"),
+        "max_pending": Option(int, 1000, check=check_positive,
+                              doc="Receive Maximum: unacknowledged messages the broker may send ahead"),
         "platform": Option(str, "mqtt", doc="platform of comments that name none"),
         "room": Option(str, "default", doc="room of comments that name none"),
         "reconnect_initial": Option(float, 0.2, check=check_positive, doc="first reconnect delay, s"),
@@ -120,14 +210,22 @@ class MqttAdapter(Adapter):
         self.decoder = Decoder(self.stats, platform=o["platform"], room=o["room"], fields=o["fields"],
                                max_bytes=o["max_payload"], ts_unit=o["ts_unit"])
         self.policy = Backoff(initial=o["reconnect_initial"], cap=o["reconnect_cap"])
-        self.client_id = o["client_id"] or f"livecart-{uuid.uuid4().hex[:12]}"
+        self.client_id = o["client_id"] or default_client_id(name)
         #: Advanced each time the subscription is in place (first connect and after every reconnect).
         self.subscribed = Milestone()
         #: Advanced for each QoS 0 message dropped because the consumer was ``max_pending`` messages behind.
         self.dropped = Milestone()
+        #: Advanced for each PUBACK sent (a message durable, or counted malformed).
+        self.acked = Milestone()
         self.messages = 0
-        #: Most messages ever waiting for the consumer at once (``max_pending`` plus the broker's window).
+        #: Most messages ever waiting in this process at once (bounded by the Receive Maximum for QoS 1).
         self.pending_peak = 0
+        #: Whether the broker had kept the session at the last connect (MQTT 5.0 §3.2.2.1.1).
+        self.session_present = False
+        self._generation = 0
+        self._client: paho.Client | None = None
+        self._not_durable: BaseException | None = None
+        self._wake: asyncio.Event | None = None
 
     def batches(self) -> AsyncIterator[Sequence[Comment]]:
         max_attempts = int(self.options["max_attempts"]) or None
@@ -135,103 +233,177 @@ class MqttAdapter(Adapter):
                             max_attempts=max_attempts)
 
     def _classify(self, exc: BaseException) -> bool:
-        if isinstance(exc, MqttCodeError):
-            code = _code(exc)
-            return code is None or code not in _FATAL_CODES
-        if isinstance(exc, MqttError):
-            return True
         return default_classify(exc)
 
-    def _queue_type(self, acks: _Acks) -> builtins.type[asyncio.Queue[aiomqtt.Message]]:
-        stats = self.stats
-        dropped = self.dropped
-        limit = int(self.options["max_pending"])
-        adapter = self
+    def _settled(self, generation: int, mids: list[int], error: BaseException | None) -> None:
+        """A batch's settlement: PUBACK its messages once durable; if not, drop the connection so that the
+        broker sends them again (it resends unacknowledged messages only on a new connection, §4.4)."""
+        client = self._client
+        if error is not None:
+            if self._not_durable is None:
+                self._not_durable = error
+                if self._wake is not None:
+                    self._wake.set()
+            return
+        if generation != self._generation or client is None:
+            return  # that connection is gone; the broker resends these, and the journal knows them already
+        ack = client.ack
+        for mid in mids:
+            ack(mid, 1)
+        self.acked.count += len(mids) - 1
+        self.acked.advance()
 
-        class CountingQueue(asyncio.Queue[aiomqtt.Message]):
-            """aiomqtt's incoming queue (unbounded to aiomqtt; paho calls put_nowait as each message is read).
-            Within ``max_pending`` a QoS 1/2 message is acknowledged on arrival; beyond it, it is kept with
-            its acknowledgement withheld. A QoS 0 message beyond it is counted as dropped."""
-
-            def put_nowait(self, item: aiomqtt.Message) -> None:
-                n = self.qsize()
-                if n >= limit:
-                    if item.qos == 0:
-                        stats.malformed("queue_full", f"consumer is behind by {n} messages; dropped one QoS 0 "
-                                        f"message on {item.topic}", bytes(item.payload)[:80]
-                                        if isinstance(item.payload, bytes | bytearray) else item.payload)
-                        dropped.advance()
-                        return
-                    acks.withheld.add(item.mid)
-                elif item.qos:
-                    acks.paho.ack(item.mid, item.qos)
-                super().put_nowait(item)
-                if n >= adapter.pending_peak:
-                    adapter.pending_peak = n + 1
-
-        return CountingQueue
+    def _client_for(self, v5: bool) -> paho.Client:
+        o = self.options
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+                             clean_session=None if v5 else False, manual_ack=True)
+        if o["username"]:
+            client.username_pw_set(o["username"], o["password"] or None)
+        return client
 
     async def _session(self) -> AsyncIterator[Sequence[Comment]]:
         o = self.options
         v5 = o["protocol"] == "5"
+        limit = int(o["max_pending"])
+        loop = asyncio.get_running_loop()
+        client = self._client_for(v5)
+        link = _Link(client, loop)
+        inbox: deque[paho.MQTTMessage] = deque()
+        wake = self._wake = asyncio.Event()
+        connected: asyncio.Future[tuple[int, bool]] = loop.create_future()
+        subscribed: asyncio.Future[list[int]] = loop.create_future()
+        lost: list[str] = []
+        stats = self.stats
+        adapter = self
+
+        def on_connect(c: paho.Client, u: Any, flags: paho.ConnectFlags, rc: ReasonCode, p: Any) -> None:
+            if not connected.done():
+                connected.set_result((_rc(rc), bool(flags.session_present)))
+
+        def on_subscribe(c: paho.Client, u: Any, mid: int, codes: list[ReasonCode], p: Any) -> None:
+            if not subscribed.done():
+                subscribed.set_result([_rc(x) for x in codes])
+
+        def on_disconnect(c: paho.Client, u: Any, flags: Any, rc: ReasonCode, p: Any) -> None:
+            lost.append(str(rc))
+            if not connected.done():
+                connected.set_exception(RetryableError(f"mqtt {self.name}: connection closed: {rc}"))
+            wake.set()
+
+        def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
+            n = len(inbox)
+            if msg.qos == 0 and n >= limit:
+                stats.malformed("queue_full", f"consumer is behind by {n} messages; dropped one QoS 0 "
+                                f"message on {msg.topic}", msg.payload[:80])
+                adapter.dropped.advance()
+                return
+            inbox.append(msg)
+            if n >= adapter.pending_peak:
+                adapter.pending_peak = n + 1
+            wake.set()
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
         props: Properties | None = None
         if v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.ReceiveMaximum = min(int(o["max_pending"]), 65535)  # MQTT 5.0 §3.1.2.11.3: 1-65535
-        client = aiomqtt.Client(
-            o["host"], int(o["port"]),
-            username=o["username"] or None, password=o["password"] or None,
-            identifier=self.client_id,
-            protocol=ProtocolVersion.V5 if v5 else ProtocolVersion.V311,
-            keepalive=int(o["keepalive"]),
-            properties=props,
-            queue_type=self._queue_type(acks := _Acks()),
-            timeout=10,
-        )
-        # aiomqtt has no manual acknowledgement; its paho client does: PUBACK / PUBCOMP are then sent by
-        # our ack() calls (see CountingQueue) instead of paho's on arrival.
-        paho = acks.paho = client._client
-        paho.manual_ack_set(True)
-        withheld = acks.withheld
+            props.ReceiveMaximum = min(limit, MAX_RECEIVE)
+            props.SessionExpiryInterval = int(o["session_expiry"])
+        self._generation += 1
+        generation = self._generation
+        self._client = client
+        self._not_durable = None
         try:
-            async with client:
-                await self._subscribe(client)
-                self.stats.connected = True
-                self.subscribed.advance()
-                log.info("adapter %s: subscribed to %s on %s:%s", self.name, o["topic"], o["host"], o["port"])
-                decode = self.decoder.decode
-                async for message in client.messages:
+            connect = functools.partial(client.connect, o["host"], int(o["port"]), int(o["keepalive"]),
+                                        clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                                        properties=props)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await loop.run_in_executor(None, connect)
+                    code, present = await connected
+            except TimeoutError as exc:
+                raise RetryableError(f"mqtt {self.name}: no CONNACK from {o['host']}:{o['port']} within "
+                                     f"{CONNECT_TIMEOUT:.0f}s") from exc
+            except (OSError, ValueError) as exc:
+                raise RetryableError(f"mqtt {self.name}: cannot connect to {o['host']}:{o['port']}: {exc}") \
+                    from exc
+            if code:
+                raise refusal(f"mqtt {self.name}: broker refused the connection", code)
+            self.session_present = present
+            await self._subscribe(client, subscribed, lost)
+            stats.connected = True
+            self.subscribed.advance()
+            log.info("adapter %s: subscribed to %s on %s:%s as %s (session %s)", self.name, o["topic"],
+                     o["host"], o["port"], self.client_id, "resumed" if present else "new")
+            decode = self.decoder.decode
+            settled = self._settled
+            while True:
+                if not inbox:
+                    if lost:
+                        raise RetryableError(f"mqtt {self.name}: connection lost: {lost[-1]}")
+                    if self._not_durable is not None:
+                        raise RetryableError(f"mqtt {self.name}: a batch was not made durable "
+                                             f"({self._not_durable}); reconnecting so the broker resends it")
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                batch = Batch()
+                mids: list[int] = []
+                while inbox:
+                    msg = inbox.popleft()
                     self.messages += 1
-                    payload = message.payload
-                    if not isinstance(payload, bytes | bytearray | str):
-                        payload = b"" if payload is None else str(payload)
-                    batch = decode(payload if isinstance(payload, str) else bytes(payload))
-                    if batch:
-                        yield batch  # resumed when the consumer comes back for more: it has this batch
-                    if withheld and message.mid in withheld:  # only QoS 1/2 ids are ever withheld
-                        withheld.discard(message.mid)
-                        paho.ack(message.mid, message.qos)
-        except MqttError as exc:
-            if self._classify(exc):
-                raise RetryableError(f"mqtt {self.name}: {exc}") from exc
-            raise FatalAdapterError(f"mqtt {self.name}: broker refused: {exc}") from exc
+                    batch += decode(msg.payload)
+                    if msg.qos:
+                        mids.append(msg.mid)
+                if mids:
+                    batch.when_settled(functools.partial(settled, generation, mids))
+                    yield batch
+                elif batch:
+                    yield list(batch)  # QoS 0: nobody to tell
         finally:
-            self.stats.connected = False
+            stats.connected = False
+            self._client = None
+            self._wake = None
+            # A clean DISCONNECT goes out after every PUBACK still queued; wait (briefly) for paho to have
+            # written it and closed the socket, so that no acknowledgement of a durable batch is lost here.
+            if not lost and client.disconnect() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        while not lost:
+                            wake.clear()
+                            await wake.wait()
+            link.stop()
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _subscribe(self, client: paho.Client, done: asyncio.Future[list[int]], lost: list[str]) -> None:
         o = self.options
-        granted = await client.subscribe(o["topic"], qos=int(o["qos"]))
+        rc, _ = client.subscribe(o["topic"], qos=int(o["qos"]))
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise RetryableError(f"mqtt {self.name}: cannot subscribe: {paho.error_string(rc)}")
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                granted = await done
+        except TimeoutError as exc:
+            raise RetryableError(f"mqtt {self.name}: no SUBACK within {CONNECT_TIMEOUT:.0f}s") from exc
         # A SUBACK code >= 0x80 refuses the subscription (MQTT 3.1.1 §3.9.3, MQTT 5.0 §3.9.3).
-        for rc in granted:
-            code = rc if isinstance(rc, int) else int(rc.value)
+        for code in granted:
             if code >= 0x80:
                 raise FatalAdapterError(f"mqtt {self.name}: broker refused the subscription to "
                                         f"{o['topic']!r} (code {code:#x})")
+
+    async def close(self) -> None:
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.disconnect()
+        await super().close()
 
     def __repr__(self) -> str:
         s = self.stats
         o = self.options
         state = "closed" if self.closed else ("subscribed" if s.connected else "idle")
-        return (f"<MqttAdapter {self.name}: {o['topic']} @ {o['host']}:{o['port']}, {state}, "
-                f"{self.messages} messages, {s.received} comments, {s.malformed_total} malformed, "
-                f"{s.reconnects} reconnects>")
+        return (f"<MqttAdapter {self.name}: {o['topic']} @ {o['host']}:{o['port']} as {self.client_id}, {state}, "
+                f"{self.messages} messages, {self.acked.count} acknowledged, {s.received} comments, "
+                f"{s.malformed_total} malformed, {s.reconnects} reconnects>")

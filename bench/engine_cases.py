@@ -46,6 +46,14 @@ async def _open_engine(cfg: Config, **kwargs: Any) -> Any:
     return engine
 
 
+def settle_all(batches: Sequence[Sequence[Comment]], error: BaseException | None = None) -> None:
+    """Settle adapters' batches (:func:`livecart.plugin.settle_all`; a build without it has none to settle)."""
+    for b in batches:
+        settle = getattr(b, "settle", None)
+        if settle is not None:
+            settle(error)
+
+
 class _Sink:
     """Submits batches to the engine with at most ``inflight`` in flight; keeps what came back."""
 
@@ -61,8 +69,10 @@ class _Sink:
         try:
             outs = await self.submit(batch)
             self.acked.extend(outs)
+            settle_all((batch,))  # an adapter's Batch: durable now, so its sender is acknowledged
         except Exception as exc:  # reported in the result, never swallowed
             self.errors.append(exc)
+            settle_all((batch,), exc)
         finally:
             self.sem.release()
 
@@ -221,6 +231,7 @@ async def _feed_through(scenario: Scenario, cfg: Config, opts: argparse.Namespac
                 async def timed(b: Sequence[Comment] = batch) -> None:
                     outs = await engine.submit(b)
                     durable = time.time()
+                    settle_all((b,))
                     sink.acked.extend(outs)
                     # ``ts`` is when the feeder sent the comment (``--stamp``), on the machine's clock.
                     lat.extend([durable - c.ts for c in b])

@@ -269,9 +269,13 @@ class Adapter:
         raise NotImplementedError
 
     async def __aiter__(self) -> AsyncIterator[Comment]:
+        """The comments one by one, for a consumer that keeps nothing: a :class:`Batch` is settled as durable
+        once its last comment has been taken (there is no journal to wait for)."""
         async for batch in self.batches():
             for comment in batch:
                 yield comment
+            if isinstance(batch, Batch):
+                batch.settle()
 
     async def send_replies(self, replies: Sequence[Reply]) -> None:
         """Send replies into the room. Only adapters with ``can_reply = True`` implement this."""

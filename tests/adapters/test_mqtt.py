@@ -1,23 +1,24 @@
-"""The mqtt adapter against the real Mosquitto broker (and a private one for the restart test)."""
+"""The mqtt adapter against the real Mosquitto broker (and private ones where the test needs the broker's
+settings or restarts it): PUBACK only once a batch is settled, a persistent session, Receive Maximum."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import orjson
 import pytest
-from aiomqtt import MqttCodeError
 
-from livecart.adapters.mqtt import MqttAdapter
-from livecart.core.errors import FatalAdapterError
+from livecart.adapters.mqtt import MqttAdapter, default_client_id, refusal
+from livecart.core.errors import FatalAdapterError, NotDurable, RetryableError
 from livecart.core.records import Comment
+from livecart.plugin import Batch
+from tests.mqtt_broker import PrivateBroker
 
 DEADLINE = 15.0  # a safety bound only: every wait below ends as soon as its event happens
 
@@ -35,8 +36,10 @@ def topic() -> str:
 
 def adapter(broker: tuple[str, int], topic: str, **opts: Any) -> MqttAdapter:
     host, port = broker
+    # A client id of its own per test adapter, and a short session: the shared broker forgets it soon.
+    defaults = {"client_id": f"t-{uuid.uuid4().hex[:16]}", "session_expiry": 60}
     return MqttAdapter({"host": host, "port": port, "topic": topic, "reconnect_initial": 0.02,
-                        "reconnect_cap": 0.2, **opts}, name="mqtt-test")
+                        "reconnect_cap": 0.2, **defaults, **opts}, name="mqtt-test")
 
 
 async def publish(broker: tuple[str, int], topic: str, *payloads: bytes | str, qos: int = 1) -> None:
@@ -46,10 +49,13 @@ async def publish(broker: tuple[str, int], topic: str, *payloads: bytes | str, q
 
 
 class Reader:
-    """Pumps an adapter's comments into a queue from a task, so the test can publish once it is subscribed."""
+    """Pumps an adapter's comments into a queue from a task, so the test can publish once it is subscribed.
+    Each batch is settled as durable once taken (``settle=False``: kept unsettled in :attr:`held`)."""
 
-    def __init__(self, ad: MqttAdapter) -> None:
+    def __init__(self, ad: MqttAdapter, *, settle: bool = True) -> None:
         self.ad = ad
+        self.settle = settle
+        self.held: list[Sequence[Comment]] = []
         self.queue: asyncio.Queue[Comment] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
@@ -57,6 +63,10 @@ class Reader:
         async for batch in self.ad.batches():
             for comment in batch:
                 self.queue.put_nowait(comment)
+            if not self.settle:
+                self.held.append(batch)
+            elif isinstance(batch, Batch):
+                batch.settle()
 
     async def start(self) -> Reader:
         self.task = asyncio.create_task(self._pump())
@@ -76,6 +86,13 @@ class Reader:
     async def next(self, n: int) -> list[Comment]:
         async with asyncio.timeout(DEADLINE):
             return [await self.queue.get() for _ in range(n)]
+
+    def release(self, error: BaseException | None = None) -> None:
+        """Settle every held batch."""
+        for b in self.held:
+            assert isinstance(b, Batch)
+            b.settle(error)
+        self.held.clear()
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -158,88 +175,109 @@ async def test_shared_subscription_splits_one_feed_between_two_engines(mosquitto
     assert ids_b, "the broker gave engine a everything"
 
 
-class Stalled:
-    """An adapter whose consumer has taken the first message (``m-0``) and then takes nothing until the test
-    calls :meth:`one`, which takes the next batch of one comment."""
-
-    def __init__(self, broker: tuple[str, int], **opts: Any) -> None:
-        self.broker = broker
-        self.topic = topic()
-        self.ad = adapter(broker, self.topic, max_pending=5, **opts)
-        self.it = self.ad.batches()
-        self.got: list[Comment] = []
-
-    async def one(self) -> Comment:
-        async with asyncio.timeout(DEADLINE):
-            [comment] = await anext(self.it)
-        self.got.append(comment)
-        return comment
-
-    async def start(self) -> Stalled:
-        first = asyncio.create_task(self.one())
-        async with asyncio.timeout(DEADLINE):
-            await self.ad.subscribed.reached(1)
-        # Published at QoS 1, so the publisher's client has sent each before it disconnects; the broker
-        # delivers at the subscription's QoS (MQTT 3.1.1 §3.8.4).
-        await publish(self.broker, self.topic, orjson.dumps(c(0)))
-        await first
-        return self
-
-    async def publish(self, *ids: int) -> None:
-        await publish(self.broker, self.topic, *(orjson.dumps(c(i)) for i in ids))
-
-    async def until_marker(self) -> None:
-        """Publish m-999 and take everything up to it (messages arrive in order, MQTT 3.1.1 §4.6.0)."""
-        await self.publish(999)
-        while self.got[-1].id != "m-999":
-            await self.one()
-        await self.it.aclose()  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-async def test_slow_consumer_holds_the_broker_back_and_loses_nothing(mosquitto: tuple[str, int],
-                                                                     protocol: str) -> None:
-    """QoS 1: beyond max_pending waiting messages, a message is acknowledged only when the consumer takes it,
-    so while the consumer stalls the broker keeps what does not fit its in-flight window, instead of this
-    process dropping messages it had acknowledged."""
-    s = await Stalled(mosquitto, qos=1, protocol=protocol).start()
-    # The consumer now takes nothing while 50 more messages reach the broker (each PUBACKed to the publisher).
-    await s.publish(*range(1, 51))
-    if protocol == "5":
-        # max_pending (5) acknowledged on arrival wait here, and then the broker sends at most our Receive
-        # Maximum (max_pending again) more unacknowledged. Acknowledged on arrival, the 50 would have
-        # streamed in while they were published.
-        assert 1 <= s.ad.pending_peak <= 2 * 5
-    await s.until_marker()
-    assert [x.id for x in s.got] == [f"m-{i}" for i in range(51)] + ["m-999"]
-    assert s.ad.stats.malformed_by_reason.get("queue_full", 0) == 0
-    assert s.ad.dropped.count == 0
-
-
-async def test_slow_consumer_drops_and_counts_qos0_beyond_max_pending(mosquitto: tuple[str, int]) -> None:
-    """QoS 0 has no acknowledgement to withhold: beyond max_pending waiting messages, one is dropped and
-    counted rather than buffered without bound."""
-    s = await Stalled(mosquitto, qos=0).start()
-    # The consumer now takes nothing while 50 more messages arrive.
-    await s.publish(*range(1, 51))
+async def test_a_message_is_acknowledged_only_once_its_batch_is_settled(mosquitto: tuple[str, int]) -> None:
+    """Unsettled at disconnect, the messages are the broker's still: the next connection with the same client
+    id (the persistent session) gets them again; settled ones it does not."""
+    t = topic()
+    cid = f"t-{uuid.uuid4().hex[:16]}"
+    r = await Reader(adapter(mosquitto, t, client_id=cid), settle=False).start()
+    await publish(mosquitto, t, *(orjson.dumps(c(i)) for i in range(3)))
+    assert [x.id for x in await r.next(3)] == ["m-0", "m-1", "m-2"]
+    assert r.ad.acked.count == 0
+    await r.stop()  # as a crash would: nothing was acknowledged
+    again = await Reader(adapter(mosquitto, t, client_id=cid)).start()
+    assert again.ad.session_present
+    assert [x.id for x in await again.next(3)] == ["m-0", "m-1", "m-2"]
     async with asyncio.timeout(DEADLINE):
-        await s.ad.dropped.reached(1)
-    for _ in range(5):
-        await s.one()
-    await s.until_marker()  # once the marker is in, every earlier message was counted
-    dropped = s.ad.stats.malformed_by_reason["queue_full"]
-    assert dropped == s.ad.dropped.count > 0
-    assert len(s.got) + dropped == 52  # 51 numbered messages and the marker
-    assert 6 <= len(s.got) <= 8  # the first, the queue's 5 (+1 in hand), the marker
+        await again.ad.acked.reached(3)
+    await again.stop()
+    third = await Reader(adapter(mosquitto, t, client_id=cid)).start()
+    await publish(mosquitto, t, orjson.dumps(c(3)))
+    assert [x.id for x in await third.next(1)] == ["m-3"]  # m-0..m-2 were acknowledged: not sent again
+    await third.stop()
 
 
-def test_refused_login_and_subscription_codes_are_fatal_others_retryable() -> None:
-    ad = MqttAdapter({"topic": "x"}, name="t")
-    assert not ad._classify(MqttCodeError(5, "not authorised"))
-    assert not ad._classify(MqttCodeError(0x86, "bad user name or password"))
-    assert ad._classify(MqttCodeError(None, "Operation timed out"))
-    assert ad._classify(aiomqtt.MqttError("Disconnected during message iteration"))
-    assert ad._classify(ConnectionRefusedError())
+async def test_messages_published_while_the_daemon_is_away_wait_in_the_session(mosquitto: tuple[str, int]) -> None:
+    t = topic()
+    cid = f"t-{uuid.uuid4().hex[:16]}"
+    first = await Reader(adapter(mosquitto, t, client_id=cid)).start()
+    await first.stop()
+    await publish(mosquitto, t, *(orjson.dumps(c(i)) for i in range(20)))
+    back = await Reader(adapter(mosquitto, t, client_id=cid)).start()
+    got = await back.next(20)
+    await back.stop()
+    assert [x.id for x in got] == [f"m-{i}" for i in range(20)]
+
+
+async def test_receive_maximum_keeps_the_backlog_in_the_broker(mosquitto: tuple[str, int]) -> None:
+    """While nothing is settled, the broker sends at most Receive Maximum (max_pending) messages; the rest
+    waits there and comes once they are acknowledged. Nothing is dropped."""
+    t = topic()
+    r = await Reader(adapter(mosquitto, t, max_pending=5), settle=False).start()
+    await publish(mosquitto, t, *(orjson.dumps(c(i)) for i in range(50)))
+    got = await r.next(5)
+    await asyncio.sleep(0.2)  # time for a broker that ignored the window to send more; it must not
+    assert r.queue.empty()
+    assert r.ad.pending_peak <= 5
+    async with asyncio.timeout(DEADLINE):
+        while len(got) < 50:
+            r.release()
+            got += await r.next(1)
+            while not r.queue.empty():
+                got.append(r.queue.get_nowait())
+    r.release()
+    await r.stop()
+    assert [x.id for x in got] == [f"m-{i}" for i in range(50)]
+    assert r.ad.dropped.count == 0
+
+
+async def test_a_batch_that_is_not_durable_is_sent_again_on_a_new_connection(mosquitto: tuple[str, int]) -> None:
+    t = topic()
+    r = await Reader(adapter(mosquitto, t), settle=False).start()
+    await publish(mosquitto, t, orjson.dumps(c(1)))
+    assert [x.id for x in await r.next(1)] == ["m-1"]
+    r.release(NotDurable("journal failed"))
+    await r.subscribed(2)  # the adapter dropped the connection and came back
+    assert [x.id for x in await r.next(1)] == ["m-1"]  # the broker's redelivery
+    r.release()
+    await r.stop()
+    assert r.ad.stats.reconnects == 1
+
+
+async def test_qos0_beyond_max_pending_is_dropped_and_counted(mosquitto: tuple[str, int]) -> None:
+    """QoS 0 has no acknowledgement and no Receive Maximum: beyond max_pending waiting messages one is dropped
+    and counted rather than buffered without bound."""
+    t = topic()
+    ad = adapter(mosquitto, t, qos=0, max_pending=5)
+    it = ad.batches()
+    first = asyncio.ensure_future(anext(it))
+    async with asyncio.timeout(DEADLINE):
+        await ad.subscribed.reached(1)
+    await publish(mosquitto, t, orjson.dumps(c(0)), qos=0)
+    async with asyncio.timeout(DEADLINE):
+        await first
+    # The consumer takes nothing now while 50 more arrive.
+    await publish(mosquitto, t, *(orjson.dumps(c(i)) for i in range(1, 51)), qos=0)
+    async with asyncio.timeout(DEADLINE):
+        await ad.dropped.reached(45)
+    rest = await anext(it)
+    await it.aclose()  # type: ignore[attr-defined]
+    await ad.close()
+    assert len(rest) == 5
+    assert ad.stats.malformed_by_reason["queue_full"] == ad.dropped.count == 45
+
+
+def test_refused_login_is_fatal_and_other_refusals_are_retryable() -> None:
+    assert isinstance(refusal("x", 5), FatalAdapterError)
+    assert isinstance(refusal("x", 0x86), FatalAdapterError)
+    assert isinstance(refusal("x", 0x89), RetryableError)  # server busy
+
+
+def test_the_default_client_id_is_the_same_on_every_start() -> None:
+    a = MqttAdapter({"topic": "x"}, name="feed one")
+    b = MqttAdapter({"topic": "x"}, name="feed one")
+    assert a.client_id == b.client_id == default_client_id("feed one")
+    assert a.client_id.startswith("livecart-feedone-")
 
 
 def test_bad_topic_is_refused() -> None:
@@ -261,68 +299,27 @@ async def test_unreachable_broker_gives_up_after_max_attempts() -> None:
 # -- a private broker that the test may restart ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class PrivateBroker:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("mosquitto")
-        assert exe is not None
-        self.proc = subprocess.Popen([exe, "-p", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    async def ready(self) -> None:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                try:
-                    _, w = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.02)  # the broker process is starting; nothing to wait on but time
-                    continue
-                w.close()
-                await w.wait_closed()
-                return
-
-
 @pytest.fixture
-def private_broker() -> Iterator[PrivateBroker]:
-    if shutil.which("mosquitto") is None:
-        pytest.skip("needs the mosquitto executable")
-    broker = PrivateBroker(_free_port())
-    broker.start()
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tmp_path / "broker").start()
     try:
         yield broker
     finally:
-        broker.stop()
+        broker.kill()
 
 
-async def test_reconnects_and_resubscribes_after_the_broker_restarts(private_broker: PrivateBroker) -> None:
-    await private_broker.ready()
-    addr = ("127.0.0.1", private_broker.port)
+async def test_reconnects_and_finds_its_session_after_the_broker_restarts(private_broker: PrivateBroker) -> None:
+    addr = private_broker.address
     t = topic()
     r = await Reader(adapter(addr, t)).start()
     await publish(addr, t, orjson.dumps(c(1)))
     got = await r.next(1)
-    private_broker.stop()
-    private_broker.start()  # a fresh broker that knows nothing of the old session or subscription
-    await private_broker.ready()
+    await asyncio.to_thread(private_broker.stop)  # saves its store: the session and its subscription
+    await asyncio.to_thread(private_broker.start)
     await r.subscribed(2)
     await publish(addr, t, orjson.dumps(c(2)))
     got += await r.next(1)
     await r.stop()
     assert [x.id for x in got] == ["m-1", "m-2"]
     assert r.ad.stats.reconnects >= 1
+    assert r.ad.session_present
