@@ -2,8 +2,8 @@
 
 Keys (contract §1): ``host``, ``port`` (1883), ``topic`` (wildcards allowed; ``$share/GROUP/TOPIC`` makes this
 engine one member of a shared subscription, so several engines split one feed — MQTT 5.0 §4.8.2),
-``username``, ``password``, ``client_id`` (empty = ``livecart-<adapter>-<host name>``, the same on every
-start on this machine), ``qos`` (0 or 1, default 1), ``session_expiry`` (seconds the broker keeps the session
+``username``, ``password``, ``client_id`` (empty = ``livecart-<adapter>-<host name>-<hash of topic>``, the
+same on every start on this machine), ``qos`` (0 or 1, default 1), ``session_expiry`` (seconds the broker keeps the session
 and queues messages while the daemon is away; default 3600), and ``protocol`` (``5`` or ``3.1.1``),
 ``max_pending`` (MQTT 5 Receive Maximum: unacknowledged messages the broker may send ahead),
 ``platform`` / ``room`` (for comments that name none), ``fields`` / ``ts_unit`` (as for ``websocket``),
@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 import socket
@@ -94,16 +95,17 @@ def _check_topic(value: Any) -> str | None:
 
 
 def _check_client_id(value: Any) -> str | None:
-    return "must be at most 23 characters of 0-9a-zA-Z_- to be accepted by every broker" \
+    return "must be 1 to 64 characters of 0-9, a-z, A-Z, _ and -" \
         if value and not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", value) else None
 
 
-def default_client_id(name: str) -> str:
-    """The same id on every start of this adapter on this machine, so the broker finds its session again;
-    another machine (another engine of a shared subscription) gets its own."""
+def default_client_id(name: str, topic: str) -> str:
+    """The same id on every start of this adapter (name and topic) on this machine, so the broker finds its
+    session again; another machine (another engine of a shared subscription) gets its own."""
     host = re.sub(r"[^0-9A-Za-z]", "", socket.gethostname())[:16] or "host"
     safe = re.sub(r"[^0-9A-Za-z_-]", "", name)[:24] or "mqtt"
-    return f"livecart-{safe}-{host}"
+    digest = hashlib.blake2s(topic.encode(), digest_size=4).hexdigest()
+    return f"livecart-{safe}-{host}-{digest}"
 
 
 def _rc(value: ReasonCode | int) -> int:
@@ -210,7 +212,7 @@ class MqttAdapter(Adapter):
         self.decoder = Decoder(self.stats, platform=o["platform"], room=o["room"], fields=o["fields"],
                                max_bytes=o["max_payload"], ts_unit=o["ts_unit"])
         self.policy = Backoff(initial=o["reconnect_initial"], cap=o["reconnect_cap"])
-        self.client_id = o["client_id"] or default_client_id(name)
+        self.client_id = o["client_id"] or default_client_id(name, o["topic"])
         #: Advanced each time the subscription is in place (first connect and after every reconnect).
         self.subscribed = Milestone()
         #: Advanced for each QoS 0 message dropped because the consumer was ``max_pending`` messages behind.

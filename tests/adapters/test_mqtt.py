@@ -276,7 +276,8 @@ def test_refused_login_is_fatal_and_other_refusals_are_retryable() -> None:
 def test_the_default_client_id_is_the_same_on_every_start() -> None:
     a = MqttAdapter({"topic": "x"}, name="feed one")
     b = MqttAdapter({"topic": "x"}, name="feed one")
-    assert a.client_id == b.client_id == default_client_id("feed one")
+    assert a.client_id == b.client_id == default_client_id("feed one", "x")
+    assert MqttAdapter({"topic": "y"}, name="feed one").client_id != a.client_id
     assert a.client_id.startswith("livecart-feedone-")
 
 
