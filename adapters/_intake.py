@@ -38,6 +38,8 @@ class Intake:
         self.high_water = 0
         #: Times a producer had to wait for room (each one is backpressure applied to a peer).
         self.waits = Milestone()
+        #: Batches taken in.
+        self.arrived = Milestone()
 
     def __len__(self) -> int:
         return self._size
@@ -52,6 +54,7 @@ class Intake:
     def _append(self, batch: Sequence[Comment]) -> None:
         self._batches.append(batch)
         self._size += len(batch)
+        self.arrived.advance()
         if self._size > self.high_water:
             self.high_water = self._size
         w = self._has_data
@@ -117,6 +120,14 @@ class Intake:
                 fut.set_result(None)
         return out
 
+    def abandon(self, error: BaseException) -> None:
+        """Close, and settle every :class:`Batch` still buffered with ``error`` (its sender keeps it): for an
+        adapter that closes after its consumer has gone."""
+        self.close()
+        left, self._batches = self._batches, deque()
+        self._size = 0
+        settle_all(left, error)
+
     def close(self) -> None:
         """Refuse further batches; the consumer gets what is buffered, then None. Idempotent."""
         self._closed = True
@@ -141,6 +152,8 @@ class Milestone:
 
     def advance(self) -> None:
         self.count += 1
+        if not self._waiters:
+            return
         keep = []
         for n, fut in self._waiters:
             if self.count >= n:

@@ -3,19 +3,26 @@
 Keys: ``host`` (127.0.0.1), ``port`` (0 = a free one, see :attr:`WebhookAdapter.bound_port`), ``path``
 (``/comments``), ``token`` (when set, required as ``Authorization: Bearer TOKEN`` or ``?token=TOKEN``),
 ``max_body`` (bytes), ``max_pending`` (comments buffered for the consumer), ``retry_after`` (seconds told to
-a refused sender), ``platform`` / ``room`` / ``fields`` / ``ts_unit`` (as for ``websocket``).
+a refused sender), ``ack_timeout`` (longest wait for the journal before answering 503), ``platform`` /
+``room`` / ``fields`` / ``ts_unit`` (as for ``websocket``), and the listener's hygiene (see
+:mod:`livecart.adapters._listen`): ``max_connections``, ``idle_timeout``, ``request_timeout``.
 
-The handler answers at once and never waits for the consumer:
+A 2xx answer means that what the request held is durable (contract §1): the handler hands the comments to
+the engine and answers once the journal has committed them.
 
 =======  ======================================================================================
 status   when
 =======  ======================================================================================
-202      accepted; body ``{"accepted": N, "rejected": [{"index", "reason", "detail"}...]}`` (the
-         good elements of an array are taken even when others are bad)
+200      durable; body ``{"accepted": N, "rejected": [{"index", "reason", "detail"}...]}`` (the
+         good elements of an array are taken even when others are bad; ``rejected`` ones are not
+         kept, and sending them again will not help)
 400      the body is not JSON, or nothing in it is a valid comment; the body says why
 401      token missing or wrong (with ``WWW-Authenticate: Bearer``)
 413      the body is over ``max_body``
-503      the buffer is full (a slow consumer): nothing was taken, retry after ``Retry-After`` seconds
+503      not durable, send it again after ``Retry-After`` seconds: the buffer is full (the engine
+         is behind), the journal failed, the daemon is stopping, or the commit took longer than
+         ``ack_timeout`` (the request may then be in the journal already: a resend is recognised
+         by its ids and processed once)
 =======  ======================================================================================
 
 Each refusal is counted (``malformed`` by reason: ``bad_json``, ``bad_token``, ``oversized``, ...;
@@ -24,6 +31,7 @@ Each refusal is counted (``malformed`` by reason: ``bad_json``, ``bad_token``, `
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -42,9 +50,9 @@ from livecart.adapters._codec import (
     with_defaults,
 )
 from livecart.adapters._intake import Intake
-from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.errors import FatalAdapterError, LivecartError, MalformedInput, NotDurable
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option
+from livecart.plugin import Adapter, AdapterStats, Batch, Option
 
 log = logging.getLogger("livecart.adapter")
 
@@ -63,6 +71,8 @@ class WebhookAdapter(Adapter):
         "max_body": Option(int, DEFAULT_MAX_BYTES, check=check_positive, doc="largest request body, bytes"),
         "max_pending": Option(int, 10000, check=check_positive, doc="comments buffered before answering 503"),
         "retry_after": Option(float, 1.0, check=check_positive, doc="Retry-After of a 503, seconds"),
+        "ack_timeout": Option(float, 10.0, check=check_positive,
+                              doc="longest wait for the journal commit before answering 503, s"),
         "fields": Option(dict, {}, check=check_fields, doc="contract field = payload field"),
         "ts_unit": Option(str, "s", choices=("s", "ms"), doc="unit of the payload's ts field"),
         "platform": Option(str, "webhook", doc="platform of comments that name none"),
@@ -119,7 +129,8 @@ class WebhookAdapter(Adapter):
         log.info("adapter %s: webhook listening on %s", self.name, self.url)
 
     async def close(self) -> None:
-        self.intake.close()
+        # Requests still waiting for a commit that will not come now are answered 503 (their senders retry).
+        self.intake.abandon(NotDurable(f"webhook {self.name}: the daemon is stopping"))
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -163,25 +174,36 @@ class WebhookAdapter(Adapter):
         problems = [{"index": i, "reason": e.reason, "detail": e.detail} for i, e in rejected]
         if not comments:
             if not problems:  # an empty array: nothing to do, nothing wrong
-                return web.json_response({"accepted": 0, "rejected": []}, status=202)
+                return web.json_response({"accepted": 0, "rejected": []}, status=200)
             first = problems[0]
             return web.json_response({"error": f"{first['reason']}: {first['detail']}", "rejected": problems},
                                      status=400)
-        if not self.intake.offer(comments):
+        batch = Batch(comments)
+        durable = batch.durable()
+        if not self.intake.offer(batch):
             # Nothing of this request is kept, so a retry of the whole request is exactly right; undo the
             # count of comments received that were never handed on.
+            durable.cancel()
             self.stats.received -= len(comments)
             return self._busy()
         seen = self._recent.seen
         self.stats.duplicates += sum(1 for c in comments if seen(c.key))
-        return web.json_response({"accepted": len(comments), "rejected": problems}, status=202)
+        try:
+            async with asyncio.timeout(float(self.options["ack_timeout"])):
+                await durable
+        except TimeoutError:
+            return self._busy("the journal commit is slow")
+        except LivecartError as exc:
+            return self._busy(str(exc))
+        return web.json_response({"accepted": len(comments), "rejected": problems}, status=200)
 
-    def _busy(self) -> web.Response:
+    def _busy(self, why: str = "") -> web.Response:
         self.busy += 1
+        reason = why or f"buffer full ({len(self.intake)} comments)"
         level = logging.WARNING if self.busy == 1 else logging.DEBUG
-        log.log(level, "adapter %s: buffer full (%d comments); answering 503%s", self.name, len(self.intake),
+        log.log(level, "adapter %s: %s; answering 503%s", self.name, reason,
                 " (further ones are counted in busy, logged at DEBUG)" if self.busy == 1 else "")
-        return web.json_response({"error": "busy: the engine is behind; retry later"}, status=503,
+        return web.json_response({"error": f"not durable ({reason}); retry later"}, status=503,
                                  headers={"Retry-After": self._retry_after})
 
     def __repr__(self) -> str:
