@@ -18,6 +18,28 @@ socket is parsed into frames in one call and all the comments in it become one b
 one-comment-per-frame ingest cheap. A peer that sends nothing (not even a pong) for two ping intervals is
 dropped.
 
+**Acknowledgement frames (server mode).** Each time comments a peer sent are durable (in the journal), the
+server sends that peer one text frame::
+
+    {"type": "ack", "frames": 1234, "ids": ["m-1231", "m-1232", "m-1234"]}
+
+``frames`` counts the data messages (text or binary, a fragmented one counting once) this peer has sent on
+this connection, and says that the first ``frames`` of them are done with: their comments are durable, or
+were refused as malformed (counted, never coming back). It only grows, and acknowledgements come in the
+order the messages were sent. ``ids`` names the comments that this acknowledgement makes durable. A
+companion keeps every message it sent until an ack's ``frames`` covers it; when it reconnects (after a drop,
+a daemon restart or a ``kill -9``), it sends again everything not covered. Comments are recognised by
+``(platform, room, id)`` (contract §2), so what was durable already is processed once, never twice. When
+the journal fails or the daemon stops before a batch is durable, the server closes the connection with 1011
+(or 1001 when stopping) instead of acknowledging it; the companion reconnects and resends. Reply frames are
+JSON arrays (``[{"type": "reply", ...}]``), so the two never look alike.
+
+Client mode gives no acknowledgement to the feed (a feed has no such protocol): the feed may assume only
+that what it sent has been read. After a reconnect nothing is asked for again, so a feed that can replay
+from a point (a cursor, "the last N comments") should do so; comments seen before are recognised by id.
+A daemon restart loses nothing that is in the journal; what was read and not yet committed at a crash is
+lost unless the feed sends it again.
+
 In both modes a frame over ``max_frame`` bytes is counted as ``oversized`` and skipped; a frame over four
 times that is refused by the protocol (close code 1009) and counted too. Bad JSON and bad fields are counted
 and skipped. Replies (:meth:`WebSocketAdapter.send_replies`) go to the peer(s) as one JSON array per call.
@@ -26,6 +48,7 @@ and skipped. Replies (:meth:`WebSocketAdapter.send_replies`) go to the peer(s) a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import time
@@ -57,9 +80,9 @@ from livecart.adapters._codec import (
 )
 from livecart.adapters._intake import Intake, Milestone
 from livecart.adapters.reconnect import Backoff, default_classify, reconnecting
-from livecart.core.errors import FatalAdapterError, RetryableError
+from livecart.core.errors import FatalAdapterError, NotDurable, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option, Reply
+from livecart.plugin import Adapter, AdapterStats, Batch, Option, Reply
 
 log = logging.getLogger("livecart.adapter")
 
@@ -71,6 +94,8 @@ FATAL_CLOSE_CODES = frozenset({4001, 4003, 1008})
 HARD_LIMIT_FACTOR = 4
 #: Seconds a server-mode peer has to answer our close frame before the connection is cut.
 CLOSE_TIMEOUT = 2.0
+#: Close code when a peer's comments could not be made durable (RFC 6455 §7.4.1: internal error).
+NOT_DURABLE = 1011
 
 
 def _reply_payload(replies: Sequence[Reply]) -> bytes:
@@ -153,7 +178,7 @@ class WebSocketAdapter(Adapter):
 
     async def close(self) -> None:
         if self._intake is not None:
-            self._intake.close()
+            self._intake.abandon(NotDurable(f"websocket {self.name}: the daemon is stopping"))
         if self._pinger is not None:
             self._pinger.cancel()
             self._pinger = None
@@ -309,6 +334,13 @@ class _Peer(asyncio.Protocol):
         self._fragments: list[bytes | bytearray | memoryview] = []
         self._waiting: asyncio.Task[None] | None = None
         self._too_big_counted = False
+        #: Data messages received on this connection; batches handed on and not yet settled; the
+        #: message count an acknowledgement may claim once nothing is left unsettled.
+        self.frames = 0
+        self.unsettled = 0
+        self._tail = 0
+        #: Acknowledgement frames sent.
+        self.acks = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A TCP transport; uvloop's is not a subclass of asyncio.Transport, hence the cast.
@@ -321,6 +353,7 @@ class _Peer(asyncio.Protocol):
         proto.receive_data(data)
         events = proto.events_received()
         batch: list[Comment] = []
+        frames = self.frames
         if events:
             decode = self.adapter.decoder.decode
             for ev in events:
@@ -332,17 +365,48 @@ class _Peer(asyncio.Protocol):
                 op = ev.opcode
                 if op is Opcode.TEXT or op is Opcode.BINARY:
                     if ev.fin:
+                        frames += 1
                         batch += decode(ev.data)
                     else:
                         self._fragments = [ev.data]
                 elif op is Opcode.CONT:
                     self._fragments.append(ev.data)
                     if ev.fin:
+                        frames += 1
                         batch += decode(b"".join(self._fragments))
                         self._fragments = []
         self._flush()
+        if frames == self.frames:
+            return
+        self.frames = frames
         if batch:
-            self._hand_on(batch)
+            self.unsettled += 1
+            self._hand_on(Batch(batch, on_settled=functools.partial(self._settled, frames, batch)))
+        elif self.unsettled:
+            self._tail = frames  # only malformed messages: done with once what came before is durable
+        else:
+            self._ack(frames, ())
+
+    def _settled(self, frames: int, batch: list[Comment], error: BaseException | None) -> None:
+        self.unsettled -= 1
+        if error is not None:
+            # Not durable: no acknowledgement; closing makes the companion reconnect and resend.
+            if self.transport is not None and self.proto.state is State.OPEN:
+                log.warning("adapter %s: comments from %s not durable (%s); closing with %d so the peer "
+                            "resends them", self.adapter.name, self.address, error, NOT_DURABLE)
+                stopping = isinstance(error, NotDurable)
+                self.close(1001 if stopping else NOT_DURABLE, "stopping" if stopping else "not durable")
+            return
+        if not self.unsettled and self._tail > frames:
+            frames = self._tail
+        self._ack(frames, [c.id for c in batch])
+
+    def _ack(self, frames: int, ids: Sequence[str]) -> None:
+        if self.transport is None or self.proto.state is not State.OPEN:
+            return  # gone: the companion resends on its next connection
+        self.proto.send_text(orjson.dumps({"type": "ack", "frames": frames, "ids": ids}))
+        self._flush()
+        self.acks += 1
 
     def _handshake(self, request: Request) -> None:
         adapter = self.adapter
@@ -360,7 +424,7 @@ class _Peer(asyncio.Protocol):
         adapter.stats.connected = True
         adapter.connections.advance()
 
-    def _hand_on(self, batch: list[Comment]) -> None:
+    def _hand_on(self, batch: Batch) -> None:
         intake = self.adapter._intake
         if intake is None or intake.offer(batch):
             return
@@ -368,8 +432,9 @@ class _Peer(asyncio.Protocol):
         self.transport.pause_reading()
         self._waiting = asyncio.get_running_loop().create_task(self._put(intake, batch))
 
-    async def _put(self, intake: Intake, batch: list[Comment]) -> None:
-        await intake.put(batch)
+    async def _put(self, intake: Intake, batch: Batch) -> None:
+        if not await intake.put(batch):
+            batch.settle(NotDurable(f"websocket {self.adapter.name}: the daemon is stopping"))
         self._waiting = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()

@@ -14,9 +14,9 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.http11 import Request, Response
 
 from livecart.adapters.websocket import BAD_TOKEN, WebSocketAdapter
-from livecart.core.errors import FatalAdapterError
+from livecart.core.errors import FatalAdapterError, JournalError
 from livecart.core.records import Comment
-from livecart.plugin import Reply
+from livecart.plugin import Batch, Reply
 
 DEADLINE = 10.0  # a safety bound only: every wait below ends as soon as its event happens
 
@@ -224,6 +224,53 @@ async def test_server_accepts_comments_with_token_in_query_or_header() -> None:
             got += await take(it, 2)
     assert [x.id for x in got] == ["m-1", "m-2", "m-3"]
     assert ad.stats.malformed_total == 0
+
+
+async def next_ack(ws: Any) -> dict[str, Any]:
+    """The next acknowledgement frame on ``ws`` (reply frames are JSON arrays and are skipped)."""
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            msg = orjson.loads(await ws.recv())
+            if isinstance(msg, dict) and msg.get("type") == "ack":
+                return msg
+
+
+async def test_server_acknowledges_messages_once_durable_naming_the_ids() -> None:
+    async with server_adapter() as ad, connect(f"ws://127.0.0.1:{ad.bound_port}") as ws:
+        it = ad.batches()
+        await ws.send(orjson.dumps(c(1)).decode())
+        [batch] = [await anext(it)]
+        assert isinstance(batch, Batch)
+        with pytest.raises(TimeoutError):  # not settled: no acknowledgement yet
+            async with asyncio.timeout(0.1):
+                await ws.recv()
+        batch.settle()
+        assert await next_ack(ws) == {"type": "ack", "frames": 1, "ids": ["m-1"]}
+        # A malformed message sent after a good one is covered once the good one is durable.
+        await ws.send(orjson.dumps([c(2), c(3)]).decode())
+        second = await anext(it)
+        await ws.send("{oops")
+        await asyncio.sleep(0.05)  # the bad frame arrives while m-2/m-3 are not yet durable
+        assert isinstance(second, Batch)
+        second.settle()
+        ack = await next_ack(ws)
+        assert ack["ids"] == ["m-2", "m-3"]
+        assert ack["frames"] == 3
+        # With nothing pending, a malformed message is acknowledged at once (it will never be durable).
+        await ws.send("[1,")
+        assert await next_ack(ws) == {"type": "ack", "frames": 4, "ids": []}
+
+
+async def test_server_closes_with_1011_when_a_batch_is_not_durable() -> None:
+    async with server_adapter() as ad, connect(f"ws://127.0.0.1:{ad.bound_port}") as ws:
+        it = ad.batches()
+        await ws.send(orjson.dumps(c(1)).decode())
+        batch = await anext(it)
+        assert isinstance(batch, Batch)
+        batch.settle(JournalError("disk full"))
+        async with asyncio.timeout(DEADLINE):
+            await ws.wait_closed()
+    assert ws.close_code == 1011
 
 
 @pytest.mark.parametrize("suffix", ["/", "/?token=wrong", "/?token=tokx"])
