@@ -7,8 +7,11 @@ Protocol (developer.open-douyin.com, 直播玩法 > 服务端 > 直播间能力 
   ``x-signature``; the body is the JSON-serialised payload: a list of comments, each with ``msg_id``,
   ``sec_openid``, ``content``, ``avatar_url``, ``nickname`` and ``timestamp``.
 * A response slower than 2 seconds, or not 2xx, counts as a failed push; ten in a row trip the platform's
-  circuit breaker and it discards data. So the handler only verifies, decodes and enqueues (no I/O, no
-  waiting on the pipeline) and answers at once.
+  circuit breaker and it discards data. The handler verifies, decodes, hands the comments to the engine and
+  answers 200 once they are durable (the journal committed them: ``docs``, "Acknowledgement"), which takes
+  milliseconds; when that cannot be said within ``ack_timeout`` (1.5 s, under the platform's 2 s), or the
+  backlog is full, or the journal failed, it answers 503 with ``Retry-After`` so that the platform retries.
+  A retry of comments that were durable after all is recognised by id.
 * Comments "may be delivered more than once; deduplicate by message id": ids are the platform's ``msg_id``.
 * Signature: take the four ``x-`` headers other than ``x-signature``, sort by key, join as ``k=v`` with
   ``&``, append the raw body string and then the secret, MD5 the UTF-8 bytes and base64 the 16-byte digest.
@@ -18,6 +21,10 @@ Protocol (developer.open-douyin.com, 直播玩法 > 服务端 > 直播间能力 
 
 :func:`signature` and :func:`decode_comments` are pure; :class:`DouyinAdapter` runs an aiohttp server under the
 shared reconnect loop (a bind failure, e.g. the port still held by a dying process, is retried).
+
+Secure defaults: the endpoint listens on 127.0.0.1 (a reverse proxy with TLS publishes it), an empty
+``secret`` is refused at start, and a push whose ``x-timestamp`` is more than ``max_skew`` seconds (300)
+from now is refused (a replayed capture).
 """
 
 from __future__ import annotations
@@ -34,11 +41,11 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from livecart.adapters._codec import RecentKeys
+from livecart.adapters._codec import RecentKeys, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
-from livecart.core.errors import MalformedInput, RetryableError
+from livecart.core.errors import FatalAdapterError, LivecartError, MalformedInput, NotDurable, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option
+from livecart.plugin import Adapter, AdapterStats, Batch, Option, settle_all
 
 log = logging.getLogger("livecart.adapter")
 
@@ -110,17 +117,28 @@ def _nonneg(v: Any) -> str | None:
     return None if v >= 0 else "must be 0 or more"
 
 
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be more than 0"
+
+
+def _secret(v: Any) -> str | None:
+    return None if str(v).strip() else "must not be empty: without it anyone could push comments"
+
+
 class DouyinAdapter(Adapter):
     """Receives Douyin's live-data pushes on a local HTTP endpoint. No reply channel: ``can_reply`` is False."""
 
     type = "douyin"
     OPTIONS: ClassVar = {
-        "host": Option(str, "0.0.0.0", doc="address to listen on"),
+        "host": Option(str, "127.0.0.1", doc="address to listen on; a reverse proxy publishes it"),
         "port": Option(int, 8790, check=_port, doc="port to listen on (0 = any free port)"),
         "path": Option(str, "/douyin/live", doc="the push URL's path, as configured on the platform"),
-        "secret": Option(str, required=True, doc="the push secret from the 开发配置 page"),
-        "max_skew": Option(float, 0.0, check=_nonneg,
+        "secret": Option(str, required=True, check=_secret, doc="the push secret from the 开发配置 page"),
+        "max_skew": Option(float, 300.0, check=_nonneg,
                            doc="refuse pushes whose x-timestamp is further than this from now (s); 0 = off"),
+        "ack_timeout": Option(float, 1.5, check=_positive,
+                              doc="longest wait for the journal before answering 503 (s); the platform waits 2"),
+        "retry_after": Option(int, 1, check=_positive, doc="Retry-After of a 503 (s)"),
         "queue_max": Option(int, 100_000, doc="comment batches held for the pipeline before answering 503"),
         "retry_initial": Option(float, 0.5, doc="first retry delay when the port cannot be bound (s)"),
         "retry_max": Option(float, 30.0, doc="longest retry delay (s)"),
@@ -129,11 +147,14 @@ class DouyinAdapter(Adapter):
     def __init__(self, options: Any, *, name: str, stats: AdapterStats | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        super().__init__(options, name=name, stats=stats)
+        super().__init__(with_defaults(self.OPTIONS, options, f"douyin {name}"), name=name, stats=stats)
         self._clock = clock
         self._sleep = sleep
         self._secret = str(self.options["secret"])
-        self._queue: asyncio.Queue[list[Comment] | None] = asyncio.Queue(int(self.options["queue_max"]))
+        problem = _secret(self._secret)
+        if problem:
+            raise FatalAdapterError(f"douyin {name}: secret {problem}")
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(int(self.options["queue_max"]))
         self._runner: web.AppRunner | None = None
         self._seen = RecentKeys(65536)
         self.ready = asyncio.Event()
@@ -145,9 +166,12 @@ class DouyinAdapter(Adapter):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            # Wake a waiting reader; a full queue already has something for it to take.
-            if not self._queue.full():
-                self._queue.put_nowait(None)
+            # Pushes still waiting for a commit that will not come now are answered 503 (the platform
+            # retries); then the reader is woken with the end.
+            stopping = NotDurable(f"douyin {self.name}: the daemon is stopping")
+            while not self._queue.empty():
+                settle_all([b for b in (self._queue.get_nowait(),) if b is not None], stopping)
+            self._queue.put_nowait(None)
         await self._stop()
         await super().close()
 
@@ -220,22 +244,34 @@ class DouyinAdapter(Adapter):
             return web.Response(body=_OK, content_type="application/json")  # a retry would not fix it
         for p in problems:
             self.stats.malformed(p.reason, p.detail, p.sample)
-        fresh: list[Comment] = []
         for c in comments:
             if self._seen.seen(c.id):
                 self.stats.duplicates += 1
-            else:
-                fresh.append(c)
-        if fresh:
-            try:
-                self._queue.put_nowait(fresh)
-            except asyncio.QueueFull:
-                for c in fresh:  # let a later redelivery through
-                    self._seen.forget(c.id)
-                self.overflows += 1
-                self.stats.errors += 1
-                log.warning("adapter %s: pipeline backlog full; answered 503 to a push of %d comments",
-                            self.name, len(fresh))
-                return web.Response(status=503, text="busy")
-            self.stats.received += len(fresh)
+        if not comments:
+            return web.Response(body=_OK, content_type="application/json")
+        # Duplicates go on too: the engine recognises them, and the answer must wait until the first copy
+        # is durable, which the engine's ordering of acknowledgements guarantees.
+        batch = Batch(comments)
+        durable = batch.durable()
+        try:
+            self._queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            durable.cancel()
+            self.overflows += 1
+            return self._busy(f"pipeline backlog full; a push of {len(comments)} comments")
+        self.stats.received += len(comments)
+        try:
+            async with asyncio.timeout(float(self.options["ack_timeout"])):
+                await durable
+        except TimeoutError:
+            return self._busy(f"no journal commit within {self.options['ack_timeout']}s")
+        except LivecartError as exc:
+            return self._busy(str(exc))
         return web.Response(body=_OK, content_type="application/json")
+
+    def _busy(self, why: str) -> web.Response:
+        self.stats.errors += 1
+        level = logging.WARNING if self.stats.errors == 1 else logging.DEBUG
+        log.log(level, "adapter %s: %s; answered 503 (the platform retries)%s", self.name, why,
+                " (further ones are counted in errors, logged at DEBUG)" if self.stats.errors == 1 else "")
+        return web.Response(status=503, text="busy", headers={"Retry-After": str(self.options["retry_after"])})
