@@ -185,8 +185,12 @@ def _json(status: int, data: Mapping[str, Any]) -> web.Response:
 
 class MqttControl:
     """Host controls from an MQTT topic: each payload one JSON control (:meth:`Control.from_json`, plus an
-    optional ``"id"`` echoed in the answer and ``"token"`` when one is configured); each answer, the same
-    JSON as the HTTP endpoint's, is published to ``<topic>/result``.
+    optional ``"id"`` echoed in the answer and the required ``"token"``); each answer, the same JSON as the
+    HTTP endpoint's, is published to ``<topic>/result``.
+
+    The token is always required: anyone who can publish to the broker could otherwise pause intake or add
+    stock. The daemon passes ``[control].token``, or the one it generated when that is empty (written to
+    the state file, mode 0600, as for ``livecart ctl``).
 
     Malformed payloads and wrong tokens are answered with ``{"ok": false, ...}``, counted
     (``livecart_controls_total{transport="mqtt", result="bad"|"unauthorized"}``) and logged once; never fatal.
@@ -194,7 +198,7 @@ class MqttControl:
     set each time the subscription is in place.
     """
 
-    def __init__(self, host: str, port: int, topic: str, handler: Handler, token: str | None = None, *,
+    def __init__(self, host: str, port: int, topic: str, handler: Handler, token: str, *,
                  metrics: Registry | None = None, max_delay: float = 30.0, stream: str = "") -> None:
         if not topic or any(c in topic for c in "#+") or topic.startswith("$"):
             raise ValueError(f"control topic {topic!r} must be a plain topic (no wildcards, no $share)")
@@ -204,7 +208,9 @@ class MqttControl:
         self.topic = topic
         self.result_topic = f"{topic}/result"
         self.handler = handler
-        self.token = token or None
+        if not token:
+            raise ValueError("the MQTT control topic needs a token; an empty one would let anyone control the sale")
+        self.token: str = token
         self.counts = _Counts(metrics)
         self.max_delay = max_delay
         self.ready = asyncio.Event()
@@ -227,12 +233,11 @@ class MqttControl:
             return {"ok": False, "error": f"the payload is not JSON: {exc}"}
         ident = obj.get("id") if isinstance(obj, dict) else None
         extra = {"id": ident} if ident is not None else {}
-        if self.token is not None:
-            given = obj.get("token") if isinstance(obj, dict) else None
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
-                self.counts.inc("mqtt", "", "unauthorized")
-                self._log_once("unauthorized", "payload with a missing or wrong token")
-                return {**extra, "ok": False, "error": "missing or wrong token"}
+        given = obj.get("token") if isinstance(obj, dict) else None
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+            self.counts.inc("mqtt", "", "unauthorized")
+            self._log_once("unauthorized", "payload with a missing or wrong token")
+            return {**extra, "ok": False, "error": "missing or wrong token"}
         try:
             control = Control.from_json(obj)
         except BadControl as exc:

@@ -556,7 +556,8 @@ async def _open_endpoints(d: Daemon, stack: contextlib.AsyncExitStack) -> None:
                              "adapters": {a.name: addr for a in d.adapters if (addr := _address(a))}}
     if cfg.control.mqtt_topic:
         d.mqtt_control = MqttControl(cfg.control.mqtt_host or "127.0.0.1", cfg.control.mqtt_port,
-                                     cfg.control.mqtt_topic, d.handle_control, token=cfg.control.token or None,
+                                     cfg.control.mqtt_topic, d.handle_control,
+                                     token=d.control.token,  # the generated one when [control].token is ""
                                      metrics=reg, stream=cfg.stream.name)
         stack.push_async_callback(d.mqtt_control.close)
     if d.hooks is not None:

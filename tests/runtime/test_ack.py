@@ -8,8 +8,11 @@ The journal's commit is held back by a gate around :meth:`Journal.append` (the r
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
+import aiomqtt
+import orjson
 import pytest
 
 from livecart.core.errors import JournalError, NotDurable
@@ -122,3 +125,28 @@ def test_settling_twice_keeps_the_first_outcome() -> None:
     late: list[BaseException | None] = []
     b.when_settled(late.append)
     assert late == [None]
+
+
+async def test_the_mqtt_control_topic_requires_the_generated_token_when_none_is_set(
+        tmp_path: Path, mosquitto: tuple[str, int]) -> None:
+    host, port = mosquitto
+    topic = f"livecart-test/{uuid.uuid4().hex}/control"
+    extra = EXTRA + f'\n[control]\ntoken = ""\nmqtt_host = "{host}"\nmqtt_port = {port}\nmqtt_topic = "{topic}"\n'
+    made: dict[str, Fed] = {}
+    async with Running(write(tmp_path, extra), make_adapter=fed_factory(made)) as d, \
+            aiomqtt.Client(host, port) as client:
+        assert d.mqtt_control is not None
+        assert d.control is not None
+        async with asyncio.timeout(10):
+            await d.mqtt_control.ready.wait()
+        await client.subscribe(f"{topic}/result", qos=1)
+        answers = []
+        for payload in ({"action": "pause", "id": 1},
+                        {"action": "pause", "id": 2, "token": "guess"},
+                        {"action": "pause", "id": 3, "token": d.control.token}):
+            await client.publish(topic, orjson.dumps(payload), qos=1)
+            async with asyncio.timeout(10):
+                msg = await anext(aiter(client.messages))
+            answers.append(orjson.loads(bytes(msg.payload)))  # type: ignore[arg-type]
+        assert [(a["id"], a["ok"]) for a in answers] == [(1, False), (2, False), (3, True)]
+        assert not d.running.is_set()  # only the third, with the generated token, paused intake

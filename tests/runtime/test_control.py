@@ -294,7 +294,15 @@ def test_mqtt_control_refuses_wildcard_topics() -> None:
         return {}
 
     with pytest.raises(ValueError, match="plain topic"):
-        MqttControl("127.0.0.1", 1883, "live/#", handler)
+        MqttControl("127.0.0.1", 1883, "live/#", handler, token="t")
+
+
+def test_mqtt_control_refuses_to_run_without_a_token() -> None:
+    async def handler(c: Control) -> Mapping[str, Any]:
+        return {}
+
+    with pytest.raises(ValueError, match="token"):
+        MqttControl("127.0.0.1", 1883, "live/control", handler, token="")
 
 
 async def test_livecart_ctl_command_dispatches_here(
