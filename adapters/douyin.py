@@ -45,6 +45,7 @@ from livecart.adapters._codec import RecentKeys, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, LivecartError, MalformedInput, NotDurable, RetryableError
 from livecart.core.records import Comment
+from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
 from livecart.plugin import Adapter, AdapterStats, Batch, Option, settle_all
 
 log = logging.getLogger("livecart.adapter")
@@ -140,6 +141,10 @@ class DouyinAdapter(Adapter):
                               doc="longest wait for the journal before answering 503 (s); the platform waits 2"),
         "retry_after": Option(int, 1, check=_positive, doc="Retry-After of a 503 (s)"),
         "queue_max": Option(int, 100_000, doc="comment batches held for the pipeline before answering 503"),
+        "max_connections": Option(int, 0, check=_nonneg, doc="open connections at most; 0 = from the fd limit"),
+        "idle_timeout": Option(float, DEFAULT_IDLE, check=_nonneg, doc="close a silent connection after (s)"),
+        "request_timeout": Option(float, DEFAULT_REQUEST, check=_positive,
+                                  doc="a request head must be complete within (s)"),
         "retry_initial": Option(float, 0.5, doc="first retry delay when the port cannot be bound (s)"),
         "retry_max": Option(float, 30.0, doc="longest retry delay (s)"),
     }
@@ -156,6 +161,7 @@ class DouyinAdapter(Adapter):
             raise FatalAdapterError(f"douyin {name}: secret {problem}")
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(int(self.options["queue_max"]))
         self._runner: web.AppRunner | None = None
+        self.guard: Guard | None = None
         self._seen = RecentKeys(65536)
         self.ready = asyncio.Event()
         self.port: int | None = None
@@ -190,10 +196,13 @@ class DouyinAdapter(Adapter):
             return
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(self.options["path"], self._handle)
-        runner = web.AppRunner(app, access_log=None)
+        o = self.options
+        runner = web.AppRunner(app, access_log=None, **runner_options(float(o["idle_timeout"])))
         await runner.setup()
+        self.guard = Guard(f"douyin {self.name}", max_connections=int(o["max_connections"]),
+                           idle_timeout=float(o["idle_timeout"]), request_timeout=float(o["request_timeout"]))
         try:
-            site = web.TCPSite(runner, self.options["host"], int(self.options["port"]))
+            site = GuardedSite(runner, o["host"], int(o["port"]), self.guard)
             await site.start()
         except OSError as exc:
             await runner.cleanup()

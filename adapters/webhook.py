@@ -45,6 +45,7 @@ from livecart.adapters._codec import (
     Decoder,
     RecentKeys,
     check_fields,
+    check_nonneg,
     check_port,
     check_positive,
     with_defaults,
@@ -52,6 +53,7 @@ from livecart.adapters._codec import (
 from livecart.adapters._intake import Intake
 from livecart.core.errors import FatalAdapterError, LivecartError, MalformedInput, NotDurable
 from livecart.core.records import Comment
+from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
 from livecart.plugin import Adapter, AdapterStats, Batch, Option
 
 log = logging.getLogger("livecart.adapter")
@@ -75,6 +77,10 @@ class WebhookAdapter(Adapter):
                               doc="longest wait for the journal commit before answering 503, s"),
         "fields": Option(dict, {}, check=check_fields, doc="contract field = payload field"),
         "ts_unit": Option(str, "s", choices=("s", "ms"), doc="unit of the payload's ts field"),
+        "max_connections": Option(int, 0, check=check_nonneg, doc="open connections at most; 0 = from the fd limit"),
+        "idle_timeout": Option(float, DEFAULT_IDLE, check=check_nonneg, doc="close a silent connection after, s"),
+        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_positive,
+                                  doc="a request head must be complete within, s"),
         "platform": Option(str, "webhook", doc="platform of comments that name none"),
         "room": Option(str, "default", doc="room of comments that name none"),
     }
@@ -95,6 +101,7 @@ class WebhookAdapter(Adapter):
         self.requests = 0
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self.guard: Guard | None = None
         self._retry_after = str(max(1, math.ceil(float(o["retry_after"]))))
 
     @property
@@ -115,9 +122,12 @@ class WebhookAdapter(Adapter):
         # client_max_size makes aiohttp itself refuse a longer body with 413 while reading it.
         app = web.Application(client_max_size=int(o["max_body"]))
         app.router.add_post(o["path"], self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               **runner_options(float(o["idle_timeout"])))
         await runner.setup()
-        site = web.TCPSite(runner, o["host"], int(o["port"]))
+        self.guard = Guard(f"webhook {self.name}", max_connections=int(o["max_connections"]),
+                           idle_timeout=float(o["idle_timeout"]), request_timeout=float(o["request_timeout"]))
+        site = GuardedSite(runner, o["host"], int(o["port"]), self.guard)
         try:
             await site.start()
         except OSError as exc:

@@ -82,6 +82,7 @@ from livecart.adapters._intake import Intake, Milestone
 from livecart.adapters.reconnect import Backoff, default_classify, reconnecting
 from livecart.core.errors import FatalAdapterError, NotDurable, RetryableError
 from livecart.core.records import Comment
+from livecart.listen import DEFAULT_REQUEST, Guard
 from livecart.plugin import Adapter, AdapterStats, Batch, Option, Reply
 
 log = logging.getLogger("livecart.adapter")
@@ -126,6 +127,12 @@ class WebSocketAdapter(Adapter):
         "reconnect_cap": Option(float, 30.0, check=check_positive, doc="client: longest reconnect delay, s"),
         "max_attempts": Option(int, 0, check=check_nonneg, doc="client: give up after N failures; 0 = never"),
         "ping_interval": Option(float, 20.0, check=check_nonneg, doc="keepalive ping interval, s; 0 = off"),
+        "max_connections": Option(int, 0, check=check_nonneg,
+                                  doc="server: open connections at most; 0 = from the fd limit"),
+        "idle_timeout": Option(float, 60.0, check=check_nonneg,
+                               doc="server: close a connection silent this long (pongs count), s; 0 = off"),
+        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_positive,
+                                  doc="server: the upgrade request must be complete within, s"),
     }
 
     def __init__(self, options: Mapping[str, Any], *, name: str, stats: AdapterStats | None = None) -> None:
@@ -143,6 +150,7 @@ class WebSocketAdapter(Adapter):
         self._server: asyncio.Server | None = None
         self._intake: Intake | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self.guard: Guard | None = None
 
     # -- shared -------------------------------------------------------------------------------------------
 
@@ -168,8 +176,11 @@ class WebSocketAdapter(Adapter):
         self._intake = Intake(int(self.options["max_pending"]))
         host, port = self.options["host"], int(self.options["port"])
         loop = asyncio.get_running_loop()
+        o = self.options
+        self.guard = Guard(f"websocket {self.name}", max_connections=int(o["max_connections"]),
+                           idle_timeout=float(o["idle_timeout"]), request_timeout=float(o["request_timeout"]))
         try:
-            self._server = await loop.create_server(lambda: _Peer(self), host, port)
+            self._server = await loop.create_server(self.guard.wrap(lambda: _Peer(self)), host, port)
         except OSError as exc:
             raise FatalAdapterError(f"websocket {self.name}: cannot listen on {host}:{port}: {exc}") from exc
         if self._ping:
@@ -182,6 +193,8 @@ class WebSocketAdapter(Adapter):
         if self._pinger is not None:
             self._pinger.cancel()
             self._pinger = None
+        if self.guard is not None:
+            self.guard.close()
         if self._server is not None:
             server, self._server = self._server, None
             server.close()

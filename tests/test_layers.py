@@ -21,14 +21,15 @@ ROOT = Path(livecart.__file__).resolve().parent
 #: layer -> the livecart layers it may import (besides itself). The core is first and imports no layer.
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
+    "listen": set(),
     "plugin": {"core"},
     "registry": {"core", "plugin"},
     "config": {"core", "plugin", "registry"},
     "store": {"core", "config"},
-    "runtime": {"core", "plugin", "registry", "config", "store"},
-    "cli": {"core", "plugin", "registry", "config", "store", "runtime"},
-    "adapters": {"core", "plugin"},
-    "bench": {"core", "plugin", "registry", "config", "store", "runtime", "cli", "adapters"},
+    "runtime": {"core", "listen", "plugin", "registry", "config", "store"},
+    "cli": {"core", "listen", "plugin", "registry", "config", "store", "runtime"},
+    "adapters": {"core", "listen", "plugin"},
+    "bench": {"core", "listen", "plugin", "registry", "config", "store", "runtime", "cli", "adapters"},
 }
 #: What the pure core must not import: the event loop, sockets, files, processes, clocks, network libraries.
 CORE_FORBIDDEN = {"asyncio", "socket", "selectors", "sqlite3", "subprocess", "threading", "time", "os",

@@ -36,6 +36,7 @@ from aiohttp import web
 from livecart.core.control import Control, parse_params
 from livecart.core.errors import BadControl, ControlError
 from livecart.core.settings import Config
+from livecart.listen import DEFAULT_IDLE, Guard, GuardedSite, runner_options
 from livecart.runtime.metrics import Registry
 
 log = logging.getLogger("livecart.control")
@@ -132,10 +133,10 @@ class ControlServer:
             return
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_post("/control", self._control)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, **runner_options(DEFAULT_IDLE))
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            await GuardedSite(runner, self.host, self.port, Guard("control")).start()
         except OSError:
             await runner.cleanup()
             raise

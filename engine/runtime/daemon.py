@@ -54,6 +54,7 @@ from livecart.core.errors import AdapterError, JournalError, LivecartError, NotD
 from livecart.core.events import Event, EventDetector, outcome_key
 from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config, PluginSettings
+from livecart.listen import GUARDS, raise_nofile_limit
 from livecart.plugin import Adapter, Batch, settle_all
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
@@ -138,6 +139,9 @@ class Daemon:
         self._unroutable = r.counter("replies_unroutable_total",
                                      "Outcomes that could not be answered: their room has no replying adapter")
         self._up = r.gauge("uptime_seconds", "Seconds since the daemon started")
+        self._conns = r.counter("connections_total", "Connections of each listener by event: accepted, refused "
+                                "(over the cap), idle and request_timeout (closed by a timeout)")
+        self._open_conns = r.gauge("connections_open", "Open connections of each listener")
         self.replier = replier
         self.reply_queues: dict[str, ReplyQueue] = dict(reply_queues or {})
         self.hooks = hooks
@@ -185,6 +189,10 @@ class Daemon:
             m.journal_max.set(self._journal_max)
             self._up.set(round(time.time() - self.started, 3))
             self._paused_g.set(0 if self.running.is_set() else 1)
+            for g in list(GUARDS):
+                for event, n in g.counts.items():
+                    self._conns.set(float(n), listener=g.name, event=event)
+                self._open_conns.set(float(len(g.live)), listener=g.name)
 
         self.registry.collector(collect)
 
@@ -625,6 +633,8 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
     and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock).
     Raises :class:`~livecart.core.errors.PluginError` / :class:`JournalError` when the stream cannot start.
     """
+    # Before any listener computes its connection cap from the descriptor limit (livecart.listen).
+    raise_nofile_limit()
     parts = _build(cfg, make_adapter or _default_factory, reply_clock)
     async with contextlib.AsyncExitStack() as stack:
         for a in parts.adapters:  # entered first, so closed last (step 7)

@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from livecart.core.records import Outcome
+from livecart.listen import DEFAULT_IDLE, Guard, GuardedSite, runner_options
 from livecart.plugin import AdapterStats
 from livecart.runtime.metrics import Registry
 
@@ -111,6 +112,9 @@ class StatusServer:
         self._state = state
         self._health = health
         self._runner: web.AppRunner | None = None
+        #: Open connections at most (0 = from the descriptor limit); see :mod:`livecart.listen`.
+        self.max_connections = 0
+        self.guard: Guard | None = None
         self._errors_logged: set[str] = set()
         self.errors = 0
 
@@ -153,9 +157,10 @@ class StatusServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/state", self._api_state)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, **runner_options(DEFAULT_IDLE))
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        self.guard = Guard("status", max_connections=self.max_connections)
+        site = GuardedSite(runner, self.host, self.port, self.guard)
         try:
             await site.start()
         except OSError:

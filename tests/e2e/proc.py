@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,10 @@ def http_get(url: str) -> tuple[int, bytes]:
 class Daemon:
     """One ``livecart run CFG`` subprocess; its log goes to ``<dir>/daemon-N.log``."""
 
-    def __init__(self, cfg: Path, journal: Path) -> None:
+    def __init__(self, cfg: Path, journal: Path, *, prefix: Sequence[str] = ()) -> None:
+        """``prefix`` goes before the command, e.g. ``["prlimit", "--nofile=1024", "--"]``."""
         self.cfg = cfg
+        self.prefix = list(prefix)
         self.state_path = Path(str(journal) + ".ctl.json")
         self.proc: subprocess.Popen[bytes] | None = None
         self.state: dict[str, Any] = {}
@@ -67,7 +69,8 @@ class Daemon:
         self.runs += 1
         self.log_path = self.cfg.parent / f"daemon-{self.runs}.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(self.cfg)],
+            self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "livecart.cli.main", "run",
+                                          str(self.cfg)],
                                          stdout=log, stderr=subprocess.STDOUT)
         proc = self.proc
 
