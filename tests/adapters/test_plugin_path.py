@@ -106,7 +106,9 @@ def test_the_example_package_pip_installs_and_runs_through_its_entry_point(site:
 
     async def run() -> list[str]:
         async with cls(settings.options, name=settings.name) as ad:
-            return [f"{c.room}:{c.id}:{c.text}" async for c in ad]
+            out = [f"{c.room}:{c.id}:{c.text}" async for c in ad]
+            assert ad.durable == 5  # plain iteration settles each batch once taken
+            return out
 
     assert asyncio.run(run()) == ["r9:t-0:鸡蛋来两盒", "r9:t-1:+1", "r9:t-2:鸡蛋来两盒", "r9:t-3:+1",
                                   "r9:t-4:鸡蛋来两盒"]

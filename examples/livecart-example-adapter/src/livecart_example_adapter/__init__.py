@@ -7,6 +7,11 @@ It shows everything a plugin needs and nothing more:
 * do no I/O in ``__init__``; yield lists of :class:`livecart.core.records.Comment` from ``batches()``; return when
   the source ends;
 * count bad input with ``self.stats.malformed(...)`` instead of raising;
+* acknowledge to your source only what is durable: yield a :class:`livecart.plugin.Batch` and answer the
+  sender (an ack, a 2xx, a cursor commit) from its settlement, which the engine calls once the journal has
+  committed the batch (``error`` None) or cannot (``error`` set: keep those comments and send them again;
+  a comment sent twice is processed once, by its id). Here the "sender" is the ticker itself, which counts
+  what was confirmed (:attr:`TickerAdapter.durable`) and what must be sent again (:attr:`TickerAdapter.unsure`);
 * register the class in the ``livecart.adapters`` entry-point group (see ``pyproject.toml``).
 """
 
@@ -18,7 +23,7 @@ from typing import Any, ClassVar
 
 from livecart.core.errors import MalformedInput
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option
+from livecart.plugin import Adapter, AdapterStats, Batch, Option
 
 __all__ = ["TickerAdapter"]
 
@@ -45,6 +50,21 @@ class TickerAdapter(Adapter):
     def __init__(self, options: Mapping[str, Any], *, name: str, stats: AdapterStats | None = None) -> None:
         merged = {k: o.default for k, o in self.OPTIONS.items()} | dict(options)
         super().__init__(merged, name=name, stats=stats)
+        #: Comments the engine confirmed durable; comments it could not (a real source resends these).
+        self.durable = 0
+        self.unsure = 0
+
+    def _settled(self, comments: Sequence[Comment], error: BaseException | None) -> None:
+        # Called once per batch, in the event loop; must not block. A real adapter answers its sender here.
+        if error is None:
+            self.durable += len(comments)
+        else:
+            self.unsure += len(comments)
+
+    def _batch(self, comments: list[Comment]) -> Batch:
+        b = Batch(comments)
+        b.when_settled(lambda error: self._settled(b, error))
+        return b
 
     async def batches(self) -> AsyncIterator[Sequence[Comment]]:
         o = self.options
@@ -65,11 +85,11 @@ class TickerAdapter(Adapter):
             self.stats.received += 1
             batch.append(comment)
             if interval > 0:
-                yield batch
+                yield self._batch(batch)
                 batch = []
                 await asyncio.sleep(interval)
             elif len(batch) >= 256:
-                yield batch
+                yield self._batch(batch)
                 batch = []
         if batch:
-            yield batch
+            yield self._batch(batch)
