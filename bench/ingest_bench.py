@@ -1,7 +1,7 @@
-"""Ingest per process: how many comments per second the generic adapters take in and hand on as batches.
+"""Ingest per process: how many comments per second the generic adapters take in, acknowledged after durable.
 
-``python -m livecart.bench.ingest_bench [--n N] [--cases websocket,mqtt] [--mqtt-batch B]`` prints one JSON object per
-case:
+``python -m livecart.bench.ingest_bench [--n N] [--cases websocket,mqtt] [--mqtt-batch B] [--ack durable|early]``
+prints one JSON object per case:
 
 * ``websocket_ingest`` — a generator *process* connects to the websocket adapter in server mode (with a
   token) and sends ``N`` comments, one JSON comment per frame; the adapter decodes and validates each and
@@ -10,10 +10,17 @@ case:
   the real broker on 127.0.0.1:1883; the mqtt adapter subscribed to the topic decodes them. Target: 200,000
   comments/s.
 
-The clock runs from the first comment the adapter yields to the ``N``-th, so the generator's start-up is
-not counted; every comment is checked to arrive (none lost, none malformed). The generator does as little as
-it can (pre-built frames written with ``sendall``; pre-built payloads), so the adapter is what is measured.
-Figures on a shared 2-core machine are noisy; run it a few times.
+``--ack durable`` (the default) runs each batch through an engine on a fresh SQLite journal
+(``durability = "fsync"``, as the daemon does: a few submits in flight, settlements in order) and settles
+it, i.e. sends the PUBACKs / ack frames, once the journal has committed it; ``--ack early`` settles each
+batch as it is yielded (the adapter alone, acknowledged on receipt: the figure before acknowledgement
+followed durability). ``ack_ms`` gives, per comment, the time from the adapter yielding its batch to the
+acknowledgement being sent (p50 / p99 / max).
+
+The clock runs from the first comment the adapter yields to the ``N``-th being acknowledged, so the
+generator's start-up is not counted; every comment is checked to arrive (none lost, none malformed). The
+generator does as little as it can (pre-built frames written with ``sendall``; pre-built payloads), so the
+adapter is what is measured. Figures on a shared 2-core machine are noisy; run it a few times.
 """
 
 from __future__ import annotations
@@ -21,14 +28,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -106,11 +116,96 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "livecart.bench.ingest_bench", *args])
 
 
-async def _consume(ad: Any, n: int, limit: float) -> tuple[int, float, int]:
-    """Comments received, seconds from the first to the last, batches (stops after ``limit`` seconds)."""
+CONFIG = """
+[stream]
+name = "ingest bench"
+featured = "egg-10"
+
+[storage]
+path = "{db}"
+durability = "{durability}"
+
+[[products]]
+sku = "egg-10"
+name = "Eggs"
+aliases = ["鸡蛋"]
+link = 2
+price = 29.9
+stock = 1000000000
+"""
+
+#: Submits in flight at once, as the daemon keeps them.
+INFLIGHT = 4
+
+
+class _Acker:
+    """The daemon's consumer in small: submits batches to an engine (``None``: no engine, settle at once),
+    settles each in order once durable, and records when."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.slots = asyncio.Semaphore(INFLIGHT)
+        self.prev: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.lat: list[tuple[float, int]] = []
+        self.acked = 0
+        self.last = 0.0
+
+    def _settle(self, batch: Sequence[Any], t_in: float) -> None:
+        settle = getattr(batch, "settle", None)
+        if settle is not None:
+            settle()
+        now = time.perf_counter()
+        self.lat.append((now - t_in, len(batch)))
+        self.acked += len(batch)
+        self.last = now
+
+    async def _one(self, batch: Sequence[Any], t_in: float, prev: asyncio.Task[None] | None) -> None:
+        try:
+            await self.engine.submit(batch)
+            if prev is not None and not prev.done():
+                await asyncio.wait((prev,))
+            self._settle(batch, t_in)
+        finally:
+            self.slots.release()
+
+    async def put(self, batch: Sequence[Any]) -> None:
+        t_in = time.perf_counter()
+        if self.engine is None:
+            self._settle(batch, t_in)
+            return
+        await self.slots.acquire()
+        self.prev = task = asyncio.create_task(self._one(batch, t_in, self.prev))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks))
+
+    def percentiles(self) -> dict[str, float | None]:
+        if not self.lat:
+            return {"p50": None, "p99": None, "max": None}
+        lat = sorted(self.lat)
+        total = sum(n for _, n in lat)
+        out: dict[str, float | None] = {}
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            want, seen = q * total, 0
+            for sec, n in lat:
+                seen += n
+                if seen >= want:
+                    out[name] = round(sec * 1000, 3)
+                    break
+        out["max"] = round(lat[-1][0] * 1000, 3)
+        return out
+
+
+async def _consume(ad: Any, n: int, limit: float, acker: _Acker) -> tuple[int, float, int]:
+    """Comments received, seconds from the first yielded to the last acknowledged, batches (stops after
+    ``limit`` seconds)."""
     got = 0
     batches = 0
-    start = end = 0.0
+    start = 0.0
     it = ad.batches()
     try:
         async with asyncio.timeout(limit):
@@ -120,10 +215,11 @@ async def _consume(ad: Any, n: int, limit: float) -> tuple[int, float, int]:
                     start = time.perf_counter()
                 got += len(batch)
                 batches += 1
-                end = time.perf_counter()
+                await acker.put(batch)
+            await acker.drain()
     except TimeoutError:
         pass
-    return got, end - start, batches
+    return got, (acker.last - start) if acker.acked else 0.0, batches
 
 
 def _result(case: str, n: int, got: int, elapsed: float, batches: int, ad: Any, err: str | None,
@@ -138,9 +234,10 @@ def _result(case: str, n: int, got: int, elapsed: float, batches: int, ad: Any, 
     return out
 
 
-async def _run(ad: Any, n: int, gen_args: list[str], ready: Any = None) -> tuple[int, float, int, str | None]:
+async def _run(ad: Any, n: int, gen_args: list[str], acker: _Acker,
+               ready: Any = None) -> tuple[int, float, int, str | None]:
     """Consume from ``ad`` while a generator process produces; stop early if the generator fails."""
-    consume = asyncio.create_task(_consume(ad, n, limit=120))
+    consume = asyncio.create_task(_consume(ad, n, 120, acker))
     if ready is not None:
         await asyncio.wait([consume, asyncio.create_task(ready)], return_when=asyncio.FIRST_COMPLETED)
     gen = _spawn(*gen_args)
@@ -154,21 +251,42 @@ async def _run(ad: Any, n: int, gen_args: list[str], ready: Any = None) -> tuple
     return got, elapsed, batches, None
 
 
-async def websocket_case(n: int) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def _acker(ack: str) -> AsyncIterator[_Acker]:
+    """An :class:`_Acker` on a fresh journal in a temporary folder (``ack == "durable"``), or none."""
+    if ack != "durable":
+        yield _Acker(None)
+        return
+    from livecart.config import load
+    from livecart.runtime.pipeline import Engine
+
+    with tempfile.TemporaryDirectory(prefix="livecart-ingest-") as tmp:
+        cfg_path = Path(tmp) / "stream.toml"
+        cfg_path.write_text(CONFIG.format(db=Path(tmp) / "journal.db", durability="fsync"), encoding="utf-8")
+        engine = await Engine.open(load(cfg_path))
+        try:
+            yield _Acker(engine)
+        finally:
+            await engine.close()
+
+
+async def websocket_case(n: int, ack: str = "durable") -> dict[str, Any]:
     ad = WebSocketAdapter({"mode": "server", "port": 0, "token": TOKEN, "max_pending": 50_000}, name="bench-ws")
-    async with ad:
-        got, elapsed, batches, err = await _run(ad, n, ["--generate-ws", str(ad.bound_port), str(n)])
-    return _result("websocket_ingest", n, got, elapsed, batches, ad, err, frames=n)
+    async with _acker(ack) as acker, ad:
+        got, elapsed, batches, err = await _run(ad, n, ["--generate-ws", str(ad.bound_port), str(n)], acker)
+    return _result("websocket_ingest", n, got, elapsed, batches, ad, err, frames=n, ack=ack,
+                   ack_ms=acker.percentiles())
 
 
-async def mqtt_case(n: int, batch: int, host: str, port: int) -> dict[str, Any]:
+async def mqtt_case(n: int, batch: int, host: str, port: int, ack: str = "durable") -> dict[str, Any]:
     topic = f"livecart-bench/{uuid.uuid4().hex}"
-    ad = MqttAdapter({"host": host, "port": port, "topic": topic, "qos": 1}, name="bench-mqtt")
-    async with ad:
+    ad = MqttAdapter({"host": host, "port": port, "topic": topic, "qos": 1, "session_expiry": 0,
+                      "client_id": f"bench-{uuid.uuid4().hex[:12]}"}, name="bench-mqtt")
+    async with _acker(ack) as acker, ad:
         got, elapsed, batches, err = await _run(
-            ad, n, ["--generate-mqtt", host, str(port), topic, str(n), str(batch)], ad.subscribed.reached(1))
+            ad, n, ["--generate-mqtt", host, str(port), topic, str(n), str(batch)], acker, ad.subscribed.reached(1))
     return _result("mqtt_ingest", n, got, elapsed, batches, ad, err, comments_per_payload=batch,
-                   payloads=-(-n // batch))
+                   payloads=-(-n // batch), ack=ack, ack_ms=acker.percentiles())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default="websocket,mqtt")
     p.add_argument("--mqtt-batch", type=int, default=200, help="comments per MQTT payload")
     p.add_argument("--mqtt", default="127.0.0.1:1883", help="broker HOST:PORT")
+    p.add_argument("--ack", default="durable", choices=("durable", "early"),
+                   help="acknowledge after the journal commit (durable) or on receipt (early)")
     p.add_argument("--generate-ws", nargs=2, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     p.add_argument("--generate-mqtt", nargs=5, metavar=("HOST", "PORT", "TOPIC", "N", "B"), help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
@@ -196,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = opts.mqtt.rpartition(":")
     for case in opts.cases.split(","):
         if case == "websocket":
-            res = runner(websocket_case(opts.n))
+            res = runner(websocket_case(opts.n, opts.ack))
         elif case == "mqtt":
-            res = runner(mqtt_case(opts.n, opts.mqtt_batch, host, int(port)))
+            res = runner(mqtt_case(opts.n, opts.mqtt_batch, host, int(port), opts.ack))
         else:
             p.error(f"unknown case {case!r}")
         print(orjson.dumps(res).decode(), flush=True)
