@@ -123,9 +123,16 @@ def test_a_live_session_over_websocket_with_ctl_status_replies_and_a_hanging_hoo
             assert api["products"]["egg-10"] == {"stock": 40, "left": 0, "reserved": 40, "presale": 20}
             assert api["outcomes"] == {"reserved": 20, "presale": 10}
             # Replies come back on the socket the comments came in on, for durable outcomes only.
+            # Replies are JSON arrays; acknowledgement frames (objects) say what is durable.
             replies: list[dict[str, Any]] = []
-            while len(replies) < 30:
-                replies.extend(orjson.loads(ws.recv(timeout=10)))
+            acked = 0
+            while len(replies) < 30 or acked < 30:
+                frame = orjson.loads(ws.recv(timeout=10))
+                if isinstance(frame, dict):
+                    assert frame["type"] == "ack"
+                    acked = frame["frames"]
+                else:
+                    replies.extend(frame)
             assert all(r["type"] == "reply" and r["outcome"]["seq"] is not None for r in replies)
             assert replies[0]["text"].startswith("@买家0 reserved Free-range eggs x2, order o-000001")
 
