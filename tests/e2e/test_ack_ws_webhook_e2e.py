@@ -5,6 +5,7 @@ journal read back with ``livecart report --json``: nothing lost, nothing decided
 
 from __future__ import annotations
 
+import threading
 import urllib.error
 import urllib.request
 from collections import OrderedDict
@@ -157,9 +158,10 @@ def test_webhook_sender_retrying_on_5xx_across_kill_9_loses_nothing(tmp_path: Pa
     try:
         state = d.start()
         url = state["adapters"]["hook"]
+        killer = threading.Timer(0.0, d.kill)
         for k, b in enumerate(batches):
             if k == len(batches) // 2:
-                d.kill()
+                killer.start()  # from another thread, so that it lands while a request is in flight
             while True:
                 try:
                     status = post(url, orjson.dumps(b))
@@ -169,6 +171,7 @@ def test_webhook_sender_retrying_on_5xx_across_kill_9_loses_nothing(tmp_path: Pa
                     break
                 refused += 1
                 if d.proc is not None and d.proc.poll() is not None:
+                    killer.join()
                     url = d.start()["adapters"]["hook"]  # the operator restarts it; the sender retries
         assert d.stop() == 0
     finally:
