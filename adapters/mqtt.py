@@ -228,6 +228,7 @@ class MqttAdapter(Adapter):
         self._client: paho.Client | None = None
         self._not_durable: BaseException | None = None
         self._wake: asyncio.Event | None = None
+        self._closing = False
 
     def batches(self) -> AsyncIterator[Sequence[Comment]]:
         max_attempts = int(self.options["max_attempts"]) or None
@@ -265,6 +266,8 @@ class MqttAdapter(Adapter):
         return client
 
     async def _session(self) -> AsyncIterator[Sequence[Comment]]:
+        if self._closing:
+            return
         o = self.options
         v5 = o["protocol"] == "5"
         limit = int(o["max_pending"])
@@ -289,6 +292,7 @@ class MqttAdapter(Adapter):
 
         def on_disconnect(c: paho.Client, u: Any, flags: Any, rc: ReasonCode, p: Any) -> None:
             lost.append(str(rc))
+            stats.connected = False
             if not connected.done():
                 connected.set_exception(RetryableError(f"mqtt {self.name}: connection closed: {rc}"))
             wake.set()
@@ -344,6 +348,8 @@ class MqttAdapter(Adapter):
             settled = self._settled
             while True:
                 if not inbox:
+                    if lost and self._closing:
+                        return  # close() disconnected: the stream ends here
                     if lost:
                         raise RetryableError(f"mqtt {self.name}: connection lost: {lost[-1]}")
                     if self._not_durable is not None:
@@ -396,10 +402,16 @@ class MqttAdapter(Adapter):
                                         f"{o['topic']!r} (code {code:#x})")
 
     async def close(self) -> None:
-        client = self._client
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.disconnect()
+        """Disconnect cleanly: the DISCONNECT goes out after every PUBACK still queued (of batches the daemon
+        settled while draining), and this waits (2 s at most) until paho has written them."""
+        self._closing = True
+        client, wake = self._client, self._wake
+        if client is not None and wake is not None and client.disconnect() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    while self._client is client and self.stats.connected:
+                        wake.clear()
+                        await wake.wait()
         await super().close()
 
     def __repr__(self) -> str:
