@@ -181,6 +181,74 @@ class _Group:
         return not self.named and self.var_target is None and self.qty is None
 
 
+class _Scan:
+    """The state of one left-to-right scan: the groups so far and what the next token needs to know."""
+
+    __slots__ = ("cur", "each_pending", "first_word", "flags", "fuzz_seen", "groups", "prev", "prev_end",
+                 "residue", "verb_seen")
+
+    def __init__(self) -> None:
+        self.residue = 0  # characters nothing explains
+        self.flags = 0  # bit per kind seen
+        self.groups: list[_Group] = []
+        self.cur = _Group()
+        self.prev = -1  # kind of the previous meaningful token
+        self.prev_end = -1
+        self.each_pending = False
+        self.verb_seen = False
+        self.first_word = True
+        self.fuzz_seen = False
+
+    def new_group(self) -> _Group:
+        """Close the current group and start the next; a verb seen so far carries over."""
+        self.groups.append(self.cur)
+        g = _Group()
+        g.verb = self.verb_seen
+        self.cur = g
+        return g
+
+
+#: Kinds right after which a bare 一 / 两 is a quantity.
+_ADJACENT_TO_WEAK = (ALIAS, LINK, VERB, SOLO, EACH)
+
+
+def _read_plus(t: str, i: int) -> tuple[int, object, int]:
+    """``+2``, ``加1``, ``扣1``: a bare quantity; ``+666`` is cheering, a lone ``+`` filler."""
+    m = _PLUS.match(t, i)
+    if m is None:
+        return FILL, None, i + 1
+    g = m.group(1)
+    if g[0] <= "9" and _spammy(g):
+        return NOISE, None, m.end()
+    v = _int(g)
+    return (PLUS, v, m.end()) if v is not None else (NOISE, None, m.end())
+
+
+def _read_link(t: str, i: int) -> tuple[int, object, int]:
+    """``链接3``: a link number; ``链接`` alone is filler."""
+    m = _LINK_AFTER.match(t, i)
+    if m is None:
+        return FILL, None, i + 2 if t.startswith("链接", i) else i + 1
+    v = _int(m.group(1))
+    return (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
+
+
+def _fold_qty(s: _Scan, kind: int, qty: int) -> None:
+    if s.each_pending:  # 鸡蛋蜂蜜各两份
+        for g in s.groups:
+            if g.qty is None and g.named:
+                g.qty = qty
+        s.each_pending = False
+    cur = s.cur
+    if cur.qty is not None:
+        cur = s.new_group()
+    cur.qty = qty
+    if kind == PLUS:
+        cur.plus = True
+        s.flags |= 1 << PLUS
+    else:
+        cur.measured = kind == MQTY
+        s.flags |= 1 << QTY
 _Lit = tuple[str, int, object]  # (literal, kind, payload)
 _FUZZ = 99  # an unknown English word that might be a misspelt alias
 _SIGNALS = 1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO | 1 << ASKG | 1 << ASKC | 1 << CANCEL
@@ -217,7 +285,18 @@ class Parser:
         self._by_link = {n: p.sku for n, p in catalogue.by_link.items()}
         self._has_codes = any(p.code or any(v.code for v in p.variants) for p in catalogue.products)
         targets = self._targets(catalogue.products)
+        self._compile_vocabulary(targets)
+        self._compile_fuzzy(targets)
+        self._compile_prefilter()
+        self._cache: dict[tuple[str, str | None], ParseResult] = {}
+        self._cache_old: dict[tuple[str, str | None], ParseResult] = {}
+        self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
+        self._results: dict[tuple[Intent, tuple[Item, ...]], ParseResult] = {}
 
+    def _compile_vocabulary(self, targets: dict[str, _Target]) -> None:
+        """Every word the scan knows (aliases first, then the tables), as three lookups: ``_lits`` (a regex
+        per first character for CJK and symbols), ``_phrases`` (multi-word English, by first word) and
+        ``_words`` (single English words)."""
         # CJK (and other non-a-z-initial) literals, indexed by first character, longest first.
         lits: dict[str, list[_Lit]] = {}
         # a-z-initial phrases (multi-word aliases, codes like a1, multi-word keywords), by leading letters.
@@ -285,7 +364,8 @@ class Parser:
         self._phrases = ordered(phrases)
         self._words = words
 
-        # Misspellings: one-deletion index of single-word ASCII aliases of five or more letters.
+    def _compile_fuzzy(self, targets: dict[str, _Target]) -> None:
+        """Misspellings: one-deletion index of single-word ASCII aliases of five or more letters."""
         self._fuzzy_exact: dict[str, set[_Target]] = {}
         self._fuzzy_del: dict[str, set[str]] = {}
         for alias, target in targets.items():
@@ -294,7 +374,9 @@ class Parser:
                 for i in range(len(alias)):
                     self._fuzzy_del.setdefault(alias[:i] + alias[i + 1:], set()).add(alias)
 
-        # The pre-filter. A result other than ``none`` needs one of: a product or variant alias, a commerce
+    def _compile_prefilter(self) -> None:
+        """The three pre-filter stages :meth:`parse` runs before a full scan (step 2 above)."""
+        # A result other than ``none`` needs one of: a product or variant alias, a commerce
         # question, a cancel word, a negation ending in 了 (cancel), a buy verb, a link (号, 链接, #), a plus
         # (+, 加, 扣, *), an English word, the bare "1", or a packaging word (两盒). Numerals, other digits,
         # generic question marks, past and filler words only matter next to one of those, so a comment with
@@ -321,7 +403,7 @@ class Parser:
         # quantity, a link, a code, or the signal that lets a misspelt alias count), a question word first,
         # or one of these words (for a phrase, its longest word: the phrase needs all of them).
         en: set[str] = {"link", "lnk"}
-        for w, (k, _p) in words.items():
+        for w, (k, _p) in self._words.items():
             if k in meaningful or k == QTY:
                 en.add(w)
         for cands in self._phrases.values():
@@ -334,10 +416,6 @@ class Parser:
         q_first = {k for k, kinds in self._lit_kinds.items() if ASKG in kinds}
         self._cjk_signal = re.compile("[" + "".join(re.escape(c) for c in sorted(q_first | set(_CN_DIGIT_CHARS)))
                                       + "]")
-        self._cache: dict[tuple[str, str | None], ParseResult] = {}
-        self._cache_old: dict[tuple[str, str | None], ParseResult] = {}
-        self._items: dict[tuple[str | None, str | None, int, Reason | None], Item] = {}
-        self._results: dict[tuple[Intent, tuple[Item, ...]], ParseResult] = {}
 
     @classmethod
     def from_config(cls, cfg: Config) -> Parser:
@@ -415,214 +493,182 @@ class Parser:
         self._cache[key] = result
 
     def _analyse(self, t: str, featured: str | None, fuzzy: bool) -> ParseResult:
-        lits = self._lits
+        """Scan ``t`` into tokens, fold them into item groups, then decide the intent (steps 3-5 above)."""
+        s = _Scan()
         n = len(t)
         i = 0
-        residue = 0
-        flags = 0  # bit per kind seen
-        groups: list[_Group] = []
-        cur = _Group()
-        prev = -1  # kind of the previous meaningful token
-        prev_end = -1
-        each_pending = False
-        verb_seen = False
-        first_word = True
-        fuzz_seen = False
         while i < n:
-            ch = t[i]
-            kind = -1
-            payload: object = None
-            end = i
-            entry = lits.get(ch)
-            if entry is not None:
-                m = entry[0].match(t, i)
-                if m is not None:
-                    end = m.end()
-                    kind, payload = entry[1][m.group()]
-            if kind < 0:
-                if "0" <= ch <= "9":
-                    m = _NUM.match(t, i)
-                    assert m is not None
-                    end = m.end()
-                    digits = m.group(1)
-                    if m.group(2) or m.group(5):
-                        kind = NOISE
-                        if m.group(2) and "." in m.group(2) or m.group(5) in _MONEY:
-                            flags |= 1 << TALK  # a price: 29.9, 68块
-                    elif m.group(3):
-                        kind, payload = (NOISE, None) if (i and t[i - 1] == "月") or len(digits) > 3 \
-                            else (LINK, int(digits))
-                    elif m.group(4):
-                        kind, payload = (NOISE, None) if len(digits) >= 5 else \
-                            (MQTY if m.group(4) in _ORDER_MEASURE else QTY, int(digits))
-                    elif _spammy(digits):
-                        kind = NOISE
-                    else:
-                        kind, payload = QTY, int(digits)
-                        if len(digits) > 4:
-                            kind = NOISE
-                elif ch in "零〇一二两俩三四五六七八九十百":
-                    m = _CNQ.match(t, i)
-                    assert m is not None
-                    end = m.end()
-                    v = cn_number(m.group(1))
-                    if v is None or m.group(4):
-                        kind = NOISE
-                        if m.group(4) in _MONEY:
-                            flags |= 1 << TALK
-                    elif m.group(2):
-                        kind, payload = LINK, v
-                    elif m.group(3):
-                        kind, payload = MQTY if m.group(3) in _ORDER_MEASURE else QTY, v
-                    else:
-                        kind, payload = WEAKQTY, v
-                elif ch == "+" or ch == "加" or ch == "扣":
-                    m = _PLUS.match(t, i)
-                    if m is not None:
-                        end = m.end()
-                        g = m.group(1)
-                        if g[0] <= "9" and _spammy(g):
-                            kind = NOISE
-                        else:
-                            v = _int(g)
-                            kind, payload = (PLUS, v) if v is not None else (NOISE, None)
-                    else:
-                        end = i + 1
-                        kind = FILL
-                elif ch == "#":
-                    m = _HASH.match(t, i)
-                    if m is not None:
-                        kind, payload, end = LINK, int(m.group(1)), m.end()
-                    else:
-                        kind, end = FILL, i + 1
-                elif ch == "?":
-                    kind, end = ASKG, i + 1
-                elif "a" <= ch <= "z" or ch == "*":
-                    kind, payload, end = self._ascii(t, i, first_word, fuzzy)
-                    if kind == _FUZZ:
-                        fuzz_seen = True
-                        kind = NOISE
-                    first_word = False
-                elif ch == "链":
-                    m = _LINK_AFTER.match(t, i)
-                    if m is not None:
-                        v = _int(m.group(1))
-                        kind, payload, end = (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
-                    else:
-                        kind, end = FILL, i + 2 if t.startswith("链接", i) else i + 1
-                elif ch.isalnum():
-                    residue += 1
-                    i += 1
-                    continue
-                else:  # space, punctuation, emoji: skip the whole run
-                    m = _SKIP.match(t, i)
-                    i = m.end() if m is not None else i + 1
-                    continue
-            elif kind == FILL and ch == "链":
-                m = _LINK_AFTER.match(t, i)
-                if m is not None:
-                    v = _int(m.group(1))
-                    kind, payload, end = (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
-            if end <= i:
-                end = i + 1
-
-            # --- fold the token into the current group ---
-            if kind == ALIAS:
-                assert isinstance(payload, _Target)
-                tgt = payload
-                vname = tgt.variant_of(cur.sku) if cur.sku is not None else None
-                if vname is not None:
-                    if cur.variant is not None and cur.variant != vname:
-                        groups.append(cur)
-                        sku = cur.sku
-                        cur = _Group()
-                        cur.sku, cur.verb = sku, verb_seen
-                    cur.variant = vname
-                elif tgt.sku is not None:
-                    # A variant alias and a quantity before the product belong to it ("要2小罐菊花茶") when the
-                    # variant is one of its own; otherwise they were an item of their own ("白+1 鸡蛋").
-                    if cur.named or (cur.var_target is not None and cur.qty is not None
-                                     and cur.var_target.variant_of(tgt.sku) is None):
-                        groups.append(cur)
-                        cur = _Group()
-                        cur.verb = verb_seen
-                    cur.sku = tgt.sku
-                    if cur.var_target is not None:
-                        cur.variant = cur.var_target.variant_of(tgt.sku)
-                        cur.var_target = None
-                    if tgt.variants and cur.variant is None:
-                        cur.variant = tgt.variant_of(tgt.sku)  # a variant code: product and variant
-                else:
-                    if cur.named or cur.var_target is not None:
-                        groups.append(cur)
-                        cur = _Group()
-                        cur.verb = verb_seen
-                    cur.var_target = tgt
-                flags |= 1 << ALIAS
-            elif kind == LINK:
-                assert isinstance(payload, int)
-                if cur.named or cur.var_target is not None and cur.qty is not None:
-                    groups.append(cur)
-                    cur = _Group()
-                    cur.verb = verb_seen
-                sku = self._by_link.get(payload)
-                if sku is None:
-                    cur.link = payload
-                else:
-                    cur.sku = sku
-                    if cur.var_target is not None:
-                        cur.variant = cur.var_target.variant_of(sku)
-                        cur.var_target = None
-                flags |= 1 << ALIAS
-            elif kind in (QTY, PLUS, WEAKQTY, MQTY):
-                if kind == WEAKQTY:
-                    # 一 / 两 with no measure word count only right after a product, a variant or a verb.
-                    adjacent = prev in (ALIAS, LINK, VERB, SOLO, EACH) and t[prev_end:i].strip() == ""
-                    if not adjacent:
-                        residue += end - i
-                        i = end
-                        continue
-                assert isinstance(payload, int)
-                if each_pending:
-                    for g in groups:
-                        if g.qty is None and g.named:
-                            g.qty = payload
-                    each_pending = False
-                if cur.qty is not None:
-                    groups.append(cur)
-                    cur = _Group()
-                    cur.verb = verb_seen
-                cur.qty = payload
-                if kind == PLUS:
-                    cur.plus = True
-                    flags |= 1 << PLUS
-                else:
-                    cur.measured = kind == MQTY
-                    flags |= 1 << QTY
-            elif kind in (VERB, SOLO):
-                cur.verb = True
-                verb_seen = True
-                flags |= 1 << kind
-            elif kind == EACH:
-                each_pending = True
-            elif kind == NOISE:
-                residue += end - i
-            elif kind == TALK:
-                residue += end - i
-                flags |= 1 << TALK
-            else:
-                flags |= 1 << kind
-            if kind != FILL and kind != NOISE:
-                prev, prev_end = kind, end
-            i = end
-        if not cur.empty:
-            groups.append(cur)
-        result = self._decide(t, groups, flags, residue, featured)
-        if fuzz_seen and not fuzzy and flags & _SIGNALS:
+            i = self._step(s, t, i, fuzzy)
+        if not s.cur.empty:
+            s.groups.append(s.cur)
+        result = self._decide(t, s.groups, s.flags, s.residue, featured)
+        if s.fuzz_seen and not fuzzy and s.flags & _SIGNALS:
             # An unknown English word and a buy, question or cancel signal: maybe a misspelt alias
             # ("hony 2", "eggs 2 hony 1"). Only now pay for the edit-distance lookup.
             return _RETRY_FUZZY
         return result
+
+    def _step(self, s: _Scan, t: str, i: int, fuzzy: bool) -> int:
+        """Read the token at ``i`` and fold it into the scan; return where the next token starts."""
+        ch = t[i]
+        kind = -1
+        payload: object = None
+        end = i
+        entry = self._lits.get(ch)
+        if entry is not None:
+            m = entry[0].match(t, i)
+            if m is not None:
+                end = m.end()
+                kind, payload = entry[1][m.group()]
+        if kind < 0:
+            if "0" <= ch <= "9":
+                kind, payload, end = self._read_digits(s, t, i)
+            elif ch in _CN_DIGIT_CHARS:
+                kind, payload, end = self._read_cn_number(s, t, i)
+            elif ch == "+" or ch == "加" or ch == "扣":
+                kind, payload, end = _read_plus(t, i)
+            elif ch == "#":
+                m = _HASH.match(t, i)
+                if m is not None:
+                    kind, payload, end = LINK, int(m.group(1)), m.end()
+                else:
+                    kind, end = FILL, i + 1
+            elif ch == "?":
+                kind, end = ASKG, i + 1
+            elif "a" <= ch <= "z" or ch == "*":
+                kind, payload, end = self._ascii(t, i, s.first_word, fuzzy)
+                if kind == _FUZZ:
+                    s.fuzz_seen = True
+                    kind = NOISE
+                s.first_word = False
+            elif ch == "链":
+                kind, payload, end = _read_link(t, i)
+            elif ch.isalnum():
+                s.residue += 1
+                return i + 1
+            else:  # space, punctuation, emoji: skip the whole run
+                m = _SKIP.match(t, i)
+                return m.end() if m is not None else i + 1
+        elif kind == FILL and ch == "链":
+            m = _LINK_AFTER.match(t, i)
+            if m is not None:
+                v = _int(m.group(1))
+                kind, payload, end = (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
+        if end <= i:
+            end = i + 1
+        return self._fold(s, t, kind, payload, i, end)
+
+    @staticmethod
+    def _read_digits(s: _Scan, t: str, i: int) -> tuple[int, object, int]:
+        """A run of digits: a quantity, a link (3号), or noise (a time, a price, a date, 666, a phone)."""
+        m = _NUM.match(t, i)
+        assert m is not None
+        digits = m.group(1)
+        if m.group(2) or m.group(5):
+            if m.group(2) and "." in m.group(2) or m.group(5) in _MONEY:
+                s.flags |= 1 << TALK  # a price: 29.9, 68块
+            return NOISE, None, m.end()
+        if m.group(3):
+            if (i and t[i - 1] == "月") or len(digits) > 3:
+                return NOISE, None, m.end()
+            return LINK, int(digits), m.end()
+        if m.group(4):
+            if len(digits) >= 5:
+                return NOISE, None, m.end()
+            return MQTY if m.group(4) in _ORDER_MEASURE else QTY, int(digits), m.end()
+        if _spammy(digits) or len(digits) > 4:
+            return NOISE, None, m.end()
+        return QTY, int(digits), m.end()
+
+    @staticmethod
+    def _read_cn_number(s: _Scan, t: str, i: int) -> tuple[int, object, int]:
+        """A Chinese numeral: a link (三号), a quantity (两盒, or a weak 两 alone), or noise (三点, 五块)."""
+        m = _CNQ.match(t, i)
+        assert m is not None
+        v = cn_number(m.group(1))
+        if v is None or m.group(4):
+            if m.group(4) in _MONEY:
+                s.flags |= 1 << TALK
+            return NOISE, None, m.end()
+        if m.group(2):
+            return LINK, v, m.end()
+        if m.group(3):
+            return MQTY if m.group(3) in _ORDER_MEASURE else QTY, v, m.end()
+        return WEAKQTY, v, m.end()
+
+    def _fold(self, s: _Scan, t: str, kind: int, payload: object, i: int, end: int) -> int:
+        """Fold one token into the current group (or start a new one); return ``end``."""
+        if kind == ALIAS:
+            assert isinstance(payload, _Target)
+            self._fold_alias(s, payload)
+        elif kind == LINK:
+            assert isinstance(payload, int)
+            self._fold_link(s, payload)
+        elif kind in (QTY, PLUS, WEAKQTY, MQTY):
+            # 一 / 两 with no measure word count only right after a product, a variant or a verb.
+            if kind == WEAKQTY and not (s.prev in _ADJACENT_TO_WEAK and t[s.prev_end:i].strip() == ""):
+                s.residue += end - i
+                return end
+            assert isinstance(payload, int)
+            _fold_qty(s, kind, payload)
+        elif kind in (VERB, SOLO):
+            s.cur.verb = True
+            s.verb_seen = True
+            s.flags |= 1 << kind
+        elif kind == EACH:
+            s.each_pending = True
+        elif kind == NOISE:
+            s.residue += end - i
+        elif kind == TALK:
+            s.residue += end - i
+            s.flags |= 1 << TALK
+        else:
+            s.flags |= 1 << kind
+        if kind != FILL and kind != NOISE:
+            s.prev, s.prev_end = kind, end
+        return end
+
+    @staticmethod
+    def _fold_alias(s: _Scan, tgt: _Target) -> None:
+        cur = s.cur
+        vname = tgt.variant_of(cur.sku) if cur.sku is not None else None
+        if vname is not None:
+            if cur.variant is not None and cur.variant != vname:
+                sku = cur.sku
+                cur = s.new_group()
+                cur.sku = sku
+            cur.variant = vname
+        elif tgt.sku is not None:
+            # A variant alias and a quantity before the product belong to it ("要2小罐菊花茶") when the
+            # variant is one of its own; otherwise they were an item of their own ("白+1 鸡蛋").
+            if cur.named or (cur.var_target is not None and cur.qty is not None
+                             and cur.var_target.variant_of(tgt.sku) is None):
+                cur = s.new_group()
+            cur.sku = tgt.sku
+            if cur.var_target is not None:
+                cur.variant = cur.var_target.variant_of(tgt.sku)
+                cur.var_target = None
+            if tgt.variants and cur.variant is None:
+                cur.variant = tgt.variant_of(tgt.sku)  # a variant code: product and variant
+        else:
+            if cur.named or cur.var_target is not None:
+                cur = s.new_group()
+            cur.var_target = tgt
+        s.flags |= 1 << ALIAS
+
+    def _fold_link(self, s: _Scan, number: int) -> None:
+        cur = s.cur
+        if cur.named or cur.var_target is not None and cur.qty is not None:
+            cur = s.new_group()
+        sku = self._by_link.get(number)
+        if sku is None:
+            cur.link = number
+        else:
+            cur.sku = sku
+            if cur.var_target is not None:
+                cur.variant = cur.var_target.variant_of(sku)
+                cur.var_target = None
+        s.flags |= 1 << ALIAS
 
     def _ascii(self, t: str, i: int, first: bool, fuzzy: bool) -> tuple[int, object, int]:
         """One token starting with a letter (or ``*``): a phrase, an ``x3``, a word, or a misspelt alias."""
