@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from livecart.core.catalogue import DEFAULT_MAX_QTY, Catalogue, Product, Variant, alias_key
+from livecart.core.catalogue import (
+    DEFAULT_MAX_QTY,
+    Catalogue,
+    OptionValue,
+    Product,
+    ProductOption,
+    Variant,
+    alias_key,
+)
 from livecart.core.errors import ConfigError, PluginError, Problem
 from livecart.core.settings import (
     Config,
@@ -62,6 +70,15 @@ VARIANT_KEYS: dict[str, Option] = {
     "presale": Option(int, 0, check=nonneg),
     "price": Option(float, check=nonneg),
     "code": Option(str),
+    "options": Option(dict, doc="with product options: one value of each, as in { colour = 'black', size = 'M' }"),
+}
+OPTION_KEYS: dict[str, Option] = {
+    "name": Option(str, required=True),
+    "values": Option(list, required=True, doc="the option's values, each { name = ..., aliases = [...] }"),
+}
+OPTION_VALUE_KEYS: dict[str, Option] = {
+    "name": Option(str, required=True),
+    "aliases": Option(list, []),
 }
 PRODUCT_KEYS: dict[str, Option] = {
     "sku": Option(str, required=True),
@@ -75,6 +92,7 @@ PRODUCT_KEYS: dict[str, Option] = {
     "presale_note": Option(str, "", doc="said to presale buyers, e.g. 'ships from Tuesday'"),
     "code": Option(str, doc="a short code buyers may type, as in 'SOLD A12 2'"),
     "variants": Option(list, []),
+    "options": Option(list, [], doc="axes of the variants (colour x size), each { name = ..., values = [...] }"),
 }
 #: Sections the daemon reads. Each maps key -> Option; tables inside (``replies.templates``) are checked there.
 def _section(settings: type[Any], **options: Option) -> dict[str, Option]:
@@ -350,6 +368,8 @@ def _products(c: _Checker, raw: Any) -> list[Product]:
             seen_link[link] = sku
         claim_code(d["code"], sku, f"{path}.code", c.lines.key(line, "code"))
         variants: list[Variant] = []
+        options = _options(c, d["options"], sku, path, c.lines.key(line, "options"))
+        combos: dict[tuple[tuple[str, str], ...], str] = {}
         if isinstance(entry, dict) and d["variants"]:
             for key in ("stock", "presale"):
                 if key in entry:
@@ -373,14 +393,90 @@ def _products(c: _Checker, raw: Any) -> list[Product]:
                         c.add(f"{vpath}.aliases", f"alias {a!r} names two variants of {sku}", line)
                     own.add(k)
                 claim_code(vd["code"], f"{sku}/{vname}", f"{vpath}.code", line)
+                vopts = _variant_options(c, options, vd["options"], sku, vpath, c.lines.key(line, "name"))
+                if vopts:
+                    other = combos.get(vopts)
+                    if other is not None:
+                        c.add(f"{vpath}.options", f"variants {other!r} and {vname!r} of {sku} have the same "
+                              f"options {dict(vopts)}; each combination must be one variant", line)
+                    combos[vopts] = vname
                 variants.append(Variant(vname, valiases, int(vd["stock"]), int(vd["presale"]),
-                                        vd["price"], vd["code"]))
+                                        vd["price"], vd["code"], vopts))
+        elif options:
+            c.add(f"{path}.options", "a product with options needs [[products.variants]], one per combination "
+                  "of values", c.lines.key(line, "options"))
         products.append(Product(
             sku=sku, name=d["name"] if isinstance(d["name"], str) else sku, aliases=aliases, link=link,
             price=float(d["price"]), stock=int(d["stock"]), limit=int(d["limit"]), presale=int(d["presale"]),
-            presale_note=d["presale_note"], code=d["code"], variants=tuple(variants),
+            presale_note=d["presale_note"], code=d["code"], variants=tuple(variants), options=options,
         ))
     return products
+
+
+def _options(c: _Checker, raw: list[Any], sku: str, path: str, line: int | None) -> tuple[ProductOption, ...]:
+    """A product's ``options``: names unique, each with values whose names and aliases are unique within it."""
+    out: list[ProductOption] = []
+    names: set[str] = set()
+    for i, entry in enumerate(raw):
+        opath = f"{path}.options[{i}]"
+        od = c.table(entry, OPTION_KEYS, opath, line)
+        oname = od["name"]
+        if not isinstance(oname, str) or not oname.strip():
+            continue
+        if oname in names:
+            c.add(f"{opath}.name", f"duplicate option {oname!r} of {sku}", line)
+        names.add(oname)
+        values: list[OptionValue] = []
+        seen: dict[str, str] = {}
+        for j, ventry in enumerate(od["values"] or []):
+            vpath = f"{opath}.values[{j}]"
+            vd = c.table(ventry, OPTION_VALUE_KEYS, vpath, line)
+            vname = vd["name"]
+            if not isinstance(vname, str) or not vname.strip():
+                continue
+            aliases = c.aliases(vd["aliases"], vpath, line)
+            for a in dict.fromkeys((vname, *aliases)):
+                k = alias_key(a)
+                other = seen.get(k)
+                if other is not None and other != vname:
+                    c.add(f"{vpath}.aliases", f"{a!r} names two values of option {oname!r} of {sku} "
+                          f"({other!r} and {vname!r}); each word must name one value", line)
+                seen.setdefault(k, vname)
+            values.append(OptionValue(vname, aliases))
+        if not values and isinstance(od["values"], list):
+            c.add(f"{opath}.values", f"option {oname!r} of {sku} needs at least one value", line)
+        out.append(ProductOption(oname, tuple(values)))
+    return tuple(out)
+
+
+def _variant_options(c: _Checker, options: tuple[ProductOption, ...], raw: Any, sku: str, path: str,
+                     line: int | None) -> tuple[tuple[str, str], ...]:
+    """A variant's ``options`` table, checked against the product's: one known value of every option."""
+    if not options:
+        if raw is not None:
+            c.add(f"{path}.options", f"{sku} has no [products].options; declare them before naming values", line)
+        return ()
+    if raw is None:
+        c.add(f"{path}.options", "is required: the product has options "
+              + ", ".join(repr(o.name) for o in options) + "; name one value of each", line)
+        return ()
+    out: list[tuple[str, str]] = []
+    for key in raw:
+        if all(o.name != key for o in options):
+            c.add(f"{path}.options.{key}", "unknown option; expected one of: "
+                  + ", ".join(o.name for o in options), line)
+    for o in options:
+        value = raw.get(o.name)
+        if value is None:
+            c.add(f"{path}.options.{o.name}", f"is required: one of {', '.join(repr(v.name) for v in o.values)}",
+                  line)
+            continue
+        if not isinstance(value, str) or o.value(value) is None:
+            c.add(f"{path}.options.{o.name}", f"must be one of {', '.join(repr(v.name) for v in o.values)}, "
+                  f"got {value!r}", line)
+            continue
+        out.append((o.name, value))
+    return tuple(out) if len(out) == len(options) else ()
 
 
 def _plugins(c: _Checker, raw: Any, kind: str, lookup: PluginLookup, base: Path) -> list[PluginSettings]:

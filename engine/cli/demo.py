@@ -125,13 +125,14 @@ _SEGMENTS = (
     _Segment(1260.0, "tea-chry", 3.0, "3号链接：菊花茶，小罐50克、大罐100克，下单请说大罐还是小罐"),
     _Segment(1740.0, "honey-1kg", 4.0, "4号链接：土蜂蜜，一公斤一瓶，每人限购3瓶"),
     _Segment(2220.0, "bamboo", 4.0, "5号链接：烟熏笋干，炒腊肉一绝"),
+    _Segment(2460.0, "hoodie", 5.0, "6号链接：抓绒卫衣，黑色粉色，M码L码，下单请说颜色和尺码，比如 黑色L码+1"),
 )
 _RESTOCKS = (
     HostAction(1500.0, Control(ControlAction.RESTOCK, "egg-10", qty=150), "养殖场又送来150盒鸡蛋，按预售顺序先发！"),
 )
 
 # Measure words per product, for "来两盒" / "来两袋".
-_MEASURE = {"egg-10": "盒", "noodle-5kg": "袋", "tea-chry": "罐", "honey-1kg": "瓶", "bamboo": "包"}
+_MEASURE = {"egg-10": "盒", "noodle-5kg": "袋", "tea-chry": "罐", "honey-1kg": "瓶", "bamboo": "包", "hoodie": "件"}
 _CN = {1: "一", 2: "两", 3: "三", 4: "四", 5: "五", 6: "六", 10: "十"}
 _QTYS = (1, 2, 3, 5, 10)
 _QTY_WEIGHTS = (52, 25, 12, 8, 3)
@@ -141,6 +142,9 @@ BARE_ZH = ("+{n}", "扣{n}", "要", "来{cn}{m}", "要{n}", "再来{cn}{m}", "�
 BARE_EN = ("mine", "I'll take {n}", "+{n}")
 BARE_SIZED = ("大罐+{n}", "小罐{n}", "要大罐", "要小罐", "大罐来{cn}罐", "小罐 {n}")
 BARE_SIZED_EN = ("large x{n}", "small x{n}")
+#: Buys of the featured hoodie naming its colour and size, in any order and spacing (docs/contract.md §1).
+BARE_OPTIONS = ("黑色L码+{n}", "粉色 M +{n}", "L 黑 {n}件", "黑M要{n}件", "粉红L码 {n}件")
+BARE_OPTIONS_EN = ("black large x{n}", "pink medium +{n}")
 #: A bare buy of a product with sizes, naming none: the buyer gets asked which size.
 BARE_UNSIZED = ("+{n}", "扣{n}")
 
@@ -152,6 +156,7 @@ NAMED_ZH: Mapping[str, tuple[str, ...]] = {
                  "菊花茶要{n}"),
     "honey-1kg": ("蜂蜜来{n}瓶", "我要{cn}瓶蜂蜜", "4号链接拍{n}", "A4 x{n}"),
     "bamboo": ("笋干{cn}包", "来{n}包笋干", "5号链接要{n}"),
+    "hoodie": ("卫衣 黑色 L码 {n}件", "6号链接 粉 M +{n}", "A6 黑 L x{n}", "衛衣 粉紅 L碼 要{cn}件"),
 }
 NAMED_EN: Mapping[str, tuple[str, ...]] = {
     "egg-10": ("SOLD eggs {n}", "eggs {n} please"),
@@ -159,6 +164,7 @@ NAMED_EN: Mapping[str, tuple[str, ...]] = {
     "tea-chry": ("SOLD tea large {n}", "chrysanthemum tea small x{n}"),
     "honey-1kg": ("SOLD honey {n}", "honey x{n}"),
     "bamboo": ("bamboo shoots x{n}", "SOLD bamboo {n}"),
+    "hoodie": ("SOLD A6 black large {n}", "hoodie pink M x{n}"),
 }
 #: Comments that buy nothing the catalogue can give: an unknown link, an absurd quantity.
 BAD_ZH = ("9号链接要1", "要100盒", "8号链接拍2")
@@ -174,7 +180,7 @@ ASK_EN = ("how much is the honey?", "do you ship to Canada?", "are the eggs free
 CANCEL_ZH = ("不要了", "{a}不要了", "取消订单", "不要{a}了")
 CANCEL_EN = ("cancel my order", "cancel")
 _CANCEL_ALIAS = {"egg-10": "鸡蛋", "noodle-5kg": "米粉", "tea-chry": "菊花茶", "honey-1kg": "蜂蜜",
-                 "bamboo": "笋干"}
+                 "bamboo": "笋干", "hoodie": "卫衣"}
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高钟邓"
 _GIVEN = ("小红", "建国", "丽", "芳", "伟", "静", "敏", "强", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛",
@@ -277,6 +283,8 @@ def _text(rng: random.Random, t: float, uid: str, english: bool, bought: dict[st
     if sku == featured and rng.random() < 0.6:
         if sku == "tea-chry":
             pool = BARE_SIZED_EN if english else (BARE_UNSIZED if rng.random() < 0.08 else BARE_SIZED)
+        elif sku == "hoodie":
+            pool = BARE_OPTIONS_EN if english else (BARE_UNSIZED if rng.random() < 0.08 else BARE_OPTIONS)
         else:
             pool = BARE_EN if english else BARE_ZH
     else:

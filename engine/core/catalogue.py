@@ -15,6 +15,28 @@ DEFAULT_MAX_QTY = 99
 
 
 @dataclass(frozen=True, slots=True)
+class OptionValue:
+    """One value of a product option (``black`` of ``colour``) and the words buyers use for it."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProductOption:
+    """One axis along which a product's variants differ (``colour``, ``size``), docs/contract.md §1."""
+
+    name: str
+    values: tuple[OptionValue, ...] = ()
+
+    def value(self, name: str) -> OptionValue | None:
+        for v in self.values:
+            if v.name == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Variant:
     name: str
     aliases: tuple[str, ...] = ()
@@ -22,6 +44,15 @@ class Variant:
     presale: int = 0
     price: float | None = None
     code: str | None = None
+    #: With product options: ``(option name, value name)`` for every option, in the product's option order.
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str) -> str | None:
+        """The value this variant has for option ``name``, or None."""
+        for o, v in self.options:
+            if o == name:
+                return v
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +68,23 @@ class Product:
     presale_note: str = ""
     code: str | None = None
     variants: tuple[Variant, ...] = ()
+    #: Options (colour x size ...); when present every variant names one value of each (docs/contract.md §1).
+    options: tuple[ProductOption, ...] = ()
 
     def variant(self, name: str) -> Variant | None:
         for v in self.variants:
             if v.name == name:
                 return v
         return None
+
+    def fitting(self, values: Mapping[str, str]) -> tuple[Variant, ...]:
+        """The variants that have every ``option -> value`` of ``values`` (all of them for ``{}``)."""
+        return tuple(v for v in self.variants if all(v.option(o) == val for o, val in values.items()))
+
+    def missing_options(self, values: Mapping[str, str]) -> tuple[ProductOption, ...]:
+        """The options still open once ``values`` are named: those along which the fitting variants differ."""
+        fit = self.fitting(values)
+        return tuple(o for o in self.options if len({v.option(o.name) for v in fit}) > 1)
 
 
 @dataclass(frozen=True, slots=True)

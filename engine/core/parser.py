@@ -152,11 +152,19 @@ class _Target:
     variants: tuple[tuple[str, str], ...] = ()
     #: A one-character alias (大, 小, 白): too common to pick a product by itself.
     short: bool = False
+    #: Option values it names: (sku, option, value), e.g. ("hoodie", "colour", "black") for 黑.
+    values: tuple[tuple[str, str, str], ...] = ()
 
     def variant_of(self, sku: str) -> str | None:
         for s, v in self.variants:
             if s == sku:
                 return v
+        return None
+
+    def value_of(self, sku: str) -> tuple[str, str] | None:
+        for s, o, v in self.values:
+            if s == sku:
+                return o, v
         return None
 
 
@@ -167,6 +175,7 @@ class _Group:
     link: int | None = None
     variant: str | None = None
     var_target: _Target | None = None  # a variant alias seen before its product
+    vals: tuple[_Target, ...] = ()  # option values named (before or after the product), in order
     qty: int | None = None
     verb = False
     plus = False
@@ -178,7 +187,12 @@ class _Group:
 
     @property
     def empty(self) -> bool:
-        return not self.named and self.var_target is None and self.qty is None
+        return not self.named and self.var_target is None and self.qty is None and not self.vals
+
+    @property
+    def picks(self) -> bool:
+        """Names something an item can be made of: a product, a link, a variant or an option value."""
+        return self.sku is not None or self.link is not None or self.var_target is not None or bool(self.vals)
 
 
 class _Scan:
@@ -233,6 +247,35 @@ def _read_link(t: str, i: int) -> tuple[int, object, int]:
     return (LINK, v, m.end()) if v is not None else (NOISE, None, m.end())
 
 
+def _option_table(p: Product) -> dict[tuple[tuple[str, str], ...], tuple[str | None, Reason | None]]:
+    fits: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for v in p.variants:
+        pairs = sorted(v.options)
+        for mask in range(1 << len(pairs)):
+            sub = tuple(pr for b, pr in enumerate(pairs) if mask >> b & 1)
+            fits.setdefault(sub, []).append(v.name)
+    return {k: (names[0] if len(names) == 1 else None, None) for k, names in fits.items()}
+
+
+def _clashes(vals: tuple[_Target, ...], tgt: _Target) -> bool:
+    """Whether ``tgt`` names another value of an option already named in ``vals`` (黑M+1 粉M+2: two items)."""
+    for sku, option, value in tgt.values:
+        for x in vals:
+            ov = x.value_of(sku)
+            if ov is not None and ov[0] == option and ov[1] != value:
+                return True
+    return False
+
+
+def _bind(g: _Group, sku: str) -> None:
+    """The group's product is now known: a variant alias named before it becomes its variant; option values
+    named before it stay, to be composed into a variant (those of other products are dropped then)."""
+    g.sku = sku
+    if g.var_target is not None:
+        g.variant = g.var_target.variant_of(sku)
+        g.var_target = None
+
+
 def _fold_qty(s: _Scan, kind: int, qty: int) -> None:
     if s.each_pending:  # 鸡蛋蜂蜜各两份
         for g in s.groups:
@@ -285,6 +328,13 @@ class Parser:
         self._by_link = {n: p.sku for n, p in catalogue.by_link.items()}
         self._has_codes = any(p.code or any(v.code for v in p.variants) for p in catalogue.products)
         targets = self._targets(catalogue.products)
+        # Per options product: (option, value) pairs named, sorted -> (variant, None) when exactly one
+        # variant has them all, (None, None) when several do. Every subset of every variant's values is a
+        # key, so composing a variant at parse time is one dict lookup.
+        self._options: dict[str, dict[tuple[tuple[str, str], ...], tuple[str | None, Reason | None]]] = {}
+        for p in catalogue.products:
+            if p.options:
+                self._options[p.sku] = _option_table(p)
         self._compile_vocabulary(targets)
         self._compile_fuzzy(targets)
         self._compile_prefilter()
@@ -429,7 +479,12 @@ class Parser:
     def _targets(products: Iterable[Product]) -> dict[str, _Target]:
         prod: dict[str, str] = {}
         var: dict[str, dict[str, str]] = {}
+        vals: dict[str, dict[tuple[str, str], str]] = {}
         for p in products:
+            for o in p.options:
+                for val in o.values:
+                    for a in (val.name, *val.aliases):
+                        vals.setdefault(normalise(a).strip(), {}).setdefault((p.sku, o.name), val.name)
             for a in (*p.aliases, p.name, p.sku, *((p.code,) if p.code else ())):
                 prod.setdefault(normalise(a).strip(), p.sku)
             for v in p.variants:
@@ -439,10 +494,11 @@ class Parser:
                     # A variant code names the product and the variant at once.
                     var.setdefault(normalise(v.code).strip(), {}).setdefault(p.sku, v.name)
         out: dict[str, _Target] = {}
-        for key in {*prod, *var}:
+        for key in {*prod, *var, *vals}:
             if not key:
                 continue
-            out[key] = _Target(prod.get(key), tuple(sorted(var.get(key, {}).items())), len(key) == 1)
+            out[key] = _Target(prod.get(key), tuple(sorted(var.get(key, {}).items())), len(key) == 1,
+                               tuple(sorted((s, o, v) for (s, o), v in vals.get(key, {}).items())))
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -632,7 +688,16 @@ class Parser:
     def _fold_alias(s: _Scan, tgt: _Target) -> None:
         cur = s.cur
         vname = tgt.variant_of(cur.sku) if cur.sku is not None else None
-        if vname is not None:
+        value = tgt.value_of(cur.sku) if cur.sku is not None and vname is None else None
+        if value is not None:
+            # An option value of the product being read (A12 黑 L): a second value of the same option
+            # (黑M 粉L) starts another item of the same product.
+            if _clashes(cur.vals, tgt):
+                sku = cur.sku
+                cur = s.new_group()
+                cur.sku = sku
+            cur.vals = (*cur.vals, tgt)
+        elif vname is not None:
             if cur.variant is not None and cur.variant != vname:
                 sku = cur.sku
                 cur = s.new_group()
@@ -644,14 +709,19 @@ class Parser:
             if cur.named or (cur.var_target is not None and cur.qty is not None
                              and cur.var_target.variant_of(tgt.sku) is None):
                 cur = s.new_group()
-            cur.sku = tgt.sku
-            if cur.var_target is not None:
-                cur.variant = cur.var_target.variant_of(tgt.sku)
-                cur.var_target = None
+            _bind(cur, tgt.sku)
             if tgt.variants and cur.variant is None:
                 cur.variant = tgt.variant_of(tgt.sku)  # a variant code: product and variant
+        elif tgt.values:
+            # Option values before the product, or with none (黑色L码, "pink one in medium"): they add up.
+            if cur.named or (cur.vals and _clashes(cur.vals, tgt)) or (
+                    not cur.vals and (cur.qty is not None or cur.var_target is not None)):
+                cur = s.new_group()
+            cur.vals = (*cur.vals, tgt)
+            if tgt.variants and cur.var_target is None:
+                cur.var_target = tgt
         else:
-            if cur.named or cur.var_target is not None:
+            if cur.named or cur.var_target is not None or cur.vals:
                 cur = s.new_group()
             cur.var_target = tgt
         s.flags |= 1 << ALIAS
@@ -664,10 +734,7 @@ class Parser:
         if sku is None:
             cur.link = number
         else:
-            cur.sku = sku
-            if cur.var_target is not None:
-                cur.variant = cur.var_target.variant_of(sku)
-                cur.var_target = None
+            _bind(cur, sku)
         s.flags |= 1 << ALIAS
 
     def _ascii(self, t: str, i: int, first: bool, fuzzy: bool) -> tuple[int, object, int]:
@@ -736,7 +803,7 @@ class Parser:
 
     def _decide(self, t: str, groups: list[_Group], flags: int, residue: int,
                 featured: str | None) -> ParseResult:
-        named = [g for g in groups if g.named or g.var_target is not None]
+        named = [g for g in groups if g.picks]
         if flags & (1 << ASKG | 1 << ASKC):
             if flags & (1 << ASKC) or named:
                 return self._result(Intent.ASK, self._listed(named, featured, ask=True))
@@ -757,7 +824,7 @@ class Parser:
         items: list[Item] = []
         any_named = False
         for g in groups:
-            if not (g.named or g.var_target is not None):
+            if not g.picks:
                 continue
             any_named = True
             if g.qty is None and not g.verb and not g.plus:
@@ -794,7 +861,39 @@ class Parser:
     def _featured_item(self, featured: str | None, variant: str | None, qty: int) -> Item:
         if featured is None or featured not in self._by_sku:
             return self._mk(None, None, qty, Reason.NOT_AVAILABLE)
+        if variant is None and featured in self._options:
+            variant = self._options[featured].get((), (None, None))[0]  # only one variant: that one
         return self._mk(featured, variant, qty, self._qty_reason(qty))
+
+    def _compose(self, sku: str, vals: tuple[_Target, ...], variant: str | None) -> tuple[str | None, Reason | None]:
+        """The variant of an options product that the values named single out (docs/contract.md §1): None
+        when several fit (the ledger then answers needs_variant), ``NOT_AVAILABLE`` when none does."""
+        table = self._options.get(sku)
+        if table is None or variant is not None:
+            return variant, None
+        named: dict[str, str] = {}
+        for tgt in vals:
+            ov = tgt.value_of(sku)
+            if ov is not None:
+                named.setdefault(ov[0], ov[1])
+        key = tuple(sorted(named.items()))
+        hit = table.get(key)
+        if hit is None:
+            return None, Reason.NOT_AVAILABLE  # a combination the product does not come in
+        return hit
+
+    def _resolve_values(self, vals: tuple[_Target, ...], featured: str | None) -> str | None:
+        """The product of option values named without one: the featured product when it has them all, else
+        the only product that has them all (not for one-character words alone: 黑, M)."""
+        if featured is not None:
+            if all(t.value_of(featured) is not None for t in vals):
+                return featured
+            if any(t.variant_of(featured) is not None for t in vals):
+                return None  # "large" is also a variant of the featured product: that reading wins
+        skus = {s for s, _o, _v in vals[0].values if all(t.value_of(s) is not None for t in vals)}
+        if len(skus) == 1 and not all(t.short for t in vals):
+            return next(iter(skus))
+        return None
 
     def _resolve_variant(self, tgt: _Target, featured: str | None) -> tuple[str, str] | None:
         """The product of a variant named without one: the featured product, else the only one that has it
@@ -809,8 +908,12 @@ class Parser:
 
     def _item(self, g: _Group, featured: str | None) -> Item | None:
         qty = g.qty if g.qty is not None else 1
-        if g.sku is not None:
-            return self._mk(g.sku, g.variant, qty, self._qty_reason(qty))
+        sku = g.sku
+        if sku is None and g.vals and g.link is None:
+            sku = self._resolve_values(g.vals, featured)
+        if sku is not None:
+            variant, reason = self._compose(sku, g.vals, g.variant)
+            return self._mk(sku, variant, qty, reason or self._qty_reason(qty))
         if g.link is not None:
             return self._mk(None, None, qty, Reason.UNKNOWN_PRODUCT)
         if g.var_target is not None:
@@ -826,8 +929,11 @@ class Parser:
         out: list[Item] = []
         for g in named:
             qty = g.qty if g.qty is not None and not ask else 0
-            if g.sku is not None:
-                out.append(self._mk(g.sku, g.variant, qty))
+            sku = g.sku
+            if sku is None and g.vals and g.link is None:
+                sku = self._resolve_values(g.vals, featured)
+            if sku is not None:
+                out.append(self._mk(sku, self._compose(sku, g.vals, g.variant)[0], qty))
             elif g.link is not None:
                 out.append(self._mk(None, None, qty, Reason.UNKNOWN_PRODUCT))
             elif g.var_target is not None:

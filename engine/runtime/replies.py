@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -32,8 +33,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from livecart.config import check_timezone
-from livecart.core.catalogue import Catalogue
+from livecart.core.catalogue import Catalogue, Product
 from livecart.core.errors import ConfigError, Problem
+from livecart.core.parser import normalise
 from livecart.core.records import Comment, Outcome, Reason, Status
 from livecart.core.settings import Config
 from livecart.core.templates import PLACEHOLDERS, TEMPLATES, template_problems
@@ -46,6 +48,20 @@ log = logging.getLogger("livecart.replies")
 RoomKey = tuple[str, str]
 
 _VARIANT_JOIN = {"zh": "、", "en": " or "}
+
+
+def _named_values(product: Product, text: str) -> dict[str, str]:
+    """The option values of ``product`` that ``text`` names (first per option): a plain word search, enough to
+    know which option a buyer left open. One-letter Latin words (M, L) count only standing alone."""
+    t = normalise(text)
+    out: dict[str, str] = {}
+    for o in product.options:
+        for v in o.values:
+            for a in (v.name, *v.aliases):
+                w = normalise(a).strip()
+                if w and re.search(("(?<![a-z])" + re.escape(w) + "(?![a-z])") if w.isascii() else re.escape(w), t):
+                    out.setdefault(o.name, v.name)
+    return out
 
 
 def template_key(outcome: Outcome) -> str:
@@ -103,14 +119,26 @@ class Replier:
         #: whose room is unknown). Counted, never silently lost.
         self.unroutable = 0
 
-    def _fields(self, outcome: Outcome, name: str) -> dict[str, Any]:
+    def _variants(self, product: Product, outcome: Outcome, text: str | None) -> str:
+        """What a needs_variant reply offers: the variants, or for a product with options the option(s) still
+        open after the values the comment named, with their values ("size M or L", docs/contract.md §1)."""
+        join = _VARIANT_JOIN[self.language]
+        if not product.options:
+            return join.join(v.name for v in product.variants)
+        named = _named_values(product, text or "")
+        fit = product.fitting(named) or product.variants
+        missing = product.missing_options(named) or product.options
+        return "; ".join(f"{o.name} " + join.join(dict.fromkeys(v.option(o.name) or "" for v in fit))
+                         for o in missing)
+
+    def _fields(self, outcome: Outcome, name: str, text: str | None = None) -> dict[str, Any]:
         product = self.catalogue.by_sku.get(outcome.sku) if outcome.sku is not None else None
         pname = product.name if product is not None else (outcome.sku or "")
         if outcome.variant:
             pname = f"{pname} {outcome.variant}"
         ts = outcome.ts if outcome.ts > 0 else self._clock()
         pay_by = datetime.fromtimestamp(ts + self.hold_minutes * 60.0, self.tz).strftime("%H:%M")
-        variants = _VARIANT_JOIN[self.language].join(v.name for v in product.variants) if product else ""
+        variants = self._variants(product, outcome, text) if product else ""
         price = product.price if product is not None else 0.0
         if product is not None and outcome.variant:
             v = product.variant(outcome.variant)
@@ -126,15 +154,18 @@ class Replier:
             "stream": self.stream,
         }
 
-    def body(self, outcome: Outcome, name: str) -> str | None:
-        """The outcome's message without the mention, or None when its template is ``""`` (turned off)."""
+    def body(self, outcome: Outcome, name: str, text: str | None = None) -> str | None:
+        """The outcome's message without the mention, or None when its template is ``""`` (turned off).
+
+        ``text`` is the comment's text when known: for a product with options, a needs_variant reply then
+        asks only for the option(s) the comment left open ("which size?")."""
         key = template_key(outcome)
         if key == "reserved" and self.hold_minutes <= 0:
             key = "reserved:no_hold"
         template = self.templates.get(key, "")
         if not template:
             return None
-        return template.format_map(self._fields(outcome, name)).strip()
+        return template.format_map(self._fields(outcome, name, text)).strip()
 
     def render(self, outcome: Outcome, name: str) -> str | None:
         """The whole reply to one outcome, e.g. ``@张三 已为您保留 土鸡蛋 ×2，订单 o-000123，请在 21:30 前付款``.
@@ -172,7 +203,8 @@ class Replier:
             if comments is not None and first.comment is not None:
                 comment = comments.get((platform, room, first.comment))
             name = comment.name if comment is not None else user
-            bodies = [b for b in (self.body(o, name) for o in group) if b]
+            text = comment.text if comment is not None else None
+            bodies = [b for b in (self.body(o, name, text) for o in group) if b]
             if not bodies:
                 continue
             mention = self.templates["mention"].format_map({**PLACEHOLDERS, "name": name, "user": user})

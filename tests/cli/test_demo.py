@@ -119,11 +119,12 @@ def test_stream_mixes_chatter_questions_buys_and_cancels(scenario: demo.Scenario
 
 
 @pytest.mark.parametrize("qty", [1, 2, 3, 5, 10])
-@pytest.mark.parametrize("sku", ["egg-10", "noodle-5kg", "tea-chry", "honey-1kg", "bamboo"])
+@pytest.mark.parametrize("sku", ["egg-10", "noodle-5kg", "tea-chry", "honey-1kg", "bamboo", "hoodie"])
 def test_every_buy_phrase_buys_what_it_means(demo_cfg: Any, sku: str, qty: int) -> None:
     """The generator's phrase tables and the parser agree: a buy phrase buys its product and quantity."""
     parse = Parser.from_config(demo_cfg).parse
-    bare = demo.BARE_SIZED + demo.BARE_SIZED_EN if sku == "tea-chry" else demo.BARE_ZH + demo.BARE_EN
+    bare = {"tea-chry": demo.BARE_SIZED + demo.BARE_SIZED_EN,
+            "hoodie": demo.BARE_OPTIONS + demo.BARE_OPTIONS_EN}.get(sku, demo.BARE_ZH + demo.BARE_EN)
     for template in demo.NAMED_ZH[sku] + demo.NAMED_EN[sku] + bare:
         if "{cn}" in template and qty not in demo._CN:
             continue
@@ -135,6 +136,8 @@ def test_every_buy_phrase_buys_what_it_means(demo_cfg: Any, sku: str, qty: int) 
             assert pr.items[0].qty == qty, text
         if sku == "tea-chry" and template != "菊花茶要{n}":
             assert pr.items[0].variant in ("50g", "100g"), text
+        if sku == "hoodie":  # every hoodie phrase names a colour and a size
+            assert pr.items[0].variant in ("black-M", "black-L", "pink-M", "pink-L"), text
 
 
 def test_chatter_questions_and_cancels_parse_as_such(demo_cfg: Any) -> None:

@@ -346,3 +346,19 @@ def test_repr_shows_state() -> None:
     q.put(reply(1))
     assert "1 pending" in repr(q)
     assert "chat" in repr(q)
+
+
+HOODIE = Path(__file__).resolve().parent.parent / "core" / "parser_hoodie.toml"
+
+
+def test_needs_variant_of_an_options_product_asks_for_the_missing_option() -> None:
+    c = config.load(HOODIE)
+    en = Replier(config.loads(HOODIE.read_text(encoding="utf-8") + '[replies]\nlanguage = "en"\n',
+                              file="hoodie.toml"))
+    o = outcome(Status.REJECTED, sku="hoodie", reason=Reason.NEEDS_VARIANT)
+    black = Comment("douyin", "7312", "m-1", "u-42", "Ann", "A12 黑 +1", TS)
+    (_, reply), = en.plan([o], {black.key: black})
+    assert "comes in size M or L: which one?" in reply.text
+    nothing = Comment("douyin", "7312", "m-1", "u-42", "Ann", "A12 +1", TS)
+    (_, reply), = Replier(c).plan([o], {nothing.key: nothing})
+    assert "colour black、pink; size M、L" in reply.text
