@@ -51,7 +51,8 @@ from livecart.core.settings import Config
 __all__ = ["Parser", "normalise"]
 
 # Token kinds. Small ints: the scan loop compares them a lot.
-NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK, MQTY = range(17)
+NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK, MQTY, RELEASE, \
+    LOOK = range(19)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
 _CN_DIGIT_CHARS = "零〇一二两俩三四五六七八九十百"
@@ -62,7 +63,7 @@ _UNIT_NOISE = "|".join(
            key=len, reverse=True))
 # A run of digits and what follows it: a decimal or a time (noise), 号 (a link), a measure word (a quantity)
 # or a unit of date, money or weight (noise).
-_NUM = re.compile(rf"([0-9]+)((?:[.:][0-9]+)+)?\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
+_NUM = re.compile(rf"([0-9]+)((?:[.:/][0-9]+)+)?\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
 _CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
 _LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
 _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
@@ -78,6 +79,7 @@ _MONEY = frozenset({"块", "元", "毛", "角"})
 #: "一个" and "160斤" (a body weight, in clothing rooms) say other things as often.
 _ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "包", "单", "套", "桶", "提"})
 _END_LE = re.compile(r"了[\s!~.,…]*$")
+_DOUBLED = re.compile(r"([a-z])\1+")
 
 
 def normalise(text: str) -> str:
@@ -154,6 +156,8 @@ class _Target:
     short: bool = False
     #: Option values it names: (sku, option, value), e.g. ("hoodie", "colour", "black") for 黑.
     values: tuple[tuple[str, str, str], ...] = ()
+    #: The seller code of ``sku`` (A12, B7): with option values and nothing else it claims one ("AA navy L").
+    coded: bool = False
 
     def variant_of(self, sku: str) -> str | None:
         for s, v in self.variants:
@@ -180,6 +184,7 @@ class _Group:
     verb = False
     plus = False
     measured = False  # the quantity came with a packaging word (两盒, 3瓶): an order on its own
+    coded = False  # the product was named by its seller code or link number
 
     @property
     def named(self) -> bool:
@@ -188,6 +193,12 @@ class _Group:
     @property
     def empty(self) -> bool:
         return not self.named and self.var_target is None and self.qty is None and not self.vals
+
+    @property
+    def firm(self) -> bool:
+        """Names something by more than a one-character value or variant word (黑 of 黑屏, 白 of 明白)."""
+        return (self.sku is not None or self.link is not None or any(not t.short for t in self.vals)
+                or self.var_target is not None and not self.var_target.short)
 
     @property
     def picks(self) -> bool:
@@ -381,7 +392,8 @@ class Parser:
                             (tb.VERB_CN, VERB), (tb.FILLER_CN, FILL), (tb.TALK_CN, TALK),
                             (tb.PAST_EN, PAST),
                             (tb.CANCEL_EN, CANCEL), (tb.ASK_COMMERCE_EN, ASKC), (tb.NEG_EN, NEG),
-                            (tb.VERB_SOLO_EN, SOLO), (tb.VERB_EN, VERB), (tb.FILLER_EN, FILL)):
+                            (tb.VERB_SOLO_EN, SOLO), (tb.VERB_EN, VERB), (tb.FILLER_EN, FILL),
+                            (tb.TALK_EN, LOOK), (tb.RELEASE_EN, RELEASE)):
             for w in group:
                 if normalise(w) not in alias_keys:
                     add(w, kind)
@@ -413,6 +425,12 @@ class Parser:
         self._lit_kinds = {first: {k for k, _p in table.values()} for first, (_rx, table) in self._lits.items()}
         self._phrases = ordered(phrases)
         self._words = words
+        # Doubled letters ("minee", "soldd", "mineee"): a word not found as typed is looked up with its runs
+        # of one letter collapsed, among the words whose collapsed form is theirs alone.
+        collapsed: dict[str, list[tuple[int, object]]] = {}
+        for w, hit in words.items():
+            collapsed.setdefault(_DOUBLED.sub(r"\1", w), []).append(hit)
+        self._collapsed = {c: hits[0] for c, hits in collapsed.items() if len(hits) == 1}
 
     def _compile_fuzzy(self, targets: dict[str, _Target]) -> None:
         """Misspellings: one-deletion index of single-word ASCII aliases of five or more letters."""
@@ -432,7 +450,7 @@ class Parser:
         # generic question marks, past and filler words only matter next to one of those, so a comment with
         # none of their first characters is chatter (tests/core/test_parser_props.py checks this against
         # the full analysis).
-        meaningful = (ALIAS, ASKC, CANCEL, NEG, SOLO, VERB)
+        meaningful = (ALIAS, ASKC, CANCEL, NEG, SOLO, VERB, RELEASE)
         starters = {k for k, kinds in self._lit_kinds.items() if kinds & set(meaningful)}
         starters |= set("abcdefghijklmnopqrstuvwxyz1+*#号链加扣") | _ORDER_MEASURE
         self._interesting = re.compile("[" + "".join(re.escape(c) for c in sorted(starters)) + "]")
@@ -461,6 +479,7 @@ class Parser:
                 if k in meaningful:
                     en.add(max(_WORD.findall(lit) or [lit], key=len))
         self._en_signal = frozenset(en)
+        self._en_signal_collapsed = frozenset(_DOUBLED.sub(r"\1", w) for w in en)
         # A misspelt alias counts next to any signal, and two kinds of signal can come from Chinese text
         # that the stages above let through: a question word (吗nodles) and a numeral (nodles两).
         q_first = {k for k, kinds in self._lit_kinds.items() if ASKG in kinds}
@@ -480,6 +499,7 @@ class Parser:
         prod: dict[str, str] = {}
         var: dict[str, dict[str, str]] = {}
         vals: dict[str, dict[tuple[str, str], str]] = {}
+        codes = {normalise(p.code).strip() for p in products if p.code}
         for p in products:
             for o in p.options:
                 for val in o.values:
@@ -498,7 +518,8 @@ class Parser:
             if not key:
                 continue
             out[key] = _Target(prod.get(key), tuple(sorted(var.get(key, {}).items())), len(key) == 1,
-                               tuple(sorted((s, o, v) for (s, o), v in vals.get(key, {}).items())))
+                               tuple(sorted((s, o, v) for (s, o), v in vals.get(key, {}).items())),
+                               key in codes and key in prod)
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -536,7 +557,10 @@ class Parser:
         if ws[0] in self._ask_first:
             return True
         sig = self._en_signal
-        return any(w in sig for w in ws)
+        if any(w in sig for w in ws):
+            return True
+        folded = self._en_signal_collapsed  # "minee", "soldd"
+        return any(_DOUBLED.sub(r"\1", w) in folded for w in ws if _DOUBLED.search(w) is not None)
 
     def _remember(self, key: tuple[str, str | None], result: ParseResult) -> None:
         # Live chat repeats itself ("+1", "666", "要要要"). Two generations: when the young one is full it
@@ -675,9 +699,9 @@ class Parser:
             s.each_pending = True
         elif kind == NOISE:
             s.residue += end - i
-        elif kind == TALK:
+        elif kind in (TALK, LOOK):
             s.residue += end - i
-            s.flags |= 1 << TALK
+            s.flags |= 1 << TALK | 1 << kind
         else:
             s.flags |= 1 << kind
         if kind != FILL and kind != NOISE:
@@ -710,9 +734,15 @@ class Parser:
                              and cur.var_target.variant_of(tgt.sku) is None):
                 cur = s.new_group()
             _bind(cur, tgt.sku)
+            cur.coded = tgt.coded
             if tgt.variants and cur.variant is None:
                 cur.variant = tgt.variant_of(tgt.sku)  # a variant code: product and variant
         elif tgt.values:
+            if cur.sku is not None and cur.qty is None and not tgt.variants:
+                # A value of another product right after this one's code or name (B7 黑 M) does not switch
+                # the product: the code or name the buyer typed wins over a colour word.
+                s.flags |= 1 << ALIAS
+                return
             # Option values before the product, or with none (黑色L码, "pink one in medium"): they add up.
             if cur.named or (cur.vals and _clashes(cur.vals, tgt)) or (
                     not cur.vals and (cur.qty is not None or cur.var_target is not None)):
@@ -735,6 +765,7 @@ class Parser:
             cur.link = number
         else:
             _bind(cur, sku)
+            cur.coded = True
         s.flags |= 1 << ALIAS
 
     def _ascii(self, t: str, i: int, first: bool, fuzzy: bool) -> tuple[int, object, int]:
@@ -775,6 +806,10 @@ class Parser:
         hit = self._words.get(w)
         if hit is not None:
             return hit[0], hit[1], end
+        if _DOUBLED.search(w) is not None:
+            hit = self._collapsed.get(_DOUBLED.sub(r"\1", w))
+            if hit is not None:
+                return hit[0], hit[1], end
         if len(w) >= 4 and w not in _FUZZY_STOP:
             if not fuzzy:
                 return _FUZZ, None, end
@@ -805,17 +840,24 @@ class Parser:
                 featured: str | None) -> ParseResult:
         named = [g for g in groups if g.picks]
         if flags & (1 << ASKG | 1 << ASKC):
-            if flags & (1 << ASKC) or named:
+            if flags & (1 << ASKC):
                 return self._result(Intent.ASK, self._listed(named, featured, ask=True))
-            return NOTHING
+            # "can we see the black one" asks to look, not about the product.
+            firm = [g for g in named if g.firm]
+            listed = self._listed(firm, featured, ask=True) if firm and not flags & (1 << LOOK) else ()
+            # A generic question ("?", 吗) is an ask only when it names something the catalogue has: 白毛？
+            # (white hair?) names a colour of no product in particular.
+            return self._result(Intent.ASK, listed) if listed else NOTHING
         if flags & (1 << CANCEL):
             return self._result(Intent.CANCEL, self._listed(named, featured))
+        if flags & (1 << RELEASE) and not residue and not flags & (1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO):
+            return self._result(Intent.CANCEL, self._listed(named, featured))  # "pass po": gives up a claim
         if flags & (1 << PAST):
             return NOTHING
         if flags & (1 << NEG):
             # 我不要鸡蛋了 ("I don't want the eggs any more") cancels them; a negation ending in 了 that names
             # nothing (不要太好吃了, "so tasty!") is praise, not a cancel of the buyer's latest order.
-            if named and _END_LE.search(t):
+            if any(g.firm for g in named) and _END_LE.search(t):
                 return self._result(Intent.CANCEL, self._listed(named, featured))
             return NOTHING
 
@@ -827,7 +869,11 @@ class Parser:
             if not g.picks:
                 continue
             any_named = True
-            if g.qty is None and not g.verb and not g.plus:
+            if g.link == -1 and residue and not (g.verb or g.plus):
+                continue  # shaped like a seller code the catalogue lacks, amid other words: "p3ngw!n5"
+            if g.qty is None and not g.verb and not g.plus and not (
+                    # A seller code (or link) with option values and nothing else claims one: "AA navy L".
+                    g.coded and not residue and (g.vals or g.variant is not None and g.sku in self._options)):
                 continue
             item = self._item(g, featured)
             if item is not None:
@@ -890,6 +936,8 @@ class Parser:
                 return featured
             if any(t.variant_of(featured) is not None for t in vals):
                 return None  # "large" is also a variant of the featured product: that reading wins
+            if featured in self._options and any(t.value_of(featured) is not None for t in vals):
+                return featured  # 黑色 M码 with the tee featured: M is the tee's, 黑色 another product's
         skus = {s for s, _o, _v in vals[0].values if all(t.value_of(s) is not None for t in vals)}
         if len(skus) == 1 and not all(t.short for t in vals):
             return next(iter(skus))

@@ -37,7 +37,8 @@ MEASURE_EN = frozenset({"jar", "jars", "box", "boxes", "bag", "bags", "pack", "p
 #: A number followed by one of these is a date, time, age, price or weight: not a quantity.
 UNIT_NOISE_CN = ("年", "月", "日", "天", "点", "分", "秒", "岁", "块", "元", "毛", "角", "万", "千", "百", "亿",
                  "w", "k", "kg", "cm", "mm", "m", "g", "克", "米", "度", "楼", "%", "周", "小时", "次", "遍",
-                 "人", "后", "多", "楼", "倍", "折")
+                 "人", "后", "多", "楼", "倍", "折", "pm", "am", "min", "mins", "hr", "hrs", "day", "days", "sec",
+                 "usd", "php", "rmb", "hkd", "yuan", "pesos", "peso", "stars", "star", "percent")
 
 ENGLISH_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
@@ -69,11 +70,14 @@ NOISE_CN = (
     "号码", "账号", "称号", "信号", "口号", "型号", "几号发", "号称",
     "扣扣", "扣分", "扣子", "折扣", "扣款",
     "买单吗", "卖完", "卖光", "买不起", "买不到", "抢不到", "没抢到", "抢到了",
-    "拍一下", "拍给", "拍近", "拍特写", "给我们", "拿起", "拿出", "要抢", "要开始", "来个特写", "来首", "来波",
+    "拍一下", "拍给", "拍近", "拍特写", "给我们", "给我看", "给我瞧", "拿起", "拿出", "要抢", "要开始", "来个特写", "来首", "来波",
     # A negated cancel keeps the order: never a cancel.
     "不要取消", "别取消", "不取消", "没取消", "不用取消",
     # 不要太好吃 is praise ("so tasty"), not a negation; 取消关注 is unfollowing the room, not an order.
+    "十几", "几十", "几百", "几千", "几万",
     "不要太", "取消关注", "取关", "取消静音", "取消点赞",
+    # "buy buy buy!" is cheering, not an order (买! alone is one).
+    "买买买", "买买", "买它",
 )
 #: English phrases that are everyday talk although they contain a keyword.
 NOISE_EN = ("don't cancel", "dont cancel", "do not cancel", "no cancel", "not cancel", "never cancel",
@@ -83,37 +87,52 @@ NOISE_EN = ("don't cancel", "dont cancel", "do not cancel", "no cancel", "not ca
 #: The comment reports a purchase made before (elsewhere, or earlier): not a new order.
 PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", "已经买", "已经下单", "拍了", "买了", "买过",
            "拍过", "上次", "之前买", "以前买", "收到了", "收到", "到货了", "回购", "吃过", "付款了", "下单了",
-           "已抢", "抢到", "拍到", "买到", "拍的", "买的", "刚才拍", "刚拍", "刚买")
+           "已抢", "抢到", "拍到", "买到", "拍的", "买的", "刚才拍", "刚拍", "刚买",
+           # Not an order now: plans, wishes, stories (下周一定买两箱, 偷偷拿走一罐, 我数了一下有12个).
+           "下周", "下次", "下个月", "明天", "改天", "以后", "过几天", "等发工资", "打算", "计划", "如果", "假如",
+           "偷偷", "偷了", "偷走", "拿走", "数了", "数一下", "数数", "我妈买", "我爸买", "好想要",
+           "早就", "已经有", "我有", "买过了", "买咗", "落咗单")
 #: Cancel an order.
 CANCEL_CN = ("不要了", "不要啦", "不买了", "不买啦", "取消", "退掉", "退单", "退了", "算了不要", "不拍了",
-             "别要了", "撤单", "撤销", "不想要了")
+             "别要了", "撤单", "撤销", "不想要了",
+             # Cantonese and Taiwanese: 唔要喇 ("don't want it any more"), 弃单 (abandon the order).
+             "唔要喇", "唔要啦", "唔要了", "唔要住", "唔买喇", "唔买了", "弃单", "取消订单")
 #: Questions about a product: price, stock, shipping, which link.
 ASK_COMMERCE_CN = ("多少钱", "多钱", "几块", "几元", "价格", "价钱", "什么价", "怎么卖", "包邮", "发货", "快递",
-                   "运费", "还有没有", "有没有", "还有", "几号链接", "哪个链接", "几号", "保质期", "多大", "多重",
+                   "运费", "多高", "多长", "多宽", "还有没有", "有没有", "还有", "几号链接", "哪个链接", "几号", "保质期", "多大", "多重",
                    "几斤", "几个", "几盒", "怎么买", "怎么拍", "在哪拍", "在哪买", "哪里买", "库存", "剩多少",
-                   "还剩", "有货", "没货", "现货", "优惠", "便宜点", "能便宜", "多久", "限购")
+                   "还剩", "有货", "没货", "现货", "优惠", "便宜点", "能便宜", "多久", "限购",
+                   # How many in a pack (一箱有几瓶) is a question, not an order.
+                   "几瓶", "几包", "几袋", "几件", "几罐", "几片", "几条", "几只", "几粒", "几克", "几码",
+                   # Cantonese: 几多钱 (how much), 仲有冇 / 有冇 (any left?).
+                   "几多钱", "几钱", "仲有冇", "仲有无", "有冇", "有无货")
 #: Question markers that do not by themselves concern a product.
 ASK_GENERIC_CN = ("吗", "么", "什么", "怎么", "怎样", "如何", "为什么", "啥", "咋", "哪", "能不能", "可不可以",
                   "是不是", "有没", "?", "是什么", "是啥", "是哪个", "哪个是", "产地")
 #: The commenter does not want something: never an order.
-NEG_CN = ("不要", "不买", "不想要", "别给我", "别拍", "别买", "没要", "不需要", "不用", "要不要", "不来")
+NEG_CN = ("不要", "不买", "不想要", "别给我", "别拍", "别买", "没要", "不需要", "不用", "要不要", "不来",
+          "唔要", "唔买", "冇要")
 #: Verbs that buy. SOLO verbs buy the featured product even with nothing else said (要, 我也要).
-VERB_SOLO_CN = ("我要了", "要了", "要")
-VERB_CN = ("来", "拍", "买", "抢", "拿", "订", "下单", "预定", "预订", "给我", "再来", "再要", "留")
+VERB_SOLO_CN = ("我要了", "要了", "要", "买", "下单")  # 买! alone buys, as 要 does (Taiwan, Hong Kong)
+VERB_CN = ("来", "拍", "抢", "拿", "订", "预定", "预订", "给我", "再来", "再要", "留", "俾我", "畀我")
 #: Words that carry no meaning for the parser; they do not count as unexplained text.
 FILLER_CN = ("主播", "谢谢", "麻烦", "这个", "那个", "我们", "我", "也", "还", "再", "都", "了", "啊", "呀", "哦",
              "的", "吧", "给", "帮", "先", "就", "和", "跟", "呢", "嗯", "噢", "喔", "滴", "哟", "嘛",
              "宝宝", "宝宝们", "宝子", "宝子们", "亲", "亲们", "亲爱的", "姐", "哥", "姐妹", "姐妹们", "老铁", "老铁们",
              "老板", "家人们", "各位", "们", "一共", "共", "总共", "另外", "及", "号链接",
-             "链接", "那", "这", "个", "好", "好的", "在", "请", "您", "你", "好吃", "好喝")
+             "链接", "那", "这", "个", "好", "好的", "在", "请", "您", "你", "好吃", "好喝",
+             # Cantonese and Taiwanese politeness and particles: 唔该 (please / thanks), 喇, 喊+1.
+             "唔该", "喇", "啦", "喊", "喊单", "喔", "耶", "连结", "号连结")
 #: Talk about a product rather than an order for it: eating it (一天吃两个鸡蛋), looking at it (拿起来看看),
 #: its price (2块钱一个, 68贵了). Without a buy verb or "+N" such a comment is not an order.
-TALK_CN = ("吃", "喝", "煮", "炒", "泡", "看", "尝", "试", "贵", "便宜", "划算", "值", "钱", "价",
+TALK_CN = ("吃", "喝", "煮", "炒", "泡", "看", "尝", "试", "贵", "便宜", "划算", "值", "钱", "价", "数", "偷",
            "坏", "碎", "破", "烂", "臭", "漏")  # and complaints: 鸡蛋坏了两个
 
 # --- English ------------------------------------------------------------------------------------------
 
 PAST_EN = ("already", "bought", "ordered", "received", "yesterday", "last time", "last week", "ate", "had",
+           # Not an order now: plans, wishes, stories.
+           "next week", "next time", "tomorrow", "someday", "wish", "wished", "stole", "counted", "later",
            "got mine", "got my", "arrived", "delivered", "ago", "paid", "was")
 CANCEL_EN = ("changed my mind", "change my mind", "cancel", "cancelled", "canceled", "never mind", "nevermind",
              "nvm", "remove", "don't want it", "dont want it", "no longer")
@@ -123,9 +142,9 @@ ASK_COMMERCE_EN = ("how much", "how many", "price", "prices", "cost", "shipping"
 ASK_GENERIC_EN = ("how", "what", "what's", "whats", "when", "where", "which", "why", "who", "is", "are", "does",
                   "do", "can", "could", "would", "will", "any", "anyone")
 NEG_EN = ("don't", "dont", "do not", "not", "no", "never", "without", "won't", "wont")
-VERB_SOLO_EN = ("mine", "sold", "i'll take it", "ill take it", "i will take it", "i'll take that",
+VERB_SOLO_EN = ("mine", "sold", "pa-mine", "pa mine", "grab", "steal", "sold next", "i'll take it", "ill take it", "i will take it", "i'll take that",
                 "i'll take this", "i'll take one", "take it")
-VERB_EN = ("take", "want", "buy", "get", "order", "add", "claim", "need", "grab", "put", "can i get",
+VERB_EN = ("take", "want", "buy", "get", "order", "add", "claim", "need", "put", "can i get",
            "could i get", "can i have", "could i have", "may i have", "may i get", "can i take", "can i order",
            "let me get", "let me have", "put me down for", "i'd like", "i would like")
 FILLER_EN = ("i", "i'll", "ill", "i'd", "id", "i'm", "im", "will", "would", "like", "the", "a", "an", "some",
@@ -133,7 +152,11 @@ FILLER_EN = ("i", "i'll", "ill", "i'd", "id", "i'm", "im", "will", "would", "lik
              "jar", "please!", "thanks", "thank", "you", "it", "this", "that", "those", "these", "yes", "yeah",
              "yep", "ok", "okay", "love", "lol", "oh", "hi", "hello", "hey", "wow", "omg", "x", "each", "them",
              "us", "sis", "girl", "dear", "babe", "hun", "mom", "same", "here", "just", "now", "asap", "quick",
-             "link")
+             "link", "po", "muna", "naman", "kuya")
+#: Talk about a product rather than an order for it, in English: asking to see it again.
+TALK_EN = ("show", "showing", "again", "see", "look", "looks", "looking", "wear", "wearing", "model")
+#: Philippine live selling: "pass" gives up a claim. A cancel only when the comment says nothing else.
+RELEASE_EN = ("pass", "pass po", "pass muna", "pass na")
 #: Words one edit away from an alias that are ordinary English: never corrected to the alias.
 FUZZY_STOP = frozenset({"money", "honest", "phone", "hones", "bones", "boney", "hondas", "teas", "eggy",
                         "smaller", "larger", "shoot"})
