@@ -366,7 +366,7 @@ class Parser:
         words: dict[str, tuple[int, object]] = {}
 
         def add(lit: str, kind: int, payload: object = None) -> None:
-            lit = normalise(lit).strip()
+            lit = lit.strip()
             if not lit:
                 return
             first = lit[0]
@@ -383,9 +383,10 @@ class Parser:
 
         alias_keys = set(targets)
         for alias, target in targets.items():
-            add(alias, ALIAS, target)
+            add(alias, ALIAS, target)  # keys of ``targets`` are normalised already
         for w in (*tb.NOISE_CN, *tb.NOISE_EN):
-            if normalise(w) not in alias_keys:
+            w = normalise(w)
+            if w not in alias_keys:
                 add(w, NOISE)
         for group, kind in ((tb.PAST_CN, PAST), (tb.CANCEL_CN, CANCEL), (tb.ASK_COMMERCE_CN, ASKC),
                             (tb.ASK_GENERIC_CN, ASKG), (tb.NEG_CN, NEG), (tb.VERB_SOLO_CN, SOLO),
@@ -395,7 +396,8 @@ class Parser:
                             (tb.VERB_SOLO_EN, SOLO), (tb.VERB_EN, VERB), (tb.FILLER_EN, FILL),
                             (tb.TALK_EN, LOOK), (tb.RELEASE_EN, RELEASE)):
             for w in group:
-                if normalise(w) not in alias_keys:
+                w = normalise(w)
+                if w not in alias_keys:
                     add(w, kind)
         add("各", EACH)
         add("each", EACH)
