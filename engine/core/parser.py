@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from livecart.core import parser_tables as tb
 from livecart.core.catalogue import DEFAULT_MAX_QTY, Catalogue, Product
+from livecart.core.parser_pinyin import READINGS
 from livecart.core.records import NOTHING, Intent, Item, ParseResult, Reason
 from livecart.core.settings import Config
 
@@ -52,7 +53,7 @@ __all__ = ["Parser", "normalise"]
 
 # Token kinds. Small ints: the scan loop compares them a lot.
 NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQTY, PLUS, EACH, TALK, MQTY, RELEASE, \
-    LOOK = range(19)
+    LOOK, HOMOPHONE = range(20)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
 _CN_DIGIT_CHARS = "零〇一二两俩三四五六七八九十百"
@@ -80,6 +81,11 @@ _MONEY = frozenset({"块", "元", "毛", "角"})
 _ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "包", "单", "套", "桶", "提"})
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 _DOUBLED = re.compile(r"([a-z])\1+")
+#: Toneless pinyin of each CJK character (first reading), for typos of a Chinese alias by a homophone.
+_PINYIN: dict[str, str] = {ch: py for py, chars in READINGS.items() for ch in chars}
+#: Signals that let a homophone typo count: an order, a commerce question, a cancel or a negation. A
+#: generic question (牛肉甘吗) is not enough: the pre-filter does not look for those.
+_HOMOPHONE_SIGNALS = 1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO | 1 << ASKC | 1 << CANCEL | 1 << NEG
 
 
 def normalise(text: str) -> str:
@@ -210,7 +216,7 @@ class _Scan:
     """The state of one left-to-right scan: the groups so far and what the next token needs to know."""
 
     __slots__ = ("cur", "each_pending", "first_word", "flags", "fuzz_seen", "groups", "prev", "prev_end",
-                 "residue", "verb_seen")
+                 "residue", "verb_seen", "homophone_seen")
 
     def __init__(self) -> None:
         self.residue = 0  # characters nothing explains
@@ -223,6 +229,7 @@ class _Scan:
         self.verb_seen = False
         self.first_word = True
         self.fuzz_seen = False
+        self.homophone_seen = False  # an unexplained character that may be a homophone typo of an alias
 
     def new_group(self) -> _Group:
         """Close the current group and start the next; a verb seen so far carries over."""
@@ -348,6 +355,7 @@ class Parser:
                 self._options[p.sku] = _option_table(p)
         self._compile_vocabulary(targets)
         self._compile_fuzzy(targets)
+        self._compile_homophones(targets)
         self._compile_prefilter()
         self._cache: dict[tuple[str, str | None], ParseResult] = {}
         self._cache_old: dict[tuple[str, str | None], ParseResult] = {}
@@ -443,6 +451,43 @@ class Parser:
                 self._fuzzy_exact.setdefault(alias, set()).add(target)
                 for i in range(len(alias)):
                     self._fuzzy_del.setdefault(alias[:i] + alias[i + 1:], set()).add(alias)
+        # Four-letter aliases: only two neighbouring letters swapped ("nust" for nuts), and only when the
+        # swap is no other word the parser knows. One edit of any kind is too close to everyday words
+        # (guts, cuts, huts).
+        swaps: dict[str, set[_Target]] = {}
+        for alias, target in targets.items():
+            if len(alias) == 4 and alias.isascii() and alias.isalpha():
+                for i in range(3):
+                    w = alias[:i] + alias[i + 1] + alias[i] + alias[i + 2:]
+                    if w != alias and w not in targets and w not in self._words and w not in _FUZZY_STOP:
+                        swaps.setdefault(w, set()).add(target)
+        self._fuzzy_swap = {w: next(iter(ts)) for w, ts in swaps.items() if len(ts) == 1}
+
+    def _compile_homophones(self, targets: dict[str, _Target]) -> None:
+        """Chinese typos: an alias of two or more CJK characters typed with one character replaced by another
+        of the same toneless pinyin (牛肉甘 for 牛肉干), indexed by the alias's pinyin."""
+        self._py_index: dict[tuple[str, ...], list[tuple[str, _Target]]] = {}
+        for alias, target in targets.items():
+            if len(alias) >= 2 and all(c in _PINYIN for c in alias):
+                self._py_index.setdefault(tuple(_PINYIN[c] for c in alias), []).append((alias, target))
+        self._py_lengths = tuple(sorted({len(k) for k in self._py_index}, reverse=True))
+        syllables = {syl for key in self._py_index for syl in key}
+        #: Characters that may start or be part of such a typo: worth a second, fuzzy pass.
+        self._py_chars = frozenset(ch for ch, py in _PINYIN.items() if py in syllables)
+
+    def _homophone(self, t: str, i: int) -> tuple[int, _Target] | None:
+        """The alias that ``t[i:]`` begins with but for one homophone character, when exactly one does."""
+        for n in self._py_lengths:
+            seg = t[i:i + n]
+            if len(seg) < n:
+                continue
+            cands = self._py_index.get(tuple(_PINYIN.get(c, "") for c in seg))
+            if not cands:
+                continue
+            found = {tgt for alias, tgt in cands if sum(a != b for a, b in zip(alias, seg, strict=True)) == 1}
+            if len(found) == 1:
+                return n, next(iter(found))
+        return None
 
     def _compile_prefilter(self) -> None:
         """The three pre-filter stages :meth:`parse` runs before a full scan (step 2 above)."""
@@ -584,7 +629,7 @@ class Parser:
         if not s.cur.empty:
             s.groups.append(s.cur)
         result = self._decide(t, s.groups, s.flags, s.residue, featured)
-        if s.fuzz_seen and not fuzzy and s.flags & _SIGNALS:
+        if not fuzzy and (s.fuzz_seen and s.flags & _SIGNALS or s.homophone_seen and s.flags & _HOMOPHONE_SIGNALS):
             # An unknown English word and a buy, question or cancel signal: maybe a misspelt alias
             # ("hony 2", "eggs 2 hony 1"). Only now pay for the edit-distance lookup.
             return _RETRY_FUZZY
@@ -626,6 +671,13 @@ class Parser:
             elif ch == "链":
                 kind, payload, end = _read_link(t, i)
             elif ch.isalnum():
+                if ch in self._py_chars:
+                    if fuzzy:
+                        hit = self._homophone(t, i)
+                        if hit is not None:
+                            s.flags |= 1 << HOMOPHONE
+                            return self._fold(s, t, ALIAS, hit[1], i, i + hit[0])
+                    s.homophone_seen = True
                 s.residue += 1
                 return i + 1
             else:  # space, punctuation, emoji: skip the whole run
@@ -815,7 +867,9 @@ class Parser:
         if len(w) >= 4 and w not in _FUZZY_STOP:
             if not fuzzy:
                 return _FUZZ, None, end
-            tgt = self._fuzzy(w)
+            tgt = self._fuzzy_swap.get(w) if len(w) == 4 else None
+            if tgt is None:
+                tgt = self._fuzzy(w)
             if tgt is not None:
                 return ALIAS, tgt, end
         return NOISE, None, end
@@ -840,6 +894,8 @@ class Parser:
 
     def _decide(self, t: str, groups: list[_Group], flags: int, residue: int,
                 featured: str | None) -> ParseResult:
+        if flags & (1 << HOMOPHONE) and not flags & _HOMOPHONE_SIGNALS:
+            return NOTHING  # a typo guessed from its sound counts only next to a clear signal
         named = [g for g in groups if g.picks]
         if flags & (1 << ASKG | 1 << ASKC):
             if flags & (1 << ASKC):

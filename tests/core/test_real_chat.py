@@ -3,7 +3,7 @@
 Most lines are real strings from public chat logs, the rest forms that comment-selling tools document and
 kinds of comment the issue names (Cantonese, Taiwanese, Philippine English, chatter traps). A false order (a
 line labelled not-buy read as a buy) fails the test outright; the share of exactly-right parses must stay at
-or above the figure reached when the corpus was labelled (1,111 of 1,115).
+or above the figure reached when the corpus was labelled (1,123 of 1,127).
 """
 
 from __future__ import annotations
