@@ -8,12 +8,21 @@ Protocol (SocialSisterYi/bilibili-API-collect ``live/message_stream.md``; xfgryu
 * Protocol versions: 0 = JSON body, 1 = a raw int body (heartbeat reply / auth), 2 = the body is a zlib stream
   of further packets, 3 = the body is a brotli stream of further packets.
 * Operations: 2 heartbeat (client, every 30 s), 3 heartbeat reply (body: a 4-byte big-endian popularity
-  count, *not* JSON), 5 message (a JSON command such as ``DANMU_MSG``), 7 auth (client, the first packet,
+  count, *not* JSON, then the client's heartbeat body echoed back; the live servers put the echo after the
+  4 bytes and count it in the frame but not always in the packet length, so it may trail the packet), 5 message (a JSON command such as ``DANMU_MSG``), 7 auth (client, the first packet,
   body JSON ``{"uid", "roomid", "protover", "platform", "type", "key", "buvid"}``), 8 auth reply
   (``{"code": 0}`` on success, ``-101`` for a bad token).
 * ``DANMU_MSG`` (the ``cmd`` may carry a ``:suffix``): ``info[0][4]`` the send time in ms, ``info[1]`` the
   text, ``info[2][0]`` / ``info[2][1]`` uid and name, and on current servers ``info[0][15].extra`` a JSON
   string whose ``id_str`` is the message's id.
+* ``SUPER_CHAT_MESSAGE``: ``data.id``, ``data.uid``, ``data.message``, ``data.price`` (yuan),
+  ``data.start_time`` (s), ``data.user_info.uname``. A paid, pinned message: a buyer's words like any other.
+  (``SUPER_CHAT_MESSAGE_JPN`` repeats it translated and is ignored.)
+* Since 2023 a connection that is not logged in sees viewers masked after a few minutes: ``uid`` 0 and a
+  name such as ``折***``. Such a comment names no buyer that can be told apart from another, so it is refused
+  (counted as ``anonymous_buyer``) rather than filed under a shared user "0": one stranger's "cancel" must
+  not cancel another's order, and strangers must not share a per-buyer limit. Log in (``uid``, ``token``,
+  ``buvid``; README) to see buyers.
 
 The codec (:func:`encode_packet`, :func:`decode_frame`, :func:`danmaku_to_comment`) is pure; the adapter
 is the thin shell around a ``websockets`` client, with host failover and the shared reconnect loop.
@@ -35,7 +44,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from livecart.adapters._codec import RecentKeys
+from livecart.adapters._codec import RecentKeys, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -62,6 +71,10 @@ class Ver(IntEnum):
     INT = 1
     ZLIB = 2
     BROTLI = 3
+
+
+_VERSIONS = frozenset(int(v) for v in Ver)
+_OPS = frozenset(int(o) for o in Op)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,15 @@ def _inflate(ver: int, body: bytes) -> bytes:
     return out
 
 
+def _packet_starts(data: bytes, pos: int) -> bool:
+    """Whether a well-formed packet header (of a known operation) starts at ``pos``."""
+    if len(data) - pos < HEADER_LEN:
+        return False
+    length, hlen, ver, op, _ = HEADER.unpack_from(data, pos)
+    return (hlen == HEADER_LEN and HEADER_LEN <= length <= len(data) - pos and ver in _VERSIONS
+            and op in _OPS)
+
+
 def decode_frame(data: bytes, _depth: int = 0) -> list[Packet]:
     """Every innermost packet in one WebSocket frame, compressed bodies unpacked (protover 2 and 3).
 
@@ -114,6 +136,11 @@ def decode_frame(data: bytes, _depth: int = 0) -> list[Packet]:
                                  f"{n - pos} bytes available", data[pos:pos + 32])
         body = data[pos + hlen:pos + length]
         pos += length
+        if op == Op.HEARTBEAT_REPLY and pos < n and not _packet_starts(data, pos):
+            # The echoed heartbeat body trails the popularity count beyond the declared length: it belongs
+            # to this packet, not to a next one.
+            body += data[pos:]
+            pos = n
         if ver in (Ver.ZLIB, Ver.BROTLI) and op == Op.MESSAGE:
             if _depth >= MAX_DEPTH:
                 raise MalformedInput("bad_header", "compressed packets nested too deep")
@@ -126,7 +153,10 @@ def decode_frame(data: bytes, _depth: int = 0) -> list[Packet]:
 
 
 def heartbeat_popularity(body: bytes) -> int:
-    """The popularity count of a heartbeat reply: its first four bytes, big-endian (the body is not JSON)."""
+    """The popularity count of a heartbeat reply: its first four bytes, big-endian (the body is not JSON).
+
+    What follows the four bytes is the client's heartbeat body echoed back, and is ignored.
+    """
     if len(body) < 4:
         raise MalformedInput("truncated", f"heartbeat reply body is {len(body)} bytes, expected 4", body)
     return int.from_bytes(body[:4], "big")
@@ -159,17 +189,38 @@ def _message_id(meta: list[Any]) -> str | None:
     return None
 
 
-def danmaku_to_comment(command: Any, room: str) -> Comment | None:
-    """The comment in one decoded command, or None when the command is not ``DANMU_MSG``.
+#: Why a masked viewer's comment is refused (logged once, then counted).
+ANONYMOUS_DETAIL = ("uid 0 (a masked viewer such as '折***'): Bilibili hides viewers from connections that are "
+                    "not logged in; the comment is refused so that strangers are never merged into one buyer. "
+                    "Set uid, token and buvid from a logged-in session (README, bilibili)")
 
-    Raises :class:`MalformedInput` for a ``DANMU_MSG`` whose ``info`` lacks the text, the user or the time.
+
+def _uid(value: Any) -> str | None:
+    """A viewer's uid as a string, or None when the viewer is masked (0, empty, missing)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if value > 0 else None
+    if isinstance(value, str) and value.strip() not in ("", "0"):
+        return value.strip()
+    return None
+
+
+def danmaku_to_comment(command: Any, room: str) -> Comment | None:
+    """The comment in one decoded command (``DANMU_MSG`` or ``SUPER_CHAT_MESSAGE``), or None for others.
+
+    Raises :class:`MalformedInput` for a command whose fields lack the text, the user or the time, and with
+    reason ``anonymous_buyer`` for a masked viewer (uid 0): see the module docstring.
     """
     if not isinstance(command, dict):
         raise MalformedInput("not_an_object", "a message body must be a JSON object", command)
     cmd = command.get("cmd")
     if not isinstance(cmd, str):
         raise MalformedInput("missing_field", "message has no 'cmd'", command)
-    if cmd.split(":", 1)[0] != "DANMU_MSG":
+    kind = cmd.split(":", 1)[0]
+    if kind == "SUPER_CHAT_MESSAGE":
+        return _super_chat(command, room)
+    if kind != "DANMU_MSG":
         return None
     info = command.get("info")
     try:
@@ -180,13 +231,35 @@ def danmaku_to_comment(command: Any, room: str) -> Comment | None:
         raise MalformedInput("missing_field", f"DANMU_MSG info is not the expected shape: {exc}", command) from exc
     if not isinstance(ts_ms, int | float) or isinstance(ts_ms, bool):
         raise MalformedInput("missing_field", "DANMU_MSG info[0][4] (time) must be a number", command)
-    ts = ts_ms / 1000.0
-    fields: dict[str, Any] = {"platform": "bilibili", "room": room, "user": uid, "name": uname or str(uid),
-                              "text": text, "ts": ts}
+    user_id = _uid(uid)
+    if user_id is None:
+        raise MalformedInput("anonymous_buyer", ANONYMOUS_DETAIL, {"name": uname, "text": text})
+    fields: dict[str, Any] = {"platform": "bilibili", "room": room, "user": user_id, "name": uname or user_id,
+                              "text": text, "ts": ts_ms / 1000.0}
     ident = _message_id(meta) if isinstance(meta, list) else None
     if ident is not None:
         fields["id"] = ident
     return Comment.from_mapping(fields)
+
+
+def _super_chat(command: dict[str, Any], room: str) -> Comment:
+    data = command.get("data")
+    if not isinstance(data, dict):
+        raise MalformedInput("missing_field", "SUPER_CHAT_MESSAGE has no 'data' object", command)
+    ident, start = data.get("id"), data.get("start_time")
+    if isinstance(ident, bool) or not isinstance(ident, int | str) or ident in ("", 0):
+        raise MalformedInput("missing_field", "SUPER_CHAT_MESSAGE data.id is missing", command)
+    if isinstance(start, bool) or not isinstance(start, int | float):
+        raise MalformedInput("missing_field", "SUPER_CHAT_MESSAGE data.start_time must be a number", command)
+    info = data.get("user_info")
+    uname = info.get("uname") if isinstance(info, dict) else None
+    user_id = _uid(data.get("uid"))
+    if user_id is None:
+        raise MalformedInput("anonymous_buyer", ANONYMOUS_DETAIL, {"name": uname, "text": data.get("message")})
+    # Super chat ids are their own sequence: prefixed so they can never collide with a danmaku's id_str.
+    return Comment.from_mapping({"platform": "bilibili", "room": room, "id": f"sc-{ident}", "user": user_id,
+                                 "name": uname or user_id, "text": data.get("message"),
+                                 "ts": float(start)})
 
 
 def _positive(v: Any) -> str | None:
@@ -212,6 +285,9 @@ class BilibiliAdapter(Adapter):
         "buvid": Option(str, "", doc="the buvid3 cookie, sent in the auth packet"),
         "heartbeat_interval": Option(float, 30.0, check=_positive, doc="seconds between heartbeats"),
         "auth_timeout": Option(float, 5.0, check=_positive, doc="longest wait for the auth reply"),
+        "auth_attempts": Option(int, 3, check=_positive,
+                                doc="connections in a row closed by the server right after the auth packet "
+                                    "(its way of refusing a uid/token/buvid that do not match) before giving up"),
         "idle_timeout": Option(float, 75.0, check=_positive,
                                doc="reconnect when nothing (not even a heartbeat reply) arrives for this long"),
         "retry_initial": Option(float, 0.5, check=_positive, doc="first reconnect delay (s)"),
@@ -220,7 +296,7 @@ class BilibiliAdapter(Adapter):
 
     def __init__(self, options: Any, *, name: str, stats: AdapterStats | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        super().__init__(options, name=name, stats=stats)
+        super().__init__(with_defaults(self.OPTIONS, options, f"bilibili {name}"), name=name, stats=stats)
         self._sleep = sleep
         self._room = str(self.options["room"])
         self._hosts: list[str] = list(self.options["hosts"])
@@ -232,6 +308,8 @@ class BilibiliAdapter(Adapter):
         self.heartbeat_replies = 0
         self.host_failures = 0
         self.current_host: str | None = None
+        #: Connections in a row that the server closed before answering the auth packet.
+        self.auth_closed = 0
 
     async def close(self) -> None:
         ws, self._ws = self._ws, None
@@ -283,7 +361,11 @@ class BilibiliAdapter(Adapter):
         try:
             async with asyncio.timeout(float(o["auth_timeout"])):
                 while True:
-                    frame = await ws.recv()
+                    try:
+                        frame = await ws.recv()
+                    except websockets.exceptions.ConnectionClosed as exc:
+                        self._auth_closed(exc)
+                        raise
                     if isinstance(frame, str):
                         frame = frame.encode()
                     try:
@@ -294,9 +376,20 @@ class BilibiliAdapter(Adapter):
                     for p in packets:
                         if p.op == Op.AUTH_REPLY:
                             self._check_auth_reply(p.body)
+                            self.auth_closed = 0
                             return
         except TimeoutError as exc:
             raise RetryableError(f"bilibili: no auth reply within {o['auth_timeout']}s") from exc
+
+    def _auth_closed(self, exc: Exception) -> None:
+        """A refused auth is often a bare close, not a ``code`` reply: give up after ``auth_attempts`` in a row."""
+        self.auth_closed += 1
+        limit = int(self.options["auth_attempts"])
+        if self.auth_closed >= limit:
+            raise FatalAdapterError(
+                f"bilibili room {self._room}: auth refused: the server closed the connection right after the "
+                f"auth packet {self.auth_closed} times in a row ({exc}); check room, uid, token and buvid "
+                "(token comes from getDanmuInfo with the same login as uid)") from exc
 
     def _check_auth_reply(self, body: bytes) -> None:
         try:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import zlib
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import brotli
@@ -26,8 +28,11 @@ from tests.adapters.fakes.fake_bilibili import (
     danmu,
     message,
     packet,
+    super_chat,
     zlib_frame,
 )
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 ROOM = 21452505
 
@@ -228,3 +233,98 @@ async def test_refused_auth_is_fatal_not_retried() -> None:
 
 def test_brotli_module_round_trips() -> None:
     assert brotli.decompress(brotli.compress(b"x")) == b"x"
+
+
+# --- the awkward real shapes (issue #16) -------------------------------------------------------------------
+
+HEARTBEAT_BODY = b"[object Object]"
+
+
+def test_heartbeat_reply_with_the_echo_after_the_declared_length_is_one_packet() -> None:
+    frame = packet(3, (1234).to_bytes(4, "big"), ver=1) + HEARTBEAT_BODY  # as the live servers send it
+    [p] = decode_frame(frame)
+    assert (p.op, heartbeat_popularity(p.body), p.body[4:]) == (3, 1234, HEARTBEAT_BODY)
+
+
+def test_heartbeat_reply_with_the_echo_inside_the_declared_length_is_one_packet() -> None:
+    [p] = decode_frame(packet(3, (7).to_bytes(4, "big") + HEARTBEAT_BODY, ver=1))
+    assert heartbeat_popularity(p.body) == 7
+
+
+def test_a_real_packet_after_a_heartbeat_reply_is_still_decoded() -> None:
+    frame = packet(3, (7).to_bytes(4, "big"), ver=1) + message({"cmd": "X"})
+    assert [p.op for p in decode_frame(frame)] == [3, 5]
+
+
+def test_masked_viewer_is_refused_not_filed_as_user_0() -> None:
+    with pytest.raises(MalformedInput) as info:
+        danmaku_to_comment(danmu("+1", 0, "折***", 1700000000000, "m1"), "7")
+    assert info.value.reason == "anonymous_buyer"
+    assert "log" in info.value.detail  # says how to fix it
+
+
+def test_super_chat_is_a_comment_with_its_own_id_space() -> None:
+    c = danmaku_to_comment(super_chat(9001, 42, "张三", "3号链接来两件", 1700000100), "7")
+    assert c == Comment("bilibili", "7", "sc-9001", "42", "张三", "3号链接来两件", 1700000100.0)
+    assert danmaku_to_comment({"cmd": "SUPER_CHAT_MESSAGE_JPN", "data": {}}, "7") is None
+    with pytest.raises(MalformedInput, match="anonymous_buyer"):
+        danmaku_to_comment(super_chat(9002, 0, "折***", "+1", 1700000100), "7")
+
+
+async def test_heartbeat_echo_from_the_server_is_not_malformed() -> None:
+    async with FakeBilibili(popularity=555) as fake:
+        a = adapter([fake.url], heartbeat_interval=0.01)
+        it = a.batches()
+        await take_after(it, fake)
+        await it.aclose()
+        await a.close()
+    assert a.popularity == 555
+    assert a.stats.malformed_total == 0
+
+
+async def test_masked_viewers_are_counted_and_two_of_them_never_become_one_buyer() -> None:
+    async with FakeBilibili() as fake:
+        a = adapter([fake.url])
+        it = a.batches()
+        fake.send(brotli_frame(message(danmu("+1", 0, "折***", 1700000000000, "a1")),
+                               message(danmu("取消", 0, "王***", 1700000001000, "a2")),
+                               message(danmu("+1", 77, "李四", 1700000002000, "a3"))))
+        got = await take(it, 1)
+        await it.aclose()
+        await a.close()
+    assert [(c.user, c.text) for c in got] == [("77", "+1")]
+    assert a.stats.malformed_by_reason == {"anonymous_buyer": 2}
+
+
+async def test_auth_refused_by_a_bare_close_gives_up_after_auth_attempts() -> None:
+    async with FakeBilibili(refuse_by_closing=True) as fake:
+        a = adapter([fake.url], auth_attempts=3)
+        with pytest.raises(FatalAdapterError, match="auth refused"):
+            async for _ in a.batches():
+                pass
+        await a.close()
+    assert fake.connections == 3
+
+
+async def test_replay_of_a_recorded_session() -> None:
+    """Server frames of a recorded session (tests/adapters/fixtures/bilibili_session.jsonl, base64 of the
+    bytes on the wire) through the fake: the comments that come out and what is refused."""
+    frames = [base64.b64decode(orjson.loads(line)["frame"])
+              for line in (FIXTURES / "bilibili_session.jsonl").read_text().splitlines() if line.strip()]
+    async with FakeBilibili() as fake:
+        a = adapter([fake.url])
+        it = a.batches()
+        for f in frames:
+            fake.send(f)
+        got = await take(it, 4)
+        await it.aclose()
+        await a.close()
+    assert [(c.id, c.user, c.name, c.text) for c in got] == [
+        ("5f0e1a", "38291", "小鱼", "1号链接来两盒"),
+        ("5f0e1b", "91823", "阿花", "A1+1"),
+        ("sc-11235", "38291", "小鱼", "3号 黑色L 拍一件"),
+        ("5f0e1d", "10293", "Tom", "取消"),
+    ]
+    assert a.heartbeat_replies >= 1  # the recorded reply (with its echo) counted, not malformed
+    assert a.stats.malformed_by_reason == {"anonymous_buyer": 1}
+    assert a.stats.duplicates == 1

@@ -44,14 +44,26 @@ def danmu(text: str, uid: int, name: str, ts_ms: int, id_str: str | None = None,
                                  [0]]}
 
 
+def super_chat(ident: int, uid: int, uname: str, text: str, start: int, price: int = 30) -> dict[str, Any]:
+    """A SUPER_CHAT_MESSAGE as the live servers send it (the fields livecart reads, and some it does not)."""
+    return {"cmd": "SUPER_CHAT_MESSAGE", "roomid": 21452505,
+            "data": {"id": ident, "uid": uid, "message": text, "price": price, "start_time": start,
+                     "end_time": start + 60, "time": 60, "background_color": "#EDF5FF",
+                     "user_info": {"uname": uname, "face": "http://i0.hdslb.com/bfs/face/x.jpg",
+                                   "guard_level": 0}}}
+
+
 class FakeBilibili:
     """Accepts connections, expects the auth packet first, answers heartbeats, sends what the test queues.
 
     Queue a frame with :meth:`send`; queue ``None`` to drop the current connection.
     """
 
-    def __init__(self, *, auth_code: int = 0, popularity: int = 4321) -> None:
+    def __init__(self, *, auth_code: int = 0, popularity: int = 4321, refuse_by_closing: bool = False) -> None:
+        """``refuse_by_closing``: answer the auth packet by closing the socket (how the live servers refuse a
+        uid/key mismatch), not with a ``code`` reply."""
         self.auth_code = auth_code
+        self.refuse_by_closing = refuse_by_closing
         self.popularity = popularity
         self.auths: list[dict[str, Any]] = []
         self.heartbeats = 0
@@ -85,6 +97,9 @@ class FakeBilibili:
             await ws.close(1002, "auth expected first")
             return
         self.auths.append(orjson.loads(first[hlen:length]))
+        if self.refuse_by_closing:
+            await ws.close(1000)
+            return
         await ws.send(packet(8, orjson.dumps({"code": self.auth_code}), ver=1, seq=1))
         self.authed.set()
         reader = asyncio.create_task(self._read(ws))
@@ -110,9 +125,10 @@ class FakeBilibili:
     async def _read_frames(self, ws: ServerConnection) -> None:
         async for frame in ws:
             assert isinstance(frame, bytes)
-            _, hlen, _, op, _ = HEADER.unpack_from(frame)
+            length, hlen, _, op, _ = HEADER.unpack_from(frame)
             if op == 2:
                 self.heartbeats += 1
-                # The reply body is a 4-byte big-endian popularity count, not JSON (protocol version 1).
-                await ws.send(packet(3, self.popularity.to_bytes(4, "big"), ver=1, seq=1))
+                # As the live servers answer: a packet of 16 + 4 bytes (the big-endian popularity count, not
+                # JSON), and then the client's heartbeat body echoed back, outside the declared length.
+                await ws.send(packet(3, self.popularity.to_bytes(4, "big"), ver=1, seq=1) + frame[hlen:length])
                 self.heartbeat_seen.set()
