@@ -6,12 +6,19 @@ Protocol (developer.open-douyin.com, 直播玩法 > 服务端 > 直播间能力 
   ``x-timestamp`` (ms), ``x-roomid``, ``x-msg-type`` (``live_comment``, ``live_gift``, ``live_like`` ...) and
   ``x-signature``; the body is the JSON-serialised payload: a list of comments, each with ``msg_id``,
   ``sec_openid``, ``content``, ``avatar_url``, ``nickname`` and ``timestamp``.
+* Pushes flow only while a push task runs: one task per (room, app, message type), started with
+  ``POST https://webcast.bytedance.com/api/live_data/task/start`` (header ``access-token``, JSON body
+  ``{"roomid", "appid", "msg_type"}``, answer ``{"err_no": 0, "err_msg": "ok", "logid", "data":
+  {"task_id"}}``) and stopped with ``.../api/live_data/task/stop`` (same body). The calls are idempotent. The
+  platform stops the task itself when the host unmounts the app or ends the live. livecart starts a task for
+  each configured message type once its endpoint listens, and stops them on close.
+* Each message type's pushes are signed with that type's own secret (开发配置 lists one per data type), so
+  ``secrets`` maps message type -> secret; ``secret`` alone is the ``live_comment`` secret.
 * A response slower than 2 seconds, or not 2xx, counts as a failed push; ten in a row trip the platform's
-  circuit breaker and it discards data. The handler verifies, decodes, hands the comments to the engine and
-  answers 200 once they are durable (the journal committed them: ``docs``, "Acknowledgement"), which takes
-  milliseconds; when that cannot be said within ``ack_timeout`` (1.5 s, under the platform's 2 s), or the
-  backlog is full, or the journal failed, it answers 503 with ``Retry-After`` so that the platform retries.
-  A retry of comments that were durable after all is recognised by id.
+  circuit breaker and it discards data. So the handler only verifies, decodes and enqueues (no I/O, no
+  waiting on the pipeline) and answers at once.
+* ``x-timestamp`` is checked against the clock: a push more than ``max_skew`` seconds (300) away is refused,
+  so a captured push cannot be replayed later.
 * Comments "may be delivered more than once; deduplicate by message id": ids are the platform's ``msg_id``.
 * Signature: take the four ``x-`` headers other than ``x-signature``, sort by key, join as ``k=v`` with
   ``&``, append the raw body string and then the secret, MD5 the UTF-8 bytes and base64 the 16-byte digest.
@@ -20,11 +27,7 @@ Protocol (developer.open-douyin.com, 直播玩法 > 服务端 > 直播间能力 
   server-push page ("viewer-data-query-dev", 签名方式). That example is a test case here.
 
 :func:`signature` and :func:`decode_comments` are pure; :class:`DouyinAdapter` runs an aiohttp server under the
-shared reconnect loop (a bind failure, e.g. the port still held by a dying process, is retried).
-
-Secure defaults: the endpoint listens on 127.0.0.1 (a reverse proxy with TLS publishes it), an empty
-``secret`` is refused at start, and a push whose ``x-timestamp`` is more than ``max_skew`` seconds (300)
-from now is refused (a replayed capture).
+shared push shell (:mod:`livecart.adapters._push`).
 """
 
 from __future__ import annotations
@@ -35,25 +38,24 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
 
-from livecart.adapters._codec import RecentKeys, with_defaults
-from livecart.adapters.reconnect import Backoff, reconnecting
-from livecart.core.errors import FatalAdapterError, LivecartError, MalformedInput, NotDurable, RetryableError
+from livecart.adapters._codec import check_nonneg
+from livecart.adapters._push import PushAdapter, Refused, post_json, push_options, require_secret
+from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
-from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
-from livecart.plugin import Adapter, AdapterStats, Batch, Option, settle_all
+from livecart.plugin import AdapterStats, Option
 
 log = logging.getLogger("livecart.adapter")
 
 SIGNED_HEADERS = ("x-msg-type", "x-nonce-str", "x-roomid", "x-timestamp")
 COMMENT_TYPE = "live_comment"
-#: Largest push body accepted; a comment batch is far smaller.
-MAX_BODY = 1 << 20
+#: The message types of the live data push (数据开放): comments are orders, the others are verified and ignored.
+MSG_TYPES = ("live_comment", "live_gift", "live_like", "live_fansclub")
 
 _OK = orjson.dumps({"err_no": 0, "err_msg": "ok"})
 
@@ -110,177 +112,128 @@ def decode_comments(body: bytes, room: str, sent_ms: str) -> tuple[list[Comment]
     return comments, problems
 
 
-def _port(v: Any) -> str | None:
-    return None if 0 <= v <= 65535 else "must be a TCP port (0 = any free port)"
+def _check_secrets(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return "must be a table of message type = secret"
+    for k, v in value.items():
+        if k not in MSG_TYPES:
+            return f"unknown message type {k!r}; expected one of {', '.join(MSG_TYPES)}"
+        if not isinstance(v, str) or not v.strip():
+            return f"the secret of {k!r} is empty; an empty secret would accept forged pushes"
+    return None
 
 
-def _nonneg(v: Any) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be more than 0"
-
-
-def _secret(v: Any) -> str | None:
-    return None if str(v).strip() else "must not be empty: without it anyone could push comments"
-
-
-class DouyinAdapter(Adapter):
+class DouyinAdapter(PushAdapter):
     """Receives Douyin's live-data pushes on a local HTTP endpoint. No reply channel: ``can_reply`` is False."""
 
     type = "douyin"
+    OK_BODY = orjson.dumps({"err_no": 0, "err_msg": "ok"})
     OPTIONS: ClassVar = {
-        "host": Option(str, "127.0.0.1", doc="address to listen on; a reverse proxy publishes it"),
-        "port": Option(int, 8790, check=_port, doc="port to listen on (0 = any free port)"),
-        "path": Option(str, "/douyin/live", doc="the push URL's path, as configured on the platform"),
-        "secret": Option(str, required=True, check=_secret, doc="the push secret from the 开发配置 page"),
-        "max_skew": Option(float, 300.0, check=_nonneg,
+        **push_options("/douyin/live", 8790),
+        "secret": Option(str, "", doc="the live_comment push secret (开发配置); shorthand for secrets.live_comment"),
+        "secrets": Option(dict, {}, check=_check_secrets,
+                          doc="message type = its push secret (live_comment, live_gift, live_like, live_fansclub)"),
+        "max_skew": Option(float, 300.0, check=check_nonneg,
                            doc="refuse pushes whose x-timestamp is further than this from now (s); 0 = off"),
-        "ack_timeout": Option(float, 1.5, check=_positive,
-                              doc="longest wait for the journal before answering 503 (s); the platform waits 2"),
-        "retry_after": Option(int, 1, check=_positive, doc="Retry-After of a 503 (s)"),
-        "queue_max": Option(int, 100_000, doc="comment batches held for the pipeline before answering 503"),
-        "max_connections": Option(int, 0, check=_nonneg, doc="open connections at most; 0 = from the fd limit"),
-        "idle_timeout": Option(float, DEFAULT_IDLE, check=_nonneg, doc="close a silent connection after (s)"),
-        "request_timeout": Option(float, DEFAULT_REQUEST, check=_positive,
-                                  doc="a request head must be complete within (s)"),
-        "retry_initial": Option(float, 0.5, doc="first retry delay when the port cannot be bound (s)"),
-        "retry_max": Option(float, 30.0, doc="longest retry delay (s)"),
+        "app_id": Option(str, "", doc="the live app's appid: with access_token, livecart starts the push tasks"),
+        "access_token": Option(str, "", doc="the app's access_token (接口调用凭证) for task start/stop"),
+        "room_id": Option(str, "", doc="the live room id whose push tasks livecart starts"),
+        "api_base": Option(str, "https://webcast.bytedance.com", doc="base URL of the task start/stop API"),
     }
 
     def __init__(self, options: Any, *, name: str, stats: AdapterStats | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        super().__init__(with_defaults(self.OPTIONS, options, f"douyin {name}"), name=name, stats=stats)
-        self._clock = clock
-        self._sleep = sleep
-        self._secret = str(self.options["secret"])
-        problem = _secret(self._secret)
-        if problem:
-            raise FatalAdapterError(f"douyin {name}: secret {problem}")
-        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(int(self.options["queue_max"]))
-        self._runner: web.AppRunner | None = None
-        self.guard: Guard | None = None
-        self._seen = RecentKeys(65536)
-        self.ready = asyncio.Event()
-        self.port: int | None = None
-        self.forgeries = 0
-        self.ignored = 0
-        self.overflows = 0
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            # Pushes still waiting for a commit that will not come now are answered 503 (the platform
-            # retries); then the reader is woken with the end.
-            stopping = NotDurable(f"douyin {self.name}: the daemon is stopping")
-            while not self._queue.empty():
-                settle_all([b for b in (self._queue.get_nowait(),) if b is not None], stopping)
-            self._queue.put_nowait(None)
-        await self._stop()
-        await super().close()
-
-    async def _stop(self) -> None:
-        runner, self._runner = self._runner, None
-        self.ready.clear()
-        if runner is not None:
-            await runner.cleanup()
-
-    def batches(self) -> AsyncIterator[Sequence[Comment]]:
-        policy = Backoff(initial=float(self.options["retry_initial"]), cap=float(self.options["retry_max"]))
-        return reconnecting(self._serve, stats=self.stats, policy=policy, sleep=self._sleep)
-
-    async def _serve(self) -> AsyncIterator[Sequence[Comment]]:
-        if self._closed:
-            return
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post(self.options["path"], self._handle)
+        super().__init__(options, name=name, stats=stats, clock=clock, sleep=sleep)
         o = self.options
-        runner = web.AppRunner(app, access_log=None, **runner_options(float(o["idle_timeout"])))
-        await runner.setup()
-        self.guard = Guard(f"douyin {self.name}", max_connections=int(o["max_connections"]),
-                           idle_timeout=float(o["idle_timeout"]), request_timeout=float(o["request_timeout"]))
-        try:
-            site = GuardedSite(runner, o["host"], int(o["port"]), self.guard)
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise RetryableError(f"douyin: cannot listen on {self.options['host']}:{self.options['port']}: "
-                                 f"{exc.strerror}") from exc
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-        self.stats.connected = True
-        self.ready.set()
-        log.info("adapter %s: listening for Douyin pushes on port %s%s", self.name, self.port, self.options["path"])
-        try:
-            while True:
-                batch = await self._queue.get()
-                if batch is None:
-                    return
-                yield batch
-        finally:
-            await self._stop()
+        where = f"douyin {name}"
+        problem = _check_secrets(o["secrets"])
+        if problem:
+            raise FatalAdapterError(f"{where}: secrets {problem}")
+        secrets = dict(o["secrets"])
+        if o["secret"]:
+            secrets.setdefault(COMMENT_TYPE, o["secret"])
+        # In the platform's order, so tasks start comments first.
+        self._secrets: dict[str, str] = {k: require_secret(where, f"secrets.{k}", secrets[k])
+                                         for k in MSG_TYPES if k in secrets}
+        require_secret(where, "secrets.live_comment (or secret)", self._secrets.get(COMMENT_TYPE))
+        if o["app_id"] or o["access_token"]:
+            for key in ("app_id", "access_token", "room_id"):
+                if not o[key]:
+                    raise FatalAdapterError(f"{where}: {key} is needed to start the push tasks "
+                                            "(set app_id, access_token and room_id together, or none of them)")
+        #: task id per message type, as the platform answered the start call.
+        self.tasks: dict[str, str] = {}
+        self.forgeries = 0
+        self.stale = 0
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        # Everything here is synchronous after the body read: the answer goes out in well under 2 s.
-        body = await request.read()
+    @property
+    def msg_types(self) -> tuple[str, ...]:
+        """The message types livecart verifies (and starts a push task for)."""
+        return tuple(self._secrets)
+
+    async def start_tasks(self) -> None:
+        if not self.options["app_id"]:
+            log.info("adapter %s: no app_id/access_token: start the push tasks (%s) from your own server",
+                     self.name, ", ".join(self.msg_types))
+            return
+        for msg_type in self.msg_types:
+            data = await self._task_call("start", msg_type)
+            task = data.get("data") if isinstance(data, dict) else None
+            self.tasks[msg_type] = str(task.get("task_id", "")) if isinstance(task, dict) else ""
+            log.info("adapter %s: push task for %s started (task %s)", self.name, msg_type, self.tasks[msg_type])
+
+    async def stop_tasks(self) -> None:
+        for msg_type in list(self.tasks):
+            await self._task_call("stop", msg_type)
+            del self.tasks[msg_type]
+
+    async def _task_call(self, verb: str, msg_type: str) -> Any:
+        o = self.options
+        url = f"{o['api_base'].rstrip('/')}/api/live_data/task/{verb}"
+        status, data = await post_json(url, {"roomid": o["room_id"], "appid": o["app_id"], "msg_type": msg_type},
+                                       {"access-token": o["access_token"]})
+        err = data.get("err_no") if isinstance(data, dict) else None
+        if status == 200 and err == 0:
+            return data
+        msg = data.get("err_msg") if isinstance(data, dict) else None
+        if status >= 500 or err == 20010001:  # the platform's own failure: worth another try
+            raise RetryableError(f"douyin task {verb} {msg_type}: HTTP {status}, err_no {err!r} {msg!r}")
+        hint = {20040022: "the access_token is invalid or expired",
+                2005003019: "the room is not live, the app is not mounted in it, or the type is not granted"}
+        raise FatalAdapterError(f"douyin task {verb} for {msg_type} in room {o['room_id']} refused: HTTP {status}, "
+                                f"err_no {err!r} {msg!r}" + (f" ({hint[err]})" if err in hint else ""))
+
+    def decode_push(self, request: web.Request, body: bytes) -> list[Comment]:
         headers = {k: request.headers.get(k, "") for k in SIGNED_HEADERS}
         missing = [k for k, v in headers.items() if not v]
         given = request.headers.get("x-signature", "")
         if missing or not given:
-            self.stats.malformed("missing_header", f"push without {', '.join(missing) or 'x-signature'}",
-                                 dict(request.headers))
-            return web.Response(status=400, text="missing signature headers")
-        if not hmac.compare_digest(given.encode(), signature(headers, body, self._secret).encode()):
+            raise Refused(400, "missing_header", f"push without {', '.join(missing) or 'x-signature'}",
+                          dict(request.headers))
+        msg_type = headers["x-msg-type"]
+        secret = self._secrets.get(msg_type)
+        if secret is None:
+            raise Refused(401, "unknown_msg_type", f"no secret configured for message type {msg_type!r} "
+                          "(add it to secrets); push refused", {"roomid": headers["x-roomid"]})
+        if not hmac.compare_digest(given.encode(), signature(headers, body, secret).encode()):
             self.forgeries += 1
-            self.stats.malformed("bad_signature", "x-signature does not match; push refused",
-                                 {"roomid": headers["x-roomid"], "nonce": headers["x-nonce-str"]})
-            return web.Response(status=401, text="bad signature")
+            raise Refused(401, "bad_signature", f"x-signature does not match the {msg_type} secret; push refused",
+                          {"roomid": headers["x-roomid"], "nonce": headers["x-nonce-str"]})
         skew = float(self.options["max_skew"])
         sent = _seconds(headers["x-timestamp"])
         if skew and (sent is None or abs(self._clock() - sent) > skew):
-            self.stats.malformed("stale", f"x-timestamp {headers['x-timestamp']} is more than {skew}s off",
-                                 headers)
-            return web.Response(status=401, text="stale timestamp")
-        if headers["x-msg-type"] != COMMENT_TYPE:
-            self.ignored += 1  # gifts and likes are signed and valid, just not orders
-            return web.Response(body=_OK, content_type="application/json")
+            self.stale += 1
+            raise Refused(401, "stale", f"x-timestamp {headers['x-timestamp']} is more than {skew:g}s from now "
+                          "(a replayed push, or this machine's clock is wrong)", headers)
+        if msg_type != COMMENT_TYPE:
+            self.ignored += 1
+            return []  # gifts and likes are signed and valid, just not orders
         try:
             comments, problems = decode_comments(body, headers["x-roomid"], headers["x-timestamp"])
         except MalformedInput as exc:
             self.stats.malformed(exc.reason, exc.detail, exc.sample)
-            return web.Response(body=_OK, content_type="application/json")  # a retry would not fix it
+            return []  # answered 2xx: a redelivery of the same bytes would not fix it
         for p in problems:
             self.stats.malformed(p.reason, p.detail, p.sample)
-        for c in comments:
-            if self._seen.seen(c.id):
-                self.stats.duplicates += 1
-        if not comments:
-            return web.Response(body=_OK, content_type="application/json")
-        # Duplicates go on too: the engine recognises them, and the answer must wait until the first copy
-        # is durable, which the engine's ordering of acknowledgements guarantees.
-        batch = Batch(comments)
-        durable = batch.durable()
-        try:
-            self._queue.put_nowait(batch)
-        except asyncio.QueueFull:
-            durable.cancel()
-            self.overflows += 1
-            return self._busy(f"pipeline backlog full; a push of {len(comments)} comments")
-        self.stats.received += len(comments)
-        try:
-            async with asyncio.timeout(float(self.options["ack_timeout"])):
-                await durable
-        except TimeoutError:
-            return self._busy(f"no journal commit within {self.options['ack_timeout']}s")
-        except LivecartError as exc:
-            return self._busy(str(exc))
-        return web.Response(body=_OK, content_type="application/json")
-
-    def _busy(self, why: str) -> web.Response:
-        self.stats.errors += 1
-        level = logging.WARNING if self.stats.errors == 1 else logging.DEBUG
-        log.log(level, "adapter %s: %s; answered 503 (the platform retries)%s", self.name, why,
-                " (further ones are counted in errors, logged at DEBUG)" if self.stats.errors == 1 else "")
-        return web.Response(status=503, text="busy", headers={"Retry-After": str(self.options["retry_after"])})
+        return comments

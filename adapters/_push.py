@@ -1,0 +1,256 @@
+"""The shell shared by the adapters a platform pushes to over HTTP: ``douyin``, ``kuaishou``, ``instagram``.
+
+A subclass says how one request is verified and decoded (:meth:`PushAdapter.decode_push`) and, where the
+platform has one, how the push task is started and stopped (:meth:`PushAdapter.start_tasks`,
+:meth:`PushAdapter.stop_tasks`); this class runs the aiohttp server under the shared reconnect loop (a bind
+failure, e.g. the port still held by a dying process, is retried), buffers comments in a bounded
+:class:`~livecart.adapters._intake.Intake`, and answers.
+
+Every 2xx answer leaves through one method, :meth:`PushAdapter._acknowledge`: it is the one place that can be
+made to wait for "what this push held is durable" (STYLE 9b). A refused push is answered by the status its
+:class:`Refused` names and counted under its reason; a full buffer is answered 503 with ``Retry-After``, nothing
+of the push kept, so that the platform's redelivery carries it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from livecart.adapters._codec import RecentKeys, check_port, check_positive, with_defaults
+from livecart.adapters._intake import Intake
+from livecart.adapters.reconnect import Backoff, reconnecting
+from livecart.core.errors import FatalAdapterError, RetryableError
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, AdapterStats, Option
+
+log = logging.getLogger("livecart.adapter")
+
+#: Largest push body accepted; a comment batch is far smaller.
+MAX_BODY = 1 << 20
+
+
+class Refused(Exception):
+    """A push that is answered with ``status`` and counted under ``reason`` (never raised out of the adapter)."""
+
+    def __init__(self, status: int, reason: str, detail: str, sample: object = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.sample = sample
+
+
+def _check_path(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.startswith("/") else "must start with '/'"
+
+
+def push_options(path: str, port: int) -> dict[str, Option]:
+    """The keys every push adapter has (each adds its own)."""
+    return {
+        # Loopback by default: the platform reaches livecart through the seller's HTTPS front (a reverse
+        # proxy or tunnel), never by livecart listening on every interface unasked.
+        "host": Option(str, "127.0.0.1", doc="address to listen on (put an HTTPS reverse proxy in front)"),
+        "port": Option(int, port, check=check_port, doc="port to listen on (0 = any free port)"),
+        "path": Option(str, path, check=_check_path, doc="the push URL's path, as configured on the platform"),
+        "queue_max": Option(int, 100_000, check=check_positive,
+                            doc="comments held for the pipeline before a push is answered 503"),
+        "retry_after": Option(float, 1.0, check=check_positive, doc="Retry-After of a 503 (s)"),
+        "retry_initial": Option(float, 0.5, check=check_positive,
+                                doc="first retry delay when the port cannot be bound (s)"),
+        "retry_max": Option(float, 30.0, check=check_positive, doc="longest retry delay (s)"),
+    }
+
+
+class PushAdapter(Adapter):
+    """Base class of the HTTP-push platform adapters (see the module docstring)."""
+
+    #: The platform's expected success body and its content type.
+    OK_BODY: ClassVar[bytes] = b"{}"
+    OK_TYPE: ClassVar[str] = "application/json"
+
+    def __init__(self, options: Mapping[str, Any], *, name: str, stats: AdapterStats | None = None,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        super().__init__(with_defaults(self.OPTIONS, options, f"{self.type} {name}"), name=name, stats=stats)
+        self._clock = clock
+        self._sleep = sleep
+        self.intake = Intake(int(self.options["queue_max"]))
+        self._runner: web.AppRunner | None = None
+        self._seen = RecentKeys(65536)
+        self._retry_after = str(max(1, math.ceil(float(self.options["retry_after"]))))
+        self._tasks_started = False
+        self.ready = asyncio.Event()
+        self.port: int | None = None
+        #: Pushes answered 503 because the buffer was full.
+        self.busy = 0
+        #: Valid pushes that carried nothing to order from (gifts, likes, other fields).
+        self.ignored = 0
+        self.requests = 0
+
+    @property
+    def bound_port(self) -> int:
+        """The port listened on (once :attr:`ready` is set); the daemon shows it in its status."""
+        if self.port is None or self._runner is None:
+            raise RuntimeError(f"{self.type} {self.name}: not listening")
+        return self.port
+
+    # --- what a subclass provides -----------------------------------------------------------------------
+
+    def decode_push(self, request: web.Request, body: bytes) -> list[Comment]:
+        """The comments of one verified push. Raise :class:`Refused` to refuse it; count bad items yourself."""
+        raise NotImplementedError
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register the push route; a subclass may add more (a subscription handshake)."""
+        app.router.add_post(self.options["path"], self._handle)
+
+    async def start_tasks(self) -> None:
+        """Ask the platform to start pushing (called once the endpoint listens). Default: nothing to start."""
+
+    async def stop_tasks(self) -> None:
+        """Ask the platform to stop pushing (called on close, best effort). Default: nothing to stop."""
+
+    # --- the shell ----------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.intake.close()
+            if self._tasks_started:
+                self._tasks_started = False
+                try:
+                    async with asyncio.timeout(10):
+                        await self.stop_tasks()
+                except Exception as exc:  # best effort: the platform also stops when the room closes
+                    log.warning("adapter %s: could not stop the push task: %r", self.name, exc)
+        await self._stop()
+        await super().close()
+
+    async def _stop(self) -> None:
+        runner, self._runner = self._runner, None
+        self.ready.clear()
+        if runner is not None:
+            await runner.cleanup()
+
+    def batches(self) -> AsyncIterator[Sequence[Comment]]:
+        policy = Backoff(initial=float(self.options["retry_initial"]), cap=float(self.options["retry_max"]))
+        return reconnecting(self._serve, stats=self.stats, policy=policy, sleep=self._sleep)
+
+    async def _serve(self) -> AsyncIterator[Sequence[Comment]]:
+        if self._closed:
+            return
+        o = self.options
+        app = web.Application(client_max_size=MAX_BODY)
+        self.add_routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, o["host"], int(o["port"]))
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise RetryableError(f"{self.type}: cannot listen on {o['host']}:{o['port']}: {exc.strerror}") from exc
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        try:
+            if not self._tasks_started:
+                await self.start_tasks()
+                self._tasks_started = True
+            self.stats.connected = True
+            self.ready.set()
+            log.info("adapter %s: listening for %s pushes on %s:%s%s", self.name, self.type, o["host"],
+                     self.port, o["path"])
+            while True:
+                batch = await self.intake.get()
+                if batch is None:
+                    return
+                yield batch
+        finally:
+            await self._stop()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        # Verify, decode, buffer, answer: nothing here waits on the pipeline, so the platform's answer
+        # deadline (2 s on Douyin) is met.
+        self.requests += 1
+        if self.intake.closed:
+            return self._busy()
+        try:
+            body = await request.read()
+            comments = self.decode_push(request, body)
+        except web.HTTPRequestEntityTooLarge:
+            self.stats.malformed("oversized", f"push body over {MAX_BODY} bytes refused with 413")
+            return web.json_response({"error": f"body over {MAX_BODY} bytes"}, status=413)
+        except Refused as exc:
+            self.stats.malformed(exc.reason, exc.detail, exc.sample)
+            return web.json_response({"error": exc.reason, "detail": exc.detail}, status=exc.status)
+        return await self._acknowledge(comments)
+
+    async def _acknowledge(self, comments: list[Comment]) -> web.Response:
+        """The one place a push is answered 2xx: its comments are buffered (or it held none).
+
+        The platform redelivers what it was not told 2xx, so a push whose comments do not fit is answered
+        503 and nothing of it kept; duplicates (a redelivery of what was taken) are counted and dropped.
+        """
+        fresh: list[Comment] = []
+        for c in comments:
+            if self._seen.seen(c.key):
+                self.stats.duplicates += 1
+            else:
+                fresh.append(c)
+        if fresh and not self.intake.offer(fresh):
+            for c in fresh:  # let the redelivery through
+                self._seen.forget(c.key)
+            return self._busy()
+        self.stats.received += len(fresh)
+        return web.Response(body=self.OK_BODY, content_type=self.OK_TYPE)
+
+    def _busy(self) -> web.Response:
+        self.busy += 1
+        level = logging.WARNING if self.busy == 1 else logging.DEBUG
+        log.log(level, "adapter %s: buffer full (%d comments); answering 503%s", self.name, len(self.intake),
+                " (further ones are counted in busy, logged at DEBUG)" if self.busy == 1 else "")
+        return web.json_response({"error": "busy: the engine is behind; retry later"}, status=503,
+                                 headers={"Retry-After": self._retry_after})
+
+    def __repr__(self) -> str:
+        s = self.stats
+        state = "closed" if self._closed else ("listening" if self._runner is not None else "idle")
+        return (f"<{type(self).__name__} {self.name}: {state} on port {self.port}, {self.requests} requests, "
+                f"{s.received} comments, {s.malformed_total} refused, {self.busy} busy>")
+
+
+def require_secret(where: str, key: str, value: Any) -> str:
+    """``value`` as a non-empty secret, or :class:`FatalAdapterError`: an empty secret verifies anything."""
+    if not isinstance(value, str) or not value.strip():
+        raise FatalAdapterError(f"{where}: {key} must be set to the platform's secret; an empty secret would "
+                                "accept forged pushes")
+    return value
+
+
+async def post_json(url: str, payload: Mapping[str, Any], headers: Mapping[str, str],
+                    limit: float = 10.0) -> tuple[int, Any]:
+    """POST ``payload`` as JSON; the status and the decoded answer (None when it is not JSON).
+
+    Network failures raise :class:`RetryableError`.
+    """
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit)) as s, \
+                s.post(url, json=dict(payload), headers=dict(headers)) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise RetryableError(f"POST {url}: {exc!r}") from exc
+    data: Any = None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        data = orjson.loads(raw)
+    return status, data
