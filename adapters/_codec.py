@@ -259,3 +259,94 @@ class Decoder:
         return (f"<Decoder {self.platform}/{self.room} max {self.max_bytes} bytes, {self._fields!r}, "
                 f"{self.stats.received} ok, {self.stats.malformed_total} malformed, "
                 f"{self.stats.duplicates} duplicates>")
+
+
+class SseEvent:
+    """One Server-Sent Event: ``event`` type (default ``message``), ``data``, the ``id`` in force."""
+
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self, event: str, data: str, ident: str) -> None:
+        self.event = event
+        self.data = data
+        self.id = ident
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SseEvent) and (self.event, self.data, self.id) == (other.event, other.data, other.id)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<SseEvent {self.event} id={self.id!r} {self.data[:60]!r}>"
+
+
+class SseDecoder:
+    """Incremental ``text/event-stream`` parser (WHATWG HTML, "Server-sent events", §9.2.6). Pure.
+
+    Feed it bytes as they arrive (:meth:`feed`); it returns the events completed so far. Lines end with
+    CRLF, LF or CR (a CR at the end of one chunk followed by LF at the start of the next is one line end);
+    ``data`` lines are joined with LF; a blank line dispatches; ``:`` starts a comment (a keep-alive);
+    ``id`` persists across events (the ``Last-Event-ID`` to resume with) unless it contains NUL; ``retry``
+    (digits only) sets :attr:`retry_ms`. A line longer than ``max_line`` raises :class:`MalformedInput`.
+    """
+
+    __slots__ = ("_buf", "_cr", "_data", "_event", "_has_data", "last_id", "max_line", "retry_ms")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_BYTES) -> None:
+        self._buf = bytearray()
+        self._cr = False
+        self._data: list[str] = []
+        self._has_data = False
+        self._event = ""
+        self.last_id = ""
+        self.retry_ms: int | None = None
+        self.max_line = max_line
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        out: list[SseEvent] = []
+        buf = self._buf
+        for b in chunk:
+            if self._cr:
+                self._cr = False
+                if b == 0x0A:
+                    continue
+            if b in (0x0A, 0x0D):
+                self._cr = b == 0x0D
+                line = buf.decode("utf-8", "replace")
+                buf.clear()
+                ev = self._line(line)
+                if ev is not None:
+                    out.append(ev)
+                continue
+            buf.append(b)
+            if len(buf) > self.max_line:
+                buf.clear()
+                raise MalformedInput("oversized", f"event-stream line over {self.max_line} bytes")
+        return out
+
+    def _line(self, line: str) -> SseEvent | None:
+        if not line:
+            if not self._has_data:
+                self._event = ""
+                return None
+            ev = SseEvent(self._event or "message", "\n".join(self._data), self.last_id)
+            self._data = []
+            self._has_data = False
+            self._event = ""
+            return ev
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._has_data = True
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\x00" not in value:
+                self.last_id = value
+        elif name == "retry" and value.isdigit() and value.isascii():
+            self.retry_ms = int(value)
+        return None
