@@ -105,7 +105,9 @@ def parse_line(line: str) -> IrcMessage:
         rest, trailing = rest.split(" :", 1)
     elif rest.startswith(":"):
         rest, trailing = "", rest[1:]
-    words = rest.split()
+    # Parameters are separated by SPACE (0x20) only, one or more (RFC 1459 §2.3.1; modern IRC "Parameters"):
+    # a tab or U+3000 inside a parameter is part of it, never a separator.
+    words = [w for w in rest.split(" ") if w]
     if not words:
         raise MalformedInput("bad_line", "no command", line[:200])
     command, params = words[0].upper(), words[1:]
