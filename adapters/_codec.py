@@ -350,3 +350,59 @@ class SseDecoder:
         elif name == "retry" and value.isdigit() and value.isascii():
             self.retry_ms = int(value)
         return None
+
+
+class JsonObjectStream:
+    """Splits a stream of bytes into the JSON objects it holds, as they complete. Pure.
+
+    Accepts the shapes server-streaming HTTP APIs use: objects one after another (optionally separated by
+    whitespace or newlines), or one JSON array of objects written a piece at a time (``[{...},\\n{...}]``).
+    Braces inside strings (and escaped quotes) are skipped correctly. An object larger than ``max_bytes``,
+    or bytes outside an object that are not array punctuation or whitespace, raise :class:`MalformedInput`
+    (the stream cannot be resynchronised after that, so the caller reconnects).
+    """
+
+    __slots__ = ("_buf", "_depth", "_escape", "_in_string", "max_bytes")
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self._buf = bytearray()
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self.max_bytes = max_bytes
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        out: list[Any] = []
+        buf = self._buf
+        for b in chunk:
+            if self._depth == 0:
+                if b == 0x7B:  # {
+                    self._depth = 1
+                    buf.append(b)
+                elif b not in b" \t\r\n[],":
+                    raise MalformedInput("bad_json", f"unexpected byte {bytes([b])!r} between objects")
+                continue
+            buf.append(b)
+            if self._in_string:
+                if self._escape:
+                    self._escape = False
+                elif b == 0x5C:  # backslash
+                    self._escape = True
+                elif b == 0x22:
+                    self._in_string = False
+            elif b == 0x22:
+                self._in_string = True
+            elif b == 0x7B:
+                self._depth += 1
+            elif b == 0x7D:
+                self._depth -= 1
+                if self._depth == 0:
+                    raw = bytes(buf)
+                    buf.clear()
+                    try:
+                        out.append(orjson.loads(raw))
+                    except orjson.JSONDecodeError as exc:
+                        raise MalformedInput("bad_json", str(exc), raw[:200]) from exc
+            if len(buf) > self.max_bytes:
+                raise MalformedInput("oversized", f"streamed object over {self.max_bytes} bytes")
+        return out

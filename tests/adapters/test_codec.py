@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livecart.adapters._codec import Decoder, FieldMap, RecentKeys, check_fields, with_defaults
+from livecart.adapters._codec import (
+    Decoder,
+    FieldMap,
+    JsonObjectStream,
+    RecentKeys,
+    check_fields,
+    with_defaults,
+)
 from livecart.core.errors import FatalAdapterError, MalformedInput
 from livecart.core.records import Comment
 from livecart.plugin import AdapterStats, Option
@@ -143,3 +150,20 @@ def test_recent_keys_forget_lets_a_redelivery_through() -> None:
     assert r.seen("m-1") is True
     r.forget("m-1")
     assert r.seen("m-1") is False
+
+
+# --- JsonObjectStream: server-streamed JSON (streamList) ---------------------------------------------------
+
+def test_json_stream_splits_an_array_written_piece_by_piece() -> None:
+    raw = b'[{"a": "x}{\\"y"},\n{"b": {"c": [1, {"d": 2}]}}]'
+    s = JsonObjectStream()
+    got = [obj for i in range(0, len(raw), 3) for obj in s.feed(raw[i:i + 3])]
+    assert got == [{"a": 'x}{"y'}, {"b": {"c": [1, {"d": 2}]}}]
+
+
+def test_json_stream_takes_back_to_back_objects_and_refuses_junk() -> None:
+    assert JsonObjectStream().feed(b'{"a":1}\n{"b":2}') == [{"a": 1}, {"b": 2}]
+    with pytest.raises(MalformedInput, match="bad_json"):
+        JsonObjectStream().feed(b'{"a":1} nope')
+    with pytest.raises(MalformedInput, match="oversized"):
+        JsonObjectStream(max_bytes=8).feed(b'{"a": "0123456789"}')
