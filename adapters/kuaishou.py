@@ -91,6 +91,10 @@ def event_comments(event: Mapping[str, Any], room: str, fields: FieldMap) -> tup
             problems.append(MalformedInput("not_an_object", "comment is not an object", item))
             continue
         obj = fields.apply(item)
+        if obj.get("user") in (None, "", 0, "0"):
+            problems.append(MalformedInput("anonymous_buyer", "comment without the viewer's open_id: it cannot be "
+                                           "told apart from another viewer's, so it is refused", item))
+            continue
         if obj.get("id") in (None, ""):
             # One comment per push: the push's own id is the comment's (a batch's items need their own).
             obj["id"] = event["message_id"] if len(items) == 1 else f"{event['message_id']}#{i}"

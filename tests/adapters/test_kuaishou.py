@@ -46,7 +46,7 @@ def test_a_comment_without_a_user_is_a_problem_not_a_shared_buyer() -> None:
     ev = event("push-2", {"list": [comment("c1", "+1", open_id=""), comment("c2", "+1")]})
     comments, problems = event_comments(ev, "r", FieldMap(DEFAULT_FIELDS))
     assert [c.id for c in comments] == ["c2"]
-    assert [p.reason for p in problems] == ["missing_field"]
+    assert [p.reason for p in problems] == ["anonymous_buyer"]
 
 
 @pytest.mark.parametrize("opts", [{"app_secret": ""}, {"app_secret": "   "}])
@@ -140,5 +140,5 @@ async def test_replay_of_a_recorded_session() -> None:
         ("cmt-5501", "f18a2b3c", "小鱼", "1号链接来两盒"),
         ("cmt-5502", "9d8c7b6a", "阿花", "A1+1"),
     ]
-    assert a.stats.malformed_by_reason == {"missing_field": 1}   # cmt-5503 names no buyer
+    assert a.stats.malformed_by_reason == {"anonymous_buyer": 1}   # cmt-5503 names no buyer
     assert (a.tests, a.ignored, a.stats.duplicates) == (1, 1, 1)
