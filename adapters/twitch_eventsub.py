@@ -168,11 +168,15 @@ class TwitchEventSubAdapter(Adapter):
                 await self._subscribe()
                 while True:
                     moved = None
-                    async for batch in self._read(ws, keepalive):
-                        if isinstance(batch, str):
-                            moved = batch
-                            break
-                        yield batch
+                    reader = self._read(ws, keepalive)
+                    try:
+                        async for batch in reader:
+                            if isinstance(batch, str):
+                                moved = batch
+                                break
+                            yield batch
+                    finally:
+                        await reader.aclose()
                     if moved is None:
                         return
                     # session_reconnect: the new connection first, then the old one goes; no resubscribe.
