@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -220,7 +220,7 @@ class TwitchEventSubAdapter(Adapter):
         raise FatalAdapterError(f"twitch eventsub: subscribing to {SUBSCRIPTION} refused: HTTP {status} "
                                 f"({hint.get(status, 'see the body')}): {raw[:300]!r}")
 
-    async def _read(self, ws: ClientConnection, keepalive: float) -> AsyncIterator[list[Comment] | str]:
+    async def _read(self, ws: ClientConnection, keepalive: float) -> AsyncGenerator[list[Comment] | str, None]:
         """Batches of comments; a string is a reconnect URL (the caller moves to it)."""
         while True:
             try:
