@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from livecart.adapters.twitch import (
@@ -217,3 +219,24 @@ async def test_anonymous_login_cannot_reply_and_says_so() -> None:
 
 def test_class_advertises_twitchs_reply_limit() -> None:
     assert (TwitchAdapter.can_reply, TwitchAdapter.reply_limit, TwitchAdapter.reply_window) == (True, 20, 30.0)
+
+
+async def test_replay_of_a_recorded_session() -> None:
+    """IRC frames as recorded (tests/adapters/fixtures/twitch_irc_session.jsonl) through the fake server."""
+    path = Path(__file__).parent / "fixtures" / "twitch_irc_session.jsonl"
+    lines = [orjson.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    async with FakeTwitch() as fake:
+        a = adapter(fake.url)
+        for ln in lines[1:]:
+            fake.send(ln["frame"])
+        it = a.batches()
+        got = await take(it, 4)
+        await it.aclose()
+        await a.close()
+    assert [(c.id[-4:], c.user, c.name, c.text) for c in got] == [
+        ("d05f", "512390712", "MeiLin", "A1 +1"),
+        ("0002", "600111222", "Tom B", "鸡蛋来两盒"),
+        ("0003", "700333444", "Ana", "3号\u3000黑色\tL 拍一件"),
+        ("0004", "512390712", "MeiLin", "cancel"),
+    ]
+    assert (a.stats.duplicates, a.pings_answered, a.stats.malformed_total) == (1, 1, 0)
