@@ -14,6 +14,7 @@ from livecart.adapters._codec import (
     FieldMap,
     JsonObjectStream,
     RecentKeys,
+    SseDecoder,
     check_fields,
     with_defaults,
 )
@@ -167,3 +168,30 @@ def test_json_stream_takes_back_to_back_objects_and_refuses_junk() -> None:
         JsonObjectStream().feed(b'{"a":1} nope')
     with pytest.raises(MalformedInput, match="oversized"):
         JsonObjectStream(max_bytes=8).feed(b'{"a": "0123456789"}')
+
+
+# --- the stream parsers do not care where the network cuts the bytes --------------------------------------
+
+_SSE = (b": keep-alive\r\n\r\nid: 1\r\ndata: {\"a\": \"x\\ny\"}\r\n\r\nevent: e\ndata: 1\ndata: 2\n\n"
+        b"retry: 500\rdata: \xe4\xb8\xad\r\rdata: last\n\n")
+_JSON = b'[{"id": "a", "t": "}{\\"[]"},\n {"id": "b", "n": {"x": [1, {"y": 2}]}}, {"id": "\xe4\xb8\xad"}]'
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(_SSE)), max_size=12))
+def test_sse_events_are_the_same_however_the_bytes_are_cut(cuts: list[int]) -> None:
+    whole = SseDecoder().feed(_SSE)
+    d = SseDecoder()
+    points = [0, *sorted(cuts), len(_SSE)]
+    pieces = [ev for a, b in zip(points, points[1:], strict=False) for ev in d.feed(_SSE[a:b])]
+    assert pieces == whole
+    assert [e.data for e in whole] == ['{"a": "x\\ny"}', "1\n2", "中", "last"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(_JSON)), max_size=12))
+def test_json_objects_are_the_same_however_the_bytes_are_cut(cuts: list[int]) -> None:
+    s = JsonObjectStream()
+    points = [0, *sorted(cuts), len(_JSON)]
+    got = [o for a, b in zip(points, points[1:], strict=False) for o in s.feed(_JSON[a:b])]
+    assert [o["id"] for o in got] == ["a", "b", "中"]
