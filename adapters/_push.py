@@ -6,10 +6,14 @@ platform has one, how the push task is started and stopped (:meth:`PushAdapter.s
 failure, e.g. the port still held by a dying process, is retried), buffers comments in a bounded
 :class:`~livecart.adapters._intake.Intake`, and answers.
 
-Every 2xx answer leaves through one method, :meth:`PushAdapter._acknowledge`: it is the one place that can be
-made to wait for "what this push held is durable" (STYLE 9b). A refused push is answered by the status its
-:class:`Refused` names and counted under its reason; a full buffer is answered 503 with ``Retry-After``, nothing
-of the push kept, so that the platform's redelivery carries it again.
+Every 2xx answer leaves through one method, :meth:`PushAdapter._acknowledge`, and only once what the push held
+is durable (STYLE 9b; ``docs``, "Acknowledgement"): the comments go to the engine as a
+:class:`~livecart.plugin.Batch` and the answer waits for its settlement. When that cannot be said within
+``ack_timeout`` (under the platform's own deadline), or the buffer is full, or the journal failed, or the
+daemon is stopping, the answer is 503 with ``Retry-After`` and the platform pushes again; comments that were
+durable after all are recognised by their ids. A refused push is answered by the status its :class:`Refused`
+names and counted under its reason. The listener has the same connection hygiene as the webhook
+(:mod:`livecart.listen`: a connection cap, idle and request-head timeouts).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from livecart.adapters._codec import RecentKeys, check_port, check_positive, with_defaults
+from livecart.adapters._codec import RecentKeys, check_nonneg, check_port, check_positive, with_defaults
 from livecart.adapters._intake import Intake
 from livecart.adapters.reconnect import Backoff, reconnecting
-from livecart.core.errors import FatalAdapterError, RetryableError
+from livecart.core.errors import FatalAdapterError, LivecartError, NotDurable, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option
+from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
+from livecart.plugin import Adapter, AdapterStats, Batch, Option
 
 log = logging.getLogger("livecart.adapter")
 
@@ -54,8 +59,9 @@ def _check_path(value: Any) -> str | None:
     return None if isinstance(value, str) and value.startswith("/") else "must start with '/'"
 
 
-def push_options(path: str, port: int) -> dict[str, Option]:
-    """The keys every push adapter has (each adds its own)."""
+def push_options(path: str, port: int, ack_timeout: float) -> dict[str, Option]:
+    """The keys every push adapter has (each adds its own); ``ack_timeout`` stays under the platform's own
+    answer deadline."""
     return {
         # Loopback by default: the platform reaches livecart through the seller's HTTPS front (a reverse
         # proxy or tunnel), never by livecart listening on every interface unasked.
@@ -65,6 +71,12 @@ def push_options(path: str, port: int) -> dict[str, Option]:
         "queue_max": Option(int, 100_000, check=check_positive,
                             doc="comments held for the pipeline before a push is answered 503"),
         "retry_after": Option(float, 1.0, check=check_positive, doc="Retry-After of a 503 (s)"),
+        "ack_timeout": Option(float, ack_timeout, check=check_positive,
+                              doc="longest wait for the journal commit before answering 503 (s)"),
+        "max_connections": Option(int, 0, check=check_nonneg, doc="open connections at most; 0 = from the fd limit"),
+        "idle_timeout": Option(float, DEFAULT_IDLE, check=check_nonneg, doc="close a silent connection after (s)"),
+        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_positive,
+                                  doc="a request head must be complete within (s)"),
         "retry_initial": Option(float, 0.5, check=check_positive,
                                 doc="first retry delay when the port cannot be bound (s)"),
         "retry_max": Option(float, 30.0, check=check_positive, doc="longest retry delay (s)"),
@@ -89,6 +101,7 @@ class PushAdapter(Adapter):
         self._seen = RecentKeys(65536)
         self._retry_after = str(max(1, math.ceil(float(self.options["retry_after"]))))
         self._tasks_started = False
+        self.guard: Guard | None = None
         self.ready = asyncio.Event()
         self.port: int | None = None
         #: Pushes answered 503 because the buffer was full.
@@ -125,7 +138,8 @@ class PushAdapter(Adapter):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.intake.close()
+            # Pushes still waiting for a commit that will not come now are answered 503 (the platform retries).
+            self.intake.abandon(NotDurable(f"{self.type} {self.name}: the daemon is stopping"))
             if self._tasks_started:
                 self._tasks_started = False
                 try:
@@ -152,10 +166,13 @@ class PushAdapter(Adapter):
         o = self.options
         app = web.Application(client_max_size=MAX_BODY)
         self.add_routes(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               **runner_options(float(o["idle_timeout"])))
         await runner.setup()
+        self.guard = Guard(f"{self.type} {self.name}", max_connections=int(o["max_connections"]),
+                           idle_timeout=float(o["idle_timeout"]), request_timeout=float(o["request_timeout"]))
         try:
-            site = web.TCPSite(runner, o["host"], int(o["port"]))
+            site = GuardedSite(runner, o["host"], int(o["port"]), self.guard)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
@@ -196,30 +213,35 @@ class PushAdapter(Adapter):
         return await self._acknowledge(comments)
 
     async def _acknowledge(self, comments: list[Comment]) -> web.Response:
-        """The one place a push is answered 2xx: its comments are buffered (or it held none).
+        """The one place a push is answered 2xx: once its comments are durable (or it held none).
 
-        The platform redelivers what it was not told 2xx, so a push whose comments do not fit is answered
-        503 and nothing of it kept; duplicates (a redelivery of what was taken) are counted and dropped.
+        Redeliveries are counted as duplicates and go on too: the engine recognises them by id, and the answer
+        must wait until the first copy is durable, which the engine's ordering of settlements guarantees.
         """
-        fresh: list[Comment] = []
-        for c in comments:
-            if self._seen.seen(c.key):
-                self.stats.duplicates += 1
-            else:
-                fresh.append(c)
-        if fresh and not self.intake.offer(fresh):
-            for c in fresh:  # let the redelivery through
-                self._seen.forget(c.key)
-            return self._busy()
-        self.stats.received += len(fresh)
+        if not comments:
+            return web.Response(body=self.OK_BODY, content_type=self.OK_TYPE)
+        self.stats.duplicates += sum(1 for c in comments if self._seen.seen(c.key))
+        batch = Batch(comments)
+        durable = batch.durable()
+        if not self.intake.offer(batch):
+            durable.cancel()
+            return self._busy(f"buffer full ({len(self.intake)} comments)")
+        self.stats.received += len(comments)
+        try:
+            async with asyncio.timeout(float(self.options["ack_timeout"])):
+                await durable
+        except TimeoutError:
+            return self._busy(f"no journal commit within {self.options['ack_timeout']}s")
+        except LivecartError as exc:
+            return self._busy(str(exc))
         return web.Response(body=self.OK_BODY, content_type=self.OK_TYPE)
 
-    def _busy(self) -> web.Response:
+    def _busy(self, why: str = "the daemon is stopping") -> web.Response:
         self.busy += 1
         level = logging.WARNING if self.busy == 1 else logging.DEBUG
-        log.log(level, "adapter %s: buffer full (%d comments); answering 503%s", self.name, len(self.intake),
+        log.log(level, "adapter %s: %s; answering 503 (the platform retries)%s", self.name, why,
                 " (further ones are counted in busy, logged at DEBUG)" if self.busy == 1 else "")
-        return web.json_response({"error": "busy: the engine is behind; retry later"}, status=503,
+        return web.json_response({"error": f"not durable ({why}); retry later"}, status=503,
                                  headers={"Retry-After": self._retry_after})
 
     def __repr__(self) -> str:

@@ -129,7 +129,7 @@ class DouyinAdapter(PushAdapter):
     type = "douyin"
     OK_BODY = orjson.dumps({"err_no": 0, "err_msg": "ok"})
     OPTIONS: ClassVar = {
-        **push_options("/douyin/live", 8790),
+        **push_options("/douyin/live", 8790, ack_timeout=1.5),
         "secret": Option(str, "", doc="the live_comment push secret (开发配置); shorthand for secrets.live_comment"),
         "secrets": Option(dict, {}, check=_check_secrets,
                           doc="message type = its push secret (live_comment, live_gift, live_like, live_fansclub)"),

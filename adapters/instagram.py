@@ -108,7 +108,7 @@ class InstagramAdapter(PushAdapter):
     OK_BODY = b"EVENT_RECEIVED"
     OK_TYPE = "text/plain"
     OPTIONS: ClassVar = {
-        **push_options("/instagram/webhook", 8792),
+        **push_options("/instagram/webhook", 8792, ack_timeout=5.0),
         "app_secret": Option(str, "", doc="the Meta app's secret: X-Hub-Signature-256 is keyed with it; required"),
         "verify_token": Option(str, "", doc="the Verify Token typed into the webhook settings; required"),
     }

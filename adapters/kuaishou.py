@@ -114,7 +114,7 @@ class KuaishouAdapter(PushAdapter):
     type = "kuaishou"
     OK_BODY = orjson.dumps({"result": 1})
     OPTIONS: ClassVar = {
-        **push_options("/kuaishou/live", 8791),
+        **push_options("/kuaishou/live", 8791, ack_timeout=3.0),
         "app_secret": Option(str, "", doc="the app's secret: kwaisign = md5(body + app_secret); required"),
         "room_id": Option(str, "", doc="the live room: the comments' room, and whose push task is started"),
         "comment_event": Option(str, "live_comment", doc="the event name of comment pushes"),

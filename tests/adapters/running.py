@@ -7,13 +7,19 @@ from collections.abc import AsyncIterator, Sequence
 
 from livecart.adapters._push import PushAdapter
 from livecart.core.records import Comment
+from livecart.plugin import Batch
 
 
 class Running:
-    """``async with Running(adapter) as url:`` — the endpoint's URL; :meth:`wait_for` waits for comments."""
+    """``async with Running(adapter) as url:`` — the endpoint's URL; :meth:`wait_for` waits for comments.
 
-    def __init__(self, a: PushAdapter) -> None:
+    The reader plays the engine: each batch is settled as durable once taken (``durable=False`` leaves them
+    pending, for tests of what happens before the journal commits)."""
+
+    def __init__(self, a: PushAdapter, *, durable: bool = True) -> None:
         self.a = a
+        self.durable = durable
+        self.batches: list[Batch] = []
         self.it: AsyncIterator[Sequence[Comment]] = a.batches()
         self.got: list[Comment] = []
         self.arrived = asyncio.Event()
@@ -33,6 +39,10 @@ class Running:
     async def _read(self) -> None:
         async for batch in self.it:
             self.got.extend(batch)
+            assert isinstance(batch, Batch)
+            self.batches.append(batch)
+            if self.durable:
+                batch.settle()
             self.arrived.set()
 
     async def wait_for(self, n: int) -> list[Comment]:
@@ -47,3 +57,14 @@ class Running:
         assert self.task is not None
         async with asyncio.timeout(10):
             await self.task   # the stream ends cleanly on close
+
+
+def first_copies(comments: list[Comment]) -> list[Comment]:
+    """The comments in order, each ``(platform, room, id)`` once: what the engine processes."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for c in comments:
+        if c.key not in seen:
+            seen.add(c.key)
+            out.append(c)
+    return out

@@ -11,7 +11,7 @@ from livecart.adapters.instagram import InstagramAdapter, handshake, payload_com
 from livecart.core.errors import FatalAdapterError
 from livecart.core.records import Comment
 from tests.adapters.fakes.fake_instagram import deliver, hub_signature, live_comment, payload, subscribe
-from tests.adapters.running import Running
+from tests.adapters.running import Running, first_copies
 
 SECRET = "ig-app-s3cr3t"
 TOKEN = "my-verify-token"
@@ -110,9 +110,10 @@ async def test_replay_of_a_recorded_session() -> None:
                 async with s.post(url, data=p["body"].encode(), headers={
                         "X-Hub-Signature-256": p["signature"], "content-type": "application/json"}) as resp:
                     statuses.append(resp.status)
-        got = await r.wait_for(3)
+        got = await r.wait_for(5)
     assert statuses == [200] * 4
-    assert [(c.id, c.user, c.name, c.text, c.room) for c in got] == [
+    assert len(got) == 5  # the redelivery goes on to the engine, which processes an id once
+    assert [(c.id, c.user, c.name, c.text, c.room) for c in first_copies(got)] == [
         ("17990000000000001", "17841401111111111", "xiaoyu.eats", "A1 +1 please", "18030000000000042"),
         ("17990000000000002", "17841402222222222", "ahua", "鸡蛋来两盒", "18030000000000042"),
         ("17990000000000005", "17841403333333333", "tom_b", "cancel", "18030000000000042"),

@@ -13,7 +13,7 @@ from livecart.adapters.kuaishou import DEFAULT_FIELDS, KuaishouAdapter, event_co
 from livecart.core.errors import FatalAdapterError
 from livecart.core.records import Comment
 from tests.adapters.fakes.fake_kuaishou import FakeKuaishouTasks, comment, event, kwaisign, push
-from tests.adapters.running import Running
+from tests.adapters.running import Running, first_copies
 
 SECRET = "ks-s3cr3t"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -134,9 +134,10 @@ async def test_replay_of_a_recorded_session() -> None:
                 async with s.post(url, data=p["body"].encode(), headers={"kwaisign": p["kwaisign"],
                                                                           "content-type": "application/json"}) as resp:
                     statuses.append(resp.status)
-        got = await r.wait_for(2)
+        got = await r.wait_for(3)
     assert statuses == [200] * 5
-    assert [(c.id, c.user, c.name, c.text) for c in got] == [
+    assert len(got) == 3  # the redelivery goes on to the engine, which processes an id once
+    assert [(c.id, c.user, c.name, c.text) for c in first_copies(got)] == [
         ("cmt-5501", "f18a2b3c", "小鱼", "1号链接来两盒"),
         ("cmt-5502", "9d8c7b6a", "阿花", "A1+1"),
     ]
