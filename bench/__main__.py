@@ -1,6 +1,8 @@
 """``python -m livecart.bench`` / ``livecart bench``: run benchmark cases and print one JSON object per line.
 
-Each case runs in its own child process (:mod:`livecart.bench.runner`) so its peak RSS is its own; after the cases a
+Each case runs in its own child process (:mod:`livecart.bench.runner`; the ``run`` case,
+:mod:`livecart.bench.run_bench`, times ``livecart run`` as a process of its own) so its peak RSS is its own;
+after the cases a
 ``summary`` object gives the ratios of livecart to the two baselines and whether each target was met.
 
 ``ratios`` come in two families, each comparing the same work (buy items per second, the unit both
@@ -34,10 +36,16 @@ from typing import Any
 
 import orjson
 
-from livecart.bench.runner import CASES, add_arguments
+from livecart.bench.runner import CASES as ENGINE_RUNNER_CASES
+from livecart.bench.runner import add_arguments
+
+#: ``run`` (``livecart run`` as a process, :mod:`livecart.bench.run_bench`) first: it is what users run.
+CASES = ("run", *ENGINE_RUNNER_CASES)
 
 #: The issue's targets on a 2-core machine.
 TARGETS = {
+    "run_comments_per_s": 250_000,
+    "run_vs_redis": 5.0,
     "pipeline_comments_per_s": 250_000,
     "websocket_comments_per_s": 80_000,
     "p99_ms_at_50k": 5.0,
@@ -93,7 +101,15 @@ def run_group(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None 
 
 def run_case(case: str, opts: argparse.Namespace) -> dict[str, Any]:
     """Run one case in a child process and return its JSON object (an ``error`` one if it failed)."""
-    cmd = [sys.executable, "-m", "livecart.bench.runner", "--case", case, *_forward(opts)]
+    if case == "run":
+        # Its own stream (every comment a buy, 1M at --scale 1) and its own Redis baseline (pipelined).
+        cmd = [sys.executable, "-m", "livecart.bench.run_bench", "--scale", repr(opts.scale), "--seed",
+               str(opts.seed), "--durability", opts.durability, "--redis", opts.redis, "--timeout",
+               repr(opts.timeout)]
+        if opts.tmpdir:
+            cmd += ["--tmpdir", opts.tmpdir]
+    else:
+        cmd = [sys.executable, "-m", "livecart.bench.runner", "--case", case, *_forward(opts)]
     try:
         proc = run_group(cmd, timeout=opts.timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
     except subprocess.TimeoutExpired:
@@ -130,6 +146,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             theirs = _figure(by, base, *where, "buys_per_s")
             ratios[f"{family}_vs_{base}"] = round(mine / theirs, 2) if mine and theirs else None
     measured: dict[str, float | None] = {
+        "run_comments_per_s": _figure(by, "run", "comments_per_s"),
+        "run_vs_redis": _figure(by, "run", "vs_redis"),
         "pipeline_comments_per_s": _figure(by, "pipeline", "comments_per_s"),
         "websocket_comments_per_s": _figure(by, "websocket", "comments_per_s"),
         "p99_ms_at_50k": _figure(by, "pipeline", "latency_ms", "p99"),

@@ -36,7 +36,7 @@ import orjson
 
 from livecart.core.records import Comment, Intent
 
-__all__ = ["SCENARIOS", "Label", "ProductSpec", "Scenario", "VariantSpec", "generate"]
+__all__ = ["SCENARIOS", "Label", "ProductSpec", "Scenario", "VariantSpec", "flash_buys", "generate"]
 
 #: The evening of the Tonggu sale (2020-03-15, 20:00 China time) as a Unix timestamp.
 T0 = 1584273600.0
@@ -472,6 +472,27 @@ def generate(name: str, *, seed: int = 1, scale: float = 1.0) -> Scenario:
     g, flash = SCENARIOS[name](rng, scale)
     comments, labels = g.finish()
     return Scenario(name, seed, scale, g.featured, g.products, comments, labels, flash)
+
+
+def flash_buys(n: int, *, seed: int = 1) -> Scenario:
+    """The flash moment alone: ``n`` buy comments inside five seconds, every one a buy (``flash-buys``).
+
+    The full-size Tonggu catalogue (10,000 boxes of eggs, limit 5, presale 2,000) and the flash scenario's
+    mix: 90 % of buys for the featured eggs, the rest spread over the catalogue, in the same phrasings; one
+    viewer per 1.25 comments, so repeat buyers hit their limit. Past the first ~15,000 units nearly every
+    comment is a rejection (sold out or limit), which is what a flash sale's peak mostly is. Pure: the
+    same ``(n, seed)`` gives the same comments.
+    """
+    if n < 1:
+        raise ValueError(f"n must be 1 or more, got {n}")
+    rng = random.Random(f"livecart-bench/flash-buys/{seed}")
+    g = _Gen(rng, _catalogue(1.0), "egg-10", max(40_000, round(n / 1.25)))
+    start = T0 + 305.0
+    for _ in range(n):
+        ts = start + 5.0 * rng.betavariate(1.0, 3.0)
+        g.buy("douyin", ts, g.featured if rng.random() < 0.9 else g.other_sku())
+    comments, labels = g.finish()
+    return Scenario("flash-buys", seed, 1.0, g.featured, g.products, comments, labels, (start, start + 5.0))
 
 
 def buys(scenario: Scenario) -> Iterable[tuple[Comment, Label]]:

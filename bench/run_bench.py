@@ -1,0 +1,235 @@
+"""``livecart run`` as users run it: a separate process over a replay file, timed from outside.
+
+``python -m livecart.bench.run_bench`` prints one JSON object. What it does:
+
+1. Writes the all-buy flash stream (:func:`livecart.bench.scenario.flash_buys`: ``--comments`` buy comments
+   inside five seconds, times ``--scale``) as a JSON Lines file (cached between runs under ``--tmpdir``), and
+   a stream config with one ``replay`` adapter over it, ``speed = 0`` (flat out), the durability asked for.
+2. Starts ``livecart run CONFIG`` (the installed command; ``python -m livecart.cli.main`` when there is none)
+   and times it from just before the process is started to its own exit: interpreter start-up, imports,
+   opening the journal, the replay, every decision durable, the shutdown. ``peak_rss_mb`` is the child's own
+   ``ru_maxrss`` (from ``wait4``), not this process's.
+3. Checks the journal from outside with ``livecart report CONFIG --json``: every comment counted
+   (``comments`` equals the comments in the file; ``lost`` is the difference) and no unit oversold (units
+   reserved within stock, presale units within the cap; ``oversold`` sums what is above them).
+4. Unless ``--no-redis``: the Redis + Lua baseline on the same file, pipelined (``--redis-pipeline`` calls,
+   default 100, per round trip): read and decode each line, parse its text with livecart's parser and
+   queue one ``EVALSHA`` per buy item, all inside the timing (:func:`livecart.bench.baselines.run_redis_file`).
+   ``vs_redis`` = ``livecart run``'s comments/s over the baseline's.
+
+``targets`` gives the issue's goals (#17: >= 250,000 comments/s, >= 5x the Redis baseline) with the
+measured figure and ``met``; nothing is asserted. The exit status is 0 when the run exited 0 and the
+checks held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from livecart.bench import baselines
+from livecart.bench.scenario import Scenario, flash_buys
+
+#: Issue #17's goals for ``livecart run`` on the all-buy flash stream (2 cores, default install).
+TARGETS = {"run_comments_per_s": 250_000, "vs_redis": 5.0}
+#: Comments in the full-size stream (``--scale 1``).
+COMMENTS = 1_000_000
+
+
+def livecart_command() -> list[str]:
+    """How to start ``livecart``: the console script beside this interpreter, else ``python -m``."""
+    script = Path(sys.executable).with_name("livecart")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("livecart")
+    return [found] if found else [sys.executable, "-m", "livecart.cli.main"]
+
+
+def stream_file(n: int, seed: int, directory: Path) -> tuple[Path, Scenario | None]:
+    """The JSON Lines file of ``flash_buys(n, seed)`` in ``directory``, written once and reused after.
+
+    Returns the path and the scenario when it was generated now (``None`` when the file was reused)."""
+    path = directory / f"livecart-flash-buys-{n}-{seed}.jsonl"
+    if path.exists():
+        return path, None
+    scenario = flash_buys(n, seed=seed)
+    tmp = path.with_suffix(".part")
+    scenario.write_jsonl(tmp)
+    tmp.replace(path)
+    return path, scenario
+
+
+def run_livecart(config: Path, *, timeout: float) -> dict[str, Any]:
+    """``livecart run CONFIG`` in a child process: wall seconds from start to exit, exit status, peak RSS."""
+    cmd = [*livecart_command(), "run", str(config)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    t0 = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert child.stderr is not None
+    deadline = t0 + timeout
+    # wait4 gives this child's own rusage; stderr is read afterwards (the daemon logs a few lines only).
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            child.kill()
+            pid, status, usage = os.wait4(child.pid, 0)
+            break
+        time.sleep(0.002)
+    seconds = time.perf_counter() - t0
+    child.returncode = os.waitstatus_to_exitcode(status)
+    stderr = child.stderr.read().decode(errors="replace").strip().splitlines()
+    child.stderr.close()
+    return {"command": " ".join(Path(cmd[0]).name if i == 0 else a for i, a in enumerate(cmd)),
+            "exit": child.returncode, "seconds": seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3), "stderr_tail": stderr[-5:]}
+
+
+def report(config: Path) -> dict[str, Any]:
+    """``livecart report CONFIG --json`` (docs/contract.md §5), from outside."""
+    out = subprocess.run([*livecart_command(), "report", str(config), "--json"], capture_output=True,
+                         check=True, timeout=600)
+    data: dict[str, Any] = orjson.loads(out.stdout)
+    return data
+
+
+def check_report(rep: dict[str, Any], scenario_units: dict[str, tuple[int, int]], comments: int
+                 ) -> dict[str, int]:
+    """``oversold``: units reserved above stock plus presale units above the cap, summed over the units;
+    ``lost``: comments in the file the journal does not count."""
+    oversold = 0
+    for key, (stock, cap) in scenario_units.items():
+        p = rep["products"].get(key)
+        if p is None:
+            continue
+        oversold += max(0, p["reserved"] - stock) + max(0, p["presale"] - cap) + max(0, -p["left"])
+    return {"oversold": oversold, "lost": max(0, comments - int(rep["comments"]))}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m livecart.bench.run_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--comments", type=int, default=COMMENTS, help="buy comments at --scale 1 (default 1,000,000)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply --comments (0.1 = a quick run)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--durability", default="fsync", choices=("fsync", "os"))
+    p.add_argument("--batch", type=int, default=512, help="the replay adapter's batch (its default, 512)")
+    p.add_argument("--redis", default="127.0.0.1:6379", help="host:port of the Redis server")
+    p.add_argument("--redis-pipeline", type=int, default=100, help="EVALSHA calls per round trip")
+    p.add_argument("--no-redis", action="store_true", help="skip the Redis baseline")
+    p.add_argument("--tmpdir", default=None, help="where the stream file is cached (default: the system's)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds before the daemon is killed")
+    return p
+
+
+def _units(scenario_products: Sequence[Any]) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for p in scenario_products:
+        out.update(p.units)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
+    n = max(1, round(opts.comments * opts.scale))
+    cache = Path(opts.tmpdir or tempfile.gettempdir())
+    t_gen = time.perf_counter()
+    path, scenario = stream_file(n, opts.seed, cache)
+    if scenario is None:
+        # The catalogue and featured product do not depend on n; a tiny stream gives them without the file.
+        scenario = flash_buys(1, seed=opts.seed)
+    gen_seconds = time.perf_counter() - t_gen
+    units = _units(scenario.products)
+    result: dict[str, Any] = {"case": "run", "stream": "flash-buys", "comments": n, "seed": opts.seed,
+                              "scale": opts.scale, "durability": opts.durability,
+                              "file_mb": round(path.stat().st_size / 2**20, 1),
+                              "file_seconds": round(gen_seconds, 2)}
+    with tempfile.TemporaryDirectory(prefix="lcbench-run-", dir=opts.tmpdir) as tmp:
+        adapter = {"type": "replay", "name": "replay", "path": str(path), "speed": 0, "platform": "douyin",
+                   "room": "7312", "batch": opts.batch}
+        config = scenario.write_config(tmp, durability=opts.durability, adapters=[adapter])
+        with config.open("a", encoding="utf-8") as f:
+            f.write('\n[replies]\nenabled = false\n')  # a replay has nobody to answer
+        run = run_livecart(config, timeout=opts.timeout)
+        result["build"] = _build_of_child()
+        result["exit"] = run.pop("exit")
+        seconds = run.pop("seconds")
+        result["seconds"] = round(seconds, 3)
+        result["comments_per_s"] = round(n / seconds)
+        result.update(run)
+        rep = report(config)
+        result["journal"] = {"comments": rep["comments"], "outcomes": rep["outcomes"]}
+        result.update(check_report(rep, units, n))
+    if not opts.no_redis:
+        host, _, port = opts.redis.partition(":")
+        try:
+            base = asyncio.run(baselines.run_redis_file(
+                {k: baselines.Unit(s, c, scenario.product(k.split("/")[0]).limit) for k, (s, c) in units.items()},
+                path, _parse(config_text=scenario.config_text()), scenario.featured, host=host,
+                port=int(port or 6379), pipeline=opts.redis_pipeline))
+        except (OSError, ConnectionError) as exc:
+            result["redis"] = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            result["redis"] = {
+                "pipeline": opts.redis_pipeline, "comments": base.comments, "buy_items": base.buys,
+                "seconds": round(base.seconds, 3),
+                "comments_per_s": round((base.comments or 0) / base.seconds) if base.seconds else None,
+                "outcomes": base.outcomes, "statuses": base.statuses, "oversold": base.oversold, "lost": base.lost,
+                "durable": False}
+    ratio = None
+    rb = result.get("redis", {})
+    if rb.get("comments_per_s"):
+        ratio = round(result["comments_per_s"] / rb["comments_per_s"], 2)
+    result["vs_redis"] = ratio
+    measured = {"run_comments_per_s": result["comments_per_s"], "vs_redis": ratio}
+    result["targets"] = {k: {"target": goal, "measured": measured[k],
+                             "met": None if measured[k] is None else measured[k] >= goal}
+                         for k, goal in TARGETS.items()}
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                         "cpu": _cpu_model(), "platform": platform.platform()}
+    sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    sys.stdout.flush()
+    ok = result["exit"] == 0 and result["oversold"] == 0 and result["lost"] == 0
+    return 0 if ok else 1
+
+
+def _parse(*, config_text: str) -> baselines.Parse:
+    """A fresh parser for the scenario's catalogue (cache cold, as the daemon's starts)."""
+    from livecart.config import loads
+    from livecart.core.parser import Parser
+
+    parse: baselines.Parse = Parser.from_config(loads(config_text)).parse
+    return parse
+
+
+def _build_of_child() -> str:
+    """``python`` or ``compiled``: what ``livecart --version`` says the installed build is."""
+    out = subprocess.run([*livecart_command(), "--version"], capture_output=True, text=True, check=False)
+    text = out.stdout.strip()
+    return text[text.rfind("(") + 1:-1] if text.endswith(")") else text
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
