@@ -2,7 +2,9 @@
 
 A payload (a WebSocket frame, an MQTT message, a webhook body, a line of a recording) is one comment object
 or a JSON array of them (docs/contract.md §2). :class:`Decoder` turns one payload into normalised
-:class:`~livecart.core.records.Comment` records:
+:class:`~livecart.core.records.Comment` records (msgspec decodes and validates them,
+:class:`~livecart.core.records.CommentDecoder`; with a ``fields`` map or ``ts_unit = "ms"`` the payload is
+reshaped as a dict first):
 
 * a payload longer than ``max_bytes`` is not parsed at all (``oversized``);
 * bad JSON (``bad_json``), a non-object element (``not_an_object``) or a bad field (``missing_field``,
@@ -27,7 +29,7 @@ from typing import Any
 import orjson
 
 from livecart.core.errors import FatalAdapterError, MalformedInput
-from livecart.core.records import Comment
+from livecart.core.records import Comment, CommentDecoder
 from livecart.plugin import AdapterStats, Option
 
 #: Default largest payload accepted, in bytes.
@@ -171,7 +173,7 @@ class RecentKeys:
 class Decoder:
     """Turns JSON payloads into comments, counting every bad one in ``stats`` (see the module docstring)."""
 
-    __slots__ = ("_fields", "_ms", "_recent", "_reshape", "max_bytes", "platform", "room", "stats")
+    __slots__ = ("_comments", "_fields", "_ms", "_recent", "_reshape", "max_bytes", "platform", "room", "stats")
 
     def __init__(
         self,
@@ -194,6 +196,7 @@ class Decoder:
         self._ms = ts_unit == "ms"
         self._reshape = bool(self._fields) or self._ms
         self._recent = RecentKeys(dedupe_window)
+        self._comments = CommentDecoder(platform=platform, room=room)
 
     def decode(
         self, payload: Payload, rejected: list[tuple[int | None, MalformedInput]] | None = None
@@ -207,13 +210,21 @@ class Decoder:
             self._bad(MalformedInput("oversized", f"payload of {len(payload)} bytes is over the limit of "
                                      f"{self.max_bytes}", _head(payload, 80)), None, rejected)
             return []
+        if not self._reshape:
+            # The common case: msgspec decodes and validates the payload straight into comments.
+            out: list[Comment] = []
+            bad: list[tuple[int | None, MalformedInput]] = []
+            self._comments.decode(payload, out, bad)
+            for index, exc in bad:
+                self._bad(exc, index, rejected)
+            return [c for c in out if self._accepted(c)]
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             self._bad(MalformedInput("bad_json", str(exc), _head(payload, 200)), None, rejected)
             return []
         if isinstance(data, list):
-            out: list[Comment] = []
+            out = []
             for i, obj in enumerate(data):
                 c = self._comment(obj, i, rejected)
                 if c is not None:
@@ -241,11 +252,16 @@ class Decoder:
         except MalformedInput as exc:
             self._bad(exc, index, rejected)
             return None
+        self._accepted(comment)
+        return comment
+
+    def _accepted(self, comment: Comment) -> bool:
+        """Count a good comment (and whether it is a recent duplicate); always True."""
         stats = self.stats
         stats.received += 1
         if self._recent.seen((comment.platform, comment.room, comment.id)):
             stats.duplicates += 1
-        return comment
+        return True
 
     def _bad(
         self, exc: MalformedInput, index: int | None, rejected: list[tuple[int | None, MalformedInput]] | None

@@ -342,10 +342,16 @@ class _Store:
 
     async def orders(self) -> list[tuple[str, str, int, str]]:
         out = []
-        for entry in await self.client.lrange(self.orders_key, 0, -1):
-            comment, key, qty, status = entry.decode().rsplit("|", 3)
-            out.append((comment, key, int(qty), status))
-        return out
+        page = 20_000  # one LRANGE of a million rows outlasts the client's read timeout
+        start = 0
+        while True:
+            entries = await self.client.lrange(self.orders_key, start, start + page - 1)
+            for entry in entries:
+                comment, key, qty, status = entry.decode().rsplit("|", 3)
+                out.append((comment, key, int(qty), status))
+            if len(entries) < page:
+                return out
+            start += page
 
 
 @asynccontextmanager
@@ -442,14 +448,16 @@ async def run_redis_e2e(units: Mapping[str, Unit], comments: Sequence[Comment], 
 
 
 async def run_redis_file(units: Mapping[str, Unit], path: str | Path, parse: Parse, featured: str | None, *,
-                         host: str = "127.0.0.1", port: int = 6379, pipeline: int = 100) -> BaselineResult:
+                         host: str = "127.0.0.1", port: int = 6379, pipeline: int = 100, limit: int = 0
+                         ) -> BaselineResult:
     """End to end from a JSON Lines file, pipelined: what a Redis flash-sale service fed the replay file does.
 
     Inside the timing: every line is read and decoded (orjson), its ``text`` parsed with ``parse(text,
     featured)``, and one ``EVALSHA`` queued per buy item (:func:`buy_items`); every ``pipeline`` calls go
     to Redis in one round trip (no MULTI: each script is atomic on its own), and the next batch is parsed
     while that round trip is under way (one pipeline in flight). Keys are removed afterwards. ``lost``: buy
-    items found but not acknowledged and stored. The result's ``comments`` counts the lines.
+    items found but not acknowledged and stored. The result's ``comments`` counts the lines; ``limit`` > 0
+    stops after that many.
 
     Raises ``ConnectionError`` (from redis) when the server is unreachable.
     """
@@ -478,6 +486,8 @@ async def run_redis_file(units: Mapping[str, Unit], path: str | Path, parse: Par
         batch: list[Buy] = []
         with open(path, "rb") as f:  # noqa: ASYNC230 - a local file read, as the replay adapter does
             for line in f:
+                if lines == limit > 0:
+                    break
                 lines += 1
                 d = orjson.loads(line)
                 r = parse(d["text"], featured)

@@ -1,6 +1,7 @@
 """Records that cross boundaries: comments, parse results and outcomes (docs/contract.md §2-§4).
 
-They are frozen, slotted dataclasses; states are enums whose values are the contract's strings, so
+A comment is a frozen ``msgspec.Struct``, decoded and validated from JSON by msgspec
+(:class:`CommentDecoder`, :meth:`Comment.from_mapping`); the others are frozen, slotted dataclasses; states are enums whose values are the contract's strings, so
 ``orjson.dumps(outcome.to_dict())`` writes exactly the contract's JSON.
 """
 
@@ -11,7 +12,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from livecart.core.errors import MalformedInput
 
@@ -53,16 +56,25 @@ def stable_comment_id(platform: str, room: str, user: str, ts: float, text: str)
     return "h-" + hashlib.blake2b(raw, digest_size=12).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Comment:
-    """A normalised comment, what every adapter yields (docs/contract.md §2)."""
+_Field = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD)]
+_Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 
-    platform: str
-    room: str
-    id: str
-    user: str
-    name: str
-    text: str
+
+class Comment(msgspec.Struct, frozen=True, gc=False):
+    """A normalised comment, what every adapter yields (docs/contract.md §2).
+
+    A frozen :class:`msgspec.Struct`: built positionally about 8x cheaper than a frozen dataclass, never
+    tracked by the cyclic garbage collector (it holds only strings and a float, so it cannot be part of a
+    cycle), and the type a JSON comment with every field present is decoded into directly
+    (:class:`CommentDecoder`). The field constraints apply when decoding; the constructor trusts its caller.
+    """
+
+    platform: _Field
+    room: _Field
+    id: _Field
+    user: _Field
+    name: _Field
+    text: _Text
     ts: float
 
     @property
@@ -89,42 +101,152 @@ class Comment:
 
         ``platform`` and ``room`` fill in fields the payload lacks (an adapter knows where it listens).
         A missing ``id`` gets :func:`stable_comment_id`; a missing ``name`` is the user; a missing ``ts`` is
-        an error, since it is part of the stable id and of the replay pace.
-        Raises :class:`MalformedInput` naming the first bad field.
+        an error, since it is part of the stable id and of the replay pace. Numeric ``platform``, ``room``,
+        ``user``, ``name`` and ``id`` are taken as their decimal strings (numeric uids and room ids are
+        common on the platforms). Raises :class:`MalformedInput` naming the first bad field.
         """
-        if not isinstance(data, Mapping):
-            raise MalformedInput("not_an_object", f"expected a JSON object, got {type(data).__name__}", data)
-        text = data.get("text")
-        if not isinstance(text, str):
-            raise MalformedInput("missing_field", "'text' must be a string", data)
-        if len(text) > MAX_TEXT:
-            raise MalformedInput("oversized", f"'text' is longer than {MAX_TEXT} characters", text[:80])
-        plat = _str_field(data, "platform", platform)
-        rm = _str_field(data, "room", room)
-        user = _str_field(data, "user", None)
-        name_raw = data.get("name", user)
-        name = _str_field({"name": name_raw}, "name", user)
-        ts_raw = data.get("ts")
-        if isinstance(ts_raw, bool) or not isinstance(ts_raw, int | float) or not math.isfinite(ts_raw):
+        if not isinstance(data, dict):
+            if not isinstance(data, Mapping):
+                raise MalformedInput("not_an_object", f"expected a JSON object, got {type(data).__name__}", data)
+            data = dict(data)
+        try:
+            wire = msgspec.convert(data, _Wire)
+        except msgspec.ValidationError as exc:
+            raise _malformed(exc, data) from None
+        if not math.isfinite(wire.ts):  # JSON has no NaN or infinity; a mapping built in Python may
             raise MalformedInput("missing_field", "'ts' must be a finite number (seconds since the epoch)", data)
-        ts = float(ts_raw)
-        ident = data.get("id")
+        return wire.complete(platform, room, data)
+
+
+class _Wire(msgspec.Struct, frozen=True, gc=False):
+    """What a comment object on the wire may hold (docs/contract.md §2), before the gaps are filled in."""
+
+    text: _Text
+    ts: float
+    user: _Field | int
+    platform: _Field | int | None = None
+    room: _Field | int | None = None
+    id: Annotated[str, msgspec.Meta(max_length=MAX_FIELD)] | int | None = None
+    name: _Field | int | None = None
+
+    def complete(self, platform: str | None, room: str | None, sample: object) -> Comment:
+        """The comment, with ``platform``/``room`` where the object has none, ``name`` = ``user`` where it
+        has none, and :func:`stable_comment_id` where it has no ``id`` (or an empty one)."""
+        plat = self.platform if self.platform is not None else platform
+        if not plat:
+            raise MalformedInput("missing_field", "'platform' is missing and the adapter names none", sample)
+        rm = self.room if self.room is not None else room
+        if not rm:
+            raise MalformedInput("missing_field", "'room' is missing and the adapter names none", sample)
+        plat = str(plat)
+        rm = str(rm)
+        user = str(self.user)
+        name = user if self.name is None else str(self.name)
+        ident = self.id
         if ident is None or ident == "":
-            ident = stable_comment_id(plat, rm, user, ts, text)
-        elif isinstance(ident, int) and not isinstance(ident, bool):
-            ident = str(ident)
-        elif not isinstance(ident, str) or len(ident) > MAX_FIELD:
-            raise MalformedInput("bad_field", "'id' must be a string", data)
-        return cls(plat, rm, ident, user, name, text, ts)
+            ident = stable_comment_id(plat, rm, user, self.ts, self.text)
+        return Comment(plat, rm, str(ident), user, name, self.text, self.ts)
 
 
-def _str_field(data: Mapping[str, Any], key: str, default: str | None) -> str:
-    value = data.get(key, default)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # numeric uids / room ids are common on the platforms
-    if not isinstance(value, str) or not value or len(value) > MAX_FIELD:
-        raise MalformedInput("missing_field", f"'{key}' must be a non-empty string", data)
-    return value
+#: What each field must be, said with msgspec's own message when it is not.
+_MUST = {
+    "ts": "a finite number (seconds since the epoch)",
+    "text": f"a string of at most {MAX_TEXT} characters",
+    "id": f"a string (at most {MAX_FIELD} characters) or a whole number",
+}
+_MUST_DEFAULT = f"a non-empty string (at most {MAX_FIELD} characters) or a whole number"
+
+
+def _malformed(exc: msgspec.ValidationError, sample: object) -> MalformedInput:
+    """A :class:`MalformedInput` for msgspec's validation error: the field, what it must be, and msgspec's
+    message (``'ts' must be a finite number (seconds since the epoch): Expected `float`, got `str` - at
+    `$.ts```). Reasons: ``not_an_object``, ``missing_field``, ``bad_field`` (the id), ``oversized`` (the text)."""
+    message = str(exc)
+    at = message.rfind(" - at `$.")
+    if at >= 0:
+        field = message[at + 9:].rstrip("`").split(".")[0].split("[")[0]
+    elif "missing required field `" in message:
+        field = message.rsplit("`", 2)[-2]
+        return MalformedInput("missing_field", f"'{field}' is missing: {message}", sample)
+    else:
+        return MalformedInput("not_an_object", f"expected a JSON object: {message}", sample)
+    if field == "text" and "length" in message:
+        reason = "oversized"
+    else:
+        reason = "bad_field" if field == "id" else "missing_field"
+    return MalformedInput(reason, f"'{field}' must be {_MUST.get(field, _MUST_DEFAULT)}: {message}", sample)
+
+
+_STRICT = msgspec.json.Decoder(Comment)
+_WIRE = msgspec.json.Decoder(_Wire | list[msgspec.Raw])
+_WIRE_ONE = msgspec.json.Decoder(_Wire)
+
+
+class CommentDecoder:
+    """JSON comments (one object, or an array of them, per payload) into :class:`Comment` records, by msgspec.
+
+    A payload holding a complete comment (every field of docs/contract.md §2, strings, ``ts`` a number) is
+    decoded straight into a :class:`Comment` by msgspec, with no Python code per field. Anything else is
+    decoded into a lenient wire struct (numeric ids, missing ``platform``/``room``/``id``/``name``) and
+    completed (:meth:`_Wire.complete`). A bad payload or element becomes a :class:`MalformedInput` with
+    msgspec's message, which names the field (``Expected `str`, got `bool` - at `$.user```); reasons:
+    ``bad_json``, ``not_an_object``, ``missing_field``, ``bad_field`` (the ``id``), ``oversized`` (the text).
+    Pure: no I/O; the caller counts and logs.
+    """
+
+    __slots__ = ("platform", "room", "_strict")
+
+    def __init__(self, *, platform: str | None = None, room: str | None = None) -> None:
+        self.platform = platform
+        self.room = room
+        self._strict = True
+
+    def decode(self, payload: bytes | bytearray | memoryview | str, out: list[Comment],
+               bad: list[tuple[int | None, MalformedInput]]) -> None:
+        """Append the payload's comments to ``out`` and its problems, as ``(index in the array or None,
+        error)``, to ``bad``. The good elements of an array are kept."""
+        if self._strict:
+            try:
+                out.append(_STRICT.decode(payload))
+                return
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass  # not a complete comment object: the lenient path says why, or fills the gaps
+        try:
+            data = _WIRE.decode(payload)
+        except msgspec.ValidationError as exc:
+            bad.append((None, _malformed(exc, _head(payload))))
+            return
+        except msgspec.DecodeError as exc:
+            bad.append((None, MalformedInput("bad_json", str(exc), _head(payload, 200))))
+            return
+        if isinstance(data, _Wire):
+            self._complete(data, None, payload, out, bad)
+            return
+        if self._strict and data:
+            # A feed of arrays: the strict decoder (one object) never fits; stop trying it first.
+            self._strict = False
+        for i, raw in enumerate(data):
+            try:
+                wire = _WIRE_ONE.decode(raw)
+            except msgspec.ValidationError as exc:
+                bad.append((i, _malformed(exc, bytes(raw)[:200])))
+                continue
+            self._complete(wire, i, raw, out, bad)
+
+    def _complete(self, wire: _Wire, index: int | None, payload: Any, out: list[Comment],
+                  bad: list[tuple[int | None, MalformedInput]]) -> None:
+        try:
+            out.append(wire.complete(self.platform, self.room, payload))
+        except MalformedInput as exc:
+            exc.sample = _head(payload) if not isinstance(payload, msgspec.Raw) else bytes(payload)[:200]
+            bad.append((index, exc))
+
+    def __repr__(self) -> str:
+        return f"<CommentDecoder {self.platform}/{self.room} {'strict first' if self._strict else 'lenient'}>"
+
+
+def _head(payload: Any, n: int = 80) -> bytes | str:
+    return payload[:n] if isinstance(payload, str) else bytes(payload[:n])
 
 
 @dataclass(frozen=True, slots=True)
