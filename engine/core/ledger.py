@@ -54,6 +54,8 @@ _EXPIRED = Status.EXPIRED
 _PROMOTED = Status.PROMOTED
 _PAID = Status.PAID
 _BUY = Intent.BUY
+_SOLD_OUT = Reason.SOLD_OUT
+_LIMIT = Reason.LIMIT
 _CANCEL = Intent.CANCEL
 
 
@@ -309,9 +311,12 @@ class Ledger:
                                             len(unit.queue), c.platform, c.room, now, self.seq))
                     qty -= take
                 if qty:
-                    out.append(self._reject(c, item, qty, Reason.SOLD_OUT, now))
+                    # A flash sale's commonest outcome: one struct, built in C, nothing else allocated.
+                    out.append(make_outcome(c.id, c.user, None, sku, item.variant, qty, _REJECTED, _SOLD_OUT,
+                                            None, c.platform, c.room, now, self.seq))
         if over:
-            out.append(self._reject(c, item, over, Reason.LIMIT, now))
+            out.append(make_outcome(c.id, c.user, None, sku, item.variant, over, _REJECTED, _LIMIT, None,
+                                    c.platform, c.room, now, self.seq))
 
     def _new_order(self, c: Comment, unit: _Unit, hk: dict[str, int], qty: int, status: Status, now: float
                    ) -> _Order:

@@ -1,15 +1,26 @@
-"""livecart.core.records: the ledger's cheap outcome constructor builds exactly what the dataclass does."""
+"""livecart.core.records: outcomes and comments are frozen msgspec structs that behave as records should."""
 
 from __future__ import annotations
 
-import dataclasses
+import gc
 import pickle
 
+import msgspec
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from livecart.core.records import Outcome, Reason, Status, make_outcome
+from livecart.core.errors import MalformedInput
+from livecart.core.records import (
+    Comment,
+    CommentDecoder,
+    Outcome,
+    Reason,
+    Status,
+    make_outcome,
+    stable_comment_id,
+)
 
 _opt_text = st.none() | st.text(max_size=12)
 _fields = st.tuples(_opt_text, st.text(max_size=12), _opt_text, _opt_text, _opt_text, st.integers(),
@@ -25,14 +36,64 @@ def test_make_outcome_equals_the_constructor(fields: tuple[object, ...]) -> None
     assert made == built
     assert hash(made) == hash(built)
     assert made.to_dict() == built.to_dict()
-    assert dataclasses.astuple(made) == fields
+    assert msgspec.structs.astuple(made) == fields
 
 
-def test_made_outcome_is_frozen_and_works_with_dataclass_tools() -> None:
+def test_outcome_is_frozen_untracked_and_works_with_struct_tools() -> None:
     o = make_outcome("m-1", "u-1", "o-000001", "egg", None, 2, Status.RESERVED, None, None, "douyin", "7312",
                      1.5, 7)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         o.qty = 3  # type: ignore[misc]
-    assert dataclasses.replace(o, qty=1).qty == 1
+    assert msgspec.structs.replace(o, qty=1).qty == 1
+    assert not gc.is_tracked(o)  # the ledger makes one per item of every buy: the collector never scans them
     assert pickle.loads(pickle.dumps(o)) == o
     assert repr(o).startswith("Outcome(comment='m-1', user='u-1', order='o-000001'")
+
+
+_line = {"platform": "douyin", "room": "7312", "id": "m-1", "user": "u-1", "name": "张三", "text": "要2",
+         "ts": 1584250000.5}
+
+
+def _decode(payload: bytes, **where: str) -> tuple[list[Comment], list[tuple[int | None, str]]]:
+    out: list[Comment] = []
+    bad: list[tuple[int | None, MalformedInput]] = []
+    CommentDecoder(**where).decode(payload, out, bad)
+    return out, [(i, e.reason) for i, e in bad]
+
+
+def test_a_complete_line_decodes_straight_into_an_untracked_comment() -> None:
+    out, bad = _decode(orjson.dumps(_line))
+    assert out == [Comment("douyin", "7312", "m-1", "u-1", "张三", "要2", 1584250000.5)]
+    assert bad == []
+    assert not gc.is_tracked(out[0])
+
+
+def test_gaps_are_filled_as_the_contract_says() -> None:
+    bare = {"user": 42, "text": "+1", "ts": 7, "room": 9}
+    out, bad = _decode(orjson.dumps(bare), platform="bilibili", room="ignored")
+    assert bad == []
+    c = out[0]
+    assert (c.platform, c.room, c.user, c.name, c.ts) == ("bilibili", "9", "42", "42", 7.0)
+    assert c.id == stable_comment_id("bilibili", "9", "42", 7.0, "+1")
+    assert c == Comment.from_mapping(bare, platform="bilibili", room="ignored")
+
+
+def test_every_bad_element_is_named_and_the_good_ones_kept() -> None:
+    payload = orjson.dumps([_line, 3, {**_line, "ts": True}, {**_line, "id": [1]}, {**_line, "text": "x" * 2001},
+                            {"text": "no user", "ts": 1}, {**_line, "id": "m-2"}])
+    out, bad = _decode(payload)
+    assert [c.id for c in out] == ["m-1", "m-2"]
+    assert bad == [(1, "not_an_object"), (2, "missing_field"), (3, "bad_field"), (4, "oversized"),
+                   (5, "missing_field")]
+    assert _decode(b'{"text": ')[1] == [(None, "bad_json")]
+    assert _decode(b'{"text": "\xff", "ts": 1}')[1] == [(None, "bad_json")]
+    assert _decode(orjson.dumps({"text": "a", "ts": 1, "user": "u"}))[1] == [(None, "missing_field")]
+
+
+def test_a_bad_field_says_which_and_what_it_must_be() -> None:
+    with pytest.raises(MalformedInput, match=r"'ts' must be a finite number .*got `str` - at `\$\.ts`"):
+        Comment.from_mapping({**_line, "ts": "noon"})
+    with pytest.raises(MalformedInput, match="'ts' must be a finite number"):
+        Comment.from_mapping({**_line, "ts": float("nan")})
+    with pytest.raises(MalformedInput, match="'user' must be a non-empty string"):
+        Comment.from_mapping({**_line, "user": ""})
