@@ -21,6 +21,8 @@ from setuptools.build_meta import *  # noqa: F403  (the rest of the PEP 517 hook
 
 COMPILE = "LIVECART_COMPILE"
 MYPYC = "mypy>=1.11"
+#: What mypyc must import to type-check the compiled modules (records are msgspec structs).
+COMPILE_NEEDS = (MYPYC, "msgspec>=0.18")
 
 
 def _compiling() -> bool:
@@ -39,7 +41,7 @@ def _pure_build() -> Iterator[None]:
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    extra = [MYPYC] if _compiling() else []
+    extra = list(COMPILE_NEEDS) if _compiling() else []
     with _pure_build():  # setuptools runs setup.py here, before mypy is installed
         return [*_setuptools.get_requires_for_build_wheel(config_settings), *extra]
 
