@@ -177,6 +177,9 @@ def _malformed(exc: msgspec.ValidationError, sample: object) -> MalformedInput:
     return MalformedInput(reason, f"'{field}' must be {_MUST.get(field, _MUST_DEFAULT)}: {message}", sample)
 
 
+#: Payloads in a row that need the lenient path before :class:`CommentDecoder` stops trying the strict one.
+STRICT_MISSES = 8
+
 _STRICT = msgspec.json.Decoder(Comment)
 _WIRE = msgspec.json.Decoder(_Wire | list[msgspec.Raw])
 _WIRE_ONE = msgspec.json.Decoder(_Wire)
@@ -194,12 +197,13 @@ class CommentDecoder:
     Pure: no I/O; the caller counts and logs.
     """
 
-    __slots__ = ("platform", "room", "_strict")
+    __slots__ = ("platform", "room", "_misses", "_strict")
 
     def __init__(self, *, platform: str | None = None, room: str | None = None) -> None:
         self.platform = platform
         self.room = room
         self._strict = True
+        self._misses = 0
 
     def decode(self, payload: bytes | bytearray | memoryview | str, out: list[Comment],
                bad: list[tuple[int | None, MalformedInput]]) -> None:
@@ -208,6 +212,7 @@ class CommentDecoder:
         if self._strict:
             try:
                 out.append(_STRICT.decode(payload))
+                self._misses = 0
                 return
             except (msgspec.ValidationError, msgspec.DecodeError):
                 pass  # not a complete comment object: the lenient path says why, or fills the gaps
@@ -220,6 +225,12 @@ class CommentDecoder:
             bad.append((None, MalformedInput("bad_json", str(exc), _head(payload, 200))))
             return
         if isinstance(data, _Wire):
+            if self._strict:
+                # A feed whose objects lack a field (no id, no platform) never fits the strict decoder: after
+                # a few in a row, stop decoding each payload twice.
+                self._misses += 1
+                if self._misses >= STRICT_MISSES:
+                    self._strict = False
             self._complete(data, None, payload, out, bad)
             return
         if self._strict and data:

@@ -97,3 +97,16 @@ def test_a_bad_field_says_which_and_what_it_must_be() -> None:
         Comment.from_mapping({**_line, "ts": float("nan")})
     with pytest.raises(MalformedInput, match="'user' must be a non-empty string"):
         Comment.from_mapping({**_line, "user": ""})
+
+
+def test_a_feed_of_incomplete_objects_stops_being_decoded_twice() -> None:
+    dec = CommentDecoder(platform="mqtt", room="r")
+    out: list[Comment] = []
+    bad: list[tuple[int | None, MalformedInput]] = []
+    for i in range(20):
+        dec.decode(orjson.dumps({"id": f"m-{i}", "user": "u", "text": "+1", "ts": i}), out, bad)
+    assert "lenient" in repr(dec)
+    dec.decode(orjson.dumps(_line), out, bad)  # a complete one still decodes, through the lenient path
+    assert [c.id for c in out] == [f"m-{i}" for i in range(20)] + ["m-1"]
+    assert out[-1] == Comment("douyin", "7312", "m-1", "u-1", "张三", "要2", 1584250000.5)
+    assert bad == []
