@@ -104,7 +104,7 @@ def account(outcomes: Iterable[Outcome], units: dict[str, tuple[int, int]]) -> t
 
 def read_events(path: Path) -> tuple[Any, list[tuple[int, float, str, bytes]]]:
     """The journal's header and rows, read with the standard library's sqlite3 (read only)."""
-    from livecart.store.journal import Header, catalogue_from_json
+    from livecart.store.codec import Header, catalogue_from_json
 
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -128,7 +128,7 @@ def check_journal(cfg: Config, scenario: Scenario, acked: Sequence[Outcome],
     """
     import orjson
 
-    from livecart.store.journal import COMMENT, rebuild
+    from livecart.store.codec import COMMENT, rebuild
 
     sent = list(scenario.comments if comments is None else comments)
     if parsed is None:

@@ -122,7 +122,7 @@ async def run_engine(pairs: list[tuple[Comment, ParseResult]], workdir: Path, du
         await asyncio.gather(*tasks)
     seconds = time.perf_counter() - t0
     j = engine.journal
-    stats = {"batch_max": j.batch_max, "batches": j.batches, "largest_batch": j.largest_batch,
+    stats = {"batch_max": engine.cfg.storage.batch_max, "batches": j.batches, "largest_batch": j.largest_batch,
              "mean_batch_ms": round(1000 * j.batch_seconds_total / max(j.batches, 1), 3)}
     await engine.close()
     buys = sum(1 for _, pr in pairs if pr.intent is Intent.BUY or pr.intent is Intent.CANCEL)

@@ -56,7 +56,7 @@ from livecart.core.records import Comment, Outcome, Status
 from livecart.core.settings import Config
 from livecart.runtime.pipeline import Engine
 from livecart.runtime.replies import Replier
-from livecart.store.journal import Journal
+from livecart.store.sqlite import SqliteStore
 
 #: The seed of the bundled stream: the day of the Tonggu sale.
 SEED = 20200315
@@ -656,7 +656,7 @@ class PlainView:
 async def journal_state(cfg: Config) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The stream's state read back from its journal alone: the report object of CONTRACTS §5 and one
     export row per order. Raises :class:`JournalError` when there is no journal."""
-    j = await Journal.open(cfg.storage.path, readonly=True)
+    j = await SqliteStore.open(cfg.storage.path, readonly=True)
     try:
         ledger = await j.rebuild()
     finally:

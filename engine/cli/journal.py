@@ -25,14 +25,15 @@ import orjson
 
 from livecart.config import load
 from livecart.core.ledger import Ledger
-from livecart.store.journal import COMMENT, Journal, rebuild_entries
+from livecart.store.codec import COMMENT, rebuild_entries
+from livecart.store.sqlite import SqliteStore
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
            "name", "platform", "room", "comment")
 
 
 async def _read(path: Any) -> tuple[Ledger, dict[str, str]]:
-    j = await Journal.open(path, readonly=True)
+    j = await SqliteStore.open(path, readonly=True)
     try:
         entries = await j.entries()
     finally:

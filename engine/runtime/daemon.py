@@ -466,7 +466,7 @@ class Daemon:
             "uptime": round(time.time() - self.started, 3), "featured": snap["featured"],
             "comments": snap["comments"], "outcomes": snap["outcomes"], "orders": snap["orders"],
             "products": products, "adapters": self.adapter_state(), "queues": self.queue_depths(),
-            "journal": {"path": str(self.engine.journal.path), "batches": self.engine.journal.batches,
+            "journal": {"path": self.engine.journal.where, "batches": self.engine.journal.batches,
                         "durability": self.cfg.storage.durability},
             "replies": replies, "hooks": [h.name for h in self.hooks.hooks] if self.hooks is not None else [],
             "events": {k.value: n for k, n in self.detector.counts.items()},

@@ -29,8 +29,10 @@ from livecart.core.ledger import Ledger
 from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
 from livecart.core.settings import Config
 from livecart.runtime.metrics import Registry
-from livecart.store import journal as jr
-from livecart.store.journal import Entry, Journal
+from livecart.store import codec as jr
+from livecart.store.base import Store
+from livecart.store.codec import Entry
+from livecart.store.sqlite import SqliteStore
 
 log = logging.getLogger("livecart.engine")
 
@@ -59,7 +61,7 @@ def tune_gc() -> None:
 class Engine:
     """Owns the parser, the ledger and the journal of one stream. Create with :meth:`open`."""
 
-    def __init__(self, cfg: Config, ledger: Ledger, journal: Journal, parse: ParseFn,
+    def __init__(self, cfg: Config, ledger: Ledger, journal: Store, parse: ParseFn,
                  clock: Callable[[], float], metrics: Registry) -> None:
         self.cfg = cfg
         self.ledger = ledger
@@ -89,10 +91,12 @@ class Engine:
 
     @classmethod
     async def open(cls, cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
-                   metrics: Registry | None = None) -> Engine:
+                   metrics: Registry | None = None, store: Store | None = None) -> Engine:
         """Open (or create) the stream's journal, rebuild the ledger from it, and return a ready engine.
 
         ``parse(text, featured)`` defaults to ``livecart.core.parser.Parser.from_config(cfg).parse``.
+        ``store`` is an open store to use instead of the SQLite file of ``[storage] path`` (the engine owns it
+        from here on and closes it).
         Raises :class:`~livecart.core.errors.JournalError` / :class:`~livecart.core.errors.ForeignDatabase`.
         """
         if parse is None:
@@ -100,10 +104,14 @@ class Engine:
             parser_module = importlib.import_module("livecart.core.parser")
             parse = parser_module.Parser.from_config(cfg).parse
         hold = cfg.stream.hold_minutes * 60.0
-        j = await Journal.open(cfg.storage.path, catalogue=cfg.catalogue, hold_seconds=hold,
-                               featured=cfg.stream.featured, durability=cfg.storage.durability,
-                               batch_max=cfg.storage.batch_max, batch_delay=cfg.storage.batch_delay_ms / 1000.0,
-                               clock=clock)
+        j: Store
+        if store is not None:
+            j = store
+        else:
+            j = await SqliteStore.open(cfg.storage.path, catalogue=cfg.catalogue, hold_seconds=hold,
+                                       featured=cfg.stream.featured, durability=cfg.storage.durability,
+                                       batch_max=cfg.storage.batch_max,
+                                       batch_delay=cfg.storage.batch_delay_ms / 1000.0, clock=clock)
         try:
             replayed = await j.rebuild()
         except BaseException:
@@ -114,7 +122,7 @@ class Engine:
         engine._now = clock()
         replayed.clock = engine._read_now
         if replayed.seq:
-            log.info("journal %s: rebuilt %r from %d events", j.path, replayed, replayed.seq)
+            log.info("journal %s: rebuilt %r from %d events", j.where, replayed, replayed.seq)
         return engine
 
     _now: float = 0.0

@@ -1,0 +1,82 @@
+"""The store interface: what the engine needs from wherever the journal lives (docs/contract.md §6).
+
+Every backend (:class:`~livecart.store.sqlite.SqliteStore`, :class:`~livecart.store.memory.MemoryStore`,
+the distributed one to come) implements :class:`Store` and passes the same contract suite
+(``tests/store/test_contract.py``). The contract, which the engine relies on:
+
+* **Entries, in order.** A store holds :data:`~livecart.store.codec.Entry` values, ``(seq, ts, kind, data)``,
+  with ``seq`` strictly increasing from 1 and no gaps. :meth:`Store.append` refuses (with ``ValueError`` in its
+  future) an entry whose ``seq`` is not above every entry appended before.
+* **Durable, then resolved.** ``append`` returns at once with an awaitable that resolves once the entries are
+  durable (as the store's durability setting defines it), or fails with
+  :class:`~livecart.core.errors.JournalError`. Futures resolve in append order. After one failure every later
+  append fails too: the ledger in memory is ahead of the store, and only a restart (which rebuilds from the
+  store) may continue.
+* **Read back as written.** :meth:`Store.entries` returns every durable entry after a ``seq``, decoded as JSON
+  decodes it (tuples come back as lists). :meth:`Store.rebuild` returns the ledger those entries (and the
+  latest snapshot, where the store keeps snapshots) give.
+* **Header.** A store is opened for one catalogue, hold time and initial featured product (:class:`Header`);
+  reopening it with another catalogue is refused.
+* **Close** commits what is pending and is idempotent; a closed store refuses appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from livecart.core.ledger import Ledger
+from livecart.core.records import Outcome
+from livecart.store.codec import Entry, Header
+
+OnOutcomes = Callable[[list[Outcome]], None]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One stream's journal. See the module docstring for the contract."""
+
+    header: Header
+    #: Highest ``seq`` durable in the store.
+    last_seq: int
+    readonly: bool
+    # Counters for the metrics endpoint.
+    batches: int
+    rows_written: int
+    last_batch_seconds: float
+    batch_seconds_total: float
+    largest_batch: int
+
+    @property
+    def pending(self) -> int:
+        """Entries appended and not yet durable."""
+        ...
+
+    @property
+    def where(self) -> str:
+        """Where the store lives, for messages and ``/api/state`` (a file path, a stream name)."""
+        ...
+
+    def append(self, rows: Sequence[Entry]) -> asyncio.Future[None]:
+        """Queue ``rows`` (in ``seq`` order); the future resolves once they are durable. Never blocks."""
+        ...
+
+    async def entries(self, after: int = 0) -> list[Entry]:
+        """Every durable entry with ``seq > after``, decoded, in ``seq`` order."""
+        ...
+
+    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None) -> Ledger:
+        """The ledger the store's entries give. ``on_outcomes`` sees the outcomes of every entry replayed."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every entry appended so far is durable."""
+        ...
+
+    async def close(self) -> None:
+        """Commit what is pending, then release the store. Idempotent."""
+        ...
+
+
+__all__ = ["OnOutcomes", "Store"]

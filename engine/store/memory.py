@@ -1,0 +1,162 @@
+"""The in-memory store: the :class:`~livecart.store.base.Store` contract with nothing on disk.
+
+For tests (an engine with no file) and as the reference a new backend is compared with: it passes the same
+contract suite as the SQLite store (``tests/store/test_contract.py``). "Durable" here means "in the
+:class:`MemorySpace`", which outlives the store object, so a test can close a store and open the same space
+again as it would reopen a file. Entries go through JSON on the way in, as they do in a file, so data the
+SQLite store could not encode fails here the same way, and reads give what a file gives back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from livecart.core.catalogue import Catalogue
+from livecart.core.errors import JournalError
+from livecart.core.ledger import Ledger
+from livecart.store.base import OnOutcomes
+from livecart.store.codec import Entry, Header, catalogue_from_json, catalogue_json, rebuild_entries
+
+
+@dataclass
+class MemorySpace:
+    """Where a :class:`MemoryStore` keeps what it was given: what a file is to the SQLite store."""
+
+    header: Header | None = None
+    #: Encoded batches, as appended: (first seq, last seq, JSON array of entries).
+    batches: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1][1] if self.batches else 0
+
+
+class MemoryStore:
+    """A store whose "file" is a :class:`MemorySpace`. Open with :meth:`open`."""
+
+    def __init__(self, space: MemorySpace, header: Header, *, readonly: bool) -> None:
+        self.space = space
+        self.header = header
+        self.readonly = readonly
+        self.last_seq = space.last_seq
+        self._appended = self.last_seq
+        self._inflight: list[asyncio.Future[None]] = []
+        self._failed: BaseException | None = None
+        self._closed = False
+        self.batches = 0
+        self.rows_written = 0
+        self.last_batch_seconds = 0.0
+        self.batch_seconds_total = 0.0
+        self.largest_batch = 0
+
+    @classmethod
+    async def open(cls, space: MemorySpace | None = None, *, catalogue: Catalogue | None = None,
+                   hold_seconds: float = 0.0, featured: str | None = None, readonly: bool = False,
+                   clock: Callable[[], float] = time.time, **_ignored: Any) -> MemoryStore:
+        """Open ``space`` (a new one by default), starting it with ``catalogue`` when it is empty.
+
+        The same rules as :meth:`livecart.store.sqlite.SqliteStore.open`: an empty space opened read-only, or
+        without a catalogue, is a :class:`JournalError`; a catalogue or hold time other than the one the space
+        was started with is refused. Other keywords (durability, batching) mean nothing here.
+        """
+        space = MemorySpace() if space is None else space
+        if space.header is None:
+            if readonly:
+                raise JournalError("no journal in this memory space (has the stream run yet?)")
+            if catalogue is None:
+                raise JournalError("no journal in this memory space and no catalogue to start one with")
+            cj = catalogue_json(catalogue)
+            space.header = Header(catalogue_from_json(cj), cj, float(hold_seconds), featured, clock())
+        header = space.header
+        if catalogue is not None and not readonly and (
+                catalogue_json(catalogue) != header.catalogue_json or float(hold_seconds) != header.hold_seconds):
+            raise JournalError("the journal was started with a different catalogue or hold_minutes")
+        return cls(space, header, readonly=readonly)
+
+    @property
+    def where(self) -> str:
+        return f"memory:{id(self.space):#x}"
+
+    @property
+    def pending(self) -> int:
+        return self._appended - self.last_seq
+
+    def append(self, rows: Sequence[Entry]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self._failed is not None:
+            fut.set_exception(JournalError(f"the journal {self.where} failed earlier: {self._failed}"))
+            return fut
+        if self._closed or self.readonly:
+            fut.set_exception(JournalError(f"the journal {self.where} is closed"))
+            return fut
+        if not rows:
+            fut.set_result(None)
+            return fut
+        if rows[0][0] <= self._appended:
+            fut.set_exception(ValueError(f"journal entries must come in seq order: {rows[0][0]} after "
+                                         f"{self._appended}"))
+            return fut
+        try:
+            blob = orjson.dumps(rows)
+        except (orjson.JSONEncodeError, TypeError, ValueError) as exc:
+            self._fail(exc, fut)
+            return fut
+        first, last = rows[0][0], rows[-1][0]
+        self._appended = last
+        self._inflight.append(fut)
+        # Durable "later", as with a file: the caller's decisions come first, the future resolves on the
+        # next turn of the loop, in append order.
+        loop.call_soon(self._commit, first, last, blob, len(rows), fut)
+        return fut
+
+    def _commit(self, first: int, last: int, blob: bytes, n: int, fut: asyncio.Future[None]) -> None:
+        if self._failed is not None:
+            return
+        self.space.batches.append((first, last, blob))
+        self.last_seq = last
+        self.batches += 1
+        self.rows_written += n
+        self.largest_batch = max(self.largest_batch, n)
+        self._inflight.remove(fut)
+        if not fut.done():
+            fut.set_result(None)
+
+    def _fail(self, exc: BaseException, fut: asyncio.Future[None]) -> None:
+        self._failed = exc
+        err = JournalError(f"cannot write the journal {self.where}: {exc}")
+        for f in [*self._inflight, fut]:
+            if not f.done():
+                f.set_exception(err)
+        self._inflight.clear()
+
+    async def entries(self, after: int = 0) -> list[Entry]:
+        out: list[Entry] = []
+        for _, last, blob in self.space.batches:
+            if last > after:
+                out.extend((int(s), float(t), str(k), d) for s, t, k, d in orjson.loads(blob) if s > after)
+        return out
+
+    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None) -> Ledger:
+        return rebuild_entries(self.header, await self.entries(), on_outcomes=on_outcomes)
+
+    async def flush(self) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("failed" if self._failed else "open")
+        return f"<MemoryStore {self.where}: {state}, seq {self.last_seq}, {self.pending} pending>"
