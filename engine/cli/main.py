@@ -2,7 +2,8 @@
 
 This module only defines the arguments and dispatches; each command lives in its own module and exposes
 ``main(args) -> int``. Errors livecart raises on purpose are printed as readable messages (one per config
-problem), never as tracebacks; exit status 2 means bad usage or config, 1 a runtime failure.
+problem), never as tracebacks; exit status 2 means bad usage or config (or a journal another process is
+writing), 1 a runtime failure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from livecart import __version__, build
-from livecart.core.errors import ConfigError, LivecartError
+from livecart.core.errors import ConfigError, JournalLocked, LivecartError
 
 #: command -> "module:function" taking the parsed args and returning an exit status.
 COMMANDS = {
@@ -96,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"livecart {args.command}: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    except JournalLocked as exc:  # another process writes this journal: a usage problem, as a bad config is
+        print(f"livecart {args.command}: {exc}", file=sys.stderr)
         return 2
     except LivecartError as exc:
         print(f"livecart {args.command}: {exc}", file=sys.stderr)

@@ -11,7 +11,8 @@ at the boundary and chained (``raise ... from exc``)::
     │   ├── RetryableError     ... in a way that a reconnect may fix (dead broker, dropped socket)
     │   └── FatalAdapterError  ... in a way that retrying cannot fix (bad credentials, bad URL)
     ├── JournalError           the journal cannot be opened or written
-    │   └── ForeignDatabase    the file is not a livecart journal (or is corrupt); it is never overwritten
+    │   ├── ForeignDatabase    the file is not a livecart journal (or is corrupt); it is never overwritten
+    │   └── JournalLocked      another livecart process is writing the journal (carries who holds it)
     ├── ControlError           a host control that cannot be applied (unknown sku, bad value)
     │   └── BadControl         ... or cannot even be parsed (unknown action, missing argument)
     └── NotDurable             a batch an adapter handed in was not made durable (the daemon stopped first)
@@ -86,6 +87,15 @@ class JournalError(LivecartError):
 
 class ForeignDatabase(JournalError):
     """The file exists but is not a livecart journal, or is corrupt. It is left untouched."""
+
+
+class JournalLocked(JournalError):
+    """Another process holds the journal's writer lock. ``holder`` is what it wrote about itself (pid, start
+    time, control address), possibly empty if it has not written it yet."""
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        self.holder = dict(holder or {})
+        super().__init__(message)
 
 
 class ControlError(LivecartError):

@@ -62,6 +62,7 @@ from livecart.runtime.metrics import Registry
 from livecart.runtime.pipeline import Engine, ParseFn, tune_gc
 from livecart.runtime.replies import Replier, ReplyQueue, RoomKey
 from livecart.runtime.status import DaemonMetrics, StatusServer
+from livecart.store.lock import JournalLock
 
 log = logging.getLogger("livecart.daemon")
 
@@ -631,15 +632,29 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
     ``tune`` applies :func:`livecart.runtime.pipeline.tune_gc` once the ledger is rebuilt (process-wide: the CLI does).
     ``make_adapter`` builds each ``[[adapters]]`` entry (default: the entry-point registry); ``reply_clock``
     and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock).
-    Raises :class:`~livecart.core.errors.PluginError` / :class:`JournalError` when the stream cannot start.
+    Raises :class:`~livecart.core.errors.PluginError` / :class:`JournalError` when the stream cannot start, and
+    :class:`~livecart.core.errors.JournalLocked` at once when another process writes the journal.
     """
+    # One writer per journal, decided before anything else is touched: a second daemon on the same journal
+    # is refused here, before it binds a port, opens an adapter or writes a control state file.
+    lock = JournalLock.acquire(cfg.storage.path, purpose="run")
+    try:
+        return await _serve(cfg, lock, clock=clock, parse=parse, stop=stop, on_ready=on_ready, tune=tune,
+                            make_adapter=make_adapter, reply_clock=reply_clock, reply_sleep=reply_sleep)
+    finally:
+        lock.release()
+
+
+async def _serve(cfg: Config, lock: JournalLock, *, clock: Callable[[], float], parse: ParseFn | None,
+                 stop: asyncio.Event | None, on_ready: Callable[[Daemon], None] | None, tune: bool,
+                 make_adapter: AdapterFactory | None, reply_clock: Callable[[], float], reply_sleep: Sleep) -> int:
     # Before any listener computes its connection cap from the descriptor limit (livecart.listen).
     raise_nofile_limit()
     parts = _build(cfg, make_adapter or _default_factory, reply_clock)
     async with contextlib.AsyncExitStack() as stack:
         for a in parts.adapters:  # entered first, so closed last (step 7)
             await stack.enter_async_context(a)
-        engine = await Engine.open(cfg, clock=clock, parse=parse)
+        engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock)
         stack.push_async_callback(engine.close)  # step 6: flush and close the journal
         if tune:
             tune_gc()
@@ -648,6 +663,8 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
         if stop is not None:
             d.stop = stop
         await _open_endpoints(d, stack)
+        if d.control is not None:
+            lock.update(control=f"http://{d.control.host}:{d.control.port}/control")
         log.info("running: %d adapter(s) (%s), %d replying, %d hook(s); status %s; controls %s; %r",
                  len(d.adapters), ", ".join(f"{a.name}={a.type}" for a in d.adapters), len(parts.queues),
                  len(parts.hooks.hooks), d.status.url if d.status is not None else "off",

@@ -32,6 +32,7 @@ from livecart.runtime.metrics import Registry
 from livecart.store import codec as jr
 from livecart.store.base import Store
 from livecart.store.codec import Entry
+from livecart.store.lock import JournalLock
 from livecart.store.sqlite import SqliteStore
 
 log = logging.getLogger("livecart.engine")
@@ -91,12 +92,14 @@ class Engine:
 
     @classmethod
     async def open(cls, cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
-                   metrics: Registry | None = None, store: Store | None = None) -> Engine:
+                   metrics: Registry | None = None, store: Store | None = None, lock: JournalLock | None = None,
+                   ) -> Engine:
         """Open (or create) the stream's journal, rebuild the ledger from it, and return a ready engine.
 
         ``parse(text, featured)`` defaults to ``livecart.core.parser.Parser.from_config(cfg).parse``.
         ``store`` is an open store to use instead of the SQLite file of ``[storage] path`` (the engine owns it
-        from here on and closes it).
+        from here on and closes it). ``lock`` is the journal's writer lock when the caller took it already
+        (see :meth:`livecart.store.sqlite.SqliteStore.open`).
         Raises :class:`~livecart.core.errors.JournalError` / :class:`~livecart.core.errors.ForeignDatabase`.
         """
         if parse is None:
@@ -111,7 +114,8 @@ class Engine:
             j = await SqliteStore.open(cfg.storage.path, catalogue=cfg.catalogue, hold_seconds=hold,
                                        featured=cfg.stream.featured, durability=cfg.storage.durability,
                                        batch_max=cfg.storage.batch_max,
-                                       batch_delay=cfg.storage.batch_delay_ms / 1000.0, clock=clock)
+                                       batch_delay=cfg.storage.batch_delay_ms / 1000.0, clock=clock,
+                                       lock=lock)
         try:
             replayed = await j.rebuild()
         except BaseException:

@@ -64,6 +64,7 @@ from livecart.core.errors import ForeignDatabase, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
 from livecart.store.codec import Entry, Header, Row, catalogue_from_json, catalogue_json, rebuild_entries
+from livecart.store.lock import JournalLock
 
 log = logging.getLogger("livecart.journal")
 
@@ -135,6 +136,7 @@ class SqliteStore:
         self._writer: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
         self._closed = False
+        self._lock: JournalLock | None = None
         self.batches = 0
         self.rows_written = 0
         self.last_batch_seconds = 0.0
@@ -145,8 +147,13 @@ class SqliteStore:
     async def open(cls, path: str | Path, *, catalogue: Catalogue | None = None, hold_seconds: float = 0.0,
                    featured: str | None = None, durability: str = "fsync", batch_max: int = 2048,
                    batch_delay: float = 0.002, readonly: bool = False, clock: Callable[[], float] = time.time,
-                   ) -> SqliteStore:
+                   lock: JournalLock | None = None) -> SqliteStore:
         """Open the journal at ``path``.
+
+        Read-write takes the journal's writer lock (:mod:`livecart.store.lock`) before it touches anything,
+        unless the caller holds it already and passes it as ``lock`` (the daemon, which takes it first of
+        all); another writer raises :class:`~livecart.core.errors.JournalLocked`. A lock taken here is
+        released by :meth:`close`; a lock passed in stays the caller's.
 
         Read-write (the default) creates the file when it does not exist, and then needs ``catalogue``;
         when it exists, ``catalogue`` and ``hold_seconds`` must match what it was started with (else
@@ -156,6 +163,23 @@ class SqliteStore:
         if durability not in ("fsync", "os"):
             raise JournalError(f"durability must be 'fsync' or 'os', got {durability!r}")
         p = Path(path)
+        own_lock = None
+        if not readonly and lock is None:
+            own_lock = lock = JournalLock.acquire(p, purpose="writer")
+        try:
+            j = await cls._open(p, catalogue, hold_seconds, featured, durability, batch_max, batch_delay, readonly,
+                                clock)
+        except BaseException:
+            if own_lock is not None:
+                own_lock.release()
+            raise
+        j._lock = own_lock
+        return j
+
+    @classmethod
+    async def _open(cls, p: Path, catalogue: Catalogue | None, hold_seconds: float, featured: str | None,
+                    durability: str, batch_max: int, batch_delay: float, readonly: bool,
+                    clock: Callable[[], float]) -> SqliteStore:
         exists = _check_file(p)
         if readonly and not exists:
             raise JournalError(f"no journal at {p} (has the stream run yet?)")
@@ -426,7 +450,11 @@ class SqliteStore:
                 await self._writer
             finally:
                 self._writer = None
-        await self._db.close()
+        try:
+            await self._db.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("failed" if self._failed else self.durability)

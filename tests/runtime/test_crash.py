@@ -227,3 +227,49 @@ def test_sigterm_drains_flushes_and_exits_0(tmp_path: Path) -> None:
     seen = report(cfg)["comments"]
     assert isinstance(seen, int)
     assert 20 <= seen < 2000
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes], deadline: float = 60.0) -> None:
+    limit = time.monotonic() + deadline
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the daemon ended early: {proc.communicate()[1].decode()}")
+        if time.monotonic() > limit:
+            raise AssertionError(f"{path} did not appear in {deadline}s")
+        time.sleep(0.01)  # polling interval, bounded by the deadline above
+
+
+def test_a_second_daemon_is_refused_and_the_first_keeps_its_controls(tmp_path: Path) -> None:
+    replay = tmp_path / "c.jsonl"
+    make_replay(replay, 5000, seed=4, step=0.01)  # 50 s at pace: the first daemon runs throughout
+    cfg = write_config(tmp_path / "s", replay, speed=1, durability="os")
+    db = tmp_path / "s" / "journal.db"
+    state = Path(str(db) + ".ctl.json")
+    first = start(cfg)
+    try:
+        wait_for_file(state, first)
+        assert wait_for_events(db, first, 5)
+        before = state.read_bytes()
+        t0 = time.monotonic()
+        second = livecart("run", str(cfg), timeout=60)
+        took = time.monotonic() - t0
+        err = second.stderr.decode()
+        assert second.returncode == 2, err
+        assert "Traceback" not in err
+        assert f"pid {first.pid}" in err
+        assert "started " in err
+        assert "controls at http://127.0.0.1:" in err
+        assert took < 15  # refused at once: it did not wait for the first to finish (generous for a busy box)
+        # It touched none of the first daemon's files: the control state is the first's, and ctl still works.
+        assert state.read_bytes() == before
+        r = livecart("ctl", str(cfg), "status")
+        assert r.returncode == 0, r.stderr.decode()
+        answer = orjson.loads(r.stdout)
+        assert answer["ok"], answer
+        assert b"crash test" in r.stdout
+        # Readers work beside the running daemon.
+        assert livecart("report", str(cfg), "--json").returncode == 0
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, err_first = first.communicate(timeout=60)
+    assert first.returncode == 0, err_first.decode()
