@@ -1,4 +1,5 @@
-"""``livecart report FILE [--json]`` and ``livecart export FILE --format csv|jsonl`` (docs/contract.md §5).
+"""``livecart report FILE [--json]``, ``livecart export FILE --format csv|jsonl`` (docs/contract.md §5) and
+``livecart journal verify|repair FILE``.
 
 Both read the journal of FILE's stream read-only: they never create a journal (a stream that has not run
 is an error) and never write to one. The state is rebuilt from the journal alone, with the catalogue the
@@ -19,6 +20,7 @@ import io
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,7 +28,7 @@ import orjson
 from livecart.config import load
 from livecart.core.ledger import Ledger
 from livecart.store.codec import COMMENT, rebuild_entries
-from livecart.store.sqlite import SqliteStore
+from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
            "name", "platform", "room", "comment")
@@ -104,4 +106,40 @@ def export_main(args: argparse.Namespace) -> int:
     else:
         with open(args.output, "wb") as f:
             f.write(data)
+    return 0
+
+
+def _journal_path(file: str) -> Path:
+    """FILE as given to ``livecart journal``: a stream config (its ``[storage] path``) or the journal itself."""
+    p = Path(file)
+    if p.suffix == ".toml":
+        return load(file).storage.path
+    return p
+
+
+def journal_main(args: argparse.Namespace) -> int:
+    """``livecart journal verify FILE`` (exit 0 whole, 1 damaged) and ``livecart journal repair FILE``."""
+    path = _journal_path(args.file)
+    if args.journal_command == "verify":
+        rep = inspect_file(path)
+        print(f"{path}: journal format {rep.schema}, {rep.batches:,} batches, {rep.snapshots:,} snapshots")
+        if rep.unchecked:
+            print(f"  {rep.unchecked:,} batches were written before checksums (format 1): checked for order only")
+        if rep.problem is not None:
+            print(f"  DAMAGED: {rep.problem}")
+            print(f"  the good part: batches 1-{rep.good_batches:,} (events 1-{rep.good_events:,}); "
+                  f"`livecart journal repair {args.file}` keeps a backup copy and cuts back to it")
+        for seq in rep.bad_snapshots:
+            print(f"  DAMAGED: the snapshot at event {seq:,} fails its checksum (repair drops it)")
+        if rep.ok:
+            print(f"  OK: events 1-{rep.good_events:,} check")
+            return 0
+        return 1
+    res = repair_file(path)
+    if res.backup is None:
+        print(f"{path}: whole ({res.inspection.good_events:,} events); nothing to repair, nothing changed")
+        return 0
+    print(f"{path}: kept batches 1-{res.kept_batches:,} (events 1-{res.kept_events:,}); "
+          f"dropped {res.inspection.batches - res.kept_batches:,} batches and {res.dropped_snapshots} snapshots")
+    print(f"  the original is kept as {res.backup}")
     return 0

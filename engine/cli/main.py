@@ -26,6 +26,7 @@ COMMANDS = {
     "parse": "livecart.cli.parse:main",
     "report": "livecart.cli.journal:report_main",
     "export": "livecart.cli.journal:export_main",
+    "journal": "livecart.cli.journal:journal_main",
     "ctl": "livecart.runtime.control:ctl_main",
     "bench": "livecart.bench.__main__:cli_main",
 }
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("file", help="stream config (TOML)")
     ex.add_argument("--format", choices=("csv", "jsonl"), required=True)
     ex.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+
+    jn = sub.add_parser("journal", help="check or repair a journal file")
+    jsub = jn.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    jv = jsub.add_parser("verify", help="check every batch and snapshot; exit 0 when whole, 1 when damaged")
+    jv.add_argument("file", help="the journal (or the stream config whose [storage] path it is)")
+    jr = jsub.add_parser("repair", help="keep a backup copy and cut the journal back to its last good batch")
+    jr.add_argument("file", help="the journal (or the stream config whose [storage] path it is)")
 
     c = sub.add_parser("ctl", help="host controls for a running daemon")
     c.add_argument("file", help="stream config (TOML) of the running stream")

@@ -12,6 +12,7 @@ at the boundary and chained (``raise ... from exc``)::
     │   └── FatalAdapterError  ... in a way that retrying cannot fix (bad credentials, bad URL)
     ├── JournalError           the journal cannot be opened or written
     │   ├── ForeignDatabase    the file is not a livecart journal (or is corrupt); it is never overwritten
+    │   │   └── JournalDamaged a batch or snapshot fails its checksum, or the file is cut short
     │   └── JournalLocked      another livecart process is writing the journal (carries who holds it)
     ├── ControlError           a host control that cannot be applied (unknown sku, bad value)
     │   └── BadControl         ... or cannot even be parsed (unknown action, missing argument)
@@ -87,6 +88,16 @@ class JournalError(LivecartError):
 
 class ForeignDatabase(JournalError):
     """The file exists but is not a livecart journal, or is corrupt. It is left untouched."""
+
+
+class JournalDamaged(ForeignDatabase):
+    """A livecart journal whose contents fail their checks. ``batch`` is the 1-based number of the first bad
+    batch in the file (0 when the damage is not in a batch, e.g. a cut WAL file), ``seq`` its first event."""
+
+    def __init__(self, message: str, batch: int = 0, seq: int = 0) -> None:
+        self.batch = batch
+        self.seq = seq
+        super().__init__(message)
 
 
 class JournalLocked(JournalError):

@@ -51,16 +51,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosqlite
+import crc32c
 import orjson
 
 from livecart.core.catalogue import Catalogue
-from livecart.core.errors import ForeignDatabase, JournalError
+from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError, JournalLocked
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
 from livecart.store.codec import Entry, Header, Row, catalogue_from_json, catalogue_json, rebuild_entries
@@ -69,31 +74,123 @@ from livecart.store.lock import JournalLock
 log = logging.getLogger("livecart.journal")
 
 APPLICATION_ID = 0x4C564354  # "LVCT"
-SCHEMA_VERSION = 1
+#: The journal format this livecart writes: 2 added batch checksums and snapshots (1 still opens).
+SCHEMA_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: WAL pages after which a commit checkpoints (SQLite's default is 1,000; see the module docstring).
 WAL_CHECKPOINT_PAGES = 256
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE batches (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, ts REAL NOT NULL, body BLOB NOT NULL);
+CREATE TABLE batches (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, ts REAL NOT NULL, body BLOB NOT NULL,
+                      crc INTEGER);
+CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, version INTEGER NOT NULL, crc INTEGER NOT NULL,
+                        body BLOB NOT NULL);
 CREATE VIEW events (seq, ts, kind, body) AS
     SELECT json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
            CAST(json_extract(e.value, '$[3]') AS BLOB)
     FROM batches, json_each(batches.body) AS e;
 """
 
+# What a journal of schema 1 (before checksums and snapshots) needs to become schema 2. Its batches keep a
+# NULL crc: nothing can vouch for them now, and the chain starts again (from 0) after them.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE batches ADD COLUMN crc INTEGER;
+CREATE TABLE IF NOT EXISTS snapshots (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, version INTEGER NOT NULL,
+                                      crc INTEGER NOT NULL, body BLOB NOT NULL);
+UPDATE meta SET value = '2' WHERE key = 'schema';
+"""
+
 # Inserts the batch only if the batch before it is the last one in the file: with two transactions queued
-# at once (see Journal._write_loop), one that follows a failed one must not leave a hole behind it.
-_INSERT = ("INSERT INTO batches (first, last, ts, body) SELECT ?, ?, ?, ? "
+# at once (see SqliteStore._write_loop), one that follows a failed one must not leave a hole behind it.
+_INSERT = ("INSERT INTO batches (first, last, ts, body, crc) SELECT ?, ?, ?, ?, ? "
            "WHERE coalesce((SELECT last FROM batches ORDER BY first DESC LIMIT 1), 0) = ?")
 
+_WHAT_TO_DO = ("`livecart journal verify {p}` shows every problem; `livecart journal repair {p}` keeps a backup "
+               "copy and cuts the journal back to its last good batch")
 
 
-def _check_file(path: Path) -> bool:
-    """Whether a journal exists at ``path``. Refuses, before SQLite touches it, a file that is not SQLite.
+def batch_crc(first: int, last: int, body: bytes, prev: int) -> int:
+    """The checksum of one batch, chained to the one before (``prev``; 0 for the first batch, or after a
+    batch written before checksums). CRC-32C over the batch's seq range and its body, so a batch moved,
+    dropped or edited breaks the chain at that batch."""
+    return crc32c.crc32c(body, crc32c.crc32c(_RANGE.pack(first, last), prev))
 
-    An empty file counts as no journal (there is nothing in it to lose)."""
+
+_RANGE = struct.Struct("<qq")
+
+
+class Chain:
+    """Checks batches, read in file order, against their chained checksums and against each other's seq
+    ranges. Raises :class:`JournalDamaged` naming the first bad batch and what to do."""
+
+    def __init__(self, path: Path, *, prev_crc: int = 0, prev_last: int | None = None, number: int = 0) -> None:
+        self.path = path
+        self.crc = prev_crc
+        self.last = prev_last  # None: the first batch read may start anywhere (a tail)
+        self.number = number  # batches passed so far (the next one is number + 1)
+
+    def check(self, first: int, last: int, body: bytes | str, crc: int | None) -> None:
+        n = self.number + 1
+        if not isinstance(body, bytes):  # someone stored text where livecart stores a blob: checked as its bytes
+            body = str(body).encode()
+        if (self.last is not None and first != self.last + 1) or last < first:
+            raise JournalDamaged(
+                f"{self.path}: batch {n} holds events {first}-{last}, but the batch before it ended at event "
+                f"{self.last}: events are missing or repeated. " + _WHAT_TO_DO.format(p=self.path), n, first)
+        if crc is None:
+            self.crc = 0  # written before checksums: nothing to compare, the chain starts again after it
+        else:
+            want = batch_crc(first, last, body, self.crc)
+            if want != crc:
+                raise JournalDamaged(
+                    f"{self.path}: batch {n} (events {first}-{last}) fails its checksum: it was changed after "
+                    "it was written, or the disk damaged it. " + _WHAT_TO_DO.format(p=self.path), n, first)
+            self.crc = crc
+        self.last = last
+        self.number = n
+
+
+def _wal_problem(path: Path) -> str | None:
+    """Why the WAL file beside ``path`` cannot be whole, or None. SQLite writes it in whole frames (a 32-byte
+    header, then frames of 24 bytes + one page); a size between them means it was cut (a copy interrupted, a
+    disk that lost its tail), and SQLite would silently drop the commits in the cut part."""
+    wal = Path(str(path) + "-wal")
+    try:
+        size = wal.stat().st_size
+        if size == 0:
+            return None
+        with open(wal, "rb") as f:
+            head = f.read(32)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read {wal}: {exc.strerror or exc}"
+    if len(head) < 32 or head[:4] not in (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"):
+        return f"{wal} is not a whole SQLite WAL file ({size} bytes)"
+    page = int.from_bytes(head[8:12], "big")
+    if page < 512 or (size - 32) % (page + 24):
+        return f"{wal} is cut short: {size} bytes is not a whole number of {page + 24}-byte frames"
+    return None
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether a writer holds the journal's lock now (a reader then leaves its WAL alone: it is being written)."""
+    try:
+        with JournalLock.acquire(path, purpose="check"):
+            return False
+    except JournalLocked:
+        return True
+    except JournalError:
+        return False
+
+
+def _check_file(path: Path, *, check_wal: bool = True) -> bool:
+    """Whether a journal exists at ``path``. Refuses, before SQLite touches it, a file that is not SQLite, an
+    empty file, and (``check_wal``) a WAL file cut short.
+
+    An empty file is never a journal livecart left behind (a journal is created under another name and
+    renamed into place once it has its header), so it means the history was lost: refused, not restarted."""
     try:
         with open(path, "rb") as f:
             head = f.read(len(SQLITE_MAGIC))
@@ -101,10 +198,48 @@ def _check_file(path: Path) -> bool:
         return False
     except OSError as exc:
         raise JournalError(f"cannot read the journal {path}: {exc.strerror or exc}") from exc
-    if head and head != SQLITE_MAGIC:
+    if not head:
+        raise JournalDamaged(f"{path} is empty (0 bytes): a livecart journal never is, so its history was lost "
+                             "(a failed copy or restore?). It was left untouched. Restore it from a backup, or "
+                             "delete it to start a new sale.")
+    if head != SQLITE_MAGIC:
         raise ForeignDatabase(f"{path} is not a livecart journal (not an SQLite database); "
                               "it was left untouched; set [storage] path to another file")
-    return bool(head)
+    if check_wal:
+        problem = _wal_problem(path)
+        if problem is not None:
+            raise JournalDamaged(f"{problem}; the commits in it may be lost. It was left untouched. "
+                                 + _WHAT_TO_DO.format(p=path))
+    return True
+
+
+def _create(path: Path, catalogue: Catalogue, hold_seconds: float, featured: str | None, created: float) -> None:
+    """Write a new, empty journal at ``path``: built under a temporary name and renamed into place, so no
+    crash leaves an empty or half-made file at ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript("BEGIN;" + _SCHEMA + f"PRAGMA application_id={APPLICATION_ID};COMMIT;")
+        meta = {"app": "livecart", "schema": str(SCHEMA_VERSION), "catalogue": catalogue_json(catalogue),
+                "hold_seconds": repr(float(hold_seconds)), "featured": featured or "", "created": repr(created)}
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        con.execute("COMMIT")
+    finally:
+        con.close()  # the last connection: the WAL is checkpointed into the file and removed
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 class SqliteStore:
@@ -137,6 +272,8 @@ class SqliteStore:
         self._failed: BaseException | None = None
         self._closed = False
         self._lock: JournalLock | None = None
+        self._crc = 0  # checksum of the last batch handed to the connection (the chain's head)
+        self.schema = SCHEMA_VERSION
         self.batches = 0
         self.rows_written = 0
         self.last_batch_seconds = 0.0
@@ -180,19 +317,24 @@ class SqliteStore:
     async def _open(cls, p: Path, catalogue: Catalogue | None, hold_seconds: float, featured: str | None,
                     durability: str, batch_max: int, batch_delay: float, readonly: bool,
                     clock: Callable[[], float]) -> SqliteStore:
-        exists = _check_file(p)
+        # A reader leaves the WAL of a running writer alone: it may be mid-write.
+        exists = _check_file(p, check_wal=not readonly or not _writer_alive(p))
         if readonly and not exists:
             raise JournalError(f"no journal at {p} (has the stream run yet?)")
-        if not exists and catalogue is None:
-            raise JournalError(f"no journal at {p} and no catalogue to start one with")
-        uri = f"file:{p}?mode={'ro' if readonly else 'rwc'}"
+        if not exists:
+            if catalogue is None:
+                raise JournalError(f"no journal at {p} and no catalogue to start one with")
+            try:
+                _create(p, catalogue, hold_seconds, featured, clock())
+            except (OSError, sqlite3.Error) as exc:
+                raise JournalError(f"cannot create the journal {p}: {exc}") from exc
+        uri = f"file:{p}?mode={'ro' if readonly else 'rw'}"
         try:
             db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {p}: {exc}") from exc
         try:
-            header, last = await cls._prepare(db, p, exists, catalogue, hold_seconds, featured, durability,
-                                              readonly, clock)
+            header, last, schema = await cls._prepare(db, p, catalogue, hold_seconds, durability, readonly)
         except sqlite3.DatabaseError as exc:
             await db.close()
             raise ForeignDatabase(f"{p} is damaged or not a livecart journal ({exc}); it was left untouched"
@@ -202,44 +344,47 @@ class SqliteStore:
             raise
         j = cls(db, p, header, durability=durability, batch_max=batch_max, batch_delay=batch_delay,
                 last_seq=last, readonly=readonly)
+        j.schema = schema
+        if not readonly:
+            async with db.execute("SELECT crc FROM batches ORDER BY first DESC LIMIT 1") as cur:
+                row = await cur.fetchone()
+            j._crc = int(row[0]) if row and row[0] is not None else 0
         if not readonly:
             j._writer = asyncio.get_running_loop().create_task(j._write_loop(), name="journal-writer")
         return j
 
     @staticmethod
-    async def _prepare(db: aiosqlite.Connection, p: Path, exists: bool, catalogue: Catalogue | None,
-                       hold_seconds: float, featured: str | None, durability: str, readonly: bool,
-                       clock: Callable[[], float]) -> tuple[Header, int]:
+    async def _prepare(db: aiosqlite.Connection, p: Path, catalogue: Catalogue | None, hold_seconds: float,
+                       durability: str, readonly: bool) -> tuple[Header, int, int]:
         async with db.execute("PRAGMA application_id") as cur:
             row = await cur.fetchone()
         app_id = int(row[0]) if row else 0
-        async with db.execute("SELECT count(*) FROM sqlite_schema") as cur:
-            row = await cur.fetchone()
-        n_objects = int(row[0]) if row else 0
         if app_id != APPLICATION_ID:
-            if exists or n_objects:
-                raise ForeignDatabase(
-                    f"{p} is an SQLite database of another application (application_id={app_id:#x}), not a "
-                    "livecart journal; it was left untouched; set [storage] path to another file")
-            assert catalogue is not None
-            if not readonly:
-                await db.execute_fetchall("PRAGMA journal_mode=WAL")
-                await db.executescript(
-                    "BEGIN;" + _SCHEMA + f"PRAGMA application_id={APPLICATION_ID};COMMIT;")
-                meta = {"app": "livecart", "schema": str(SCHEMA_VERSION), "catalogue": catalogue_json(catalogue),
-                        "hold_seconds": repr(float(hold_seconds)), "featured": featured or "",
-                        "created": repr(clock())}
-                await db.execute("BEGIN")
-                await db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-                await db.execute("COMMIT")
+            raise ForeignDatabase(
+                f"{p} is an SQLite database of another application (application_id={app_id:#x}), not a "
+                "livecart journal; it was left untouched; set [storage] path to another file")
         async with db.execute("SELECT key, value FROM meta") as cur:
             meta = {str(k): str(v) for k, v in await cur.fetchall()}
         if meta.get("app") != "livecart":
             raise ForeignDatabase(f"{p} carries livecart's application id but no livecart meta table; "
                                   "it was left untouched")
-        if meta.get("schema") != str(SCHEMA_VERSION):
-            raise JournalError(f"{p} is a livecart journal of schema {meta.get('schema')}; this livecart "
-                               f"reads schema {SCHEMA_VERSION}")
+        try:
+            schema = int(meta.get("schema", ""))
+        except ValueError:
+            raise ForeignDatabase(f"{p} has no readable format version (meta schema = "
+                                  f"{meta.get('schema')!r}); it was left untouched") from None
+        if schema > SCHEMA_VERSION:
+            raise JournalError(f"{p} was written by a newer livecart (journal format {schema}; this livecart reads "
+                               f"formats 1 to {SCHEMA_VERSION}). It was left untouched: upgrade livecart to "
+                               "open it.")
+        if schema < 1:
+            raise ForeignDatabase(f"{p} has an unknown journal format {schema}; it was left untouched")
+        if schema == 1 and not readonly:
+            # Upgraded in place, in one transaction: the old batches stay as they are, new ones carry checksums.
+            await db.executescript("BEGIN;" + _MIGRATE_1_TO_2 + "COMMIT;")
+            log.info("journal %s: upgraded from format 1 to %d (checksums and snapshots from here on)", p,
+                     SCHEMA_VERSION)
+            schema = SCHEMA_VERSION
         header = Header(catalogue_from_json(meta["catalogue"]), meta["catalogue"], float(meta["hold_seconds"]),
                         meta["featured"] or None, float(meta["created"]))
         if catalogue is not None and not readonly and (
@@ -254,27 +399,54 @@ class SqliteStore:
             await db.execute_fetchall(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         async with db.execute("SELECT coalesce(max(last), 0) FROM batches") as cur:
             row = await cur.fetchone()
-        return header, int(row[0]) if row else 0
+        return header, int(row[0]) if row else 0, schema
 
     @property
     def where(self) -> str:
         return str(self.path)
 
     async def entries(self, after: int = 0, chunk: int = 64) -> list[Entry]:
-        """Every committed entry with ``seq > after``, decoded, in ``seq`` order."""
+        """Every committed entry with ``seq > after``, decoded, in ``seq`` order. Every batch read is checked
+        against its chained checksum (:class:`Chain`); a bad one raises :class:`JournalDamaged`."""
         out: list[Entry] = []
-        async with self._db.execute("SELECT body FROM batches WHERE last > ? ORDER BY first", (after,)) as cur:
-            while True:
-                part = await cur.fetchmany(chunk)
-                if not part:
-                    break
-                for (body,) in part:
-                    try:
-                        out.extend((int(s), float(t), str(k), d) for s, t, k, d in orjson.loads(body)
-                                   if s > after)
-                    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-                        raise ForeignDatabase(f"{self.path} holds a damaged batch ({exc})") from exc
+        chain = await self._chain_before(after)
+        crc_col = "crc" if self.schema >= 2 else "NULL"
+        try:
+            async with self._db.execute(f"SELECT first, last, body, {crc_col} FROM batches WHERE last > ? "
+                                        "ORDER BY first", (after,)) as cur:
+                while True:
+                    part = await cur.fetchmany(chunk)
+                    if not part:
+                        break
+                    for first, last, body, crc in part:
+                        chain.check(first, last, body, crc)
+                        try:
+                            out.extend((int(s), float(t), str(k), d) for s, t, k, d in orjson.loads(body)
+                                       if s > after)
+                        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                            raise JournalDamaged(f"{self.path}: batch {chain.number} (events {first}-{last}) "
+                                                 f"cannot be read ({exc}). " + _WHAT_TO_DO.format(p=self.path),
+                                                 chain.number, first) from exc
+        except sqlite3.DatabaseError as exc:
+            raise JournalDamaged(f"{self.path} is damaged ({exc}). " + _WHAT_TO_DO.format(p=self.path)) from exc
+        if chain.last is not None and after == 0 and out and out[0][0] != 1:
+            raise JournalDamaged(f"{self.path}: the first batch starts at event {out[0][0]}, not 1. "
+                                 + _WHAT_TO_DO.format(p=self.path), 1, out[0][0])
         return out
+
+    async def _chain_before(self, after: int) -> Chain:
+        """A :class:`Chain` positioned after the batches that end at or before ``after``."""
+        if after <= 0:
+            return Chain(self.path, prev_last=0)
+        crc_col = "crc" if self.schema >= 2 else "NULL"
+        async with self._db.execute(f"SELECT last, {crc_col} FROM batches WHERE last <= ? ORDER BY first DESC "
+                                    "LIMIT 1", (after,)) as cur:
+            row = await cur.fetchone()
+        async with self._db.execute("SELECT count(*) FROM batches WHERE last <= ?", (after,)) as cur:
+            n = await cur.fetchone()
+        if row is None:
+            return Chain(self.path, prev_last=None, number=0)
+        return Chain(self.path, prev_crc=int(row[1] or 0), prev_last=int(row[0]), number=int(n[0]) if n else 0)
 
     async def rows(self) -> list[Row]:
         """Every committed entry as a row with JSON bytes, in ``seq`` order (as the ``events`` view)."""
@@ -373,7 +545,9 @@ class SqliteStore:
                     self._full.clear()
                 if pending:
                     self._first_at = pending[0][5]  # the oldest row left behind arrived with its piece
-                task = loop.create_task(self._commit(batch, n, prev_last, prev), name="journal-commit")
+                blob = b"[" + b",".join([b[3] for b in batch]) + b"]"
+                self._crc = crc = batch_crc(batch[0][0], batch[-1][1], blob, self._crc)
+                task = loop.create_task(self._commit(batch, blob, crc, n, prev_last, prev), name="journal-commit")
                 prev_last = batch[-1][1]
                 if prev is not None:
                     await asyncio.wait([prev])  # at most two queued: this one and the one before
@@ -382,18 +556,17 @@ class SqliteStore:
             if prev is not None:
                 await asyncio.wait([prev])
 
-    async def _commit(self, batch: list[tuple[int, int, float, bytes, int, float]], n_rows: int, after: int,
-                      prev: asyncio.Task[None] | None) -> None:
+    async def _commit(self, batch: list[tuple[int, int, float, bytes, int, float]], blob: bytes, crc: int,
+                      n_rows: int, after: int, prev: asyncio.Task[None] | None) -> None:
         """Write ``batch`` (``n_rows`` encoded rows) as one transaction (behind ``prev``'s), then resolve its
         waiters in order."""
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
-            blob = b"[" + b",".join([b[3] for b in batch]) + b"]"
             # The connection is in autocommit mode, so this one statement is one transaction (and one
             # fsync under synchronous=FULL) and one trip to the worker thread: with BEGIN / COMMIT as
             # separate statements the writer waited three times behind the decisions on the event loop.
-            cur = await self._db.execute(_INSERT, (batch[0][0], batch[-1][1], batch[0][2], blob, after))
+            cur = await self._db.execute(_INSERT, (batch[0][0], batch[-1][1], batch[0][2], blob, crc, after))
             if cur.rowcount != 1:
                 error = JournalError("the batch before it was not written")
         except (sqlite3.Error, ValueError, TypeError) as exc:
@@ -460,3 +633,197 @@ class SqliteStore:
         state = "closed" if self._closed else ("failed" if self._failed else self.durability)
         return (f"<Journal {self.path.name}: {state}, seq {self.last_seq}, {self.pending} pending, "
                 f"{self.batches} batches>")
+
+
+# --------------------------------------------------------------------------- verify and repair (offline)
+
+
+@dataclass
+class Inspection:
+    """What :func:`inspect_file` found: the file's format and size, and its first problem (None if whole)."""
+
+    path: Path
+    schema: int = 0
+    batches: int = 0
+    events: int = 0
+    unchecked: int = 0  # batches written before checksums (format 1)
+    snapshots: int = 0
+    problem: str | None = None
+    #: The good prefix: batches before the first bad one, and the last event they hold.
+    good_batches: int = 0
+    good_events: int = 0
+    bad_snapshots: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and not self.bad_snapshots
+
+
+def _snapshot_crc(seq: int, version: int, body: bytes) -> int:
+    return crc32c.crc32c(body, crc32c.crc32c(_RANGE.pack(seq, version)))
+
+
+def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspection:
+    """Read the whole journal at ``path`` (read-only) and check every batch and snapshot.
+
+    Raises :class:`JournalError` (or a subclass) only when the file cannot be read as a journal at all (missing,
+    empty, foreign); damage inside a readable journal is reported in the result."""
+    p = Path(path)
+    if not p.exists():
+        raise JournalError(f"no journal at {p}")
+    _check_file(p, check_wal=not _writer_alive(p) if check_wal is None else check_wal)
+    rep = Inspection(p)
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ForeignDatabase(f"cannot open {p}: {exc}") from exc
+    try:
+        try:
+            app_id = int(con.execute("PRAGMA application_id").fetchone()[0])
+            meta = {str(k): str(v) for k, v in con.execute("SELECT key, value FROM meta")}
+        except sqlite3.DatabaseError as exc:
+            raise ForeignDatabase(f"{p} is damaged or not a livecart journal ({exc})") from exc
+        if app_id != APPLICATION_ID or meta.get("app") != "livecart":
+            raise ForeignDatabase(f"{p} is not a livecart journal (application_id={app_id:#x})")
+        rep.schema = int(meta.get("schema", "0") or 0)
+        if rep.schema > SCHEMA_VERSION:
+            raise JournalError(f"{p} was written by a newer livecart (journal format {rep.schema}; this livecart "
+                               f"reads formats 1 to {SCHEMA_VERSION}); upgrade livecart to check it")
+        chain = Chain(p, prev_last=0)
+        crc_col = "crc" if rep.schema >= 2 else "NULL"
+        try:
+            for first, last, body, crc in con.execute(f"SELECT first, last, body, {crc_col} FROM batches "
+                                                      "ORDER BY first"):
+                rep.batches += 1
+                if rep.problem is not None:
+                    continue
+                try:
+                    chain.check(int(first), int(last), body, crc)
+                    orjson.loads(body)
+                except JournalDamaged as exc:
+                    rep.problem = str(exc)
+                    continue
+                except orjson.JSONDecodeError as exc:
+                    rep.problem = f"batch {chain.number} (events {first}-{last}) cannot be read: {exc}"
+                    continue
+                rep.unchecked += crc is None
+                rep.good_batches = chain.number
+                rep.good_events = int(last)
+        except sqlite3.DatabaseError as exc:
+            rep.problem = (f"SQLite cannot read past batch {rep.good_batches} (event {rep.good_events}): {exc}")
+        rep.events = rep.good_events
+        if rep.schema >= 2:
+            try:
+                for seq, version, crc, body in con.execute("SELECT seq, version, crc, body FROM snapshots "
+                                                           "ORDER BY seq"):
+                    rep.snapshots += 1
+                    if _snapshot_crc(int(seq), int(version), bytes(body)) != crc or seq > rep.good_events:
+                        rep.bad_snapshots.append(int(seq))
+            except sqlite3.DatabaseError as exc:
+                rep.problem = rep.problem or f"the snapshots cannot be read: {exc}"
+    finally:
+        con.close()
+    return rep
+
+
+@dataclass
+class Repair:
+    """What :func:`repair_file` did."""
+
+    inspection: Inspection
+    backup: Path | None = None
+    kept_batches: int = 0
+    kept_events: int = 0
+    dropped_snapshots: int = 0
+
+
+def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time) -> Repair:
+    """Cut the journal at ``path`` back to its last good batch, keeping the original as a backup.
+
+    Takes the writer lock (:class:`~livecart.core.errors.JournalLocked` while a daemon runs). A whole journal
+    is left as it is. Otherwise a new file is written with the good prefix (meta, every batch before the first
+    bad one, the snapshots that check and lie within it), the original (and its WAL) is renamed to
+    ``FILE.bak-YYYYmmddTHHMMSS`` (``-wal``), and the new file takes its place. A cut WAL is handled the same
+    way: SQLite reads its whole frames, the rest stays in the backup. Raises :class:`JournalError` for a
+    file that is not a livecart journal at all (nothing to keep)."""
+    p = Path(path)
+    with JournalLock.acquire(p, purpose="journal repair"):
+        wal = Path(str(p) + "-wal")
+        try:
+            insp = inspect_file(p, check_wal=True)
+            wal_problem = None
+        except JournalDamaged as exc:
+            if "WAL" not in str(exc) and "-wal" not in str(exc):
+                raise
+            wal_problem = str(exc)
+            insp = None
+        result = Repair(insp or Inspection(p))
+        if insp is not None and insp.ok:
+            return result
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock()))
+        backup = p.with_name(f"{p.name}.bak-{stamp}")
+        work = p.with_name(f".{p.name}.{os.getpid()}.repair")
+        shutil.copy2(p, backup)
+        if wal.exists():
+            shutil.copy2(wal, Path(str(backup) + "-wal"))
+        result.backup = backup
+        if wal_problem is not None:
+            # Read from the backup's copy with the WAL cut to its whole frames (SQLite then takes every
+            # complete transaction in it); the original stays as it was in the backup.
+            size = wal.stat().st_size
+            head = wal.read_bytes()[:32]
+            frame = int.from_bytes(head[8:12], "big") + 24 if len(head) == 32 else 0
+            scratch = p.with_name(f".{p.name}.{os.getpid()}.read")
+            shutil.copy2(p, scratch)
+            whole = 32 + ((size - 32) // frame) * frame if frame and size >= 32 else 0
+            with open(wal, "rb") as src, open(Path(str(scratch) + "-wal"), "wb") as dst:
+                dst.write(src.read(whole))
+            insp = inspect_file(scratch, check_wal=True)
+            result.inspection = insp
+            source = scratch
+        else:
+            assert insp is not None
+            source = p
+        try:
+            _copy_prefix(source, work, insp, result)
+        finally:
+            if source != p:
+                for suffix in ("", "-wal", "-shm", ".lock"):
+                    Path(str(source) + suffix).unlink(missing_ok=True)
+        os.replace(work, p)
+        for suffix in ("-wal", "-shm"):
+            Path(str(p) + suffix).unlink(missing_ok=True)
+        return result
+
+
+def _copy_prefix(source: Path, dest: Path, insp: Inspection, result: Repair) -> None:
+    dest.unlink(missing_ok=True)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    out = sqlite3.connect(dest, isolation_level=None)
+    try:
+        out.execute("PRAGMA journal_mode=WAL")
+        out.executescript("BEGIN;" + _SCHEMA + f"PRAGMA application_id={APPLICATION_ID};COMMIT;")
+        out.execute("BEGIN")
+        meta = dict(src.execute("SELECT key, value FROM meta"))
+        meta["schema"] = str(SCHEMA_VERSION)
+        out.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        crc_col = "crc" if insp.schema >= 2 else "NULL"
+        rows = src.execute(f"SELECT first, last, ts, body, {crc_col} FROM batches ORDER BY first "
+                           "LIMIT ?", (insp.good_batches,))
+        out.executemany("INSERT INTO batches (first, last, ts, body, crc) VALUES (?, ?, ?, ?, ?)", rows)
+        result.kept_batches = insp.good_batches
+        result.kept_events = insp.good_events
+        if insp.schema >= 2:
+            snaps = [r for r in src.execute("SELECT seq, ts, version, crc, body FROM snapshots ORDER BY seq")
+                     if r[0] <= insp.good_events and r[0] not in insp.bad_snapshots]
+            out.executemany("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)", snaps)
+            result.dropped_snapshots = insp.snapshots - len(snaps)
+        out.execute("COMMIT")
+    finally:
+        src.close()
+        out.close()
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -267,8 +267,13 @@ def test_a_second_daemon_is_refused_and_the_first_keeps_its_controls(tmp_path: P
         answer = orjson.loads(r.stdout)
         assert answer["ok"], answer
         assert b"crash test" in r.stdout
+        # A journal command that writes is refused the same way.
+        r = livecart("journal", "repair", str(db))
+        assert r.returncode == 2, r.stderr.decode()
+        assert f"pid {first.pid}" in r.stderr.decode()
         # Readers work beside the running daemon.
         assert livecart("report", str(cfg), "--json").returncode == 0
+        assert livecart("journal", "verify", str(db)).returncode == 0
     finally:
         first.send_signal(signal.SIGTERM)
         _, err_first = first.communicate(timeout=60)

@@ -180,7 +180,7 @@ async def test_a_different_catalogue_is_refused(tmp_path: Path) -> None:
 async def test_a_gap_in_the_events_is_an_error(tmp_path: Path) -> None:
     j = await open_journal(tmp_path / "j.db")
     await j.append([jr.comment_row(2, 0.0, comment(1), ParseResult(Intent.NONE))])
-    with pytest.raises(JournalError, match="inconsistent"):
+    with pytest.raises(JournalError, match="missing or repeated"):
         await j.rebuild()
     await j.close()
 
