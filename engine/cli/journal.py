@@ -2,8 +2,10 @@
 ``livecart journal verify|repair FILE``.
 
 Both read the journal of FILE's stream read-only: they never create a journal (a stream that has not run
-is an error) and never write to one. The state is rebuilt from the journal alone, with the catalogue the
-journal was started with, so it is exactly what the daemon announced.
+is an error), never write to one and take no lock, so they run beside a live daemon without slowing it
+(SQLite WAL readers do not block the writer). The state is rebuilt from the journal alone, with the
+catalogue the journal was started with - its latest snapshot plus the events after it - so it is exactly
+what the daemon announced.
 
 The CSV is for spreadsheets: UTF-8 with a byte-order mark (so Excel reads Chinese names), one row per order
 with the columns ``order, buyer, product, variant, qty, status, price, time`` (then ``name, platform, room,
@@ -27,29 +29,30 @@ import orjson
 
 from livecart.config import load
 from livecart.core.ledger import Ledger
-from livecart.store.codec import COMMENT, rebuild_entries
+from livecart.store.codec import COMMENT
 from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
            "name", "platform", "room", "comment")
 
 
-async def _read(path: Any) -> tuple[Ledger, dict[str, str]]:
+async def _read(path: Any, with_names: bool) -> tuple[Ledger, dict[str, str]]:
     j = await SqliteStore.open(path, readonly=True)
     try:
-        entries = await j.entries()
+        ledger = await j.rebuild()  # the latest snapshot plus the events after it
+        names: dict[str, str] = {}
+        if with_names:  # display names are not ledger state: an export reads them from every comment
+            for _, _, kind, data in await j.entries():
+                if kind == COMMENT and len(data) > 6 and data[6]:
+                    names[data[3]] = data[6]
     finally:
         await j.close()
-    names: dict[str, str] = {}
-    for _, _, kind, data in entries:
-        if kind == COMMENT and len(data) > 6 and data[6]:
-            names[data[3]] = data[6]
-    return rebuild_entries(j.header, entries), names
+    return ledger, names
 
 
-def _ledger(file: str) -> tuple[Ledger, dict[str, str]]:
+def _ledger(file: str, with_names: bool = False) -> tuple[Ledger, dict[str, str]]:
     cfg = load(file)
-    return asyncio.run(_read(cfg.storage.path))
+    return asyncio.run(_read(cfg.storage.path, with_names))
 
 
 def report_main(args: argparse.Namespace) -> int:
@@ -90,7 +93,7 @@ def _rows(ledger: Ledger, names: dict[str, str]) -> Iterator[dict[str, Any]]:
 
 def export_main(args: argparse.Namespace) -> int:
     """Write one row per order of ``args.file``'s stream as ``args.format`` to ``args.output``."""
-    ledger, names = _ledger(args.file)
+    ledger, names = _ledger(args.file, with_names=True)
     if args.format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\r\n")

@@ -208,6 +208,72 @@ class Ledger:
         return {"comments": self.comments, "outcomes": {s.value: n for s, n in sorted(self._counts.items())},
                 "products": products, "featured": self._featured, "orders": len(self._orders)}
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Everything that decides the next outcome, as plain data (str, int, float, None, lists, dicts) that
+        JSON carries unchanged: :meth:`restore` of it gives a ledger that decides exactly as this one.
+
+        Meant for snapshots taken between two decisions: it copies (so the caller may encode it on another
+        thread while this ledger goes on) but does no encoding itself. Orders appear in creation order, a
+        unit's presale queue head first, the expiry heap as it is (stale entries included: they decide
+        nothing, but keep the heap's order, which does)."""
+        orders = [[o.id, o.user, o.unit.key, o.qty, o.status._value_, o.comment, o.platform, o.room, o.created,
+                   o.deadline] for o in self._orders.values()]
+        return {
+            "seq": self.seq, "comments": self.comments, "next_order": self._next_order,
+            "featured": self._featured, "paused": self.intake_paused, "hold_seconds": self.hold_seconds,
+            "limits": dict(self._limits),
+            "units": [[u.key, u.stock, u.reserved, u.cap, u.queued, list(u.queue)] for u in self._units.values()],
+            "orders": orders,
+            "held": {sku: dict(h) for sku, h in self._held.items()},
+            "expiry": [list(e) for e in self._expiry],
+            "counts": {st._value_: n for st, n in self._counts.items()},
+            "seen": [[platform, room, list(ids)] for (platform, room), ids in self._seen.items()],
+        }
+
+    @classmethod
+    def restore(cls, catalogue: Catalogue, state: dict[str, Any], *, clock: Callable[[], float]) -> Ledger:
+        """The ledger :meth:`state` described, for ``catalogue`` (the one it was started with). Raises
+        ``KeyError`` / ``ValueError`` / ``TypeError`` for data that is not such a state."""
+        led = cls(catalogue, clock=clock, hold_seconds=float(state["hold_seconds"]))
+        led.seq = int(state["seq"])
+        led.comments = int(state["comments"])
+        led._next_order = int(state["next_order"])
+        featured = state["featured"]
+        if featured is not None and featured not in led._products:
+            raise ValueError(f"featured product {featured!r} is not in the catalogue")
+        led._featured = featured
+        led.intake_paused = bool(state["paused"])
+        led._limits.update({str(k): int(v) for k, v in state["limits"].items()})
+        units = led._units
+        for key, stock, reserved, cap, queued, _ in state["units"]:
+            u = units[key]
+            u.stock, u.reserved, u.cap, u.queued = int(stock), int(reserved), int(cap), int(queued)
+        orders = led._orders
+        by_user = led._by_user
+        for oid, user, key, qty, status, comment, platform, room, created, deadline in state["orders"]:
+            o = _Order(oid, user, units[key], int(qty), Status(status), comment, platform, room, float(created))
+            o.deadline = float(deadline)
+            orders[oid] = o
+            mine = by_user.get(user)
+            if mine is None:
+                by_user[user] = [o]
+            else:
+                mine.append(o)
+        for key, *_, queue in state["units"]:
+            u = units[key]
+            for oid in queue:
+                u.queue[oid] = orders[oid]
+        for sku, held in state["held"].items():
+            led._held[sku] = {str(k): int(v) for k, v in held.items()}
+        led._expiry = [(float(d), int(n), str(oid)) for d, n, oid in state["expiry"]]
+        heapq.heapify(led._expiry)  # already a heap when it was taken; this only guards a hand-made state
+        led._counts = {Status(k): int(v) for k, v in state["counts"].items()}
+        led._seen = {(platform, room): set(ids) for platform, room, ids in state["seen"]}
+        led._room_ids("", "")
+        return led
+
     def __repr__(self) -> str:
         left = sum(u.stock - u.reserved for u in self._units.values())
         held = sum(u.reserved for u in self._units.values())

@@ -28,6 +28,8 @@ class StorageSettings:
     durability: str = "fsync"
     batch_max: int = 2048
     batch_delay_ms: float = 2.0
+    snapshot_events: int = 200_000
+    snapshot_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ announced and is rebuilt from the file on the next start).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib
 import logging
@@ -107,7 +108,7 @@ class Engine:
             parser_module = importlib.import_module("livecart.core.parser")
             parse = parser_module.Parser.from_config(cfg).parse
         hold = cfg.stream.hold_minutes * 60.0
-        j: Store
+        j: Store | SqliteStore
         if store is not None:
             j = store
         else:
@@ -122,14 +123,34 @@ class Engine:
             await j.close()
             raise
         engine = cls(cfg, replayed, j, parse, clock, metrics or Registry())
+        engine._snap_seq = j.rebuilt_from[0]
+        engine._snap_at = clock()
         # From here on the ledger reads the engine's clock, sampled once per call.
         engine._now = clock()
         replayed.clock = engine._read_now
         if replayed.seq:
-            log.info("journal %s: rebuilt %r from %d events", j.where, replayed, replayed.seq)
+            snap, tail = j.rebuilt_from
+            log.info("journal %s: rebuilt %r at event %d (%s, then %d events replayed)", j.where, replayed,
+                     replayed.seq, f"from the snapshot at event {snap}" if snap else "no snapshot", tail)
         return engine
 
     _now: float = 0.0
+    _snap_seq = 0  # seq of the last snapshot asked for
+    _snap_at = 0.0  # when (engine clock)
+
+    def _maybe_checkpoint(self, now: float) -> None:
+        """Ask the store for a snapshot every ``[storage] snapshot_events`` events or ``snapshot_seconds``
+        seconds (while events come in). Called right after an append, so the ledger is at the last appended
+        entry; :meth:`Ledger.state` copies, the store encodes and writes in the background."""
+        seq = self.ledger.seq
+        since = seq - self._snap_seq
+        if since <= 0:
+            return
+        st = self.cfg.storage
+        due = since >= st.snapshot_events or now - self._snap_at >= st.snapshot_seconds
+        if due and self.journal.checkpoint(seq, self.ledger.state()):
+            self._snap_seq = seq
+            self._snap_at = now
 
     def _read_now(self) -> float:
         return self._now
@@ -186,6 +207,8 @@ class Engine:
             self._m_intents.inc(n, intent=intent)
         done = self.journal.append(rows) if rows else None
         del rows  # encoded by append: the row objects go now instead of living (GC-tracked) until the commit
+        if done is not None:
+            self._maybe_checkpoint(now)
         return await self._settle(done, outs)
 
     async def submit_parsed(self, pairs: Sequence[tuple[Comment, ParseResult]]) -> list[Outcome]:
@@ -208,6 +231,8 @@ class Engine:
         self._m_comments.inc(len(pairs))
         done = self.journal.append(rows) if rows else None
         del rows
+        if done is not None:
+            self._maybe_checkpoint(now)
         return await self._settle(done, outs)
 
     def _parse_failed(self, c: Comment, exc: Exception) -> None:
@@ -218,7 +243,10 @@ class Engine:
                 c.key, c.text[:200], exc)
 
     async def _commit(self, rows: list[Entry], outs: list[Outcome]) -> list[Outcome]:
-        return await self._settle(self.journal.append(rows) if rows else None, outs)
+        done = self.journal.append(rows) if rows else None
+        if done is not None:
+            self._maybe_checkpoint(self._now)
+        return await self._settle(done, outs)
 
     async def _settle(self, done: asyncio.Future[None] | None, outs: list[Outcome]) -> list[Outcome]:
         """Wait for ``done`` (the journal's append, if any rows), then count and announce ``outs``."""
@@ -277,6 +305,10 @@ class Engine:
         if self._closed:
             return
         self._closed = True
+        # A last snapshot, so the next start replays nothing (the store writes it before it closes).
+        if self.ledger.seq > self._snap_seq:
+            with contextlib.suppress(ValueError):  # a ledger ahead of its failed journal: nothing to snapshot
+                self.journal.checkpoint(self.ledger.seq, self.ledger.state())
         await self.journal.close()
 
     async def __aenter__(self) -> Engine:

@@ -17,14 +17,20 @@ the distributed one to come) implements :class:`Store` and passes the same contr
   latest snapshot, where the store keeps snapshots) give.
 * **Header.** A store is opened for one catalogue, hold time and initial featured product (:class:`Header`);
   reopening it with another catalogue is refused.
-* **Close** commits what is pending and is idempotent; a closed store refuses appends.
+* **Snapshots.** :meth:`Store.checkpoint` hands the store the ledger's :meth:`~livecart.core.ledger.Ledger.state`
+  at ``seq`` (taken between two decisions, when every entry up to ``seq`` has been appended). The store writes
+  it in the background once the entries up to ``seq`` are durable, never before; it must not delay
+  :meth:`Store.append`. :meth:`Store.rebuild` then starts from the latest snapshot and replays only the entries
+  after it: the ledger is the one a full replay gives (``tests/store/test_snapshot_props.py``). A snapshot
+  that cannot be written is logged and counted, never fatal: the entries alone still rebuild the ledger.
+* **Close** commits what is pending (snapshot included) and is idempotent; a closed store refuses appends.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
@@ -47,6 +53,9 @@ class Store(Protocol):
     last_batch_seconds: float
     batch_seconds_total: float
     largest_batch: int
+    snapshots_written: int
+    #: What the last :meth:`rebuild` did: the snapshot's seq (0: none) and how many entries it replayed.
+    rebuilt_from: tuple[int, int]
 
     @property
     def pending(self) -> int:
@@ -67,7 +76,14 @@ class Store(Protocol):
         ...
 
     async def rebuild(self, *, on_outcomes: OnOutcomes | None = None) -> Ledger:
-        """The ledger the store's entries give. ``on_outcomes`` sees the outcomes of every entry replayed."""
+        """The ledger the store's entries give: the latest snapshot plus the entries after it.
+        ``on_outcomes`` sees the outcomes of the entries replayed (those after the snapshot)."""
+        ...
+
+    def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
+        """Write ``state`` (the ledger at ``seq``) as a snapshot once ``seq`` is durable. Returns False (and
+        does nothing) while the previous snapshot is still being written, or when the store is closed or
+        failed. Never blocks."""
         ...
 
     async def flush(self) -> None:

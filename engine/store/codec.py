@@ -144,6 +144,12 @@ def _rebuild(header: Header, rows: Iterable[tuple[int, float, str, Any]],
     now = [header.created]
     ledger = Ledger(header.catalogue, hold_seconds=header.hold_seconds, featured=header.featured,
                     clock=lambda: now[0])
+    return _replay(ledger, now, rows, step, on_outcomes)
+
+
+def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, str, Any]],
+            step: Callable[[Ledger, str, Any], list[Outcome]],
+            on_outcomes: Callable[[list[Outcome]], None] | None) -> Ledger:
     for seq, ts, kind, body in rows:
         now[0] = ts
         out = step(ledger, kind, body)
@@ -153,3 +159,31 @@ def _rebuild(header: Header, rows: Iterable[tuple[int, float, str, Any]],
         if on_outcomes is not None and out:
             on_outcomes(out)
     return ledger
+
+
+# --------------------------------------------------------------------------- snapshots
+
+#: The snapshot format this livecart writes and reads (the shape of :meth:`Ledger.state`, in JSON).
+SNAPSHOT_VERSION = 1
+
+
+def encode_snapshot(state: dict[str, Any]) -> bytes:
+    """A snapshot body: :meth:`Ledger.state` as JSON. Safe to call on another thread (the state is a copy)."""
+    return orjson.dumps(state)
+
+
+def resume(header: Header, version: int, body: bytes, entries: Iterable[Entry], *,
+           on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
+    """The ledger a snapshot (``version``, ``body``) and the entries after it give: what :func:`rebuild_entries`
+    gives for all of them. Raises :class:`JournalError` for a snapshot of a newer format or one that does not
+    fit the journal's catalogue."""
+    if version > SNAPSHOT_VERSION:
+        raise JournalError(f"the journal's latest snapshot has format {version}; this livecart reads up to "
+                           f"{SNAPSHOT_VERSION}: upgrade livecart")
+    now = [header.created]
+    try:
+        ledger = Ledger.restore(header.catalogue, orjson.loads(body), clock=lambda: now[0])
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+        raise JournalError(f"the journal's snapshot cannot be restored ({exc!r}); `livecart journal repair` "
+                           "drops it") from exc
+    return _replay(ledger, now, entries, apply_data, on_outcomes)

@@ -21,7 +21,16 @@ from livecart.core.catalogue import Catalogue
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
 from livecart.store.base import OnOutcomes
-from livecart.store.codec import Entry, Header, catalogue_from_json, catalogue_json, rebuild_entries
+from livecart.store.codec import (
+    SNAPSHOT_VERSION,
+    Entry,
+    Header,
+    catalogue_from_json,
+    catalogue_json,
+    encode_snapshot,
+    rebuild_entries,
+    resume,
+)
 
 
 @dataclass
@@ -31,6 +40,8 @@ class MemorySpace:
     header: Header | None = None
     #: Encoded batches, as appended: (first seq, last seq, JSON array of entries).
     batches: list[tuple[int, int, bytes]] = field(default_factory=list)
+    #: Snapshots, oldest first: (seq, format version, JSON of the ledger's state).
+    snapshots: list[tuple[int, int, bytes]] = field(default_factory=list)
 
     @property
     def last_seq(self) -> int:
@@ -54,6 +65,9 @@ class MemoryStore:
         self.last_batch_seconds = 0.0
         self.batch_seconds_total = 0.0
         self.largest_batch = 0
+        self.snapshots_written = 0
+        self.rebuilt_from = (0, 0)
+        self._snapshot: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, space: MemorySpace | None = None, *, catalogue: Catalogue | None = None,
@@ -144,7 +158,36 @@ class MemoryStore:
         return out
 
     async def rebuild(self, *, on_outcomes: OnOutcomes | None = None) -> Ledger:
-        return rebuild_entries(self.header, await self.entries(), on_outcomes=on_outcomes)
+        snaps = [sn for sn in self.space.snapshots if sn[0] <= self.last_seq]
+        if not snaps:
+            tail = await self.entries()
+            self.rebuilt_from = (0, len(tail))
+            return rebuild_entries(self.header, tail, on_outcomes=on_outcomes)
+        seq, version, body = snaps[-1]
+        tail = await self.entries(after=seq)
+        self.rebuilt_from = (seq, len(tail))
+        return resume(self.header, version, body, tail, on_outcomes=on_outcomes)
+
+    def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
+        if self._closed or self._failed is not None or self.readonly:
+            return False
+        if self._snapshot is not None and not self._snapshot.done():
+            return False
+        if seq != self._appended:
+            raise ValueError(f"a snapshot must be taken at the last appended entry ({self._appended}), not {seq}")
+        durable = list(self._inflight)
+        self._snapshot = asyncio.get_running_loop().create_task(self._write_snapshot(seq, state, durable))
+        return True
+
+    async def _write_snapshot(self, seq: int, state: dict[str, Any], durable: list[asyncio.Future[None]]) -> None:
+        body = encode_snapshot(state)
+        if durable:
+            await asyncio.gather(*durable, return_exceptions=True)
+        if self.last_seq < seq:
+            return  # the entries it describes never became durable
+        self.space.snapshots.append((seq, SNAPSHOT_VERSION, body))
+        del self.space.snapshots[:-2]
+        self.snapshots_written += 1
 
     async def flush(self) -> None:
         if self._inflight:
@@ -156,6 +199,8 @@ class MemoryStore:
         self._closed = True
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("failed" if self._failed else "open")

@@ -59,6 +59,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import crc32c
@@ -68,7 +69,17 @@ from livecart.core.catalogue import Catalogue
 from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError, JournalLocked
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
-from livecart.store.codec import Entry, Header, Row, catalogue_from_json, catalogue_json, rebuild_entries
+from livecart.store.codec import (
+    SNAPSHOT_VERSION,
+    Entry,
+    Header,
+    Row,
+    catalogue_from_json,
+    catalogue_json,
+    encode_snapshot,
+    rebuild_entries,
+    resume,
+)
 from livecart.store.lock import JournalLock
 
 log = logging.getLogger("livecart.journal")
@@ -118,6 +129,10 @@ def batch_crc(first: int, last: int, body: bytes, prev: int) -> int:
 
 
 _RANGE = struct.Struct("<qq")
+
+
+def _snapshot_crc(seq: int, version: int, body: bytes) -> int:
+    return crc32c.crc32c(body, crc32c.crc32c(_RANGE.pack(seq, version)))
 
 
 class Chain:
@@ -274,6 +289,11 @@ class SqliteStore:
         self._lock: JournalLock | None = None
         self._crc = 0  # checksum of the last batch handed to the connection (the chain's head)
         self.schema = SCHEMA_VERSION
+        self._snapshot: asyncio.Task[None] | None = None
+        self.snapshots_written = 0
+        self.snapshot_failures = 0
+        self.last_snapshot_seconds = 0.0
+        self.rebuilt_from = (0, 0)
         self.batches = 0
         self.rows_written = 0
         self.last_batch_seconds = 0.0
@@ -453,11 +473,75 @@ class SqliteStore:
         return [(s, t, k, orjson.dumps(d)) for s, t, k, d in await self.entries()]
 
     async def rebuild(self, *, on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
-        """A ledger rebuilt from every committed row."""
+        """The ledger the journal gives: its latest snapshot (checked) plus the entries after it (checked)."""
         try:
-            return rebuild_entries(self.header, await self.entries(), on_outcomes=on_outcomes)
+            snap = await self._latest_snapshot()
+            if snap is None:
+                tail = await self.entries()
+                self.rebuilt_from = (0, len(tail))
+                return rebuild_entries(self.header, tail, on_outcomes=on_outcomes)
+            seq, version, body = snap
+            tail = await self.entries(after=seq)
+            self.rebuilt_from = (seq, len(tail))
+            return resume(self.header, version, body, tail, on_outcomes=on_outcomes)
         except sqlite3.DatabaseError as exc:
             raise ForeignDatabase(f"{self.path} is damaged ({exc})") from exc
+
+    async def _latest_snapshot(self) -> tuple[int, int, bytes] | None:
+        if self.schema < 2:
+            return None
+        async with self._db.execute("SELECT seq, version, crc, body FROM snapshots WHERE seq <= ? "
+                                    "ORDER BY seq DESC LIMIT 1", (self.last_seq,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        seq, version, crc, body = int(row[0]), int(row[1]), int(row[2]), bytes(row[3])
+        if _snapshot_crc(seq, version, body) != crc:
+            raise JournalDamaged(f"{self.path}: the snapshot at event {seq} fails its checksum. "
+                                 + _WHAT_TO_DO.format(p=self.path), 0, seq)
+        return seq, version, body
+
+    # ------------------------------------------------------------------ snapshots
+
+    def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
+        """Write ``state`` (the ledger at ``seq``, the last entry appended) as a snapshot row, in the background:
+        encoded on a worker thread, inserted through the writer's connection once the batch holding ``seq``
+        has committed (so it follows that batch in the file), in its own transaction. The two latest
+        snapshots are kept. Returns False while the previous one is still being written."""
+        if self._closed or self._failed is not None or self.readonly or self.schema < 2:
+            return False
+        if self._snapshot is not None and not self._snapshot.done():
+            return False
+        if seq != self._appended:
+            raise ValueError(f"a snapshot must be taken at the last appended entry ({self._appended}), not {seq}")
+        durable = self._waiters[-1][1] if self._waiters else None
+        self._snapshot = asyncio.get_running_loop().create_task(self._write_snapshot(seq, state, durable),
+                                                                name="journal-snapshot")
+        return True
+
+    async def _write_snapshot(self, seq: int, state: dict[str, Any], durable: asyncio.Future[None] | None) -> None:
+        t0 = time.perf_counter()
+        try:
+            body = await asyncio.to_thread(encode_snapshot, state)
+            del state
+            if durable is not None:
+                await asyncio.gather(durable, return_exceptions=True)
+            if self.last_seq < seq or self._failed is not None:
+                return  # the entries it describes never became durable
+            crc = _snapshot_crc(seq, SNAPSHOT_VERSION, body)
+            await self._db.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) "
+                                   "VALUES (?, ?, ?, ?, ?)", (seq, time.time(), SNAPSHOT_VERSION, crc, body))
+            await self._db.execute("DELETE FROM snapshots WHERE seq < (SELECT min(seq) FROM "
+                                   "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 2))")
+        except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
+            self.snapshot_failures += 1
+            log.warning("journal %s: the snapshot at event %d was not written (%s); the journal is whole "
+                        "without it", self.path, seq, exc)
+            return
+        self.snapshots_written += 1
+        self.last_snapshot_seconds = time.perf_counter() - t0
+        log.debug("journal %s: snapshot at event %d, %d bytes, %.3f s", self.path, seq, len(body),
+                  self.last_snapshot_seconds)
 
     # ------------------------------------------------------------------ group commit
 
@@ -623,6 +707,8 @@ class SqliteStore:
                 await self._writer
             finally:
                 self._writer = None
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
         try:
             await self._db.close()
         finally:
@@ -657,10 +743,6 @@ class Inspection:
     @property
     def ok(self) -> bool:
         return self.problem is None and not self.bad_snapshots
-
-
-def _snapshot_crc(seq: int, version: int, body: bytes) -> int:
-    return crc32c.crc32c(body, crc32c.crc32c(_RANGE.pack(seq, version)))
 
 
 def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspection:

@@ -32,6 +32,7 @@ hold_minutes = 30
 [storage]
 path = "{db}"
 durability = "{durability}"
+snapshot_events = 40
 
 [[adapters]]
 type = "replay"
@@ -174,6 +175,12 @@ def test_kill_9_at_random_points_then_restart_equals_an_uncrashed_run(tmp_path: 
             assert proc.returncode == 0
             break
     assert kills >= 3, "the run ended before it could be killed three times; slow the replay down"
+    # Snapshots every 40 events: the kills landed between, and during, snapshot writes.
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert con.execute("SELECT count(*) FROM snapshots").fetchone()[0] >= 1
+    finally:
+        con.close()
     # The journal of a killed daemon (WAL not checkpointed) reads fine, read-only.
     mid = report(cfg)["comments"]
     assert isinstance(mid, int)

@@ -15,6 +15,7 @@ from livecart.core.errors import ControlError, JournalError
 from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Status
 from livecart.core.settings import Config
 from livecart.runtime.pipeline import Engine
+from livecart.store.sqlite import SqliteStore
 
 TOML = """
 [stream]
@@ -218,3 +219,59 @@ async def test_repr_shows_ledger_and_journal(tmp_path: Path) -> None:
     async with await Engine.open(config(tmp_path), parse=parse, clock=Clock()) as eng:
         assert "<Engine 'test sale': <Ledger" in repr(eng)
         assert "<Journal j.db" in repr(eng)
+
+
+def norm(state: dict[str, object]) -> dict[str, object]:
+    """A ledger state with its seen-id lists as sets (a set's order is its history, not its content)."""
+    seen = state["seen"]
+    assert isinstance(seen, list)
+    return {**state, "seen": {(p, r): set(ids) for p, r, ids in seen}}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+async def test_a_restart_starts_from_the_latest_snapshot_and_replays_only_the_tail(tmp_path: Path,
+                                                                                   backend: str) -> None:
+    import dataclasses
+
+    from livecart.store import codec
+    from livecart.store.memory import MemorySpace, MemoryStore
+
+    base = config(tmp_path)
+    cfg = dataclasses.replace(base, storage=dataclasses.replace(base.storage, snapshot_events=7))
+    space = MemorySpace()
+
+    async def open_engine() -> Engine:
+        store = await MemoryStore.open(space, catalogue=cfg.catalogue, hold_seconds=cfg.stream.hold_minutes * 60,
+                                       featured=cfg.stream.featured) if backend == "memory" else None
+        return await Engine.open(cfg, parse=parse, clock=Clock(), store=store)
+
+    eng = await open_engine()
+    texts = ["egg 2", "hello", "egg 1", "cancel", "egg 3", "tea", "egg"]
+    for n in range(40):
+        await eng.submit([c(n, texts[n % len(texts)], f"u{n % 5}")])
+    await eng.control(parse_params("restock", ["egg", "2"]))
+    assert eng.journal.snapshots_written >= 4
+    live = eng.ledger.state()
+    # Killed: no closing snapshot, so the tail after the last one is replayed.
+    j = eng.journal
+    assert isinstance(j, SqliteStore | MemoryStore)
+    await j.flush()
+    if j._snapshot is not None:
+        await j._snapshot
+    if isinstance(j, SqliteStore):
+        await j._db.close()
+        if j._lock is not None:
+            j._lock.release()
+    again = await open_engine()
+    snap, tail = again.journal.rebuilt_from
+    assert 0 < snap <= 41
+    assert snap + tail == 41
+    assert norm(again.ledger.state()) == norm(live)
+    full = codec.rebuild_entries(again.journal.header, await again.journal.entries())
+    assert norm(full.state()) == norm(live)
+    await again.close()
+    # A clean close leaves a snapshot at the last event: nothing to replay next time.
+    last = await open_engine()
+    assert last.journal.rebuilt_from == (41, 0)
+    assert norm(last.ledger.state()) == norm(live)
+    await last.close()

@@ -11,6 +11,7 @@ import pytest
 
 from livecart.cli import main as cli
 from livecart.core.catalogue import Catalogue, Product
+from livecart.core.control import Kind
 from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Comment, Intent, Item, ParseResult
@@ -117,7 +118,7 @@ async def test_verify_reports_the_bad_batch_and_repair_cuts_back_to_the_last_goo
     assert led.comments == 10
     # Writing goes on from the cut.
     s = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0)
-    await s.append([codec.control_row(11, 1.0, codec.RESTOCK, ("egg", None, 1))])
+    await s.append([codec.control_row(11, 1.0, Kind.RESTOCK, ("egg", None, 1))])
     await s.close()
     assert inspect_file(p).ok
     assert full.seq == 20
@@ -244,7 +245,7 @@ async def test_a_journal_from_before_checksums_still_opens_and_is_upgraded(tmp_p
     await ro.close()
     s = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0)
     assert (await s.rebuild()).snapshot() == want.snapshot()
-    await s.append([codec.control_row(4, 1.0, codec.RESTOCK, ("egg", None, 1))])
+    await s.append([codec.control_row(4, 1.0, Kind.RESTOCK, ("egg", None, 1))])
     await s.close()
     rep = inspect_file(p)
     assert rep.ok
