@@ -66,7 +66,7 @@ import crc32c
 import orjson
 
 from livecart.core.catalogue import Catalogue
-from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError, JournalLocked
+from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
 from livecart.store.codec import (
@@ -80,7 +80,7 @@ from livecart.store.codec import (
     rebuild_entries,
     resume,
 )
-from livecart.store.lock import JournalLock
+from livecart.store.lock import JournalLock, read_holder
 
 log = logging.getLogger("livecart.journal")
 
@@ -190,14 +190,20 @@ def _wal_problem(path: Path) -> str | None:
 
 
 def _writer_alive(path: Path) -> bool:
-    """Whether a writer holds the journal's lock now (a reader then leaves its WAL alone: it is being written)."""
-    try:
-        with JournalLock.acquire(path, purpose="check"):
-            return False
-    except JournalLocked:
-        return True
-    except JournalError:
+    """Whether a writer holds the journal now (a reader then leaves its WAL alone: it is being written).
+
+    Read from what the holder wrote into the lock file, not by trying the lock: a reader that took the lock
+    even for a moment could make a daemon starting at that instant fail as if a second writer ran."""
+    pid = read_holder(path).get("pid")
+    if not isinstance(pid, int) or pid <= 0:
         return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # a writer killed with -9 leaves its lock file filled in; the lock itself is gone
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_file(path: Path, *, check_wal: bool = True) -> bool:
