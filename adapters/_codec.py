@@ -74,18 +74,6 @@ def check_fields(value: Any) -> str | None:
     return None
 
 
-def check_positive(value: Any) -> str | None:
-    return "must be more than 0" if value <= 0 else None
-
-
-def check_nonneg(value: Any) -> str | None:
-    return "must be 0 or more" if value < 0 else None
-
-
-def check_port(value: Any) -> str | None:
-    return "must be a TCP port, 0-65535 (0 = pick a free one)" if not 0 <= value <= 65535 else None
-
-
 def _head(payload: Payload, n: int) -> bytes | str:
     """The first ``n`` bytes or characters of a payload, as a loggable sample."""
     return payload[:n] if isinstance(payload, str) else bytes(payload[:n])

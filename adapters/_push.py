@@ -30,13 +30,21 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from livecart.adapters._codec import RecentKeys, check_nonneg, check_port, check_positive, with_defaults
+from livecart.adapters._codec import RecentKeys, with_defaults
 from livecart.adapters._intake import Intake
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, LivecartError, NotDurable, RetryableError
 from livecart.core.records import Comment
 from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
-from livecart.plugin import Adapter, AdapterStats, Batch, Option
+from livecart.plugin import (
+    Adapter,
+    AdapterStats,
+    Batch,
+    Option,
+    check_more_than_zero,
+    check_nonneg,
+    check_port,
+)
 
 log = logging.getLogger("livecart.adapter")
 
@@ -68,18 +76,18 @@ def push_options(path: str, port: int, ack_timeout: float) -> dict[str, Option]:
         "host": Option(str, "127.0.0.1", doc="address to listen on (put an HTTPS reverse proxy in front)"),
         "port": Option(int, port, check=check_port, doc="port to listen on (0 = any free port)"),
         "path": Option(str, path, check=_check_path, doc="the push URL's path, as configured on the platform"),
-        "queue_max": Option(int, 100_000, check=check_positive,
+        "queue_max": Option(int, 100_000, check=check_more_than_zero,
                             doc="comments held for the pipeline before a push is answered 503"),
-        "retry_after": Option(float, 1.0, check=check_positive, doc="Retry-After of a 503 (s)"),
-        "ack_timeout": Option(float, ack_timeout, check=check_positive,
+        "retry_after": Option(float, 1.0, check=check_more_than_zero, doc="Retry-After of a 503 (s)"),
+        "ack_timeout": Option(float, ack_timeout, check=check_more_than_zero,
                               doc="longest wait for the journal commit before answering 503 (s)"),
         "max_connections": Option(int, 0, check=check_nonneg, doc="open connections at most; 0 = from the fd limit"),
         "idle_timeout": Option(float, DEFAULT_IDLE, check=check_nonneg, doc="close a silent connection after (s)"),
-        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_positive,
+        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_more_than_zero,
                                   doc="a request head must be complete within (s)"),
-        "retry_initial": Option(float, 0.5, check=check_positive,
+        "retry_initial": Option(float, 0.5, check=check_more_than_zero,
                                 doc="first retry delay when the port cannot be bound (s)"),
-        "retry_max": Option(float, 30.0, check=check_positive, doc="longest retry delay (s)"),
+        "retry_max": Option(float, 30.0, check=check_more_than_zero, doc="longest retry delay (s)"),
     }
 
 

@@ -48,7 +48,7 @@ from livecart.adapters._codec import RecentKeys, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option
+from livecart.plugin import Adapter, AdapterStats, Option, check_more_than_zero
 
 HEADER = struct.Struct(">IHHII")
 HEADER_LEN = HEADER.size  # 16
@@ -262,10 +262,6 @@ def _super_chat(command: dict[str, Any], room: str) -> Comment:
                                  "ts": float(start)})
 
 
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be more than 0"
-
-
 def _hosts(v: Any) -> str | None:
     if not v or not all(isinstance(h, str) and h.startswith(("ws://", "wss://")) for h in v):
         return "must be a non-empty list of ws:// or wss:// URLs"
@@ -277,21 +273,21 @@ class BilibiliAdapter(Adapter):
 
     type = "bilibili"
     OPTIONS: ClassVar = {
-        "room": Option(int, required=True, check=_positive, doc="the real (long) room id"),
+        "room": Option(int, required=True, check=check_more_than_zero, doc="the real (long) room id"),
         "hosts": Option(list, ["wss://broadcastlv.chat.bilibili.com/sub"], check=_hosts,
                         doc="danmaku server URLs, tried in turn (failover)"),
         "uid": Option(int, 0, doc="uid for the auth packet (0 = anonymous)"),
         "token": Option(str, "", doc="the 'key' from getDanmuInfo (anonymous connections may omit it)"),
         "buvid": Option(str, "", doc="the buvid3 cookie, sent in the auth packet"),
-        "heartbeat_interval": Option(float, 30.0, check=_positive, doc="seconds between heartbeats"),
-        "auth_timeout": Option(float, 5.0, check=_positive, doc="longest wait for the auth reply"),
-        "auth_attempts": Option(int, 3, check=_positive,
+        "heartbeat_interval": Option(float, 30.0, check=check_more_than_zero, doc="seconds between heartbeats"),
+        "auth_timeout": Option(float, 5.0, check=check_more_than_zero, doc="longest wait for the auth reply"),
+        "auth_attempts": Option(int, 3, check=check_more_than_zero,
                                 doc="connections in a row closed by the server right after the auth packet "
                                     "(its way of refusing a uid/token/buvid that do not match) before giving up"),
-        "idle_timeout": Option(float, 75.0, check=_positive,
+        "idle_timeout": Option(float, 75.0, check=check_more_than_zero,
                                doc="reconnect when nothing (not even a heartbeat reply) arrives for this long"),
-        "retry_initial": Option(float, 0.5, check=_positive, doc="first reconnect delay (s)"),
-        "retry_max": Option(float, 30.0, check=_positive, doc="longest reconnect delay (s)"),
+        "retry_initial": Option(float, 0.5, check=check_more_than_zero, doc="first reconnect delay (s)"),
+        "retry_max": Option(float, 30.0, check=check_more_than_zero, doc="longest reconnect delay (s)"),
     }
 
     def __init__(self, options: Any, *, name: str, stats: AdapterStats | None = None,

@@ -44,11 +44,10 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from livecart.adapters._codec import check_nonneg
 from livecart.adapters._push import PushAdapter, Refused, post_json, push_options, require_secret
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import AdapterStats, Option
+from livecart.plugin import AdapterStats, Option, check_nonneg
 
 log = logging.getLogger("livecart.adapter")
 

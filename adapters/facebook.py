@@ -35,11 +35,11 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from livecart.adapters._codec import RecentKeys, SseDecoder, check_positive, with_defaults
+from livecart.adapters._codec import RecentKeys, SseDecoder, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option, Reply
+from livecart.plugin import Adapter, AdapterStats, Option, Reply, check_more_than_zero
 
 log = logging.getLogger("livecart.adapter")
 
@@ -108,11 +108,11 @@ class FacebookAdapter(Adapter):
         "stream_base": Option(str, "https://streaming-graph.facebook.com", doc="SSE host"),
         "graph_base": Option(str, "https://graph.facebook.com", doc="Graph API host, for replies"),
         "api_version": Option(str, "v21.0", doc="Graph API version of the reply calls"),
-        "idle_timeout": Option(float, 120.0, check=check_positive,
+        "idle_timeout": Option(float, 120.0, check=check_more_than_zero,
                                doc="reconnect when nothing arrives for this long (s)"),
-        "timeout": Option(float, 10.0, check=check_positive, doc="connect and reply request timeout (s)"),
-        "retry_initial": Option(float, 1.0, check=check_positive, doc="first reconnect delay (s)"),
-        "retry_max": Option(float, 60.0, check=check_positive, doc="longest reconnect delay (s)"),
+        "timeout": Option(float, 10.0, check=check_more_than_zero, doc="connect and reply request timeout (s)"),
+        "retry_initial": Option(float, 1.0, check=check_more_than_zero, doc="first reconnect delay (s)"),
+        "retry_max": Option(float, 60.0, check=check_more_than_zero, doc="longest reconnect delay (s)"),
     }
 
     def __init__(self, options: Any, *, name: str, stats: AdapterStats | None = None,

@@ -29,7 +29,7 @@ import orjson
 from livecart.adapters.reconnect import Backoff, backoff
 from livecart.core.errors import LivecartError
 from livecart.core.records import Outcome
-from livecart.plugin import Hook, Option
+from livecart.plugin import Hook, Option, check_more_than_zero, check_nonneg
 
 log = logging.getLogger("livecart.hooks")
 
@@ -38,14 +38,6 @@ _RETRY_STATUS = frozenset({408, 429})
 
 def _url(v: Any) -> str | None:
     return None if isinstance(v, str) and v.startswith(("http://", "https://")) else "must be an http(s) URL"
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be more than 0"
-
-
-def _nonneg(v: Any) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
 
 
 class DeliveryFailed(LivecartError):
@@ -65,9 +57,9 @@ class HttpPostHook(Hook):
     OPTIONS: ClassVar[Mapping[str, Option]] = {
         "url": Option(str, required=True, check=_url, doc="where to POST"),
         "token": Option(str, "", doc="Bearer token sent in the Authorization header"),
-        "timeout": Option(float, 5.0, check=_positive, doc="seconds per attempt"),
-        "retries": Option(int, 3, check=_nonneg, doc="attempts after the first on 5xx/408/429/network errors"),
-        "backoff": Option(float, 0.5, check=_positive, doc="first retry delay, doubling, capped at 30s"),
+        "timeout": Option(float, 5.0, check=check_more_than_zero, doc="seconds per attempt"),
+        "retries": Option(int, 3, check=check_nonneg, doc="attempts after the first on 5xx/408/429/network errors"),
+        "backoff": Option(float, 0.5, check=check_more_than_zero, doc="first retry delay, doubling, capped at 30s"),
         "stream": Option(str, "", doc="stream name in the body; defaults to [stream].name"),
     }
 

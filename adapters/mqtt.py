@@ -56,20 +56,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from livecart.adapters._codec import (
-    DEFAULT_MAX_BYTES,
-    Decoder,
-    check_fields,
-    check_nonneg,
-    check_port,
-    check_positive,
-    with_defaults,
-)
+from livecart.adapters._codec import DEFAULT_MAX_BYTES, Decoder, check_fields, with_defaults
 from livecart.adapters._intake import Milestone
 from livecart.adapters.reconnect import Backoff, default_classify, reconnecting
 from livecart.core.errors import FatalAdapterError, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Batch, Option
+from livecart.plugin import (
+    Adapter,
+    AdapterStats,
+    Batch,
+    Option,
+    check_more_than_zero,
+    check_nonneg,
+    check_port,
+)
 
 log = logging.getLogger("livecart.adapter")
 
@@ -190,16 +190,16 @@ class MqttAdapter(Adapter):
         "session_expiry": Option(int, 3600, check=check_nonneg,
                                  doc="seconds the broker keeps the session (and queues) while disconnected"),
         "protocol": Option(str, "5", choices=("5", "3.1.1"), doc="MQTT protocol version"),
-        "keepalive": Option(int, 30, check=check_positive, doc="keepalive interval, s"),
+        "keepalive": Option(int, 30, check=check_more_than_zero, doc="keepalive interval, s"),
         "fields": Option(dict, {}, check=check_fields, doc="contract field = payload field"),
         "ts_unit": Option(str, "s", choices=("s", "ms"), doc="unit of the payload's ts field"),
-        "max_payload": Option(int, DEFAULT_MAX_BYTES, check=check_positive, doc="largest payload decoded, bytes"),
-        "max_pending": Option(int, 1000, check=check_positive,
+        "max_payload": Option(int, DEFAULT_MAX_BYTES, check=check_more_than_zero, doc="largest payload decoded, bytes"),
+        "max_pending": Option(int, 1000, check=check_more_than_zero,
                               doc="Receive Maximum: unacknowledged messages the broker may send ahead"),
         "platform": Option(str, "mqtt", doc="platform of comments that name none"),
         "room": Option(str, "default", doc="room of comments that name none"),
-        "reconnect_initial": Option(float, 0.2, check=check_positive, doc="first reconnect delay, s"),
-        "reconnect_cap": Option(float, 30.0, check=check_positive, doc="longest reconnect delay, s"),
+        "reconnect_initial": Option(float, 0.2, check=check_more_than_zero, doc="first reconnect delay, s"),
+        "reconnect_cap": Option(float, 30.0, check=check_more_than_zero, doc="longest reconnect delay, s"),
         "max_attempts": Option(int, 0, check=check_nonneg, doc="give up after N failures in a row; 0 = never"),
     }
 

@@ -35,7 +35,7 @@ from livecart.adapters._codec import RecentKeys
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import AdapterError, FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option, Reply
+from livecart.plugin import Adapter, AdapterStats, Option, Reply, check_more_than_zero
 
 log = logging.getLogger("livecart.adapter")
 
@@ -167,10 +167,6 @@ class SlidingWindow:
         return f"<SlidingWindow {len(self._sent)}/{self.limit} per {self.window}s>"
 
 
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be more than 0"
-
-
 def _url(v: Any) -> str | None:
     return None if v.startswith(("ws://", "wss://")) else "must be a ws:// or wss:// URL"
 
@@ -187,12 +183,12 @@ class TwitchAdapter(Adapter):
         "channel": Option(str, required=True, doc="channel login, without '#'"),
         "nick": Option(str, "justinfan12345", doc="login name; justinfan<digits> reads anonymously"),
         "token": Option(str, "", doc="'oauth:...' chat token (needed to send replies)"),
-        "reply_limit": Option(int, 20, check=_positive, doc="most replies per reply_window (moderators: 100)"),
-        "reply_window": Option(float, 30.0, check=_positive, doc="seconds of the reply rate window"),
-        "idle_timeout": Option(float, 360.0, check=_positive,
+        "reply_limit": Option(int, 20, check=check_more_than_zero, doc="most replies per reply_window (moderators: 100)"),
+        "reply_window": Option(float, 30.0, check=check_more_than_zero, doc="seconds of the reply rate window"),
+        "idle_timeout": Option(float, 360.0, check=check_more_than_zero,
                                doc="reconnect when nothing arrives for this long (Twitch pings every ~5 min)"),
-        "retry_initial": Option(float, 0.5, check=_positive, doc="first reconnect delay (s)"),
-        "retry_max": Option(float, 30.0, check=_positive, doc="longest reconnect delay (s)"),
+        "retry_initial": Option(float, 0.5, check=check_more_than_zero, doc="first reconnect delay (s)"),
+        "retry_max": Option(float, 30.0, check=check_more_than_zero, doc="longest reconnect delay (s)"),
     }
 
     def __init__(self, options: Any, *, name: str, stats: AdapterStats | None = None,

@@ -40,12 +40,12 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from livecart.adapters._codec import RecentKeys, check_positive, with_defaults
+from livecart.adapters._codec import RecentKeys, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.adapters.twitch import MAX_REPLY, SlidingWindow
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option, Reply
+from livecart.plugin import Adapter, AdapterStats, Option, Reply, check_more_than_zero
 
 log = logging.getLogger("livecart.adapter")
 
@@ -99,11 +99,11 @@ class TwitchEventSubAdapter(Adapter):
         "broadcaster_id": Option(str, required=True, doc="user id of the channel whose chat is read"),
         "user_id": Option(str, required=True, doc="user id of the account reading (and replying)"),
         "channel": Option(str, "", doc="channel login, the comments' room (default: broadcaster_id)"),
-        "reply_limit": Option(int, 20, check=check_positive, doc="most replies per reply_window"),
-        "reply_window": Option(float, 30.0, check=check_positive, doc="seconds of the reply rate window"),
-        "timeout": Option(float, 10.0, check=check_positive, doc="Helix request timeout (s)"),
-        "retry_initial": Option(float, 0.5, check=check_positive, doc="first reconnect delay (s)"),
-        "retry_max": Option(float, 30.0, check=check_positive, doc="longest reconnect delay (s)"),
+        "reply_limit": Option(int, 20, check=check_more_than_zero, doc="most replies per reply_window"),
+        "reply_window": Option(float, 30.0, check=check_more_than_zero, doc="seconds of the reply rate window"),
+        "timeout": Option(float, 10.0, check=check_more_than_zero, doc="Helix request timeout (s)"),
+        "retry_initial": Option(float, 0.5, check=check_more_than_zero, doc="first reconnect delay (s)"),
+        "retry_max": Option(float, 30.0, check=check_more_than_zero, doc="longest reconnect delay (s)"),
     }
 
     def __init__(self, options: Any, *, name: str, stats: AdapterStats | None = None,

@@ -40,21 +40,20 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from livecart.adapters._codec import (
-    DEFAULT_MAX_BYTES,
-    Decoder,
-    RecentKeys,
-    check_fields,
-    check_nonneg,
-    check_port,
-    check_positive,
-    with_defaults,
-)
+from livecart.adapters._codec import DEFAULT_MAX_BYTES, Decoder, RecentKeys, check_fields, with_defaults
 from livecart.adapters._intake import Intake
 from livecart.core.errors import FatalAdapterError, LivecartError, MalformedInput, NotDurable
 from livecart.core.records import Comment
 from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
-from livecart.plugin import Adapter, AdapterStats, Batch, Option
+from livecart.plugin import (
+    Adapter,
+    AdapterStats,
+    Batch,
+    Option,
+    check_more_than_zero,
+    check_nonneg,
+    check_port,
+)
 
 log = logging.getLogger("livecart.adapter")
 
@@ -70,16 +69,16 @@ class WebhookAdapter(Adapter):
         "port": Option(int, 0, check=check_port, doc="port; 0 = a free one (see bound_port)"),
         "path": Option(str, "/comments", check=_check_path, doc="URL path that accepts POSTs"),
         "token": Option(str, "", doc="shared secret; empty = none required"),
-        "max_body": Option(int, DEFAULT_MAX_BYTES, check=check_positive, doc="largest request body, bytes"),
-        "max_pending": Option(int, 10000, check=check_positive, doc="comments buffered before answering 503"),
-        "retry_after": Option(float, 1.0, check=check_positive, doc="Retry-After of a 503, seconds"),
-        "ack_timeout": Option(float, 10.0, check=check_positive,
+        "max_body": Option(int, DEFAULT_MAX_BYTES, check=check_more_than_zero, doc="largest request body, bytes"),
+        "max_pending": Option(int, 10000, check=check_more_than_zero, doc="comments buffered before answering 503"),
+        "retry_after": Option(float, 1.0, check=check_more_than_zero, doc="Retry-After of a 503, seconds"),
+        "ack_timeout": Option(float, 10.0, check=check_more_than_zero,
                               doc="longest wait for the journal commit before answering 503, s"),
         "fields": Option(dict, {}, check=check_fields, doc="contract field = payload field"),
         "ts_unit": Option(str, "s", choices=("s", "ms"), doc="unit of the payload's ts field"),
         "max_connections": Option(int, 0, check=check_nonneg, doc="open connections at most; 0 = from the fd limit"),
         "idle_timeout": Option(float, DEFAULT_IDLE, check=check_nonneg, doc="close a silent connection after, s"),
-        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_positive,
+        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_more_than_zero,
                                   doc="a request head must be complete within, s"),
         "platform": Option(str, "webhook", doc="platform of comments that name none"),
         "room": Option(str, "default", doc="room of comments that name none"),

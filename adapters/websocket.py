@@ -69,21 +69,22 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from livecart.adapters._codec import (
-    DEFAULT_MAX_BYTES,
-    Decoder,
-    check_fields,
-    check_nonneg,
-    check_port,
-    check_positive,
-    with_defaults,
-)
+from livecart.adapters._codec import DEFAULT_MAX_BYTES, Decoder, check_fields, with_defaults
 from livecart.adapters._intake import Intake, Milestone
 from livecart.adapters.reconnect import Backoff, default_classify, reconnecting
 from livecart.core.errors import FatalAdapterError, NotDurable, RetryableError
 from livecart.core.records import Comment
 from livecart.listen import DEFAULT_REQUEST, Guard
-from livecart.plugin import Adapter, AdapterStats, Batch, Option, Reply
+from livecart.plugin import (
+    Adapter,
+    AdapterStats,
+    Batch,
+    Option,
+    Reply,
+    check_more_than_zero,
+    check_nonneg,
+    check_port,
+)
 
 log = logging.getLogger("livecart.adapter")
 
@@ -119,19 +120,19 @@ class WebSocketAdapter(Adapter):
         "token": Option(str, "", doc="shared secret; empty = none required (server) / sent (client)"),
         "fields": Option(dict, {}, check=check_fields, doc="contract field = feed field, e.g. text = 'content'"),
         "ts_unit": Option(str, "s", choices=("s", "ms"), doc="unit of the feed's ts field"),
-        "max_frame": Option(int, DEFAULT_MAX_BYTES, check=check_positive, doc="largest frame decoded, bytes"),
-        "max_pending": Option(int, 10000, check=check_positive, doc="server mode: comments buffered at most"),
+        "max_frame": Option(int, DEFAULT_MAX_BYTES, check=check_more_than_zero, doc="largest frame decoded, bytes"),
+        "max_pending": Option(int, 10000, check=check_more_than_zero, doc="server mode: comments buffered at most"),
         "platform": Option(str, "websocket", doc="platform of comments that name none"),
         "room": Option(str, "default", doc="room of comments that name none"),
-        "reconnect_initial": Option(float, 0.2, check=check_positive, doc="client: first reconnect delay, s"),
-        "reconnect_cap": Option(float, 30.0, check=check_positive, doc="client: longest reconnect delay, s"),
+        "reconnect_initial": Option(float, 0.2, check=check_more_than_zero, doc="client: first reconnect delay, s"),
+        "reconnect_cap": Option(float, 30.0, check=check_more_than_zero, doc="client: longest reconnect delay, s"),
         "max_attempts": Option(int, 0, check=check_nonneg, doc="client: give up after N failures; 0 = never"),
         "ping_interval": Option(float, 20.0, check=check_nonneg, doc="keepalive ping interval, s; 0 = off"),
         "max_connections": Option(int, 0, check=check_nonneg,
                                   doc="server: open connections at most; 0 = from the fd limit"),
         "idle_timeout": Option(float, 60.0, check=check_nonneg,
                                doc="server: close a connection silent this long (pongs count), s; 0 = off"),
-        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_positive,
+        "request_timeout": Option(float, DEFAULT_REQUEST, check=check_more_than_zero,
                                   doc="server: the upgrade request must be complete within, s"),
     }
 

@@ -56,7 +56,7 @@ from livecart.adapters._codec import JsonObjectStream, RecentKeys, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
-from livecart.plugin import Adapter, AdapterStats, Option, Reply
+from livecart.plugin import Adapter, AdapterStats, Option, Reply, check_more_than_zero, check_nonneg
 
 log = logging.getLogger("livecart.adapter")
 
@@ -181,14 +181,6 @@ def classify_error(status: int, body: Any) -> ErrorKind:
     return ErrorKind.FATAL
 
 
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be more than 0"
-
-
-def _nonneg(v: Any) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
-
-
 class YouTubeAdapter(Adapter):
     """Chat of one YouTube live broadcast (its ``liveChatId``): streamed where possible, else polled."""
 
@@ -202,15 +194,15 @@ class YouTubeAdapter(Adapter):
         "mode": Option(str, "auto", choices=("auto", "stream", "poll"),
                        doc="auto = streamList, falling back to list polling where it is not offered"),
         "include_history": Option(bool, False, doc="treat the first page (chat before start) as orders"),
-        "poll_floor": Option(float, 1.0, check=_nonneg, doc="shortest wait between polls (s)"),
-        "max_results": Option(int, 2000, check=_positive, doc="maxResults per page (200-2000)"),
-        "timeout": Option(float, 10.0, check=_positive, doc="HTTP request timeout (s); a stream may idle longer"),
-        "stream_idle": Option(float, 120.0, check=_positive,
+        "poll_floor": Option(float, 1.0, check=check_nonneg, doc="shortest wait between polls (s)"),
+        "max_results": Option(int, 2000, check=check_more_than_zero, doc="maxResults per page (200-2000)"),
+        "timeout": Option(float, 10.0, check=check_more_than_zero, doc="HTTP request timeout (s); a stream may idle longer"),
+        "stream_idle": Option(float, 120.0, check=check_more_than_zero,
                               doc="reopen a stream that sent nothing for this long (s)"),
-        "retry_initial": Option(float, 5.0, check=_positive, doc="first backoff after a server error (s)"),
-        "retry_max": Option(float, 600.0, check=_positive, doc="longest backoff after server errors (s)"),
-        "rate_retry_max": Option(float, 30.0, check=_positive, doc="longest wait after rateLimitExceeded (s)"),
-        "quota_reset_margin": Option(float, 60.0, check=_nonneg,
+        "retry_initial": Option(float, 5.0, check=check_more_than_zero, doc="first backoff after a server error (s)"),
+        "retry_max": Option(float, 600.0, check=check_more_than_zero, doc="longest backoff after server errors (s)"),
+        "rate_retry_max": Option(float, 30.0, check=check_more_than_zero, doc="longest wait after rateLimitExceeded (s)"),
+        "quota_reset_margin": Option(float, 60.0, check=check_nonneg,
                                      doc="extra wait past midnight Pacific before trying a spent daily quota (s)"),
     }
 

@@ -36,7 +36,7 @@ from livecart.core.settings import (
     StreamSettings,
 )
 from livecart.core.templates import check_templates
-from livecart.plugin import Option, more_than_zero, nonneg, port, positive
+from livecart.plugin import Option, check_more_than_zero, check_nonneg, check_port, check_positive
 
 
 def check_timezone(value: Any) -> str | None:
@@ -53,26 +53,26 @@ def check_timezone(value: Any) -> str | None:
 STREAM_KEYS: dict[str, Option] = {
     "name": Option(str, required=True, doc="the sale's name"),
     "featured": Option(str, doc="sku that a bare '+1' buys"),
-    "hold_minutes": Option(float, 30.0, check=nonneg, doc="unpaid hold; 0 = never expires"),
+    "hold_minutes": Option(float, 30.0, check=check_nonneg, doc="unpaid hold; 0 = never expires"),
     "bare_plus_one": Option(bool, True),
-    "max_qty": Option(int, DEFAULT_MAX_QTY, check=positive, doc="largest quantity one comment may ask for"),
+    "max_qty": Option(int, DEFAULT_MAX_QTY, check=check_positive, doc="largest quantity one comment may ask for"),
 }
 STORAGE_KEYS: dict[str, Option] = {
     "path": Option(str, "livecart.db", path=True),
     "durability": Option(str, "fsync", choices=("fsync", "os")),
-    "batch_max": Option(int, 2048, check=positive, doc="most decisions per journal transaction"),
-    "batch_delay_ms": Option(float, 2.0, check=nonneg, doc="longest wait to fill a journal batch"),
-    "snapshot_events": Option(int, 200_000, check=positive,
+    "batch_max": Option(int, 2048, check=check_positive, doc="most decisions per journal transaction"),
+    "batch_delay_ms": Option(float, 2.0, check=check_nonneg, doc="longest wait to fill a journal batch"),
+    "snapshot_events": Option(int, 200_000, check=check_positive,
                               doc="journal events between two snapshots of the engine's state"),
-    "snapshot_seconds": Option(float, 60.0, check=positive,
+    "snapshot_seconds": Option(float, 60.0, check=check_positive,
                                doc="longest time between two snapshots while events come in"),
 }
 VARIANT_KEYS: dict[str, Option] = {
     "name": Option(str, required=True),
     "aliases": Option(list, []),
-    "stock": Option(int, 0, check=nonneg),
-    "presale": Option(int, 0, check=nonneg),
-    "price": Option(float, check=nonneg),
+    "stock": Option(int, 0, check=check_nonneg),
+    "presale": Option(int, 0, check=check_nonneg),
+    "price": Option(float, check=check_nonneg),
     "code": Option(str),
     "options": Option(dict, doc="with product options: one value of each, as in { colour = 'black', size = 'M' }"),
 }
@@ -88,11 +88,11 @@ PRODUCT_KEYS: dict[str, Option] = {
     "sku": Option(str, required=True),
     "name": Option(str, required=True),
     "aliases": Option(list, []),
-    "link": Option(int, check=positive),
-    "price": Option(float, 0.0, check=nonneg),
-    "stock": Option(int, 0, check=nonneg),
-    "limit": Option(int, 0, check=nonneg),
-    "presale": Option(int, 0, check=nonneg),
+    "link": Option(int, check=check_positive),
+    "price": Option(float, 0.0, check=check_nonneg),
+    "stock": Option(int, 0, check=check_nonneg),
+    "limit": Option(int, 0, check=check_nonneg),
+    "presale": Option(int, 0, check=check_nonneg),
     "presale_note": Option(str, "", doc="said to presale buyers, e.g. 'ships from Tuesday'"),
     "code": Option(str, doc="a short code buyers may type, as in 'SOLD A12 2'"),
     "variants": Option(list, []),
@@ -113,26 +113,26 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
     "control": _section(
         ControlSettings,
         host=Option(str),
-        port=Option(int, check=port, doc="0 = pick a free port (written to the state file)"),
+        port=Option(int, check=check_port, doc="0 = pick a free port (written to the state file)"),
         token=Option(str, doc='"" = generate one at start (written to the state file)'),
         mqtt_host=Option(str),
-        mqtt_port=Option(int, check=port),
+        mqtt_port=Option(int, check=check_port),
         mqtt_topic=Option(str),
     ),
     "status": _section(
         StatusSettings,
         host=Option(str),
-        port=Option(int, check=port),
+        port=Option(int, check=check_port),
         enabled=Option(bool),
-        low_stock=Option(int, check=nonneg, doc="units below which a product is 'low stock'; 0 = 10% of its stock"),
+        low_stock=Option(int, check=check_nonneg, doc="units below which a product is 'low stock'; 0 = 10% of its stock"),
     ),
     "daemon": _section(
         DaemonSettings,
-        queue=Option(int, check=positive,
+        queue=Option(int, check=check_positive,
                      doc="comment batches waiting for the engine before adapters are made to wait"),
-        hook_timeout=Option(float, check=more_than_zero, doc="longest one hook call may take (s)"),
-        hook_queue=Option(int, check=positive, doc="items waiting per hook; beyond it the oldest is shed"),
-        drain_seconds=Option(float, check=nonneg, doc="at shutdown, how long replies and hooks may take to drain (s)"),
+        hook_timeout=Option(float, check=check_more_than_zero, doc="longest one hook call may take (s)"),
+        hook_queue=Option(int, check=check_positive, doc="items waiting per hook; beyond it the oldest is shed"),
+        drain_seconds=Option(float, check=check_nonneg, doc="at shutdown, how long replies and hooks may take to drain (s)"),
     ),
     "replies": _section(
         RepliesSettings,
@@ -141,8 +141,8 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
         templates=Option(dict, check=check_templates,
                          doc="overrides of the reply templates, by key (livecart.core.templates.TEMPLATE_KEYS)"),
         timezone=Option(str, check=check_timezone, doc="IANA zone for the pay-by time; \"\" = the machine's own"),
-        queue=Option(int, check=positive, doc="most reply messages pending per adapter"),
-        max_len=Option(int, check=positive, doc="longest merged reply message (characters)"),
+        queue=Option(int, check=check_positive, doc="most reply messages pending per adapter"),
+        max_len=Option(int, check=check_positive, doc="longest merged reply message (characters)"),
     ),
 }
 

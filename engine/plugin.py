@@ -62,22 +62,22 @@ log = logging.getLogger("livecart.adapter")
 # --- the option checks every config table uses (``Option.check``): an error message, or None when fine
 
 
-def positive(v: Any) -> str | None:
+def check_positive(v: Any) -> str | None:
     """1 or more."""
     return None if v >= 1 else "must be 1 or more"
 
 
-def nonneg(v: Any) -> str | None:
+def check_nonneg(v: Any) -> str | None:
     """0 or more."""
     return None if v >= 0 else "must be 0 or more"
 
 
-def more_than_zero(v: Any) -> str | None:
+def check_more_than_zero(v: Any) -> str | None:
     """More than 0 (a duration or an interval)."""
     return None if v > 0 else "must be more than 0"
 
 
-def port(v: Any) -> str | None:
+def check_port(v: Any) -> str | None:
     """A TCP port number; 0 lets the OS pick a free one."""
     return None if 0 <= v <= 65535 else "must be a port number from 0 to 65535"
 
