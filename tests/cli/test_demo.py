@@ -43,8 +43,10 @@ def demo_cfg(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One whole demo run, flat out, in plain mode; its directory and what it printed."""
     d = tmp_path_factory.mktemp("demo")
+    # From a folder outside the checkout, as a user runs it: in the checkout's root `engine/` is importable
+    # under its folder name too, which once hid a lookup of the bundled config under that name.
     proc = subprocess.run([sys.executable, "-m", "livecart.cli.main", "demo", "--plain", "--speed", "0", "--dir", str(d)],
-                          capture_output=True, text=True, encoding="utf-8", timeout=120, check=False)
+                          capture_output=True, text=True, encoding="utf-8", timeout=120, check=False, cwd=d)
     assert proc.returncode == 0, proc.stderr
     return d, proc.stdout
 
