@@ -10,7 +10,7 @@ Registered as ``http_post`` in the ``livecart.hooks`` entry-point group::
     retries = 3                             # attempts after the first, on 5xx / 408 / 429 / network errors
     backoff = 0.5                           # first retry delay (seconds), doubling, jittered, capped at 30
 
-Bodies: ``{"stream": NAME, "outcomes": [outcome, ...]}`` (each outcome as CONTRACTS §4, plus platform,
+Bodies: ``{"stream": NAME, "outcomes": [outcome, ...]}`` (each outcome as docs/contract.md §4, plus platform,
 room, ts, seq) and ``{"stream": NAME, "event": {"kind": "sold_out", "sku": ..., "variant": ..., ...}}``.
 A 2xx answer is success; any other 4xx is not retried. After the last attempt the hook raises
 :class:`DeliveryFailed` (the runner counts and logs it) and counts it in :attr:`HttpPostHook.gave_up`.

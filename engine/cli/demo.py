@@ -104,7 +104,7 @@ class Scenario:
     duration: float
 
     def jsonl(self) -> bytes:
-        """The comments as JSON Lines (CONTRACTS §2), the replay adapter's input."""
+        """The comments as JSON Lines (docs/contract.md §2), the replay adapter's input."""
         return b"".join(orjson.dumps(c.to_dict()) + b"\n" for c in self.comments)
 
 
@@ -654,7 +654,7 @@ class PlainView:
 
 
 async def journal_state(cfg: Config) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The stream's state read back from its journal alone: the report object of CONTRACTS §5 and one
+    """The stream's state read back from its journal alone: the report object of docs/contract.md §5 and one
     export row per order. Raises :class:`JournalError` when there is no journal."""
     j = await SqliteStore.open(cfg.storage.path, readonly=True)
     try:

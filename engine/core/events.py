@@ -1,7 +1,7 @@
 """Stream events for hooks and the host: sold out, low stock, presale opened, presale full.
 
 Pure: events are derived from two ledger snapshots (before and after a batch of durable outcomes) and the
-outcomes themselves. A snapshot has the shape of CONTRACTS §5's report ``products`` object::
+outcomes themselves. A snapshot has the shape of docs/contract.md §5's report ``products`` object::
 
     {"egg-10": {"stock": 10000, "left": 12, "reserved": 9988, "presale": 0},
      "tea-chry/50g": {"stock": 300, ...}}

@@ -198,7 +198,7 @@ class Ledger:
             yield o.as_dict()
 
     def snapshot(self) -> dict[str, Any]:
-        """The state in the shape of CONTRACTS §5's report, plus ``featured``, ``orders`` and per-unit
+        """The state in the shape of docs/contract.md §5's report, plus ``featured``, ``orders`` and per-unit
         ``cap`` and ``queue`` (orders waiting)."""
         products = {
             u.key: {"stock": u.stock, "left": u.stock - u.reserved, "reserved": u.reserved, "presale": u.queued,

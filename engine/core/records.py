@@ -51,7 +51,7 @@ class Reason(StrEnum):
 
 
 def stable_comment_id(platform: str, room: str, user: str, ts: float, text: str) -> str:
-    """The id of a comment whose platform gives none: a stable hash of what identifies it (CONTRACTS §2)."""
+    """The id of a comment whose platform gives none: a stable hash of what identifies it (docs/contract.md §2)."""
     raw = f"{platform}\x1f{room}\x1f{user}\x1f{ts!r}\x1f{text}".encode()
     return "h-" + hashlib.blake2b(raw, digest_size=12).hexdigest()
 

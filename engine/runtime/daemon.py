@@ -17,7 +17,7 @@ What runs (named tasks under one :class:`asyncio.TaskGroup`):
   and, when ``[control].mqtt_topic`` is set, the MQTT control subscriber; hook workers
   (:class:`HookRunner`).
 
-Announcements follow durability (CONTRACTS §6): buyer replies, hook calls and stream events are fed by one
+Announcements follow durability (docs/contract.md §6): buyer replies, hook calls and stream events are fed by one
 :meth:`Engine.add_listener` callback, which the engine calls only after the journal has committed the
 outcomes. A reply goes back through the adapter that read the comment: the daemon remembers which adapter
 each ``(platform, room)`` came from.

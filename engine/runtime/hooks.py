@@ -7,7 +7,7 @@ timeout is counted and logged (once per hook and kind at WARNING, then at DEBUG)
 Consecutive outcome batches waiting in a queue are coalesced into one call (up to ``max_batch`` outcomes),
 so a slow hook sees fewer, larger batches instead of a growing backlog.
 
-The caller must submit only durable outcomes (CONTRACTS §6): the engine calls its outcome listeners after
+The caller must submit only durable outcomes (docs/contract.md §6): the engine calls its outcome listeners after
 the journal commit.
 
 Metrics (in the given :class:`~livecart.runtime.metrics.Registry`):

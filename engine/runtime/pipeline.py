@@ -294,7 +294,7 @@ class Engine:
     # ------------------------------------------------------------------ state
 
     def snapshot(self) -> dict[str, Any]:
-        """The ledger's state (CONTRACTS §5 report shape). Includes outcomes not yet durable."""
+        """The ledger's state (docs/contract.md §5 report shape). Includes outcomes not yet durable."""
         return self.ledger.snapshot()
 
     async def flush(self) -> None:

@@ -11,7 +11,7 @@ Three parts, each usable alone:
   may go out now, merging pending replies to the same room into fewer messages when the backlog exceeds
   what the platform's rate limit allows; :meth:`ReplyQueue.run` is the thin async loop that sends.
 
-Durability (CONTRACTS §6): a reply is an announcement, so it must never precede the journal. The caller
+Durability (docs/contract.md §6): a reply is an announcement, so it must never precede the journal. The caller
 feeds :meth:`Replier.plan` / :meth:`ReplyQueue.put` only outcomes the journal has committed: wire them to
 ``Engine.add_listener``, which is called after the journal append. As a guard against wiring mistakes,
 :meth:`ReplyQueue.put` refuses a reply whose outcome has no ``seq`` (an outcome that never went through the

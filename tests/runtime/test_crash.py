@@ -1,4 +1,4 @@
-"""The daemon end to end: a replay runs to its end, SIGTERM drains, and kill -9 loses nothing (CONTRACTS §6).
+"""The daemon end to end: a replay runs to its end, SIGTERM drains, and kill -9 loses nothing (docs/contract.md §6).
 
 The crash test runs ``livecart run`` as a subprocess over a replayed stream, kills it with SIGKILL at random
 points (each time after the journal has grown, read from the file itself), restarts it until it finishes,
