@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("params", nargs="*", help="the action's arguments, e.g. 'restock egg-10 500'")
 
     b = sub.add_parser("bench", help="peak-traffic benchmarks (prints JSON)")
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for python -m bench")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for python -m livecart.bench")
     return p
 
 
