@@ -30,7 +30,7 @@ TINY = ["--scale", "0.01", "--seed", "5", "--timeout", "120"]
 
 
 def run_bench(*args: str, timeout: float = 240) -> tuple[int, list[dict[str, Any]]]:
-    proc = subprocess.run([sys.executable, "-m", "bench", *TINY, *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "livecart.bench", *TINY, *args], capture_output=True,
                           timeout=timeout, check=False)
     lines = proc.stdout.decode().splitlines()
     assert lines, proc.stderr.decode()
@@ -123,7 +123,7 @@ def test_redis_baseline_runs_both_modes_and_cleans_up(redis_server: tuple[str, i
 
 
 def test_unknown_case_is_refused_with_status_2() -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench", "--cases", "nosuch"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "livecart.bench", "--cases", "nosuch"], capture_output=True,
                           timeout=60, check=False)
     assert proc.returncode == 2
     assert b"unknown case(s) nosuch" in proc.stderr
@@ -170,7 +170,7 @@ def test_summary_ratios_are_none_without_their_cases() -> None:
 
 @pytest.mark.parametrize("bad", [["--scale", "0"], ["--cases", "parser,,bogus"]])
 def test_bad_arguments_exit_2(bad: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench", *bad], capture_output=True, timeout=60, check=False)
+    proc = subprocess.run([sys.executable, "-m", "livecart.bench", *bad], capture_output=True, timeout=60, check=False)
     assert proc.returncode == 2
 
 
