@@ -62,7 +62,7 @@ _CANCEL = Intent.CANCEL
 class _Unit:
     """Stock of one product or variant. Mutable, internal."""
 
-    __slots__ = ("key", "sku", "variant", "stock", "reserved", "cap", "queued", "queue", "price")
+    __slots__ = ("key", "sku", "variant", "stock", "reserved", "paid", "cap", "queued", "queue", "price")
 
     def __init__(self, sku: str, variant: str | None, stock: int, cap: int, price: float) -> None:
         self.key = sku if variant is None else f"{sku}/{variant}"
@@ -70,6 +70,7 @@ class _Unit:
         self.variant = variant
         self.stock = stock
         self.reserved = 0  # units held or paid
+        self.paid = 0  # of which paid
         self.cap = cap
         self.queued = 0  # presale units queued
         self.queue: dict[str, _Order] = {}  # FIFO: insertion order, O(1) removal
@@ -197,12 +198,20 @@ class Ledger:
         for o in self._orders.values():
             yield o.as_dict()
 
+    def orders_detail(self) -> Iterator[dict[str, Any]]:
+        """:meth:`orders` rows plus ``pay_by`` (epoch seconds a held order must be paid by; None when it is
+        not held or holds never expire), for the host's console."""
+        for o in self._orders.values():
+            row = o.as_dict()
+            row["pay_by"] = o.deadline if o.status is _RESERVED and o.deadline else None
+            yield row
+
     def snapshot(self) -> dict[str, Any]:
         """The state in the shape of docs/contract.md §5's report, plus ``featured``, ``orders`` and per-unit
-        ``cap`` and ``queue`` (orders waiting)."""
+        ``cap``, ``queue`` (orders waiting) and ``paid`` (of ``reserved``, the units paid)."""
         products = {
             u.key: {"stock": u.stock, "left": u.stock - u.reserved, "reserved": u.reserved, "presale": u.queued,
-                    "cap": u.cap, "queue": len(u.queue)}
+                    "cap": u.cap, "queue": len(u.queue), "paid": u.paid}
             for u in self._units.values()
         }
         return {"comments": self.comments, "outcomes": {s.value: n for s, n in sorted(self._counts.items())},
@@ -456,6 +465,8 @@ class Ledger:
             u.queued -= o.qty
         else:
             u.reserved -= o.qty
+            if was is _PAID:
+                u.paid -= o.qty
             self._promote(u, now, out)
 
     def _promote(self, u: _Unit, now: float, out: list[Outcome]) -> None:
@@ -527,6 +538,7 @@ class Ledger:
         now = self.clock()
         self.seq += 1
         o.status = _PAID
+        o.unit.paid += o.qty
         return self._count([self._outcome(o, _PAID, now)])
 
     def cancel_order(self, order: str) -> list[Outcome]:

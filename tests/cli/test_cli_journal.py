@@ -72,7 +72,7 @@ def test_report_json_has_the_contract_shape(stream: Path, capsys: pytest.Capture
     data = orjson.loads(capsys.readouterr().out)
     assert data["comments"] == 3
     assert data["outcomes"] == {"presale": 1, "reserved": 2}
-    assert data["products"]["egg"] == {"stock": 2, "left": 0, "reserved": 2, "presale": 1, "cap": 5, "queue": 1}
+    assert data["products"]["egg"] == {"stock": 2, "left": 0, "reserved": 2, "presale": 1, "cap": 5, "queue": 1, "paid": 0}
     assert data["products"]["tea/50g"]["reserved"] == 1
 
 

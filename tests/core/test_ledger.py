@@ -228,7 +228,7 @@ def test_partial_promotion_splits_the_head_order_and_keeps_its_place() -> None:
     assert [(o.user, o.order, o.qty) for o in out] == [("b", "o-000002", 1), ("c", "o-000003", 1),
                                                        ("d", "o-000005", 1)]
     assert led.snapshot()["products"]["rice"] == {"stock": 8, "left": 2, "reserved": 6, "presale": 0,
-                                                   "cap": 10, "queue": 0}
+                                                   "cap": 10, "queue": 0, "paid": 0}
 
 
 def test_cancelling_a_presale_order_frees_presale_room_not_stock() -> None:
@@ -387,7 +387,7 @@ def test_report_shape() -> None:
     snap = led.snapshot()
     assert snap["comments"] == 1
     assert snap["outcomes"] == {"rejected": 1, "reserved": 1}
-    assert snap["products"]["rice"] == {"stock": 3, "left": 0, "reserved": 3, "presale": 0, "cap": 0, "queue": 0}
+    assert snap["products"]["rice"] == {"stock": 3, "left": 0, "reserved": 3, "presale": 0, "cap": 0, "queue": 0, "paid": 0}
     assert set(snap["products"]) == {"egg", "rice", "tea/50g", "tea/100g"}
 
 
@@ -407,3 +407,18 @@ def test_orders_and_units_show_their_state_in_repr() -> None:
     held = led._orders["o-000001"]
     assert repr(held) == "<Order o-000001 u-1 egg x3 reserved, due 160>"
     assert repr(held.unit) == "<Unit egg: 0 left of 3, 1/2 presale queued in 1 orders>"
+
+
+def test_paid_units_follow_pay_and_cancel_and_orders_detail_gives_pay_by() -> None:
+    led = Ledger(Catalogue((Product("rice", "Rice", stock=5),)), clock=lambda: 1000.0, hold_seconds=60)
+    first = led.decide(comment("u1", "a"), buy(Item("rice", qty=2)))[0].order
+    second = led.decide(comment("u2", "b"), buy(Item("rice", qty=1)))[0].order
+    assert first is not None and second is not None
+    led.pay(first)
+    assert led.snapshot()["products"]["rice"]["paid"] == 2
+    rows = {r["order"]: r for r in led.orders_detail()}
+    assert rows[first]["pay_by"] is None  # paid: nothing to pay by
+    assert rows[second]["pay_by"] == 1060.0
+    led.cancel_order(first)
+    assert led.snapshot()["products"]["rice"] == {"stock": 5, "left": 4, "reserved": 1, "presale": 0, "cap": 0,
+                                                  "queue": 0, "paid": 0}
