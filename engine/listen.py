@@ -130,9 +130,17 @@ class Guard:
                 if conn.head_pending and self.request_timeout and now - conn.opened > self.request_timeout:
                     self.note("request_timeout")
                     conn.drop()
-                elif self.idle_timeout and now - conn.last_rx > self.idle_timeout:
+                elif self.idle_timeout and not conn.streaming and now - conn.last_rx > self.idle_timeout:
                     self.note("idle")
                     conn.drop()
+
+    def streaming(self, transport: object) -> None:
+        """Exempt the connection on ``transport`` from the idle timeout: it carries a long-lived response
+        (server push, such as the console's event stream) on which the peer sends nothing. It still counts
+        against the cap and ends when either side closes it."""
+        for conn in self.live:
+            if conn.transport is transport:
+                conn.streaming = True
 
     def close(self) -> None:
         if self._sweeper is not None:
@@ -149,7 +157,8 @@ class _Guarded(asyncio.Protocol):
     """Delegates to the listener's own protocol, watching what arrives. A refused connection never reaches
     the inner protocol."""
 
-    __slots__ = ("guard", "inner", "transport", "opened", "last_rx", "head_pending", "_tail", "_factory")
+    __slots__ = ("guard", "inner", "transport", "opened", "last_rx", "head_pending", "streaming", "_tail",
+                 "_factory")
 
     def __init__(self, guard: Guard, factory: Callable[[], Any]) -> None:
         self.guard = guard
@@ -158,6 +167,7 @@ class _Guarded(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self.opened = self.last_rx = guard.clock()
         self.head_pending = True
+        self.streaming = False
         self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

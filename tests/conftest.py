@@ -81,3 +81,32 @@ def tmp_config(tmp_path: Path) -> Iterator[Path]:
     p = tmp_path / "stream.toml"
     p.write_text(text, encoding="utf-8")
     return p
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's Chromium, driven by the playwright package (a browser download cannot work here).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """A headless Chromium (``playwright.sync_api.Browser``) for the console's browser tests."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        msg = "needs the playwright package (pip install -e '.[test]')"
+        if REQUIRE:
+            pytest.fail(msg + " (LIVECART_REQUIRE_SERVICES=1)")
+        pytest.skip(msg)
+    if not os.access(CHROMIUM, os.X_OK):
+        msg = f"needs Chromium at {CHROMIUM} (apt-get install chromium), which is missing"
+        if REQUIRE:
+            pytest.fail(msg + " (LIVECART_REQUIRE_SERVICES=1)")
+        pytest.skip(msg)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -83,3 +83,22 @@ def test_the_soft_descriptor_limit_is_raised_and_caps_stay_below_it() -> None:
     soft = raise_nofile_limit()
     assert soft == nofile_limit()[0]
     assert 4 * default_cap() <= max(soft, 4 * 16)
+
+
+async def test_a_streaming_connection_is_not_closed_for_idleness(served: tuple[Guard, int]) -> None:
+    guard, port = served
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET /events HTTP/1.1\r\n\r\n")
+    await r.readexactly(24)
+    [conn] = guard.live
+    guard.streaming(conn.transport)
+    other_r, other_w = await asyncio.open_connection("127.0.0.1", port)
+    other_w.write(b"GET / HTTP/1.1\r\n\r\n")
+    await other_r.readexactly(18)
+    assert await closed(other_r)  # the plain silent one goes after 0.6 s ...
+    assert guard.counts["idle"] == 1
+    assert conn in guard.live  # ... the streaming one stays
+    w.write(b"x")
+    assert await r.readexactly(1) == b"x"
+    w.close()
+    other_w.close()

@@ -43,7 +43,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from livecart import registry
@@ -56,6 +56,7 @@ from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
 from livecart.plugin import Adapter, Batch, settle_all
+from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
 from livecart.runtime.metrics import Registry
@@ -156,6 +157,11 @@ class Daemon:
         self.status: StatusServer | None = None
         self.control: ControlServer | None = None
         self.mqtt_control: MqttControl | None = None
+        #: user id -> display name, from every comment taken in (replies and the console name buyers by it).
+        self.names: dict[str, str] = {}
+        #: Called with each stream event after it is announced (the console's feed).
+        self.event_listeners: list[Callable[[Event], None]] = []
+        self.console: Console | None = None
         self._mirror_engine_metrics()
         self.refresh_baseline()
         engine.add_listener(self.on_durable)
@@ -212,6 +218,7 @@ class Daemon:
         comments = self.metrics.comments
         routes = self.routes
         recent = self._recent
+        names = self.names
         queue = self.queue
         last: RoomKey | None = None
         try:
@@ -221,6 +228,8 @@ class Daemon:
                 by_platform: dict[str, int] = {}
                 for c in batch:
                     by_platform[c.platform] = by_platform.get(c.platform, 0) + 1
+                    if c.name:
+                        names[c.user] = c.name
                 for platform, n in by_platform.items():
                     comments.inc(n, platform=platform)
                 if replying:
@@ -388,6 +397,8 @@ class Daemon:
                  d.get("stock"), d.get("presale"))
         if self.hooks is not None:
             self.hooks.submit_event(event)
+        for cb in self.event_listeners:
+            cb(event)
 
     # ------------------------------------------------------------------ host controls
 
@@ -439,6 +450,21 @@ class Daemon:
         return {"paused": pause, "changed": was_paused != pause, "queued_batches": self.queue.qsize()}
 
     # ------------------------------------------------------------------ state and health
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.engine.snapshot()
+
+    def order_rows(self) -> Iterator[dict[str, Any]]:
+        """Every order with its pay-by time (read-only, for the console's order search)."""
+        return self.engine.ledger.orders_detail()
+
+    def presale_queue(self, key: str) -> list[dict[str, Any]]:
+        """The orders waiting in ``key``'s presale queue, head first."""
+        ledger = self.engine.ledger
+        return [row for oid in ledger.queue(key) if (row := ledger.order(oid)) is not None]
+
+    def is_paused(self) -> bool:
+        return not self.running.is_set()
 
     def adapter_state(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -556,8 +582,17 @@ async def _open_endpoints(d: Daemon, stack: contextlib.AsyncExitStack) -> None:
     cfg, reg = d.cfg, d.registry
     if cfg.status.enabled:
         d.status = StatusServer(cfg.status.host, cfg.status.port, reg, d.state, d.health, stream=cfg.stream.name)
+        # The host's console on the status address; its token is the control server's (made below).
+        d.console = Console(d, cfg.catalogue, lambda: d.control.token if d.control is not None else "",
+                            stream=cfg.stream.name, language=cfg.replies.language,
+                            hold_minutes=cfg.stream.hold_minutes, registry=reg)
+        d.engine.add_listener(d.console.record)
+        d.event_listeners.append(d.console.record_event)
+        d.status.console = d.console
         await _listen(d.status.start, "status endpoints", d.status.host, d.status.port)
         stack.push_async_callback(d.status.close)  # step 5
+        d.console.start()
+        stack.push_async_callback(d.console.close)  # before step 5: ends the open pages' streams
     d.control = ControlServer(cfg.control.host, cfg.control.port, cfg.control.token, d.handle_control,
                               state_path=control_state_path(cfg), metrics=reg, stream=cfg.stream.name)
     d.control.state_extra = {"stream": cfg.stream.name,

@@ -1,4 +1,5 @@
-"""Status endpoints on 127.0.0.1: ``/healthz``, ``/metrics`` (Prometheus text 0.0.4), ``/api/state`` (JSON).
+"""Status endpoints on 127.0.0.1: ``/healthz``, ``/metrics`` (Prometheus text 0.0.4), ``/api/state`` (JSON),
+and the host's console at ``/`` when one is attached (:mod:`livecart.runtime.console`).
 
 A thin aiohttp shell: what it serves comes from callables the daemon passes in, so this module knows
 nothing about the engine. :class:`DaemonMetrics` declares the metric names the issue asks for, so every
@@ -27,6 +28,7 @@ from aiohttp import web
 from livecart.core.records import Outcome
 from livecart.listen import DEFAULT_IDLE, Guard, GuardedSite, runner_options
 from livecart.plugin import AdapterStats
+from livecart.runtime.console import Console
 from livecart.runtime.metrics import Registry
 
 log = logging.getLogger("livecart.status")
@@ -117,6 +119,8 @@ class StatusServer:
         self.guard: Guard | None = None
         self._errors_logged: set[str] = set()
         self.errors = 0
+        #: The host's console (``/`` and ``/console/...``), when the daemon attaches one before :meth:`start`.
+        self.console: Console | None = None
 
     def _failed(self, what: str, exc: Exception) -> web.Response:
         self.errors += 1
@@ -157,9 +161,13 @@ class StatusServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/state", self._api_state)
+        if self.console is not None:
+            self.console.add_routes(app)
         runner = web.AppRunner(app, access_log=None, **runner_options(DEFAULT_IDLE))
         await runner.setup()
         self.guard = Guard("status", max_connections=self.max_connections)
+        if self.console is not None:
+            self.console.streaming = self.guard.streaming  # its event streams are not idle connections
         site = GuardedSite(runner, self.host, self.port, self.guard)
         try:
             await site.start()

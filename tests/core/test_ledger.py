@@ -413,7 +413,8 @@ def test_paid_units_follow_pay_and_cancel_and_orders_detail_gives_pay_by() -> No
     led = Ledger(Catalogue((Product("rice", "Rice", stock=5),)), clock=lambda: 1000.0, hold_seconds=60)
     first = led.decide(comment("u1", "a"), buy(Item("rice", qty=2)))[0].order
     second = led.decide(comment("u2", "b"), buy(Item("rice", qty=1)))[0].order
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     led.pay(first)
     assert led.snapshot()["products"]["rice"]["paid"] == 2
     rows = {r["order"]: r for r in led.orders_detail()}

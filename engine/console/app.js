@@ -1,0 +1,530 @@
+// The host's console (docs/contract.md §8). Plain JavaScript, no build step, nothing from outside the daemon.
+"use strict";
+(function () {
+  var I18N = {
+    zh: {
+      tab_board: "看板", tab_orders: "订单", tab_feed: "动态", tab_charts: "图表", tab_summary: "汇总",
+      login_title: "主播控制台", login_token: "控制口令", login_button: "登录", login_wrong: "口令不对",
+      comments_s: "评论/秒", orders_s: "订单/秒", comments: "评论", orders: "订单", revenue_paid: "已付收入",
+      revenue_held: "待付收入", featured: "当前讲解", paused: "已暂停接单", pause: "暂停接单", resume: "继续接单",
+      product: "商品", stock: "库存", left: "剩余", reserved: "已订", presale: "预售", adapters: "直播间连接",
+      held: "待付", paid: "已付", queue: "排队", feature: "讲解", restock: "补货", quantity: "数量", apply: "确定",
+      cancel: "取消", presale_ctl: "预售", cap: "上限", open: "开启", close: "关闭", limit: "限购",
+      search_label: "买家名 / 用户 / 订单号", status: "状态", all: "全部", unpaid: "待付款", search: "搜索",
+      st_reserved: "已订", st_presale: "预售", st_paid: "已付", st_cancelled: "已取消", st_expired: "已过期",
+      st_rejected: "未成交", st_promoted: "转正",
+      pay_selected: "选中的标为已付", pay: "标为已付", order: "订单", buyer: "买家", qty: "数量", pay_by: "付款期限",
+      place: "排位", applied: "已执行", refused: "未执行", connected: "已连接", disconnected: "未连接",
+      reconnects: "重连", malformed: "无效消息", received: "收到", live: "实时", reconnecting: "重新连接中…",
+      chart_rates: "每秒评论 / 订单", chart_sell: "售罄进度", found: "条", queue_of: "预售排队：",
+      orders_of: "买家的订单：", ev_sold_out: "售罄", ev_presale_opened: "开始预售", ev_presale_full: "预售满",
+      ev_low_stock: "库存紧张", host: "主播操作", none: "无"
+    },
+    en: {
+      tab_board: "Board", tab_orders: "Orders", tab_feed: "Feed", tab_charts: "Charts", tab_summary: "Summary",
+      login_title: "Host console", login_token: "Control token", login_button: "Log in", login_wrong: "Wrong token",
+      comments_s: "Comments/s", orders_s: "Orders/s", comments: "Comments", orders: "Orders",
+      revenue_paid: "Revenue paid", revenue_held: "Revenue held", featured: "Featured", paused: "Intake paused",
+      pause: "Pause", resume: "Resume", product: "Product", stock: "Stock", left: "Left", reserved: "Reserved",
+      presale: "Presale", adapters: "Stream connections", held: "held", paid: "paid", queue: "Queue",
+      feature: "Feature", restock: "Restock", quantity: "Quantity", apply: "Apply", cancel: "Cancel",
+      presale_ctl: "Presale", cap: "Cap", open: "Open", close: "Close", limit: "Limit",
+      search_label: "Buyer name, user id or order id", status: "Status", all: "All", unpaid: "Unpaid holds",
+      search: "Search", st_reserved: "held", st_presale: "presale", st_paid: "paid", st_cancelled: "cancelled",
+      st_expired: "expired", st_rejected: "rejected", st_promoted: "promoted",
+      pay_selected: "Mark selected paid", pay: "Mark paid", order: "Order", buyer: "Buyer", qty: "Qty",
+      pay_by: "Pay by", place: "Place", applied: "Applied", refused: "Not applied", connected: "connected",
+      disconnected: "disconnected", reconnects: "reconnects", malformed: "malformed", received: "received",
+      live: "live", reconnecting: "reconnecting…", chart_rates: "Comments / orders per second",
+      chart_sell: "Sell-through", found: "found", queue_of: "Presale queue: ", orders_of: "Orders of ",
+      ev_sold_out: "sold out", ev_presale_opened: "presale opened", ev_presale_full: "presale full",
+      ev_low_stock: "low stock", host: "host", none: "none"
+    }
+  };
+  var params = new URLSearchParams(location.search);
+  var lang = params.get("lang");
+  var T = I18N.zh;
+  var csrf = "";
+  var state = null;
+  var source = null;
+  var retry = null;
+  var rows = {};         // key -> row element
+  var current = "board";
+  var ordersView = {kind: "search"};
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    if (attrs) { for (var k in attrs) { e.setAttribute(k, attrs[k]); } }
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    return e;
+  }
+  function button(label, onclick, cls) {
+    var b = el("button", {type: "button"}, label);
+    if (cls) { b.className = cls; }
+    b.addEventListener("click", onclick);
+    return b;
+  }
+  var num = LivecartSummary.num, money = LivecartSummary.money, clock = LivecartSummary.clock;
+
+  function setLanguage(code) {
+    lang = code === "en" ? "en" : "zh";
+    T = I18N[lang];
+    document.documentElement.lang = lang;
+    var nodes = document.querySelectorAll("[data-i18n]");
+    for (var i = 0; i < nodes.length; i++) { nodes[i].textContent = T[nodes[i].getAttribute("data-i18n")] || ""; }
+  }
+
+  function toast(text, bad) {
+    var t = $("toast");
+    t.textContent = text;
+    t.className = bad ? "toast bad" : "toast";
+    t.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(function () { t.hidden = true; }, 4000);
+  }
+
+  function api(method, path, body) {
+    var opts = {method: method, credentials: "same-origin", headers: {}};
+    if (body !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.headers["X-CSRF-Token"] = csrf;
+      opts.body = JSON.stringify(body);
+    }
+    return fetch(path, opts).then(function (r) {
+      return r.json().catch(function () { return {ok: false, error: "HTTP " + r.status}; })
+        .then(function (data) { data.httpStatus = r.status; return data; });
+    });
+  }
+
+  // ------------------------------------------------------------------ login and session
+
+  function showLogin() {
+    if (source) { source.close(); source = null; }
+    $("tabs").hidden = true;
+    ["board", "orders", "feed", "charts", "summary"].forEach(function (p) { $(p).hidden = true; });
+    $("login").hidden = false;
+    $("token").focus();
+  }
+
+  $("login").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var token = $("token").value;
+    fetch("/console/login", {method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"},
+                             body: JSON.stringify({token: token})})
+      .then(function (r) {
+        $("token").value = "";
+        if (r.status !== 200) { $("login-error").textContent = T.login_wrong; return; }
+        $("login-error").textContent = "";
+        boot();
+      });
+  });
+
+  function boot() {
+    api("GET", "/console/api/session").then(function (s) {
+      if (s.login) { showLogin(); return; }
+      if (!s.ok) { scheduleReconnect(); return; }
+      csrf = s.csrf;
+      if (!params.get("lang")) { setLanguage(s.language); }
+      $("stream-name").textContent = s.stream;
+      document.title = s.stream + " · livecart";
+      $("login").hidden = true;
+      $("tabs").hidden = false;
+      show(current);
+      connect();
+    }).catch(scheduleReconnect);
+  }
+
+  // ------------------------------------------------------------------ live updates
+
+  function setConn(ok) {
+    $("conn").textContent = ok ? T.live : T.reconnecting;
+    $("conn").className = ok ? "conn ok" : "conn down";
+  }
+
+  function connect() {
+    if (source) { source.close(); }
+    source = new EventSource("/console/api/events");
+    source.addEventListener("full", function (e) { setConn(true); full(JSON.parse(e.data)); });
+    source.addEventListener("delta", function (e) { delta(JSON.parse(e.data)); });
+    source.onerror = function () {
+      // The daemon went away or refused the stream: close, and try again (session first) after a pause.
+      source.close();
+      source = null;
+      setConn(false);
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    setConn(false);
+    clearTimeout(retry);
+    retry = setTimeout(boot, 1000);
+  }
+
+  function full(s) {
+    state = s;
+    buildProducts();
+    renderTotals();
+    renderAdapters();
+    $("feed-list").textContent = "";
+    addFeed(s.feed);
+    if (current === "charts") { renderCharts(); }
+  }
+
+  function delta(d) {
+    if (!state) { return; }
+    ["featured", "paused", "comments", "orders", "outcomes", "rates", "adapters", "revenue"].forEach(function (k) {
+      if (k in d) { state[k] = d[k]; }
+    });
+    if (d.products) {
+      for (var key in d.products) { state.products[key] = d.products[key]; updateRow(key); }
+      updateParents();
+    }
+    if (d.sample) { state.history.push(d.sample); }
+    renderTotals();
+    if (d.adapters) { renderAdapters(); }
+    if (d.feed) { addFeed(d.feed); }
+    if (current === "charts" && (d.sample || d.products)) { renderCharts(); }
+  }
+
+  // ------------------------------------------------------------------ board
+
+  function productName(key) { return (state.names && state.names[key]) || key; }
+
+  function field(name) { return el("span", {"data-field": name}, "0"); }
+
+  function buildProducts() {
+    var body = $("products");
+    body.textContent = "";
+    rows = {};
+    var keys = Object.keys(state.products);
+    var parents = {};
+    keys.forEach(function (key) {
+      var sku = key.split("/")[0];
+      if (key.indexOf("/") > 0 && !parents[sku]) {
+        parents[sku] = true;
+        body.appendChild(makeRow(sku, true, false));
+      }
+      body.appendChild(makeRow(key, key.indexOf("/") < 0, key.indexOf("/") > 0));
+    });
+    keys.forEach(updateRow);
+    updateParents();
+  }
+
+  function makeRow(key, isProduct, isVariant) {
+    var tr = el("tr", {"data-sku": key});
+    tr.className = isVariant ? "variant" : "product";
+    var name = el("td", {"class": "name"});
+    name.appendChild(el("span", {"class": "pname"}, isVariant ? key.split("/").slice(1).join("/") : productName(key)));
+    name.appendChild(el("small", {"class": "sku"}, key.split("/")[0]));
+    tr.appendChild(name);
+    var stock = el("td"); stock.appendChild(field("stock")); tr.appendChild(stock);
+    var left = el("td"); left.appendChild(field("left")); tr.appendChild(left);
+    var reserved = el("td"); reserved.appendChild(field("reserved"));
+    reserved.appendChild(el("small", {"class": "split", "data-split": "1"}));
+    tr.appendChild(reserved);
+    var presale = el("td"); presale.appendChild(field("presale"));
+    presale.appendChild(el("small", {"class": "cap", "data-cap": "1"}));
+    tr.appendChild(presale);
+    var td = el("td", {"class": "acts"});
+    var acts = el("div");
+    td.appendChild(acts);
+    var sku = key.split("/")[0];
+    var isUnit = key in state.products;
+    if (isProduct) {
+      acts.appendChild(button(T.feature, function () { control({action: "feature", sku: sku}); }, "feature"));
+      acts.appendChild(button(T.limit, function () { openForm(tr, "limit", key); }));
+    }
+    if (isUnit) {
+      acts.appendChild(button(T.restock, function () { openForm(tr, "restock", key); }));
+      acts.appendChild(button(T.presale_ctl, function () { openForm(tr, "presale", key); }));
+      acts.appendChild(button(T.queue, function () { showQueue(key); }));
+    }
+    tr.appendChild(td);
+    rows[key] = tr;
+    return tr;
+  }
+
+  function setField(tr, name, value) {
+    var f = tr.querySelector('[data-field="' + name + '"]');
+    if (f && f.textContent !== String(value)) { f.textContent = String(value); }
+  }
+
+  function updateRow(key) {
+    var tr = rows[key], p = state.products[key];
+    if (!tr || !p) { return; }
+    setField(tr, "stock", p.stock);
+    setField(tr, "left", p.left);
+    setField(tr, "reserved", p.reserved);
+    setField(tr, "presale", p.presale);
+    tr.querySelector("[data-split]").textContent = p.held + " " + T.held + " · " + p.paid + " " + T.paid;
+    tr.querySelector("[data-cap]").textContent = p.cap ? p.queue + " " + T.queue + " · " + T.cap + " " + p.cap : "";
+    tr.classList.toggle("soldout", p.left === 0);
+    var featured = state.featured === key.split("/")[0];
+    tr.classList.toggle("featured", featured && key.indexOf("/") < 0);
+  }
+
+  function updateParents() {
+    var sums = {};
+    for (var key in state.products) {
+      if (key.indexOf("/") < 0) { continue; }
+      var sku = key.split("/")[0], p = state.products[key];
+      var s = sums[sku] || (sums[sku] = {stock: 0, left: 0, reserved: 0, presale: 0, held: 0, paid: 0});
+      ["stock", "left", "reserved", "presale", "held", "paid"].forEach(function (f) { s[f] += p[f]; });
+    }
+    for (var sku2 in sums) {
+      var tr = rows[sku2], s2 = sums[sku2];
+      if (!tr) { continue; }
+      ["stock", "left", "reserved", "presale"].forEach(function (f) { setField(tr, f, s2[f]); });
+      tr.querySelector("[data-split]").textContent = s2.held + " " + T.held + " · " + s2.paid + " " + T.paid;
+      tr.classList.toggle("featured", state.featured === sku2);
+      tr.classList.toggle("soldout", s2.left === 0);
+    }
+  }
+
+  function closeForms() {
+    var open = document.querySelectorAll("tr.form-row");
+    for (var i = 0; i < open.length; i++) { open[i].remove(); }
+  }
+
+  function openForm(tr, kind, key) {
+    closeForms();
+    var row = el("tr", {"class": "form-row"});
+    var td = el("td", {colspan: "6"});
+    var form = el("form", {"class": "inline"});
+    var id = "f-" + kind + "-" + key.replace(/[^A-Za-z0-9_-]/g, "_");
+    var parts = key.split("/");
+    var sku = parts[0], variant = parts.length > 1 ? parts.slice(1).join("/") : null;
+    var labelText = kind === "restock" ? T.quantity : kind === "presale" ? T.cap : T.limit;
+    form.appendChild(el("label", {"for": id}, labelText));
+    var input = el("input", {id: id, type: "number", min: "0", step: "1", inputmode: "numeric", required: ""});
+    form.appendChild(input);
+    function value() { return parseInt(input.value, 10); }
+    if (kind === "presale") {
+      form.appendChild(button(T.open, function () {
+        var body = {action: "presale", sku: sku, variant: variant, enabled: true};
+        if (input.value !== "") { body.qty = value(); }
+        control(body).then(closeForms);
+      }));
+      form.appendChild(button(T.close, function () {
+        control({action: "presale", sku: sku, variant: variant, enabled: false}).then(closeForms);
+      }));
+    } else {
+      form.appendChild(el("button", {type: "submit"}, T.apply));
+    }
+    form.appendChild(button(T.cancel, closeForms));
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      if (input.value === "") { input.focus(); return; }
+      var body = kind === "restock" ? {action: "restock", sku: sku, variant: variant, qty: value()}
+                                    : {action: "limit", sku: sku, qty: value()};
+      control(body).then(closeForms);
+    });
+    td.appendChild(form);
+    row.appendChild(td);
+    tr.parentNode.insertBefore(row, tr.nextSibling);
+    input.focus();
+  }
+
+  function control(body) {
+    return api("POST", "/console/api/control", body).then(function (r) {
+      if (r.ok) { toast(T.applied + ": " + body.action + (body.sku ? " " + body.sku : "") + (body.order ? " " + body.order : "")); }
+      else { toast(T.refused + ": " + (r.error || r.httpStatus), true); }
+      return r;
+    });
+  }
+
+  function renderTotals() {
+    $("rate-comments").textContent = num(state.rates[0]);
+    $("rate-orders").textContent = num(state.rates[1]);
+    $("total-comments").textContent = num(state.comments);
+    $("total-orders").textContent = num(state.orders);
+    $("revenue-paid").textContent = money(state.revenue.paid);
+    $("revenue-held").textContent = money(state.revenue.held);
+    $("featured").textContent = state.featured ? productName(state.featured) : "-";
+    $("paused-flag").hidden = !state.paused;
+    $("pause").hidden = state.paused;
+    $("resume").hidden = !state.paused;
+    for (var key in rows) { if (key.indexOf("/") < 0) { rows[key].classList.toggle("featured", state.featured === key); } }
+  }
+
+  function renderAdapters() {
+    var ul = $("adapters");
+    ul.textContent = "";
+    for (var name in state.adapters) {
+      var a = state.adapters[name];
+      var li = el("li", {"data-adapter": name});
+      li.appendChild(el("b", {"class": a.connected ? "ok" : "down"}, name + " (" + a.type + ")"));
+      li.appendChild(el("span", null, (a.connected ? T.connected : T.disconnected) + " · " + T.received + " " +
+        num(a.received) + " · " + T.reconnects + " " + num(a.reconnects) + " · " + T.malformed + " " + num(a.malformed)));
+      ul.appendChild(li);
+    }
+  }
+
+  $("pause").addEventListener("click", function () { control({action: "pause"}); });
+  $("resume").addEventListener("click", function () { control({action: "resume"}); });
+
+  // ------------------------------------------------------------------ orders
+
+  function statusText(s) { return T["st_" + s] || s; }
+
+  function ordersTable(list, queue) {
+    var head = $("orders-head"), body = $("orders-body");
+    head.textContent = ""; body.textContent = "";
+    var tr = el("tr");
+    (queue ? [T.place, T.order, T.buyer, T.qty] : ["", T.order, T.buyer, T.product, T.qty, T.status, T.pay_by, ""])
+      .forEach(function (h) { tr.appendChild(el("th", null, h)); });
+    head.appendChild(tr);
+    list.forEach(function (o) {
+      var row = el("tr", {"data-order": o.order, "data-status": o.status});
+      if (queue) {
+        row.appendChild(el("td", {"data-field": "place"}, o.place));
+      } else {
+        var c = el("td");
+        if (o.status === "reserved") {
+          var box = el("input", {type: "checkbox", "aria-label": T.order + " " + o.order, value: o.order});
+          box.addEventListener("change", selectionChanged);
+          c.appendChild(box);
+        }
+        row.appendChild(c);
+      }
+      row.appendChild(el("td", null, o.order));
+      var who = el("td");
+      who.appendChild(button(o.name, function () { showBuyer(o.user, o.name); }, "link"));
+      if (o.name !== o.user) { who.appendChild(el("small", {"class": "sku"}, o.user)); }
+      row.appendChild(who);
+      if (!queue) { row.appendChild(el("td", null, o.variant ? o.sku + "/" + o.variant : o.sku)); }
+      row.appendChild(el("td", null, o.qty));
+      if (!queue) {
+        row.appendChild(el("td", {"class": "st-" + o.status}, statusText(o.status)));
+        row.appendChild(el("td", null, o.pay_by ? clock(o.pay_by) : ""));
+        var cell = el("td", {"class": "acts"});
+        var acts = el("div");
+        cell.appendChild(acts);
+        if (o.status === "reserved") {
+          acts.appendChild(button(T.pay, function () { control({action: "pay", order: o.order}).then(refreshOrders); }));
+        }
+        if (o.status === "reserved" || o.status === "presale" || o.status === "paid") {
+          acts.appendChild(button(T.cancel, function () { control({action: "cancel", order: o.order}).then(refreshOrders); }));
+        }
+        row.appendChild(cell);
+      }
+      body.appendChild(row);
+    });
+    selectionChanged();
+  }
+
+  function selectionChanged() {
+    $("pay-selected").disabled = !document.querySelector("#orders-body input:checked");
+  }
+
+  function refreshOrders() {
+    if (ordersView.kind === "queue") { return showQueue(ordersView.key); }
+    var q = new URLSearchParams();
+    if (ordersView.kind === "buyer") { q.set("user", ordersView.user); }
+    else { q.set("q", $("q").value.trim()); q.set("status", $("status").value); }
+    return api("GET", "/console/api/orders?" + q.toString()).then(function (r) {
+      if (r.httpStatus === 401) { return showLogin(); }
+      var title = ordersView.kind === "buyer" ? T.orders_of + ordersView.name : "";
+      $("orders-title").textContent = title + " " + num(r.total) + " " + T.found;
+      ordersTable(r.orders || [], false);
+    });
+  }
+
+  function showBuyer(user, name) {
+    ordersView = {kind: "buyer", user: user, name: name};
+    show("orders");
+    refreshOrders();
+  }
+
+  function showQueue(key) {
+    ordersView = {kind: "queue", key: key};
+    show("orders");
+    return api("GET", "/console/api/queue?key=" + encodeURIComponent(key)).then(function (r) {
+      $("orders-title").textContent = T.queue_of + productName(key) + " · " + num((r.queue || []).length);
+      ordersTable(r.queue || [], true);
+    });
+  }
+
+  $("search").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    ordersView = {kind: "search"};
+    refreshOrders();
+  });
+
+  $("pay-selected").addEventListener("click", function () {
+    var boxes = document.querySelectorAll("#orders-body input:checked");
+    var ids = [];
+    for (var i = 0; i < boxes.length; i++) { ids.push(boxes[i].value); }
+    if (!ids.length) { return; }
+    api("POST", "/console/api/pay", {orders: ids}).then(function (r) {
+      if (r.ok) { toast(T.applied + ": " + r.paid + " " + T.paid); }
+      else { toast(T.refused + ": " + (r.error || (r.results || []).filter(function (x) { return !x.ok; })
+        .map(function (x) { return x.order + " " + x.error; }).join("; ")), true); }
+      refreshOrders();
+    });
+  });
+
+  // ------------------------------------------------------------------ feed, charts, summary
+
+  function feedText(f) {
+    if (f.kind === "event") { return (T["ev_" + f.event] || f.event) + " · " + productName(f.key); }
+    if (f.kind === "control") {
+      return T.host + " · " + [f.action, f.sku, f.variant, f.qty, f.order].filter(function (x) { return x !== undefined && x !== null; }).join(" ");
+    }
+    var what = f.variant ? f.sku + "/" + f.variant : (f.sku || "");
+    var why = f.reason ? " (" + f.reason + ")" : f.position ? " #" + f.position : "";
+    return (f.name || f.user) + " · " + statusText(f.status) + why + " · " + what + " ×" + f.qty + (f.order ? " · " + f.order : "");
+  }
+
+  function addFeed(items) {
+    var list = $("feed-list");
+    items.forEach(function (f) {
+      var li = el("li", {"class": "k-" + f.kind + (f.status ? " st-" + f.status : "")});
+      li.appendChild(el("time", null, clock(f.ts)));
+      li.appendChild(el("span", null, feedText(f)));
+      list.insertBefore(li, list.firstChild);
+    });
+    while (list.children.length > 60) { list.removeChild(list.lastChild); }
+  }
+
+  function renderCharts() {
+    LivecartSummary.rates($("chart-rates"), state.history, [T.comments_s, T.orders_s]);
+    var rowsData = Object.keys(state.products).map(function (k) {
+      var p = state.products[k];
+      return {name: productName(k), stock: p.stock, sold: p.reserved, paid: p.paid, presale: p.presale};
+    });
+    LivecartSummary.sellThrough($("chart-sell"), rowsData);
+  }
+
+  function renderSummary() {
+    api("GET", "/console/api/summary").then(function (data) {
+      if (data.httpStatus === 401) { return showLogin(); }
+      data.language = lang;
+      LivecartSummary.render($("summary"), data);
+    });
+  }
+
+  function show(tab) {
+    current = tab;
+    var buttons = document.querySelectorAll("#tabs button");
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].classList.toggle("on", buttons[i].getAttribute("data-tab") === tab);
+    }
+    ["board", "orders", "feed", "charts", "summary"].forEach(function (p) { $(p).hidden = p !== tab; });
+    if (tab === "charts" && state) { renderCharts(); }
+    if (tab === "summary") { renderSummary(); }
+  }
+
+  var tabButtons = document.querySelectorAll("#tabs button");
+  for (var i = 0; i < tabButtons.length; i++) {
+    tabButtons[i].addEventListener("click", function (ev) {
+      var tab = ev.currentTarget.getAttribute("data-tab");
+      if (tab === "orders") { ordersView = {kind: "search"}; show(tab); refreshOrders(); } else { show(tab); }
+    });
+  }
+
+  setLanguage(lang || "zh");
+  boot();
+})();
