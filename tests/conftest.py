@@ -94,8 +94,8 @@ def chromium() -> Iterator[object]:
     """A headless Chromium (``playwright.sync_api.Browser``) for the console's browser tests."""
     try:
         from playwright.sync_api import sync_playwright
-    except ImportError:
-        msg = "needs the playwright package (pip install -e '.[test]')"
+    except ImportError as exc:
+        msg = f"needs the playwright package (pip install -e '.[test]'): {exc}"
         if REQUIRE:
             pytest.fail(msg + " (LIVECART_REQUIRE_SERVICES=1)")
         pytest.skip(msg)

@@ -18,7 +18,7 @@
       reconnects: "重连", malformed: "无效消息", received: "收到", live: "实时", reconnecting: "重新连接中…",
       chart_rates: "每秒评论 / 订单", chart_sell: "售罄进度", found: "条", queue_of: "预售排队：",
       orders_of: "买家的订单：", ev_sold_out: "售罄", ev_presale_opened: "开始预售", ev_presale_full: "预售满",
-      ev_low_stock: "库存紧张", host: "主播操作", none: "无"
+      ev_low_stock: "库存紧张", host: "主播操作", none: "无", in_queue: "排队 %d 单"
     },
     en: {
       tab_board: "Board", tab_orders: "Orders", tab_feed: "Feed", tab_charts: "Charts", tab_summary: "Summary",
@@ -38,7 +38,7 @@
       live: "live", reconnecting: "reconnecting…", chart_rates: "Comments / orders per second",
       chart_sell: "Sell-through", found: "found", queue_of: "Presale queue: ", orders_of: "Orders of ",
       ev_sold_out: "sold out", ev_presale_opened: "presale opened", ev_presale_full: "presale full",
-      ev_low_stock: "low stock", host: "host", none: "none"
+      ev_low_stock: "low stock", host: "host", none: "none", in_queue: "%d orders queued"
     }
   };
   var params = new URLSearchParams(location.search);
@@ -259,7 +259,7 @@
     setField(tr, "reserved", p.reserved);
     setField(tr, "presale", p.presale);
     tr.querySelector("[data-split]").textContent = p.held + " " + T.held + " · " + p.paid + " " + T.paid;
-    tr.querySelector("[data-cap]").textContent = p.cap ? p.queue + " " + T.queue + " · " + T.cap + " " + p.cap : "";
+    tr.querySelector("[data-cap]").textContent = p.cap ? T.in_queue.replace("%d", p.queue) + " · " + T.cap + " " + p.cap : "";
     tr.classList.toggle("soldout", p.left === 0);
     var featured = state.featured === key.split("/")[0];
     tr.classList.toggle("featured", featured && key.indexOf("/") < 0);
@@ -298,7 +298,8 @@
     var sku = parts[0], variant = parts.length > 1 ? parts.slice(1).join("/") : null;
     var labelText = kind === "restock" ? T.quantity : kind === "presale" ? T.cap : T.limit;
     form.appendChild(el("label", {"for": id}, labelText));
-    var input = el("input", {id: id, type: "number", min: "0", step: "1", inputmode: "numeric", required: ""});
+    var input = el("input", {id: id, type: "number", min: kind === "restock" ? "1" : "0", step: "1",
+                             inputmode: "numeric", required: ""});
     form.appendChild(input);
     function value() { return parseInt(input.value, 10); }
     if (kind === "presale") {

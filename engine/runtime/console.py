@@ -550,6 +550,7 @@ class Console:
         except orjson.JSONDecodeError:
             return _denied(400, "the body must be a JSON control")
         except BadControl as exc:
+            self._controls.inc(transport="console", action="", result="bad")
             return _denied(400, str(exc))
         if c.action not in ACTIONS:
             return _denied(400, f"{c.action.value} is not a console control")

@@ -1,0 +1,317 @@
+"""The host's console in real Chromium against ``livecart run`` as a process (docs/contract.md §8).
+
+Each test runs its own daemon (WebSocket adapter in server mode, the console on a fixed status port so a
+restarted daemon answers at the same address), drives the page through the hooks §8 promises (``data-sku``,
+``data-field``, ``?lang=en``, "Restock" / "Quantity" / "Apply") and checks what the daemon says through
+``/api/state``, ``/metrics`` and ``livecart report``. Every page records its requests and console messages:
+no request may leave the daemon's address and no error may reach the console.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.console_sale import TOKEN, Sale
+from tests.e2e.proc import livecart, wait_for
+
+pytestmark = pytest.mark.slow
+
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 800}
+
+
+class Page:
+    """A browser page on the console that records every request and every console error."""
+
+    def __init__(self, browser: Any, sale: Sale, viewport: dict[str, int]) -> None:
+        self.sale = sale
+        self.context = browser.new_context(viewport=viewport)
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.set_default_timeout(10_000)
+
+    def open(self, query: str = "?lang=en") -> Any:
+        self.page.goto(self.sale.url + "/" + query)
+        return self.page
+
+    def login(self, query: str = "?lang=en") -> Any:
+        page = self.open(query)
+        page.get_by_label("Control token" if "lang=en" in query else "控制口令").fill(TOKEN)
+        page.get_by_role("button", name="Log in" if "lang=en" in query else "登录").click()
+        page.locator('[data-sku="egg-10"]').wait_for()
+        return page
+
+    def field(self, key: str, name: str) -> Any:
+        return self.page.locator(f'tr[data-sku="{key}"] [data-field="{name}"]')
+
+    def wait_field(self, key: str, name: str, value: int, timeout: float = 10_000) -> None:
+        self.field(key, name).filter(has_text=re.compile(rf"^{value}$")).wait_for(timeout=timeout)
+
+    def check_clean(self) -> None:
+        """Nothing but the daemon's own address was asked for; no console errors."""
+        foreign = [u for u in self.requests if not u.startswith(self.sale.url + "/") and not u.startswith("data:")]
+        assert foreign == []
+        assert self.errors == []
+        assert any("/console/api/events" in u for u in self.requests)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def sale(tmp_path: Path) -> Iterator[Sale]:
+    s = Sale(tmp_path / "sale", stock=40, language="zh").start()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def phone(chromium: Any, sale: Sale) -> Iterator[Page]:
+    p = Page(chromium, sale, PHONE)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def laptop(chromium: Any, sale: Sale) -> Iterator[Page]:
+    p = Page(chromium, sale, LAPTOP)
+    yield p
+    p.close()
+
+
+def metric(sale: Sale, line: str) -> bool:
+    return line in sale.daemon.api("/metrics")
+
+
+def test_login_once_then_the_page_shows_the_sale_in_the_replies_language(sale: Sale, phone: Page) -> None:
+    page = phone.open("")
+    # Default language: [replies].language of the config (zh).
+    page.get_by_label("控制口令").fill("wrong token")
+    page.get_by_role("button", name="登录").click()
+    page.get_by_text("口令不对").wait_for()
+    assert page.locator('[data-sku="egg-10"]').count() == 0
+    # The refused login is the one error the browser reports (a 401); nothing else so far.
+    assert [e for e in phone.errors if "401" not in e] == []
+    phone.errors.clear()
+    page.get_by_label("控制口令").fill(TOKEN)
+    page.get_by_role("button", name="登录").click()
+    phone.wait_field("egg-10", "stock", 40)
+    for key, stock in (("egg-10", 40), ("honey-500", 30), ("tea/50g", 10), ("tea/100g", 5), ("tea", 15)):
+        phone.wait_field(key, "stock", stock)
+        phone.wait_field(key, "left", stock)
+        phone.wait_field(key, "reserved", 0)
+        phone.wait_field(key, "presale", 0)
+    html = page.content()
+    assert TOKEN not in html
+    assert all(TOKEN not in u for u in phone.requests)
+    cookies = phone.context.cookies()
+    assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [("livecart_session", True, "Strict")]
+    # The session is remembered: a reload shows the board without asking again.
+    page.reload()
+    phone.wait_field("egg-10", "stock", 40)
+    assert not page.locator("#login").is_visible()
+    phone.check_clean()
+
+
+def test_live_numbers_follow_a_fed_stream_and_a_durable_outcome_shows_within_a_second(
+        sale: Sale, laptop: Page) -> None:
+    laptop.login()
+    sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}", "name": f"Buyer {i}",
+                "text": "鸡蛋来两盒" if i % 2 else "菊花茶 50克 1", "ts": 1_700_000_000 + i} for i in range(30)])
+    wait_for(lambda: sale.state()["comments"] == 30, "30 comments decided")
+    state = sale.state()
+    for key in ("egg-10", "tea/50g", "tea/100g", "honey-500"):
+        for f in ("stock", "left", "reserved", "presale"):
+            laptop.wait_field(key, f, state["products"][key][f], timeout=1_000)
+    laptop.page.locator("#total-comments").filter(has_text="30").wait_for(timeout=1_000)
+    # One more buy: once the daemon reports it (it is journalled before it is announced), the page has it
+    # within a second.
+    sale.say("late", "Late buyer", "蜂蜜要一瓶")
+    wait_for(lambda: sale.state()["products"]["honey-500"]["reserved"] == 1, "the honey order")
+    t0 = time.monotonic()
+    laptop.wait_field("honey-500", "reserved", 1, timeout=1_000)
+    assert time.monotonic() - t0 < 1.0
+    laptop.page.get_by_role("button", name="Feed").click()
+    laptop.page.locator("#feed-list li").filter(has_text="Late buyer").first.wait_for()
+    laptop.page.locator("#feed-list li").filter(has_text="sold out").first.wait_for()  # egg-10, a stream event
+    laptop.page.get_by_role("button", name="Board").click()
+    laptop.page.locator('[data-adapter="companion"]').filter(has_text="received 31").wait_for()
+    laptop.check_clean()
+
+
+def test_each_control_from_the_page_is_applied_and_journalled(sale: Sale, laptop: Page) -> None:
+    page = laptop.login()
+    # Restock: §8's "Restock" -> "Quantity" -> "Apply".
+    row = page.locator('tr[data-sku="honey-500"]')
+    row.get_by_role("button", name="Restock").click()
+    page.get_by_label("Quantity").fill("12")
+    page.get_by_role("button", name="Apply").click()
+    laptop.wait_field("honey-500", "stock", 42)
+    page.locator("#toast").filter(has_text="Applied").wait_for()
+    # A variant row has its own restock.
+    page.locator('tr[data-sku="tea/100g"]').get_by_role("button", name="Restock").click()
+    page.get_by_label("Quantity").fill("3")
+    page.get_by_role("button", name="Apply").click()
+    laptop.wait_field("tea/100g", "stock", 8)
+    laptop.wait_field("tea", "stock", 18)
+    # Feature.
+    row.get_by_role("button", name="Feature").click()
+    page.locator("#featured").filter(has_text="Wild honey").wait_for()
+    assert sale.state()["featured"] == "honey-500"
+    # Presale: open with a cap, then close.
+    row.get_by_role("button", name="Presale").click()
+    page.get_by_label("Cap").fill("7")
+    page.get_by_role("button", name="Open").click()
+    page.locator('tr[data-sku="honey-500"] [data-cap]').filter(has_text="Cap 7").wait_for()
+    row.get_by_role("button", name="Presale").click()
+    page.get_by_role("button", name="Close").click()
+    wait_for(lambda: sale.state()["products"]["honey-500"] and not page.locator(
+        'tr[data-sku="honey-500"] [data-cap]').inner_text(), "the cap gone from the page")
+    # Limit.
+    row.get_by_role("button", name="Limit").click()
+    page.get_by_label("Limit").fill("1")
+    page.get_by_role("button", name="Apply").click()
+    page.locator("#toast").filter(has_text="limit").wait_for()
+    sale.say("lim", "Limited", "蜂蜜要两瓶")
+    wait_for(lambda: sale.state()["outcomes"].get("rejected") == 1, "the over-limit buy rejected")
+    # A control the daemon refuses is answered on the page with the reason: honey has no presale quantity
+    # in the config, so opening its presale needs a cap.
+    row.get_by_role("button", name="Presale").click()
+    page.get_by_role("button", name="Open").click()
+    page.locator("#toast.bad").filter(has_text="no presale quantity").wait_for()
+    assert [e for e in laptop.errors if "409" not in e] == []  # the refusal's HTTP status, nothing else
+    laptop.errors.clear()
+    # Pause and resume.
+    page.get_by_role("button", name="Pause").click()
+    page.locator("#paused-flag").wait_for()
+    assert sale.state()["paused"] is True
+    page.get_by_role("button", name="Resume").click()
+    page.locator("#paused-flag").wait_for(state="hidden")
+    assert sale.state()["paused"] is False
+    for action in ("restock", "feature", "presale", "limit", "pause", "resume"):
+        assert metric(sale, f'livecart_controls_total{{action="{action}",result="ok",transport="console"}}')
+    assert metric(sale, 'livecart_controls_total{action="presale",result="refused",transport="console"} 1')
+    laptop.check_clean()
+    # Journalled: the report, read from the journal after the daemon stopped, has them.
+    assert sale.daemon.stop() == 0
+    r = livecart("report", str(sale.cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"honey-500":{"stock":42' in r.stdout
+    assert '"tea/100g":{"stock":8' in r.stdout
+
+
+def test_orders_search_a_buyer_bulk_pay_cancel_and_the_presale_queue(sale: Sale, phone: Page) -> None:
+    names = ["Tina", "Wang Fang", "Li Lei", "Zhao Min", "Chen Jing"]
+    sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}", "name": names[i % 5],
+                "text": "鸡蛋来五盒", "ts": 1_700_000_000 + i} for i in range(12)])
+    wait_for(lambda: sale.state()["comments"] == 12, "12 comments decided")
+    # 40 stock, 5 each: u-0..u-7 hold, u-8..u-11 queue for presale (cap 20).
+    page = phone.login()
+    page.get_by_role("button", name="Orders").click()
+    page.get_by_label("Buyer name, user id or order id").fill("tina")
+    page.get_by_role("button", name="Search").click()
+    page.locator("#orders-title").filter(has_text="3 found").wait_for()
+    assert sorted(page.locator("#orders-body tr").evaluate_all("rs => rs.map(r => r.dataset.order)")) == [
+        "o-000001", "o-000006", "o-000011"]
+    # By order id and by user id.
+    page.get_by_label("Buyer name, user id or order id").fill("o-000004")
+    page.get_by_role("button", name="Search").click()
+    page.locator('#orders-body tr[data-order="o-000004"]').wait_for()
+    page.locator("#orders-title").filter(has_text="1 found").wait_for()
+    # A buyer's orders: click the name.
+    page.locator('#orders-body tr[data-order="o-000004"]').get_by_role("button", name="Zhao Min").click()
+    page.locator("#orders-title").filter(has_text="Orders of Zhao Min").wait_for()
+    # Unpaid holds with their pay-by times, soonest first.
+    page.get_by_role("button", name="Orders").click()
+    page.get_by_label("Buyer name, user id or order id").fill("")
+    page.get_by_label("Status").select_option("unpaid")
+    page.get_by_role("button", name="Search").click()
+    page.locator("#orders-title").filter(has_text="8 found").wait_for()
+    pay_by = page.locator("#orders-body tr").first.locator("td").nth(6).inner_text()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", pay_by)
+    # Bulk pay three.
+    for oid in ("o-000001", "o-000002", "o-000003"):
+        page.get_by_label(f"Order {oid}").check()
+    page.get_by_role("button", name="Mark selected paid").click()
+    page.locator("#orders-title").filter(has_text="5 found").wait_for()
+    page.get_by_role("button", name="Board").click()
+    page.locator('tr[data-sku="egg-10"] [data-split]').filter(has_text="15 paid").wait_for()
+    # Cancel one held order: its units go to the head of the presale queue.
+    page.get_by_role("button", name="Orders").click()
+    page.get_by_label("Status").select_option("unpaid")
+    page.get_by_role("button", name="Search").click()
+    page.locator('#orders-body tr[data-order="o-000004"]').get_by_role("button", name="Cancel").click()
+    page.locator("#toast").filter(has_text="cancel o-000004").wait_for()
+    # The presale queue of a product, in order.
+    page.get_by_role("button", name="Board").click()
+    page.locator('tr[data-sku="egg-10"]').get_by_role("button", name="Queue").click()
+    page.locator("#orders-title").filter(has_text="Presale queue: Free-range eggs · 3").wait_for()
+    rows = page.locator("#orders-body tr").evaluate_all(
+        "rs => rs.map(r => [r.querySelector('[data-field=place]').textContent, r.dataset.order])")
+    assert rows == [["1", "o-000010"], ["2", "o-000011"], ["3", "o-000012"]]
+    st = sale.state()
+    assert st["outcomes"]["paid"] == 3
+    assert st["outcomes"]["cancelled"] == 1
+    assert st["outcomes"]["promoted"] == 1
+    assert metric(sale, 'livecart_controls_total{action="pay",result="ok",transport="console"} 3')
+    phone.check_clean()
+
+
+def test_the_open_page_reconnects_by_itself_after_a_daemon_restart(sale: Sale, laptop: Page) -> None:
+    laptop.login()
+    sale.say("a", "Ann", "鸡蛋来两盒")
+    laptop.wait_field("egg-10", "reserved", 2)
+    assert sale.daemon.stop() == 0
+    laptop.page.locator("#conn.down").wait_for()
+    sale.start()
+    laptop.page.locator("#conn.ok").wait_for(timeout=15_000)
+    sale.say("b", "Bo", "鸡蛋来三盒")
+    laptop.wait_field("egg-10", "reserved", 5)
+    assert not laptop.page.locator("#login").is_visible()  # the session outlived the daemon
+    foreign = [u for u in laptop.requests if not u.startswith(sale.url + "/")]
+    assert foreign == []
+    # While the daemon was down the browser logged failed connections; nothing else.
+    assert all("ERR_CONNECTION_REFUSED" in e or "Failed to load resource" in e for e in laptop.errors)
+
+
+@pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
+def test_the_page_fits_phone_and_laptop_screens(sale: Sale, chromium: Any, viewport: dict[str, int],
+                                                tmp_path: Path) -> None:
+    sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}",
+                "name": ["Tina", "Wang Fang", "Li Lei", "Zhao Min"][i % 4],
+                "text": ["鸡蛋来两盒", "菊花茶 50克 1", "蜂蜜要一瓶", "+1"][i % 4], "ts": 1_700_000_000 + i}
+               for i in range(40)])
+    wait_for(lambda: sale.state()["comments"] == 40, "40 comments decided")
+    p = Page(chromium, sale, viewport)
+    try:
+        page = p.login()
+        p.wait_field("honey-500", "reserved", sale.state()["products"]["honey-500"]["reserved"])
+        out = Path(os.environ.get("LIVECART_SCREENSHOTS", str(tmp_path)))
+        name = "phone" if viewport is PHONE else "laptop"
+        for tab in ("Board", "Orders", "Charts"):
+            page.get_by_role("button", name=tab, exact=True).click()
+            if tab == "Orders":
+                page.get_by_label("Status").select_option("unpaid")
+                page.get_by_role("button", name="Search").click()
+                page.locator("#orders-body tr").first.wait_for()
+            # Nothing sticks out sideways: no horizontal scrolling on a phone.
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+            shot = out / f"console-{tab.lower()}-{name}.png"
+            page.screenshot(path=str(shot), full_page=tab != "Orders")
+            assert shot.stat().st_size > 10_000
+        p.check_clean()
+    finally:
+        p.close()
