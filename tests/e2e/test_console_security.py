@@ -1,0 +1,120 @@
+"""The console's session and cross-site protection, from outside: ``livecart run`` as a process, plain HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.e2e.console_sale import TOKEN, Sale, request
+from tests.e2e.proc import wait_for
+
+pytestmark = pytest.mark.slow
+
+API_GETS = ["/console/api/events", "/console/api/orders", "/console/api/orders?q=u-1", "/console/api/queue?key=egg-10",
+            "/console/api/summary"]
+API_POSTS = {"/console/api/control": {"action": "restock", "sku": "egg-10", "qty": 5},
+             "/console/api/pay": {"orders": ["o-000001"]}}
+
+
+@pytest.fixture
+def sale(tmp_path: Path) -> Iterator[Sale]:
+    s = Sale(tmp_path / "sale", stock=40, language="en").start()
+    try:
+        s.say("u-1", "Tina", "鸡蛋来两盒")
+        wait_for(lambda: s.state()["comments"] == 1, "the first comment")
+        yield s
+    finally:
+        s.close()
+
+
+def login(sale: Sale) -> tuple[str, str]:
+    """``(cookie header, csrf token)`` of a fresh session."""
+    status, headers, body = request(sale.url + "/console/login", method="POST", body={"token": TOKEN})
+    assert status == 200, body
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    return cookie.split(";")[0], orjson.loads(body)["csrf"]
+
+
+def test_no_data_and_no_change_without_the_session(sale: Sale) -> None:
+    for path in API_GETS:
+        status, _, body = request(sale.url + path)
+        assert status == 401, path
+        assert b"Tina" not in body
+    for path, payload in API_POSTS.items():
+        status, _, _ = request(sale.url + path, method="POST", body=payload)
+        assert status == 401, path
+    # A forged or tampered cookie is no session either.
+    cookie, _ = login(sale)
+    name, _, value = cookie.partition("=")
+    expires, nonce, mac = value.split(".")
+    for forged in (f"{int(expires) + 999}.{nonce}.{mac}", f"{expires}.other.{mac}", "1.2.3", "junk"):
+        status, _, _ = request(sale.url + "/console/api/orders", headers={"Cookie": f"{name}={forged}"})
+        assert status == 401, forged
+    # The session endpoint says only that a login is needed.
+    status, _, body = request(sale.url + "/console/api/session")
+    assert (status, orjson.loads(body)) == (200, {"ok": False, "login": True})
+    # The page itself carries no data and no token; it is all the page is without a session.
+    status, headers, body = request(sale.url + "/")
+    assert status == 200
+    assert b"Tina" not in body
+    assert TOKEN.encode() not in body
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert sale.state()["products"]["egg-10"]["stock"] == 40  # nothing changed
+
+
+def test_a_wrong_token_gets_no_session(sale: Sale) -> None:
+    for body in ({"token": "nope"}, {"token": ""}, {}, ["x"]):
+        status, headers, _ = request(sale.url + "/console/login", method="POST", body=body)
+        assert status == 401
+        assert "Set-Cookie" not in headers
+
+
+def test_a_forged_cross_site_post_is_refused(sale: Sale) -> None:
+    cookie, csrf = login(sale)
+    payload = API_POSTS["/console/api/control"]
+    # With the cookie (as a browser would send it) but no CSRF token: a plain cross-site form post.
+    status, _, body = request(sale.url + "/console/api/control", method="POST", body=payload,
+                              headers={"Cookie": cookie, "Origin": "http://evil.example",
+                                       "Sec-Fetch-Site": "cross-site"})
+    assert status == 403, body
+    # Even with a stolen CSRF token, another origin or a cross-site fetch is refused.
+    for extra in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                  {"Sec-Fetch-Site": "same-site"}):
+        status, _, body = request(sale.url + "/console/api/control", method="POST", body=payload,
+                                  headers={"Cookie": cookie, "X-CSRF-Token": csrf, **extra})
+        assert status == 403, (extra, body)
+    # A wrong CSRF token from the right origin.
+    status, _, _ = request(sale.url + "/console/api/pay", method="POST", body={"orders": ["o-000001"]},
+                           headers={"Cookie": cookie, "X-CSRF-Token": "0" * 64, "Origin": sale.url})
+    assert status == 403
+    # A cross-site login (login CSRF) is refused too.
+    status, headers, _ = request(sale.url + "/console/login", method="POST", body={"token": TOKEN},
+                                 headers={"Origin": "http://evil.example"})
+    assert status == 403
+    assert "Set-Cookie" not in headers
+    st = sale.state()
+    assert st["products"]["egg-10"]["stock"] == 40
+    assert st["outcomes"] == {"reserved": 1}
+    assert 'livecart_console_refused_total{reason="cross_site"} 5' in sale.daemon.api("/metrics")
+    # The same request from the page's own origin with the session's token is applied.
+    status, _, body = request(sale.url + "/console/api/control", method="POST", body=payload,
+                              headers={"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": sale.url,
+                                       "Sec-Fetch-Site": "same-origin"})
+    assert status == 200, body
+    assert sale.state()["products"]["egg-10"]["stock"] == 45
+
+
+def test_status_endpoints_for_scripts_are_unchanged(sale: Sale) -> None:
+    """/healthz, /metrics and /api/state still answer without a session, as before the console."""
+    assert request(sale.url + "/healthz")[0] == 200
+    status, _, body = request(sale.url + "/api/state")
+    assert status == 200
+    state = orjson.loads(body)
+    assert state["products"]["egg-10"] == {"stock": 40, "left": 38, "reserved": 2, "presale": 0}
+    assert TOKEN not in body.decode()
+    assert request(sale.url + "/metrics")[0] == 200
