@@ -19,8 +19,9 @@ import argparse
 import asyncio
 import csv
 import io
+import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,12 @@ from typing import Any
 import orjson
 
 from livecart.config import load
+from livecart.core.errors import JournalError
+from livecart.core.events import EventDetector, outcome_key
 from livecart.core.ledger import Ledger
-from livecart.store.codec import COMMENT
+from livecart.core.records import Outcome, Status
+from livecart.runtime.console import summary_data, summary_html
+from livecart.store.codec import COMMENT, Entry, Header, rebuild_entries
 from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
@@ -40,14 +45,27 @@ async def _read(path: Any, with_names: bool) -> tuple[Ledger, dict[str, str]]:
     j = await SqliteStore.open(path, readonly=True)
     try:
         ledger = await j.rebuild()  # the latest snapshot plus the events after it
-        names: dict[str, str] = {}
-        if with_names:  # display names are not ledger state: an export reads them from every comment
-            for _, _, kind, data in await j.entries():
-                if kind == COMMENT and len(data) > 6 and data[6]:
-                    names[data[3]] = data[6]
+        # Display names are not ledger state: an export reads them from every comment.
+        names = _names(await j.entries()) if with_names else {}
     finally:
         await j.close()
     return ledger, names
+
+
+async def _entries(path: Any) -> tuple[Header, list[Entry]]:
+    j = await SqliteStore.open(path, readonly=True)
+    try:
+        return j.header, await j.entries()
+    finally:
+        await j.close()
+
+
+def _names(entries: list[Entry]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for _, _, kind, data in entries:
+        if kind == COMMENT and len(data) > 6 and data[6]:
+            names[data[3]] = data[6]
+    return names
 
 
 def _ledger(file: str, with_names: bool = False) -> tuple[Ledger, dict[str, str]]:
@@ -55,8 +73,83 @@ def _ledger(file: str, with_names: bool = False) -> tuple[Ledger, dict[str, str]
     return asyncio.run(_read(cfg.storage.path, with_names))
 
 
+#: Most points of the timeline in the HTML summary (the sale is cut into at most this many equal steps).
+TIMELINE_POINTS = 600
+
+
+def summary(file: str) -> dict[str, Any]:
+    """The after-sale summary of ``file``'s stream from its journal: what the console's summary page shows
+    (per product sold, presale, paid, revenue; comments and orders per second over the sale; the events)."""
+    cfg = load(file)
+    header, entries = asyncio.run(_entries(cfg.storage.path))
+    comment_ts = [ts for _, ts, kind, _ in entries if kind == COMMENT]
+    order_ts: list[float] = []
+    events: list[dict[str, Any]] = []
+    detector = EventDetector(header.catalogue)
+    ledger: list[Ledger] = []
+    before: dict[str, dict[str, Any]] = {}
+
+    def on_outcomes(outs: list[Outcome]) -> None:
+        order_ts.extend(o.ts for o in outs if o.status is Status.RESERVED or o.status is Status.PRESALE)
+        if not ledger:
+            return
+        keys = {k for o in outs if (k := outcome_key(o)) is not None}
+        products = ledger[0].snapshot()["products"]
+        after = {k: {**products[k], "presale_cap": products[k]["cap"]} for k in keys if k in products}
+        for e in detector.detect({k: before[k] for k in after if k in before}, after, outs):
+            events.append({"kind": "event", "event": e.kind.value, "key": e.key, "ts": outs[0].ts, **e.data})
+        before.update(after)
+
+    # A fresh ledger for the header's catalogue, replayed here entry by entry so that the events can read
+    # its figures after each batch (rebuild_entries hands its ledger back only at the end).
+    ledger.append(rebuild_entries(header, []))
+    final = _replay(header, entries, ledger[0], on_outcomes)
+    snap = final.snapshot()
+    history: list[list[float]] = []
+    if comment_ts:
+        t0, t1 = comment_ts[0], max(comment_ts[-1], order_ts[-1] if order_ts else 0.0)
+        step = max(1.0, float(math.ceil((t1 - t0 + 1) / TIMELINE_POINTS)))
+        n = int((t1 - t0) // step) + 1
+        cs, os_ = [0] * n, [0] * n
+        for ts in comment_ts:
+            cs[min(n - 1, max(0, int((ts - t0) // step)))] += 1
+        for ts in order_ts:
+            os_[min(n - 1, max(0, int((ts - t0) // step)))] += 1
+        history = [[round(t0 + i * step, 1), round(cs[i] / step, 1), round(os_[i] / step, 1)] for i in range(n)]
+    products = {k: {**p, "held": p["reserved"] - p["paid"]} for k, p in snap["products"].items()}
+    names = {p.sku: p.name for p in header.catalogue.products}
+    prices = {p.sku: p.price for p in header.catalogue.products}
+    for p in header.catalogue.products:
+        for v in p.variants:
+            names[f"{p.sku}/{v.name}"] = f"{p.name} · {v.name}"
+            prices[f"{p.sku}/{v.name}"] = v.price if v.price is not None else p.price
+    language = str(cfg.sections.get("replies", {}).get("language", "zh") or "zh")
+    return summary_data(cfg.stream.name, products, names, prices, snap, history, events, language=language)
+
+
+def _replay(header: Header, entries: list[Entry], ledger: Ledger,
+            on_outcomes: Callable[[list[Outcome]], None]) -> Ledger:
+    """:func:`rebuild_entries` into a given fresh ledger (its clock follows the entries' times)."""
+    now = [header.created]
+    ledger.clock = lambda: now[0]
+    for seq, ts, kind, data in entries:
+        now[0] = ts
+        out = apply_data(ledger, kind, data)
+        if ledger.seq != seq:
+            raise JournalError(f"journal is inconsistent at event {seq} (replay reached {ledger.seq})")
+        if out:
+            on_outcomes(out)
+    return ledger
+
+
 def report_main(args: argparse.Namespace) -> int:
-    """Print the state in the journal of ``args.file``'s stream; ``args.json`` for one JSON object."""
+    """Print the state in the journal of ``args.file``'s stream; ``args.json`` for one JSON object;
+    ``args.html`` writes the after-sale summary as one self-contained HTML file instead."""
+    if getattr(args, "html", None):
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(summary_html(summary(args.file)))
+        print(f"livecart report: wrote {args.html}", file=sys.stderr)
+        return 0
     ledger, _ = _ledger(args.file)
     snap = ledger.snapshot()
     if args.json:

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="the state in the journal of FILE's stream")
     rep.add_argument("file", help="stream config (TOML)")
     rep.add_argument("--json", action="store_true", help="print one JSON object (docs/contract.md §5)")
+    rep.add_argument("--html", metavar="OUT", default=None,
+                     help="write the after-sale summary (the console's) as one self-contained HTML file")
 
     ex = sub.add_parser("export", help="one row per order for fulfilment")
     ex.add_argument("file", help="stream config (TOML)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from pathlib import Path
 
 import orjson
@@ -121,3 +122,23 @@ def test_report_refuses_a_foreign_file(stream: Path, capsys: pytest.CaptureFixtu
     assert cli.main(["report", str(stream)]) == 1
     assert "not a livecart journal" in capsys.readouterr().err
     assert (stream.parent / "j.db").read_bytes().startswith(b"PK")
+
+
+def test_report_html_writes_the_sale_summary_as_one_self_contained_file(
+        stream: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(run_sale(stream))
+    out = tmp_path / "summary.html"
+    assert cli.main(["report", str(stream), "--html", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert html.startswith("<!doctype html>")
+    assert "<script src" not in html
+    assert "<link" not in html
+    assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?(https?:)?//", html)  # nothing loaded from elsewhere
+    start = html.index('<script id="summary-data" type="application/json">') + len(
+        '<script id="summary-data" type="application/json">')
+    data = orjson.loads(html[start:html.index("</script>", start)].replace("<\\/", "</"))
+    egg = next(p for p in data["products"] if p["key"] == "egg")
+    assert (egg["sold"], egg["presale"], egg["paid"], egg["revenue_held"]) == (2, 1, 0, 59.8)
+    assert data["comments"] == 3
+    assert [e["event"] for e in data["events"]] == ["sold_out", "presale_opened"]
+    assert data["history"][0][1:] == [3.0, 3.0]  # 3 comments, 3 orders (2 held + 1 presale) in the first second

@@ -315,3 +315,33 @@ def test_the_page_fits_phone_and_laptop_screens(sale: Sale, chromium: Any, viewp
         p.check_clean()
     finally:
         p.close()
+
+
+def test_report_html_is_one_file_that_shows_the_summary_offline(sale: Sale, chromium: Any, tmp_path: Path) -> None:
+    sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}", "name": f"Buyer {i}",
+                "text": "鸡蛋来五盒", "ts": 1_700_000_000 + i} for i in range(10)])
+    wait_for(lambda: sale.state()["comments"] == 10, "10 comments decided")
+    assert sale.daemon.stop() == 0
+    out = tmp_path / "summary.html"
+    r = livecart("report", str(sale.cfg), "--html", str(out))
+    assert r.returncode == 0, r.stderr
+    context = chromium.new_context(viewport=LAPTOP)
+    try:
+        page = context.new_page()
+        requests: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda q: requests.append(q.url))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(out.as_uri())
+        row = page.locator('tr[data-summary="egg-10"]')
+        row.wait_for()
+        # Stock 40, 8 buyers of 5 hold it all, 2 more queue for presale; the chart and events are drawn.
+        assert row.locator("td").evaluate_all("ts => ts.map(t => t.textContent)")[:6] == [
+            "Free-range eggs", "40", "40", "0", "10", "0"]
+        assert page.locator("svg.rates polyline").count() == 2
+        assert page.locator("svg.sell rect").count() >= 2
+        assert requests == [out.as_uri()]
+        assert errors == []
+    finally:
+        context.close()
