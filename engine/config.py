@@ -35,7 +35,7 @@ from livecart.core.settings import (
     StorageSettings,
     StreamSettings,
 )
-from livecart.core.templates import check_templates
+from livecart.core.templates import TEMPLATES, check_templates
 from livecart.plugin import Option, check_more_than_zero, check_nonneg, check_port, check_positive
 
 
@@ -484,6 +484,12 @@ def _variant_options(c: _Checker, options: tuple[ProductOption, ...], raw: Any, 
     return tuple(out) if len(out) == len(options) else ()
 
 
+def _reply_language(value: Any) -> str | None:
+    if value in ("", *TEMPLATES):
+        return None
+    return f"must be one of {', '.join(TEMPLATES)}, got {value!r}"
+
+
 def _plugins(c: _Checker, raw: Any, kind: str, lookup: PluginLookup, base: Path) -> list[PluginSettings]:
     if not isinstance(raw, list):
         c.add(kind, f"must be an array of tables ([[{kind}]])", c.lines.table(kind))
@@ -508,6 +514,10 @@ def _plugins(c: _Checker, raw: Any, kind: str, lookup: PluginLookup, base: Path)
             continue
         schema.setdefault("type", Option(str, required=True))
         schema.setdefault("name", Option(str, f"{type_name}-{i}", doc="a name for logs and metrics"))
+        if kind == "adapters":
+            schema.setdefault("reply_language", Option(
+                str, "", check=_reply_language,
+                doc="language of the replies to this adapter's buyers; default [replies].language"))
         opts = c.table(entry, schema, path, line)
         name = opts.pop("name")
         opts.pop("type", None)

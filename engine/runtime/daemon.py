@@ -146,6 +146,8 @@ class Daemon:
         self._open_conns = r.gauge("connections_open", "Open connections of each listener")
         self.replier = replier
         self.reply_queues: dict[str, ReplyQueue] = dict(reply_queues or {})
+        #: adapter name -> its own Replier, for adapters with a ``reply_language`` of their own.
+        self.repliers: dict[str, Replier] = {}
         self.hooks = hooks
         self.detector = EventDetector(cfg.catalogue, low_stock=cfg.status.low_stock)
         #: (platform, room) -> name of the replying adapter that reads it.
@@ -364,7 +366,16 @@ class Daemon:
             self._unroutable.inc(len(outcomes) - len(mine))
         if not mine:
             return
-        for room, reply in self.replier.plan(mine, self._recent):
+        if self.repliers:
+            # Adapters with their own reply_language: each gets its outcomes rendered by its own replier.
+            by: dict[str, list[Outcome]] = {}
+            for o in mine:
+                by.setdefault(routes[(o.platform, o.room)], []).append(o)  # type: ignore[index]
+            plans = [p for name, group in by.items()
+                     for p in self.repliers.get(name, self.replier).plan(group, self._recent, self.names)]
+        else:
+            plans = self.replier.plan(mine, self._recent, self.names)
+        for room, reply in plans:
             q = self.reply_queues.get(routes.get(room, ""))
             if q is None:
                 self._unroutable.inc()
@@ -436,7 +447,8 @@ class Daemon:
             return
         cat = self.replier.catalogue
         products = tuple(dataclasses.replace(p, limit=limit) if p.sku == sku else p for p in cat.products)
-        self.replier.catalogue = Catalogue(products)
+        for r in (self.replier, *self.repliers.values()):
+            r.catalogue = Catalogue(products)
 
     def _pause(self, pause: bool) -> dict[str, Any]:
         was_paused = not self.running.is_set()
@@ -697,6 +709,9 @@ async def _serve(cfg: Config, lock: JournalLock, *, clock: Callable[[], float], 
                    reply_queues=parts.queues, hooks=parts.hooks, queue_batches=cfg.daemon.queue)
         if stop is not None:
             d.stop = stop
+        d.repliers = {a.name: Replier(cfg, language=lang) for a in d.adapters
+                      if a.name in parts.queues and (lang := str(a.options.get("reply_language", "") or ""))
+                      and lang != parts.replier.language}
         await _open_endpoints(d, stack)
         if d.control is not None:
             lock.update(control=f"http://{d.control.host}:{d.control.port}/control")

@@ -92,13 +92,17 @@ class Replier:
     """
 
     def __init__(self, config: Config, catalogue: Catalogue | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, language: str | None = None) -> None:
         section = config.replies
-        self.language: str = section.language or "zh"
+        default: str = section.language or "zh"
+        # ``language`` (an adapter's ``reply_language``) overrides [replies].language; the [replies].templates
+        # overrides are written in [replies].language, so they apply only to replies in that language.
+        self.language: str = language or default
         if self.language not in TEMPLATES:
-            raise ConfigError([Problem(str(config.path), "replies.language",
+            where = "replies.language" if not language else "adapters.reply_language"
+            raise ConfigError([Problem(str(config.path), where,
                                        f"must be one of {', '.join(TEMPLATES)}, got {self.language!r}")])
-        overrides = dict(section.templates)
+        overrides = dict(section.templates) if self.language == default else {}
         problems = template_problems(overrides)
         tz_name = section.timezone
         tz_problem = check_timezone(tz_name)
@@ -178,11 +182,14 @@ class Replier:
         return self.templates["mention"].format_map({**PLACEHOLDERS, "name": name, "user": outcome.user}) + body
 
     def plan(self, outcomes: Iterable[Outcome],
-             comments: Mapping[tuple[str, str, str], Comment] | None = None) -> list[tuple[RoomKey, Reply]]:
+             comments: Mapping[tuple[str, str, str], Comment] | None = None,
+             names: Mapping[str, str] | None = None) -> list[tuple[RoomKey, Reply]]:
         """Group durable outcomes into replies, one per comment (or per order for outcomes with no comment).
 
         ``comments`` maps :attr:`Comment.key` to the comment, which gives the buyer's display name and lets
-        the adapter answer the very message; without it the name is the user id. Replies come in the order of
+        the adapter answer the very message; ``names`` (user id -> display name, remembered from the buyers'
+        comments) names the buyer of an outcome with no comment at hand (a host's pay or cancel, an expiry,
+        a promotion); only without either is the name the user id. Replies come in the order of
         their first outcome. Outcomes with no platform/room are counted in :attr:`unroutable` and skipped.
         Returns ``[]`` when ``[replies].enabled`` is false.
         """
@@ -202,7 +209,10 @@ class Replier:
             comment = None
             if comments is not None and first.comment is not None:
                 comment = comments.get((platform, room, first.comment))
-            name = comment.name if comment is not None else user
+            if comment is not None:
+                name = comment.name
+            else:
+                name = names.get(user, user) if names is not None else user
             text = comment.text if comment is not None else None
             bodies = [b for b in (self.body(o, name, text) for o in group) if b]
             if not bodies:

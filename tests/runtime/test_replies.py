@@ -362,3 +362,21 @@ def test_needs_variant_of_an_options_product_asks_for_the_missing_option() -> No
     nothing = Comment("douyin", "7312", "m-1", "u-42", "Ann", "A12 +1", TS)
     (_, reply), = Replier(c).plan([o], {nothing.key: nothing})
     assert "colour black、pink; size M、L" in reply.text
+
+
+def test_an_outcome_without_its_comment_names_the_buyer_from_remembered_names(zh: Replier) -> None:
+    paid = outcome(Status.PAID, comment=None, user="tw1")
+    [(_, reply)] = zh.plan([paid], {}, {"tw1": "Tina"})
+    assert reply.text.startswith("@Tina ")
+    [(_, unnamed)] = zh.plan([paid], {})
+    assert unnamed.text.startswith("@tw1 ")  # only when no name was ever seen
+
+
+def test_an_adapter_language_overrides_the_replies_language(sample_config_path: Path) -> None:
+    c = cfg('[replies]\ntimezone = "UTC"\n[replies.templates]\nreserved = "留 {product}"\n', sample=sample_config_path)
+    assert Replier(c).render(outcome(), "Tina") == "@Tina 留 Free-range eggs, box of 10"
+    en = Replier(c, language="en")
+    assert en.language == "en"
+    text = en.render(outcome(), "Tina")
+    assert text is not None
+    assert text.startswith("@Tina reserved")  # the zh overrides are not applied to English replies

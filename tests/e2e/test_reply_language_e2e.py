@@ -1,0 +1,103 @@
+"""Replies name buyers by display name in every reply, and each adapter may have its own reply language:
+``livecart run`` as a process with two WebSocket adapters (server mode), one with ``reply_language = "en"``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.sync.client import connect
+
+from tests.e2e.proc import Daemon, livecart, wait_for
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[stream]
+name = "Two rooms"
+featured = "egg-10"
+hold_minutes = 30
+
+[storage]
+path = "{db}"
+durability = "os"
+
+[daemon]
+drain_seconds = 1
+
+[control]
+token = "s3cret"
+
+[replies]
+language = "zh"
+
+[[adapters]]
+type = "websocket"
+name = "douyin-room"
+mode = "server"
+port = 0
+
+[[adapters]]
+type = "websocket"
+name = "youtube-room"
+mode = "server"
+port = 0
+reply_language = "{lang}"
+
+[[products]]
+sku = "egg-10"
+name = "Free-range eggs"
+aliases = ["鸡蛋", "egg", "eggs"]
+link = 1
+price = 29.9
+stock = 100
+"""
+
+
+def replies_of(ws: Any, n: int) -> list[str]:
+    texts: list[str] = []
+    while len(texts) < n:
+        texts.extend(r["text"] for r in orjson.loads(ws.recv(timeout=10)))
+    return texts
+
+
+def test_each_adapter_answers_in_its_language_and_names_the_buyer_after_host_actions(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
+                                  "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
+            yt.send(orjson.dumps({"platform": "youtube", "room": "live-9", "id": "y-1", "user": "tw1",
+                                  "name": "Tina", "text": "eggs x2", "ts": 1_700_000_001}).decode())
+            wait_for(lambda: daemon.api()["comments"] == 2, "both comments decided")
+            zh = replies_of(dy, 1)
+            en = replies_of(yt, 1)
+            assert zh[0].startswith("@张三 ")
+            assert "已" in zh[0]
+            assert en[0].startswith("@Tina reserved Free-range eggs x2, order o-000002")
+            # Host actions have no comment at hand: the buyer is still named by display name, not user id.
+            assert daemon.ctl("pay", "o-000002")[0] == 0
+            assert daemon.ctl("cancel", "o-000001")[0] == 0
+            paid = replies_of(yt, 1)
+            cancelled = replies_of(dy, 1)
+            assert paid[0].startswith("@Tina "), paid
+            assert "@tw1" not in paid[0]
+            assert cancelled[0].startswith("@张三 "), cancelled
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def test_an_unknown_reply_language_is_refused_at_start(tmp_path: Path) -> None:
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "j.db", lang="fr"), encoding="utf-8")
+    r = livecart("run", str(cfg), timeout=30)
+    assert r.returncode == 2
+    assert "adapters[1].reply_language" in r.stderr
+    assert "must be one of zh, en, got 'fr'" in r.stderr
