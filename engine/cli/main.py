@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="the daemon: adapters -> parser -> ledger -> journal until SIGINT/SIGTERM")
     r.add_argument("file", help="stream config (TOML)")
+    r.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="a live summary line every few seconds on stderr (default: when stderr is a terminal)")
 
     pa = sub.add_parser("parse", help="parse JSON Lines comments from stdin (docs/contract.md §3)")
     pa.add_argument("--config", required=True, help="stream config (TOML) with the catalogue")

@@ -478,6 +478,42 @@ class Daemon:
     def is_paused(self) -> bool:
         return not self.running.is_set()
 
+    def summary_line(self, before: tuple[float, int, int] | None = None) -> tuple[str, tuple[float, int, int]]:
+        """One compact line for the terminal, and the sample to pass as ``before`` next time (for rates)::
+
+            17:05:01 1,234 comments 250/s · 300 orders 40/s · left 9,700 · held 280 · paid 20 · presale 0 ·
+            featured egg-10 · adapters 2/2
+        """
+        snap = self.engine.snapshot()
+        now = time.time()
+        comments, orders = int(snap["comments"]), int(snap["orders"])
+        rate_c = rate_o = 0.0
+        if before is not None and now > before[0]:
+            rate_c = (comments - before[1]) / (now - before[0])
+            rate_o = (orders - before[2]) / (now - before[0])
+        units = list(snap["products"].values())
+        left = sum(p["left"] for p in units)
+        reserved = sum(p["reserved"] for p in units)
+        paid = sum(p.get("paid", 0) for p in units)
+        presale = sum(p["presale"] for p in units)
+        up = sum(1 for a in self.adapters if a.stats.connected)
+        line = (f"{time.strftime('%H:%M:%S', time.localtime(now))} {comments:,} comments {rate_c:,.0f}/s · "
+                f"{orders:,} orders {rate_o:,.0f}/s · left {left:,} · held {reserved - paid:,} · paid {paid:,} · "
+                f"presale {presale:,} · featured {snap['featured'] or '-'} · adapters {up}/{len(self.adapters)}")
+        if not self.running.is_set():
+            line += " · PAUSED"
+        return line, (now, comments, orders)
+
+    async def print_summary(self, every: float, out: Any = None) -> None:
+        """Write :meth:`summary_line` to ``out`` (stderr) every ``every`` seconds until cancelled."""
+        stream = out if out is not None else sys.stderr
+        line, sample = self.summary_line()
+        while True:
+            await asyncio.sleep(every)
+            line, sample = self.summary_line(sample)
+            stream.write(line + "\n")
+            stream.flush()
+
     def adapter_state(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for a in self.adapters:
@@ -673,12 +709,14 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
 async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
                 stop: asyncio.Event | None = None, on_ready: Callable[[Daemon], None] | None = None,
                 tune: bool = False, make_adapter: AdapterFactory | None = None,
-                reply_clock: Callable[[], float] = time.monotonic, reply_sleep: Sleep = asyncio.sleep) -> int:
+                reply_clock: Callable[[], float] = time.monotonic, reply_sleep: Sleep = asyncio.sleep,
+                live_every: float = 0.0) -> int:
     """Run the stream of ``cfg`` until ``stop`` is set or every adapter has ended. Returns the exit status.
 
     ``tune`` applies :func:`livecart.runtime.pipeline.tune_gc` once the ledger is rebuilt (process-wide: the CLI does).
     ``make_adapter`` builds each ``[[adapters]]`` entry (default: the entry-point registry); ``reply_clock``
-    and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock).
+    and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock). ``live_every`` > 0 prints
+    :meth:`Daemon.summary_line` to stderr that often (``livecart run`` on a terminal, or ``--live``).
     Raises :class:`~livecart.core.errors.PluginError` / :class:`JournalError` when the stream cannot start, and
     :class:`~livecart.core.errors.JournalLocked` at once when another process writes the journal.
     """
@@ -687,14 +725,16 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
     lock = JournalLock.acquire(cfg.storage.path, purpose="run")
     try:
         return await _serve(cfg, lock, clock=clock, parse=parse, stop=stop, on_ready=on_ready, tune=tune,
-                            make_adapter=make_adapter, reply_clock=reply_clock, reply_sleep=reply_sleep)
+                            make_adapter=make_adapter, reply_clock=reply_clock, reply_sleep=reply_sleep,
+                            live_every=live_every)
     finally:
         lock.release()
 
 
 async def _serve(cfg: Config, lock: JournalLock, *, clock: Callable[[], float], parse: ParseFn | None,
                  stop: asyncio.Event | None, on_ready: Callable[[Daemon], None] | None, tune: bool,
-                 make_adapter: AdapterFactory | None, reply_clock: Callable[[], float], reply_sleep: Sleep) -> int:
+                 make_adapter: AdapterFactory | None, reply_clock: Callable[[], float], reply_sleep: Sleep,
+                 live_every: float) -> int:
     # Before any listener computes its connection cap from the descriptor limit (livecart.listen).
     raise_nofile_limit()
     parts = _build(cfg, make_adapter or _default_factory, reply_clock)
@@ -721,12 +761,17 @@ async def _serve(cfg: Config, lock: JournalLock, *, clock: Callable[[], float], 
                  f"http://{cfg.control.host}:{d.control.port if d.control else 0}/control", engine.ledger)
         if on_ready is not None:
             on_ready(d)
+        liveline = (asyncio.create_task(d.print_summary(live_every), name="summary") if live_every > 0
+                    else None)
         try:
             await _run(d, reply_sleep)
         except* JournalError as eg:
             for exc in eg.exceptions:
                 log.error("journal failed: %s", exc)
             d.failed.append(f"journal: {eg.exceptions[0]}")
+        finally:
+            if liveline is not None:
+                liveline.cancel()
         log.info("stopped: %r; %s", engine.ledger, _summary(d))
     if d.failed:
         for f in d.failed:
@@ -802,18 +847,25 @@ def setup_logging(stream: str, verbose: int = 0) -> None:
     logging.getLogger("livecart").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
 
 
-async def _main(cfg: Config) -> int:
+#: Seconds between two live summary lines of ``livecart run``.
+LIVE_EVERY = 5.0
+
+
+async def _main(cfg: Config, live_every: float = 0.0) -> int:
     stop = asyncio.Event()
     _install_signals(stop)
-    return await serve(cfg, stop=stop, tune=True)
+    return await serve(cfg, stop=stop, tune=True, live_every=live_every)
 
 
 def main(args: argparse.Namespace) -> int:
-    """``livecart run FILE``."""
+    """``livecart run FILE``: a live summary line every few seconds on stderr when it is a terminal (or with
+    ``--live``; ``--no-live`` turns it off), so logs written to a file stay clean."""
     cfg = load(args.file)
     setup_logging(cfg.stream.name, int(getattr(args, "verbose", 0) or 0))
+    live = getattr(args, "live", None)
+    live_every = LIVE_EVERY if (sys.stderr.isatty() if live is None else live) else 0.0
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        return asyncio.run(_main(cfg))
-    return int(uvloop.run(_main(cfg)))
+        return asyncio.run(_main(cfg, live_every))
+    return int(uvloop.run(_main(cfg, live_every)))

@@ -101,3 +101,31 @@ def test_an_unknown_reply_language_is_refused_at_start(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "adapters[1].reply_language" in r.stderr
     assert "must be one of zh, en, got 'fr'" in r.stderr
+
+
+def test_run_live_prints_a_compact_summary_line_every_few_seconds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
+    daemon = Daemon(cfg, db)
+    log = tmp_path / "live.log"
+    with open(log, "wb") as out:
+        daemon.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(cfg), "--live"],
+                                       stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: daemon.state_path.exists(), "the daemon to start")
+        daemon.state = orjson.loads(daemon.state_path.read_bytes())
+        with connect(daemon.state["adapters"]["douyin-room"]) as dy:
+            for i in range(3):
+                dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": f"d-{i}", "user": f"u{i}",
+                                      "name": "张三", "text": "鸡蛋来两盒", "ts": 1_700_000_000 + i}).decode())
+            line = wait_for(lambda: next((x for x in log.read_text().splitlines() if " comments " in x
+                                          and "3 orders" in x), None), "a summary line", deadline=15)
+        assert " 3 comments " in line
+        assert "left 94 · held 6 · paid 0 · presale 0 · featured egg-10 · adapters 1/2" in line
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
