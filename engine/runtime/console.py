@@ -192,13 +192,15 @@ class Console:
         self._controls = reg.counter("controls_total", "Host controls by transport, action and result")
         self._clients_g = reg.gauge("console_clients", "Open console pages (live connections)")
         self._refused = reg.counter("console_refused_total", "Console requests refused, by reason")
+        self._work = reg.counter("console_seconds_total",
+                                 "Seconds the daemon spent on the console's live updates (feed, deltas, pushes)")
         self.clients: set[_Client] = set()
         self.prices = {p.sku: p.price for p in catalogue.products}
         for p in catalogue.products:
             for v in p.variants:
                 self.prices[f"{p.sku}/{v.name}"] = v.price if v.price is not None else p.price
         # Feed: durable outcomes and stream events, newest last; ``_fed`` counts everything ever added.
-        self._feed: deque[dict[str, Any]] = deque(maxlen=FEED)
+        self._feed: deque[Outcome | dict[str, Any]] = deque(maxlen=FEED)
         self._fed = 0
         self._sent_fed = 0
         self._events: list[dict[str, Any]] = []
@@ -215,13 +217,12 @@ class Console:
     # ------------------------------------------------------------------ fed by the daemon (never blocks)
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Durable outcomes (an engine listener): only the latest few are kept, so a batch costs O(FEED)."""
+        """Durable outcomes (an engine listener): only references to the latest few are kept (turned into
+        feed lines when a delta goes out), so a batch costs O(FEED) pointer copies."""
+        t0 = time.perf_counter()
         self._fed += len(outcomes)
-        for o in outcomes[-FEED:]:
-            self._feed.append({"kind": "outcome", "ts": o.ts, "user": o.user, "order": o.order, "sku": o.sku,
-                               "variant": o.variant, "qty": o.qty, "status": o.status.value,
-                               "reason": o.reason.value if o.reason is not None else None,
-                               "position": o.position})
+        self._feed.extend(outcomes[-FEED:] if len(outcomes) > FEED else outcomes)
+        self._work.inc(time.perf_counter() - t0)
 
     def record_event(self, event: Event) -> None:
         """A stream event (sold out, presale opened/full, low stock)."""
@@ -291,7 +292,13 @@ class Console:
                 names[f"{p.sku}/{v.name}"] = f"{p.name} · {v.name}"
         return names
 
-    def _named(self, item: Mapping[str, Any]) -> dict[str, Any]:
+    def _named(self, item: Outcome | Mapping[str, Any]) -> dict[str, Any]:
+        """A feed line as the page gets it, with the buyer's display name."""
+        if isinstance(item, Outcome):
+            o = item
+            return {"kind": "outcome", "ts": o.ts, "user": o.user, "name": self.host.names.get(o.user, o.user),
+                    "order": o.order, "sku": o.sku, "variant": o.variant, "qty": o.qty, "status": o.status.value,
+                    "reason": o.reason.value if o.reason is not None else None, "position": o.position}
         user = item.get("user")
         if user is None:
             return dict(item)
@@ -355,13 +362,14 @@ class Console:
         while True:
             await asyncio.sleep(TICK)
             self.ticks += 1
+            t0 = time.perf_counter()
             try:
                 d = self.delta()
+                if d is not None and self.clients:
+                    self.broadcast(d)
             except Exception:  # a bug here must not end the sale
                 log.exception("console delta failed")
-                continue
-            if d is not None and self.clients:
-                self.broadcast(d)
+            self._work.inc(time.perf_counter() - t0)
 
     def start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
@@ -485,7 +493,9 @@ class Console:
                     frame = b": keep-alive\n\n"
                 if not frame:
                     break
+                t0 = time.perf_counter()
                 await resp.write(frame)
+                self._work.inc(time.perf_counter() - t0)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -303,3 +303,23 @@ def test_a_case_that_times_out_is_killed_with_the_processes_it_started(tmp_path:
             return
         time.sleep(0.05)
     pytest.fail(f"the grandchild {pid} outlived its timed-out case")
+
+
+@pytest.mark.slow
+def test_console_bench_runs_with_and_without_consoles_and_prints_its_json() -> None:
+    proc = subprocess.run([sys.executable, "-m", "livecart.bench.console_bench", "--consoles", "2", "--scale",
+                           "0.05", "--rate", "20000", "--rounds", "1", "--durability", "os"],
+                          capture_output=True, timeout=240, check=False)
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == 1, proc.stderr.decode()
+    r = orjson.loads(lines[0])
+    assert r["case"] == "console"
+    assert set(r["cpu_us_per_comment"]) == {"without", "with"}
+    assert isinstance(r["cpu_cost"], float)
+    assert proc.returncode == (0 if r["ok"] else 1)
+    without, with_ = r["runs"]
+    assert without["consoles"] == 0
+    assert with_["consoles"] == 2
+    assert without["messages_per_s_per_console"] == 0
+    # The open consoles got deltas while the sale ran, a few a second at most (never one per outcome).
+    assert 0 < with_["messages_per_s_per_console"] <= 1 / 0.25 + 1
