@@ -228,6 +228,10 @@ class Console:
         """A stream event (sold out, presale opened/full, low stock)."""
         self.note({"kind": "event", "event": event.kind.value, "key": event.key, **event.data})
 
+    def record_control(self, c: Control) -> None:
+        """A host control the daemon applied, whichever way it came (console, ``ctl``, MQTT)."""
+        self.note({"kind": "control", **{k: v for k, v in c.to_dict().items() if v is not None}})
+
     def note(self, item: dict[str, Any]) -> None:
         """A feed line (stream events, host actions)."""
         item.setdefault("ts", self.clock())
@@ -546,9 +550,8 @@ class Console:
             log.exception("console control %s failed in the handler", action)
             return 500, {"ok": False, "action": action, "error": f"internal error: {exc!r}"}
         self._controls.inc(transport="console", action=action, result="ok")
-        fields = {k: v for k, v in c.to_dict().items() if v is not None}
-        log.info("control %s via console applied: %s", action, fields)
-        self.note({"kind": "control", **fields})
+        log.info("control %s via console applied: %s", action,
+                 {k: v for k, v in c.to_dict().items() if v is not None})
         return 200, {"ok": True, "action": action, "result": dict(result)}
 
     async def _control(self, request: web.Request) -> web.Response:

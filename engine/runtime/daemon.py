@@ -419,6 +419,12 @@ class Daemon:
         ``status`` answers the state. Every other control goes through :meth:`Engine.control`, which journals
         it; ``pause`` / ``resume`` also act on intake here (logged and counted). Raises
         :class:`ControlError` for one that cannot be applied."""
+        answer = await self._apply_control(c)
+        if self.console is not None and c.action is not ControlAction.STATUS:
+            self.console.record_control(c)  # the console's feed shows host actions from every transport
+        return answer
+
+    async def _apply_control(self, c: Control) -> Mapping[str, Any]:
         a = c.action
         if a is ControlAction.STATUS:
             return self.state()

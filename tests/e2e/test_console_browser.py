@@ -146,7 +146,10 @@ def test_live_numbers_follow_a_fed_stream_and_a_durable_outcome_shows_within_a_s
     assert time.monotonic() - t0 < 1.0
     laptop.page.get_by_role("button", name="Feed").click()
     laptop.page.locator("#feed-list li").filter(has_text="Late buyer").first.wait_for()
-    laptop.page.locator("#feed-list li").filter(has_text="sold out").first.wait_for()  # egg-10, a stream event
+    laptop.page.locator("#feed-list li").filter(has_text="sold out").first.wait_for()  # tea/50g: a stream event
+    # Host actions from any transport reach the feed: here `livecart ctl`.
+    assert sale.daemon.ctl("restock", "honey-500", "5")[0] == 0
+    laptop.page.locator("#feed-list li.k-control").filter(has_text="host · restock honey-500 5").wait_for()
     laptop.page.get_by_role("button", name="Board").click()
     laptop.page.locator('[data-adapter="companion"]').filter(has_text="received 31").wait_for()
     laptop.check_clean()
