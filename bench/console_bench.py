@@ -15,6 +15,8 @@ time its console spent: feed, deltas, pushes to the pages). Printed as one JSON 
 
 * ``console_share``: the console's seconds over the daemon's CPU seconds (the worst run with consoles open):
   the share of the daemon's throughput the consoles take. ``ok`` is this below 5 %.
+* ``console_ms_per_s``: per run, the console's milliseconds per second of the sale (its cost is per tick
+  and per page, not per comment, so this share of one core stays put as the comment rate grows).
 * ``cpu_cost``: the extra daemon CPU per comment with the consoles open over the CPU per comment without
   them, and ``throughput_cost``, the drop in comments/s achieved (medians of the rounds): the same question
   from outside, but only as exact as the machine is quiet.
@@ -169,6 +171,7 @@ async def one_run(opts: argparse.Namespace, consoles: int, directory: Path) -> d
             "achieved_per_s": round(measured / wall), "daemon_cpu_s": round(cpu, 3),
             "cpu_us_per_comment": round(cpu / measured * 1e6, 3), "console_s": round(work, 4),
             "console_share": round(work / cpu, 4) if cpu > 0 else None,
+            "console_ms_per_s": round(work / wall * 1000, 2),
             "messages_per_s_per_console": round(statistics.fmean(msgs) / wall, 2) if msgs else 0,
             "bytes_per_s_per_console": round(statistics.fmean(byts) / wall) if byts else 0}
 
