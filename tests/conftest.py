@@ -89,9 +89,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    """A headless Chromium (``playwright.sync_api.Browser``) for the console's browser tests."""
+    """A headless Chromium (``playwright.sync_api.Browser``) for the console's browser tests.
+
+    Module-scoped: playwright's sync API keeps an event loop running in this thread while it is open,
+    which would stop the asyncio tests of later modules from starting theirs."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
