@@ -7,9 +7,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from livecart.core.catalogue import Catalogue, Product, Variant
+from livecart.core.control import Control
 from livecart.core.records import Outcome, Status
 from livecart.runtime.console import FEED, Console, Sessions, find_orders, summary_html
-from livecart.runtime.control import Control
 
 
 class Clock:
