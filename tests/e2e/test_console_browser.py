@@ -293,10 +293,13 @@ def test_the_open_page_reconnects_by_itself_after_a_daemon_restart(sale: Sale, l
 @pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
 def test_the_page_fits_phone_and_laptop_screens(sale: Sale, chromium: Any, viewport: dict[str, int],
                                                 tmp_path: Path) -> None:
-    sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}",
-                "name": ["Tina", "王芳", "Li Lei", "赵敏"][i % 4],
-                "text": ["鸡蛋来五盒", "菊花茶 50克 1", "蜂蜜要一瓶", "鸡蛋来两盒"][i % 4], "ts": 1_700_000_000 + i}
-               for i in range(48)])
+    comments = [{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}",
+                 "name": ["Tina", "王芳", "Li Lei", "赵敏"][i % 4],
+                 "text": ["鸡蛋来五盒", "菊花茶 50克 1", "蜂蜜要一瓶", "鸡蛋来两盒"][i % 4], "ts": 1_700_000_000 + i}
+                for i in range(48)]
+    for wave in range(4):  # paced over a few seconds, so the rate chart has a shape
+        time.sleep(1.2)  # pacing the offered comments, not waiting for something to happen
+        sale.feed(comments[wave * 12:(wave + 1) * 12])
     wait_for(lambda: sale.state()["comments"] == 48, "48 comments decided")
     for order in ("o-000001", "o-000002", "o-000003", "o-000005"):
         assert sale.daemon.ctl("pay", order)[0] == 0
