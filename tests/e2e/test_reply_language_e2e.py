@@ -57,9 +57,12 @@ stock = 100
 
 
 def replies_of(ws: Any, n: int) -> list[str]:
+    """The next ``n`` reply texts on ``ws`` (reply frames are arrays; ack frames, objects, are skipped)."""
     texts: list[str] = []
     while len(texts) < n:
-        texts.extend(r["text"] for r in orjson.loads(ws.recv(timeout=10)))
+        frame = orjson.loads(ws.recv(timeout=10))
+        if isinstance(frame, list):
+            texts.extend(r["text"] for r in frame)
     return texts
 
 
