@@ -321,5 +321,6 @@ def test_console_bench_runs_with_and_without_consoles_and_prints_its_json() -> N
     assert without["consoles"] == 0
     assert with_["consoles"] == 2
     assert without["messages_per_s_per_console"] == 0
-    # The open consoles got deltas while the sale ran, a few a second at most (never one per outcome).
-    assert 0 < with_["messages_per_s_per_console"] <= 1 / 0.25 + 1
+    # The open consoles got deltas while the sale ran, far fewer than the comments (never one per outcome).
+    messages = with_["messages_per_s_per_console"] * with_["seconds"]
+    assert 0 < messages < with_["comments"] / 10
