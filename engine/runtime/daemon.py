@@ -159,7 +159,8 @@ class Daemon:
         self.status: StatusServer | None = None
         self.control: ControlServer | None = None
         self.mqtt_control: MqttControl | None = None
-        #: user id -> display name, from every comment taken in (replies and the console name buyers by it).
+        #: user id -> display name, from the comments behind durable outcomes of adapters that reply (replies
+        #: and the console name buyers by it).
         self.names: dict[str, str] = {}
         #: Called with each stream event after it is announced (the console's feed).
         self.event_listeners: list[Callable[[Event], None]] = []
@@ -220,7 +221,6 @@ class Daemon:
         comments = self.metrics.comments
         routes = self.routes
         recent = self._recent
-        names = self.names
         queue = self.queue
         last: RoomKey | None = None
         try:
@@ -230,8 +230,6 @@ class Daemon:
                 by_platform: dict[str, int] = {}
                 for c in batch:
                     by_platform[c.platform] = by_platform.get(c.platform, 0) + 1
-                    if c.name:
-                        names[c.user] = c.name
                 for platform, n in by_platform.items():
                     comments.inc(n, platform=platform)
                 if replying:
@@ -351,11 +349,25 @@ class Daemon:
         j = self.engine.journal
         if j.last_batch_seconds > self._journal_max:
             self._journal_max = j.last_batch_seconds
+        if self._recent:
+            self._remember_names(outcomes)
         if self.replier is not None and self.reply_queues:
             self._reply(outcomes)
         if self.hooks is not None:
             self.hooks.submit_outcomes(outcomes)
         self._detect(outcomes)
+
+    def _remember_names(self, outcomes: Sequence[Outcome]) -> None:
+        """Remember each buyer's display name from the comment behind their outcome, so replies that answer
+        no comment (a host's pay or cancel, an expiry, a promotion) and the console name them too. Per
+        outcome, not per comment: a name recorded at intake for every comment cost ~0.8 us a comment."""
+        recent = self._recent
+        names = self.names
+        for o in outcomes:
+            if o.comment is not None:
+                c = recent.get((o.platform, o.room, o.comment))  # type: ignore[arg-type]
+                if c is not None and c.name and names.get(o.user) != c.name:
+                    names[o.user] = c.name
 
     def _reply(self, outcomes: Sequence[Outcome]) -> None:
         assert self.replier is not None
