@@ -34,7 +34,7 @@ from livecart.core.events import EventDetector, outcome_key
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome, Status
 from livecart.runtime.console import summary_data, summary_html
-from livecart.store.codec import COMMENT, Entry, Header, rebuild_entries
+from livecart.store.codec import COMMENT, Entry, Header, apply_data, rebuild_entries
 from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
