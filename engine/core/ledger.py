@@ -265,6 +265,8 @@ class Ledger:
             o = _Order(oid, user, units[key], int(qty), Status(status), comment, platform, room, float(created))
             o.deadline = float(deadline)
             orders[oid] = o
+            if o.status is Status.PAID:  # paid units are derived from the orders, not stored twice
+                o.unit.paid += o.qty
             mine = by_user.get(user)
             if mine is None:
                 by_user[user] = [o]
