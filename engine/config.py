@@ -8,6 +8,7 @@ carrying them all, never a traceback of a ``KeyError``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -66,7 +67,58 @@ STORAGE_KEYS: dict[str, Option] = {
                               doc="journal events between two snapshots of the engine's state"),
     "snapshot_seconds": Option(float, 60.0, check=check_positive,
                                doc="longest time between two snapshots while events come in"),
+    "backend": Option(str, "sqlite", choices=("sqlite", "jetstream"),
+                      doc="where the sale's log lives: the SQLite journal or a NATS JetStream cluster"),
+    "servers": Option(list, [], doc="JetStream: client URLs of the cluster's servers"),
+    "replicas": Option(int, 1, check=lambda v: None if 1 <= v <= 5 else "must be from 1 to 5 (JetStream's limit)",
+                       doc="JetStream: copies of the sale's log"),
+    "sale": Option(str, doc="JetStream: the sale's id in the cluster; default derived from [stream].name"),
 }
+#: A sale id names a stream, a subject token and a KV bucket: letters, digits, '-' and '_' only.
+SALE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_SERVER_URL = re.compile(r"^(nats|tls|ws|wss)://[^\s/]+$|^[^\s/:]+:\d+$")
+
+
+def sale_id(stream_name: str) -> str:
+    """The default ``[storage] sale``: the stream's name in lower-case ASCII letters and digits joined by '-'
+    (``"Tonggu spring sale"`` -> ``"tonggu-spring-sale"``); a name with none of those (all Chinese, say)
+    gets ``"sale-"`` and a stable hash of the name instead."""
+    slug = re.sub(r"[^a-z0-9]+", "-", stream_name.lower()).strip("-")[:48].strip("-")
+    if slug:
+        return slug
+    return "sale-" + hashlib.sha256(stream_name.encode()).hexdigest()[:12]
+
+
+def _storage_backend(c: _Checker, st: dict[str, Any], raw: Any, stream_name: str) -> tuple[tuple[str, ...], str]:
+    """Check the JetStream keys of ``[storage]`` against the backend; return ``(servers, sale)``."""
+    line = c.lines.table("storage")
+    given = raw if isinstance(raw, dict) else {}
+    servers: list[str] = []
+    for i, url in enumerate(st["servers"] or []):
+        if not isinstance(url, str) or not _SERVER_URL.match(url):
+            c.add(f"storage.servers[{i}]", f"must be a server URL such as 'nats://10.0.0.1:4222', got {url!r}",
+                  c.lines.key(line, "servers"))
+        else:
+            servers.append(url)
+    sale = st["sale"]
+    if sale is not None and not SALE_ID.match(sale):
+        c.add("storage.sale", "must be 1-64 letters, digits, '-' or '_' starting with a letter or digit, "
+              f"got {sale!r}", c.lines.key(line, "sale"))
+    if st["backend"] == "jetstream":
+        if "servers" in given and not given["servers"] and isinstance(given["servers"], list):
+            c.add("storage.servers", "must list at least one server with backend = 'jetstream', got []",
+                  c.lines.key(line, "servers"))
+        elif "servers" not in given:
+            c.add("storage.servers", "is required with backend = 'jetstream' (a list of URLs such as "
+                  "['nats://10.0.0.1:4222'])", line)
+    else:
+        for key in ("servers", "replicas", "sale"):
+            if key in given:
+                c.add(f"storage.{key}", f"only applies with backend = 'jetstream' (backend is "
+                      f"{st['backend']!r}), got {given[key]!r}", c.lines.key(line, key))
+    return tuple(servers), (sale if isinstance(sale, str) and SALE_ID.match(sale) else sale_id(stream_name))
+
+
 VARIANT_KEYS: dict[str, Option] = {
     "name": Option(str, required=True),
     "aliases": Option(list, []),
@@ -287,6 +339,7 @@ def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
         c.add("stream", "the [stream] table is required (at least: name)", None)
     s = c.table(raw.get("stream", {}), STREAM_KEYS, "stream", c.lines.table("stream"))
     st = c.table(raw.get("storage", {}), STORAGE_KEYS, "storage", c.lines.table("storage"))
+    servers, sale = _storage_backend(c, st, raw.get("storage", {}), str(s.get("name") or ""))
     storage_path = Path(st["path"]) if isinstance(st["path"], str) else Path("livecart.db")
     if not storage_path.is_absolute():
         storage_path = base / storage_path
@@ -312,9 +365,11 @@ def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
         path=Path(file) if base_dir is None else base / Path(file).name,
         stream=StreamSettings(s["name"], featured, float(s["hold_minutes"]), bool(s["bare_plus_one"]),
                               int(s["max_qty"])),
-        storage=StorageSettings(storage_path, st["durability"], int(st["batch_max"]),
-                                float(st["batch_delay_ms"]), int(st["snapshot_events"]),
-                                float(st["snapshot_seconds"])),
+        storage=StorageSettings(path=storage_path, durability=st["durability"], batch_max=int(st["batch_max"]),
+                                batch_delay_ms=float(st["batch_delay_ms"]),
+                                snapshot_events=int(st["snapshot_events"]),
+                                snapshot_seconds=float(st["snapshot_seconds"]),
+                                backend=st["backend"], servers=servers, replicas=int(st["replicas"]), sale=sale),
         catalogue=Catalogue(tuple(products)),
         adapters=tuple(adapters),
         hooks=tuple(hooks),

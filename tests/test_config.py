@@ -141,3 +141,53 @@ def test_a_bad_daemon_setting_names_the_value() -> None:
     msgs = problems(BASE + "\n[control]\nport = 70000\n[daemon]\nhook_timeout = 0\n")
     assert any("[control.port]: must be a port number from 0 to 65535, got 70000" in m for m in msgs)
     assert any("[daemon.hook_timeout]: must be more than 0, got 0" in m for m in msgs)
+
+
+# --------------------------------------------------------------------------- [storage] backend (contract §7)
+
+JS = BASE.replace('name = "t"', 'name = "Tonggu spring sale"')
+
+
+def test_storage_backend_defaults_to_sqlite() -> None:
+    cfg = config.loads(BASE)
+    assert cfg.storage.backend == "sqlite"
+    assert cfg.storage.servers == ()
+
+
+def test_jetstream_backend_reads_servers_replicas_and_derives_the_sale() -> None:
+    cfg = config.loads(JS + '[storage]\nbackend = "jetstream"\n'
+                       'servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]\nreplicas = 3\n')
+    assert cfg.storage.backend == "jetstream"
+    assert cfg.storage.servers == ("nats://10.0.0.1:4222", "nats://10.0.0.2:4222")
+    assert cfg.storage.replicas == 3
+    assert cfg.storage.sale == "tonggu-spring-sale"
+
+
+def test_a_sale_named_only_in_chinese_gets_a_stable_hashed_id() -> None:
+    assert config.sale_id("铜鼓春季特卖") == config.sale_id("铜鼓春季特卖")
+    assert config.sale_id("铜鼓春季特卖").startswith("sale-")
+    assert config.SALE_ID.match(config.sale_id("铜鼓春季特卖"))
+
+
+def test_jetstream_problems_name_key_value_and_expectation() -> None:
+    with pytest.raises(ConfigError) as e:
+        config.loads(JS + '[storage]\nbackend = "jetstrem"\n', file="s.toml")
+    assert "[storage.backend]" in str(e.value) and "'jetstrem'" in str(e.value) and "'jetstream'" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        config.loads(JS + '[storage]\nbackend = "jetstream"\nservers = ["http://x/y", 5]\nreplicas = 7\n'
+                     'sale = "a b"\n', file="s.toml")
+    msgs = [str(p) for p in e.value.problems]
+    assert any("[storage.servers[0]]" in m and "'http://x/y'" in m for m in msgs)
+    assert any("[storage.servers[1]]" in m and "5" in m for m in msgs)
+    assert any("[storage.replicas]" in m and "from 1 to 5" in m and "7" in m for m in msgs)
+    assert any("[storage.sale]" in m and "'a b'" in m for m in msgs)
+    assert all(m.startswith("s.toml:") for m in msgs)
+
+
+def test_jetstream_needs_servers_and_sqlite_refuses_jetstream_keys() -> None:
+    with pytest.raises(ConfigError) as e:
+        config.loads(JS + '[storage]\nbackend = "jetstream"\n')
+    assert "storage.servers" in str(e.value) and "required" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        config.loads(JS + '[storage]\nservers = ["nats://127.0.0.1:4222"]\n')
+    assert "storage.servers" in str(e.value) and "only applies with backend = 'jetstream'" in str(e.value)

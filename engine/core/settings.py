@@ -30,6 +30,12 @@ class StorageSettings:
     batch_delay_ms: float = 2.0
     snapshot_events: int = 200_000
     snapshot_seconds: float = 60.0
+    #: "sqlite" (the embedded journal at ``path``) or "jetstream" (docs/contract.md §7).
+    backend: str = "sqlite"
+    #: JetStream mode: the cluster's client URLs, the sale's log replicas and the sale's id in the cluster.
+    servers: tuple[str, ...] = ()
+    replicas: int = 1
+    sale: str = ""
 
 
 @dataclass(frozen=True, slots=True)
