@@ -5,7 +5,8 @@ Both read the journal of FILE's stream read-only: they never create a journal (a
 is an error), never write to one and take no lock, so they run beside a live daemon without slowing it
 (SQLite WAL readers do not block the writer). The state is rebuilt from the journal alone, with the
 catalogue the journal was started with - its latest snapshot plus the events after it - so it is exactly
-what the daemon announced.
+what the daemon announced. With ``[storage] backend = "jetstream"`` both read the sale's log in the cluster
+instead (the state up to the log's end when they start; docs/contract.md §7).
 
 The CSV is for spreadsheets: UTF-8 with a byte-order mark (so Excel reads Chinese names), one row per order
 with the columns ``order, buyer, product, variant, qty, status, price, time`` (then ``name, platform, room,
@@ -32,9 +33,12 @@ from livecart.config import load
 from livecart.core.errors import JournalError
 from livecart.core.events import EventDetector, outcome_key
 from livecart.core.ledger import Ledger
+from livecart.core.parser import Parser
 from livecart.core.records import Outcome, Status
+from livecart.core.settings import Config
 from livecart.runtime.console import summary_data, summary_html
 from livecart.store.codec import COMMENT, Entry, Header, apply_data, rebuild_entries
+from livecart.store.jetstream import SaleLog, load_state
 from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
@@ -68,8 +72,21 @@ def _names(entries: list[Entry]) -> dict[str, str]:
     return names
 
 
+async def _read_cluster(cfg: Config) -> tuple[Ledger, dict[str, str]]:
+    """The sale's state from its JetStream log (docs/contract.md §7), from any machine reaching the cluster."""
+    parse = Parser.from_config(cfg).parse
+    sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
+    try:
+        state = await load_state(sale_log, parse)
+    finally:
+        await sale_log.close()
+    return state.ledger, state.names
+
+
 def _ledger(file: str, with_names: bool = False) -> tuple[Ledger, dict[str, str]]:
     cfg = load(file)
+    if cfg.storage.backend == "jetstream":
+        return asyncio.run(_read_cluster(cfg))
     return asyncio.run(_read(cfg.storage.path, with_names))
 
 
@@ -81,6 +98,9 @@ def summary(file: str) -> dict[str, Any]:
     """The after-sale summary of ``file``'s stream from its journal: what the console's summary page shows
     (per product sold, presale, paid, revenue; comments and orders per second over the sale; the events)."""
     cfg = load(file)
+    if cfg.storage.backend == "jetstream":
+        raise JournalError("report --html reads a SQLite journal; for backend = 'jetstream' it is not built yet "
+                           "(report and report --json read the sale's log)")
     header, entries = asyncio.run(_entries(cfg.storage.path))
     comment_ts = [ts for _, ts, kind, _ in entries if kind == COMMENT]
     order_ts: list[float] = []

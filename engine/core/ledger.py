@@ -504,6 +504,11 @@ class Ledger:
             counts[s] = counts.get(s, 0) + 1
         return out
 
+    def next_expiry(self) -> float | None:
+        """The earliest hold deadline still in the expiry heap (it may belong to an order paid since), or
+        None: whoever sweeps need not call :meth:`expire_due` before then."""
+        return self._expiry[0][0] if self._expiry else None
+
     def expire_due(self) -> list[Outcome]:
         """Expire every unpaid hold whose deadline has passed; their stock goes to the queue first.
 

@@ -56,6 +56,7 @@ from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
 from livecart.plugin import Adapter, Batch, settle_all
+from livecart.runtime.cluster import ClusterEngine
 from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
@@ -107,7 +108,7 @@ class Daemon:
     decides anything about orders: the engine does; this moves data and keeps counts.
     """
 
-    def __init__(self, cfg: Config, engine: Engine, adapters: Sequence[Adapter], *,
+    def __init__(self, cfg: Config, engine: Engine | ClusterEngine, adapters: Sequence[Adapter], *,
                  registry: Registry | None = None, replier: Replier | None = None,
                  reply_queues: Mapping[str, ReplyQueue] | None = None, hooks: HookRunner | None = None,
                  queue_batches: int = QUEUE_BATCHES) -> None:
@@ -693,7 +694,10 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
                                   name=f"replies:{name}") for name, q in queues.items()]
         stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
         everyone: asyncio.Future[Any] = asyncio.gather(*readers)
-        await asyncio.wait({stopper, everyone}, return_when=asyncio.FIRST_COMPLETED)
+        # With the JetStream log the process goes on deciding or standing by when its adapters end
+        # (docs/contract.md §7): only a signal stops it.
+        ends = {stopper} if d.cfg.storage.backend == "jetstream" else {stopper, everyone}
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         d.draining = True
         log.info("stopping intake; draining %d queued batch(es)", d.queue.qsize())
         # 1. stop intake
@@ -738,6 +742,12 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
     Raises :class:`~livecart.core.errors.PluginError` / :class:`JournalError` when the stream cannot start, and
     :class:`~livecart.core.errors.JournalLocked` at once when another process writes the journal.
     """
+    if cfg.storage.backend == "jetstream":
+        # No local journal file to lock: several processes run one sale by design, and the cluster's lease
+        # and fencing decide which of them is the decider (docs/contract.md §7).
+        return await _serve(cfg, None, clock=clock, parse=parse, stop=stop, on_ready=on_ready, tune=tune,
+                            make_adapter=make_adapter, reply_clock=reply_clock, reply_sleep=reply_sleep,
+                            live_every=live_every)
     # One writer per journal, decided before anything else is touched: a second daemon on the same journal
     # is refused here, before it binds a port, opens an adapter or writes a control state file.
     lock = JournalLock.acquire(cfg.storage.path, purpose="run")
@@ -749,7 +759,7 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
         lock.release()
 
 
-async def _serve(cfg: Config, lock: JournalLock, *, clock: Callable[[], float], parse: ParseFn | None,
+async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], float], parse: ParseFn | None,
                  stop: asyncio.Event | None, on_ready: Callable[[Daemon], None] | None, tune: bool,
                  make_adapter: AdapterFactory | None, reply_clock: Callable[[], float], reply_sleep: Sleep,
                  live_every: float) -> int:
@@ -759,7 +769,11 @@ async def _serve(cfg: Config, lock: JournalLock, *, clock: Callable[[], float], 
     async with contextlib.AsyncExitStack() as stack:
         for a in parts.adapters:  # entered first, so closed last (step 7)
             await stack.enter_async_context(a)
-        engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock)
+        engine: Engine | ClusterEngine
+        if lock is None:  # JetStream mode (docs/contract.md §7): the log is the cluster's, not a local file
+            engine = await ClusterEngine.open(cfg, clock=clock, parse=parse)
+        else:
+            engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock)
         stack.push_async_callback(engine.close)  # step 6: flush and close the journal
         if tune:
             tune_gc()
@@ -771,7 +785,7 @@ async def _serve(cfg: Config, lock: JournalLock, *, clock: Callable[[], float], 
                       if a.name in parts.queues and (lang := str(a.options.get("reply_language", "") or ""))
                       and lang != parts.replier.language}
         await _open_endpoints(d, stack)
-        if d.control is not None:
+        if d.control is not None and lock is not None:
             lock.update(control=f"http://{d.control.host}:{d.control.port}/control")
         log.info("running: %d adapter(s) (%s), %d replying, %d hook(s); status %s; controls %s; %r",
                  len(d.adapters), ", ".join(f"{a.name}={a.type}" for a in d.adapters), len(parts.queues),

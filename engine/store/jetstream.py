@@ -1,0 +1,495 @@
+"""One sale's log on a NATS JetStream cluster (docs/contract.md §7): the stream, the KV bucket, the state.
+
+The log is the sale's journal. Like the SQLite journal (:mod:`livecart.store.sqlite`) it holds the ledger's
+*input*, never its output, so every process that reads it in order computes the same ledger. One JetStream
+stream per sale, ``LIVECART_<sale>``, with two subjects:
+
+``livecart.<sale>.in``
+    what any process feeds: comment batches (``["c", [[platform, room, id, user, name, text], ...]]``, about
+    1,000 comments each, published with a ``Nats-Msg-Id`` and resent identically until the stream
+    acknowledges them) and host controls (``["k", kind, [args]]``, the journal's control records).
+``livecart.<sale>.dec``
+    what only the decider writes, each message published with ``Nats-Expected-Last-Subject-Sequence`` set to
+    the decider's own previous one (fencing): ``["t", member]`` when a process takes over deciding,
+    ``["x"]`` an expiry sweep, ``["m", n]`` "outcomes up to stream sequence n are being announced".
+
+Applying a message (:meth:`SaleState.apply`) is pure: comments are parsed with the featured product the
+ledger has at that point and decided in order; a comment key seen before (fed by another process, or
+resent) changes nothing; the ledger's clock is the stream's timestamp of the message (never less than the
+previous one's), so a hold expires at the same point of the log for every reader.
+
+A KV bucket ``livecart_<sale>`` holds the sale's ``header`` (catalogue, hold time and first featured
+product: a process started with another catalogue is refused, as with the journal), the decider ``lease``
+(see :mod:`livecart.runtime.cluster`) and ``member.<id>`` entries through which processes show themselves
+to ``livecart cluster status``.
+
+Errors: :class:`~livecart.core.errors.JournalError` when the cluster cannot be reached or refuses what is
+asked, :class:`Fenced` when a fenced publish finds that another decider wrote since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.js import api
+
+from livecart.core import control
+from livecart.core.catalogue import Catalogue
+from livecart.core.control import Kind
+from livecart.core.errors import ControlError, JournalError, LivecartError
+from livecart.core.ledger import Ledger
+from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
+from livecart.store.codec import Header, catalogue_from_json, catalogue_json
+
+log = logging.getLogger("livecart.jetstream")
+
+#: Comments per published batch (a 60 KB message: the cluster takes ~1,900 of them a second, see docs).
+BATCH_COMMENTS = 1000
+#: How long the stream remembers a Nats-Msg-Id: a batch resent within it is stored once.
+DUPLICATE_WINDOW = 120.0
+#: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
+WRONG_LAST_SEQUENCE = 10071
+#: Between two tries of a publish the cluster did not answer (an election takes 5-8 s).
+RETRY_SECONDS = 0.25
+PUBLISH_TIMEOUT = 2.0
+
+# Message kinds.
+COMMENTS = "c"
+CONTROL = "k"
+TAKEOVER = "t"
+SWEEP = "x"
+MARK = "m"
+
+
+class Fenced(LivecartError):
+    """Another decider published on the decisions subject since this one's last message: step down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """The JetStream names of one sale."""
+
+    sale: str
+
+    @property
+    def stream(self) -> str:
+        return f"LIVECART_{self.sale}"
+
+    @property
+    def inputs(self) -> str:
+        return f"livecart.{self.sale}.in"
+
+    @property
+    def decisions(self) -> str:
+        return f"livecart.{self.sale}.dec"
+
+    @property
+    def bucket(self) -> str:
+        return f"livecart_{self.sale}"
+
+
+def comments_body(comments: Sequence[Comment]) -> bytes:
+    return orjson.dumps([COMMENTS, [[c.platform, c.room, c.id, c.user, c.name, c.text] for c in comments]])
+
+
+def control_body(kind: Kind, args: Sequence[Any]) -> bytes:
+    """A host control as :func:`livecart.core.control.record` gives it (its kind and arguments)."""
+    return orjson.dumps([CONTROL, kind.value, list(args)])
+
+
+# --------------------------------------------------------------------------- the pure state
+
+
+ParseFn = Callable[[str, str | None], ParseResult]
+
+
+class SaleState:
+    """The ledger of a sale as the log builds it, plus where deciding and announcing stand. No I/O.
+
+    Feed every message of the stream, in stream order, to :meth:`apply`. Outcomes not yet covered by a
+    mark wait in :attr:`unannounced` (stream seq, outcomes); the decider announces them after its own mark.
+    """
+
+    def __init__(self, header: Header, parse: ParseFn) -> None:
+        self.header = header
+        self._parse = parse
+        self._now = header.created
+        self.ledger = Ledger(header.catalogue, hold_seconds=header.hold_seconds, featured=header.featured,
+                             clock=lambda: self._now)
+        self.applied = 0  # stream seq of the last message applied
+        self.dec_last = 0  # stream seq of the last message on the decisions subject
+        self.announced = 0  # outcomes of messages up to this seq have been announced (the last mark)
+        self.decider: str | None = None  # member id of the last takeover
+        self.last_ts = header.created
+        self.unannounced: list[tuple[int, list[Outcome]]] = []
+        self.names: dict[str, str] = {}  # user -> display name (export)
+        #: seq -> outcomes, or the ControlError, of controls that someone waits for (see :meth:`expect`).
+        self.results: dict[int, list[Outcome] | ControlError] = {}
+        self._expected: set[int] = set()
+        self.parse_errors = 0
+        self.bad_messages = 0
+
+    def expect(self, seq: int) -> None:
+        """Keep the result of message ``seq`` in :attr:`results` once it is applied."""
+        self._expected.add(seq)
+
+    def apply(self, seq: int, ts: float, decision: bool, body: bytes) -> list[Outcome]:
+        """Apply stream message ``seq`` (stored at ``ts``; ``decision`` if on the decisions subject)."""
+        if seq <= self.applied:
+            return []  # seen already (a consumer that was recreated delivers again)
+        self.applied = seq
+        if ts > self.last_ts:
+            self.last_ts = ts
+        self._now = self.last_ts
+        try:
+            data = orjson.loads(body)
+            kind = data[0]
+        except (orjson.JSONDecodeError, IndexError, KeyError, TypeError):
+            self._bad(seq, "not a livecart message")
+            return []
+        out: list[Outcome] = []
+        if decision:
+            self.dec_last = seq
+            if kind == MARK:
+                self.announced = max(self.announced, int(data[1]))
+                self.unannounced = [(s, o) for s, o in self.unannounced if s > self.announced]
+                return []
+            if kind == TAKEOVER:
+                self.decider = str(data[1])
+                return []
+            if kind == SWEEP:
+                out = self.ledger.expire_due()
+            else:
+                self._bad(seq, f"unknown decision kind {kind!r}")
+                return []
+        elif kind == COMMENTS:
+            out = self._comments(data[1])
+        elif kind == CONTROL:
+            out = self._control(seq, data)
+        else:
+            self._bad(seq, f"unknown input kind {kind!r}")
+            return []
+        if out:
+            self.unannounced.append((seq, out))
+        return out
+
+    def _bad(self, seq: int, why: str) -> None:
+        self.bad_messages += 1
+        log.log(logging.ERROR if self.bad_messages == 1 else logging.DEBUG,
+                "log message %d skipped: %s (counted)", seq, why)
+
+    def _comments(self, rows: list[list[Any]]) -> list[Outcome]:
+        ledger = self.ledger
+        parse = self._parse
+        decide = ledger.decide
+        names = self.names
+        out: list[Outcome] = []
+        for platform, room, cid, user, name, text in rows:
+            if ledger.seen((platform, room, cid)):
+                continue
+            c = Comment(platform, room, cid, user, name, text, 0.0)
+            try:
+                pr = parse(text, ledger.featured)
+            except Exception as exc:  # a parser bug must not stop the sale; the same for every reader
+                self.parse_errors += 1
+                log.log(logging.ERROR if self.parse_errors == 1 else logging.DEBUG,
+                        "parser failed on comment %s: %r (counted; taken as no intent)", c.key, exc)
+                pr = NOTHING
+            if name:
+                names[user] = name
+            res = decide(c, pr)
+            if res:
+                out.extend(res)
+        return out
+
+    def _control(self, seq: int, data: list[Any]) -> list[Outcome]:
+        try:
+            kind = Kind(data[1])
+            if kind is Kind.COMMENT or kind is Kind.EXPIRE:
+                raise ValueError(f"{kind!r} is not a host control")
+            out = control.apply(self.ledger, kind, data[2])
+        except ControlError as exc:
+            # Refused the same way by every reader; changes nothing. Only the one who sent it hears why.
+            if seq in self._expected:
+                self._expected.discard(seq)
+                self.results[seq] = exc
+            return []
+        except (IndexError, TypeError, ValueError) as exc:
+            self._bad(seq, f"damaged control: {exc!r}")
+            return []
+        if seq in self._expected:
+            self._expected.discard(seq)
+            self.results[seq] = out
+        return out
+
+    def take_unannounced(self, through: int) -> list[Outcome]:
+        """Remove and return the outcomes of messages up to ``through`` not announced yet, in log order."""
+        out: list[Outcome] = []
+        keep: list[tuple[int, list[Outcome]]] = []
+        for s, o in self.unannounced:
+            if s <= through:
+                out.extend(o)
+            else:
+                keep.append((s, o))
+        self.unannounced = keep
+        return out
+
+    def __repr__(self) -> str:
+        return (f"<SaleState at seq {self.applied:,}: announced to {self.announced:,}, decider "
+                f"{self.decider or '-'}, {self.ledger!r}>")
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+def header_json(header: Header) -> bytes:
+    return orjson.dumps({"app": "livecart", "catalogue": header.catalogue_json, "hold_seconds": header.hold_seconds,
+                         "featured": header.featured, "created": header.created})
+
+
+def header_from_json(data: bytes) -> Header:
+    d = orjson.loads(data)
+    return Header(catalogue_from_json(d["catalogue"]), d["catalogue"], float(d["hold_seconds"]),
+                  d["featured"] or None, float(d["created"]))
+
+
+_TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
+              nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+              nats.js.errors.ServiceUnavailableError, nats.errors.StaleConnectionError, asyncio.TimeoutError)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, _TRANSIENT):
+        return True
+    # 503 / "JetStream not ready" / a stream without a leader during an election: try again
+    if isinstance(exc, (nats.js.errors.NotFoundError, nats.js.errors.KeyValueError)):
+        return False
+    return isinstance(exc, nats.js.errors.APIError) and (
+        getattr(exc, "code", None) in (503, 504) or getattr(exc, "err_code", None) in (10008, 10023))
+
+
+class SaleLog:
+    """The connection to the cluster and the stream and bucket of one sale. Open with :meth:`open`."""
+
+    def __init__(self, nc: Any, names: Names, servers: Sequence[str]) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.names = names
+        self.servers = tuple(servers)
+        self.kv: Any = None
+        self.header: Header | None = None
+        self.publishes = 0
+        self.retries = 0
+        self.publish_seconds = 0.0
+        self.last_publish_seconds = 0.0
+
+    @classmethod
+    async def open(cls, servers: Sequence[str], sale: str, *, replicas: int = 1, create: bool = False,
+                   catalogue: Catalogue | None = None, hold_seconds: float = 0.0, featured: str | None = None,
+                   clock: Callable[[], float] = time.time, connect_timeout: float = 5.0) -> SaleLog:
+        """Connect and open the sale's stream and bucket.
+
+        ``create`` makes them (with ``replicas`` copies) and the header from ``catalogue`` when the sale is
+        new, and refuses (:class:`JournalError`) a catalogue or hold time other than the sale's. Without
+        ``create`` a sale that does not exist is a :class:`JournalError`.
+        """
+        names = Names(sale)
+        try:
+            nc = await nats.connect(servers=list(servers), connect_timeout=connect_timeout, max_reconnect_attempts=-1,
+                                    allow_reconnect=True, reconnect_time_wait=0.5, name=f"livecart {sale}",
+                                    error_cb=_quiet, disconnected_cb=_nothing, reconnected_cb=_nothing)
+        except (OSError, nats.errors.Error) as exc:
+            raise JournalError(f"cannot reach the NATS cluster at {', '.join(servers)}: {exc!r}") from exc
+        s = cls(nc, names, servers)
+        try:
+            await s._prepare(replicas, create, catalogue, hold_seconds, featured, clock)
+        except BaseException:
+            await s.close()
+            raise
+        return s
+
+    async def _prepare(self, replicas: int, create: bool, catalogue: Catalogue | None, hold_seconds: float,
+                       featured: str | None, clock: Callable[[], float]) -> None:
+        n = self.names
+        try:
+            await self._retry(lambda: self.js.stream_info(n.stream))
+            exists = True
+        except nats.js.errors.NotFoundError:
+            exists = False
+        if not exists and not create:
+            raise JournalError(f"the sale {n.sale!r} has no log in the cluster (has it run yet?)")
+        if not exists:
+            cfg = api.StreamConfig(name=n.stream, subjects=[n.inputs, n.decisions], num_replicas=replicas,
+                                   storage=api.StorageType.FILE, duplicate_window=DUPLICATE_WINDOW,
+                                   retention=api.RetentionPolicy.LIMITS, discard=api.DiscardPolicy.NEW)
+            await self._retry(lambda: self.js.add_stream(cfg))
+            log.info("created the log of sale %s (%d replicas)", n.sale, replicas)
+        try:
+            self.kv = await self._retry(lambda: self.js.key_value(n.bucket))
+        except nats.js.errors.BucketNotFoundError:
+            if not create:
+                raise JournalError(f"the sale {n.sale!r} has no bucket in the cluster") from None
+            kvc = api.KeyValueConfig(bucket=n.bucket, history=1, replicas=replicas,
+                                     storage=api.StorageType.FILE)
+            self.kv = await self._retry(lambda: self.js.create_key_value(kvc))
+        try:
+            entry = await self._retry(lambda: self.kv.get("header"))
+            self.header = header_from_json(entry.value)
+        except nats.js.errors.KeyNotFoundError:
+            if not create or catalogue is None:
+                raise JournalError(f"the sale {n.sale!r} has no header in the cluster (has it run yet?)") from None
+            mine = Header(catalogue, catalogue_json(catalogue), float(hold_seconds), featured, clock())
+            try:
+                await self._retry(lambda: self.kv.create("header", header_json(mine)))
+                self.header = mine
+            except nats.js.errors.KeyWrongLastSequenceError:  # another process wrote it first
+                self.header = header_from_json((await self.kv.get("header")).value)
+        if catalogue is not None and create and self.header is not None and (
+                catalogue_json(catalogue) != self.header.catalogue_json
+                or float(hold_seconds) != self.header.hold_seconds):
+            raise JournalError(
+                f"the sale {n.sale!r} was started with a different catalogue or hold_minutes than the config "
+                "now has; deciding with it would not give the outcomes already announced. Give the config "
+                "another [storage] sale, or change stock live (livecart ctl restock).")
+
+    async def _retry(self, call: Callable[[], Any], *, patience: float = 30.0) -> Any:
+        """``await call()``, again while the cluster answers nothing or is electing, for up to ``patience`` s."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return await call()
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                if not _transient(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise JournalError(f"the NATS cluster did not answer for {patience:.0f} s: {exc!r}") from exc
+                self.retries += 1
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def publish(self, subject: str, body: bytes, msg_id: str, *, expect_last: int | None = None,
+                      patience: float | None = None) -> int:
+        """Publish ``body`` with ``Nats-Msg-Id: msg_id`` and return its stream sequence, resending the
+        identical message until the stream acknowledges it (a resend the stream stored already is recognised
+        by the id and stored once). ``expect_last`` fences: :class:`Fenced` if the last message on
+        ``subject`` is not that one. ``patience`` (s) bounds the resending (default: forever)."""
+        headers = {"Nats-Msg-Id": msg_id}
+        if expect_last is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_last)
+        t0 = time.perf_counter()
+        deadline = None if patience is None else time.monotonic() + patience
+        while True:
+            try:
+                ack = await self.js.publish(subject, body, timeout=PUBLISH_TIMEOUT, headers=dict(headers))
+                break
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise Fenced(f"another decider wrote on {subject} ({exc.description})") from exc
+                if not _transient(exc):
+                    raise JournalError(f"the cluster refused a message on {subject}: {exc!r}") from exc
+            except (TimeoutError, nats.errors.Error) as exc:
+                if not _transient(exc) and not isinstance(exc, nats.errors.Error):
+                    raise JournalError(f"cannot publish on {subject}: {exc!r}") from exc
+            if deadline is not None and time.monotonic() > deadline:
+                raise JournalError(f"the cluster did not acknowledge a message on {subject} for {patience} s")
+            self.retries += 1
+            await asyncio.sleep(RETRY_SECONDS)
+        dt = time.perf_counter() - t0
+        self.publishes += 1
+        self.publish_seconds += dt
+        self.last_publish_seconds = dt
+        return int(ack.seq)
+
+    async def info(self) -> Any:
+        """The stream's info (``state.last_seq``, ``state.messages``, ``cluster``)."""
+        return await self._retry(lambda: self.js.stream_info(self.names.stream))
+
+    async def last_seq(self) -> int:
+        return int((await self.info()).state.last_seq)
+
+    async def read(self, start: int, *, batch: int = 256, idle: float = 0.5
+                   ) -> AsyncGenerator[tuple[int, float, bool, bytes], None]:
+        """Every message from stream seq ``start`` on, in order, as ``(seq, ts, on_decisions, body)``; never
+        ends by itself. A consumer lost with its server (or idle too long) is made again where reading
+        stopped, so nothing is skipped or repeated."""
+        nxt = start
+        decisions = self.names.decisions
+        while True:
+            sub = None
+            try:
+                cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=nxt,
+                                         ack_policy=api.AckPolicy.NONE, inactive_threshold=60.0,
+                                         num_replicas=1, mem_storage=True, max_waiting=4)
+                sub = await self.js.pull_subscribe(f"livecart.{self.names.sale}.>", stream=self.names.stream,
+                                                   config=cfg)
+                quiet = 0
+                while True:
+                    try:
+                        msgs = await sub.fetch(batch, timeout=idle)
+                    except nats.errors.TimeoutError:
+                        quiet += 1
+                        if quiet % 4 == 0:
+                            await sub.consumer_info()  # raises if the consumer went with its server
+                        yield (0, 0.0, False, b"")  # an idle beat: lets the caller look around
+                        continue
+                    quiet = 0
+                    for m in msgs:
+                        md = m.metadata
+                        seq = int(md.sequence.stream)
+                        if seq < nxt:
+                            continue
+                        if seq > nxt:
+                            # A gap would mean a message not seen: read again from nxt.
+                            raise JournalError(f"log read skipped from {nxt} to {seq}")
+                        nxt = seq + 1
+                        yield seq, md.timestamp.timestamp(), m.subject == decisions, m.data
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, JournalError) as exc:
+                log.debug("log reader of %s restarts at %d: %r", self.names.sale, nxt, exc)
+                await asyncio.sleep(RETRY_SECONDS)
+            finally:
+                if sub is not None:
+                    with contextlib.suppress(TimeoutError, nats.errors.Error):
+                        await sub.unsubscribe()
+
+    async def close(self) -> None:
+        with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+            await self.nc.close()
+
+    def __repr__(self) -> str:
+        return f"<SaleLog {self.names.sale} on {', '.join(self.servers)}: {self.publishes} publishes>"
+
+
+async def _quiet(exc: Exception) -> None:
+    log.debug("nats: %r", exc)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def load_state(log_: SaleLog, parse: ParseFn) -> SaleState:
+    """A :class:`SaleState` with every message of the log up to its current end applied."""
+    assert log_.header is not None
+    state = SaleState(log_.header, parse)
+    end = await log_.last_seq()
+    if end == 0:
+        return state
+    reader = log_.read(1)
+    try:
+        async for seq, ts, dec, body in reader:
+            if seq:
+                state.apply(seq, ts, dec, body)
+            if state.applied >= end:
+                break
+    finally:
+        await reader.aclose()
+    return state
