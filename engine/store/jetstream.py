@@ -305,10 +305,13 @@ class SaleLog:
         """
         names = Names(sale)
         try:
-            nc = await nats.connect(servers=list(servers), connect_timeout=connect_timeout, max_reconnect_attempts=-1,
-                                    allow_reconnect=True, reconnect_time_wait=0.5, name=f"livecart {sale}",
-                                    error_cb=_quiet, disconnected_cb=_nothing, reconnected_cb=_nothing)
-        except (OSError, nats.errors.Error) as exc:
+            # Once connected the client reconnects forever (a sale outlives any one server); the first
+            # connection gets a bounded time, since nats-py would otherwise retry it forever too.
+            nc = await asyncio.wait_for(nats.connect(
+                servers=list(servers), connect_timeout=connect_timeout, max_reconnect_attempts=-1,
+                allow_reconnect=True, reconnect_time_wait=0.5, name=f"livecart {sale}", error_cb=_quiet,
+                disconnected_cb=_nothing, reconnected_cb=_nothing), timeout=connect_timeout * (1 + len(servers)))
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise JournalError(f"cannot reach the NATS cluster at {', '.join(servers)}: {exc!r}") from exc
         s = cls(nc, names, servers)
         try:

@@ -1,0 +1,239 @@
+"""The JetStream log of a sale (livecart.store.jetstream) and the cluster engine on one server.
+
+SaleState is pure and is tested with values; the rest talks to a real JetStream server (the shared one on
+127.0.0.1:4222, else one started for the test), each test on a sale of its own, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+
+from livecart.config import loads
+from livecart.core.errors import ControlError, JournalError
+from livecart.core.parser import Parser
+from livecart.core.records import Comment, Outcome
+from livecart.core.settings import Config
+from livecart.runtime.cluster import ClusterEngine
+from livecart.store import jetstream as js
+from livecart.store.jetstream import Fenced, SaleLog, SaleState, load_state
+from livecart.store.journal import Header, catalogue_json
+
+CONFIG = """
+[stream]
+name = "JetStream test"
+featured = "egg"
+hold_minutes = {hold}
+
+[storage]
+backend = "jetstream"
+servers = ["{server}"]
+sale = "{sale}"
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+aliases = ["鸡蛋", "egg"]
+link = 1
+stock = {stock}
+"""
+
+
+def _cfg(server: str, sale: str, *, stock: int = 5, hold: float = 0) -> Config:
+    return loads(CONFIG.format(server=server, sale=sale, stock=stock, hold=hold))
+
+
+def _comment(i: int, text: str = "egg +1", user: str | None = None) -> Comment:
+    return Comment("test", "r1", f"m-{i}", user or f"u-{i}", f"name-{i}", text, 0.0)
+
+
+@pytest.fixture
+def sale() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def cleanup(nats_server: str, sale: str) -> AsyncIterator[None]:
+    yield
+    nc = await nats.connect(servers=[nats_server])
+    try:
+        names = js.Names(sale)
+        for name in (names.stream, f"KV_{names.bucket}"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
+
+
+# --------------------------------------------------------------------------- SaleState (no server)
+
+
+def _state(stock: int = 5, hold: float = 0.0) -> SaleState:
+    cfg = _cfg("nats://127.0.0.1:1", "x", stock=stock)
+    header = Header(cfg.catalogue, catalogue_json(cfg.catalogue), hold, "egg", 1000.0)
+    return SaleState(header, Parser.from_config(cfg).parse)
+
+
+def _body(comments: list[Comment]) -> bytes:
+    return js.comments_body(comments)
+
+
+def test_state_decides_comments_once_whoever_fed_them() -> None:
+    s = _state(stock=2)
+    a = s.apply(1, 1001.0, False, _body([_comment(1), _comment(2)]))
+    b = s.apply(2, 1002.0, False, _body([_comment(2), _comment(3)]))  # m-2 again, from another feeder
+    assert [o.status for o in a] == ["reserved", "reserved"]
+    assert [(o.comment, o.status) for o in b] == [("m-3", "rejected")]
+    assert s.ledger.snapshot()["comments"] == 3
+    assert s.names["u-1"] == "name-1"
+
+
+def test_state_skips_a_message_applied_before_and_counts_a_foreign_one() -> None:
+    s = _state()
+    s.apply(1, 1001.0, False, _body([_comment(1)]))
+    assert s.apply(1, 1001.0, False, _body([_comment(9)])) == []
+    assert s.apply(2, 1002.0, False, b"not json") == []
+    assert s.bad_messages == 1
+    assert s.applied == 2
+
+
+def test_state_marks_drop_what_was_announced_and_controls_report_to_who_waits() -> None:
+    s = _state()
+    s.apply(1, 1001.0, False, _body([_comment(1)]))
+    s.apply(2, 1002.0, True, orjson.dumps([js.TAKEOVER, "me"]))
+    s.expect(3)
+    s.apply(3, 1003.0, False, js.control_body("restock", ["egg", None, 10]))
+    s.expect(4)
+    s.apply(4, 1004.0, False, js.control_body("restock", ["nope", None, 10]))
+    assert s.decider == "me"
+    assert isinstance(s.results[4], ControlError)
+    assert s.ledger.snapshot()["products"]["egg"]["stock"] == 15
+    assert [seq for seq, _ in s.unannounced] == [1]
+    s.apply(5, 1005.0, True, orjson.dumps([js.MARK, 3]))
+    assert s.unannounced == []
+    assert s.announced == 3
+    assert s.dec_last == 5
+
+
+def test_state_clock_is_the_log_so_a_sweep_expires_at_the_same_place_for_every_reader() -> None:
+    s = _state(hold=60.0)
+    s.apply(1, 1000.0, False, _body([_comment(1)]))
+    assert s.apply(2, 1030.0, True, orjson.dumps([js.SWEEP])) == []  # not due yet at the log's time
+    out = s.apply(3, 1061.0, True, orjson.dumps([js.SWEEP]))
+    assert [o.status for o in out] == ["expired"]
+    # A message stamped earlier (another node's clock) does not move the ledger's clock back.
+    s.apply(4, 900.0, False, _body([_comment(2)]))
+    assert s.ledger.order("o-000002")["time"] == pytest.approx(1061.0)
+
+
+# --------------------------------------------------------------------------- the log on a server
+
+
+async def _open(server: str, sale: str, cfg: Config) -> SaleLog:
+    return await SaleLog.open([server], sale, create=True, catalogue=cfg.catalogue,
+                              hold_seconds=cfg.stream.hold_minutes * 60, featured=cfg.stream.featured)
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_resent_batch_is_stored_once(nats_server: str, sale: str) -> None:
+    cfg = _cfg(nats_server, sale)
+    log = await _open(nats_server, sale, cfg)
+    try:
+        body = js.comments_body([_comment(1)])
+        first = await log.publish(log.names.inputs, body, "feeder-1")
+        again = await log.publish(log.names.inputs, body, "feeder-1")
+        assert first == again == 1
+        assert await log.last_seq() == 1
+    finally:
+        await log.close()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_fenced_publish_refuses_a_decider_that_missed_a_takeover(nats_server: str, sale: str) -> None:
+    cfg = _cfg(nats_server, sale)
+    log = await _open(nats_server, sale, cfg)
+    try:
+        old = await log.publish(log.names.decisions, orjson.dumps([js.TAKEOVER, "old"]), "a", expect_last=0)
+        await log.publish(log.names.inputs, js.comments_body([_comment(1)]), "in-1")  # other subject: no effect
+        await log.publish(log.names.decisions, orjson.dumps([js.TAKEOVER, "new"]), "b", expect_last=old)
+        with pytest.raises(Fenced):
+            await log.publish(log.names.decisions, orjson.dumps([js.MARK, 2]), "c", expect_last=old)
+    finally:
+        await log.close()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_sale_refuses_another_catalogue_and_report_needs_a_sale_that_ran(nats_server: str,
+                                                                                  sale: str) -> None:
+    with pytest.raises(JournalError, match="has no log"):
+        await SaleLog.open([nats_server], sale)
+    log = await _open(nats_server, sale, _cfg(nats_server, sale, stock=5))
+    await log.close()
+    with pytest.raises(JournalError, match="different catalogue"):
+        await _open(nats_server, sale, _cfg(nats_server, sale, stock=6))
+
+
+async def test_an_unreachable_cluster_is_a_clear_error() -> None:
+    with pytest.raises(JournalError, match="cannot reach the NATS cluster"):
+        await SaleLog.open(["nats://127.0.0.1:9"], "x", connect_timeout=0.5)
+
+
+# --------------------------------------------------------------------------- engines on one server
+
+
+async def _until(cond: object, what: str, within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not cond():  # type: ignore[operator]
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("cleanup")
+async def test_two_engines_feed_one_log_one_decides_and_a_standby_takes_over(nats_server: str, sale: str,
+                                                                             tmp_path: Path) -> None:
+    cfg = _cfg(nats_server, sale, stock=3)
+    heard: dict[str, list[Outcome]] = {"a": [], "b": []}
+    a = await ClusterEngine.open(cfg, lease_seconds=3.0)
+    b = await ClusterEngine.open(cfg, lease_seconds=3.0)
+    a.add_listener(heard["a"].extend)
+    b.add_listener(heard["b"].extend)
+    try:
+        comments = [_comment(i) for i in range(1, 6)]
+        await a.submit(comments[:3])
+        await b.submit(comments)  # the first three again, from the other process: decided once
+        await _until(lambda: len(heard["a"]) + len(heard["b"]) == 5, "5 announced outcomes")
+        first = "a" if a.leading else "b"
+        assert not (a.leading and b.leading)
+        leader, standby = (a, b) if first == "a" else (b, a)
+        out = await standby.control("restock", "egg", None, 2)  # from either process
+        assert out == []  # no presale queue to promote
+        await _until(lambda: standby.snapshot() == leader.snapshot(), "both processes at the same state")
+        assert standby.snapshot()["products"]["egg"]["stock"] == 5
+        with pytest.raises(ControlError):
+            await standby.control("restock", "nope", None, 1)
+        await leader.close()  # gives up the lease: the standby decides
+        await standby.submit([_comment(6)])
+        await _until(lambda: standby.leading, "the standby to take over")
+        await _until(lambda: sum(map(len, heard.values())) == 6, "the 6th outcome")
+        announced = [(o.comment, o.status) for o in heard["a"] + heard["b"]]
+        assert len(announced) == len(set(announced)) == 6
+        assert standby.snapshot()["comments"] == 6
+    finally:
+        await a.close()
+        await b.close()
+    sale_log = await SaleLog.open([nats_server], sale)
+    try:
+        state = await load_state(sale_log, Parser.from_config(cfg).parse)
+    finally:
+        await sale_log.close()
+    assert state.ledger.snapshot()["comments"] == 6
