@@ -29,6 +29,7 @@ COMMANDS = {
     "journal": "livecart.cli.journal:journal_main",
     "ctl": "livecart.runtime.control:ctl_main",
     "bench": "livecart.bench.__main__:cli_main",
+    "cluster": "livecart.cli.cluster:main",
 }
 
 
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", help="stream config (TOML) of the running stream")
     c.add_argument("action", help="feature | restock | presale | limit | pay | cancel | pause | resume | status")
     c.add_argument("params", nargs="*", help="the action's arguments, e.g. 'restock egg-10 500'")
+
+    cl = sub.add_parser("cluster", help="the sale's JetStream log: decider, standbys, log length, lag")
+    cl.add_argument("what", choices=("status",), help="status")
+    cl.add_argument("file", help="stream config (TOML) with [storage] backend = \"jetstream\"")
+    cl.add_argument("--json", action="store_true", help="print one JSON object")
 
     b = sub.add_parser("bench", help="peak-traffic benchmarks (prints JSON)")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for python -m livecart.bench")

@@ -116,6 +116,7 @@ class ClusterEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.leading = False
+        self._lease: _Lease | None = None
         self.announced_total = 0
         self.takeovers = 0
         self._m_comments = metrics.counter("comments_total", "comments received by the engine")
@@ -135,6 +136,8 @@ class ClusterEngine:
                    metrics: Registry | None = None, lease_seconds: float = LEASE_SECONDS) -> ClusterEngine:
         """Connect, create the sale's log if new (refusing another catalogue), catch up with it, and start
         following it and competing for the lease. Raises :class:`JournalError`."""
+        if lease_seconds <= 2 * LEASE_MARGIN:
+            raise ValueError(f"lease_seconds must be more than {2 * LEASE_MARGIN}, got {lease_seconds}")
         if parse is None:
             parse = importlib.import_module("livecart.core.parser").Parser.from_config(cfg).parse
         st = cfg.storage
@@ -233,14 +236,17 @@ class ClusterEngine:
         if self._closed:
             return
         self._closed = True
+        leading = self.leading
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.leading:
-            self.leading = False
+        if leading and self._lease is not None:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
-                # Give the lease up: a standby may take over at once instead of after LEASE_SECONDS.
-                await asyncio.wait_for(self.log.kv.delete("lease"), 2.0)
+                # Give the lease up (if still ours): a standby takes over at once, not after LEASE_SECONDS.
+                await asyncio.wait_for(self.log.kv.delete("lease", last=self._lease.rev), 2.0)
+                log.info("gave the decider lease up")
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+            await asyncio.wait_for(self.log.kv.delete(f"member.{self.member}"), 2.0)
         await self.log.close()
 
     # ------------------------------------------------------------------ following
@@ -306,6 +312,8 @@ class ClusterEngine:
                 log.warning("stepping down: %s", exc)
             except _LeaseLost as exc:
                 log.warning("stepping down: %s", exc)
+            except JournalError as exc:  # the cluster did not acknowledge within the lease
+                log.warning("stepping down: %s", exc)
             finally:
                 if self.leading:
                     self._m_fenced.inc()
@@ -319,6 +327,7 @@ class ClusterEngine:
     async def _lead(self, rev: int, t_sent: float) -> None:
         state = self.state
         lease = _Lease(self.log, rev, t_sent, self.lease_seconds, self._lease_value())
+        self._lease = lease
         self.leading = True
         self.takeovers += 1
         # Catch up with the log, then fence out the previous decider.
@@ -352,15 +361,14 @@ class ClusterEngine:
                                                       patience=lease.left())
             if state.unannounced:
                 through = state.applied
-                first = state.announced + 1
                 n += 1
                 last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, through]),
                                                   f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
                                                   patience=lease.left())
                 lease.check()  # stored: only still the decider may announce
-                outs = state.take_unannounced(through)
+                outs, first, last = state.take_unannounced(through)
                 if outs:
-                    self._announce(outs, first, through)
+                    self._announce(outs, first, last)
             self._outcomes_waiting.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._outcomes_waiting.wait(), timeout=0.25)

@@ -232,17 +232,21 @@ class SaleState:
             self.results[seq] = out
         return out
 
-    def take_unannounced(self, through: int) -> list[Outcome]:
-        """Remove and return the outcomes of messages up to ``through`` not announced yet, in log order."""
+    def take_unannounced(self, through: int) -> tuple[list[Outcome], int, int]:
+        """Remove and return the outcomes of messages up to ``through`` not announced yet, in log order,
+        with the first and last of those messages' seqs."""
         out: list[Outcome] = []
         keep: list[tuple[int, list[Outcome]]] = []
+        first = last = 0
         for s, o in self.unannounced:
             if s <= through:
                 out.extend(o)
+                first = first or s
+                last = s
             else:
                 keep.append((s, o))
         self.unannounced = keep
-        return out
+        return out, first, last
 
     def __repr__(self) -> str:
         return (f"<SaleState at seq {self.applied:,}: announced to {self.announced:,}, decider "
@@ -439,6 +443,7 @@ class SaleLog:
                     try:
                         msgs = await sub.fetch(batch, timeout=idle)
                     except nats.errors.TimeoutError:
+                        _reraise_cancel()
                         quiet += 1
                         if quiet % 4 == 0:
                             await sub.consumer_info()  # raises if the consumer went with its server
@@ -457,6 +462,7 @@ class SaleLog:
                         yield seq, md.timestamp.timestamp(), m.subject == decisions, m.data
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error, JournalError) as exc:
                 log.debug("log reader of %s restarts at %d: %r", self.names.sale, nxt, exc)
+                _reraise_cancel()
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 if sub is not None:
@@ -469,6 +475,13 @@ class SaleLog:
 
     def __repr__(self) -> str:
         return f"<SaleLog {self.names.sale} on {', '.join(self.servers)}: {self.publishes} publishes>"
+
+
+def _reraise_cancel() -> None:
+    """nats-py turns a cancelled fetch into its own TimeoutError; a task being cancelled must end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _quiet(exc: Exception) -> None:

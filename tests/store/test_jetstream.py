@@ -203,8 +203,8 @@ async def test_two_engines_feed_one_log_one_decides_and_a_standby_takes_over(nat
                                                                              tmp_path: Path) -> None:
     cfg = _cfg(nats_server, sale, stock=3)
     heard: dict[str, list[Outcome]] = {"a": [], "b": []}
-    a = await ClusterEngine.open(cfg, lease_seconds=3.0)
-    b = await ClusterEngine.open(cfg, lease_seconds=3.0)
+    a = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    b = await ClusterEngine.open(cfg, lease_seconds=5.0)
     a.add_listener(heard["a"].extend)
     b.add_listener(heard["b"].extend)
     try:

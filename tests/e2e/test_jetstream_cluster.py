@@ -1,0 +1,268 @@
+"""JetStream mode from outside (docs/contract.md §7): ``livecart run`` processes on a 3-node cluster, killed.
+
+Two processes feed the same paced stream into one sale. One is killed with SIGKILL, then the node leading
+the sale's stream, then both come back, then the other process is killed. The final ``report --json`` and
+export must equal those of an uncrashed SQLite run of the same stream (the export's ``time`` column aside:
+each run stamps orders with its own clock), and the deciders' announcements (each logs "announced K
+outcomes of log messages A-B" after its fenced mark) must never cover a log message twice.
+
+A second test pauses the decider (SIGSTOP) for longer than its lease: a standby takes over, and the paused
+one, continued, steps down without announcing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.proc import livecart, wait_for
+from tests.natsutil import Cluster
+
+pytestmark = pytest.mark.slow
+
+N = 2500
+STEP = 0.01  # seconds between comments at speed 1: the stream lasts 25 s
+
+CONFIG = """
+[stream]
+name = "Cluster fault test"
+featured = "egg"
+hold_minutes = 0
+
+[storage]
+{storage}
+
+[status]
+enabled = false
+
+[[adapters]]
+type = "replay"
+path = "{comments}"
+speed = {speed}
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+aliases = ["鸡蛋", "egg"]
+link = 1
+stock = 1500
+limit = 4
+presale = 300
+
+[[products]]
+sku = "tea"
+name = "Tea"
+aliases = ["茶", "tea"]
+link = 2
+stock = 200
+"""
+
+TEXTS = ["egg +1", "egg x2", "tea +1", "hello", "鸡蛋来两盒", "cancel egg", "egg x3", "tea x2"]
+
+
+def _comments(path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(N):
+            user = f"u-{(i * 7919) % 900}"
+            text = TEXTS[(i * 31 + i // 5) % len(TEXTS)]
+            f.write(json.dumps({"platform": "test", "room": "r", "id": f"m-{i}", "user": user, "name": user,
+                                "text": text, "ts": 1_700_000_000 + i * STEP}, ensure_ascii=False) + "\n")
+
+
+def _config(d: Path, storage: str, comments: Path, speed: float) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / "sale.toml"
+    p.write_text(CONFIG.format(storage=storage, comments=comments, speed=speed), encoding="utf-8")
+    return p
+
+
+def _js_storage(cluster_urls: list[str], sale: str, replicas: int) -> str:
+    return (f'path = "livecart.db"\nbackend = "jetstream"\nservers = {json.dumps(cluster_urls)}\n'
+            f'replicas = {replicas}\nsale = "{sale}"')
+
+
+class Run:
+    """One ``livecart run`` process whose log (every incarnation) goes to ``<dir>/run.log``."""
+
+    def __init__(self, cfg: Path) -> None:
+        self.cfg = cfg
+        self.log = cfg.parent / "run.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(self.cfg)],
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def deciding(self) -> int:
+        return self.text().count("deciding sale")
+
+
+ANNOUNCED = re.compile(r"announced (\d+) outcomes of log messages (\d+)-(\d+)")
+
+
+def _announcements(*runs: Run) -> list[tuple[int, int, int]]:
+    return sorted((int(a), int(b), int(k)) for r in runs for k, a, b in ANNOUNCED.findall(r.text()))
+
+
+def _assert_disjoint(ranges: list[tuple[int, int, int]]) -> None:
+    for (a1, b1, _), (a2, b2, _) in zip(ranges, ranges[1:], strict=False):
+        assert a2 > b1, f"log messages {a2}-{min(b1, b2)} were announced twice: {a1}-{b1} and {a2}-{b2}"
+
+
+def _report(cfg: Path) -> dict[str, object]:
+    r = livecart("report", str(cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    data: dict[str, object] = json.loads(r.stdout)
+    return data
+
+
+def _export(cfg: Path) -> list[dict[str, object]]:
+    r = livecart("export", str(cfg), "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    for row in rows:
+        row.pop("time")
+    return rows
+
+
+def _sqlite_reference(tmp_path: Path, comments: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
+    cfg = _config(tmp_path / "sqlite", f'path = "{tmp_path / "sqlite" / "j.db"}"', comments, 0)
+    r = livecart("run", str(cfg), timeout=120)
+    assert r.returncode == 0, r.stderr
+    return _report(cfg), _export(cfg)
+
+
+def _status(cfg: Path, *, standbys: int) -> dict[str, Any] | None:
+    r = livecart("cluster", "status", str(cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    data: dict[str, Any] = json.loads(r.stdout)
+    return data if data["decider"] is not None and len(data["standbys"]) == standbys else None
+
+
+def _reported(cfg: Path, n: int) -> dict[str, object] | None:
+    r = livecart("report", str(cfg), "--json")
+    if r.returncode != 0:
+        return None
+    data: dict[str, object] = json.loads(r.stdout)
+    return data if data["comments"] == n else None
+
+
+def test_two_processes_survive_process_and_leader_node_kills(nats_cluster: Cluster, tmp_path: Path) -> None:
+    comments = tmp_path / "comments.jsonl"
+    _comments(comments)
+    want_report, want_export = _sqlite_reference(tmp_path, comments)
+    storage = _js_storage(nats_cluster.urls, "fault", 3)
+    p1 = Run(_config(tmp_path / "p1", storage, comments, 1))
+    p2 = Run(_config(tmp_path / "p2", storage, comments, 1))
+    try:
+        p1.start()
+        p2.start()
+        wait_for(lambda: p1.deciding() + p2.deciding(), "a decider", 60)
+        time.sleep(3)  # both feeding
+        p1.signal(signal.SIGKILL)
+        leader = wait_for(lambda: nats_cluster.stream_leader("LIVECART_fault"), "the stream's leader", 20)
+        leader.kill()
+        time.sleep(4)  # an election, while p2 goes on feeding
+        leader.start(nats_cluster.exe)
+        p1.start()
+        time.sleep(5)
+        p2.signal(signal.SIGKILL)
+        # p1 feeds the rest (from the start of the file: what is in the log already is recognised)
+        got = wait_for(lambda: _reported(p1.cfg, N), f"all {N} comments in the log", 120)
+        total = sum(int(v) for v in got["outcomes"].values())  # type: ignore[attr-defined]
+        # ... and, once it decides (after p2's lease ran out), announces up to the end of the log
+        wait_for(lambda: p1.deciding(), "p1 to take over", 60)
+        wait_for(_settled(p1, p2), "the announcements to settle", 60)
+        assert got == want_report
+        assert _export(p1.cfg) == want_export
+        ranges = _announcements(p1, p2)
+        _assert_disjoint(ranges)
+        announced = sum(k for _, _, k in ranges)
+        # At most once: a decider killed after its mark was stored and before it announced takes those
+        # outcomes with it (a window of one mark); nothing is ever announced twice.
+        assert announced <= total
+        print(f"outcomes {total}, announced {announced}, ranges {len(ranges)}")
+    finally:
+        p1.stop()
+        p2.stop()
+
+
+def _settled(*runs: Run) -> object:
+    """A condition: no new announcement for 3 s."""
+    last = [len(_announcements(*runs)), time.monotonic()]
+
+    def check() -> bool:
+        n = len(_announcements(*runs))
+        if n != last[0]:
+            last[:] = [n, time.monotonic()]
+            return False
+        return time.monotonic() - float(last[1]) >= 3.0
+
+    return check
+
+
+def test_a_paused_decider_steps_down_without_announcing(nats_server: str, tmp_path: Path) -> None:
+    comments = tmp_path / "comments.jsonl"
+    _comments(comments)
+    sale = f"pause-{time.time_ns() % 10**9}"
+    storage = _js_storage([nats_server], sale, 1)
+    runs = [Run(_config(tmp_path / f"p{i}", storage, comments, 0.5)) for i in (1, 2)]
+    try:
+        for r in runs:
+            r.start()
+        first = wait_for(lambda: next((r for r in runs if r.deciding()), None), "a decider", 60)
+        other = runs[1] if first is runs[0] else runs[0]
+        wait_for(lambda: _announcements(first), "a first announcement", 30)
+        st = wait_for(lambda: _status(first.cfg, standbys=1), "cluster status to show both processes", 15)
+        assert st["decider"]["pid"] == first.pid()
+        assert st["standbys"][0]["pid"] == other.pid()
+        assert st["log"]["last_seq"] > 0
+        first.signal(signal.SIGSTOP)
+        wait_for(lambda: other.deciding(), "the standby to take over", 30)
+        wait_for(lambda: _announcements(other), "the new decider's first announcement", 30)
+        time.sleep(1)
+        before = len(_announcements(first))
+        first.signal(signal.SIGCONT)
+        wait_for(lambda: "stepping down: the lease ran out" in first.text(), "the old decider to step down", 30)
+        time.sleep(2)  # outcomes keep coming; the old decider must stay quiet
+        assert len(_announcements(first)) == before
+        _assert_disjoint(_announcements(*runs))
+        st = _status(first.cfg, standbys=1)
+        assert st is not None
+        assert st["decider"]["pid"] == other.pid()
+    finally:
+        for r in runs:
+            r.stop()
