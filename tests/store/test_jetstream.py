@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from livecart.config import loads
+from livecart.core.control import Kind, parse_params
 from livecart.core.errors import ControlError, JournalError
 from livecart.core.parser import Parser
 from livecart.core.records import Comment, Outcome
@@ -109,9 +110,9 @@ def test_state_marks_drop_what_was_announced_and_controls_report_to_who_waits() 
     s.apply(1, 1001.0, False, _body([_comment(1)]))
     s.apply(2, 1002.0, True, orjson.dumps([js.TAKEOVER, "me"]))
     s.expect(3)
-    s.apply(3, 1003.0, False, js.control_body("restock", ["egg", None, 10]))
+    s.apply(3, 1003.0, False, js.control_body(Kind.RESTOCK, ["egg", None, 10]))
     s.expect(4)
-    s.apply(4, 1004.0, False, js.control_body("restock", ["nope", None, 10]))
+    s.apply(4, 1004.0, False, js.control_body(Kind.RESTOCK, ["nope", None, 10]))
     assert s.decider == "me"
     assert isinstance(s.results[4], ControlError)
     assert s.ledger.snapshot()["products"]["egg"]["stock"] == 15
@@ -215,12 +216,12 @@ async def test_two_engines_feed_one_log_one_decides_and_a_standby_takes_over(nat
         first = "a" if a.leading else "b"
         assert not (a.leading and b.leading)
         leader, standby = (a, b) if first == "a" else (b, a)
-        out = await standby.control("restock", "egg", None, 2)  # from either process
+        out = await standby.control(parse_params("restock", ["egg", "2"]))  # from either process
         assert out == []  # no presale queue to promote
         await _until(lambda: standby.snapshot() == leader.snapshot(), "both processes at the same state")
         assert standby.snapshot()["products"]["egg"]["stock"] == 5
         with pytest.raises(ControlError):
-            await standby.control("restock", "nope", None, 1)
+            await standby.control(parse_params("restock", ["nope", "1"]))
         await leader.close()  # gives up the lease: the standby decides
         await standby.submit([_comment(6)])
         await _until(lambda: standby.leading, "the standby to take over")
