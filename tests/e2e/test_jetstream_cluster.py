@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from livecart.bench.natscluster import Cluster
 from tests.e2e.proc import livecart, wait_for
-from tests.natsutil import Cluster
 
 pytestmark = pytest.mark.slow
 

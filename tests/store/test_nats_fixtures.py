@@ -7,7 +7,7 @@ import asyncio
 import nats
 import pytest
 
-from tests.natsutil import Cluster
+from livecart.bench.natscluster import Cluster
 
 pytestmark = pytest.mark.slow
 

