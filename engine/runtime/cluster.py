@@ -407,6 +407,38 @@ class ClusterEngine:
         return f"<ClusterEngine {self.cfg.storage.sale} {self.member} {role}: {self.state!r}>"
 
 
+async def control_via_log(cfg: Config, c: Control, *, parse: ParseFn | None = None) -> list[Outcome]:
+    """Apply host control ``c`` to a JetStream sale without a running process: publish it into the sale's
+    log and return its outcomes, computed by replaying the log up to it (the decider, whichever process
+    it is, announces them). Raises :class:`ControlError` when the ledger refuses it, :class:`JournalError`
+    when the sale has no log or the cluster cannot be reached."""
+    kind, args = control.record(c, cfg.catalogue)
+    if parse is None:
+        parse = importlib.import_module("livecart.core.parser").Parser.from_config(cfg).parse
+    sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
+    try:
+        assert sale_log.header is not None
+        seq = await sale_log.publish(sale_log.names.inputs, js.control_body(kind, args),
+                                     f"ctl-{uuid.uuid4().hex}", patience=30.0)
+        state = SaleState(sale_log.header, parse)
+        state.expect(seq)
+        reader = sale_log.read(1)
+        try:
+            async for s, ts, decision, body in reader:
+                if s:
+                    state.apply(s, ts, decision, body)
+                if state.applied >= seq:
+                    break
+        finally:
+            await reader.aclose()
+    finally:
+        await sale_log.close()
+    result = state.results.pop(seq, [])
+    if isinstance(result, ControlError):
+        raise result
+    return result
+
+
 class _LeaseLost(JournalError):
     """The lease ran out (not renewed in time) or another process holds it now."""
 

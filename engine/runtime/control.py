@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from livecart.core.control import Control, parse_params
+from livecart.core.control import Control, ControlAction, parse_params
 from livecart.core.errors import BadControl, ControlError
 from livecart.core.settings import Config
 from livecart.listen import DEFAULT_IDLE, Guard, GuardedSite, runner_options
@@ -335,6 +335,21 @@ def _answer(body: bytes) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {"ok": False, "error": repr(obj)}
 
 
+def _ctl_via_log(cfg: Config, control: Control) -> int:
+    import sys
+
+    from livecart.runtime.cluster import control_via_log
+
+    try:
+        outs = asyncio.run(control_via_log(cfg, control))
+    except ControlError as exc:
+        print(f"livecart ctl: {exc}", file=sys.stderr)
+        return 1
+    answer = {"ok": True, "via": "log", "outcomes": [o.to_dict() for o in outs]}
+    print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def ctl_main(args: Any) -> int:
     """``livecart ctl FILE ACTION [PARAMS...]``: print the daemon's JSON answer; 0 when applied, else 1."""
     import sys
@@ -351,8 +366,12 @@ def ctl_main(args: Any) -> int:
     try:
         status, answer = send_control(control_state_path(cfg), token, control)
     except ControlError as exc:
-        print(f"livecart ctl: {exc}", file=sys.stderr)
-        return 1
+        if cfg.storage.backend != "jetstream" or control.action is ControlAction.STATUS:
+            print(f"livecart ctl: {exc}", file=sys.stderr)
+            return 1
+        # JetStream mode with no process of the sale on this machine: the control goes into the sale's
+        # log directly (docs/contract.md §7), and its outcomes come from replaying the log up to it.
+        return _ctl_via_log(cfg, control)
     print(orjson.dumps(answer, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
     if status == 200 and answer.get("ok"):
         return 0

@@ -22,7 +22,7 @@ from livecart.core.errors import ControlError, JournalError
 from livecart.core.parser import Parser
 from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config
-from livecart.runtime.cluster import ClusterEngine
+from livecart.runtime.cluster import ClusterEngine, control_via_log
 from livecart.store import jetstream as js
 from livecart.store.jetstream import Fenced, SaleLog, SaleState, load_state
 from livecart.store.journal import Header, catalogue_json
@@ -238,3 +238,24 @@ async def test_two_engines_feed_one_log_one_decides_and_a_standby_takes_over(nat
     finally:
         await sale_log.close()
     assert state.ledger.snapshot()["comments"] == 6
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_control_without_a_running_process_goes_into_the_log(nats_server: str, sale: str) -> None:
+    cfg = _cfg(nats_server, sale, stock=1)
+    log = await _open(nats_server, sale, cfg)
+    try:
+        await log.publish(log.names.inputs, js.comments_body([_comment(1), _comment(2)]), "feed-1")
+    finally:
+        await log.close()
+    # m-2 found the egg sold out; a restock of 1 from "another machine" reaches the ledger through the log
+    out = await control_via_log(cfg, parse_params("restock", ["egg", "1"]))
+    assert out == []  # no presale queue to promote
+    with pytest.raises(ControlError, match="nope"):
+        await control_via_log(cfg, parse_params("pay", ["nope"]))
+    sale_log = await SaleLog.open([nats_server], sale)
+    try:
+        state = await load_state(sale_log, Parser.from_config(cfg).parse)
+    finally:
+        await sale_log.close()
+    assert state.ledger.snapshot()["products"]["egg"]["stock"] == 2
