@@ -12,6 +12,8 @@ one, continued, steps down without announcing anything.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -21,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats
+import nats.js.errors
 import pytest
 
 from livecart.bench.natscluster import Cluster
@@ -266,3 +270,15 @@ def test_a_paused_decider_steps_down_without_announcing(nats_server: str, tmp_pa
     finally:
         for r in runs:
             r.stop()
+        asyncio.run(_delete_sale(nats_server, sale))
+
+
+async def _delete_sale(server: str, sale: str) -> None:
+    """The test's sale off the shared server: its stream and its KV bucket."""
+    nc = await nats.connect(servers=[server])
+    try:
+        for name in (f"LIVECART_{sale}", f"KV_livecart_{sale}"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
