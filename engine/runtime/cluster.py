@@ -190,11 +190,19 @@ class ClusterEngine:
         self._m_comments.inc(len(comments))
         async with self._publish_lock:
             for i in range(0, len(comments), js.BATCH_COMMENTS):
-                part = comments[i:i + js.BATCH_COMMENTS]
-                self._batch_no += 1
-                await self.log.publish(self.log.names.inputs, js.comments_body(part),
-                                       f"{self.member}-{self._batch_no}")
+                await self._publish_comments(comments[i:i + js.BATCH_COMMENTS])
         return []
+
+    async def _publish_comments(self, part: Sequence[Comment]) -> None:
+        body = js.comments_body(part)
+        if len(body) > js.BATCH_BYTES and len(part) > 1:
+            # Long comments: halves, in order, each well under the server's payload limit (1 MB default).
+            half = len(part) // 2
+            await self._publish_comments(part[:half])
+            await self._publish_comments(part[half:])
+            return
+        self._batch_no += 1
+        await self.log.publish(self.log.names.inputs, body, f"{self.member}-{self._batch_no}")
 
     async def control(self, c: Control) -> list[Outcome]:
         """Put a host control into the log and return its outcomes once this process has applied it.

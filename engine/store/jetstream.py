@@ -55,6 +55,8 @@ log = logging.getLogger("livecart.jetstream")
 
 #: Comments per published batch (a 60 KB message: the cluster takes ~1,900 of them a second, see docs).
 BATCH_COMMENTS = 1000
+#: Largest body of one comment batch; a longer batch is split (the server refuses payloads over 1 MB).
+BATCH_BYTES = 256 * 1024
 #: How long the stream remembers a Nats-Msg-Id: a batch resent within it is stored once.
 DUPLICATE_WINDOW = 120.0
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
@@ -404,8 +406,9 @@ class SaleLog:
                 if not _transient(exc):
                     raise JournalError(f"the cluster refused a message on {subject}: {exc!r}") from exc
             except (TimeoutError, nats.errors.Error) as exc:
-                if not _transient(exc) and not isinstance(exc, nats.errors.Error):
+                if isinstance(exc, (nats.errors.MaxPayloadError, nats.errors.BadSubjectError)):
                     raise JournalError(f"cannot publish on {subject}: {exc!r}") from exc
+                # Anything else (no answer, no responders, reconnecting, closed for now): resend.
             if deadline is not None and time.monotonic() > deadline:
                 raise JournalError(f"the cluster did not acknowledge a message on {subject} for {patience} s")
             self.retries += 1

@@ -259,3 +259,17 @@ async def test_a_control_without_a_running_process_goes_into_the_log(nats_server
     finally:
         await sale_log.close()
     assert state.ledger.snapshot()["products"]["egg"]["stock"] == 2
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_batch_of_long_comments_is_split_under_the_payload_limit(nats_server: str, sale: str) -> None:
+    cfg = _cfg(nats_server, sale, stock=100)
+    engine = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    try:
+        long = [_comment(i, "egg +1 " + "很好" * 50_000) for i in range(8)]  # ~300 KB of JSON each
+        await engine.submit(long)
+        await engine.wait_applied(await engine.log.last_seq())
+        assert engine.state.applied == 8  # one message per comment: each pair was over BATCH_BYTES
+        assert engine.snapshot()["comments"] == 8
+    finally:
+        await engine.close()
