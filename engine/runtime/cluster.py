@@ -352,6 +352,7 @@ class ClusterEngine:
                 await lease.renew()
         await self._wait_applied_within(seq, lease)
         last_dec = seq
+        floor = state.announced  # the last mark of the deciders before: announced already
         log.warning("deciding sale %s as %s from log seq %d (announced through %d by the previous decider)",
                     self.cfg.storage.sale, self.member, seq, state.announced)
         hold = state.ledger.hold_seconds > 0
@@ -374,7 +375,7 @@ class ClusterEngine:
                                                   f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
                                                   patience=lease.left())
                 lease.check()  # stored: only still the decider may announce
-                outs, first, last = state.take_unannounced(through)
+                outs, first, last = state.take_unannounced(through, floor)
                 if outs:
                     self._announce(outs, first, last)
             self._outcomes_waiting.clear()

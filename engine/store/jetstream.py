@@ -118,8 +118,9 @@ ParseFn = Callable[[str, str | None], ParseResult]
 class SaleState:
     """The ledger of a sale as the log builds it, plus where deciding and announcing stand. No I/O.
 
-    Feed every message of the stream, in stream order, to :meth:`apply`. Outcomes not yet covered by a
-    mark wait in :attr:`unannounced` (stream seq, outcomes); the decider announces them after its own mark.
+    Feed every message of the stream, in stream order, to :meth:`apply`. Outcomes wait in
+    :attr:`unannounced` (stream seq, outcomes) until the mark after the one covering them; the decider
+    takes and announces them after its own mark (:meth:`take_unannounced`).
     """
 
     def __init__(self, header: Header, parse: ParseFn) -> None:
@@ -163,8 +164,13 @@ class SaleState:
         if decision:
             self.dec_last = seq
             if kind == MARK:
-                self.announced = max(self.announced, int(data[1]))
-                self.unannounced = [(s, o) for s, o in self.unannounced if s > self.announced]
+                # Drop what the *previous* mark covered, never what this one covers: the decider that wrote
+                # this mark may not have taken its outcomes yet (its follower can apply the mark before the
+                # decider's publish returns).
+                prev = self.announced
+                self.announced = max(prev, int(data[1]))
+                if prev:
+                    self.unannounced = [(s, o) for s, o in self.unannounced if s > prev]
                 return []
             if kind == TAKEOVER:
                 self.decider = str(data[1])
@@ -234,13 +240,16 @@ class SaleState:
             self.results[seq] = out
         return out
 
-    def take_unannounced(self, through: int) -> tuple[list[Outcome], int, int]:
-        """Remove and return the outcomes of messages up to ``through`` not announced yet, in log order,
-        with the first and last of those messages' seqs."""
+    def take_unannounced(self, through: int, floor: int) -> tuple[list[Outcome], int, int]:
+        """Remove and return the outcomes of messages in (``floor``, ``through``], in log order, with the
+        first and last of those messages' seqs; drop those up to ``floor`` (announced before this decider
+        took over: ``floor`` is :attr:`announced` as its takeover found it)."""
         out: list[Outcome] = []
         keep: list[tuple[int, list[Outcome]]] = []
         first = last = 0
         for s, o in self.unannounced:
+            if s <= floor:
+                continue
             if s <= through:
                 out.extend(o)
                 first = first or s

@@ -118,9 +118,16 @@ def test_state_marks_drop_what_was_announced_and_controls_report_to_who_waits() 
     assert s.ledger.snapshot()["products"]["egg"]["stock"] == 15
     assert [seq for seq, _ in s.unannounced] == [1]
     s.apply(5, 1005.0, True, orjson.dumps([js.MARK, 3]))
-    assert s.unannounced == []
+    # A mark drops only what the mark before it covered: its own decider may not have taken them yet.
+    assert [seq for seq, _ in s.unannounced] == [1]
     assert s.announced == 3
     assert s.dec_last == 5
+    s.apply(6, 1006.0, False, _body([_comment(7)]))
+    outs, first, last = s.take_unannounced(6, floor=3)  # a new decider: 1 was announced by the mark at 3
+    assert [o.comment for o in outs] == ["m-7"]
+    assert (first, last) == (6, 6)
+    s.apply(7, 1007.0, True, orjson.dumps([js.MARK, 6]))
+    assert s.unannounced == []
 
 
 def test_state_clock_is_the_log_so_a_sweep_expires_at_the_same_place_for_every_reader() -> None:
