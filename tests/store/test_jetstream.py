@@ -24,8 +24,8 @@ from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config
 from livecart.runtime.cluster import ClusterEngine, control_via_log
 from livecart.store import jetstream as js
+from livecart.store.codec import Header, catalogue_json
 from livecart.store.jetstream import Fenced, SaleLog, SaleState, load_state
-from livecart.store.journal import Header, catalogue_json
 
 CONFIG = """
 [stream]
