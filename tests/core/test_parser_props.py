@@ -64,7 +64,9 @@ def _check_well_formed(parser: Parser, text: str, featured: str | None) -> None:
             assert it.qty >= 0
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+# No deadline: Hypothesis's default 200 ms per example is a wall-clock assertion, and on a loaded machine the
+# first example alone took 321 ms (FlakyFailure in a whole-suite run); speed belongs in bench/.
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=any_text, featured=st.sampled_from(SKUS), which=st.sampled_from((0, 1)))
 def test_any_text_gives_a_well_formed_result(text: str, featured: str | None, which: int) -> None:
     _check_well_formed(PARSERS[which], text, featured)
