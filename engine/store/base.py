@@ -1,8 +1,8 @@
 """The store interface: what the engine needs from wherever the journal lives (docs/contract.md §6).
 
 Every backend (:class:`~livecart.store.sqlite.SqliteStore`, :class:`~livecart.store.memory.MemoryStore`,
-the distributed one to come) implements :class:`Store` and passes the same contract suite
-(``tests/store/test_contract.py``). The contract, which the engine relies on:
+:class:`~livecart.store.jsstore.JetStreamStore` on a NATS JetStream stream) implements :class:`Store` and
+passes the same contract suite (``tests/store/test_contract.py``). The contract, which the engine relies on:
 
 * **Entries, in order.** A store holds :data:`~livecart.store.codec.Entry` values, ``(seq, ts, kind, data)``,
   with ``seq`` strictly increasing from 1 and no gaps. :meth:`Store.append` refuses (with ``ValueError`` in its
@@ -24,6 +24,14 @@ the distributed one to come) implements :class:`Store` and passes the same contr
   after it: the ledger is the one a full replay gives (``tests/store/test_snapshot_props.py``). A snapshot
   that cannot be written is logged and counted, never fatal: the entries alone still rebuild the ledger.
 * **Close** commits what is pending (snapshot included) and is idempotent; a closed store refuses appends.
+* **One writer.** A store is written by the one process that opened it for writing. What a second writer
+  meets depends on where the journal lives, and the contract only promises it is never silently merged: the
+  SQLite file is locked by the daemon (:mod:`livecart.store.lock`); a log shared by several machines cannot
+  be locked, so the JetStream store fences instead (each message names the one before it), and the first
+  writer's next append fails once another has written. ``last_seq`` is the store's own view: what was durable
+  when it was opened plus what it appended since.
+* **Durable** is the backend's word: committed to the file (``durability`` says whether fsynced), in the
+  memory space, or acknowledged by the stream (stored by a quorum of its replicas).
 """
 
 from __future__ import annotations

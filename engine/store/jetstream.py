@@ -31,8 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 import time
+import uuid
+import zlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -319,15 +323,7 @@ class SaleLog:
         ``create`` a sale that does not exist is a :class:`JournalError`.
         """
         names = Names(sale)
-        try:
-            # Once connected the client reconnects forever (a sale outlives any one server); the first
-            # connection gets a bounded time, since nats-py would otherwise retry it forever too.
-            nc = await asyncio.wait_for(nats.connect(
-                servers=list(servers), connect_timeout=connect_timeout, max_reconnect_attempts=-1,
-                allow_reconnect=True, reconnect_time_wait=0.5, name=f"livecart {sale}", error_cb=_quiet,
-                disconnected_cb=_nothing, reconnected_cb=_nothing), timeout=connect_timeout * (1 + len(servers)))
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise JournalError(f"cannot reach the NATS cluster at {', '.join(servers)}: {exc!r}") from exc
+        nc = await connect(servers, f"livecart {sale}", connect_timeout)
         s = cls(nc, names, servers)
         try:
             await s._prepare(replicas, create, catalogue, hold_seconds, featured, clock)
@@ -382,17 +378,9 @@ class SaleLog:
 
     async def _retry(self, call: Callable[[], Any], *, patience: float = 30.0) -> Any:
         """``await call()``, again while the cluster answers nothing or is electing, for up to ``patience`` s."""
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                return await call()
-            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-                if not _transient(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise JournalError(f"the NATS cluster did not answer for {patience:.0f} s: {exc!r}") from exc
-                self.retries += 1
-                await asyncio.sleep(RETRY_SECONDS)
+        def count() -> None:
+            self.retries += 1
+        return await retry(call, patience=patience, on_retry=count)
 
     async def publish(self, subject: str, body: bytes, msg_id: str, *, expect_last: int | None = None,
                       patience: float | None = None) -> int:
@@ -487,6 +475,136 @@ class SaleLog:
 
     def __repr__(self) -> str:
         return f"<SaleLog {self.names.sale} on {', '.join(self.servers)}: {self.publishes} publishes>"
+
+
+async def connect(servers: Sequence[str], name: str, connect_timeout: float = 5.0) -> Any:
+    """A NATS connection to ``servers``; :class:`JournalError` if none answers within the timeout."""
+    try:
+        # Once connected the client reconnects forever (a sale outlives any one server); the first
+        # connection gets a bounded time, since nats-py would otherwise retry it forever too.
+        return await asyncio.wait_for(nats.connect(
+            servers=list(servers), connect_timeout=connect_timeout, max_reconnect_attempts=-1,
+            allow_reconnect=True, reconnect_time_wait=0.5, name=name, error_cb=_quiet,
+            disconnected_cb=_nothing, reconnected_cb=_nothing), timeout=connect_timeout * (1 + len(servers)))
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        raise JournalError(f"cannot reach the NATS cluster at {', '.join(servers)}: {exc!r}") from exc
+
+
+async def retry(call: Callable[[], Any], *, patience: float = 30.0,
+                on_retry: Callable[[], None] | None = None) -> Any:
+    """``await call()``, again while the cluster answers nothing or is electing, for up to ``patience`` s;
+    then :class:`JournalError`. Errors that are not transient are raised at once."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await call()
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            if not _transient(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise JournalError(f"the NATS cluster did not answer for {patience:.0f} s: {exc!r}") from exc
+            if on_retry is not None:
+                on_retry()
+            await asyncio.sleep(RETRY_SECONDS)
+
+
+# --------------------------------------------------------------------------- snapshots in a KV bucket
+
+#: Bytes per KV value of a snapshot: well under the server's default 1 MB payload limit.
+SNAPSHOT_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """Where the latest snapshot of a bucket stands: the position it describes, format, size and chunks."""
+
+    seq: int
+    version: int
+    size: int
+    chunks: int
+    at: float
+    id: str
+
+
+class Snapshots:
+    """Snapshots kept in a KV bucket, each of any size: zlib-compressed, cut into :data:`SNAPSHOT_CHUNK`
+    values ``snap.<id>.<i>``, then made the latest by one put of ``snapshot`` (``seq``, format version,
+    size, chunks, SHA-256), after which the chunks of the one before are purged. A reader takes the
+    pointer, then the chunks; if the chunks went (a newer snapshot replaced them meanwhile) it reads the
+    pointer again. A snapshot describes a prefix of a log, and every writer's describes a true prefix,
+    so two writers can only make a reader replay a longer tail, never give it a wrong state.
+    """
+
+    POINTER = "snapshot"
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+
+    async def write(self, seq: int, version: int, body: bytes, *, patience: float = 30.0) -> SnapshotInfo:
+        """Store ``body`` (format ``version``) as the snapshot at ``seq``. Raises :class:`JournalError`."""
+        packed = await asyncio.to_thread(zlib.compress, body, 1)
+        sid = uuid.uuid4().hex[:12]
+        try:
+            old = await retry(lambda: self.kv.get(self.POINTER), patience=patience)
+            before: dict[str, Any] | None = orjson.loads(old.value) if old.value else None
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            before = None
+        chunks = [packed[i:i + SNAPSHOT_CHUNK] for i in range(0, len(packed), SNAPSHOT_CHUNK)] or [b""]
+        try:
+            for i, part in enumerate(chunks):
+                await retry(functools.partial(self.kv.put, f"snap.{sid}.{i}", part), patience=patience)
+            info = SnapshotInfo(seq, version, len(body), len(chunks), time.time(), sid)
+            pointer = {"seq": seq, "version": version, "size": len(body), "chunks": len(chunks), "at": info.at,
+                       "id": sid, "sha256": hashlib.sha256(packed).hexdigest()}
+            await retry(lambda: self.kv.put(self.POINTER, orjson.dumps(pointer)), patience=patience)
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise JournalError(f"cannot write a snapshot: {exc!r}") from exc
+        if before is not None and before.get("id") != sid:
+            await self._purge(str(before["id"]), int(before["chunks"]))
+        return info
+
+    async def _purge(self, sid: str, chunks: int) -> None:
+        for i in range(chunks):
+            with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error, JournalError):
+                await retry(functools.partial(self.kv.purge, f"snap.{sid}.{i}"), patience=5.0)
+
+    async def info(self) -> SnapshotInfo | None:
+        """The latest snapshot's pointer (no body), or None."""
+        try:
+            entry = await retry(lambda: self.kv.get(self.POINTER))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if not entry.value:
+            return None
+        d = orjson.loads(entry.value)
+        return SnapshotInfo(int(d["seq"]), int(d["version"]), int(d["size"]), int(d["chunks"]), float(d["at"]),
+                            str(d["id"]))
+
+    async def latest(self, *, at_most: int | None = None) -> tuple[int, int, bytes] | None:
+        """``(seq, version, body)`` of the latest snapshot (None if there is none, or if it describes more
+        than ``at_most``). Raises :class:`JournalError` for one whose chunks fail their checksum."""
+        for _ in range(5):
+            try:
+                entry = await retry(lambda: self.kv.get(self.POINTER))
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+            if not entry.value:
+                return None
+            d = orjson.loads(entry.value)
+            if at_most is not None and int(d["seq"]) > at_most:
+                return None
+            parts: list[bytes] = []
+            try:
+                for i in range(int(d["chunks"])):
+                    got = await retry(functools.partial(self.kv.get, f"snap.{d['id']}.{i}"))
+                    parts.append(got.value or b"")
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue  # replaced while we read it: read the new one
+            packed = b"".join(parts)
+            if hashlib.sha256(packed).hexdigest() != d["sha256"]:
+                raise JournalError(f"the snapshot at {d['seq']} in the cluster fails its checksum")
+            return int(d["seq"]), int(d["version"]), await asyncio.to_thread(zlib.decompress, packed)
+        raise JournalError("the cluster's snapshot kept changing while it was read")
 
 
 def _reraise_cancel() -> None:
