@@ -119,6 +119,18 @@ class FieldMap:
         return f"<FieldMap {shown}>"
 
 
+def admit(out: list[Comment], comment: Comment | None, seen: RecentKeys, stats: AdapterStats) -> None:
+    """Append a decoded ``comment`` to ``out`` and count it received, unless it is ``None`` (a message that
+    carries no comment) or a re-delivery ``seen`` still remembers (counted as a duplicate)."""
+    if comment is None:
+        return
+    if seen.seen(comment.id):
+        stats.duplicates += 1
+        return
+    stats.received += 1
+    out.append(comment)
+
+
 class RecentKeys:
     """Remembers at least the last ``capacity`` keys (at most twice that), to count duplicates cheaply.
 

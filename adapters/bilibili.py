@@ -44,7 +44,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from livecart.adapters._codec import RecentKeys, with_defaults
+from livecart.adapters._codec import RecentKeys, admit, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -446,12 +446,6 @@ class BilibiliAdapter(Adapter):
                 except MalformedInput as exc:
                     self.stats.malformed(exc.reason, exc.detail, exc.sample)
                     continue
-                if comment is None:
-                    continue
-                if self._seen.seen(comment.id):
-                    self.stats.duplicates += 1
-                    continue
-                self.stats.received += 1
-                out.append(comment)
+                admit(out, comment, self._seen, self.stats)
         return out
 

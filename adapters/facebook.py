@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from livecart.adapters._codec import RecentKeys, SseDecoder, with_defaults
+from livecart.adapters._codec import RecentKeys, SseDecoder, admit, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -218,11 +218,7 @@ class FacebookAdapter(Adapter):
             except MalformedInput as exc:
                 self.stats.malformed(exc.reason, exc.detail, exc.sample)
                 continue
-            if self._seen.seen(comment.id):
-                self.stats.duplicates += 1
-                continue
-            self.stats.received += 1
-            out.append(comment)
+            admit(out, comment, self._seen, self.stats)
         return out
 
     async def send_replies(self, replies: Sequence[Reply]) -> None:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from livecart.adapters._codec import RecentKeys
+from livecart.adapters._codec import RecentKeys, admit
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import AdapterError, FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -311,11 +311,7 @@ class TwitchAdapter(Adapter):
             except MalformedInput as exc:
                 self.stats.malformed(exc.reason, exc.detail, exc.sample)
                 return
-            if self._seen.seen(comment.id):
-                self.stats.duplicates += 1
-                return
-            self.stats.received += 1
-            batch.append(comment)
+            admit(batch, comment, self._seen, self.stats)
         elif cmd == "PING":
             await ws.send(f"PONG :{msg.params[-1] if msg.params else 'tmi.twitch.tv'}\r\n")
             self.pings_answered += 1

@@ -52,7 +52,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import orjson
 
-from livecart.adapters._codec import JsonObjectStream, RecentKeys, with_defaults
+from livecart.adapters._codec import JsonObjectStream, RecentKeys, admit, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -387,13 +387,7 @@ class YouTubeAdapter(Adapter):
             except MalformedInput as exc:
                 self.stats.malformed(exc.reason, exc.detail, exc.sample)
                 continue
-            if comment is None:
-                continue
-            if self._seen.seen(comment.id):
-                self.stats.duplicates += 1
-                continue
-            self.stats.received += 1
-            out.append(comment)
+            admit(out, comment, self._seen, self.stats)
         return out
 
     async def send_replies(self, replies: Sequence[Reply]) -> None:
