@@ -52,6 +52,10 @@ async def status(servers: tuple[str, ...], sale: str) -> dict[str, Any]:
                                   "lease_revision": lease.revision}
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             pass
+        snap = await s.snapshots.info()
+        if snap is not None:
+            out["snapshot"] = {"seq": snap.seq, "behind": max(0, end - snap.seq), "bytes": snap.size,
+                               "chunks": snap.chunks, "format": snap.version, "age": round(now - snap.at, 1)}
         try:
             keys = [k for k in await s.kv.keys() if k.startswith("member.")]
         except nats.js.errors.NoKeysError:
@@ -106,5 +110,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"standby: {sb['member']} (pid {sb['pid']} on {sb['host']}, lag {sb['lag']:,}, seen {sb['seen']} s ago)")
     if not data["standbys"]:
         print("standbys: none")
-    print("last snapshot: none (snapshots are not written yet; a new decider replays the log)")
+    sn = data["snapshot"]
+    if sn is None:
+        print("last snapshot: none (a process that starts replays the whole log)")
+    else:
+        print(f"last snapshot: at log message {sn['seq']:,} ({sn['behind']:,} behind the end), {sn['bytes']:,} "
+              f"bytes, {sn['age']} s ago")
     return 0

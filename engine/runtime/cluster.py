@@ -56,6 +56,7 @@ from livecart.core.records import Comment, Outcome, ParseResult
 from livecart.core.settings import Config
 from livecart.runtime.metrics import Registry
 from livecart.store import jetstream as js
+from livecart.store.codec import SNAPSHOT_VERSION
 from livecart.store.jetstream import Fenced, SaleLog, SaleState
 
 log = logging.getLogger("livecart.cluster")
@@ -119,6 +120,13 @@ class ClusterEngine:
         self._lease: _Lease | None = None
         self.announced_total = 0
         self.takeovers = 0
+        #: The log message of the snapshot this process started from (0: none), and of the last it wrote.
+        self.snapshot_seq = state.applied
+        self.snapshots_written = 0
+        self.snapshot_failures = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshot_ledger_seq = state.ledger.seq
+        self._snapshot_at = time.monotonic()
         self._m_comments = metrics.counter("comments_total", "comments received by the engine")
         self._m_outcomes = metrics.counter("outcomes_total", "announced outcomes by status")
         self._m_fenced = metrics.counter("decider_stepdowns_total", "times this process stopped deciding")
@@ -146,8 +154,8 @@ class ClusterEngine:
                                       featured=cfg.stream.featured, clock=clock)
         assert sale_log.header is not None
         assert parse is not None
-        engine = cls(cfg, sale_log, SaleState(sale_log.header, parse), metrics or Registry(), clock,
-                     lease_seconds)
+        state = await js.start_state(sale_log, parse)
+        engine = cls(cfg, sale_log, state, metrics or Registry(), clock, lease_seconds)
         try:
             end = await sale_log.last_seq()
             engine._start("log-follower", engine._follow())
@@ -155,7 +163,8 @@ class ClusterEngine:
         except BaseException:
             await engine.close()
             raise
-        log.info("sale %s: caught up with the log at seq %d as %s; %r", st.sale, end, engine.member,
+        log.info("sale %s: caught up with the log at seq %d as %s (from %s); %r", st.sale, end, engine.member,
+                 f"the snapshot at {engine.snapshot_seq}" if engine.snapshot_seq else "the start",
                  engine.state.ledger)
         engine._start("decider", engine._decide())
         engine._start("member", engine._heartbeat())
@@ -248,6 +257,8 @@ class ClusterEngine:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._snapshot_task is not None:
+            await asyncio.gather(self._snapshot_task, return_exceptions=True)
         if leading and self._lease is not None:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
                 # Give the lease up (if still ours): a standby takes over at once, not after LEASE_SECONDS.
@@ -378,10 +389,43 @@ class ClusterEngine:
                 outs, first, last = state.take_unannounced(through, floor)
                 if outs:
                     self._announce(outs, first, last)
+            self._maybe_snapshot()
             self._outcomes_waiting.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._outcomes_waiting.wait(), timeout=0.25)
             await asyncio.sleep(MARK_INTERVAL)
+
+    def _maybe_snapshot(self) -> None:
+        """Start writing a snapshot of the sale's state when ``[storage] snapshot_events`` ledger events or
+        ``snapshot_seconds`` (with events) have passed since the last one. The decider writes them (one writer
+        is enough; a snapshot is a function of the log's prefix, so whoever writes it, it is right)."""
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            return
+        st = self.cfg.storage
+        events = self.state.ledger.seq - self._snapshot_ledger_seq
+        if events <= 0 or (events < st.snapshot_events
+                           and time.monotonic() - self._snapshot_at < st.snapshot_seconds):
+            return
+        self._snapshot_ledger_seq = self.state.ledger.seq
+        self._snapshot_at = time.monotonic()
+        data = self.state.snapshot_state()  # a copy, taken between two applies
+        self._snapshot_task = asyncio.get_running_loop().create_task(
+            self._write_snapshot(self.state.applied, data), name="snapshot")
+
+    async def _write_snapshot(self, applied: int, data: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            body = await asyncio.to_thread(orjson.dumps, data)
+            await self.log.snapshots.write(applied, SNAPSHOT_VERSION, body)
+        except JournalError as exc:
+            self.snapshot_failures += 1
+            log.warning("sale %s: the snapshot at log message %d was not written (%s); the log is whole "
+                        "without it", self.cfg.storage.sale, applied, exc)
+            return
+        self.snapshots_written += 1
+        self.snapshot_seq = applied
+        log.info("sale %s: snapshot at log message %d (%d bytes, %.2f s)", self.cfg.storage.sale, applied,
+                 len(body), time.perf_counter() - t0)
 
     async def _wait_applied_within(self, seq: int, lease: _Lease) -> None:
         while True:
@@ -429,9 +473,9 @@ async def control_via_log(cfg: Config, c: Control, *, parse: ParseFn | None = No
         assert sale_log.header is not None
         seq = await sale_log.publish(sale_log.names.inputs, js.control_body(kind, args),
                                      f"ctl-{uuid.uuid4().hex}", patience=30.0)
-        state = SaleState(sale_log.header, parse)
+        state = await js.start_state(sale_log, parse)
         state.expect(seq)
-        reader = sale_log.read(1)
+        reader = sale_log.read(state.applied + 1)
         try:
             async for s, ts, decision, body in reader:
                 if s:

@@ -41,6 +41,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -53,7 +54,7 @@ from livecart.core.control import Kind
 from livecart.core.errors import ControlError, JournalError, LivecartError
 from livecart.core.ledger import Ledger
 from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
-from livecart.store.codec import Header, catalogue_from_json, catalogue_json
+from livecart.store.codec import SNAPSHOT_VERSION, Header, catalogue_from_json, catalogue_json
 
 log = logging.getLogger("livecart.jetstream")
 
@@ -263,6 +264,49 @@ class SaleState:
         self.unannounced = keep
         return out, first, last
 
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_body(self) -> bytes:
+        """:meth:`snapshot_state` encoded (safe on another thread: the state is a copy)."""
+        return orjson.dumps(self.snapshot_state())
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """The state after message :attr:`applied`, as a snapshot's data (format
+        :data:`~livecart.store.codec.SNAPSHOT_VERSION`: the ledger part is :meth:`Ledger.state`, as in the
+        SQLite journal's snapshots, beside where the log stands). Outcomes of messages after the last mark
+        are kept (a decider restored from it announces them); those up to it are never announced again."""
+        return {
+            "ledger": self.ledger.state(), "applied": self.applied, "dec_last": self.dec_last,
+            "announced": self.announced, "decider": self.decider, "last_ts": self.last_ts,
+            "names": dict(self.names),
+            "unannounced": [[s, [msgspec.to_builtins(o) for o in out]]
+                            for s, out in self.unannounced if s > self.announced],
+            "parse_errors": self.parse_errors, "bad_messages": self.bad_messages}
+
+    @classmethod
+    def restore(cls, header: Header, parse: ParseFn, version: int, body: bytes) -> SaleState:
+        """The state :meth:`snapshot_body` described. Raises :class:`JournalError` for a snapshot of a newer
+        format or one that does not fit the sale's catalogue."""
+        if version > SNAPSHOT_VERSION:
+            raise JournalError(f"the sale's snapshot has format {version}; this livecart reads up to "
+                               f"{SNAPSHOT_VERSION}: upgrade livecart")
+        st = cls(header, parse)
+        try:
+            d = orjson.loads(body)
+            st.ledger = Ledger.restore(header.catalogue, d["ledger"], clock=lambda: st._now)
+            st.applied = int(d["applied"])
+            st.dec_last = int(d["dec_last"])
+            st.announced = int(d["announced"])
+            st.decider = d["decider"]
+            st.last_ts = st._now = float(d["last_ts"])
+            st.names = dict(d["names"])
+            st.unannounced = [(int(s), [msgspec.convert(o, Outcome) for o in out]) for s, out in d["unannounced"]]
+            st.parse_errors = int(d["parse_errors"])
+            st.bad_messages = int(d["bad_messages"])
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, msgspec.ValidationError) as exc:
+            raise JournalError(f"the sale's snapshot cannot be restored ({exc!r})") from exc
+        return st
+
     def __repr__(self) -> str:
         return (f"<SaleState at seq {self.applied:,}: announced to {self.announced:,}, decider "
                 f"{self.decider or '-'}, {self.ledger!r}>")
@@ -415,6 +459,11 @@ class SaleLog:
         self.publish_seconds += dt
         self.last_publish_seconds = dt
         return int(ack.seq)
+
+    @property
+    def snapshots(self) -> Snapshots:
+        """The sale's snapshots, kept in its bucket."""
+        return Snapshots(self.kv)
 
     async def info(self) -> Any:
         """The stream's info (``state.last_seq``, ``state.messages``, ``cluster``)."""
@@ -622,14 +671,32 @@ async def _nothing() -> None:
     return None
 
 
-async def load_state(log_: SaleLog, parse: ParseFn) -> SaleState:
-    """A :class:`SaleState` with every message of the log up to its current end applied."""
+async def start_state(log_: SaleLog, parse: ParseFn) -> SaleState:
+    """The state of the sale's latest snapshot in the cluster (:meth:`SaleLog.snapshots`), or a new one when
+    there is none or it cannot be used (logged: the log alone gives the same state, only slower)."""
     assert log_.header is not None
-    state = SaleState(log_.header, parse)
+    try:
+        snap = await log_.snapshots.latest()
+        if snap is not None:
+            seq, version, body = snap
+            state = await asyncio.to_thread(SaleState.restore, log_.header, parse, version, body)
+            log.info("sale %s: starting from the snapshot at log message %d", log_.names.sale, seq)
+            return state
+    except JournalError as exc:
+        log.warning("sale %s: the snapshot in the cluster cannot be used (%s); replaying the whole log",
+                    log_.names.sale, exc)
+    return SaleState(log_.header, parse)
+
+
+async def load_state(log_: SaleLog, parse: ParseFn, *, snapshot: bool = True) -> SaleState:
+    """A :class:`SaleState` with every message of the log up to its current end applied: from the latest
+    snapshot plus the messages after it (``snapshot=False``: from the start of the log)."""
+    assert log_.header is not None
+    state = await start_state(log_, parse) if snapshot else SaleState(log_.header, parse)
     end = await log_.last_seq()
-    if end == 0:
+    if state.applied >= end:
         return state
-    reader = log_.read(1)
+    reader = log_.read(state.applied + 1)
     try:
         async for seq, ts, dec, body in reader:
             if seq:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,31 @@ def _jetstream(request: pytest.FixtureRequest, tmp: Path) -> Opener:
     async def open_(**kw: Any) -> Store:
         return await JetStreamStore.open([server], name, **kw)
     return open_
+
+
+@pytest.fixture
+def sale() -> str:
+    """A JetStream sale id of the test's own."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def cleanup(nats_server: str, sale: str) -> AsyncIterator[None]:
+    """The test's sale (stream and bucket) deleted from the server afterwards."""
+    import nats
+    import nats.js.errors
+
+    from livecart.store import jetstream as js
+
+    yield
+    nc = await nats.connect(servers=[nats_server])
+    try:
+        names = js.Names(sale)
+        for name in (names.stream, f"KV_{names.bucket}"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
 
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {

@@ -7,12 +7,8 @@ SaleState is pure and is tested with values; the rest talks to a real JetStream 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import orjson
 import pytest
 
@@ -53,24 +49,6 @@ def _cfg(server: str, sale: str, *, stock: int = 5, hold: float = 0) -> Config:
 
 def _comment(i: int, text: str = "egg +1", user: str | None = None) -> Comment:
     return Comment("test", "r1", f"m-{i}", user or f"u-{i}", f"name-{i}", text, 0.0)
-
-
-@pytest.fixture
-def sale() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def cleanup(nats_server: str, sale: str) -> AsyncIterator[None]:
-    yield
-    nc = await nats.connect(servers=[nats_server])
-    try:
-        names = js.Names(sale)
-        for name in (names.stream, f"KV_{names.bucket}"):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(name)
-    finally:
-        await nc.close()
 
 
 # --------------------------------------------------------------------------- SaleState (no server)
