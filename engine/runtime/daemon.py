@@ -39,10 +39,12 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import operator
 import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -75,6 +77,8 @@ INFLIGHT = 4
 TICK_SECONDS = 1.0
 
 _END = None
+_PLATFORM = operator.attrgetter("platform")
+_UNIT_STATUS = operator.attrgetter("sku", "variant", "status")
 
 AdapterFactory = Callable[[PluginSettings], Adapter]
 Sleep = Callable[[float], Awaitable[None]]
@@ -228,10 +232,7 @@ class Daemon:
             async for batch in adapter.batches():
                 if not batch and not isinstance(batch, Batch):
                     continue  # an empty Batch still goes through, so that it settles in its turn
-                by_platform: dict[str, int] = {}
-                for c in batch:
-                    by_platform[c.platform] = by_platform.get(c.platform, 0) + 1
-                for platform, n in by_platform.items():
+                for platform, n in Counter(map(_PLATFORM, batch)).items():  # counted in C
                     comments.inc(n, platform=platform)
                 if replying:
                     for c in batch:
@@ -403,13 +404,17 @@ class Daemon:
                 self._baseline[key] = _figures(products, key)
 
     def _detect(self, outcomes: Sequence[Outcome]) -> None:
-        keys = {k for o in outcomes if (k := outcome_key(o)) is not None}
+        # One outcome per (sku, variant, status) stands for all of them: the detector reads only those three
+        # fields of an outcome. Deduplicated in C (a dict over attrgetter tuples), not per outcome in Python:
+        # a flash sale's batch is thousands of rejections of one or two products.
+        few = list(dict(zip(map(_UNIT_STATUS, outcomes), outcomes, strict=True)).values())
+        keys = {k for o in few if (k := outcome_key(o)) is not None}
         if not keys:
             return
         products = self.engine.snapshot()["products"]
         after = {k: _figures(products, k) for k in keys if k in products}
         before = {k: self._baseline[k] for k in after if k in self._baseline}
-        events = self.detector.detect(before, after, outcomes)
+        events = self.detector.detect(before, after, few)
         self._baseline.update(after)
         for e in events:
             self._announce(e)

@@ -19,7 +19,9 @@ import gc
 import importlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +29,7 @@ from livecart.core import control
 from livecart.core.control import Control, Kind
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
-from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
+from livecart.core.records import NOTHING, Comment, Intent, Outcome, ParseResult
 from livecart.core.settings import Config
 from livecart.runtime.metrics import Registry
 from livecart.store import codec as jr
@@ -37,6 +39,11 @@ from livecart.store.lock import JournalLock
 from livecart.store.sqlite import SqliteStore
 
 log = logging.getLogger("livecart.engine")
+
+_BUY = Intent.BUY
+_CANCEL = Intent.CANCEL
+_STATUS = attrgetter("status")
+_NO_ITEMS: list[Any] = []  # shared by every row without items; rows are only ever encoded, never changed
 
 ParseFn = Callable[[str, str | None], ParseResult]
 Listener = Callable[[Sequence[Outcome]], None]
@@ -177,12 +184,18 @@ class Engine:
         parse = self._parse
         self._now = now = self._clock()
         decide = ledger.decide
-        row = jr.comment_row
         featured = ledger.featured  # only a control changes it, never during this loop
         rows: list[Entry] = []
+        append = rows.append
         outs: list[Outcome] = []
         intents: dict[str, int] = {}
         seq = ledger.seq
+        # What jr.comment_row builds, inlined: a function call per comment was ~10% of this loop. The row is
+        # the same (tests/store compare the two); enums go in as their plain values (see comment_row).
+        buy = _BUY
+        cancel = _CANCEL
+        no_items = _NO_ITEMS
+        kind = jr.COMMENT
         for c in comments:
             # A duplicate is parsed too (a cache hit, mostly) and then recognised by the ledger, which leaves
             # seq alone: cheaper than asking the ledger twice for every comment, and duplicates are rare.
@@ -195,16 +208,29 @@ class Engine:
             if ledger.seq == seq:
                 continue
             seq = ledger.seq
-            rows.append(row(seq, now, c, pr))
-            if out:
-                outs.extend(out)
-            intents[pr.intent] = intents.get(pr.intent, 0) + 1
+            intent = pr.intent
+            if intent is buy or intent is cancel:
+                its = pr.items
+                if len(its) == 1:  # nearly always; no comprehension frame
+                    i = its[0]
+                    r = i.reason
+                    items = [[i.sku, i.variant, i.qty, None if r is None else r._value_]]
+                else:
+                    items = [[i.sku, i.variant, i.qty, None if i.reason is None else i.reason._value_]
+                             for i in its]
+                if out:
+                    outs.extend(out)
+            else:
+                items = no_items
+            value = intent._value_
+            append((seq, now, kind, [c.platform, c.room, c.id, c.user, value, items, c.name]))
+            intents[value] = intents.get(value, 0) + 1
         dupes = len(comments) - len(rows)
         self._m_comments.inc(len(comments))
         if dupes:
             self._m_dupes.inc(dupes)
-        for intent, n in intents.items():
-            self._m_intents.inc(n, intent=intent)
+        for intent_name, n in intents.items():
+            self._m_intents.inc(n, intent=intent_name)
         done = self.journal.append(rows) if rows else None
         del rows  # encoded by append: the row objects go now instead of living (GC-tracked) until the commit
         if done is not None:
@@ -253,10 +279,8 @@ class Engine:
         if done is not None:
             await done
         if outs:
-            counts: dict[str, int] = {}
-            for o in outs:
-                counts[o.status] = counts.get(o.status, 0) + 1
-            for status, n in counts.items():
+            # Counted in C (Counter over an iterator): a Python loop here cost ~0.15 us an outcome.
+            for status, n in Counter(map(_STATUS, outs)).items():
                 self._m_outcomes.inc(n, status=status)
             for cb in self._listeners:
                 try:

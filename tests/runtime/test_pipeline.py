@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 
 from livecart.config import loads
@@ -275,3 +276,30 @@ async def test_a_restart_starts_from_the_latest_snapshot_and_replays_only_the_ta
     assert last.journal.rebuilt_from == (41, 0)
     assert norm(last.ledger.state()) == norm(live)
     await last.close()
+
+
+async def test_submit_journals_exactly_what_comment_row_encodes(tmp_path: Path) -> None:
+    """Engine.submit builds its journal rows inline (the hot path); they must be comment_row's, byte for byte,
+    for every intent and item shape: one item, several, a parser's reason, a cancel, no intent, a duplicate."""
+    from livecart.core.records import Reason
+    from livecart.store import codec
+
+    results = {
+        "one": ParseResult(Intent.BUY, (Item("egg", None, 2),)),
+        "two": ParseResult(Intent.BUY, (Item("egg", None, 1), Item("tea", "s", 1))),
+        "bad": ParseResult(Intent.BUY, (Item(None, None, 1, Reason.UNKNOWN_PRODUCT),)),
+        "cancel": ParseResult(Intent.CANCEL),
+        "cancel tea": ParseResult(Intent.CANCEL, (Item("tea", None, 1),)),
+        "ask": ParseResult(Intent.ASK),
+        "chat": ParseResult(Intent.NONE),
+    }
+    clock = Clock()
+    eng = await Engine.open(config(tmp_path), parse=lambda text, featured: results[text], clock=clock)
+    comments = [Comment("douyin", "7312", f"m{n}", f"u{n % 3}", f"name {n}", text, 0.0)
+                for n, text in enumerate(results)]
+    await eng.submit([*comments, comments[0]])  # the repeat is a duplicate: no row
+    written = await eng.journal.rows()
+    await eng.close()
+    want = [codec.comment_row(n, clock.now, co, results[co.text]) for n, co in enumerate(comments, 1)]
+    assert [r[0] for r in written] == list(range(1, len(comments) + 1))
+    assert [(s, t, k, b) for s, t, k, b in written] == [(s, t, k, orjson.dumps(d)) for s, t, k, d in want]
