@@ -19,9 +19,22 @@
    ``--redis-comments`` lines (200,000 by default: by then the sale has long been in its sold-out steady
    state, and a million calls take this machine several minutes).
 
-``targets`` gives the issue's goals (#17: >= 250,000 comments/s, >= 5x the Redis baseline) with the
-measured figure and ``met``; nothing is asserted. The exit status is 0 when the run exited 0 and the
-checks held.
+**Over the network** (``--transport websocket|mqtt``): the same daemon with one ``websocket`` adapter in
+server mode, or one ``mqtt`` adapter (QoS 1) on the local broker, instead of the replay; this process is the
+client, sending the file's comments as JSON arrays of ``--frame`` comments. ``seconds`` is then from the
+first frame sent to the last comment durable: for WebSocket, the arrival of the acknowledgement frame that
+covers the last frame (the adapter acknowledges only what is in the journal); for MQTT, where the daemon
+acknowledges the broker and the publisher cannot see it, the daemon's ``/api/state`` reporting every event
+durable (``journal.durable_seq``, polled every 5 ms). The publisher keeps at most 131,072 comments ahead of
+what is durable (a broker queues a subscriber's messages only up to a limit and drops the rest). Then the
+daemon is stopped with SIGTERM; ``process_seconds`` is start to exit and ``cpu_seconds`` covers it all.
+With ``--rate R`` (WebSocket) the frames are paced (about one frame per millisecond, ``R / 1000`` comments
+each) and ``latency_ms`` gives, per frame, the time from just before it was sent to the arrival of the
+acknowledgement that covers it: ingest to durable outcome, as a companion sees it.
+
+``targets`` gives the issue's goals (#17: >= 250,000 comments/s, >= 5x the Redis baseline, p99 <= 5 ms at
+50,000 comments/s offered) with the measured figure and ``met``; nothing is asserted. The exit status is 0
+when the run exited 0 and the checks held.
 """
 
 from __future__ import annotations
@@ -31,11 +44,14 @@ import asyncio
 import os
 import platform
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +62,8 @@ from livecart.bench.scenario import Scenario, flash_buys
 
 #: Issue #17's goals for ``livecart run`` on the all-buy flash stream (2 cores, default install).
 TARGETS = {"run_comments_per_s": 250_000, "vs_redis": 5.0}
+#: Issue #17's latency goal: p99 ingest -> durable outcome in ms, at 50,000 comments/s offered.
+P99_TARGET_MS = 5.0
 #: Comments in the full-size stream (``--scale 1``).
 COMMENTS = 1_000_000
 
@@ -80,10 +98,22 @@ def stream_file(n: int, seed: int, directory: Path) -> tuple[Path, Scenario | No
 
 def run_livecart(config: Path, *, timeout: float) -> dict[str, Any]:
     """``livecart run CONFIG`` in a child process: wall seconds from start to exit, exit status, peak RSS."""
-    cmd = [*livecart_command(), "run", str(config)]
-    env = _env()
     t0 = time.perf_counter()
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    child = start_livecart(config)
+    return wait_livecart(child, t0, timeout=timeout)
+
+
+def start_livecart(config: Path) -> subprocess.Popen[bytes]:
+    """``livecart run CONFIG`` started as a child process (stdout discarded, stderr kept for its tail)."""
+    cmd = [*livecart_command(), "run", str(config)]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    child.args = cmd
+    return child
+
+
+def wait_livecart(child: subprocess.Popen[bytes], t0: float, *, timeout: float) -> dict[str, Any]:
+    """Wait for ``child`` (killed after ``timeout`` seconds from ``t0``): exit status, wall seconds since
+    ``t0``, the child's own peak RSS and CPU seconds (``wait4``), the tail of its stderr."""
     assert child.stderr is not None
     deadline = t0 + timeout
     # wait4 gives this child's own rusage; stderr is read afterwards (the daemon logs a few lines only).
@@ -100,9 +130,11 @@ def run_livecart(config: Path, *, timeout: float) -> dict[str, Any]:
     child.returncode = os.waitstatus_to_exitcode(status)
     stderr = child.stderr.read().decode(errors="replace").strip().splitlines()
     child.stderr.close()
+    cmd = [str(a) for a in child.args] if isinstance(child.args, list) else [str(child.args)]
     return {"command": " ".join(Path(cmd[0]).name if i == 0 else a for i, a in enumerate(cmd)),
             "exit": child.returncode, "seconds": seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3), "stderr_tail": stderr[-5:]}
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3), "cpu_user_seconds": round(usage.ru_utime, 3),
+            "cpu_system_seconds": round(usage.ru_stime, 3), "stderr_tail": stderr[-5:]}
 
 
 def _env() -> dict[str, str]:
@@ -111,6 +143,179 @@ def _env() -> dict[str, str]:
     if other:
         env["PYTHONPATH"] = other
     return env
+
+
+# --------------------------------------------------------------------------- over WebSocket and MQTT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def read_frames(path: Path, n: int, size: int) -> list[bytes]:
+    """The first ``n`` lines of the stream file as JSON arrays of ``size`` comments (one per message)."""
+    lines: list[bytes] = []
+    with path.open("rb") as f:
+        for line in islice(f, n):
+            lines.append(line.rstrip(b"\n"))
+    return [b"[" + b",".join(lines[i:i + size]) + b"]" for i in range(0, len(lines), size)]
+
+
+def percentiles_ms(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def at(q: float) -> float:
+        return round(v[min(len(v) - 1, int(q * len(v)))] * 1000, 3)
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "p999": at(0.999), "max": round(v[-1] * 1000, 3),
+            "samples": len(v)}
+
+
+async def feed_websocket(url: str, frames: Sequence[bytes], size: int, rate: float, *, give_up: float
+                         ) -> dict[str, Any]:
+    """Send ``frames`` to the daemon's websocket adapter (server mode) and wait for its acknowledgement of
+    every one (docs/contract.md: an ack says the comments are durable). Flat out (``rate`` 0), or paced so
+    that comment ``i`` is not sent before ``start + i / rate``; then ``latency_ms`` is per frame, from just
+    before its send to the arrival of the ack that covers it."""
+    from websockets.asyncio.client import connect
+
+    deadline = time.perf_counter() + 30
+    while True:  # the daemon is starting: its port opens once the journal is open and the adapter is up
+        try:
+            ws = await connect(url, max_size=None, compression=None, ping_interval=None)
+            break
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+    sent_at = [0.0] * len(frames)
+    lat: list[float] = []
+    acked = 0
+    acks = 0
+
+    async def reader() -> None:
+        nonlocal acked, acks
+        async for msg in ws:
+            t = time.perf_counter()
+            data = orjson.loads(msg)
+            if isinstance(data, dict) and data.get("type") == "ack":
+                upto = int(data["frames"])
+                if rate > 0:
+                    lat.extend(t - sent_at[j] for j in range(acked, min(upto, len(frames))))
+                acked = upto
+                acks += 1
+                if acked >= len(frames):
+                    return
+
+    async with ws:
+        read = asyncio.create_task(reader())
+        t0 = time.perf_counter()
+        for j, frame in enumerate(frames):
+            if rate > 0:
+                delay = t0 + j * size / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # pacing the offered load
+                sent_at[j] = time.perf_counter()
+            await ws.send(frame)
+        sent = time.perf_counter() - t0
+        await asyncio.wait_for(read, give_up)
+        seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {"frames": len(frames), "frame_comments": size, "acks": acks,
+                           "send_seconds": round(sent, 3), "seconds": seconds}
+    if rate > 0:
+        out["latency_ms"] = {"offered_per_s": rate, **percentiles_ms(lat),
+                             "measured": "per frame: sent by the client -> the ack saying it is durable"}
+    return out
+
+
+async def _get_json(url: str) -> Any:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return orjson.loads(await resp.read())
+
+
+async def feed_mqtt(broker: str, topic: str, frames: Sequence[bytes], size: int, state_url: str, adapter: str,
+                    n: int, *, give_up: float, window: int = 131_072) -> dict[str, Any]:
+    """Publish ``frames`` (QoS 1) to ``topic`` once the daemon's ``mqtt`` adapter is subscribed, then poll the
+    daemon's ``/api/state`` until its journal has ``n`` events durable. The broker acknowledges a publisher
+    at once; the daemon acknowledges the broker only once durable, which the publisher cannot see, so the
+    end is read from the daemon (every 5 ms)."""
+    import aiomqtt
+
+    deadline = time.perf_counter() + 30
+    while True:
+        try:
+            st = await _get_json(state_url)
+            if st["adapters"][adapter]["connected"]:
+                break
+        except (OSError, KeyError, ValueError):
+            pass
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the daemon's mqtt adapter did not subscribe within 30 s")
+        await asyncio.sleep(0.05)
+    host, _, port = broker.partition(":")
+    durable = 0
+    waits = 0
+
+    async def durable_now() -> int:
+        st = await _get_json(state_url)
+        return int(st["journal"]["durable_seq"])
+
+    async with aiomqtt.Client(host, int(port or 1883)) as client:
+        t0 = time.perf_counter()
+        end = t0 + give_up
+        sent_comments = 0
+        for frame in frames:
+            # A producer that keeps at most `window` comments ahead of what is durable: the broker queues a
+            # subscriber's messages only up to its limit (Mosquitto: 1,000 beyond those in flight) and drops
+            # the rest, so a publisher far ahead of the daemon would lose comments in the broker.
+            while sent_comments - durable > window:
+                durable = await durable_now()
+                if sent_comments - durable > window:
+                    waits += 1
+                    await asyncio.sleep(0.005)
+            await client.publish(topic, frame, qos=1)
+            sent_comments = min(n, sent_comments + size)
+        sent = time.perf_counter() - t0
+        while durable < n:
+            durable = await durable_now()
+            if durable >= n:
+                break
+            if time.perf_counter() > end:
+                raise RuntimeError(f"{durable} of {n} events durable after {give_up:g} s")
+            await asyncio.sleep(0.005)
+        seconds = time.perf_counter() - t0
+    return {"frames": len(frames), "frame_comments": size, "window": window, "window_waits": waits,
+            "send_seconds": round(sent, 3), "seconds": seconds}
+
+
+def run_over(transport: str, config: Path, path: Path, n: int, opts: argparse.Namespace, *, rate: float,
+             status_port: int, ws_port: int, topic: str) -> dict[str, Any]:
+    """``livecart run`` fed over ``transport`` by this process; stopped (SIGTERM) once everything is durable."""
+    size = max(1, int(rate / 1000)) if rate > 0 else opts.frame  # paced: about one frame a millisecond
+    frames = read_frames(path, n, size)
+    t0 = time.perf_counter()
+    child = start_livecart(config)
+    try:
+        if transport == "websocket":
+            fed = asyncio.run(feed_websocket(f"ws://127.0.0.1:{ws_port}", frames, size, rate, give_up=opts.timeout))
+        else:
+            fed = asyncio.run(feed_mqtt(opts.mqtt, topic, frames, size, f"http://127.0.0.1:{status_port}/api/state",
+                                        "mqtt", n, give_up=opts.timeout))
+    except BaseException:
+        child.kill()
+        wait_livecart(child, t0, timeout=opts.timeout)
+        raise
+    child.send_signal(signal.SIGTERM)
+    run = wait_livecart(child, t0, timeout=opts.timeout)
+    run["process_seconds"] = round(run.pop("seconds"), 3)
+    return {**fed, **run}
 
 
 def report(config: Path) -> dict[str, Any]:
@@ -141,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--durability", default="fsync", choices=("fsync", "os"))
     p.add_argument("--batch", type=int, default=512, help="the replay adapter's batch (its default, 512)")
+    p.add_argument("--transport", default="replay", choices=("replay", "websocket", "mqtt"),
+                   help="how comments reach the daemon: a replay file, or this process as a WebSocket client of "
+                        "the websocket adapter (server mode, acks after durable) or an MQTT publisher")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="websocket: offer this many comments/s (paced, ~1 frame/ms) and measure the latency "
+                        "from send to durable acknowledgement; 0 = flat out")
+    p.add_argument("--frame", type=int, default=256, help="comments per WebSocket frame / MQTT message flat out")
+    p.add_argument("--mqtt", default="127.0.0.1:1883", help="host:port of the MQTT broker")
     p.add_argument("--redis", default="127.0.0.1:6379", help="host:port of the Redis server")
     p.add_argument("--redis-pipeline", type=int, default=100, help="EVALSHA calls per round trip")
     p.add_argument("--redis-comments", type=int, default=200_000,
@@ -178,13 +391,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "scale": opts.scale, "durability": opts.durability,
                               "file_mb": round(path.stat().st_size / 2**20, 1),
                               "file_seconds": round(gen_seconds, 2)}
+    result["transport"] = opts.transport
     with tempfile.TemporaryDirectory(prefix="lcbench-run-", dir=opts.tmpdir) as tmp:
-        adapter = {"type": "replay", "name": "replay", "path": str(path), "speed": 0, "platform": "douyin",
-                   "room": "7312", "batch": opts.batch}
+        status_port, ws_port = free_port(), free_port()
+        topic = f"livecart/bench/run-{os.getpid()}-{time.time_ns() % 10**9}"
+        adapter: dict[str, Any]
+        if opts.transport == "websocket":
+            adapter = {"type": "websocket", "name": "ws", "mode": "server", "host": "127.0.0.1", "port": ws_port,
+                       "platform": "douyin", "room": "7312"}
+        elif opts.transport == "mqtt":
+            mhost, _, mport = opts.mqtt.partition(":")
+            adapter = {"type": "mqtt", "name": "mqtt", "host": mhost, "port": int(mport or 1883), "topic": topic,
+                       "qos": 1, "platform": "douyin", "room": "7312"}
+        else:
+            adapter = {"type": "replay", "name": "replay", "path": str(path), "speed": 0, "platform": "douyin",
+                       "room": "7312", "batch": opts.batch}
         config = scenario.write_config(tmp, durability=opts.durability, adapters=[adapter])
         with config.open("a", encoding="utf-8") as f:
-            f.write('\n[replies]\nenabled = false\n')  # a replay has nobody to answer
-        run = run_livecart(config, timeout=opts.timeout)
+            # Nobody to answer in a benchmark (replies would go back over the WebSocket, unread).
+            f.write(f'\n[replies]\nenabled = false\n\n[status]\nport = {status_port}\n')
+        if opts.transport == "replay":
+            run = run_livecart(config, timeout=opts.timeout)
+        else:
+            if opts.rate > 0 and opts.transport != "websocket":
+                raise SystemExit("--rate needs --transport websocket (the transport with acknowledgements "
+                                 "the client can time)")
+            run = run_over(opts.transport, config, path, n, opts, rate=opts.rate, status_port=status_port,
+                           ws_port=ws_port, topic=topic)
         result["build"] = _build_of_child()
         result["exit"] = run.pop("exit")
         seconds = run.pop("seconds")
@@ -196,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep = report(config)
         result["journal"] = {"comments": rep["comments"], "outcomes": rep["outcomes"]}
         result.update(check_report(rep, units, n))
-    if not opts.no_redis:
+    if not opts.no_redis and opts.rate <= 0:
         host, _, port = opts.redis.partition(":")
         try:
             base = asyncio.run(baselines.run_redis_file(
@@ -219,10 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["vs_redis"] = ratio
     if opts.pythonpath:
         result["pythonpath"] = opts.pythonpath
-    measured = {"run_comments_per_s": result["comments_per_s"], "vs_redis": ratio}
-    result["targets"] = {k: {"target": goal, "measured": measured[k],
-                             "met": None if measured[k] is None else measured[k] >= goal}
-                         for k, goal in TARGETS.items()}
+    if opts.rate > 0:
+        p99 = result.get("latency_ms", {}).get("p99")
+        result["targets"] = {"p99_ms": {"target": P99_TARGET_MS, "at_offered_per_s": 50_000, "offered_per_s": opts.rate,
+                                        "measured": p99, "met": None if p99 is None or opts.rate < 50_000
+                                        else p99 <= P99_TARGET_MS}}
+    else:
+        measured = {"run_comments_per_s": result["comments_per_s"], "vs_redis": ratio}
+        result["targets"] = {k: {"target": goal, "measured": measured[k],
+                                 "met": None if measured[k] is None else measured[k] >= goal}
+                             for k, goal in TARGETS.items()}
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "cpu": _cpu_model(), "platform": platform.platform()}
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")

@@ -566,6 +566,7 @@ class Daemon:
             "comments": snap["comments"], "outcomes": snap["outcomes"], "orders": snap["orders"],
             "products": products, "adapters": self.adapter_state(), "queues": self.queue_depths(),
             "journal": {"path": self.engine.journal.where, "batches": self.engine.journal.batches,
+                        "durable_seq": getattr(self.engine.journal, "last_seq", None),
                         "durability": self.cfg.storage.durability},
             "replies": replies, "hooks": [h.name for h in self.hooks.hooks] if self.hooks is not None else [],
             "events": {k.value: n for k, n in self.detector.counts.items()},

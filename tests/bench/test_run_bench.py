@@ -53,3 +53,62 @@ def test_a_tiny_run_is_timed_from_outside_and_checked_from_the_journal(
     assert r["oversold"] == 0
     assert r["lost"] == 0
     assert r["statuses"]["reserved"] > 0
+
+
+def test_frames_hold_the_files_first_comments_as_json_arrays(tmp_path: Path) -> None:
+    from livecart.bench.run_bench import read_frames
+
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"id": f"m{i}"}) + b"\n" for i in range(10)))
+    frames = read_frames(path, 7, 3)
+    assert [len(orjson.loads(f)) for f in frames] == [3, 3, 1]
+    assert [c["id"] for f in frames for c in orjson.loads(f)] == [f"m{i}" for i in range(7)]
+
+
+def test_latency_percentiles_are_in_ms_over_the_sorted_samples() -> None:
+    from livecart.bench.run_bench import percentiles_ms
+
+    p = percentiles_ms([i / 1000 for i in range(1, 1001)])  # 1 ms .. 1000 ms
+    assert p["p50"] == 501.0
+    assert p["p99"] == 991.0
+    assert p["max"] == 1000.0
+    assert p["samples"] == 1000
+    assert percentiles_ms([]) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["websocket", "mqtt"])
+def test_a_tiny_run_over_the_network_is_acknowledged_durable_and_checked(
+        tmp_path: Path, transport: str, mosquitto: tuple[str, int]) -> None:
+    """The daemon fed by this process as a WebSocket client (acks after durable) or an MQTT publisher; the
+    run ends once every comment is durable, then SIGTERM; the journal holds every comment once."""
+    proc = subprocess.run([sys.executable, "-m", "livecart.bench.run_bench", "--comments", "3000",
+                           "--tmpdir", str(tmp_path), "--transport", transport, "--no-redis", "--frame", "100",
+                           "--mqtt", f"{mosquitto[0]}:{mosquitto[1]}", "--timeout", "120"],
+                          capture_output=True, timeout=240, check=False)
+    out = orjson.loads(proc.stdout.splitlines()[-1])
+    assert proc.returncode == 0, out
+    assert out["transport"] == transport
+    assert out["exit"] == 0  # stopped by SIGTERM after the last comment was durable: a clean exit
+    assert out["comments"] == 3000 == out["journal"]["comments"]
+    assert out["frames"] == 30
+    assert out["oversold"] == 0
+    assert out["lost"] == 0
+    if transport == "websocket":
+        assert out["acks"] >= 1
+
+
+@pytest.mark.slow
+def test_a_paced_websocket_run_reports_latency_per_frame(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "livecart.bench.run_bench", "--comments", "2000",
+                           "--tmpdir", str(tmp_path), "--transport", "websocket", "--rate", "4000",
+                           "--timeout", "120"], capture_output=True, timeout=240, check=False)
+    out = orjson.loads(proc.stdout.splitlines()[-1])
+    assert proc.returncode == 0, out
+    lat = out["latency_ms"]
+    assert lat["offered_per_s"] == 4000
+    assert lat["samples"] == out["frames"] == 500  # 4 comments a frame, one frame a millisecond
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert out["targets"]["p99_ms"]["met"] is None  # 4,000/s offered is not the target's 50,000/s
+    assert "redis" not in out
+    assert out["lost"] == 0
