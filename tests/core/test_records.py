@@ -110,3 +110,43 @@ def test_a_feed_of_incomplete_objects_stops_being_decoded_twice() -> None:
     assert [c.id for c in out] == [f"m-{i}" for i in range(20)] + ["m-1"]
     assert out[-1] == Comment("douyin", "7312", "m-1", "u-1", "张三", "要2", 1584250000.5)
     assert bad == []
+
+
+def test_a_feed_of_arrays_decodes_each_array_whole_with_the_same_comments_as_the_lenient_path() -> None:
+    """After the first array, an array of complete comments is decoded in one msgspec call; what it gives is
+    exactly what the per-element path gives, and an array that does not fit still goes element by element
+    (gaps filled, bad elements named, the good ones kept)."""
+    dec = CommentDecoder(platform="mqtt", room="r")
+    out: list[Comment] = []
+    bad: list[tuple[int | None, MalformedInput]] = []
+    frames = [[{**_line, "id": f"m-{k}-{i}", "text": f"要{i}"} for i in range(3)] for k in range(4)]
+    for f in frames:
+        dec.decode(orjson.dumps(f), out, bad)
+    assert dec._arrays  # the first array switched the decoder to whole arrays
+    lenient = []
+    for f in frames:
+        for obj in f:
+            lenient.append(Comment.from_mapping(obj, platform="mqtt", room="r"))
+    assert out == lenient
+    assert all(not gc.is_tracked(c) for c in out)
+    # An array with gaps and a bad element: the whole-array decode refuses it; the lenient path keeps the rest.
+    out.clear()
+    dec.decode(orjson.dumps([{**_line, "id": ""}, {"user": 7, "text": "+1", "ts": 1}, 3, {**_line, "id": "m-9"}]),
+               out, bad)
+    assert [c.id for c in out][2:] == ["m-9"]
+    assert out[0].id == stable_comment_id("douyin", "7312", "u-1", 1584250000.5, "要2")
+    assert (out[1].platform, out[1].room, out[1].user) == ("mqtt", "r", "7")
+    assert [(i, e.reason) for i, e in bad] == [(2, "not_an_object")]
+
+
+def test_a_feed_whose_arrays_never_fit_stops_trying_them_whole() -> None:
+    from livecart.core.records import STRICT_MISSES
+
+    dec = CommentDecoder(platform="mqtt", room="r")
+    out: list[Comment] = []
+    bad: list[tuple[int | None, MalformedInput]] = []
+    for k in range(STRICT_MISSES + 2):
+        dec.decode(orjson.dumps([{"user": 1, "text": "+1", "ts": k, "id": f"m-{k}"}]), out, bad)
+    assert not dec._arrays
+    assert [c.id for c in out] == [f"m-{k}" for k in range(STRICT_MISSES + 2)]
+    assert bad == []
