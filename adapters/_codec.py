@@ -220,8 +220,8 @@ class Decoder:
             # _accepted for each, inlined (a method call per comment cost more than the count itself).
             seen = self._recent.seen
             dupes = 0
-            for c in out:
-                if seen((c.platform, c.room, c.id)):
+            for one in out:
+                if seen((one.platform, one.room, one.id)):
                     dupes += 1
             stats = self.stats
             stats.received += len(out)
