@@ -73,6 +73,10 @@ STORAGE_KEYS: dict[str, Option] = {
     "replicas": Option(int, 1, check=lambda v: None if 1 <= v <= 5 else "must be from 1 to 5 (JetStream's limit)",
                        doc="JetStream: copies of the sale's log"),
     "sale": Option(str, doc="JetStream: the sale's id in the cluster; default derived from [stream].name"),
+    "lease_seconds": Option(float, 10.0, check=lambda v: None if 5.0 <= v <= 300.0 else
+                            "must be from 5 to 300 seconds (longer than a leader election, which takes 5-8 s)",
+                            doc="JetStream: how long the decider's lease runs unrenewed before a standby takes "
+                                "over"),
 }
 #: A sale id names a stream, a subject token and a KV bucket: letters, digits, '-' and '_' only.
 SALE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -112,7 +116,7 @@ def _storage_backend(c: _Checker, st: dict[str, Any], raw: Any, stream_name: str
             c.add("storage.servers", "is required with backend = 'jetstream' (a list of URLs such as "
                   "['nats://10.0.0.1:4222'])", line)
     else:
-        for key in ("servers", "replicas", "sale"):
+        for key in ("servers", "replicas", "sale", "lease_seconds"):
             if key in given:
                 c.add(f"storage.{key}", f"only applies with backend = 'jetstream' (backend is "
                       f"{st['backend']!r}), got {given[key]!r}", c.lines.key(line, key))
@@ -369,7 +373,8 @@ def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
                                 batch_delay_ms=float(st["batch_delay_ms"]),
                                 snapshot_events=int(st["snapshot_events"]),
                                 snapshot_seconds=float(st["snapshot_seconds"]),
-                                backend=st["backend"], servers=servers, replicas=int(st["replicas"]), sale=sale),
+                                backend=st["backend"], servers=servers, replicas=int(st["replicas"]), sale=sale,
+                                lease_seconds=float(st["lease_seconds"])),
         catalogue=Catalogue(tuple(products)),
         adapters=tuple(adapters),
         hooks=tuple(hooks),

@@ -163,6 +163,21 @@ def test_jetstream_backend_reads_servers_replicas_and_derives_the_sale() -> None
     assert cfg.storage.sale == "tonggu-spring-sale"
 
 
+def test_the_decider_lease_is_a_storage_key_checked_against_elections() -> None:
+    js = JS + '[storage]\nbackend = "jetstream"\nservers = ["nats://10.0.0.1:4222"]\n'
+    assert config.loads(js).storage.lease_seconds == 10.0
+    assert config.loads(js + "lease_seconds = 20\n").storage.lease_seconds == 20.0
+    for bad in ("3", "301", "0"):
+        with pytest.raises(ConfigError) as e:
+            config.loads(js + f"lease_seconds = {bad}\n", file="s.toml")
+        assert "[storage.lease_seconds]" in str(e.value)
+        assert "from 5 to 300" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        config.loads(JS + "[storage]\nlease_seconds = 20\n", file="s.toml")
+    assert "[storage.lease_seconds]" in str(e.value)
+    assert "only applies with backend = 'jetstream'" in str(e.value)
+
+
 def test_a_sale_named_only_in_chinese_gets_a_stable_hashed_id() -> None:
     assert config.sale_id("铜鼓春季特卖") == config.sale_id("铜鼓春季特卖")
     assert config.sale_id("铜鼓春季特卖").startswith("sale-")

@@ -36,6 +36,8 @@ class StorageSettings:
     servers: tuple[str, ...] = ()
     replicas: int = 1
     sale: str = ""
+    #: JetStream mode: seconds the decider's lease runs unrenewed before a standby takes over.
+    lease_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

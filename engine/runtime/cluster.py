@@ -15,11 +15,14 @@ daemon drives exactly like the SQLite :class:`~livecart.runtime.pipeline.Engine`
     own monotonic clock: a process paused by SIGSTOP or cut off knows it is out when it runs again). Once
     leased it catches up with the log and publishes a takeover on the decisions subject, fenced with
     ``Nats-Expected-Last-Subject-Sequence``: from then on any message of the previous decider is refused by
-    the stream. Then, in a loop: publish an expiry sweep when a hold is due, and when outcomes wait, publish
-    a mark "announced through seq N" (fenced), and only after the stream stored it, and only while the lease
-    is still valid, hand the outcomes up to N to the listeners (buyer replies, hooks, events). A mark is
-    written before its outcomes go out: after a crash between the two, the new decider skips them (at most
-    once, never twice); it starts announcing after the last mark it finds in the log.
+    the stream. First it announces the outcomes *in doubt*: those of the messages between the last mark and
+    its takeover, the first batch of which the previous decider may have handed out before dying without its
+    mark reaching the log. Then, in a loop: publish an expiry sweep when a hold is due, and when outcomes wait, check the
+    lease (still the decider, so no other process is announcing), hand the outcomes up to the last message
+    applied, N, to the listeners (buyer replies, hooks, events), then publish a mark "announced through
+    seq N" (fenced). Every outcome is thus handed out by some decider, and twice only when a decider
+    stopped between a hand-off and its mark: then the repeat is the same outcome, with the same ``seq``
+    (the ledger's event number, the same in every process), by which a receiver recognises it.
 ``member``
     puts ``member.<id>`` in the bucket every few seconds (host, pid, role, seq applied) for
     ``livecart cluster status``.
@@ -110,6 +113,7 @@ class ClusterEngine:
         self.lease_seconds = lease_seconds
         self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._listeners: list[Listener] = []
+        self._intake_listeners: list[Callable[[bool], None]] = []
         self._publish_lock = asyncio.Lock()
         self._batch_no = 0
         self._applied = asyncio.Condition()
@@ -129,6 +133,10 @@ class ClusterEngine:
         self._snapshot_at = time.monotonic()
         self._m_comments = metrics.counter("comments_total", "comments received by the engine")
         self._m_outcomes = metrics.counter("outcomes_total", "announced outcomes by status")
+        #: Outcomes this process announced at a takeover that the previous decider may have announced.
+        self.in_doubt_total = 0
+        self._m_again = metrics.counter("outcomes_in_doubt_total",
+                                        "outcomes announced at a takeover after the last mark (maybe a repeat)")
         self._m_fenced = metrics.counter("decider_stepdowns_total", "times this process stopped deciding")
         lead = metrics.gauge("decider", "1 while this process decides the sale")
         applied = metrics.gauge("log_applied_seq", "the last log message this process applied")
@@ -141,9 +149,12 @@ class ClusterEngine:
 
     @classmethod
     async def open(cls, cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
-                   metrics: Registry | None = None, lease_seconds: float = LEASE_SECONDS) -> ClusterEngine:
+                   metrics: Registry | None = None, lease_seconds: float | None = None) -> ClusterEngine:
         """Connect, create the sale's log if new (refusing another catalogue), catch up with it, and start
-        following it and competing for the lease. Raises :class:`JournalError`."""
+        following it and competing for the lease (of ``lease_seconds``, default ``[storage] lease_seconds``).
+        Raises :class:`JournalError`."""
+        if lease_seconds is None:
+            lease_seconds = cfg.storage.lease_seconds
         if lease_seconds <= 2 * LEASE_MARGIN:
             raise ValueError(f"lease_seconds must be more than {2 * LEASE_MARGIN}, got {lease_seconds}")
         if parse is None:
@@ -184,6 +195,12 @@ class ClusterEngine:
     @property
     def ledger(self) -> Ledger:
         return self.state.ledger
+
+    def on_intake(self, cb: Callable[[bool], None]) -> None:
+        """Call ``cb(paused)`` whenever the log pauses or resumes intake (a host's ``pause`` / ``resume``,
+        sent to any process of the sale or by ``livecart ctl`` from any machine): every process of the sale
+        follows it, so all of them stop (or start again) feeding their adapters' comments."""
+        self._intake_listeners.append(cb)
 
     def add_listener(self, cb: Listener) -> None:
         """Call ``cb(outcomes)`` with each batch of outcomes this process announces as the decider."""
@@ -276,9 +293,16 @@ class ClusterEngine:
         try:
             async for seq, ts, decision, body in reader:
                 if seq:
+                    paused = state.ledger.intake_paused
                     out = state.apply(seq, ts, decision, body)
                     if out:
                         self._outcomes_waiting.set()
+                    if state.ledger.intake_paused != paused:
+                        for cb in self._intake_listeners:
+                            try:
+                                cb(state.ledger.intake_paused)
+                            except Exception:
+                                log.exception("intake listener %r failed", cb)
                 async with self._applied:
                     self._applied.notify_all()
         finally:
@@ -366,9 +390,21 @@ class ClusterEngine:
         floor = state.announced  # the last mark of the deciders before: announced already
         log.warning("deciding sale %s as %s from log seq %d (announced through %d by the previous decider)",
                     self.cfg.storage.sale, self.member, seq, state.announced)
+        n = 0
+        # In doubt: outcomes of the messages between the last mark and this takeover. The previous decider
+        # may have handed out the first batch of them before it died or was fenced, without its mark after
+        # them reaching the log. Announce them all (a repeat has the same seq: a receiver recognises it),
+        # then mark them.
+        lease.check()
+        doubt, first, last = state.take_unannounced(seq - 1, floor)
+        if doubt:
+            self._announce(doubt, first, last, again=True)
+            n += 1
+            last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, seq - 1]),
+                                              f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
+                                              patience=lease.left())
         hold = state.ledger.hold_seconds > 0
         next_tick = time.monotonic() + TICK_SECONDS
-        n = 0
         while True:
             await lease.renew_if_due()
             if hold and time.monotonic() >= next_tick:
@@ -381,14 +417,16 @@ class ClusterEngine:
                                                       patience=lease.left())
             if state.unannounced:
                 through = state.applied
-                n += 1
-                last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, through]),
-                                                  f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
-                                                  patience=lease.left())
-                lease.check()  # stored: only still the decider may announce
+                # Only while still the decider (checked with no await before the hand-off: no other
+                # process can be announcing now), hand the outcomes out, then mark them announced.
+                lease.check()
                 outs, first, last = state.take_unannounced(through, floor)
                 if outs:
                     self._announce(outs, first, last)
+                    n += 1
+                    last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, through]),
+                                                      f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
+                                                      patience=lease.left())
             self._maybe_snapshot()
             self._outcomes_waiting.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -435,14 +473,21 @@ class ClusterEngine:
             except TimeoutError:
                 await lease.renew_if_due()
 
-    def _announce(self, outs: list[Outcome], first: int, through: int) -> None:
+    def _announce(self, outs: list[Outcome], first: int, through: int, *, again: bool = False) -> None:
         self.announced_total += len(outs)
         counts: dict[str, int] = {}
         for o in outs:
             counts[o.status] = counts.get(o.status, 0) + 1
         for status, k in counts.items():
             self._m_outcomes.inc(k, status=status)
-        log.info("announced %d outcomes of log messages %d-%d", len(outs), first, through)
+        if again:
+            self.in_doubt_total += len(outs)
+            self._m_again.inc(len(outs))
+            log.warning("announced in doubt %d outcomes of log messages %d-%d (after the last mark: the "
+                        "previous decider may have announced the first of them already; a repeat has the same "
+                        "seq, here %s-%s)", len(outs), first, through, outs[0].seq, outs[-1].seq)
+        else:
+            log.info("announced %d outcomes of log messages %d-%d", len(outs), first, through)
         for cb in self._listeners:
             try:
                 cb(outs)

@@ -132,6 +132,9 @@ class Daemon:
                         "'livecart ctl FILE resume'")
         else:
             self.running.set()
+        if isinstance(engine, ClusterEngine):
+            # A pause / resume of the sale reaches every process through the log, whoever took it.
+            engine.on_intake(self._pause_from_log)
         self.draining = False
         self.registry = registry if registry is not None else Registry()
         self.metrics = DaemonMetrics(self.registry)
@@ -484,6 +487,12 @@ class Daemon:
             self._pauses.inc(action="pause" if pause else "resume")
             log.warning("intake %s by the host", "PAUSED" if pause else "resumed")
         return {"paused": pause, "changed": was_paused != pause, "queued_batches": self.queue.qsize()}
+
+    def _pause_from_log(self, paused: bool) -> None:
+        if paused == self.running.is_set():
+            log.warning("the sale's log %s intake (a host control taken by another process of the sale)",
+                        "PAUSES" if paused else "resumes")
+            self._pause(paused)
 
     # ------------------------------------------------------------------ state and health
 

@@ -11,7 +11,8 @@ stream per sale, ``LIVECART_<sale>``, with two subjects:
 ``livecart.<sale>.dec``
     what only the decider writes, each message published with ``Nats-Expected-Last-Subject-Sequence`` set to
     the decider's own previous one (fencing): ``["t", member]`` when a process takes over deciding,
-    ``["x"]`` an expiry sweep, ``["m", n]`` "outcomes up to stream sequence n are being announced".
+    ``["x"]`` an expiry sweep, ``["m", n]`` "the outcomes of messages up to stream sequence n have been
+    announced" (written *after* handing them out: see :mod:`livecart.runtime.cluster`).
 
 Applying a message (:meth:`SaleState.apply`) is pure: comments are parsed with the featured product the
 ledger has at that point and decided in order; a comment key seen before (fed by another process, or
@@ -124,8 +125,8 @@ class SaleState:
     """The ledger of a sale as the log builds it, plus where deciding and announcing stand. No I/O.
 
     Feed every message of the stream, in stream order, to :meth:`apply`. Outcomes wait in
-    :attr:`unannounced` (stream seq, outcomes) until the mark after the one covering them; the decider
-    takes and announces them after its own mark (:meth:`take_unannounced`).
+    :attr:`unannounced` (stream seq, outcomes) until a mark covers them; the decider takes and announces
+    them (:meth:`take_unannounced`), then writes its mark.
     """
 
     def __init__(self, header: Header, parse: ParseFn) -> None:
@@ -169,13 +170,9 @@ class SaleState:
         if decision:
             self.dec_last = seq
             if kind == MARK:
-                # Drop what the *previous* mark covered, never what this one covers: the decider that wrote
-                # this mark may not have taken its outcomes yet (its follower can apply the mark before the
-                # decider's publish returns).
-                prev = self.announced
-                self.announced = max(prev, int(data[1]))
-                if prev:
-                    self.unannounced = [(s, o) for s, o in self.unannounced if s > prev]
+                # The decider that wrote it handed these outcomes out before writing it: done with them.
+                self.announced = max(self.announced, int(data[1]))
+                self.unannounced = [(s, o) for s, o in self.unannounced if s > self.announced]
                 return []
             if kind == TAKEOVER:
                 self.decider = str(data[1])

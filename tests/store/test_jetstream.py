@@ -19,6 +19,7 @@ from livecart.core.parser import Parser
 from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config
 from livecart.runtime.cluster import ClusterEngine, control_via_log
+from livecart.runtime.daemon import Daemon
 from livecart.store import jetstream as js
 from livecart.store.codec import Header, catalogue_json
 from livecart.store.jetstream import Fenced, SaleLog, SaleState, load_state
@@ -96,8 +97,8 @@ def test_state_marks_drop_what_was_announced_and_controls_report_to_who_waits() 
     assert s.ledger.snapshot()["products"]["egg"]["stock"] == 15
     assert [seq for seq, _ in s.unannounced] == [1]
     s.apply(5, 1005.0, True, orjson.dumps([js.MARK, 3]))
-    # A mark drops only what the mark before it covered: its own decider may not have taken them yet.
-    assert [seq for seq, _ in s.unannounced] == [1]
+    # A mark is written after its outcomes were handed out: what it covers is done with.
+    assert s.unannounced == []
     assert s.announced == 3
     assert s.dec_last == 5
     s.apply(6, 1006.0, False, _body([_comment(7)]))
@@ -258,3 +259,79 @@ async def test_a_batch_of_long_comments_is_split_under_the_payload_limit(nats_se
         assert engine.snapshot()["comments"] == 8
     finally:
         await engine.close()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_outcomes_handed_out_without_a_mark_are_announced_again_by_the_next_decider(
+        nats_server: str, sale: str) -> None:
+    cfg = _cfg(nats_server, sale, stock=10)
+    heard: dict[str, list[Outcome]] = {"a": [], "b": []}
+    a = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    a.add_listener(heard["a"].extend)
+    b: ClusterEngine | None = None
+    try:
+        await _until(lambda: a.leading, "a to decide")
+        await a.submit([_comment(1), _comment(2)])
+        await _until(lambda: len(heard["a"]) == 2, "the first outcomes")
+        await _until(lambda: a.state.announced >= a.state.applied - 1, "their mark")
+        # From now on a's marks never reach the log: as if it died between a hand-off and its mark.
+        real = a.log.publish
+        frozen = asyncio.get_running_loop().create_future()
+
+        async def publish(subject: str, body: bytes, msg_id: str, **kw: object) -> int:
+            if subject == a.log.names.decisions and orjson.loads(body)[0] == js.MARK:
+                await frozen
+            return await real(subject, body, msg_id, **kw)  # type: ignore[arg-type]
+
+        a.log.publish = publish  # type: ignore[method-assign]
+        await a.submit([_comment(3), _comment(4, "egg +2")])
+        await _until(lambda: len(heard["a"]) == 4, "a to hand out m-3 and m-4")
+        b = await ClusterEngine.open(cfg, lease_seconds=5.0)
+        b.add_listener(heard["b"].extend)
+        await a.close()  # gives the lease up; its mark never written
+        await _until(lambda: b is not None and b.leading, "b to take over")
+        await b.submit([_comment(5)])
+        await _until(lambda: len(heard["b"]) == 3, "b to announce m-3, m-4 again and m-5")
+        again = heard["b"][:2]
+        assert again == heard["a"][2:]  # the same outcomes, the same seq: a receiver recognises the repeat
+        assert [o.comment for o in again] == ["m-3", "m-4"]
+        assert b.in_doubt_total == 2
+        assert heard["b"][2].comment == "m-5"
+        assert heard["b"][2].seq is not None
+        assert again[-1].seq is not None
+        assert heard["b"][2].seq > again[-1].seq
+        # Nothing before the last mark came again.
+        assert {o.comment for o in heard["b"]}.isdisjoint({"m-1", "m-2"})
+    finally:
+        await a.close()
+        if b is not None:
+            await b.close()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_pause_and_resume_reach_every_process_of_the_sale(nats_server: str, sale: str) -> None:
+    cfg = _cfg(nats_server, sale)
+    a = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    b = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    seen: dict[str, list[bool]] = {"a": [], "b": []}
+    a.on_intake(seen["a"].append)
+    b.on_intake(seen["b"].append)
+    daemon_b = Daemon(cfg, b, [])  # b's daemon stops taking its adapters' comments
+    try:
+        await a.control(parse_params("pause", []))
+        await _until(lambda: seen["b"] == [True], "b to follow the pause it did not take")
+        assert seen["a"] == [True]
+        assert b.ledger.intake_paused
+        assert daemon_b.is_paused()
+        await control_via_log(cfg, parse_params("resume", []))  # from a machine with no process
+        await _until(lambda: seen["a"] == seen["b"] == [True, False], "both to follow the resume")
+        assert not daemon_b.is_paused()
+    finally:
+        await a.close()
+        await b.close()
+    # A process that starts later starts paused or not as the log left it.
+    c = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    try:
+        assert not c.ledger.intake_paused
+    finally:
+        await c.close()
