@@ -83,6 +83,20 @@ async def _read_cluster(cfg: Config) -> tuple[Ledger, dict[str, str]]:
     return state.ledger, state.names
 
 
+async def _cluster_entries(cfg: Config) -> tuple[Header, list[Entry]]:
+    """The journal entries a SQLite journal would hold for the sale in the cluster: its whole log replayed
+    (a snapshot has no history, and the summary's timeline needs all of it), each ledger event recorded as
+    the entry the SQLite engine writes, stamped with the log's time of its message."""
+    parse = Parser.from_config(cfg).parse
+    sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
+    entries: list[Entry] = []
+    try:
+        state = await load_state(sale_log, parse, snapshot=False, record=entries)
+    finally:
+        await sale_log.close()
+    return state.header, entries
+
+
 def _ledger(file: str, with_names: bool = False) -> tuple[Ledger, dict[str, str]]:
     cfg = load(file)
     if cfg.storage.backend == "jetstream":
@@ -99,9 +113,9 @@ def summary(file: str) -> dict[str, Any]:
     (per product sold, presale, paid, revenue; comments and orders per second over the sale; the events)."""
     cfg = load(file)
     if cfg.storage.backend == "jetstream":
-        raise JournalError("report --html reads a SQLite journal; for backend = 'jetstream' it is not built yet "
-                           "(report and report --json read the sale's log)")
-    header, entries = asyncio.run(_entries(cfg.storage.path))
+        header, entries = asyncio.run(_cluster_entries(cfg))
+    else:
+        header, entries = asyncio.run(_entries(cfg.storage.path))
     comment_ts = [ts for _, ts, kind, _ in entries if kind == COMMENT]
     order_ts: list[float] = []
     events: list[dict[str, Any]] = []

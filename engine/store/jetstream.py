@@ -55,7 +55,15 @@ from livecart.core.control import Kind
 from livecart.core.errors import ControlError, JournalError, LivecartError
 from livecart.core.ledger import Ledger
 from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
-from livecart.store.codec import SNAPSHOT_VERSION, Header, catalogue_from_json, catalogue_json
+from livecart.store.codec import (
+    SNAPSHOT_VERSION,
+    Entry,
+    Header,
+    catalogue_from_json,
+    catalogue_json,
+    comment_row,
+    control_row,
+)
 
 log = logging.getLogger("livecart.jetstream")
 
@@ -147,6 +155,9 @@ class SaleState:
         self._expected: set[int] = set()
         self.parse_errors = 0
         self.bad_messages = 0
+        #: When a list, every ledger event is appended to it as the journal entry the SQLite engine writes
+        #: for it (:mod:`livecart.store.codec`): ``report --html`` builds its summary from them.
+        self.record: list[Entry] | None = None
 
     def expect(self, seq: int) -> None:
         """Keep the result of message ``seq`` in :attr:`results` once it is applied."""
@@ -178,7 +189,10 @@ class SaleState:
                 self.decider = str(data[1])
                 return []
             if kind == SWEEP:
+                before = self.ledger.seq
                 out = self.ledger.expire_due()
+                if self.record is not None and self.ledger.seq != before:
+                    self.record.append(control_row(self.ledger.seq, self._now, Kind.EXPIRE, ()))
             else:
                 self._bad(seq, f"unknown decision kind {kind!r}")
                 return []
@@ -203,6 +217,7 @@ class SaleState:
         parse = self._parse
         decide = ledger.decide
         names = self.names
+        record = self.record
         out: list[Outcome] = []
         for platform, room, cid, user, name, text in rows:
             if ledger.seen((platform, room, cid)):
@@ -217,9 +232,12 @@ class SaleState:
                 pr = NOTHING
             if name:
                 names[user] = name
+            before = ledger.seq
             res = decide(c, pr)
             if res:
                 out.extend(res)
+            if record is not None and ledger.seq != before:
+                record.append(comment_row(ledger.seq, self._now, c, pr))
         return out
 
     def _control(self, seq: int, data: list[Any]) -> list[Outcome]:
@@ -227,7 +245,10 @@ class SaleState:
             kind = Kind(data[1])
             if kind is Kind.COMMENT or kind is Kind.EXPIRE:
                 raise ValueError(f"{kind!r} is not a host control")
+            before = self.ledger.seq
             out = control.apply(self.ledger, kind, data[2])
+            if self.record is not None and self.ledger.seq != before:
+                self.record.append(control_row(self.ledger.seq, self._now, kind, data[2]))
         except ControlError as exc:
             # Refused the same way by every reader; changes nothing. Only the one who sent it hears why.
             if seq in self._expected:
@@ -685,11 +706,14 @@ async def start_state(log_: SaleLog, parse: ParseFn) -> SaleState:
     return SaleState(log_.header, parse)
 
 
-async def load_state(log_: SaleLog, parse: ParseFn, *, snapshot: bool = True) -> SaleState:
+async def load_state(log_: SaleLog, parse: ParseFn, *, snapshot: bool = True,
+                     record: list[Entry] | None = None) -> SaleState:
     """A :class:`SaleState` with every message of the log up to its current end applied: from the latest
-    snapshot plus the messages after it (``snapshot=False``: from the start of the log)."""
+    snapshot plus the messages after it (``snapshot=False``: from the start of the log). With ``record``
+    (and ``snapshot=False``), every ledger event is appended to it as a journal entry."""
     assert log_.header is not None
     state = await start_state(log_, parse) if snapshot else SaleState(log_.header, parse)
+    state.record = record
     end = await log_.last_seq()
     if state.applied >= end:
         return state

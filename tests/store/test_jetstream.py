@@ -335,3 +335,28 @@ async def test_pause_and_resume_reach_every_process_of_the_sale(nats_server: str
         assert not c.ledger.intake_paused
     finally:
         await c.close()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_report_html_summary_of_a_jetstream_sale(nats_server: str, sale: str, tmp_path: Path) -> None:
+    from livecart.cli.journal import summary
+
+    cfg_file = tmp_path / "sale.toml"
+    cfg_file.write_text(CONFIG.format(server=nats_server, sale=sale, stock=2, hold=0), encoding="utf-8")
+    cfg = _cfg(nats_server, sale, stock=2)
+    log = await _open(nats_server, sale, cfg)
+    try:
+        await log.publish(log.names.inputs, js.comments_body([_comment(i) for i in range(1, 5)]), "feed-1")
+        await log.publish(log.names.inputs, js.control_body(Kind.RESTOCK, ["egg", None, 3]), "ctl-1")
+        await log.publish(log.names.inputs, js.comments_body([_comment(i) for i in range(4, 7)]), "feed-2")
+        state = await load_state(log, Parser.from_config(cfg).parse, snapshot=False)
+    finally:
+        await log.close()
+    data = await asyncio.to_thread(summary, str(cfg_file))
+    want = state.ledger.snapshot()
+    (egg,) = data["products"]
+    assert egg["sold"] == want["products"]["egg"]["reserved"] == 4  # 2, then m-5 and m-6 after the restock
+    assert egg["stock"] == want["products"]["egg"]["stock"] == 5
+    assert data["comments"] == want["comments"] == 6
+    assert data["outcomes"] == want["outcomes"]
+    assert sum(point[1] for point in data["history"]) > 0  # comments over time, from the log's times

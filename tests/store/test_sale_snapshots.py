@@ -15,6 +15,7 @@ from livecart.config import loads
 from livecart.core.control import Kind, parse_params
 from livecart.core.parser import Parser
 from livecart.runtime.cluster import ClusterEngine
+from livecart.store import codec
 from livecart.store import jetstream as js
 from livecart.store.codec import SNAPSHOT_VERSION, Header, catalogue_json
 from livecart.store.jetstream import SaleLog, SaleState, load_state
@@ -68,7 +69,12 @@ def test_snapshot_plus_tail_equals_full_replay(events: list[tuple[int, tuple[str
     msgs = _messages(events)
     cut = data.draw(st.integers(0, len(msgs)), label="snapshot after message")
     full = SaleState(HEADER, PARSE)
+    full.record = []
     full_out = [full.apply(*m) for m in msgs]
+    # What it recorded is the journal a SQLite run writes: replayed, the same ledger (report --html).
+    journal = codec.rebuild_entries(HEADER, [(q, t, k, orjson.loads(orjson.dumps(d))) for q, t, k, d in full.record])
+    assert journal.snapshot() == full.ledger.snapshot()
+    assert list(journal.orders()) == list(full.ledger.orders())
     head = SaleState(HEADER, PARSE)
     for m in msgs[:cut]:
         head.apply(*m)
