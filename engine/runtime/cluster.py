@@ -455,7 +455,7 @@ class ClusterEngine:
         try:
             body = await asyncio.to_thread(orjson.dumps, data)
             await self.log.snapshots.write(applied, SNAPSHOT_VERSION, body)
-        except JournalError as exc:
+        except (JournalError, TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             self.snapshot_failures += 1
             log.warning("sale %s: the snapshot at log message %d was not written (%s); the log is whole "
                         "without it", self.cfg.storage.sale, applied, exc)

@@ -700,8 +700,8 @@ async def start_state(log_: SaleLog, parse: ParseFn) -> SaleState:
             state = await asyncio.to_thread(SaleState.restore, log_.header, parse, version, body)
             log.info("sale %s: starting from the snapshot at log message %d", log_.names.sale, seq)
             return state
-    except JournalError as exc:
-        log.warning("sale %s: the snapshot in the cluster cannot be used (%s); replaying the whole log",
+    except (JournalError, TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+        log.warning("sale %s: the snapshot in the cluster cannot be used (%r); replaying the whole log",
                     log_.names.sale, exc)
     return SaleState(log_.header, parse)
 

@@ -378,7 +378,7 @@ class JetStreamStore:
             return  # the entries it describes never became durable
         try:
             await self.snapshots.write(seq, SNAPSHOT_VERSION, body)
-        except JournalError as exc:
+        except (JournalError, TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             self.snapshot_failures += 1
             log.warning("journal %s: the snapshot at event %d was not written (%s); the journal is whole "
                         "without it", self.where, seq, exc)
