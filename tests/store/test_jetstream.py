@@ -265,8 +265,10 @@ async def test_a_batch_of_long_comments_is_split_under_the_payload_limit(nats_se
 async def test_outcomes_handed_out_without_a_mark_are_announced_again_by_the_next_decider(
         nats_server: str, sale: str) -> None:
     cfg = _cfg(nats_server, sale, stock=10)
+    # A 10 s lease: on a loaded machine a 5 s one (valid 3 s after a renewal) can lapse between two renewals,
+    # and the decider then steps down and takes over again, which this test does not want to wait for.
     heard: dict[str, list[Outcome]] = {"a": [], "b": []}
-    a = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    a = await ClusterEngine.open(cfg, lease_seconds=10.0)
     a.add_listener(heard["a"].extend)
     b: ClusterEngine | None = None
     try:
@@ -286,7 +288,7 @@ async def test_outcomes_handed_out_without_a_mark_are_announced_again_by_the_nex
         a.log.publish = publish  # type: ignore[method-assign]
         await a.submit([_comment(3), _comment(4, "egg +2")])
         await _until(lambda: len(heard["a"]) == 4, "a to hand out m-3 and m-4")
-        b = await ClusterEngine.open(cfg, lease_seconds=5.0)
+        b = await ClusterEngine.open(cfg, lease_seconds=10.0)
         b.add_listener(heard["b"].extend)
         await a.close()  # gives the lease up; its mark never written
         await _until(lambda: b is not None and b.leading, "b to take over")
