@@ -192,7 +192,7 @@ class _Proc:
                 self.proc.wait()
 
 
-_ANNOUNCED = re.compile(r"announced \d+ outcomes of log messages (\d+)-(\d+)")
+_ANNOUNCED = re.compile(r"announced (?:in doubt )?\d+ outcomes of log messages (\d+)-(\d+)")
 
 
 def _wait(cond: Callable[[], Any], what: str, limit: float = 90.0) -> Any:
