@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from livecart.cli.cluster import status as cluster_status
 from livecart.config import loads
 from livecart.core.control import Kind, parse_params
 from livecart.core.parser import Parser
@@ -124,6 +125,9 @@ async def test_the_decider_writes_snapshots_and_new_readers_start_from_them(nats
         info = await sale_log.snapshots.info()
         assert info is not None
         assert info.version == SNAPSHOT_VERSION
+        shown = (await cluster_status([nats_server], sale))["snapshot"]
+        assert shown["seq"] == info.seq
+        assert shown["format"] == SNAPSHOT_VERSION
         from_snap = await load_state(sale_log, PARSE)
         from_start = await load_state(sale_log, PARSE, snapshot=False)
     finally:
