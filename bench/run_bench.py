@@ -392,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "file_mb": round(path.stat().st_size / 2**20, 1),
                               "file_seconds": round(gen_seconds, 2)}
     result["transport"] = opts.transport
+    if opts.rate > 0:
+        result["case"] = "run-latency"
+    elif opts.transport != "replay":
+        result["case"] = f"run-{opts.transport}"
     with tempfile.TemporaryDirectory(prefix="lcbench-run-", dir=opts.tmpdir) as tmp:
         status_port, ws_port = free_port(), free_port()
         topic = f"livecart/bench/run-{os.getpid()}-{time.time_ns() % 10**9}"

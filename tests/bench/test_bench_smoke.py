@@ -324,3 +324,13 @@ def test_console_bench_runs_with_and_without_consoles_and_prints_its_json() -> N
     # The open consoles got deltas while the sale ran, far fewer than the comments (never one per outcome).
     messages = with_["messages_per_s_per_console"] * with_["seconds"]
     assert 0 < messages < with_["comments"] / 10
+
+
+def test_summary_reads_the_daemons_p99_from_the_paced_run_case() -> None:
+    s = summarise([{"case": "run", "comments_per_s": 100_000, "vs_redis": 3.3, "oversold": 0, "lost": 0},
+                   {"case": "run-latency", "comments_per_s": 50_000, "latency_ms": {"p99": 53.2}, "oversold": 0,
+                    "lost": 0}])
+    assert s["targets"]["run_p99_ms_at_50k"] == {"target": 5.0, "measured": 53.2, "met": False}
+    assert s["targets"]["run_comments_per_s"]["met"] is False
+    assert summarise([{"case": "run-latency", "latency_ms": {"p99": 4.0}, "oversold": 0, "lost": 0}]
+                     )["targets"]["run_p99_ms_at_50k"]["met"] is True
