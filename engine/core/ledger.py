@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from livecart.core.catalogue import Catalogue, Product
+from livecart.core.dedupe import Dedupe
 from livecart.core.errors import ControlError
 from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Reason, Status, make_outcome
 
@@ -119,7 +120,7 @@ class Ledger:
     """
 
     def __init__(self, catalogue: Catalogue, *, clock: Callable[[], float], hold_seconds: float = 0.0,
-                 featured: str | None = None) -> None:
+                 featured: str | None = None, recent: int = 0) -> None:
         # ``clock`` comes first of the keywords: mypyc (LIVECART_COMPILE=1) cannot describe a required
         # keyword after defaulted ones.
         self.clock = clock  # public: a journal replay swaps in recorded times
@@ -149,6 +150,12 @@ class Ledger:
         # The set of the last (platform, room) decided, which is nearly always the next one's too.
         self._seen_platform = ""
         self._seen_room = ""
+        self._seen_ri = 0
+        #: With ``recent`` > 0 the seen ids are bounded (:mod:`livecart.core.dedupe`): the last ``recent`` exactly,
+        #: older ones in a filter confirmed through the store. 0: every id stays in memory.
+        self.dedupe: Dedupe | None = Dedupe(recent) if recent > 0 else None
+        if self.dedupe is not None:
+            self._seen = self.dedupe.sets
         self._seen_ids = self._room_ids("", "")
         self._orders: dict[str, _Order] = {}
         self._by_user: dict[str, list[_Order]] = {}
@@ -170,13 +177,19 @@ class Ledger:
 
     def seen(self, key: tuple[str, str, str]) -> bool:
         """Whether a comment with this ``(platform, room, id)`` has been processed."""
+        if self.dedupe is not None:
+            return self.dedupe.contains(key[0], key[1], key[2])
         ids = self._seen.get((key[0], key[1]))
         return ids is not None and key[2] in ids
 
     def _room_ids(self, platform: str, room: str) -> set[str]:
-        ids = self._seen.get((platform, room))
-        if ids is None:
-            ids = self._seen[(platform, room)] = set()
+        if self.dedupe is not None:
+            self._seen_ri, ids = self.dedupe.room(platform, room)
+        else:
+            got = self._seen.get((platform, room))
+            if got is None:
+                got = self._seen[(platform, room)] = set()
+            ids = got
         self._seen_platform = platform
         self._seen_room = room
         self._seen_ids = ids
@@ -229,7 +242,7 @@ class Ledger:
         nothing, but keep the heap's order, which does)."""
         orders = [[o.id, o.user, o.unit.key, o.qty, o.status._value_, o.comment, o.platform, o.room, o.created,
                    o.deadline] for o in self._orders.values()]
-        return {
+        state: dict[str, Any] = {
             "seq": self.seq, "comments": self.comments, "next_order": self._next_order,
             "featured": self._featured, "paused": self.intake_paused, "hold_seconds": self.hold_seconds,
             "limits": dict(self._limits),
@@ -238,8 +251,12 @@ class Ledger:
             "held": {sku: dict(h) for sku, h in self._held.items()},
             "expiry": [list(e) for e in self._expiry],
             "counts": {st._value_: n for st, n in self._counts.items()},
-            "seen": [[platform, room, list(ids)] for (platform, room), ids in self._seen.items()],
         }
+        if self.dedupe is not None:
+            state["dedupe"] = self.dedupe.state()
+        else:
+            state["seen"] = [[platform, room, list(ids)] for (platform, room), ids in self._seen.items()]
+        return state
 
     @classmethod
     def restore(cls, catalogue: Catalogue, state: dict[str, Any], *, clock: Callable[[], float]) -> Ledger:
@@ -281,7 +298,11 @@ class Ledger:
         led._expiry = [(float(d), int(n), str(oid)) for d, n, oid in state["expiry"]]
         heapq.heapify(led._expiry)  # already a heap when it was taken; this only guards a hand-made state
         led._counts = {Status(k): int(v) for k, v in state["counts"].items()}
-        led._seen = {(platform, room): set(ids) for platform, room, ids in state["seen"]}
+        if "dedupe" in state:
+            led.dedupe = Dedupe.restore(state["dedupe"])
+            led._seen = led.dedupe.sets
+        else:
+            led._seen = {(platform, room): set(ids) for platform, room, ids in state["seen"]}
         led._room_ids("", "")
         return led
 
@@ -294,9 +315,11 @@ class Ledger:
 
     # ------------------------------------------------------------------ comments
 
-    def decide(self, comment: Comment, parsed: ParseResult) -> list[Outcome]:
+    def decide(self, comment: Comment, parsed: ParseResult, new: bool = False) -> list[Outcome]:
         """Outcomes for one parsed comment: one or more per item of a buy or cancel (quantities of a buy
-        item's outcomes add up to its quantity), ``[]`` for any other intent or a comment seen before."""
+        item's outcomes add up to its quantity), ``[]`` for any other intent or a comment seen before.
+        ``new``: the caller knows the comment was not seen (a journal replay), so nothing older than the
+        window is asked."""
         if comment.room == self._seen_room and comment.platform == self._seen_platform:
             ids = self._seen_ids
         else:
@@ -304,8 +327,15 @@ class Ledger:
         cid = comment.id
         if cid in ids:
             return []
-        ids.add(cid)
-        self.seq += 1
+        dd = self.dedupe
+        if dd is None:
+            ids.add(cid)
+            self.seq += 1
+        else:
+            if not dd.admit(self._seen_ri, cid, self.seq + 1, not new):
+                return []
+            ids.add(cid)
+            self.seq += 1
         self.comments += 1
         intent = parsed.intent
         if intent is _BUY:

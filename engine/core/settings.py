@@ -30,6 +30,8 @@ class StorageSettings:
     batch_delay_ms: float = 2.0
     snapshot_events: int = 200_000
     snapshot_seconds: float = 60.0
+    #: Comment ids kept exactly in memory (livecart.core.dedupe); 0 keeps every id. Fixed per journal.
+    dedupe_window: int = 100_000
     #: "sqlite" (the embedded journal at ``path``) or "jetstream" (docs/contract.md §7).
     backend: str = "sqlite"
     #: JetStream mode: the cluster's client URLs, the sale's log replicas and the sale's id in the cluster.

@@ -27,6 +27,7 @@ from typing import Any
 
 from livecart.core import control
 from livecart.core.control import Control, Kind
+from livecart.core.dedupe import Dedupe
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import NOTHING, Comment, Intent, Outcome, ParseResult
@@ -123,9 +124,10 @@ class Engine:
                                        featured=cfg.stream.featured, durability=cfg.storage.durability,
                                        batch_max=cfg.storage.batch_max,
                                        batch_delay=cfg.storage.batch_delay_ms / 1000.0, clock=clock,
-                                       lock=lock)
+                                       lock=lock, recent=cfg.storage.dedupe_window)
         try:
             replayed = await j.rebuild()
+            await j.attach(replayed)
         except BaseException:
             await j.close()
             raise
@@ -234,6 +236,9 @@ class Engine:
         done = self.journal.append(rows) if rows else None
         del rows  # encoded by append: the row objects go now instead of living (GC-tracked) until the commit
         if done is not None:
+            dd = ledger.dedupe
+            if dd is not None and dd.fresh:
+                self._hand_off(dd)
             self._maybe_checkpoint(now)
         return await self._settle(done, outs)
 
@@ -258,8 +263,23 @@ class Engine:
         done = self.journal.append(rows) if rows else None
         del rows
         if done is not None:
+            dd = ledger.dedupe
+            if dd is not None and dd.fresh:
+                self._hand_off(dd)
             self._maybe_checkpoint(now)
         return await self._settle(done, outs)
+
+    def _hand_off(self, dd: Dedupe) -> None:
+        """Give the store the chunks of old ids the ledger filled; the ledger lets each go once it is indexed
+        (until then the ledger still answers for its ids, so none is ever out of reach)."""
+        for no, first, last, keys in dd.take_fresh():
+            fut = self.journal.index_chunk(no, first, last, keys)
+
+            def done(f: asyncio.Future[None], no: int = no) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    dd.indexed(no)
+
+            fut.add_done_callback(done)
 
     def _parse_failed(self, c: Comment, exc: Exception) -> None:
         n = self._m_parse_errors.get()

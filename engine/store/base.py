@@ -23,6 +23,10 @@ passes the same contract suite (``tests/store/test_contract.py``). The contract,
   :meth:`Store.append`. :meth:`Store.rebuild` then starts from the latest snapshot and replays only the entries
   after it: the ledger is the one a full replay gives (``tests/store/test_snapshot_props.py``). A snapshot
   that cannot be written is logged and counted, never fatal: the entries alone still rebuild the ledger.
+* **Old duplicate ids.** A ledger with a bounded duplicate-id memory hands the store each full chunk of ids
+  that left its window (:meth:`Store.index_chunk`) and asks :meth:`Store.lookup` about a key its filter
+  cannot rule out; :meth:`Store.attach` rebuilds any chunk the store lost. A lookup must be exact: a key it
+  does not hold is decided as new.
 * **Close** commits what is pending (snapshot included) and is idempotent; a closed store refuses appends.
 * **One writer.** A store is written by the one process that opened it for writing. What a second writer
   meets depends on where the journal lives, and the contract only promises it is never silently merged: the
@@ -37,7 +41,7 @@ passes the same contract suite (``tests/store/test_contract.py``). The contract,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from livecart.core.ledger import Ledger
@@ -92,6 +96,24 @@ class Store(Protocol):
         """Write ``state`` (the ledger at ``seq``) as a snapshot once ``seq`` is durable. Returns False (and
         does nothing) while the previous snapshot is still being written, or when the store is closed or
         failed. Never blocks."""
+        ...
+
+    async def attach(self, ledger: Ledger) -> None:
+        """Connect ``ledger``'s bounded duplicate-id memory (:mod:`livecart.core.dedupe`) to the store, once
+        it is rebuilt: index every full chunk of old ids the store lacks, and answer the ledger's "maybe seen"
+        questions (:meth:`lookup`) from here on. Nothing to do for a reader or a ledger that keeps every id."""
+        ...
+
+    def index_chunk(self, no: int, first: int, last: int, keys: Iterable[tuple[str, int]]) -> asyncio.Future[None]:
+        """Keep chunk ``no`` of old ids (the keys of comment events ``first``..``last``, as (text, hash):
+        :func:`livecart.core.dedupe.key_text`, :func:`~livecart.core.dedupe.key_hash`) where :meth:`lookup` finds
+        them; the future resolves once that is durable. Never blocks; ``keys`` may be read on another thread."""
+        ...
+
+    def lookup(self, key: str, h: int) -> bool:
+        """Whether an indexed chunk holds ``key`` (:func:`livecart.core.dedupe.key_text`; ``h`` its
+        :func:`~livecart.core.dedupe.key_hash`). Synchronous and exact; asked only for the rare key the ledger's
+        filter cannot rule out."""
         ...
 
     async def flush(self) -> None:

@@ -12,6 +12,7 @@ it exactly, outcomes, order ids and queue positions included; :func:`apply` is t
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,9 @@ def apply_data(ledger: Ledger, kind: str, data: Any) -> list[Outcome]:
         if kind == COMMENT:
             platform, room, cid, user, intent, raw = data[:6]  # [6] is the display name, for exports
             items = tuple(Item(s, v, q, Reason(r) if r is not None else None) for s, v, q, r in raw)
+            # Journalled comments were new when decided: nothing older than the window is asked again.
             return ledger.decide(Comment(platform, room, cid, user, user, "", 0.0),
-                                 ParseResult(Intent(intent), items))
+                                 ParseResult(Intent(intent), items), True)
         return control.apply(ledger, Kind(kind), data)
     except LivecartError as exc:
         raise JournalError(f"journal row of kind {kind!r} cannot be replayed: {exc}") from exc
@@ -123,6 +125,10 @@ class Header:
     hold_seconds: float
     featured: str | None
     created: float
+    #: The duplicate-id window the journal was started with (``[storage] dedupe_window``; 0: every id kept in
+    #: memory, as journals from before the window do). Fixed for the journal's life: a replay must spill the
+    #: same ids the live run did.
+    recent: int = 0
 
 
 def rebuild(header: Header, rows: Iterable[Row], *,
@@ -143,7 +149,7 @@ def _rebuild(header: Header, rows: Iterable[tuple[int, float, str, Any]],
              on_outcomes: Callable[[list[Outcome]], None] | None) -> Ledger:
     now = [header.created]
     ledger = Ledger(header.catalogue, hold_seconds=header.hold_seconds, featured=header.featured,
-                    clock=lambda: now[0])
+                    clock=lambda: now[0], recent=header.recent)
     return _replay(ledger, now, rows, step, on_outcomes)
 
 
@@ -163,13 +169,21 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
 
 # --------------------------------------------------------------------------- snapshots
 
-#: The snapshot format this livecart writes and reads (the shape of :meth:`Ledger.state`, in JSON).
-SNAPSHOT_VERSION = 1
+#: The snapshot format this livecart writes (the shape of :meth:`Ledger.state`, in JSON). 2 added the bounded
+#: duplicate-id memory (``dedupe``, its arrays as base64); 1 (every id in ``seen``) still reads.
+SNAPSHOT_VERSION = 2
+
+
+def _b64(value: Any) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
 
 
 def encode_snapshot(state: dict[str, Any]) -> bytes:
-    """A snapshot body: :meth:`Ledger.state` as JSON. Safe to call on another thread (the state is a copy)."""
-    return orjson.dumps(state)
+    """A snapshot body: :meth:`Ledger.state` as JSON (bytes as base64). Safe to call on another thread (the
+    state is a copy)."""
+    return orjson.dumps(state, default=_b64)
 
 
 def resume(header: Header, version: int, body: bytes, entries: Iterable[Entry], *,
@@ -186,4 +200,8 @@ def resume(header: Header, version: int, body: bytes, entries: Iterable[Entry], 
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
         raise JournalError(f"the journal's snapshot cannot be restored ({exc!r}); `livecart journal repair` "
                            "drops it") from exc
+    window = ledger.dedupe.recent if ledger.dedupe is not None else 0
+    if window != header.recent:
+        raise JournalError(f"the journal's snapshot has a duplicate-id window of {window}, the journal "
+                           f"{header.recent}: it belongs to another journal")
     return _replay(ledger, now, entries, apply_data, on_outcomes)

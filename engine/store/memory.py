@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from livecart.core.catalogue import Catalogue
+from livecart.core.dedupe import key_text
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
 from livecart.store.base import OnOutcomes
 from livecart.store.codec import (
+    COMMENT,
     SNAPSHOT_VERSION,
     Entry,
     Header,
@@ -42,6 +44,8 @@ class MemorySpace:
     batches: list[tuple[int, int, bytes]] = field(default_factory=list)
     #: Snapshots, oldest first: (seq, format version, JSON of the ledger's state).
     snapshots: list[tuple[int, int, bytes]] = field(default_factory=list)
+    #: The duplicate-id index: chunk number -> (first event, last event, keys).
+    index: dict[int, tuple[int, int, frozenset[str]]] = field(default_factory=dict)
 
     @property
     def last_seq(self) -> int:
@@ -67,12 +71,13 @@ class MemoryStore:
         self.largest_batch = 0
         self.snapshots_written = 0
         self.rebuilt_from = (0, 0)
+        self.lookups = 0
         self._snapshot: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, space: MemorySpace | None = None, *, catalogue: Catalogue | None = None,
                    hold_seconds: float = 0.0, featured: str | None = None, readonly: bool = False,
-                   clock: Callable[[], float] = time.time, **_ignored: Any) -> MemoryStore:
+                   clock: Callable[[], float] = time.time, recent: int = 0, **_ignored: Any) -> MemoryStore:
         """Open ``space`` (a new one by default), starting it with ``catalogue`` when it is empty.
 
         The same rules as :meth:`livecart.store.sqlite.SqliteStore.open`: an empty space opened read-only, or
@@ -86,7 +91,7 @@ class MemoryStore:
             if catalogue is None:
                 raise JournalError("no journal in this memory space and no catalogue to start one with")
             cj = catalogue_json(catalogue)
-            space.header = Header(catalogue_from_json(cj), cj, float(hold_seconds), featured, clock())
+            space.header = Header(catalogue_from_json(cj), cj, float(hold_seconds), featured, clock(), int(recent))
         header = space.header
         if catalogue is not None and not readonly and (
                 catalogue_json(catalogue) != header.catalogue_json or float(hold_seconds) != header.hold_seconds):
@@ -167,6 +172,36 @@ class MemoryStore:
         tail = await self.entries(after=seq)
         self.rebuilt_from = (seq, len(tail))
         return resume(self.header, version, body, tail, on_outcomes=on_outcomes)
+
+    async def attach(self, ledger: Ledger) -> None:
+        dd = ledger.dedupe
+        if dd is None or self.readonly:
+            return
+        index = self.space.index
+        for no in [no for no, (a, b, _) in index.items() if no >= len(dd.chunks) or dd.chunks[no] != (a, b)]:
+            del index[no]
+        for no, (first, last) in enumerate(dd.chunks):
+            if no not in index:
+                keys = {key_text(d[0], d[1], d[2]) for s, _, k, d in await self.entries(after=first - 1)
+                        if s <= last and k == COMMENT}
+                if len(keys) != dd.chunk:
+                    raise JournalError(f"events {first}-{last} hold {len(keys)} comments, not a chunk's {dd.chunk}")
+                index[no] = (first, last, frozenset(keys))
+        dd.lookup = self.lookup
+        dd.keep = True
+
+    def index_chunk(self, no: int, first: int, last: int, keys: Iterable[tuple[str, int]]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closed or self.readonly:
+            fut.set_exception(JournalError(f"the journal {self.where} is closed"))
+            return fut
+        self.space.index[no] = (first, last, frozenset(k for k, _ in keys))
+        fut.set_result(None)
+        return fut
+
+    def lookup(self, key: str, h: int) -> bool:
+        self.lookups += 1
+        return any(key in keys for _, _, keys in self.space.index.values())
 
     def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
         if self._closed or self._failed is not None or self.readonly:

@@ -56,7 +56,7 @@ import shutil
 import sqlite3
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,10 +66,12 @@ import crc32c
 import orjson
 
 from livecart.core.catalogue import Catalogue
+from livecart.core.dedupe import key_hash, key_text
 from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
 from livecart.store.codec import (
+    COMMENT,
     SNAPSHOT_VERSION,
     Entry,
     Header,
@@ -97,6 +99,8 @@ CREATE TABLE batches (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, ts REAL 
                       crc INTEGER);
 CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, version INTEGER NOT NULL, crc INTEGER NOT NULL,
                         body BLOB NOT NULL);
+CREATE TABLE dedupe_keys (no INTEGER NOT NULL, bucket INTEGER NOT NULL, keys TEXT NOT NULL,
+                          PRIMARY KEY (no, bucket)) WITHOUT ROWID;
 CREATE VIEW events (seq, ts, kind, body) AS
     SELECT json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
            CAST(json_extract(e.value, '$[3]') AS BLOB)
@@ -117,8 +121,36 @@ UPDATE meta SET value = '2' WHERE key = 'schema';
 _INSERT = ("INSERT INTO batches (first, last, ts, body, crc) SELECT ?, ?, ?, ?, ? "
            "WHERE coalesce((SELECT last FROM batches ORDER BY first DESC LIMIT 1), 0) = ?")
 
+_DEDUPE_TABLE = ("CREATE TABLE IF NOT EXISTS dedupe_keys (no INTEGER NOT NULL, bucket INTEGER NOT NULL, "
+                 "keys TEXT NOT NULL, PRIMARY KEY (no, bucket)) WITHOUT ROWID")
+#: Buckets of one index chunk (a key's bucket is the low bits of its CRC-32); bucket -1 holds the chunk's
+#: first and last event and is written with it (one statement), so a chunk is whole or absent.
+DEDUPE_BUCKETS = 1024
+_INSERT_CHUNK = ("INSERT OR REPLACE INTO dedupe_keys (no, bucket, keys) "
+                 "SELECT ?, CAST(key AS INTEGER), value FROM json_each(?)")
+# Whether any row of chunks 0..n-1 in the key's bucket holds it: one seek per chunk, all in SQLite.
+_LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM c WHERE x + 1 < ?) "
+           "SELECT 1 FROM c JOIN dedupe_keys ON no = c.x AND bucket = ? WHERE instr(keys, ?) > 0 LIMIT 1")
+
 _WHAT_TO_DO = ("`livecart journal verify {p}` shows every problem; `livecart journal repair {p}` keeps a backup "
                "copy and cuts the journal back to its last good batch")
+
+
+def _chunk_json(first: int, last: int, keys: Iterable[tuple[str, int]]) -> str:
+    """One index chunk as the JSON object :data:`_INSERT_CHUNK` inserts: bucket -> its keys, one a line. A
+    key's bucket is the low bits of its :func:`~livecart.core.dedupe.key_hash`."""
+    buckets: dict[int, list[str]] = {}
+    mask = DEDUPE_BUCKETS - 1
+    for k, h in keys:
+        b = h & mask
+        got = buckets.get(b)
+        if got is None:
+            buckets[b] = [k]
+        else:
+            got.append(k)
+    out = {str(b): "\n" + "\n".join(v) + "\n" for b, v in buckets.items()}
+    out["-1"] = f"{first} {last}"
+    return orjson.dumps(out).decode()
 
 
 def batch_crc(first: int, last: int, body: bytes, prev: int) -> int:
@@ -234,7 +266,8 @@ def _check_file(path: Path, *, check_wal: bool = True) -> bool:
     return True
 
 
-def _create(path: Path, catalogue: Catalogue, hold_seconds: float, featured: str | None, created: float) -> None:
+def _create(path: Path, catalogue: Catalogue, hold_seconds: float, featured: str | None, created: float,
+            recent: int = 0) -> None:
     """Write a new, empty journal at ``path``: built under a temporary name and renamed into place, so no
     crash leaves an empty or half-made file at ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
@@ -244,7 +277,8 @@ def _create(path: Path, catalogue: Catalogue, hold_seconds: float, featured: str
         con.execute("PRAGMA journal_mode=WAL")
         con.executescript("BEGIN;" + _SCHEMA + f"PRAGMA application_id={APPLICATION_ID};COMMIT;")
         meta = {"app": "livecart", "schema": str(SCHEMA_VERSION), "catalogue": catalogue_json(catalogue),
-                "hold_seconds": repr(float(hold_seconds)), "featured": featured or "", "created": repr(created)}
+                "hold_seconds": repr(float(hold_seconds)), "featured": featured or "", "created": repr(created),
+                "dedupe_recent": str(int(recent))}
         con.execute("BEGIN")
         con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         con.execute("COMMIT")
@@ -305,12 +339,18 @@ class SqliteStore:
         self.last_batch_seconds = 0.0
         self.batch_seconds_total = 0.0
         self.largest_batch = 0
+        self._reader: sqlite3.Connection | None = None  # answers the duplicate-id lookups (see attach)
+        self._index_top = 0  # index chunks 0.._index_top-1 may be in the file
+        self.index_chunks = 0
+        self.index_failures = 0
+        self.lookups = 0
+        self._index_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, path: str | Path, *, catalogue: Catalogue | None = None, hold_seconds: float = 0.0,
                    featured: str | None = None, durability: str = "fsync", batch_max: int = 2048,
                    batch_delay: float = 0.002, readonly: bool = False, clock: Callable[[], float] = time.time,
-                   lock: JournalLock | None = None) -> SqliteStore:
+                   lock: JournalLock | None = None, recent: int = 0) -> SqliteStore:
         """Open the journal at ``path``.
 
         Read-write takes the journal's writer lock (:mod:`livecart.store.lock`) before it touches anything,
@@ -322,6 +362,8 @@ class SqliteStore:
         when it exists, ``catalogue`` and ``hold_seconds`` must match what it was started with (else
         :class:`JournalError`). ``readonly`` never creates or writes: a missing file is a
         :class:`JournalError`. A file that is not a livecart journal raises :class:`ForeignDatabase`.
+        ``recent`` is the duplicate-id window (:mod:`livecart.core.dedupe`) a new journal is started with; a
+        journal keeps the one it was started with.
         """
         if durability not in ("fsync", "os"):
             raise JournalError(f"durability must be 'fsync' or 'os', got {durability!r}")
@@ -331,7 +373,7 @@ class SqliteStore:
             own_lock = lock = JournalLock.acquire(p, purpose="writer")
         try:
             j = await cls._open(p, catalogue, hold_seconds, featured, durability, batch_max, batch_delay, readonly,
-                                clock)
+                                clock, recent)
         except BaseException:
             if own_lock is not None:
                 own_lock.release()
@@ -342,7 +384,7 @@ class SqliteStore:
     @classmethod
     async def _open(cls, p: Path, catalogue: Catalogue | None, hold_seconds: float, featured: str | None,
                     durability: str, batch_max: int, batch_delay: float, readonly: bool,
-                    clock: Callable[[], float]) -> SqliteStore:
+                    clock: Callable[[], float], recent: int = 0) -> SqliteStore:
         # A reader leaves the WAL of a running writer alone: it may be mid-write.
         exists = _check_file(p, check_wal=not readonly or not _writer_alive(p))
         if readonly and not exists:
@@ -351,7 +393,7 @@ class SqliteStore:
             if catalogue is None:
                 raise JournalError(f"no journal at {p} and no catalogue to start one with")
             try:
-                _create(p, catalogue, hold_seconds, featured, clock())
+                _create(p, catalogue, hold_seconds, featured, clock(), recent)
             except (OSError, sqlite3.Error) as exc:
                 raise JournalError(f"cannot create the journal {p}: {exc}") from exc
         uri = f"file:{p}?mode={'ro' if readonly else 'rw'}"
@@ -412,7 +454,7 @@ class SqliteStore:
                      SCHEMA_VERSION)
             schema = SCHEMA_VERSION
         header = Header(catalogue_from_json(meta["catalogue"]), meta["catalogue"], float(meta["hold_seconds"]),
-                        meta["featured"] or None, float(meta["created"]))
+                        meta["featured"] or None, float(meta["created"]), int(meta.get("dedupe_recent") or 0))
         if catalogue is not None and not readonly and (
                 catalogue_json(catalogue) != header.catalogue_json or float(hold_seconds) != header.hold_seconds):
             raise JournalError(
@@ -423,6 +465,7 @@ class SqliteStore:
             await db.execute_fetchall("PRAGMA journal_mode=WAL")
             await db.execute_fetchall(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
             await db.execute_fetchall(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            await db.execute_fetchall(_DEDUPE_TABLE)  # journals of format 2 written before the index lack it
         async with db.execute("SELECT coalesce(max(last), 0) FROM batches") as cur:
             row = await cur.fetchone()
         return header, int(row[0]) if row else 0, schema
@@ -548,6 +591,85 @@ class SqliteStore:
         self.last_snapshot_seconds = time.perf_counter() - t0
         log.debug("journal %s: snapshot at event %d, %d bytes, %.3f s", self.path, seq, len(body),
                   self.last_snapshot_seconds)
+
+    # ------------------------------------------------------------------ the duplicate-id index
+
+    async def attach(self, ledger: Ledger) -> None:
+        """Connect ``ledger``'s bounded duplicate-id memory (:mod:`livecart.core.dedupe`) to the journal's index:
+        index every full chunk the index lacks (a crash came before its write) from the journal's entries,
+        drop index chunks the ledger does not know (a journal cut back by ``repair``), and answer the ledger's
+        "maybe seen" questions from here on. Nothing to do for a reader or a ledger that keeps every id."""
+        dd = ledger.dedupe
+        if dd is None or self.readonly:
+            return
+        rows = await self._db.execute_fetchall("SELECT no, keys FROM dedupe_keys WHERE bucket = -1")
+        have = {int(no): str(v) for no, v in rows}
+        good = {no for no, v in have.items() if no < len(dd.chunks) and v == f"{dd.chunks[no][0]} {dd.chunks[no][1]}"}
+        stale = sorted(set(have) - good)
+        if stale:
+            await self._db.executemany("DELETE FROM dedupe_keys WHERE no = ?", [(no,) for no in stale])
+        missing = [no for no in range(len(dd.chunks)) if no not in good]
+        for no in missing:
+            first, last = dd.chunks[no]
+            keys = await self._chunk_keys(first, last)
+            if len(keys) != dd.chunk:
+                raise JournalError(f"{self.path}: events {first}-{last} hold {len(keys)} comments, not the "
+                                   f"{dd.chunk} of a chunk of the duplicate-id index: the journal and its latest "
+                                   "snapshot disagree. " + _WHAT_TO_DO.format(p=self.path))
+            await self._write_chunk(no, first, last, keys)
+        if missing:
+            log.info("journal %s: indexed %d chunk(s) of older comment ids", self.path, len(missing))
+        self._index_top = len(dd.chunks)
+        self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        dd.lookup = self.lookup
+        dd.keep = True
+
+    async def _chunk_keys(self, first: int, last: int) -> set[tuple[str, int]]:
+        """The keys (text, hash) of the comment entries from event ``first`` to ``last``."""
+        keys: set[tuple[str, int]] = set()
+        async with self._db.execute("SELECT body FROM batches WHERE last >= ? AND first <= ? ORDER BY first",
+                                    (first, last)) as cur:
+            async for (body,) in cur:
+                for seq, _, kind, d in orjson.loads(body):
+                    if first <= seq <= last and kind == COMMENT:
+                        keys.add((key_text(d[0], d[1], d[2]), key_hash(d[0], d[1], d[2])))
+        return keys
+
+    def index_chunk(self, no: int, first: int, last: int, keys: Iterable[tuple[str, int]]) -> asyncio.Future[None]:
+        """Write chunk ``no`` of the duplicate-id index (the keys of comment events ``first``..``last``) in the
+        background; the future resolves once it is in the file (the ledger may then let its keys go)."""
+        loop = asyncio.get_running_loop()
+        if self._closed or self.readonly or self._failed is not None:
+            fut: asyncio.Future[None] = loop.create_future()
+            fut.set_exception(JournalError(f"the journal {self.path} is closed"))
+            return fut
+        task = loop.create_task(self._write_chunk(no, first, last, keys), name="journal-index")
+        self._index_tasks.add(task)
+        task.add_done_callback(self._index_tasks.discard)
+        return task
+
+    async def _write_chunk(self, no: int, first: int, last: int, keys: Iterable[tuple[str, int]]) -> None:
+        try:
+            payload = await asyncio.to_thread(_chunk_json, first, last, keys)
+            await self._db.execute(_INSERT_CHUNK, (no, payload))
+        except (sqlite3.Error, ValueError) as exc:
+            self.index_failures += 1
+            log.warning("journal %s: chunk %d of the duplicate-id index was not written (%s); its ids stay in "
+                        "memory", self.path, no, exc)
+            raise JournalError(f"cannot write the duplicate-id index of {self.path}: {exc}") from exc
+        self._index_top = max(self._index_top, no + 1)
+        self.index_chunks += 1
+
+    def lookup(self, key: str, h: int) -> bool:
+        """Whether the index holds ``key`` (:func:`~livecart.core.dedupe.key_text`, whose
+        :func:`~livecart.core.dedupe.key_hash` is ``h``). Synchronous: one B-tree seek per indexed chunk, in
+        SQLite, asked only for the rare key the ledger's filter cannot rule out."""
+        self.lookups += 1
+        if self._reader is None or not self._index_top:
+            return False
+        bucket = h & (DEDUPE_BUCKETS - 1)
+        row = self._reader.execute(_LOOKUP, (self._index_top, bucket, f"\n{key}\n")).fetchone()
+        return row is not None
 
     # ------------------------------------------------------------------ group commit
 
@@ -715,6 +837,11 @@ class SqliteStore:
                 self._writer = None
         if self._snapshot is not None:
             await asyncio.gather(self._snapshot, return_exceptions=True)
+        if self._index_tasks:
+            await asyncio.gather(*self._index_tasks, return_exceptions=True)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         try:
             await self._db.close()
         finally:

@@ -78,7 +78,9 @@ def play(events: list[tuple[int, Any]]) -> list[Entry]:
 
 
 def norm(state: dict[str, Any]) -> dict[str, Any]:
-    """A ledger state with its seen-id lists as sets (a set's order is its history, not its content)."""
+    """A ledger state with its id sets as sets (a set's order is its history, not its content)."""
+    if "dedupe" in state:
+        return state
     return {**state, "seen": {(p, r): set(ids) for p, r, ids in state["seen"]}}
 
 

@@ -1,0 +1,230 @@
+"""The bounded duplicate-id memory (livecart.core.dedupe) with a tiny window, tiny chunks and a tiny filter
+(so false positives are common): a duplicate of any age is recognised, nothing new is dropped, across
+restarts and snapshots, on both stores; and a snapshot plus its tail still equals a full replay."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from livecart.config import loads
+from livecart.core import dedupe
+from livecart.core.catalogue import Catalogue, Product
+from livecart.core.ledger import Ledger
+from livecart.core.records import Comment, Intent, Item, ParseResult
+from livecart.core.settings import Config
+from livecart.runtime.pipeline import Engine
+from livecart.store import codec
+from livecart.store.base import Store
+from livecart.store.memory import MemorySpace, MemoryStore
+from livecart.store.sqlite import SqliteStore
+
+TOML = """
+[stream]
+name = "dedupe"
+featured = "egg"
+hold_minutes = 0
+
+[storage]
+path = "{path}"
+durability = "os"
+batch_delay_ms = 0
+snapshot_events = {snap}
+dedupe_window = {window}
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+stock = 5
+limit = 2
+presale = 3
+"""
+
+BUY = ParseResult(Intent.BUY, (Item("egg", None, 1),))
+NOTHING = ParseResult(Intent.NONE)
+
+
+@pytest.fixture(autouse=True)
+def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 3 ids and a filter of one 64-bit word per 256 keys (saturated): a "maybe" is frequent."""
+    monkeypatch.setattr(dedupe, "CHUNK", 3)
+    monkeypatch.setattr(dedupe, "SEGMENT0", 4)
+    monkeypatch.setattr(dedupe, "_WORDS_SHIFT", 8)
+
+
+def parse(text: str, featured: str | None) -> ParseResult:
+    return BUY if text == "buy" else NOTHING
+
+
+def config(tmp: Path, window: int, snap: int) -> Config:
+    return loads(TOML.format(path=tmp / "j.db", window=window, snap=snap), base_dir=tmp)
+
+
+async def open_engine(cfg: Config, backend: str, space: MemorySpace) -> Engine:
+    if backend == "memory":
+        store = await MemoryStore.open(space, catalogue=cfg.catalogue, recent=cfg.storage.dedupe_window)
+        return await Engine.open(cfg, parse=parse, store=store)
+    return await Engine.open(cfg, parse=parse)
+
+
+async def entries(backend: str, cfg: Config, space: MemorySpace) -> list[codec.Entry]:
+    store: Store
+    if backend == "memory":
+        store = await MemoryStore.open(space, readonly=True)
+    else:
+        store = await SqliteStore.open(cfg.storage.path, readonly=True)
+    try:
+        return await store.entries()
+    finally:
+        await store.close()
+
+
+# A run: batches of comment ids (from a small space, so repeats of every age happen), with a restart after
+# some batches.
+batches = st.lists(st.tuples(st.lists(st.integers(0, 40), min_size=1, max_size=12), st.booleans()),
+                   min_size=1, max_size=14)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(run=batches, window=st.integers(1, 4), snap=st.integers(1, 9))
+def test_duplicates_of_any_age_are_recognised_and_nothing_new_is_dropped(
+        tmp_path_factory: pytest.TempPathFactory, backend: str, run: list[tuple[list[int], bool]], window: int,
+        snap: int) -> None:
+    tmp = tmp_path_factory.mktemp("dd")
+    cfg = config(tmp, window, snap)
+    space = MemorySpace()
+
+    async def go() -> tuple[list[int], dict[str, Any]]:
+        engine = await open_engine(cfg, backend, space)
+        journalled: list[int] = []
+        maybes = 0
+        try:
+            for ids, restart in run:
+                before = engine.ledger.seq
+                await engine.submit([Comment("p", "r", f"m{i}", f"u{i % 7}", "n", "buy" if i % 3 else "hi", 0.0)
+                                     for i in ids])
+                journalled.append(engine.ledger.seq - before)
+                dd = engine.ledger.dedupe
+                assert dd is not None
+                maybes += dd.maybes
+                if restart:
+                    await engine.close()
+                    engine = await open_engine(cfg, backend, space)
+        finally:
+            dd = engine.ledger.dedupe
+            assert dd is not None
+            stats = {"maybes": maybes + dd.maybes, "spilled": dd.spilled, "chunks": len(dd.chunks)}
+            await engine.close()
+        return journalled, stats
+
+    journalled, _ = asyncio.run(go())
+    # The model: an id is journalled the first time it comes, never again.
+    seen: set[int] = set()
+    want: list[int] = []
+    for ids, _ in run:
+        n = 0
+        for i in ids:
+            if i not in seen:
+                seen.add(i)
+                n += 1
+        want.append(n)
+    assert journalled == want
+    rows = asyncio.run(entries(backend, cfg, space))
+    assert sorted(d[2] for _, _, _, d in rows) == sorted(f"m{i}" for i in seen)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_an_old_duplicate_is_found_in_the_store_and_false_positives_drop_nothing(tmp_path: Path,
+                                                                                  backend: str) -> None:
+    """200 new ids with a window of 2, a filter of 4-key segments: the filter says "maybe" for many new ids
+    (false positives), each is confirmed new; then every old id again: all recognised, most by the store."""
+    cfg = config(tmp_path, 2, 50)
+    space = MemorySpace()
+
+    async def go() -> None:
+        engine = await open_engine(cfg, backend, space)
+        for k in range(0, 200, 10):
+            await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "hi", 0.0) for i in range(k, k + 10)])
+        assert engine.ledger.seq == 200
+        dd = engine.ledger.dedupe
+        assert dd is not None
+        assert dd.maybes > 0
+        assert dd.old_dupes == 0
+        await engine.close()
+        engine = await open_engine(cfg, backend, space)  # from the last snapshot: the index in the store
+        dd = engine.ledger.dedupe
+        assert dd is not None
+        assert not dd.handoff
+        await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "hi", 0.0) for i in range(200)])
+        assert engine.ledger.seq == 200
+        assert dd.old_dupes >= 190
+        lookups = engine.journal.lookups  # type: ignore[attr-defined]
+        assert lookups > 0
+        await engine.submit([Comment("p", "r", "new", "u", "n", "hi", 0.0)])
+        assert engine.ledger.seq == 201
+        await engine.close()
+
+    asyncio.run(go())
+
+
+async def test_a_chunk_lost_in_a_crash_is_rebuilt_from_the_journal(tmp_path: Path) -> None:
+    cfg = config(tmp_path, 2, 1000)
+    engine = await open_engine(cfg, "sqlite", MemorySpace())
+    await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "hi", 0.0) for i in range(30)])
+    await engine.close()
+    import sqlite3
+    con = sqlite3.connect(cfg.storage.path)
+    with con:
+        con.execute("DELETE FROM dedupe_keys WHERE no >= 3")
+        con.execute("DELETE FROM snapshots")  # a full replay: the index lost the chunks a crash never wrote
+    con.close()
+    engine = await open_engine(cfg, "sqlite", MemorySpace())
+    await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "hi", 0.0) for i in range(30)])
+    assert engine.ledger.seq == 30
+    await engine.close()
+
+
+def test_snapshot_plus_tail_equals_full_replay_with_a_tiny_window() -> None:
+    cat = Catalogue((Product("egg", "Eggs", stock=3, limit=2, presale=2),))
+    header = codec.Header(cat, codec.catalogue_json(cat), 0.0, "egg", 0.0, 2)
+    led = Ledger(cat, clock=lambda: 0.0, featured="egg", recent=2)
+    rows: list[codec.Entry] = []
+    snaps: list[tuple[int, bytes]] = []
+    for i in range(40):
+        c = Comment("p", "r" if i % 5 else "s", f"m{i}", f"u{i % 4}", "n", "", 0.0)
+        pr = BUY if i % 2 else NOTHING
+        led.decide(c, pr)
+        rows.append(codec.comment_row(led.seq, 0.0, c, pr))
+        if i % 7 == 3:
+            snaps.append((led.seq, codec.encode_snapshot(led.state())))
+    full = codec.rebuild_entries(header, [(s, t, k, list(d)) for s, t, k, d in rows])
+    for seq, body in snaps:
+        tail = [(s, t, k, list(d)) for s, t, k, d in rows if s > seq]
+        part = codec.resume(header, codec.SNAPSHOT_VERSION, body, tail)
+        a, b = full.state(), part.state()
+        da, db = a.pop("dedupe"), b.pop("dedupe")
+        assert a == b
+        assert da == db
+
+
+def test_config_of_the_window_is_kept_by_the_journal(tmp_path: Path) -> None:
+    cfg = config(tmp_path, 3, 10)
+
+    async def go() -> None:
+        e = await Engine.open(cfg, parse=parse)
+        await e.submit([Comment("p", "r", "a", "u", "n", "hi", 0.0)])
+        await e.close()
+        other = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, dedupe_window=7))
+        e = await Engine.open(other, parse=parse)
+        assert e.ledger.dedupe is not None
+        assert e.ledger.dedupe.recent == 3
+        await e.close()
+
+    asyncio.run(go())
