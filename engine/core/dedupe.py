@@ -285,6 +285,13 @@ class Dedupe:
 
     def _keys(self, ids: list[str], rms: list[int], hashes: array[int]) -> Iterator[tuple[str, int]]:
         prefixes = list(self.prefixes)
+        if len(prefixes) == 1 or all(r == rms[0] for r in rms):  # one room: nearly always
+            prefix = prefixes[rms[0]] if rms else ""
+            for cid, h in zip(ids, hashes, strict=True):
+                if "\\" in cid or not cid.isprintable():
+                    cid = escape(cid)
+                yield prefix + cid, h
+            return
         for cid, ri, h in zip(ids, rms, hashes, strict=True):
             yield prefixes[ri] + escape(cid), h
 

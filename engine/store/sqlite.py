@@ -139,16 +139,11 @@ _WHAT_TO_DO = ("`livecart journal verify {p}` shows every problem; `livecart jou
 def _chunk_json(first: int, last: int, keys: Iterable[tuple[str, int]]) -> str:
     """One index chunk as the JSON object :data:`_INSERT_CHUNK` inserts: bucket -> its keys, one a line. A
     key's bucket is the low bits of its :func:`~livecart.core.dedupe.key_hash`."""
-    buckets: dict[int, list[str]] = {}
     mask = DEDUPE_BUCKETS - 1
+    buckets: list[list[str]] = [[] for _ in range(DEDUPE_BUCKETS)]
     for k, h in keys:
-        b = h & mask
-        got = buckets.get(b)
-        if got is None:
-            buckets[b] = [k]
-        else:
-            got.append(k)
-    out = {str(b): "\n" + "\n".join(v) + "\n" for b, v in buckets.items()}
+        buckets[h & mask].append(k)
+    out = {str(b): "\n" + "\n".join(v) + "\n" for b, v in enumerate(buckets) if v}
     out["-1"] = f"{first} {last}"
     return orjson.dumps(out).decode()
 
