@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -357,6 +357,20 @@ class JetStreamStore:
         return resume(self.header, version, body, tail, on_outcomes=on_outcomes)
 
     # ------------------------------------------------------------------ snapshots
+
+    async def attach(self, ledger: Ledger) -> None:
+        """Nothing to do: a JetStream journal keeps every comment id in memory (its header's window is 0), so its
+        ledger never asks about old ids."""
+        if ledger.dedupe is not None:
+            raise JournalError(f"the journal {self.where} keeps no index of old comment ids")
+
+    def index_chunk(self, no: int, first: int, last: int, keys: Iterable[tuple[str, int]]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_exception(JournalError(f"the journal {self.where} keeps no index of old comment ids"))
+        return fut
+
+    def lookup(self, key: str, h: int) -> bool:
+        return False
 
     def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
         if self._closed or self._failed is not None or self.readonly:
