@@ -274,6 +274,11 @@ class Dedupe:
         m = _MASKS[h >> _HIGH]
         return any(seg[h & (len(seg) - 1)] & m == m for seg in self._segs) and self._confirm(ri, cid)
 
+    @property
+    def in_memory(self) -> int:
+        """Ids held exactly in memory: the window, the chunk being filled, the chunks not yet indexed."""
+        return len(self._ids) + sum(len(ids) for ids, _, _ in self.handoff.values())
+
     # ------------------------------------------------------------------ the store's side
 
     def take_fresh(self) -> list[tuple[int, int, int, Iterator[tuple[str, int]]]]:

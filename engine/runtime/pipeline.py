@@ -91,11 +91,41 @@ class Engine:
         latency = metrics.gauge("journal_batch_seconds", "duration of the last journal transaction")
         mean = metrics.gauge("journal_batch_seconds_mean", "mean duration of a journal transaction")
 
+        snaps = metrics.gauge("journal_snapshots_written", "snapshots of the engine's state written by this process")
+        snap_fail = metrics.gauge("journal_snapshot_failures", "snapshots that could not be written (logged)")
+        snap_fallback = metrics.gauge("journal_snapshot_fallbacks",
+                                      "damaged snapshots passed over at start (an older one or a full replay used)")
+        snap_seq = metrics.gauge("journal_last_snapshot_seq", "event of the last snapshot written (0: none yet)")
+        snap_age = metrics.gauge("journal_last_snapshot_age_seconds", "seconds since the last snapshot was written")
+        snap_bytes = metrics.gauge("journal_last_snapshot_bytes", "size of the last snapshot written")
+        snap_secs = metrics.gauge("journal_last_snapshot_seconds", "time to encode and write the last snapshot")
+        dd_filter = metrics.gauge("dedupe_filter_ids", "comment ids that left the window, held by the filter")
+        dd_memory = metrics.gauge("dedupe_memory_ids", "comment ids held exactly in memory")
+        dd_maybes = metrics.gauge("dedupe_maybes", "new-looking ids the filter could not rule out (confirmed)")
+        dd_old = metrics.gauge("dedupe_old_duplicates", "duplicates older than the window, recognised")
+        dd_lookups = metrics.gauge("dedupe_lookups", "ids looked up in the journal's index")
+
         def collect() -> None:
             j = self.journal
             batches.set(j.batches)
             latency.set(j.last_batch_seconds)
             mean.set(j.batch_seconds_total / j.batches if j.batches else 0.0)
+            snaps.set(j.snapshots_written)
+            snap_fail.set(getattr(j, "snapshot_failures", 0))
+            snap_fallback.set(getattr(j, "snapshot_fallbacks", 0))
+            seq = getattr(j, "last_snapshot_seq", 0)
+            snap_seq.set(seq)
+            at = getattr(j, "last_snapshot_at", 0.0)
+            snap_age.set(round(time.time() - at, 3) if at else 0.0)
+            snap_bytes.set(getattr(j, "last_snapshot_bytes", 0))
+            snap_secs.set(getattr(j, "last_snapshot_seconds", 0.0))
+            dd = self.ledger.dedupe
+            if dd is not None:
+                dd_filter.set(dd.spilled)
+                dd_memory.set(dd.in_memory)
+                dd_maybes.set(dd.maybes)
+                dd_old.set(dd.old_dupes)
+                dd_lookups.set(getattr(j, "lookups", 0))
 
         metrics.collector(collect)
 

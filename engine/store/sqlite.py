@@ -56,7 +56,7 @@ import shutil
 import sqlite3
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,7 +327,11 @@ class SqliteStore:
         self._snapshot: asyncio.Task[None] | None = None
         self.snapshots_written = 0
         self.snapshot_failures = 0
+        self.snapshot_fallbacks = 0
         self.last_snapshot_seconds = 0.0
+        self.last_snapshot_seq = 0
+        self.last_snapshot_at = 0.0  # epoch seconds it was written (0: none by this process)
+        self.last_snapshot_bytes = 0
         self.rebuilt_from = (0, 0)
         self.batches = 0
         self.rows_written = 0
@@ -517,33 +521,55 @@ class SqliteStore:
         return [(s, t, k, orjson.dumps(d)) for s, t, k, d in await self.entries()]
 
     async def rebuild(self, *, on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
-        """The ledger the journal gives: its latest snapshot (checked) plus the entries after it (checked)."""
+        """The ledger the journal gives: its latest snapshot (checked) plus the entries after it (checked).
+
+        A snapshot that fails its checksum or cannot be restored is passed over with a logged warning (counted
+        in :attr:`snapshot_fallbacks`): the one before it is tried, then a full replay. Snapshots only save
+        time; the entries are what holds the sale."""
         try:
-            snap = await self._latest_snapshot()
-            if snap is None:
-                tail = await self.entries()
-                self.rebuilt_from = (0, len(tail))
-                return rebuild_entries(self.header, tail, on_outcomes=on_outcomes)
-            seq, version, body = snap
-            tail = await self.entries(after=seq)
-            self.rebuilt_from = (seq, len(tail))
-            return resume(self.header, version, body, tail, on_outcomes=on_outcomes)
+            async for seq, version, body in self._snapshots():
+                if version > SNAPSHOT_VERSION:
+                    raise JournalError(f"{self.path}: the snapshot at event {seq} has format {version}; this "
+                                       f"livecart reads up to {SNAPSHOT_VERSION}: upgrade livecart")
+                if body is None:
+                    self._fall_back(seq, "it fails its checksum")
+                    continue
+                tail = await self.entries(after=seq)
+                try:
+                    ledger = resume(self.header, version, body, tail, on_outcomes=on_outcomes)
+                except JournalError as exc:
+                    if on_outcomes is not None:
+                        raise  # outcomes were passed on already: a second replay would repeat them
+                    self._fall_back(seq, str(exc))
+                    continue
+                self.rebuilt_from = (seq, len(tail))
+                return ledger
+            tail = await self.entries()
+            self.rebuilt_from = (0, len(tail))
+            return rebuild_entries(self.header, tail, on_outcomes=on_outcomes)
         except sqlite3.DatabaseError as exc:
             raise ForeignDatabase(f"{self.path} is damaged ({exc})") from exc
 
-    async def _latest_snapshot(self) -> tuple[int, int, bytes] | None:
+    def _fall_back(self, seq: int, why: str) -> None:
+        self.snapshot_fallbacks += 1
+        log.warning("journal %s: the snapshot at event %d is not used (%s); starting from the one before it, or "
+                    "from the first event. `livecart journal repair %s` drops it", self.path, seq, why, self.path)
+
+    async def _snapshots(self) -> AsyncIterator[tuple[int, int, bytes | None]]:
+        """The snapshots within the durable events, newest first: (seq, version, body; None when it fails its
+        checksum). Each body is read when the one before it was not good enough."""
         if self.schema < 2:
-            return None
-        async with self._db.execute("SELECT seq, version, crc, body FROM snapshots WHERE seq <= ? "
-                                    "ORDER BY seq DESC LIMIT 1", (self.last_seq,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        seq, version, crc, body = int(row[0]), int(row[1]), int(row[2]), bytes(row[3])
-        if _snapshot_crc(seq, version, body) != crc:
-            raise JournalDamaged(f"{self.path}: the snapshot at event {seq} fails its checksum. "
-                                 + _WHAT_TO_DO.format(p=self.path), 0, seq)
-        return seq, version, body
+            return
+        async with self._db.execute("SELECT seq FROM snapshots WHERE seq <= ? ORDER BY seq DESC",
+                                    (self.last_seq,)) as cur:
+            seqs = [int(r[0]) for r in await cur.fetchall()]
+        for seq in seqs:
+            async with self._db.execute("SELECT version, crc, body FROM snapshots WHERE seq = ?", (seq,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                continue
+            version, crc, body = int(row[0]), int(row[1]), bytes(row[2])
+            yield seq, version, body if _snapshot_crc(seq, version, body) == crc else None
 
     # ------------------------------------------------------------------ snapshots
 
@@ -584,6 +610,9 @@ class SqliteStore:
             return
         self.snapshots_written += 1
         self.last_snapshot_seconds = time.perf_counter() - t0
+        self.last_snapshot_seq = seq
+        self.last_snapshot_at = time.time()
+        self.last_snapshot_bytes = len(body)
         log.debug("journal %s: snapshot at event %d, %d bytes, %.3f s", self.path, seq, len(body),
                   self.last_snapshot_seconds)
 

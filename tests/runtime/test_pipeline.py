@@ -304,3 +304,53 @@ async def test_submit_journals_exactly_what_comment_row_encodes(tmp_path: Path) 
     want = [codec.comment_row(n, clock.now, co, results[co.text]) for n, co in enumerate(comments, 1)]
     assert [r[0] for r in written] == list(range(1, len(comments) + 1))
     assert [(s, t, k, b) for s, t, k, b in written] == [(s, t, k, orjson.dumps(d)) for s, t, k, d in want]
+
+
+async def test_a_damaged_latest_snapshot_falls_back_to_the_one_before_then_to_a_full_replay(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+    import sqlite3
+
+    base = config(tmp_path)
+    cfg = dataclasses.replace(base, storage=dataclasses.replace(base.storage, snapshot_events=5))
+    eng = await Engine.open(cfg, parse=parse, clock=Clock())
+    texts = ["egg 2", "hello", "egg 1", "cancel", "tea s 1"]
+    for n in range(30):
+        await eng.submit([c(n, texts[n % len(texts)], f"u{n % 4}")])
+    written = eng.journal.snapshots_written
+    assert written >= 2
+    text = eng.metrics.render()
+    assert f"livecart_journal_snapshots_written {float(written)}" in text
+    assert "livecart_journal_last_snapshot_seq" in text
+    assert "livecart_journal_last_snapshot_bytes" in text
+    live = eng.ledger.state()
+    await eng.close()
+    path = cfg.storage.path
+    con = sqlite3.connect(path)
+    seqs = [s for (s,) in con.execute("SELECT seq FROM snapshots ORDER BY seq DESC")]
+    assert len(seqs) == 2
+    with con:  # a flipped byte in the latest snapshot: its checksum fails
+        con.execute("UPDATE snapshots SET body = CAST(substr(body, 1, 10) || 'X' || substr(body, 12) AS BLOB) "
+                    "WHERE seq = ?", (seqs[0],))
+    con.close()
+    with caplog.at_level("WARNING", logger="livecart.journal"):
+        again = await Engine.open(cfg, parse=parse, clock=Clock())
+    assert again.journal.rebuilt_from[0] == seqs[1]
+    assert getattr(again.journal, "snapshot_fallbacks", 0) == 1
+    assert f"the snapshot at event {seqs[0]} is not used" in caplog.text
+    assert "livecart_journal_snapshot_fallbacks 1.0" in again.metrics.render()
+    assert norm(again.ledger.state()) == norm(live)
+    await again.close()  # writes a good snapshot at the last event again
+    con = sqlite3.connect(path)
+    with con:  # every snapshot damaged, one as a checksum failure, one as a body that is not a state
+        for seq, version in con.execute("SELECT seq, version FROM snapshots").fetchall():
+            body = b'{"not": "a state"}'
+            from livecart.store.sqlite import _snapshot_crc
+            con.execute("UPDATE snapshots SET body = ?, crc = ? WHERE seq = ?",
+                        (body, _snapshot_crc(seq, version, body) ^ (seq % 2), seq))
+    con.close()
+    third = await Engine.open(cfg, parse=parse, clock=Clock())
+    assert third.journal.rebuilt_from == (0, live["seq"])
+    assert getattr(third.journal, "snapshot_fallbacks", 0) == 2
+    assert norm(third.ledger.state()) == norm(live)
+    await third.close()
