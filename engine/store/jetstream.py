@@ -694,7 +694,8 @@ async def start_state(log_: SaleLog, parse: ParseFn) -> SaleState:
     there is none or it cannot be used (logged: the log alone gives the same state, only slower)."""
     assert log_.header is not None
     try:
-        snap = await log_.snapshots.latest()
+        # Never one beyond the log's end (a log deleted and started again under the same sale, its bucket kept).
+        snap = await log_.snapshots.latest(at_most=await log_.last_seq())
         if snap is not None:
             seq, version, body = snap
             state = await asyncio.to_thread(SaleState.restore, log_.header, parse, version, body)

@@ -130,6 +130,13 @@ async def test_the_decider_writes_snapshots_and_new_readers_start_from_them(nats
         assert shown["format"] == SNAPSHOT_VERSION
         from_snap = await load_state(sale_log, PARSE)
         from_start = await load_state(sale_log, PARSE, snapshot=False)
+        # A snapshot beyond the log's end (the stream deleted and started again, the bucket kept) is not used.
+        end = await sale_log.last_seq()
+        ahead = SaleState.restore(from_start.header, PARSE, SNAPSHOT_VERSION, from_start.snapshot_body())
+        ahead.applied = end + 100
+        await sale_log.snapshots.write(end + 100, SNAPSHOT_VERSION, ahead.snapshot_body())
+        beyond = await load_state(sale_log, PARSE)
+        assert beyond.applied == end
     finally:
         await sale_log.close()
     assert from_snap.ledger.snapshot() == from_start.ledger.snapshot() == want
