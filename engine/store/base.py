@@ -44,6 +44,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
 from livecart.store.codec import Entry, Header
@@ -125,4 +126,17 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["OnOutcomes", "Store"]
+def append_refusal(rows: Sequence[Entry], *, where: str, failed: BaseException | None, closed: bool,
+                   appended: int) -> Exception | None:
+    """Why :meth:`Store.append` must refuse ``rows`` (the exception for its future), or ``None``: the
+    journal failed earlier, is closed (or read-only), or the rows do not follow the last seq appended."""
+    if failed is not None:
+        return JournalError(f"the journal {where} failed earlier: {failed}")
+    if closed:
+        return JournalError(f"the journal {where} is closed")
+    if rows and rows[0][0] <= appended:
+        return ValueError(f"journal entries must come in seq order: {rows[0][0]} after {appended}")
+    return None
+
+
+__all__ = ["OnOutcomes", "Store", "append_refusal"]

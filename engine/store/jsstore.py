@@ -42,7 +42,7 @@ from nats.js import api
 from livecart.core.catalogue import Catalogue
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
-from livecart.store.base import OnOutcomes
+from livecart.store.base import OnOutcomes, append_refusal
 from livecart.store.codec import (
     SNAPSHOT_VERSION,
     Entry,
@@ -217,18 +217,13 @@ class JetStreamStore:
     def append(self, rows: Sequence[Entry]) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        if self._failed is not None:
-            fut.set_exception(JournalError(f"the journal {self.where} failed earlier: {self._failed}"))
-            return fut
-        if self._closed or self.readonly:
-            fut.set_exception(JournalError(f"the journal {self.where} is closed"))
+        refusal = append_refusal(rows, where=self.where, failed=self._failed, closed=self._closed or self.readonly,
+                                 appended=self._appended)
+        if refusal is not None:
+            fut.set_exception(refusal)
             return fut
         if not rows:
             fut.set_result(None)
-            return fut
-        if rows[0][0] <= self._appended:
-            fut.set_exception(ValueError(f"journal entries must come in seq order: {rows[0][0]} after "
-                                         f"{self._appended}"))
             return fut
         try:
             parts = _parts(rows)
