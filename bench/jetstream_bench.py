@@ -31,7 +31,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from typing import Any
 import orjson
 
 from livecart import build
-from livecart.bench.natscluster import Cluster, binary
+from livecart.bench.natscluster import Cluster, LivecartRun, binary, jetstream_storage, sale_config
 from livecart.config import loads
 from livecart.core.parser import Parser
 from livecart.core.records import Comment
@@ -51,42 +50,13 @@ from livecart.runtime.pipeline import Engine, tune_gc
 from livecart.store.codec import SNAPSHOT_VERSION
 from livecart.store.jetstream import SaleLog, load_state
 
-CONFIG = """
-[stream]
-name = "jetstream bench"
-featured = "egg"
-hold_minutes = 0
-
-[storage]
-{storage}
-
-[status]
-enabled = false
-
-[[adapters]]
-type = "replay"
-path = "{comments}"
-speed = {speed}
-
-[[products]]
-sku = "egg"
-name = "Eggs"
-aliases = ["鸡蛋", "egg"]
-link = 1
-stock = 1000000
-limit = 50
-presale = 1000
-
-[[products]]
-sku = "tea"
-name = "Tea"
-aliases = ["茶", "tea"]
-link = 2
-stock = 200000
-"""
-
 TEXTS = ["egg +1", "鸡蛋来两盒", "tea x2", "hello!", "cancel egg", "egg x3", "主播好", "tea +1"]
 BATCH = 2048
+
+
+def _config(storage: str, comments: Path | str, speed: float) -> str:
+    return sale_config(storage, comments, speed, name="jetstream bench", egg_stock=1_000_000, egg_limit=50,
+                       egg_presale=1000, tea_stock=200_000)
 
 
 def _comments(n: int) -> list[Comment]:
@@ -102,9 +72,7 @@ def _write_jsonl(path: Path, comments: list[Comment]) -> None:
 
 
 async def _jetstream_throughput(urls: list[str], comments: list[Comment]) -> dict[str, Any]:
-    storage = (f'backend = "jetstream"\nservers = {json.dumps(urls)}\nreplicas = 3\n'
-               f'sale = "bench-{os.getpid()}"')
-    cfg = loads(CONFIG.format(storage=storage, comments="-", speed=0))
+    cfg = loads(_config(jetstream_storage(urls, f"bench-{os.getpid()}", 3), "-", 0))
     announced = [0]
     engine = await ClusterEngine.open(cfg)
     engine.add_listener(lambda outs: announced.__setitem__(0, announced[0] + len(outs)))
@@ -158,8 +126,7 @@ async def _startup(cfg: Any) -> dict[str, Any]:
 
 
 async def _sqlite_throughput(tmp: Path, comments: list[Comment]) -> dict[str, Any]:
-    cfg = loads(CONFIG.format(storage=f'path = "{tmp / "bench.db"}"\ndurability = "fsync"', comments="-",
-                              speed=0))
+    cfg = loads(_config(f'path = "{tmp / "bench.db"}"\ndurability = "fsync"', "-", 0))
     engine = await Engine.open(cfg)
     try:
         n = len(comments)
@@ -170,26 +137,6 @@ async def _sqlite_throughput(tmp: Path, comments: list[Comment]) -> dict[str, An
         return {"comments": n, "seconds": round(dt, 3), "comments_per_s": round(n / dt)}
     finally:
         await engine.close()
-
-
-class _Proc:
-    def __init__(self, cfg: Path) -> None:
-        self.log = cfg.parent / "run.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(cfg)],
-                                         stdout=out, stderr=subprocess.STDOUT)
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 _ANNOUNCED = re.compile(r"announced (?:in doubt )?\d+ outcomes of log messages (\d+)-(\d+)")
@@ -209,22 +156,22 @@ def _wait(cond: Callable[[], Any], what: str, limit: float = 90.0) -> Any:
 def _failover(cluster: Cluster, tmp: Path, comments: list[Comment]) -> dict[str, Any]:
     path = tmp / "paced.jsonl"
     _write_jsonl(path, comments)
-    storage = (f'path = "livecart.db"\nbackend = "jetstream"\nservers = {json.dumps(cluster.urls)}\n'
-               f'replicas = 3\nsale = "failover-{os.getpid()}"')
+    storage = jetstream_storage(cluster.urls, f"failover-{os.getpid()}", 3)
     procs = []
     for name in ("a", "b"):
         d = tmp / name
         d.mkdir()
-        (d / "sale.toml").write_text(CONFIG.format(storage=storage, comments=path, speed=1), encoding="utf-8")
-        procs.append(_Proc(d / "sale.toml"))
+        (d / "sale.toml").write_text(_config(storage, path, 1), encoding="utf-8")
+        run = LivecartRun(d / "sale.toml")
+        run.start()
+        procs.append(run)
     try:
         decider = _wait(lambda: next((p for p in procs if "deciding sale" in p.text()), None), "a decider")
         other = procs[1] if decider is procs[0] else procs[0]
         _wait(lambda: _ANNOUNCED.search(decider.text()), "a first announcement")
         time.sleep(2)
         t_kill = time.monotonic()
-        decider.proc.send_signal(signal.SIGKILL)
-        decider.proc.wait()
+        decider.signal(signal.SIGKILL)
         _wait(lambda: _ANNOUNCED.search(other.text()), "the standby's first announcement")
         decider_kill = time.monotonic() - t_kill
         time.sleep(2)

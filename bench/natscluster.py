@@ -51,6 +51,96 @@ def _reachable(port: int) -> bool:
         return False
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM ``proc`` if it runs, SIGKILL it after ``timeout`` seconds, and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+SALE = """
+[stream]
+name = "{name}"
+featured = "egg"
+hold_minutes = 0
+
+[storage]
+{storage}
+
+[status]
+enabled = false
+
+[[adapters]]
+type = "replay"
+path = "{comments}"
+speed = {speed}
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+aliases = ["鸡蛋", "egg"]
+link = 1
+stock = {egg_stock}
+limit = {egg_limit}
+presale = {egg_presale}
+
+[[products]]
+sku = "tea"
+name = "Tea"
+aliases = ["茶", "tea"]
+link = 2
+stock = {tea_stock}
+"""
+
+
+def sale_config(storage: str, comments: Path | str, speed: float, *, name: str, egg_stock: int, egg_limit: int,
+                egg_presale: int, tea_stock: int) -> str:
+    """The config of the eggs-and-tea sale the JetStream tests and bench run: ``storage`` is the body of its
+    ``[storage]`` table, ``comments`` the replay adapter's file (``"-"`` when no adapter will run)."""
+    return SALE.format(name=name, storage=storage, comments=comments, speed=speed, egg_stock=egg_stock,
+                       egg_limit=egg_limit, egg_presale=egg_presale, tea_stock=tea_stock)
+
+
+def jetstream_storage(urls: list[str], sale: str, replicas: int) -> str:
+    """A ``[storage]`` body for ``sale`` on the servers at ``urls``."""
+    return (f'path = "livecart.db"\nbackend = "jetstream"\nservers = {json.dumps(urls)}\n'
+            f'replicas = {replicas}\nsale = "{sale}"')
+
+
+class LivecartRun:
+    """One ``livecart run CONFIG`` process; the output of every incarnation goes to ``run.log`` beside it."""
+
+    def __init__(self, cfg: Path) -> None:
+        self.cfg = cfg
+        self.log = cfg.parent / "run.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(self.cfg)],
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig``; after SIGKILL, reap the process (it is gone)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        stop_process(self.proc, 20)
+        self.proc = None
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+
 class Node:
     """One nats-server process of a cluster: its ports, config file, store and log."""
 
@@ -91,13 +181,7 @@ class Node:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc = None
 
     def varz(self, what: str = "jsz") -> dict[str, Any]:
@@ -192,4 +276,5 @@ def jetstream_version_ok(port: int) -> bool:
     return '"jetstream":true' in info.replace(" ", "")
 
 
-__all__ = ["Cluster", "Node", "binary", "free_ports", "jetstream_version_ok"]
+__all__ = ["SALE", "Cluster", "LivecartRun", "Node", "binary", "free_ports", "jetstream_storage", "jetstream_version_ok",
+           "sale_config", "stop_process"]

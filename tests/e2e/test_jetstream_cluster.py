@@ -19,8 +19,6 @@ import contextlib
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,47 +27,13 @@ import nats
 import nats.js.errors
 import pytest
 
-from livecart.bench.natscluster import Cluster
+from livecart.bench.natscluster import Cluster, LivecartRun, jetstream_storage, sale_config
 from tests.e2e.proc import livecart, wait_for
 
 pytestmark = pytest.mark.slow
 
 N = 2500
 STEP = 0.01  # seconds between comments at speed 1: the stream lasts 25 s
-
-CONFIG = """
-[stream]
-name = "Cluster fault test"
-featured = "egg"
-hold_minutes = 0
-
-[storage]
-{storage}
-
-[status]
-enabled = false
-
-[[adapters]]
-type = "replay"
-path = "{comments}"
-speed = {speed}
-
-[[products]]
-sku = "egg"
-name = "Eggs"
-aliases = ["鸡蛋", "egg"]
-link = 1
-stock = 1500
-limit = 4
-presale = 300
-
-[[products]]
-sku = "tea"
-name = "Tea"
-aliases = ["茶", "tea"]
-link = 2
-stock = 200
-"""
 
 TEXTS = ["egg +1", "egg x2", "tea +1", "hello", "鸡蛋来两盒", "cancel egg", "egg x3", "tea x2"]
 
@@ -86,47 +50,13 @@ def _comments(path: Path) -> None:
 def _config(d: Path, storage: str, comments: Path, speed: float) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     p = d / "sale.toml"
-    p.write_text(CONFIG.format(storage=storage, comments=comments, speed=speed), encoding="utf-8")
+    p.write_text(sale_config(storage, comments, speed, name="Cluster fault test", egg_stock=1500, egg_limit=4,
+                             egg_presale=300, tea_stock=200), encoding="utf-8")
     return p
 
 
-def _js_storage(cluster_urls: list[str], sale: str, replicas: int) -> str:
-    return (f'path = "livecart.db"\nbackend = "jetstream"\nservers = {json.dumps(cluster_urls)}\n'
-            f'replicas = {replicas}\nsale = "{sale}"')
-
-
-class Run:
+class Run(LivecartRun):
     """One ``livecart run`` process whose log (every incarnation) goes to ``<dir>/run.log``."""
-
-    def __init__(self, cfg: Path) -> None:
-        self.cfg = cfg
-        self.log = cfg.parent / "run.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(self.cfg)],
-                                         stdout=out, stderr=subprocess.STDOUT)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        if sig == signal.SIGKILL:
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
     def pid(self) -> int:
         assert self.proc is not None
@@ -192,7 +122,7 @@ def test_two_processes_survive_process_and_leader_node_kills(nats_cluster: Clust
     comments = tmp_path / "comments.jsonl"
     _comments(comments)
     want_report, want_export = _sqlite_reference(tmp_path, comments)
-    storage = _js_storage(nats_cluster.urls, "fault", 3)
+    storage = jetstream_storage(nats_cluster.urls, "fault", 3)
     p1 = Run(_config(tmp_path / "p1", storage, comments, 1))
     p2 = Run(_config(tmp_path / "p2", storage, comments, 1))
     try:
@@ -255,7 +185,7 @@ def test_a_paused_decider_steps_down_without_announcing(nats_server: str, tmp_pa
     comments = tmp_path / "comments.jsonl"
     _comments(comments)
     sale = f"pause-{time.time_ns() % 10**9}"
-    storage = _js_storage([nats_server], sale, 1)
+    storage = jetstream_storage([nats_server], sale, 1)
     runs = [Run(_config(tmp_path / f"p{i}", storage, comments, 0.5)) for i in (1, 2)]
     try:
         for r in runs:
