@@ -85,15 +85,19 @@ def livecart_command() -> list[str]:
 def stream_file(n: int, seed: int, directory: Path) -> tuple[Path, Scenario | None]:
     """The JSON Lines file of ``flash_buys(n, seed)`` in ``directory``, written once and reused after.
 
-    Returns the path and the scenario when it was generated now (``None`` when the file was reused)."""
+    The stream is generated in a child process, never in this one: a process started from this one reports
+    (in ``wait4``'s ``ru_maxrss``) the resident size this one had when it forked, so a 1M-comment scenario
+    held here (~600 MB) showed as the daemon's peak RSS. Returns the path and ``None`` (the scenario stays
+    in the child)."""
     path = directory / f"livecart-flash-buys-{n}-{seed}.jsonl"
     if path.exists():
         return path, None
-    scenario = flash_buys(n, seed=seed)
     tmp = path.with_suffix(".part")
-    scenario.write_jsonl(tmp)
+    code = ("import sys; from pathlib import Path; from livecart.bench.scenario import flash_buys; "
+            "flash_buys(int(sys.argv[1]), seed=int(sys.argv[2])).write_jsonl(Path(sys.argv[3]))")
+    subprocess.run([sys.executable, "-c", code, str(n), str(seed), str(tmp)], check=True)
     tmp.replace(path)
-    return path, scenario
+    return path, None
 
 
 def run_livecart(config: Path, *, timeout: float) -> dict[str, Any]:

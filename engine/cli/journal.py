@@ -33,12 +33,9 @@ from livecart.config import load
 from livecart.core.errors import JournalError
 from livecart.core.events import EventDetector, outcome_key
 from livecart.core.ledger import Ledger
-from livecart.core.parser import Parser
 from livecart.core.records import Outcome, Status
 from livecart.core.settings import Config
-from livecart.runtime.console import summary_data, summary_html
 from livecart.store.codec import COMMENT, Entry, Header, apply_data, rebuild_entries
-from livecart.store.jetstream import SaleLog, load_state
 from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
@@ -74,6 +71,9 @@ def _names(entries: list[Entry]) -> dict[str, str]:
 
 async def _read_cluster(cfg: Config) -> tuple[Ledger, dict[str, str]]:
     """The sale's state from its JetStream log (docs/contract.md §7), from any machine reaching the cluster."""
+    from livecart.core.parser import Parser  # imported here: `report` on a journal file needs neither
+    from livecart.store.jetstream import SaleLog, load_state
+
     parse = Parser.from_config(cfg).parse
     sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
     try:
@@ -87,6 +87,9 @@ async def _cluster_entries(cfg: Config) -> tuple[Header, list[Entry]]:
     """The journal entries a SQLite journal would hold for the sale in the cluster: its whole log replayed
     (a snapshot has no history, and the summary's timeline needs all of it), each ledger event recorded as
     the entry the SQLite engine writes, stamped with the log's time of its message."""
+    from livecart.core.parser import Parser
+    from livecart.store.jetstream import SaleLog, load_state
+
     parse = Parser.from_config(cfg).parse
     sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
     entries: list[Entry] = []
@@ -158,6 +161,8 @@ def summary(file: str) -> dict[str, Any]:
             names[f"{p.sku}/{v.name}"] = f"{p.name} · {v.name}"
             prices[f"{p.sku}/{v.name}"] = v.price if v.price is not None else p.price
     language = str(cfg.sections.get("replies", {}).get("language", "zh") or "zh")
+    from livecart.runtime.console import summary_data  # the console (and aiohttp) only for the summary
+
     return summary_data(cfg.stream.name, products, names, prices, snap, history, events, language=language)
 
 
@@ -180,6 +185,8 @@ def report_main(args: argparse.Namespace) -> int:
     """Print the state in the journal of ``args.file``'s stream; ``args.json`` for one JSON object;
     ``args.html`` writes the after-sale summary as one self-contained HTML file instead."""
     if getattr(args, "html", None):
+        from livecart.runtime.console import summary_html
+
         with open(args.html, "w", encoding="utf-8") as f:
             f.write(summary_html(summary(args.file)))
         print(f"livecart report: wrote {args.html}", file=sys.stderr)

@@ -44,24 +44,30 @@ _MASK_BITS = 12
 
 def _masks() -> list[int]:
     """4,096 masks of six distinct bits in a 64-bit word, from a fixed generator (splitmix64): a filter
-    written by one livecart reads the same in the next."""
+    written by one livecart reads the same in the next. Each 64-bit output gives ten 6-bit bit numbers."""
     out: list[int] = []
     x = 0x9E3779B97F4A7C15
     m64 = (1 << 64) - 1
+    mask = bits = 0
     while len(out) < 1 << _MASK_BITS:
-        mask = 0
-        while bin(mask).count("1") < 6:
-            x = (x + 0x9E3779B97F4A7C15) & m64
-            z = x
-            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m64
-            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
-            z ^= z >> 31
-            mask |= 1 << (z & 63)
-        out.append(mask)
+        x = (x + 0x9E3779B97F4A7C15) & m64
+        z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+        z ^= z >> 31
+        for _ in range(10):
+            bit = 1 << (z & 63)
+            z >>= 6
+            if not mask & bit:
+                mask |= bit
+                bits += 1
+                if bits == 6:
+                    out.append(mask)
+                    mask = bits = 0
     return out
 
 
-_MASKS = _masks()
+#: Filled by the first :class:`Dedupe` (a ``report`` that only restores a snapshot never needs them).
+_MASKS: list[int] = []
 _HIGH = 32 - _MASK_BITS
 
 
@@ -95,6 +101,8 @@ class Dedupe:
     def __init__(self, recent: int, *, chunk: int = 0, segment: int = 0) -> None:
         if recent < 1:
             raise ValueError(f"recent must be 1 or more, got {recent}")
+        if not _MASKS:
+            _MASKS.extend(_masks())
         self.recent = recent
         self.chunk = chunk or CHUNK  # 0: the module's (read at each call, so a test can make it small)
         self.segment = segment or SEGMENT0

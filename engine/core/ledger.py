@@ -58,6 +58,7 @@ _BUY = Intent.BUY
 _SOLD_OUT = Reason.SOLD_OUT
 _LIMIT = Reason.LIMIT
 _CANCEL = Intent.CANCEL
+_STATUS = {s.value: s for s in Status}  # a dict lookup: Status(value) is an Enum call, ~30x slower
 
 
 class _Unit:
@@ -279,7 +280,7 @@ class Ledger:
         orders = led._orders
         by_user = led._by_user
         for oid, user, key, qty, status, comment, platform, room, created, deadline in state["orders"]:
-            o = _Order(oid, user, units[key], int(qty), Status(status), comment, platform, room, float(created))
+            o = _Order(oid, user, units[key], int(qty), _STATUS[status], comment, platform, room, float(created))
             o.deadline = float(deadline)
             orders[oid] = o
             if o.status is Status.PAID:  # paid units are derived from the orders, not stored twice

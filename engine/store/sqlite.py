@@ -100,8 +100,8 @@ CREATE TABLE batches (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, ts REAL 
                       crc INTEGER);
 CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, version INTEGER NOT NULL, crc INTEGER NOT NULL,
                         body BLOB NOT NULL);
-CREATE TABLE dedupe_keys (no INTEGER NOT NULL, bucket INTEGER NOT NULL, keys TEXT NOT NULL,
-                          PRIMARY KEY (no, bucket)) WITHOUT ROWID;
+CREATE TABLE dedupe_keys (no INTEGER NOT NULL, bucket INTEGER NOT NULL, keys TEXT NOT NULL);
+CREATE UNIQUE INDEX dedupe_at ON dedupe_keys (no, bucket);
 CREATE VIEW events (seq, ts, kind, body) AS
     SELECT json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
            CAST(json_extract(e.value, '$[3]') AS BLOB)
@@ -122,8 +122,10 @@ UPDATE meta SET value = '2' WHERE key = 'schema';
 _INSERT = ("INSERT INTO batches (first, last, ts, body, crc) SELECT ?, ?, ?, ?, ? "
            "WHERE coalesce((SELECT last FROM batches ORDER BY first DESC LIMIT 1), 0) = ?")
 
+# Rows of ~1-2 KB: a rowid table packs them (a WITHOUT ROWID table, clustered on its key, left its pages a
+# third full); the index finds a (chunk, bucket).
 _DEDUPE_TABLE = ("CREATE TABLE IF NOT EXISTS dedupe_keys (no INTEGER NOT NULL, bucket INTEGER NOT NULL, "
-                 "keys TEXT NOT NULL, PRIMARY KEY (no, bucket)) WITHOUT ROWID")
+                 "keys TEXT NOT NULL); CREATE UNIQUE INDEX IF NOT EXISTS dedupe_at ON dedupe_keys (no, bucket)")
 #: Buckets of one index chunk (a key's bucket is the low bits of its CRC-32); bucket -1 holds the chunk's
 #: first and last event and is written with it (one statement), so a chunk is whole or absent.
 DEDUPE_BUCKETS = 1024
@@ -465,7 +467,7 @@ class SqliteStore:
             await db.execute_fetchall("PRAGMA journal_mode=WAL")
             await db.execute_fetchall(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
             await db.execute_fetchall(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-            await db.execute_fetchall(_DEDUPE_TABLE)  # journals of format 2 written before the index lack it
+            await db.executescript(_DEDUPE_TABLE)  # journals of format 2 written before the index lack it
         async with db.execute("SELECT coalesce(max(last), 0) FROM batches") as cur:
             row = await cur.fetchone()
         return header, int(row[0]) if row else 0, schema
@@ -537,7 +539,8 @@ class SqliteStore:
                     continue
                 tail = await self.entries(after=seq)
                 try:
-                    ledger = resume(self.header, version, body, tail, on_outcomes=on_outcomes)
+                    ledger = resume(self.header, version, body, tail, on_outcomes=on_outcomes,
+                                    dedupe=not self.readonly)
                 except JournalError as exc:
                     if on_outcomes is not None:
                         raise  # outcomes were passed on already: a second replay would repeat them
@@ -693,8 +696,10 @@ class SqliteStore:
         if self._reader is None or not self._index_top:
             return False
         bucket = h & (DEDUPE_BUCKETS - 1)
-        row = self._reader.execute(_LOOKUP, (self._index_top, bucket, f"\n{key}\n")).fetchone()
-        return row is not None
+        # fetchall, not fetchone: a statement left unfinished keeps its read transaction open, and an open
+        # read transaction stops the writer's checkpoints (the WAL would grow without end).
+        rows = self._reader.execute(_LOOKUP, (self._index_top, bucket, f"\n{key}\n")).fetchall()
+        return bool(rows)
 
     # ------------------------------------------------------------------ group commit
 
