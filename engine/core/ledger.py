@@ -302,8 +302,8 @@ class Ledger:
         if "dedupe" in state:
             led.dedupe = Dedupe.restore(state["dedupe"])
             led._seen = led.dedupe.sets
-        else:
-            led._seen = {(platform, room): set(ids) for platform, room, ids in state["seen"]}
+        else:  # no "seen" either: a reader that skipped the duplicate-id memory (it takes no comments)
+            led._seen = {(platform, room): set(ids) for platform, room, ids in state.get("seen", ())}
         led._room_ids("", "")
         return led
 

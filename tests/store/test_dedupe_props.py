@@ -228,3 +228,21 @@ def test_config_of_the_window_is_kept_by_the_journal(tmp_path: Path) -> None:
         await e.close()
 
     asyncio.run(go())
+
+
+async def test_a_reader_starts_from_the_snapshot_without_the_duplicate_memory(tmp_path: Path) -> None:
+    """`report` reads the snapshot's sale part only (no window, no filter) and still gives the sale."""
+    cfg = config(tmp_path, 2, 1000)
+    engine = await open_engine(cfg, "sqlite", MemorySpace())
+    await engine.submit([Comment("p", "r", f"m{i}", f"u{i % 3}", "n", "buy", 0.0) for i in range(40)])
+    live = engine.ledger.snapshot()
+    await engine.close()  # a snapshot at the last event
+    ro = await SqliteStore.open(cfg.storage.path, readonly=True)
+    try:
+        ledger = await ro.rebuild()
+        assert ro.rebuilt_from == (40, 0)
+        assert ro.snapshot_fallbacks == 0
+        assert ledger.dedupe is None
+        assert ledger.snapshot() == live
+    finally:
+        await ro.close()
