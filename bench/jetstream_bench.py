@@ -139,7 +139,7 @@ async def _sqlite_throughput(tmp: Path, comments: list[Comment]) -> dict[str, An
         await engine.close()
 
 
-_ANNOUNCED = re.compile(r"announced (?:in doubt )?\d+ outcomes of log messages (\d+)-(\d+)")
+_ANNOUNCED = re.compile(r"announced \d+ outcomes of log messages (\d+)-(\d+)")
 
 
 def _wait(cond: Callable[[], Any], what: str, limit: float = 90.0) -> Any:

@@ -15,14 +15,14 @@ daemon drives exactly like the SQLite :class:`~livecart.runtime.pipeline.Engine`
     own monotonic clock: a process paused by SIGSTOP or cut off knows it is out when it runs again). Once
     leased it catches up with the log and publishes a takeover on the decisions subject, fenced with
     ``Nats-Expected-Last-Subject-Sequence``: from then on any message of the previous decider is refused by
-    the stream. First it announces the outcomes *in doubt*: those of the messages between the last mark and
-    its takeover, the first batch of which the previous decider may have handed out before dying without its
-    mark reaching the log. Then, in a loop: publish an expiry sweep when a hold is due, and when outcomes wait, check the
-    lease (still the decider, so no other process is announcing), hand the outcomes up to the last message
-    applied, N, to the listeners (buyer replies, hooks, events), then publish a mark "announced through
-    seq N" (fenced). Every outcome is thus handed out by some decider, and twice only when a decider
-    stopped between a hand-off and its mark: then the repeat is the same outcome, with the same ``seq``
-    (the ledger's event number, the same in every process), by which a receiver recognises it.
+    the stream. Then, in a loop: publish an expiry sweep when a hold is due, and when outcomes wait, take
+    those up to the last message applied, N, publish a mark "handed out through N" (fenced), check the
+    lease (still the decider, so no other process is announcing) and hand them to the listeners (buyer
+    replies, hooks, events). A mark always comes before its hand-off, so no outcome is ever handed out
+    twice: a new decider announces from the last mark on. What the last mark covered is *in doubt* at a
+    takeover: its decider may have stopped between the mark and the hand-off. The new decider logs and
+    counts it and does not announce it again (CONTRACTS §7: no outcome announced twice); it stays decided,
+    in ``report`` and the export.
 ``member``
     puts ``member.<id>`` in the bucket every few seconds (host, pid, role, seq applied) for
     ``livecart cluster status``.
@@ -133,10 +133,12 @@ class ClusterEngine:
         self._snapshot_at = time.monotonic()
         self._m_comments = metrics.counter("comments_total", "comments received by the engine")
         self._m_outcomes = metrics.counter("outcomes_total", "announced outcomes by status")
-        #: Outcomes this process announced at a takeover that the previous decider may have announced.
+        #: Outcomes of the previous decider's last mark, found at a takeover: maybe never handed out (it may
+        #: have stopped between the mark and the hand-off); never announced again.
         self.in_doubt_total = 0
         self._m_again = metrics.counter("outcomes_in_doubt_total",
-                                        "outcomes announced at a takeover after the last mark (maybe a repeat)")
+                                        "outcomes of the previous decider's last mark at a takeover: maybe not "
+                                        "announced, never announced twice")
         self._m_fenced = metrics.counter("decider_stepdowns_total", "times this process stopped deciding")
         lead = metrics.gauge("decider", "1 while this process decides the sale")
         applied = metrics.gauge("log_applied_seq", "the last log message this process applied")
@@ -391,18 +393,13 @@ class ClusterEngine:
         log.warning("deciding sale %s as %s from log seq %d (announced through %d by the previous decider)",
                     self.cfg.storage.sale, self.member, seq, state.announced)
         n = 0
-        # In doubt: outcomes of the messages between the last mark and this takeover. The previous decider
-        # may have handed out the first batch of them before it died or was fenced, without its mark after
-        # them reaching the log. Announce them all (a repeat has the same seq: a receiver recognises it),
-        # then mark them.
-        lease.check()
-        doubt, first, last = state.take_unannounced(seq - 1, floor)
-        if doubt:
-            self._announce(doubt, first, last, again=True)
-            n += 1
-            last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, seq - 1]),
-                                              f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
-                                              patience=lease.left())
+        # In doubt: what the previous deciders' last mark covered. Its decider wrote the mark before handing
+        # those outcomes out and may have stopped in between: maybe never announced, and never again (an
+        # outcome is announced at most once). What came after the last mark was never handed out: the loop
+        # below announces it.
+        first, last, k = state.last_batch
+        if k:
+            self._in_doubt(k, first, last)
         hold = state.ledger.hold_seconds > 0
         next_tick = time.monotonic() + TICK_SECONDS
         while True:
@@ -419,14 +416,17 @@ class ClusterEngine:
                 through = state.applied
                 # Only while still the decider (checked with no await before the hand-off: no other
                 # process can be announcing now), hand the outcomes out, then mark them announced.
-                lease.check()
                 outs, first, last = state.take_unannounced(through, floor)
                 if outs:
-                    self._announce(outs, first, last)
+                    # Mark first (fenced: refused if another process took over), then, only while still the
+                    # decider (checked with no await before the hand-off), hand them out: a stop in between
+                    # loses this batch's announcement, it never repeats one.
                     n += 1
-                    last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, through]),
+                    last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, through, len(outs)]),
                                                       f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
                                                       patience=lease.left())
+                    lease.check()
+                    self._announce(outs, first, last)
             self._maybe_snapshot()
             self._outcomes_waiting.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -473,21 +473,22 @@ class ClusterEngine:
             except TimeoutError:
                 await lease.renew_if_due()
 
-    def _announce(self, outs: list[Outcome], first: int, through: int, *, again: bool = False) -> None:
+    def _in_doubt(self, k: int, first: int, through: int) -> None:
+        self.in_doubt_total += k
+        self._m_again.inc(k)
+        log.warning("in doubt: %d outcomes of log messages %d-%d, the last batch the previous decider marked; "
+                    "if it stopped between its mark and the hand-off they were not announced, and they are "
+                    "not announced again (never twice); they are decided: see report or export",
+                    k, first, through)
+
+    def _announce(self, outs: list[Outcome], first: int, through: int) -> None:
         self.announced_total += len(outs)
         counts: dict[str, int] = {}
         for o in outs:
             counts[o.status] = counts.get(o.status, 0) + 1
         for status, k in counts.items():
             self._m_outcomes.inc(k, status=status)
-        if again:
-            self.in_doubt_total += len(outs)
-            self._m_again.inc(len(outs))
-            log.warning("announced in doubt %d outcomes of log messages %d-%d (after the last mark: the "
-                        "previous decider may have announced the first of them already; a repeat has the same "
-                        "seq, here %s-%s)", len(outs), first, through, outs[0].seq, outs[-1].seq)
-        else:
-            log.info("announced %d outcomes of log messages %d-%d", len(outs), first, through)
+        log.info("announced %d outcomes of log messages %d-%d", len(outs), first, through)
         for cb in self._listeners:
             try:
                 cb(outs)

@@ -11,8 +11,9 @@ stream per sale, ``LIVECART_<sale>``, with two subjects:
 ``livecart.<sale>.dec``
     what only the decider writes, each message published with ``Nats-Expected-Last-Subject-Sequence`` set to
     the decider's own previous one (fencing): ``["t", member]`` when a process takes over deciding,
-    ``["x"]`` an expiry sweep, ``["m", n]`` "the outcomes of messages up to stream sequence n have been
-    announced" (written *after* handing them out: see :mod:`livecart.runtime.cluster`).
+    ``["x"]`` an expiry sweep, ``["m", n, k]`` "the k outcomes of messages up to stream sequence n are
+    handed out" (written *before* handing them out, so none is ever handed out twice: see
+    :mod:`livecart.runtime.cluster`).
 
 Applying a message (:meth:`SaleState.apply`) is pure: comments are parsed with the featured product the
 ledger has at that point and decided in order; a comment key seen before (fed by another process, or
@@ -133,8 +134,8 @@ class SaleState:
     """The ledger of a sale as the log builds it, plus where deciding and announcing stand. No I/O.
 
     Feed every message of the stream, in stream order, to :meth:`apply`. Outcomes wait in
-    :attr:`unannounced` (stream seq, outcomes) until a mark covers them; the decider takes and announces
-    them (:meth:`take_unannounced`), then writes its mark.
+    :attr:`unannounced` (stream seq, outcomes) until a mark covers them; the decider takes them
+    (:meth:`take_unannounced`), writes its mark, then announces them.
     """
 
     def __init__(self, header: Header, parse: ParseFn) -> None:
@@ -145,7 +146,11 @@ class SaleState:
                              clock=lambda: self._now)
         self.applied = 0  # stream seq of the last message applied
         self.dec_last = 0  # stream seq of the last message on the decisions subject
-        self.announced = 0  # outcomes of messages up to this seq have been announced (the last mark)
+        self.announced = 0  # outcomes of messages up to this seq were handed out (the last mark; see below)
+        #: The last mark's batch: its messages (first, last) and how many outcomes it covered. Its decider
+        #: wrote the mark before handing them out, so if it stopped in between, they were not announced:
+        #: a new decider reports them "in doubt" and never announces them again.
+        self.last_batch: tuple[int, int, int] = (0, 0, 0)
         self.decider: str | None = None  # member id of the last takeover
         self.last_ts = header.created
         self.unannounced: list[tuple[int, list[Outcome]]] = []
@@ -181,9 +186,16 @@ class SaleState:
         if decision:
             self.dec_last = seq
             if kind == MARK:
-                # The decider that wrote it handed these outcomes out before writing it: done with them.
-                self.announced = max(self.announced, int(data[1]))
-                self.unannounced = [(s, o) for s, o in self.unannounced if s > self.announced]
+                # The decider that wrote it hands these outcomes out right after it (never before): done
+                # with them here.
+                through = int(data[1])
+                if through > self.announced:
+                    # The mark says how many outcomes it covers (the decider took them out of its own
+                    # unannounced before writing it); a mark of an older livecart does not.
+                    k = int(data[2]) if len(data) > 2 else sum(len(o) for s, o in self.unannounced if s <= through)
+                    self.last_batch = (self.announced + 1, through, k)
+                    self.announced = through
+                    self.unannounced = [(s, o) for s, o in self.unannounced if s > through]
                 return []
             if kind == TAKEOVER:
                 self.decider = str(data[1])
@@ -295,7 +307,8 @@ class SaleState:
         are kept (a decider restored from it announces them); those up to it are never announced again."""
         return {
             "ledger": self.ledger.state(), "applied": self.applied, "dec_last": self.dec_last,
-            "announced": self.announced, "decider": self.decider, "last_ts": self.last_ts,
+            "announced": self.announced, "last_batch": list(self.last_batch), "decider": self.decider,
+            "last_ts": self.last_ts,
             "names": dict(self.names),
             "unannounced": [[s, [msgspec.to_builtins(o) for o in out]]
                             for s, out in self.unannounced if s > self.announced],
@@ -315,6 +328,8 @@ class SaleState:
             st.applied = int(d["applied"])
             st.dec_last = int(d["dec_last"])
             st.announced = int(d["announced"])
+            a, b, k = d.get("last_batch") or (0, 0, 0)  # absent in snapshots written before it existed
+            st.last_batch = (int(a), int(b), int(k))
             st.decider = d["decider"]
             st.last_ts = st._now = float(d["last_ts"])
             st.names = dict(d["names"])
