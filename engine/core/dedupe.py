@@ -363,9 +363,9 @@ class Dedupe:
 
 
 def _array(code: str, data: Any, n: int | None) -> array[int]:
-    raw = base64.b64decode(data) if isinstance(data, str) else bytes(data)
+    """An array from a snapshot's bytes (bytes, a memoryview, or base64 text)."""
     a = array(code)
-    a.frombytes(raw)
+    a.frombytes(base64.b64decode(data) if isinstance(data, str) else data)
     if n is not None and len(a) != n:
         raise ValueError("an array in the snapshot does not have its stated size")
     return a
