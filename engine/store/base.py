@@ -126,17 +126,22 @@ class Store(Protocol):
         ...
 
 
-def append_refusal(rows: Sequence[Entry], *, where: str, failed: BaseException | None, closed: bool,
-                   appended: int) -> Exception | None:
-    """Why :meth:`Store.append` must refuse ``rows`` (the exception for its future), or ``None``: the
-    journal failed earlier, is closed (or read-only), or the rows do not follow the last seq appended."""
+def settled_early(fut: asyncio.Future[None], rows: Sequence[Entry], *, where: str, failed: BaseException | None,
+                  closed: bool, appended: int) -> bool:
+    """The start of every :meth:`Store.append`: settle ``fut`` at once and return True when there is
+    nothing to write (no rows) or the append is refused (the journal failed earlier, is closed or
+    read-only, or the rows do not follow the last seq appended); else False."""
     if failed is not None:
-        return JournalError(f"the journal {where} failed earlier: {failed}")
-    if closed:
-        return JournalError(f"the journal {where} is closed")
-    if rows and rows[0][0] <= appended:
-        return ValueError(f"journal entries must come in seq order: {rows[0][0]} after {appended}")
-    return None
+        fut.set_exception(JournalError(f"the journal {where} failed earlier: {failed}"))
+    elif closed:
+        fut.set_exception(JournalError(f"the journal {where} is closed"))
+    elif not rows:
+        fut.set_result(None)
+    elif rows[0][0] <= appended:
+        fut.set_exception(ValueError(f"journal entries must come in seq order: {rows[0][0]} after {appended}"))
+    else:
+        return False
+    return True
 
 
-__all__ = ["OnOutcomes", "Store", "append_refusal"]
+__all__ = ["OnOutcomes", "Store", "settled_early"]

@@ -650,15 +650,22 @@ class Snapshots:
             with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error, JournalError):
                 await retry(functools.partial(self.kv.purge, f"snap.{sid}.{i}"), patience=5.0)
 
-    async def info(self) -> SnapshotInfo | None:
-        """The latest snapshot's pointer (no body), or None."""
+    async def _pointer(self) -> dict[str, Any] | None:
+        """The pointer entry to the latest snapshot, decoded, or None when there is none."""
         try:
             entry = await retry(lambda: self.kv.get(self.POINTER))
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         if not entry.value:
             return None
-        d = orjson.loads(entry.value)
+        d: dict[str, Any] = orjson.loads(entry.value)
+        return d
+
+    async def info(self) -> SnapshotInfo | None:
+        """The latest snapshot's pointer (no body), or None."""
+        d = await self._pointer()
+        if d is None:
+            return None
         return SnapshotInfo(int(d["seq"]), int(d["version"]), int(d["size"]), int(d["chunks"]), float(d["at"]),
                             str(d["id"]))
 
@@ -666,13 +673,9 @@ class Snapshots:
         """``(seq, version, body)`` of the latest snapshot (None if there is none, or if it describes more
         than ``at_most``). Raises :class:`JournalError` for one whose chunks fail their checksum."""
         for _ in range(5):
-            try:
-                entry = await retry(lambda: self.kv.get(self.POINTER))
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            d = await self._pointer()
+            if d is None:
                 return None
-            if not entry.value:
-                return None
-            d = orjson.loads(entry.value)
             if at_most is not None and int(d["seq"]) > at_most:
                 return None
             parts: list[bytes] = []

@@ -21,7 +21,7 @@ from livecart.core.catalogue import Catalogue
 from livecart.core.dedupe import key_text
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
-from livecart.store.base import OnOutcomes, append_refusal
+from livecart.store.base import OnOutcomes, settled_early
 from livecart.store.codec import (
     COMMENT,
     SNAPSHOT_VERSION,
@@ -109,13 +109,8 @@ class MemoryStore:
     def append(self, rows: Sequence[Entry]) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        refusal = append_refusal(rows, where=self.where, failed=self._failed, closed=self._closed or self.readonly,
-                                 appended=self._appended)
-        if refusal is not None:
-            fut.set_exception(refusal)
-            return fut
-        if not rows:
-            fut.set_result(None)
+        if settled_early(fut, rows, where=self.where, failed=self._failed, closed=self._closed or self.readonly,
+                         appended=self._appended):
             return fut
         try:
             blob = orjson.dumps(rows)

@@ -70,7 +70,7 @@ from livecart.core.dedupe import key_hash, key_text
 from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
-from livecart.store.base import append_refusal
+from livecart.store.base import settled_early
 from livecart.store.codec import (
     COMMENT,
     SNAPSHOT_VERSION,
@@ -711,13 +711,8 @@ class SqliteStore:
         """Queue rows for the next batch; the future resolves once they are committed (durable as
         configured) or fails with :class:`JournalError`. Rows must come in ``seq`` order."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        refusal = append_refusal(rows, where=str(self.path), failed=self._failed,
-                                 closed=self._closed or self._writer is None, appended=self._appended)
-        if refusal is not None:
-            fut.set_exception(refusal)
-            return fut
-        if not rows:
-            fut.set_result(None)
+        if settled_early(fut, rows, where=str(self.path), failed=self._failed,
+                         closed=self._closed or self._writer is None, appended=self._appended):
             return fut
         self._appended = last = rows[-1][0]
         now = fut.get_loop().time()
