@@ -329,14 +329,10 @@ class Ledger:
         if cid in ids:
             return []
         dd = self.dedupe
-        if dd is None:
-            ids.add(cid)
-            self.seq += 1
-        else:
-            if not dd.admit(self._seen_ri, cid, self.seq + 1, not new):
-                return []
-            ids.add(cid)
-            self.seq += 1
+        if dd is not None and not dd.admit(self._seen_ri, cid, self.seq + 1, not new):
+            return []
+        ids.add(cid)
+        self.seq += 1
         self.comments += 1
         intent = parsed.intent
         if intent is _BUY:

@@ -414,17 +414,15 @@ class ClusterEngine:
                                                       patience=lease.left())
             if state.unannounced:
                 through = state.applied
-                # Only while still the decider (checked with no await before the hand-off: no other
-                # process can be announcing now), hand the outcomes out, then mark them announced.
                 outs, first, last = state.take_unannounced(through, floor)
                 if outs:
                     # Mark first (fenced: refused if another process took over), then, only while still the
                     # decider (checked with no await before the hand-off), hand them out: a stop in between
                     # loses this batch's announcement, it never repeats one.
                     n += 1
-                    last_dec = await self.log.publish(self.log.names.decisions, orjson.dumps([js.MARK, through, len(outs)]),
-                                                      f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
-                                                      patience=lease.left())
+                    mark = orjson.dumps([js.MARK, through, len(outs)])
+                    last_dec = await self.log.publish(self.log.names.decisions, mark, f"{self.member}-m-{rev}-{n}",
+                                                      expect_last=last_dec, patience=lease.left())
                     lease.check()
                     self._announce(outs, first, last)
             self._maybe_snapshot()

@@ -263,13 +263,8 @@ class Engine:
             self._m_dupes.inc(dupes)
         for intent_name, n in intents.items():
             self._m_intents.inc(n, intent=intent_name)
-        done = self.journal.append(rows) if rows else None
+        done = self._append(rows, now)
         del rows  # encoded by append: the row objects go now instead of living (GC-tracked) until the commit
-        if done is not None:
-            dd = ledger.dedupe
-            if dd is not None and dd.fresh:
-                self._hand_off(dd)
-            self._maybe_checkpoint(now)
         return await self._settle(done, outs)
 
     async def submit_parsed(self, pairs: Sequence[tuple[Comment, ParseResult]]) -> list[Outcome]:
@@ -290,14 +285,21 @@ class Engine:
                 if out:
                     outs.extend(out)
         self._m_comments.inc(len(pairs))
-        done = self.journal.append(rows) if rows else None
+        done = self._append(rows, now)
         del rows
-        if done is not None:
-            dd = ledger.dedupe
-            if dd is not None and dd.fresh:
-                self._hand_off(dd)
-            self._maybe_checkpoint(now)
         return await self._settle(done, outs)
+
+    def _append(self, rows: list[Entry], now: float) -> asyncio.Future[None] | None:
+        """Append ``rows`` to the journal (None when there are none); then hand the store the ledger's full
+        chunks of old ids, and ask for a snapshot when one is due."""
+        if not rows:
+            return None
+        done = self.journal.append(rows)
+        dd = self.ledger.dedupe
+        if dd is not None and dd.fresh:
+            self._hand_off(dd)
+        self._maybe_checkpoint(now)
+        return done
 
     def _hand_off(self, dd: Dedupe) -> None:
         """Give the store the chunks of old ids the ledger filled; the ledger lets each go once it is indexed
@@ -319,10 +321,7 @@ class Engine:
                 c.key, c.text[:200], exc)
 
     async def _commit(self, rows: list[Entry], outs: list[Outcome]) -> list[Outcome]:
-        done = self.journal.append(rows) if rows else None
-        if done is not None:
-            self._maybe_checkpoint(self._now)
-        return await self._settle(done, outs)
+        return await self._settle(self._append(rows, self._now), outs)
 
     async def _settle(self, done: asyncio.Future[None] | None, outs: list[Outcome]) -> list[Outcome]:
         """Wait for ``done`` (the journal's append, if any rows), then count and announce ``outs``."""
