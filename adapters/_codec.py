@@ -119,6 +119,15 @@ class FieldMap:
         return f"<FieldMap {shown}>"
 
 
+def load_json(body: bytes | str) -> Any:
+    """``body`` decoded from JSON; raises :class:`MalformedInput` (``bad_json``, with the first 200 bytes) when
+    it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedInput("bad_json", str(exc), body[:200]) from exc
+
+
 def admit(out: list[Comment], comment: Comment | None, seen: RecentKeys, stats: AdapterStats) -> None:
     """Append a decoded ``comment`` to ``out`` and count it received, unless it is ``None`` (a message that
     carries no comment) or a re-delivery ``seen`` still remembers (counted as a duplicate)."""

@@ -44,7 +44,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from livecart.adapters._codec import RecentKeys, admit, with_defaults
+from livecart.adapters._codec import RecentKeys, admit, load_json, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -439,10 +439,7 @@ class BilibiliAdapter(Adapter):
                     self.stats.malformed(exc.reason, exc.detail, exc.sample)
             elif p.op == Op.MESSAGE:
                 try:
-                    comment = danmaku_to_comment(orjson.loads(p.body), self._room)
-                except orjson.JSONDecodeError as exc:
-                    self.stats.malformed("bad_json", str(exc), p.body[:200])
-                    continue
+                    comment = danmaku_to_comment(load_json(p.body), self._room)
                 except MalformedInput as exc:
                     self.stats.malformed(exc.reason, exc.detail, exc.sample)
                     continue

@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
+from livecart.adapters._codec import load_json
 from livecart.adapters._push import PushAdapter, Refused, post_json, push_options, require_secret
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -83,10 +84,7 @@ def decode_comments(body: bytes, room: str, sent_ms: str) -> tuple[list[Comment]
     A body that is not JSON, or neither an object nor a list of objects, raises :class:`MalformedInput`.
     An item lacking its ``timestamp`` takes the push's ``x-timestamp``.
     """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedInput("bad_json", str(exc), body[:200]) from exc
+    data = load_json(body)
     items = data if isinstance(data, list) else [data]
     fallback_ts = _seconds(sent_ms)
     comments: list[Comment] = []

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from livecart.adapters._codec import RecentKeys, SseDecoder, admit, with_defaults
+from livecart.adapters._codec import RecentKeys, SseDecoder, admit, load_json, with_defaults
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -211,10 +211,7 @@ class FacebookAdapter(Adapter):
         out: list[Comment] = []
         for ev in events:
             try:
-                comment = to_comment(orjson.loads(ev.data), self.video_id)
-            except orjson.JSONDecodeError as exc:
-                self.stats.malformed("bad_json", str(exc), ev.data[:200])
-                continue
+                comment = to_comment(load_json(ev.data), self.video_id)
             except MalformedInput as exc:
                 self.stats.malformed(exc.reason, exc.detail, exc.sample)
                 continue

@@ -31,9 +31,9 @@ import hmac
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import orjson
 from aiohttp import web
 
+from livecart.adapters._codec import load_json
 from livecart.adapters._push import PushAdapter, Refused, push_options, require_secret
 from livecart.core.errors import MalformedInput
 from livecart.core.records import Comment
@@ -143,10 +143,7 @@ class InstagramAdapter(PushAdapter):
             raise Refused(401, "bad_signature", f"{SIGN_HEADER} is not the HMAC-SHA256 of the body with the app "
                           "secret; refused", body[:120])
         try:
-            comments, problems, other = payload_comments(orjson.loads(body))
-        except orjson.JSONDecodeError as exc:
-            self.stats.malformed("bad_json", str(exc), body[:200])
-            return []
+            comments, problems, other = payload_comments(load_json(body))
         except MalformedInput as exc:
             self.stats.malformed(exc.reason, exc.detail, exc.sample)
             return []

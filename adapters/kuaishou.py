@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from livecart.adapters._codec import FieldMap, check_fields
+from livecart.adapters._codec import FieldMap, check_fields, load_json
 from livecart.adapters._push import PushAdapter, Refused, post_json, push_options, require_secret
 from livecart.core.errors import FatalAdapterError, MalformedInput, RetryableError
 from livecart.core.records import Comment
@@ -65,10 +65,7 @@ def _ms(value: Any) -> float | None:
 
 def decode_event(body: bytes) -> dict[str, Any]:
     """The envelope of one push. Raises :class:`MalformedInput` when it is not one."""
-    try:
-        event = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedInput("bad_json", str(exc), body[:200]) from exc
+    event = load_json(body)
     if not isinstance(event, dict):
         raise MalformedInput("not_an_object", "a push must be a JSON object", body[:200])
     for key in ("message_id", "event"):
