@@ -6,29 +6,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livecart.core.catalogue import Catalogue, Product, Variant
 from livecart.core.ledger import Ledger
-from livecart.core.records import Comment, Intent, Item, ParseResult, Reason
+from livecart.core.records import Comment, ParseResult
 from livecart.store import journal as jr
-from livecart.store.journal import Header
+from tests.store.props import CAT, HEADER, parsed
 
-CAT = Catalogue((
-    Product("egg", "Eggs", stock=4, limit=3, presale=3),
-    Product("tea", "Tea", variants=(Variant("s", stock=2, presale=2), Variant("l", stock=1))),
-))
-HEADER = Header(CAT, jr.catalogue_json(CAT), 30.0, "egg", 0.0)
-
-item = st.one_of(
-    st.builds(Item, st.just("egg"), st.none(), st.integers(1, 4)),
-    st.builds(Item, st.just("tea"), st.sampled_from(["s", "l", None]), st.integers(1, 3)),
-    st.just(Item(None, None, 1, Reason.UNKNOWN_PRODUCT)),
-)
-parsed = st.one_of(
-    st.builds(lambda items: ParseResult(Intent.BUY, tuple(items)), st.lists(item, min_size=1, max_size=2)),
-    st.just(ParseResult(Intent.CANCEL)),
-    st.builds(lambda i: ParseResult(Intent.CANCEL, (i,)), item),
-    st.just(ParseResult(Intent.NONE)),
-)
 stream = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), parsed), min_size=1, max_size=40)
 
 

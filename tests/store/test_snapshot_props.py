@@ -9,31 +9,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livecart.core.catalogue import Catalogue, Product, Variant
 from livecart.core.control import Kind
 from livecart.core.errors import ControlError, JournalError
 from livecart.core.ledger import Ledger
-from livecart.core.records import Comment, Intent, Item, ParseResult, Reason
+from livecart.core.records import Comment
 from livecart.store import codec
-from livecart.store.codec import Entry, Header
+from livecart.store.codec import Entry
+from tests.store.props import CAT, HEADER, parsed
 
-CAT = Catalogue((
-    Product("egg", "Eggs", stock=4, limit=3, presale=3),
-    Product("tea", "Tea", variants=(Variant("s", stock=2, presale=2), Variant("l", stock=1))),
-))
-HEADER = Header(CAT, codec.catalogue_json(CAT), 30.0, "egg", 0.0)
-
-item = st.one_of(
-    st.builds(Item, st.just("egg"), st.none(), st.integers(1, 4)),
-    st.builds(Item, st.just("tea"), st.sampled_from(["s", "l", None]), st.integers(1, 3)),
-    st.just(Item(None, None, 1, Reason.UNKNOWN_PRODUCT)),
-)
-parsed = st.one_of(
-    st.builds(lambda items: ParseResult(Intent.BUY, tuple(items)), st.lists(item, min_size=1, max_size=2)),
-    st.just(ParseResult(Intent.CANCEL)),
-    st.builds(lambda i: ParseResult(Intent.CANCEL, (i,)), item),
-    st.just(ParseResult(Intent.NONE)),
-)
 control = st.one_of(
     st.tuples(st.just(Kind.PAY), st.integers(1, 12).map(lambda n: [f"o-{n:06d}"])),
     st.tuples(st.just(Kind.CANCEL), st.integers(1, 12).map(lambda n: [f"o-{n:06d}"])),
