@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -37,6 +37,9 @@ from livecart.core.records import Outcome, Status
 from livecart.core.settings import Config
 from livecart.store.codec import COMMENT, Entry, Header, apply_data, rebuild_entries
 from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
+
+if TYPE_CHECKING:
+    from livecart.store.jetstream import SaleState
 
 COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "time",
            "name", "platform", "room", "comment")
@@ -69,17 +72,22 @@ def _names(entries: list[Entry]) -> dict[str, str]:
     return names
 
 
-async def _read_cluster(cfg: Config) -> tuple[Ledger, dict[str, str]]:
-    """The sale's state from its JetStream log (docs/contract.md §7), from any machine reaching the cluster."""
+async def _cluster_state(cfg: Config, *, snapshot: bool = True, record: list[Entry] | None = None) -> SaleState:
+    """The sale's state from its JetStream log (docs/contract.md §7), from any machine reaching the cluster
+    (``snapshot`` and ``record`` as :func:`~livecart.store.jetstream.load_state` takes them)."""
     from livecart.core.parser import Parser  # imported here: `report` on a journal file needs neither
     from livecart.store.jetstream import SaleLog, load_state
 
     parse = Parser.from_config(cfg).parse
     sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
     try:
-        state = await load_state(sale_log, parse)
+        return await load_state(sale_log, parse, snapshot=snapshot, record=record)
     finally:
         await sale_log.close()
+
+
+async def _read_cluster(cfg: Config) -> tuple[Ledger, dict[str, str]]:
+    state = await _cluster_state(cfg)
     return state.ledger, state.names
 
 
@@ -87,16 +95,8 @@ async def _cluster_entries(cfg: Config) -> tuple[Header, list[Entry]]:
     """The journal entries a SQLite journal would hold for the sale in the cluster: its whole log replayed
     (a snapshot has no history, and the summary's timeline needs all of it), each ledger event recorded as
     the entry the SQLite engine writes, stamped with the log's time of its message."""
-    from livecart.core.parser import Parser
-    from livecart.store.jetstream import SaleLog, load_state
-
-    parse = Parser.from_config(cfg).parse
-    sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
     entries: list[Entry] = []
-    try:
-        state = await load_state(sale_log, parse, snapshot=False, record=entries)
-    finally:
-        await sale_log.close()
+    state = await _cluster_state(cfg, snapshot=False, record=entries)
     return state.header, entries
 
 
