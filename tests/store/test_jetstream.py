@@ -261,20 +261,30 @@ async def test_a_batch_of_long_comments_is_split_under_the_payload_limit(nats_se
         await engine.close()
 
 
+async def _decider_that_announced_two(cfg: Config, heard: list[Outcome]) -> ClusterEngine:
+    """A ClusterEngine deciding ``cfg``'s sale that has handed out the outcomes of m-1 and m-2 to ``heard``.
+    Its lease is 10 s: on a loaded machine a 5 s one (valid 3 s after a renewal) can lapse between two
+    renewals, and the decider then steps down and takes over again, which these tests do not want to wait for."""
+    a = await ClusterEngine.open(cfg, lease_seconds=10.0)
+    a.add_listener(heard.extend)
+    try:
+        await _until(lambda: a.leading, "a to decide")
+        await a.submit([_comment(1), _comment(2)])
+        await _until(lambda: len(heard) == 2, "the first outcomes")
+    except BaseException:
+        await a.close()
+        raise
+    return a
+
+
 @pytest.mark.usefixtures("cleanup")
 async def test_a_batch_marked_but_not_handed_out_is_in_doubt_and_never_announced_again(
         nats_server: str, sale: str) -> None:
     cfg = _cfg(nats_server, sale, stock=10)
-    # A 10 s lease: on a loaded machine a 5 s one (valid 3 s after a renewal) can lapse between two renewals,
-    # and the decider then steps down and takes over again, which this test does not want to wait for.
     heard: dict[str, list[Outcome]] = {"a": [], "b": []}
-    a = await ClusterEngine.open(cfg, lease_seconds=10.0)
-    a.add_listener(heard["a"].extend)
+    a = await _decider_that_announced_two(cfg, heard["a"])
     b: ClusterEngine | None = None
     try:
-        await _until(lambda: a.leading, "a to decide")
-        await a.submit([_comment(1), _comment(2)])
-        await _until(lambda: len(heard["a"]) == 2, "the first outcomes")
         # From now on a dies between each mark and its hand-off: the mark reaches the log, the outcomes never
         # reach a listener.
         a._announce = lambda outs, first, through: None  # type: ignore[method-assign]
@@ -305,13 +315,9 @@ async def test_a_batch_marked_but_not_handed_out_is_in_doubt_and_never_announced
 async def test_outcomes_after_the_last_mark_are_announced_by_the_next_decider(nats_server: str, sale: str) -> None:
     cfg = _cfg(nats_server, sale, stock=10)
     heard: dict[str, list[Outcome]] = {"a": [], "b": []}
-    a = await ClusterEngine.open(cfg, lease_seconds=10.0)
-    a.add_listener(heard["a"].extend)
+    a = await _decider_that_announced_two(cfg, heard["a"])
     b: ClusterEngine | None = None
     try:
-        await _until(lambda: a.leading, "a to decide")
-        await a.submit([_comment(1), _comment(2)])
-        await _until(lambda: len(heard["a"]) == 2, "the first outcomes")
         await _until(lambda: a.state.announced >= a.state.applied - 1, "their mark")
         # From now on a's marks never reach the log, so it never hands out what it decides next: as if it
         # died before writing the mark.
