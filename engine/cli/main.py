@@ -33,9 +33,19 @@ COMMANDS = {
 }
 
 
+class _Version(argparse.Action):
+    """``--version``: the build is found by importing the hot modules (the parser's tables take ~0.1 s), so
+    only when asked, not on every command (``report`` and ``ctl`` need no parser)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"livecart {__version__} ({build()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livecart", description="Real-time live-chat order capture.")
-    p.add_argument("--version", action="version", version=f"livecart {__version__} ({build()})")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and build, and exit")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for DEBUG)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
