@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import gc
 import io
 import math
 import sys
@@ -191,6 +192,7 @@ def report_main(args: argparse.Namespace) -> int:
             f.write(summary_html(summary(args.file)))
         print(f"livecart report: wrote {args.html}", file=sys.stderr)
         return 0
+    _one_pass()
     ledger, _ = _ledger(args.file)
     snap = ledger.snapshot()
     if args.json:
@@ -225,8 +227,17 @@ def _rows(ledger: Ledger, names: dict[str, str]) -> Iterator[dict[str, Any]]:
         }
 
 
+def _one_pass() -> None:
+    """No cyclic garbage collection in a process that reads a journal once and exits (``report``,
+    ``export``): what it builds (the decoded snapshot, an object per order) is acyclic, and a collector
+    would scan it again and again for nothing (~40 ms at 10M comments: the first young collection after a
+    restore walks every object the restore made)."""
+    gc.disable()
+
+
 def export_main(args: argparse.Namespace) -> int:
     """Write one row per order of ``args.file``'s stream as ``args.format`` to ``args.output``."""
+    _one_pass()
     ledger, names = _ledger(args.file, with_names=True)
     if args.format == "csv":
         buf = io.StringIO()

@@ -64,6 +64,7 @@ from livecart.store.codec import (
     catalogue_json,
     comment_row,
     control_row,
+    paused_gc,
 )
 
 log = logging.getLogger("livecart.jetstream")
@@ -323,8 +324,9 @@ class SaleState:
                                f"{SNAPSHOT_VERSION}: upgrade livecart")
         st = cls(header, parse)
         try:
-            d = orjson.loads(body)
-            st.ledger = Ledger.restore(header.catalogue, d["ledger"], clock=lambda: st._now)
+            with paused_gc():
+                d = orjson.loads(body)
+                st.ledger = Ledger.restore(header.catalogue, d["ledger"], clock=lambda: st._now)
             st.applied = int(d["applied"])
             st.dec_last = int(d["dec_last"])
             st.announced = int(d["announced"])
