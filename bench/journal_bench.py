@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import resource
@@ -102,6 +103,7 @@ def rss_mb() -> float:
 
 
 async def generate(cfg_path: Path, n: int, inflight: int = 4) -> dict[str, Any]:
+    gc.disable()  # as `livecart run` does until tune_gc()
     cfg = load(cfg_path, adapter_options=lambda t: {}, hook_options=lambda t: {})
     engine = await Engine.open(cfg, parse=lambda text, featured: NOTHING)
     tune_gc()
@@ -147,6 +149,7 @@ def timed(cmd: list[str]) -> tuple[float, bytes]:
 
 
 async def _restart_probe(cfg_path: Path, started: float) -> dict[str, Any]:
+    gc.disable()  # as `livecart run` does until tune_gc()
     cfg = load(cfg_path, adapter_options=lambda t: {}, hook_options=lambda t: {})
     engine = await Engine.open(cfg, parse=lambda text, featured: NOTHING)
     tune_gc()

@@ -61,8 +61,11 @@ def tune_gc() -> None:
     orders). With CPython's defaults (700, 10, 10) the collector re-scans that heap so often that it took
     about 60% of the decision loop in ``bench/ledger_bench.py``; with these thresholds it is a few percent.
     Everything alive at the call (config, a rebuilt ledger) is frozen out of future scans. Process-wide, so
-    only entry points (the daemon, benchmarks) call it, never the engine itself.
+    only entry points (the daemon, benchmarks) call it, never the engine itself. It turns the collector on:
+    an entry point may keep it off until here (``livecart run`` does, so the objects a restart restores are
+    scanned once, by this collection, instead of also by every young collection while they are made).
     """
+    gc.enable()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
