@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 
 from livecart.bench import checks
-from livecart.bench.common import _import, parse_all, percentiles
+from livecart.bench.common import Unavailable, _import, parse_all, percentiles
 from livecart.bench.scenario import Scenario
 from livecart.config import load
 from livecart.core.records import Comment, Outcome
@@ -38,9 +39,12 @@ def _fresh_config(scenario: Scenario, opts: argparse.Namespace, name: str) -> Co
 
 
 async def _open_engine(cfg: Config, **kwargs: Any) -> Any:
-    """Open an engine as ``livecart run`` does: :func:`livecart.runtime.pipeline.tune_gc` right after the journal rebuild
-    (the daemon's ``serve(tune=True)``), and nothing more."""
+    """Open an engine as ``livecart run`` does: :func:`livecart.runtime.pipeline.tune_malloc` before (in a build that
+    has it), :func:`livecart.runtime.pipeline.tune_gc` right after the journal rebuild (the daemon's
+    ``serve(tune=True)``), and nothing more."""
     engine_cls = _import("livecart.runtime.pipeline", "Engine")
+    with contextlib.suppress(Unavailable):
+        _import("livecart.runtime.pipeline", "tune_malloc")()
     engine = await engine_cls.open(cfg, **kwargs)
     _import("livecart.runtime.pipeline", "tune_gc")()
     return engine

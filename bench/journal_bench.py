@@ -37,7 +37,7 @@ import livecart
 from livecart import build
 from livecart.config import load
 from livecart.core.records import NOTHING, Comment, Intent, Item, ParseResult
-from livecart.runtime.pipeline import Engine, tune_gc
+from livecart.runtime.pipeline import Engine, tune_gc, tune_malloc
 
 CONFIG = """
 [stream]
@@ -105,6 +105,7 @@ def rss_mb() -> float:
 async def generate(cfg_path: Path, n: int, inflight: int = 4) -> dict[str, Any]:
     gc.disable()  # as `livecart run` does until tune_gc()
     cfg = load(cfg_path, adapter_options=lambda t: {}, hook_options=lambda t: {})
+    tune_malloc()  # as ``livecart run`` does
     engine = await Engine.open(cfg, parse=lambda text, featured: NOTHING)
     tune_gc()
     sem = asyncio.Semaphore(inflight)
@@ -151,6 +152,7 @@ def timed(cmd: list[str]) -> tuple[float, bytes]:
 async def _restart_probe(cfg_path: Path, started: float) -> dict[str, Any]:
     gc.disable()  # as `livecart run` does until tune_gc()
     cfg = load(cfg_path, adapter_options=lambda t: {}, hook_options=lambda t: {})
+    tune_malloc()  # as ``livecart run`` does
     engine = await Engine.open(cfg, parse=lambda text, featured: NOTHING)
     tune_gc()
     c = Comment("douyin", "7312", "restart-probe", "u-probe", "u-probe", "", 0.0)

@@ -64,7 +64,7 @@ from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
 from livecart.runtime.metrics import Registry
-from livecart.runtime.pipeline import Engine, ParseFn, tune_gc
+from livecart.runtime.pipeline import Engine, ParseFn, tune_gc, tune_malloc
 from livecart.runtime.replies import Replier, ReplyQueue, RoomKey
 from livecart.runtime.status import DaemonMetrics, StatusServer
 from livecart.store.lock import JournalLock
@@ -751,7 +751,8 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
                 live_every: float = 0.0) -> int:
     """Run the stream of ``cfg`` until ``stop`` is set or every adapter has ended. Returns the exit status.
 
-    ``tune`` applies :func:`livecart.runtime.pipeline.tune_gc` once the ledger is rebuilt (process-wide: the CLI does).
+    ``tune`` applies :func:`livecart.runtime.pipeline.tune_malloc` first and
+    :func:`livecart.runtime.pipeline.tune_gc` once the ledger is rebuilt (process-wide: the CLI does).
     ``make_adapter`` builds each ``[[adapters]]`` entry (default: the entry-point registry); ``reply_clock``
     and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock). ``live_every`` > 0 prints
     :meth:`Daemon.summary_line` to stderr that often (``livecart run`` on a terminal, or ``--live``).
@@ -781,6 +782,8 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
                  live_every: float) -> int:
     # Before any listener computes its connection cap from the descriptor limit (livecart.listen).
     raise_nofile_limit()
+    if tune:
+        tune_malloc()  # before the journal is read: a rebuild's buffers are the first large ones
     parts = _build(cfg, make_adapter or _default_factory, reply_clock)
     async with contextlib.AsyncExitStack() as stack:
         for a in parts.adapters:  # entered first, so closed last (step 7)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import importlib
 import logging
@@ -69,6 +70,30 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+#: Allocations of at least this many bytes get pages of their own from the OS, returned when freed (see
+#: :func:`tune_malloc`).
+MMAP_THRESHOLD = 1 << 20
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+def tune_malloc() -> bool:
+    """Have glibc's malloc give every block of :data:`MMAP_THRESHOLD` or more back to the OS when it is freed.
+
+    By default glibc raises that threshold to the size of each large block freed (up to 32 MB): after the
+    first snapshot freed its multi-MB buffers, later ones came from the heap, whose freed middle is never
+    returned, so the process kept every snapshot's transient as resident memory (a 3M-comment run sat at
+    250 MB between snapshots instead of 110-150 MB). Setting the threshold once turns that adjustment off.
+    Process-wide, so only entry points call it, before the journal is opened. Returns False where the C
+    library has no ``mallopt`` (not glibc): nothing changes there."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols, the C library's among them
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 class Engine:
