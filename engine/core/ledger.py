@@ -240,7 +240,8 @@ class Ledger:
         JSON carries unchanged: :meth:`restore` of it gives a ledger that decides exactly as this one.
 
         Meant for snapshots taken between two decisions: it copies (so the caller may encode it on another
-        thread while this ledger goes on) but does no encoding itself. Orders appear in creation order, a
+        thread while this ledger goes on; the duplicate-id filter's full segments, which never change again,
+        are read-only views instead) but does no encoding itself. Orders appear in creation order, a
         unit's presale queue head first, the expiry heap as it is (stale entries included: they decide
         nothing, but keep the heap's order, which does)."""
         orders = [[o.id, o.user, o.unit.key, o.qty, o.status._value_, o.comment, o.platform, o.room, o.created,

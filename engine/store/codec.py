@@ -179,34 +179,43 @@ SNAPSHOT_VERSION = 3
 
 
 def _b64(value: Any) -> str:
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | memoryview):
         return base64.b64encode(value).decode("ascii")
     raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
 
 
 def encode_snapshot(state: dict[str, Any]) -> bytes:
-    """A snapshot body: :meth:`Ledger.state` as JSON. Safe to call on another thread (the state is a copy).
+    """A snapshot body: :meth:`Ledger.state` as JSON (:func:`snapshot_parts`, joined). Safe to call on another
+    thread (the state is a copy)."""
+    return b"".join(snapshot_parts(state))
+
+
+def snapshot_parts(state: dict[str, Any]) -> list[bytes | memoryview]:
+    """A snapshot body in pieces, to be written one after the other (a store that can write a body piecewise
+    never holds all of it at once). Safe to call on another thread (the state is a copy, or views of arrays that
+    no longer change).
 
     The duplicate-id memory, when there is one, follows after a newline (JSON as orjson writes it holds
-    none), so a reader that needs only the sale (``report``) skips it: its JSON with every ``bytes`` value
-    (the window's arrays, the filter's segments) replaced by ``{"$raw": i}``, a newline, the JSON list of
-    their sizes, a newline, then the bytes themselves, raw (as base64 inside the JSON they cost a third more
-    and two more copies of the filter at every snapshot)."""
+    none), so a reader that needs only the sale (``report``) skips it: its JSON with every ``bytes`` or
+    ``memoryview`` value (the window's arrays, the filter's segments) replaced by ``{"$raw": i}``, a newline,
+    the JSON list of their sizes, a newline, then the bytes themselves, raw (as base64 inside the JSON they
+    cost a third more and two more copies of the filter at every snapshot); the raw pieces are the state's own
+    objects, not copies."""
     dedupe = state.get("dedupe")
     if dedupe is None:
-        return orjson.dumps(state, default=_b64)
+        return [orjson.dumps(state, default=_b64)]
     rest = {k: v for k, v in state.items() if k != "dedupe"}
-    blobs: list[bytes] = []
+    blobs: list[bytes | memoryview] = []
 
     def raw(value: Any) -> dict[str, int]:
-        if isinstance(value, bytes):
+        if isinstance(value, bytes | memoryview):
             blobs.append(value)
             return {"$raw": len(blobs) - 1}
         raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
 
     head = orjson.dumps(dedupe, default=raw)
-    sizes = orjson.dumps([len(b) for b in blobs])
-    return b"".join([orjson.dumps(rest), b"\n", head, b"\n", sizes, b"\n", *blobs])
+    sizes = orjson.dumps([b.nbytes if isinstance(b, memoryview) else len(b) for b in blobs])
+    return [orjson.dumps(rest), b"\n", head, b"\n", sizes, b"\n", *blobs]
 
 
 def decode_snapshot(body: bytes, *, dedupe: bool = True) -> dict[str, Any]:

@@ -59,7 +59,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import crc32c
@@ -79,13 +79,14 @@ from livecart.store.codec import (
     Row,
     catalogue_from_json,
     catalogue_json,
-    encode_snapshot,
     rebuild_entries,
     resume,
+    snapshot_parts,
 )
 from livecart.store.lock import JournalLock, read_holder
 
 log = logging.getLogger("livecart.journal")
+_T = TypeVar("_T")
 
 APPLICATION_ID = 0x4C564354  # "LVCT"
 #: The journal format this livecart writes: 2 added batch checksums and snapshots (1 still opens).
@@ -568,12 +569,33 @@ class SqliteStore:
                                     (self.last_seq,)) as cur:
             seqs = [int(r[0]) for r in await cur.fetchall()]
         for seq in seqs:
-            async with self._db.execute("SELECT version, crc, body FROM snapshots WHERE seq = ?", (seq,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                continue
-            version, crc, body = int(row[0]), int(row[1]), bytes(row[2])
+            got = await self._on_db_thread(self._read_snapshot, seq)
+            if got is None:
+                continue  # a writer beside this reader dropped it meanwhile
+            version, crc, body = got
             yield seq, version, body if _snapshot_crc(seq, version, body) == crc else None
+
+    async def _on_db_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the connection's thread, queued behind what was asked of it before (aiosqlite runs
+        every call that way; its ``_execute`` is how: the blob I/O of :mod:`sqlite3` has no aiosqlite method)."""
+        result: _T = await self._db._execute(fn, *args)  # type: ignore[no-untyped-call]
+        return result
+
+    def _read_snapshot(self, seq: int) -> tuple[int, int, bytes] | None:
+        """The version, checksum and body of the snapshot at ``seq`` (None: there is none), in one read
+        transaction. The body is read through SQLite's incremental blob I/O, straight from the pages into one
+        bytes object (a SELECT first assembles the whole value in SQLite's memory, then Python copies it: at
+        10M comments two ~40 MB copies at once). Runs on the connection's thread."""
+        con = self._db._conn
+        con.execute("BEGIN")
+        try:
+            row = con.execute("SELECT version, crc FROM snapshots WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return None
+            with con.blobopen("snapshots", "body", seq, readonly=True) as blob:
+                return int(row[0]), int(row[1]), blob.read()
+        finally:
+            con.execute("COMMIT")
 
     # ------------------------------------------------------------------ snapshots
 
@@ -596,17 +618,15 @@ class SqliteStore:
     async def _write_snapshot(self, seq: int, state: dict[str, Any], durable: asyncio.Future[None] | None) -> None:
         t0 = time.perf_counter()
         try:
-            body = await asyncio.to_thread(encode_snapshot, state)
+            parts = await asyncio.to_thread(snapshot_parts, state)
             del state
             if durable is not None:
                 await asyncio.gather(durable, return_exceptions=True)
             if self.last_seq < seq or self._failed is not None:
                 return  # the entries it describes never became durable
-            crc = _snapshot_crc(seq, SNAPSHOT_VERSION, body)
-            await self._db.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) "
-                                   "VALUES (?, ?, ?, ?, ?)", (seq, time.time(), SNAPSHOT_VERSION, crc, body))
-            await self._db.execute("DELETE FROM snapshots WHERE seq < (SELECT min(seq) FROM "
-                                   "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 2))")
+            # On the connection's own thread (aiosqlite runs every call there, in order), so the snapshot's
+            # transaction never interleaves with a batch's.
+            size = await self._on_db_thread(self._put_snapshot, seq, parts)
         except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
             self.snapshot_failures += 1
             log.warning("journal %s: the snapshot at event %d was not written (%s); the journal is whole "
@@ -616,9 +636,36 @@ class SqliteStore:
         self.last_snapshot_seconds = time.perf_counter() - t0
         self.last_snapshot_seq = seq
         self.last_snapshot_at = time.time()
-        self.last_snapshot_bytes = len(body)
-        log.debug("journal %s: snapshot at event %d, %d bytes, %.3f s", self.path, seq, len(body),
+        self.last_snapshot_bytes = size
+        log.debug("journal %s: snapshot at event %d, %d bytes, %.3f s", self.path, seq, size,
                   self.last_snapshot_seconds)
+
+    def _put_snapshot(self, seq: int, parts: list[bytes | memoryview]) -> int:
+        """Insert the snapshot at ``seq`` whose body is ``parts`` joined, and drop all but the two latest, in one
+        transaction; returns the body's size. Runs on the connection's thread. The body is written piece by
+        piece through SQLite's incremental blob I/O into a row inserted as zeros: a body given whole would be
+        copied twice more (when bound, and when SQLite builds its record), ~120 MB of transient memory at 10M
+        comments."""
+        con = self._db._conn
+        size = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
+        crc = crc32c.crc32c(_RANGE.pack(seq, SNAPSHOT_VERSION))  # then each part: as _snapshot_crc of them joined
+        con.execute("BEGIN")
+        try:
+            con.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) VALUES (?, ?, ?, 0, "
+                        "zeroblob(?))", (seq, time.time(), SNAPSHOT_VERSION, size))
+            with con.blobopen("snapshots", "body", seq) as blob:
+                for part in parts:
+                    blob.write(part)
+                    crc = crc32c.crc32c(part, crc)
+            con.execute("UPDATE snapshots SET crc = ? WHERE seq = ?", (crc, seq))
+            con.execute("DELETE FROM snapshots WHERE seq < (SELECT min(seq) FROM "
+                        "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 2))")
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return size
 
     # ------------------------------------------------------------------ the duplicate-id index
 

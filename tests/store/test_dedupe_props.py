@@ -265,3 +265,57 @@ def test_a_snapshot_with_base64_arrays_still_restores() -> None:
         assert again.state() == state
     with pytest.raises(ValueError, match="do not add up"):
         codec.decode_snapshot(raw[:-1])
+
+
+def test_a_full_filter_segment_never_changes_and_a_snapshot_takes_it_without_a_copy() -> None:
+    """The snapshot passes full segments as views of the segments themselves (no copy), which holds only while
+    a full segment is never written again; the segment being filled is copied."""
+    dd = dedupe.Dedupe(2)
+    ri, ids = dd.room("p", "r")
+    for i in range(40):
+        assert dd.admit(ri, f"m{i}", i + 1, True)
+        ids.add(f"m{i}")
+    assert len(dd._segs) >= 3
+    state = dd.state()
+    full = [(seg, n, cap) for seg, n, cap in state["filter"] if n >= cap]
+    assert len(full) >= 2
+    assert all(isinstance(seg, memoryview) and seg.readonly for seg, _, _ in full)
+    assert all(seg.obj is dd._segs[i] for i, (seg, _, _) in enumerate(full))
+    last = state["filter"][-1]
+    if last[1] < last[2]:
+        assert isinstance(last[0], bytes)
+    frozen = [bytes(seg) for seg, _, _ in full]
+    for i in range(40, 400):
+        assert dd.admit(ri, f"m{i}", i + 1, True)
+        ids.add(f"m{i}")
+    assert [bytes(dd._segs[i]) for i in range(len(frozen))] == frozen
+
+
+async def test_a_snapshot_written_in_pieces_is_the_encoded_state(tmp_path: Path) -> None:
+    """The SQLite journal writes a snapshot's body piecewise (blob I/O): the row holds exactly what
+    encode_snapshot gives for the state, its checksum checks, and a restart starts from it."""
+    import sqlite3
+
+    from livecart.store.sqlite import inspect_file
+
+    cfg = config(tmp_path, 2, 1000)
+    engine = await open_engine(cfg, "sqlite", MemorySpace())
+    await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "buy", 0.0) for i in range(60)])
+    dd = engine.ledger.dedupe
+    assert dd is not None
+    assert any(n >= cap for n, cap in zip(dd._seg_n, dd._seg_cap, strict=True))  # a full segment, as a view
+    want = codec.encode_snapshot(engine.ledger.state())
+    await engine.close()  # the closing snapshot, at event 60
+    con = sqlite3.connect(cfg.storage.path)
+    try:
+        (body,) = con.execute("SELECT body FROM snapshots WHERE seq = 60").fetchone()
+    finally:
+        con.close()
+    assert body == want
+    assert inspect_file(cfg.storage.path).ok
+    engine = await open_engine(cfg, "sqlite", MemorySpace())
+    try:
+        assert engine.journal.rebuilt_from == (60, 0)  # type: ignore[attr-defined]
+        assert engine.journal.snapshot_fallbacks == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.close()
