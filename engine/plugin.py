@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -154,10 +155,12 @@ class Batch(list[Comment]):
     resolves :meth:`durable`. Settling again does nothing.
     """
 
-    __slots__ = ("_callbacks", "_settled", "error")
+    __slots__ = ("_callbacks", "_settled", "born", "error")
 
     def __init__(self, comments: Iterable[Comment] = (), *, on_settled: Settled | None = None) -> None:
         super().__init__(comments)
+        #: When the adapter made it (``time.perf_counter()``): where the daemon's latency trace starts.
+        self.born = time.perf_counter()
         self._callbacks: list[Settled] | None = [on_settled] if on_settled is not None else None
         self._settled = False
         #: Why the batch is not durable (after a failed settlement), else None.

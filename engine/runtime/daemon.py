@@ -67,7 +67,9 @@ from livecart.runtime.metrics import Registry
 from livecart.runtime.pipeline import Engine, ParseFn, tune_gc, tune_malloc
 from livecart.runtime.replies import Replier, ReplyQueue, RoomKey
 from livecart.runtime.status import DaemonMetrics, StatusServer
+from livecart.runtime.trace import Trace, from_env
 from livecart.store.lock import JournalLock
+from livecart.store.sqlite import SqliteStore
 
 log = logging.getLogger("livecart.daemon")
 
@@ -137,6 +139,8 @@ class Daemon:
             # A pause / resume of the sale reaches every process through the log, whoever took it.
             engine.on_intake(self._pause_from_log)
         self.draining = False
+        #: The latency trace (``LIVECART_TRACE``, :mod:`livecart.runtime.trace`), else None.
+        self.trace: Trace | None = None
         self.registry = registry if registry is not None else Registry()
         self.metrics = DaemonMetrics(self.registry)
         self.metrics.watch_adapters(a.stats for a in self.adapters)
@@ -307,12 +311,13 @@ class Daemon:
                     batch.extend(more)
                     if isinstance(more, Batch):
                         acks.append(more)
+                taken = time.perf_counter()
                 await slots.acquire()
                 if errors:
                     settle_all(acks, NotDurable(f"the journal failed: {errors[0]}"))
                     raise errors[0]  # a journal failure stops the daemon
                 # The decisions happen inside submit() when the task first runs, in the order of creation.
-                prev = task = asyncio.ensure_future(self._submit(batch, acks, prev))
+                prev = task = asyncio.ensure_future(self._submit(batch, acks, prev, taken))
                 inflight.add(task)
                 task.add_done_callback(functools.partial(finished, batch=batch))
             if inflight:
@@ -327,9 +332,14 @@ class Daemon:
                 if left is not _END:
                     settle_all((left,), NotDurable("the daemon stopped before taking this batch in"))
 
-    async def _submit(self, batch: list[Comment], acks: list[Batch], prev: asyncio.Task[object] | None) -> None:
+    async def _submit(self, batch: list[Comment], acks: list[Batch], prev: asyncio.Task[object] | None,
+                      taken: float = 0.0) -> None:
         """Submit ``batch``; settle the adapters' batches in it once durable, never before an earlier submit
         is: a comment that the engine skips as seen before may be in that earlier, uncommitted one."""
+        trace = self.trace
+        if trace is not None:
+            trace.taken([b.born for b in acks], taken)
+            traced = trace.current
         try:
             await self.engine.submit(batch)
         except BaseException as exc:
@@ -341,6 +351,8 @@ class Daemon:
             await asyncio.wait((prev,))
         failed = prev.exception() if prev is not None and not prev.cancelled() else None
         settle_all(acks, NotDurable(f"an earlier batch failed: {failed}") if failed is not None else None)
+        if trace is not None and traced is not None:
+            trace.settled(traced)
 
     async def expire(self) -> None:
         while True:
@@ -702,6 +714,8 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
     caller's exit stack unwinds."""
     stopping = asyncio.Event()  # set once shutdown starts: rate-limit sleeps end early
     queues = d.reply_queues
+    if d.trace is not None:
+        d.trace.start()
     async with asyncio.TaskGroup() as tg:
         readers = [tg.create_task(d.intake(a), name=f"intake:{a.name}") for a in d.adapters]
         consumer = tg.create_task(d.consume(), name="consume")
@@ -742,6 +756,9 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
                 t.cancel()
         if d.hooks is not None:
             await d.hooks.close()
+        if d.trace is not None:  # every submit is settled by now
+            d.trace.stop()
+            d.trace.write()
 
 
 async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
@@ -798,6 +815,13 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
             tune_gc()
         d = Daemon(cfg, engine, parts.adapters, registry=parts.registry, replier=parts.replier,
                    reply_queues=parts.queues, hooks=parts.hooks, queue_batches=cfg.daemon.queue)
+        if isinstance(engine, Engine):
+            d.trace = trace = from_env()
+            if trace is not None:
+                engine.trace = trace
+                if isinstance(engine.journal, SqliteStore):
+                    engine.journal.on_commit = trace.commit
+                    engine.journal.on_work = trace.worked
         if stop is not None:
             d.stop = stop
         d.repliers = {a.name: Replier(cfg, language=lang) for a in d.adapters

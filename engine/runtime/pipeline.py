@@ -34,6 +34,7 @@ from livecart.core.ledger import Ledger
 from livecart.core.records import NOTHING, Comment, Intent, Outcome, ParseResult
 from livecart.core.settings import Config
 from livecart.runtime.metrics import Registry
+from livecart.runtime.trace import Trace
 from livecart.store import codec as jr
 from livecart.store.base import Store
 from livecart.store.codec import Entry
@@ -108,6 +109,8 @@ class Engine:
         self._clock = clock
         self._listeners: list[Listener] = []
         self._closed = False
+        #: The daemon's latency trace (:mod:`livecart.runtime.trace`), when ``LIVECART_TRACE`` is set.
+        self.trace: Trace | None = None
         self.metrics = metrics
         self._m_comments = metrics.counter("comments_total", "comments received by the engine")
         self._m_dupes = metrics.counter("duplicate_comments_total", "comments seen before, ignored")
@@ -215,7 +218,13 @@ class Engine:
             return
         st = self.cfg.storage
         due = since >= st.snapshot_events or now - self._snap_at >= st.snapshot_seconds
-        if due and self.journal.checkpoint(seq, self.ledger.state()):
+        if not due:
+            return
+        t0 = time.perf_counter()
+        state = self.ledger.state()
+        if self.trace is not None:
+            self.trace.state_taken(t0, time.perf_counter() - t0)
+        if self.journal.checkpoint(seq, state):
             self._snap_seq = seq
             self._snap_at = now
 
@@ -293,6 +302,8 @@ class Engine:
             self._m_intents.inc(n, intent=intent_name)
         done = self._append(rows, now)
         del rows  # encoded by append: the row objects go now instead of living (GC-tracked) until the commit
+        if self.trace is not None:
+            self.trace.decided(seq)
         return await self._settle(done, outs)
 
     async def submit_parsed(self, pairs: Sequence[tuple[Comment, ParseResult]]) -> list[Outcome]:

@@ -55,6 +55,7 @@ import os
 import shutil
 import sqlite3
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +151,20 @@ def _chunk_json(first: int, last: int, keys: Iterable[tuple[str, int]]) -> str:
     out = {str(b): "\n" + "\n".join(v) + "\n" for b, v in enumerate(buckets) if v}
     out["-1"] = f"{first} {last}"
     return orjson.dumps(out).decode()
+
+
+def _timed_insert(con: sqlite3.Connection, params: tuple[Any, ...]) -> tuple[int, float, float, int]:
+    """:data:`_INSERT` on the writer's thread, with when it started and ended there (for the trace)."""
+    t0 = time.perf_counter()
+    n = con.execute(_INSERT, params).rowcount
+    return n, t0, time.perf_counter(), threading.get_native_id()
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
+    """``fn(*args)`` with when it started and ended (on whichever thread runs it; for the trace)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, t0, time.perf_counter()
 
 
 def batch_crc(first: int, last: int, body: bytes, prev: int) -> int:
@@ -348,6 +363,10 @@ class SqliteStore:
         self.index_failures = 0
         self.lookups = 0
         self._index_tasks: set[asyncio.Task[None]] = set()
+        #: Set by the daemon's latency trace (livecart.runtime.trace): called with each transaction's timings,
+        #: and with the background work on worker threads and on the writer's connection.
+        self.on_commit: Callable[[int, int, float, float, float, float, float, int], None] | None = None
+        self.on_work: Callable[[str, float, float], None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path, *, catalogue: Catalogue | None = None, hold_seconds: float = 0.0,
@@ -611,8 +630,12 @@ class SqliteStore:
         if seq != self._appended:
             raise ValueError(f"a snapshot must be taken at the last appended entry ({self._appended}), not {seq}")
         durable = self._waiters[-1][1] if self._waiters else None
-        self._snapshot = asyncio.get_running_loop().create_task(self._write_snapshot(seq, state, durable),
-                                                                name="journal-snapshot")
+        self._snapshot = task = asyncio.get_running_loop().create_task(self._write_snapshot(seq, state, durable),
+                                                                       name="journal-snapshot")
+        work = self.on_work
+        if work is not None:  # encoding (on a worker thread) to the end of its insert (on the writer's connection)
+            t0 = time.perf_counter()
+            task.add_done_callback(lambda _: work("snapshot_write", t0, time.perf_counter()))
         return True
 
     async def _write_snapshot(self, seq: int, state: dict[str, Any], durable: asyncio.Future[None] | None) -> None:
@@ -725,8 +748,16 @@ class SqliteStore:
 
     async def _write_chunk(self, no: int, first: int, last: int, keys: Iterable[tuple[str, int]]) -> None:
         try:
-            payload = await asyncio.to_thread(_chunk_json, first, last, keys)
+            work = self.on_work
+            if work is None:
+                payload = await asyncio.to_thread(_chunk_json, first, last, keys)
+            else:
+                payload, a, b = await asyncio.to_thread(_timed, _chunk_json, first, last, keys)
+                work("index_chunk_encode", a, b)
+            a = time.perf_counter()
             await self._db.execute(_INSERT_CHUNK, (no, payload))
+            if work is not None:
+                work("index_chunk_insert", a, time.perf_counter())
         except (sqlite3.Error, ValueError) as exc:
             self.index_failures += 1
             log.warning("journal %s: chunk %d of the duplicate-id index was not written (%s); its ids stay in "
@@ -826,7 +857,8 @@ class SqliteStore:
                     self._first_at = pending[0][5]  # the oldest row left behind arrived with its piece
                 blob = b"[" + b",".join([b[3] for b in batch]) + b"]"
                 self._crc = crc = batch_crc(batch[0][0], batch[-1][1], blob, self._crc)
-                task = loop.create_task(self._commit(batch, blob, crc, n, prev_last, prev), name="journal-commit")
+                task = loop.create_task(self._commit(batch, blob, crc, n, prev_last, prev, time.perf_counter()),
+                                        name="journal-commit")
                 prev_last = batch[-1][1]
                 if prev is not None:
                     await asyncio.wait([prev])  # at most two queued: this one and the one before
@@ -836,20 +868,29 @@ class SqliteStore:
                 await asyncio.wait([prev])
 
     async def _commit(self, batch: list[tuple[int, int, float, bytes, int, float]], blob: bytes, crc: int,
-                      n_rows: int, after: int, prev: asyncio.Task[None] | None) -> None:
+                      n_rows: int, after: int, prev: asyncio.Task[None] | None, cut: float) -> None:
         """Write ``batch`` (``n_rows`` encoded rows) as one transaction (behind ``prev``'s), then resolve its
         waiters in order."""
         t0 = time.perf_counter()
         error: BaseException | None = None
+        trace = self.on_commit
+        params = (batch[0][0], batch[-1][1], batch[0][2], blob, crc, after)
+        started = done = 0.0
+        tid = 0
         try:
             # The connection is in autocommit mode, so this one statement is one transaction (and one
             # fsync under synchronous=FULL) and one trip to the worker thread: with BEGIN / COMMIT as
             # separate statements the writer waited three times behind the decisions on the event loop.
-            cur = await self._db.execute(_INSERT, (batch[0][0], batch[-1][1], batch[0][2], blob, crc, after))
-            if cur.rowcount != 1:
+            if trace is None:
+                rowcount = (await self._db.execute(_INSERT, params)).rowcount
+            else:  # the same one trip, timed on the worker thread (aiosqlite's queue of calls, untyped)
+                rowcount, started, done, tid = await self._db._execute(  # type: ignore[no-untyped-call]
+                    _timed_insert, self._db._conn, params)
+            if rowcount != 1:
                 error = JournalError("the batch before it was not written")
         except (sqlite3.Error, ValueError, TypeError) as exc:
             error = exc
+        back = time.perf_counter()
         if prev is not None:
             await asyncio.wait([prev])
         if self._failed is not None:
@@ -873,6 +914,8 @@ class SqliteStore:
             if not fut.done():
                 fut.set_result(None)
         del self._waiters[:n]
+        if trace is not None:
+            trace(top, n_rows, cut, t0, started, done, back, tid)
 
     def _fail(self, exc: BaseException) -> None:
         log.error("journal %s: write failed, nothing more will be acknowledged: %s", self.path, exc)
