@@ -1,0 +1,87 @@
+"""The SQLite journal's index of old comment ids (``dedupe_keys``): written a slice of buckets at a time, so a
+crash can leave a chunk cut short, which the next start drops and writes again."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+from livecart.config import loads
+from livecart.core import dedupe
+from livecart.core.records import Comment, Intent, ParseResult
+from livecart.runtime.pipeline import Engine
+from livecart.store import sqlite as sq
+
+TOML = """
+[stream]
+name = "index"
+featured = "egg"
+hold_minutes = 0
+
+[storage]
+path = "{path}"
+durability = "os"
+batch_delay_ms = 0
+dedupe_window = 2
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+stock = 5
+limit = 2
+"""
+
+
+def nothing(text: str, featured: str | None) -> ParseResult:
+    return ParseResult(Intent.NONE)
+
+
+def test_a_chunk_is_written_in_slices_holding_every_key_once_and_its_range_last() -> None:
+    rng = random.Random(7)
+    keys = {(f"p\x1fr\x1fm{i}", rng.getrandbits(32)) for i in range(5000)}
+    slices = [orjson.loads(s) for s in sq._chunk_slices(10, 5009, keys)]
+    assert all(len(s) <= sq.DEDUPE_SLICE for s in slices[:-1])
+    assert [("-1" in s) for s in slices] == [False] * (len(slices) - 1) + [True]
+    assert slices[-1]["-1"] == "10 5009"
+    merged: dict[int, set[str]] = {}
+    for s in slices:
+        for b, text in s.items():
+            if b != "-1":
+                assert int(b) not in merged  # every bucket in one slice
+                merged[int(b)] = set(text.strip("\n").split("\n"))
+    want: dict[int, set[str]] = {}
+    for k, h in keys:
+        want.setdefault(h & (sq.DEDUPE_BUCKETS - 1), set()).add(k)
+    assert merged == want
+
+
+async def test_a_chunk_cut_short_between_its_slices_is_dropped_and_written_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dedupe, "CHUNK", 3)
+    cfg = loads(TOML.format(path=tmp_path / "j.db"), base_dir=tmp_path)
+    engine = await Engine.open(cfg, parse=nothing)
+    await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "hi", 0.0) for i in range(20)])
+    await engine.close()
+    con = sqlite3.connect(cfg.storage.path)
+    with con:
+        whole = sorted(con.execute("SELECT no, bucket, keys FROM dedupe_keys WHERE no = 1"))
+        used = {b for _, b, _ in whole}
+        stray = next(b for b in range(sq.DEDUPE_BUCKETS) if b not in used)
+        # A crash after some slices of chunk 1 were rewritten with other keys, before its range (bucket -1),
+        # and part of a chunk the ledger never made.
+        con.execute("DELETE FROM dedupe_keys WHERE no = 1 AND bucket = -1")
+        con.execute("INSERT INTO dedupe_keys VALUES (1, ?, ?)", (stray, "\np\x1fr\x1fnever\n"))
+        con.execute("INSERT INTO dedupe_keys VALUES (40, 5, ?)", ("\np\x1fr\x1fnever\n",))
+    con.close()
+    engine = await Engine.open(cfg, parse=nothing)
+    await engine.close()
+    con = sqlite3.connect(cfg.storage.path)
+    try:
+        assert sorted(con.execute("SELECT no, bucket, keys FROM dedupe_keys WHERE no = 1")) == whole
+        assert con.execute("SELECT count(*) FROM dedupe_keys WHERE no = 40").fetchone()[0] == 0
+    finally:
+        con.close()
