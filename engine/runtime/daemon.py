@@ -64,7 +64,7 @@ from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
 from livecart.runtime.metrics import Registry
-from livecart.runtime.pipeline import Engine, ParseFn, tune_gc, tune_malloc
+from livecart.runtime.pipeline import Engine, ParseFn, tune_gc, tune_malloc, tune_switching
 from livecart.runtime.replies import Replier, ReplyQueue, RoomKey
 from livecart.runtime.status import DaemonMetrics, StatusServer
 from livecart.runtime.trace import Trace, from_env
@@ -768,8 +768,9 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
                 live_every: float = 0.0) -> int:
     """Run the stream of ``cfg`` until ``stop`` is set or every adapter has ended. Returns the exit status.
 
-    ``tune`` applies :func:`livecart.runtime.pipeline.tune_malloc` first and
-    :func:`livecart.runtime.pipeline.tune_gc` once the ledger is rebuilt (process-wide: the CLI does).
+    ``tune`` applies :func:`livecart.runtime.pipeline.tune_malloc` first, and
+    :func:`~livecart.runtime.pipeline.tune_gc` and :func:`~livecart.runtime.pipeline.tune_switching` once
+    the ledger is rebuilt (process-wide: the CLI does).
     ``make_adapter`` builds each ``[[adapters]]`` entry (default: the entry-point registry); ``reply_clock``
     and ``reply_sleep`` drive the reply rate limits (tests inject a virtual clock). ``live_every`` > 0 prints
     :meth:`Daemon.summary_line` to stderr that often (``livecart run`` on a terminal, or ``--live``).
@@ -813,6 +814,7 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
         stack.push_async_callback(engine.close)  # step 6: flush and close the journal
         if tune:
             tune_gc()
+            tune_switching()
         d = Daemon(cfg, engine, parts.adapters, registry=parts.registry, replier=parts.replier,
                    reply_queues=parts.queues, hooks=parts.hooks, queue_batches=cfg.daemon.queue)
         if isinstance(engine, Engine):

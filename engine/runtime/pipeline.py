@@ -19,6 +19,7 @@ import ctypes
 import gc
 import importlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -52,10 +53,16 @@ ParseFn = Callable[[str, str | None], ParseResult]
 Listener = Callable[[Sequence[Outcome]], None]
 
 #: Collector thresholds for a long-running sale (see :func:`tune_gc`). A young collection costs about
-#: 0.2-0.4 us per young object: 10,000 keeps each pause to a few ms (at 50,000 they were 7-20 ms, a p99
-#: of their own); 250 young collections per middle one keeps the older generations scanned as rarely as
-#: before (every 2.5M surviving allocations).
-GC_THRESHOLDS = (10_000, 250, 100)
+#: 0.2-0.4 us per young object, all of it a pause of the event loop: 2,000 keeps each pause well under a
+#: millisecond (at 10,000 they were 3-6 ms, at 50,000 7-20 ms, each a share of the p99 of its own; issue #17,
+#: ``LIVECART_TRACE``), and costs no more in total (the same young objects, scanned while still in the
+#: cache); 1,250 young collections per middle one keeps the older generations scanned as rarely as before
+#: (every 2.5M surviving allocations).
+GC_THRESHOLDS = (2_000, 1_250, 100)
+#: The interpreter's switch interval in the daemon (CPython's default is 5 ms). The journal's commits run on a
+#: worker thread that needs the GIL to pick each one up and to hand its result back; while the event loop is
+#: deciding, each of those waits up to this long (see :func:`tune_switching`).
+SWITCH_INTERVAL = 0.001
 
 
 def tune_gc() -> None:
@@ -95,6 +102,14 @@ def tune_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def tune_switching() -> None:
+    """Let a thread waiting for the GIL have it after :data:`SWITCH_INTERVAL` instead of 5 ms: the journal's
+    writer thread (twice a commit) and background encodings (index chunks) then wait at most that long for
+    the event loop, and the loop as long for them. The switch is forced only when a thread is waiting, so a
+    lone busy loop pays nothing. Process-wide, so only the daemon's entry point calls it."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 class Engine:
