@@ -900,9 +900,8 @@ class SqliteStore:
             # separate statements the writer waited three times behind the decisions on the event loop.
             if trace is None:
                 rowcount = (await self._db.execute(_INSERT, params)).rowcount
-            else:  # the same one trip, timed on the worker thread (aiosqlite's queue of calls, untyped)
-                rowcount, started, done, tid = await self._db._execute(  # type: ignore[no-untyped-call]
-                    _timed_insert, self._db._conn, params)
+            else:  # the same one trip, timed on the connection's thread
+                rowcount, started, done, tid = await self._on_db_thread(_timed_insert, self._db._conn, params)
             if rowcount != 1:
                 error = JournalError("the batch before it was not written")
         except (sqlite3.Error, ValueError, TypeError) as exc:
