@@ -684,16 +684,18 @@ class SqliteStore:
         comments."""
         con = self._db._conn
         size = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
-        crc = crc32c.crc32c(_RANGE.pack(seq, SNAPSHOT_VERSION))  # then each part: as _snapshot_crc of them joined
+        # The checksum first (what _snapshot_crc gives for the parts joined): an UPDATE of it after the body
+        # would rewrite the whole row, building it in memory twice over.
+        crc = crc32c.crc32c(_RANGE.pack(seq, SNAPSHOT_VERSION))
+        for part in parts:
+            crc = crc32c.crc32c(part, crc)
         con.execute("BEGIN")
         try:
-            con.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) VALUES (?, ?, ?, 0, "
-                        "zeroblob(?))", (seq, time.time(), SNAPSHOT_VERSION, size))
+            con.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) VALUES (?, ?, ?, ?, "
+                        "zeroblob(?))", (seq, time.time(), SNAPSHOT_VERSION, crc, size))
             with con.blobopen("snapshots", "body", seq) as blob:
                 for part in parts:
                     blob.write(part)
-                    crc = crc32c.crc32c(part, crc)
-            con.execute("UPDATE snapshots SET crc = ? WHERE seq = ?", (crc, seq))
             con.execute("DELETE FROM snapshots WHERE seq < (SELECT min(seq) FROM "
                         "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 2))")
             con.execute("COMMIT")
