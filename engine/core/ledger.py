@@ -114,6 +114,11 @@ class _Order:
                 "platform": self.platform, "room": self.room}
 
 
+
+def _unit_figures(u: _Unit) -> dict[str, Any]:
+    return {"stock": u.stock, "left": u.stock - u.reserved, "reserved": u.reserved, "presale": u.queued,
+            "cap": u.cap, "queue": len(u.queue), "paid": u.paid}
+
 class Ledger:
     """Decides outcomes for parsed comments and host controls. See the module docstring for the rules.
 
@@ -225,13 +230,15 @@ class Ledger:
     def snapshot(self) -> dict[str, Any]:
         """The state in the shape of docs/contract.md §5's report, plus ``featured``, ``orders`` and per-unit
         ``cap``, ``queue`` (orders waiting) and ``paid`` (of ``reserved``, the units paid)."""
-        products = {
-            u.key: {"stock": u.stock, "left": u.stock - u.reserved, "reserved": u.reserved, "presale": u.queued,
-                    "cap": u.cap, "queue": len(u.queue), "paid": u.paid}
-            for u in self._units.values()
-        }
+        products = {u.key: _unit_figures(u) for u in self._units.values()}
         return {"comments": self.comments, "outcomes": {s.value: n for s, n in sorted(self._counts.items())},
                 "products": products, "featured": self._featured, "orders": len(self._orders)}
+
+    def product(self, key: str) -> dict[str, Any] | None:
+        """The figures of unit ``key`` ("sku" or "sku/variant") as :meth:`snapshot` gives them under
+        ``products``, or None; without building the others (the daemon asks after every durable batch)."""
+        u = self._units.get(key)
+        return None if u is None else _unit_figures(u)
 
     # ------------------------------------------------------------------ checkpoints
 

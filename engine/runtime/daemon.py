@@ -101,9 +101,8 @@ def _address(adapter: Adapter) -> str | None:
     return f"{scheme}://{host}:{port}{path}"
 
 
-def _figures(products: Mapping[str, Mapping[str, Any]], key: str) -> dict[str, Any]:
+def _figures(p: Mapping[str, Any]) -> dict[str, Any]:
     """A product's report figures plus ``presale_cap`` (the live cap, which :mod:`livecart.core.events` reads)."""
-    p = products[key]
     return {"stock": p["stock"], "left": p["left"], "reserved": p["reserved"], "presale": p["presale"],
             "presale_cap": p.get("cap", 0)}
 
@@ -417,7 +416,7 @@ class Daemon:
         products = self.engine.snapshot()["products"]
         for key in (products if keys is None else keys):
             if key in products:
-                self._baseline[key] = _figures(products, key)
+                self._baseline[key] = _figures(products[key])
 
     def _detect(self, outcomes: Sequence[Outcome]) -> None:
         # One outcome per (sku, variant, status) stands for all of them: the detector reads only those three
@@ -427,8 +426,9 @@ class Daemon:
         keys = {k for o in few if (k := outcome_key(o)) is not None}
         if not keys:
             return
-        products = self.engine.snapshot()["products"]
-        after = {k: _figures(products, k) for k in keys if k in products}
+        # The affected units only: the whole snapshot, after every durable batch, grew with the catalogue.
+        product = self.engine.ledger.product
+        after = {k: _figures(p) for k in keys if (p := product(k)) is not None}
         before = {k: self._baseline[k] for k in after if k in self._baseline}
         events = self.detector.detect(before, after, few)
         self._baseline.update(after)
@@ -477,7 +477,7 @@ class Daemon:
         key = _key(c) if a is ControlAction.RESTOCK or a is ControlAction.PRESALE else None
         products = self.engine.snapshot()["products"]
         if key is not None and key in products:
-            answer["product"] = {"key": key, **_figures(products, key)}
+            answer["product"] = {"key": key, **_figures(products[key])}
         if a is ControlAction.FEATURE:
             answer["featured"] = self.engine.ledger.featured
         return answer

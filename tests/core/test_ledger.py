@@ -423,3 +423,13 @@ def test_paid_units_follow_pay_and_cancel_and_orders_detail_gives_pay_by() -> No
     led.cancel_order(first)
     assert led.snapshot()["products"]["rice"] == {"stock": 5, "left": 4, "reserved": 1, "presale": 0, "cap": 0,
                                                   "queue": 0, "paid": 0}
+
+
+def test_one_products_figures_are_those_of_the_snapshot() -> None:
+    led = make()
+    led.decide(comment("u1", "c1"), buy(Item("egg", None, 3), Item("tea", "50g", 2)))
+    led.decide(comment("u2", "c2"), buy(Item("tea", "100g", 2)))
+    products = led.snapshot()["products"]
+    assert {k: led.product(k) for k in products} == products
+    assert led.product("tea") is None  # a product with variants has figures per variant only
+    assert led.product("nope") is None
