@@ -57,6 +57,14 @@ async def _read(path: Any, with_names: bool) -> tuple[Ledger, dict[str, str]]:
     return ledger, names
 
 
+async def _report(path: Any) -> dict[str, Any]:
+    j = await SqliteStore.open(path, readonly=True)
+    try:
+        return await j.report()
+    finally:
+        await j.close()
+
+
 async def _entries(path: Any) -> tuple[Header, list[Entry]]:
     j = await SqliteStore.open(path, readonly=True)
     try:
@@ -193,8 +201,11 @@ def report_main(args: argparse.Namespace) -> int:
         print(f"livecart report: wrote {args.html}", file=sys.stderr)
         return 0
     _one_pass()
-    ledger, _ = _ledger(args.file)
-    snap = ledger.snapshot()
+    cfg = load(args.file)
+    if cfg.storage.backend == "jetstream":
+        snap = asyncio.run(_read_cluster(cfg))[0].snapshot()
+    else:
+        snap = asyncio.run(_report(cfg.storage.path))
     if args.json:
         sys.stdout.write(orjson.dumps(snap).decode() + "\n")
         return 0

@@ -262,6 +262,9 @@ class Ledger:
             "held": {sku: dict(h) for sku, h in self._held.items()},
             "expiry": [list(e) for e in self._expiry],
             "counts": {st._value_: n for st, n in self._counts.items()},
+            # What a report reads when no event follows the snapshot (a sale that has ended): derived from the
+            # rest, never restored from.
+            "report": self.snapshot(),
         }
         if self.dedupe is not None:
             state["dedupe"] = self.dedupe.state()

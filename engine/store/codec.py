@@ -273,6 +273,15 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+def snapshot_report(body: bytes) -> dict[str, Any] | None:
+    """The report (:meth:`Ledger.snapshot`'s shape) a snapshot body carries, or None for a snapshot written
+    before snapshots carried one. Raises ``orjson.JSONDecodeError`` for a body that is not a snapshot's."""
+    cut = body.find(b"\n")
+    state = orjson.loads(body if cut < 0 else body[:cut])
+    report = state.get("report") if isinstance(state, dict) else None
+    return report if isinstance(report, dict) else None
+
+
 def resume(header: Header, version: int, body: bytes, entries: Iterable[Entry], *,
            on_outcomes: Callable[[list[Outcome]], None] | None = None, dedupe: bool = True) -> Ledger:
     """The ledger a snapshot (``version``, ``body``) and the entries after it give: what :func:`rebuild_entries`

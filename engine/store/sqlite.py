@@ -50,6 +50,7 @@ WAL fsync for up to 20 ms.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -57,7 +58,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,9 +81,11 @@ from livecart.store.codec import (
     Row,
     catalogue_from_json,
     catalogue_json,
+    paused_gc,
     rebuild_entries,
     resume,
     snapshot_parts,
+    snapshot_report,
 )
 from livecart.store.lock import JournalLock, read_holder
 
@@ -591,12 +594,31 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise ForeignDatabase(f"{self.path} is damaged ({exc})") from exc
 
+    async def report(self) -> dict[str, Any]:
+        """The journal's report (:meth:`Ledger.snapshot`'s shape): what its latest snapshot carries when no
+        event follows it and it passes its checksum (a sale that has ended: no ledger is restored), else the
+        report of :meth:`rebuild`'s ledger (which reads past a damaged snapshot, or raises)."""
+        if self.schema >= 2:
+            async with contextlib.aclosing(self._snapshots()) as snapshots:
+                async for seq, version, body in snapshots:
+                    if seq == self.last_seq and body is not None and version <= SNAPSHOT_VERSION:
+                        with paused_gc():
+                            try:
+                                report = snapshot_report(body)
+                            except orjson.JSONDecodeError:
+                                report = None
+                        if report is not None:
+                            self.rebuilt_from = (seq, 0)
+                            return report
+                    break  # only the latest: an older one has events after it
+        return (await self.rebuild()).snapshot()
+
     def _fall_back(self, seq: int, why: str) -> None:
         self.snapshot_fallbacks += 1
         log.warning("journal %s: the snapshot at event %d is not used (%s); starting from the one before it, or "
                     "from the first event. `livecart journal repair %s` drops it", self.path, seq, why, self.path)
 
-    async def _snapshots(self) -> AsyncIterator[tuple[int, int, bytes | None]]:
+    async def _snapshots(self) -> AsyncGenerator[tuple[int, int, bytes | None], None]:
         """The snapshots within the durable events, newest first: (seq, version, body; None when it fails its
         checksum). Each body is read when the one before it was not good enough."""
         if self.schema < 2:

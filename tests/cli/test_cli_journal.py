@@ -142,3 +142,62 @@ def test_report_html_writes_the_sale_summary_as_one_self_contained_file(
     assert data["comments"] == 3
     assert [e["event"] for e in data["events"]] == ["sold_out", "presale_opened"]
     assert data["history"][0][1:] == [3.0, 3.0]  # 3 comments, 3 orders (2 held + 1 presale) in the first second
+
+
+def _reports(path: Path) -> tuple[dict[str, object], tuple[int, int], dict[str, object]]:
+    """The store's report, where it came from, and the report of a full replay of the entries."""
+    from livecart.store.codec import rebuild_entries
+    from livecart.store.sqlite import SqliteStore
+
+    async def go() -> tuple[dict[str, object], tuple[int, int], dict[str, object]]:
+        j = await SqliteStore.open(path, readonly=True)
+        try:
+            report = await j.report()
+            full = rebuild_entries(j.header, await j.entries()).snapshot()
+            return report, j.rebuilt_from, full
+        finally:
+            await j.close()
+
+    return asyncio.run(go())
+
+
+def test_report_of_an_ended_sale_is_the_closing_snapshots_and_a_tail_is_replayed(
+        stream: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    asyncio.run(run_sale(stream))
+    journal = stream.parent / "j.db"
+    report, source, full = _reports(journal)
+    assert source == (3, 0)  # the closing snapshot at the last event: no ledger restored
+    assert report == full
+    assert cli.main(["report", str(stream), "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == full
+
+    # A sale that goes on after that snapshot: a report restores it and replays what follows.
+    async def more() -> None:
+        eng = await Engine.open(load(stream), parse=parse, clock=lambda: 1_584_250_100.0)
+        await eng.submit([Comment("douyin", "7312", "m4", "u-4", "王五", "tea 2", 0.0)])
+        await eng.close()
+
+    asyncio.run(more())
+    # Its closing snapshot as one written before snapshots carried a report: restored, as before.
+    from livecart.store.sqlite import _snapshot_crc
+
+    with sqlite3.connect(journal) as db:
+        version, body = db.execute("SELECT version, body FROM snapshots WHERE seq = 4").fetchone()
+        sale, nl, rest = bytes(body).partition(b"\n")
+        state = orjson.loads(sale)
+        del state["report"]
+        old = orjson.dumps(state) + nl + rest
+        db.execute("UPDATE snapshots SET body = ?, crc = ? WHERE seq = 4", (old, _snapshot_crc(4, version, old)))
+    report, source, full = _reports(journal)
+    assert source == (4, 0)
+    assert report == full
+    assert report["comments"] == 4
+    assert report["products"]["tea/50g"]["reserved"] == 3  # type: ignore[index]
+
+    with sqlite3.connect(journal) as db:  # as if killed before its closing snapshot
+        db.execute("DELETE FROM snapshots WHERE seq = 4")
+    report, source, full = _reports(journal)
+    assert source == (3, 1)
+    assert report == full
