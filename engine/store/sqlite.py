@@ -56,6 +56,7 @@ import os
 import shutil
 import sqlite3
 import struct
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -250,9 +251,27 @@ def _wal_problem(path: Path) -> str | None:
     if len(head) < 32 or head[:4] not in (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"):
         return f"{wal} is not a whole SQLite WAL file ({size} bytes)"
     page = int.from_bytes(head[8:12], "big")
-    if page < 512 or (size - 32) % (page + 24):
+    if page < 512 or ((size - 32) % (page + 24) and not _torn_after_commit(path, head, size, page)):
         return f"{wal} is cut short: {size} bytes is not a whole number of {page + 24}-byte frames"
     return None
+
+
+def _torn_after_commit(path: Path, head: bytes, size: int, page: int) -> bool:
+    """Whether a WAL that ends in part of a frame was torn by its writer's death, past its last commit. A
+    ``kill -9`` can stop a write between two pages of the page cache (a snapshot's blob spills frames into the
+    WAL before its commit), and SQLite then drops the frames after the last commit, as after any crash: nothing
+    committed is lost. The wal-index the writer leaves beside it (``-shm``) says where that commit is: both
+    copies of its header agree, it is of this WAL (same salts), and its last committed frame is whole. A copy
+    cut short has no index, or one whose last commit lies past the cut."""
+    try:
+        with open(str(path) + "-shm", "rb") as f:
+            idx = f.read(96)
+    except OSError:
+        return False
+    if len(idx) < 96 or idx[:48] != idx[48:] or idx[12] != 1 or idx[32:40] != head[16:24]:
+        return False
+    committed = int.from_bytes(idx[16:20], sys.byteorder)  # mxFrame, in the host's byte order
+    return 32 + committed * (page + 24) <= size
 
 
 def _writer_alive(path: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import orjson
@@ -254,3 +255,39 @@ async def test_a_journal_from_before_checksums_still_opens_and_is_upgraded(tmp_p
     assert rep.batches == 3
     led = await reopen(p)
     assert led.seq == 4
+
+
+async def test_a_wal_torn_by_kill_9_past_its_last_commit_opens_and_loses_nothing(tmp_path: Path) -> None:
+    # kill -9 during a large write (a snapshot's blob, spilled into the WAL before its commit) can stop the
+    # write between two pages of the page cache: the WAL then ends in part of a frame, all of it after the
+    # writer's last commit, which the wal-index (-shm) the writer leaves behind records. Seen from outside:
+    # a `livecart run` killed while writing a snapshot, whose restart was refused as "cut short".
+    live = tmp_path / "live.db"
+    s, _ = await write(live, 6, close=False)
+    other = sqlite3.connect(live, isolation_level=None)
+    other.execute("PRAGMA cache_size=2")  # a transaction larger than the cache spills into the WAL uncommitted
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO meta (key, value) VALUES ('big', zeroblob(1000000))")
+    # What the kill leaves on disk, with the last (uncommitted) frame written in part.
+    db, wal, shm = ((tmp_path / f"live.db{x}").read_bytes() for x in ("", "-wal", "-shm"))
+    other.execute("ROLLBACK")
+    other.close()
+    await s.close()
+    page = int.from_bytes(wal[8:12], "big")
+    committed = int.from_bytes(shm[16:20], sys.byteorder)  # the wal-index header's mxFrame
+    assert committed + 2 < (len(wal) - 32) // (page + 24)  # the spilled, uncommitted frames follow it
+
+    def crashed(name: str, wal_size: int) -> Path:
+        p = tmp_path / name
+        p.write_bytes(db)
+        (tmp_path / f"{name}-shm").write_bytes(shm)
+        (tmp_path / f"{name}-wal").write_bytes(wal[:wal_size])
+        return p
+
+    p = crashed("j.db", len(wal) - 8)
+    assert inspect_file(p).ok
+    assert (await reopen(p)).seq == 30
+    # A copy cut inside the committed frames, beside the same wal-index, is still refused.
+    q = crashed("k.db", 32 + (committed - 1) * (page + 24) + 100)
+    with pytest.raises(JournalDamaged, match="cut short"):
+        await SqliteStore.open(q, readonly=True)
