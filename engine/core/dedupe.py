@@ -6,34 +6,38 @@ has been processed before; the answer is exact at any age, with memory that does
 * **The window.** The last ``recent`` keys, exactly, in per-room sets (a re-delivery by a platform is nearly
   always of recent comments, and is answered here at the cost of one set lookup). A ring remembers their
   order; the oldest key leaves the window when a new one arrives.
-* **The filter.** Every key that has left the window is added to a blocked Bloom filter (one 64-bit word
-  per key, six bits set in it: ~2 bytes per key). A key the filter does not hold was never seen: that is
-  the answer for nearly every new comment, with no I/O. A key it holds *may* have been seen (a real old
-  duplicate, or a false positive, a fraction of a percent of new keys).
+* **The filter.** From the first key that leaves the window on, every key is added to a blocked Bloom
+  filter as it comes (one 64-bit word per key, six bits set in it: ~2 bytes per key), the window's too: the
+  probe that answers a new key has found its word, so adding it there costs one store, where adding keys
+  as they leave the window cost a second pass over each. A key the filter does not hold was never seen:
+  that is the answer for nearly every new comment, with no I/O. A key it holds *may* have been seen (a real
+  old duplicate, or a false positive, a fraction of a percent of new keys). (A key in the window is found in
+  its room's set before the filter is asked.)
 * **Confirmation.** A "maybe" is confirmed exactly: against the keys that left the window since the last
-  full chunk (``chunk`` keys, in memory), against the chunks handed to the store and not yet indexed (in
-  memory until :meth:`indexed`), and finally through ``lookup`` (a callable the store provides; it reads the
+  full chunk (``chunk`` keys, in memory, in the room sets with the window), against the chunks handed to
+  the store and not yet indexed (in memory until :meth:`indexed`), and finally through ``lookup`` (a callable the store provides; it reads the
   journal's index of older chunks). Only a key found there is a duplicate: a false positive never drops a
   new comment. Without a ``lookup`` (a bare ledger, a replay) an unconfirmed "maybe" counts as new.
 
 Everything here is deterministic: the same keys in the same order give the same state, the same chunk
 boundaries (a chunk is the keys of ``chunk`` consecutive comment events, so the store can rebuild a chunk
 it lost in a crash from the journal's entries between ``first`` and ``last``) and the same snapshot.
+
+Per new key the hot path (:meth:`Dedupe.admit`) does the least it can: a hash and one probe once the filter
+is on, two or three appends, one comparison. Everything else (a chunk's first and last event, the filter's
+count, a full chunk) happens at steps thousands of keys apart.
 """
 
 from __future__ import annotations
 
 import base64
-import zlib
 from array import array
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+from zlib import crc32
 
 #: Keys per chunk of the store's index (and the most keys kept exactly in memory beyond the window).
 CHUNK = 65_536
-#: Keys that leave the window together: it holds the last ``recent`` to ``recent + EVICT`` keys, and the
-#: oldest ``EVICT`` leave in one pass (cheaper than one at a time on every new key).
-EVICT = 4_096
 #: Keys the first filter segment is sized for; each further segment is twice the one before.
 SEGMENT0 = 2_000_000
 #: 64-bit words per key of a segment's capacity, as a power of two: 1/4, i.e. 16 bits per key.
@@ -68,7 +72,10 @@ def _masks() -> list[int]:
 
 #: Filled by the first :class:`Dedupe` (a ``report`` that only restores a snapshot never needs them).
 _MASKS: list[int] = []
-_HIGH = 32 - _MASK_BITS
+#: The filter's 64-bit words: typecode "L" where a C long has 64 bits (its items go to and from Python ints
+#: several times faster than "Q"'s, with the same bytes), else "Q". Keys' hashes (CRC-32s): "I".
+_WORD: Final = "L" if array("L").itemsize == 8 else "Q"
+_HIGH: Final = 32 - _MASK_BITS  # a key's mask is picked by the top _MASK_BITS bits of its hash
 
 
 def escape(s: str) -> str:
@@ -88,7 +95,7 @@ def key_hash(platform: str, room: str, cid: str) -> int:
     """A comment key's 32-bit hash (CRC-32 of its :func:`key_text`'s room prefix, then of the id): what the
     filter and the store's index buckets use. The same in every process and every livecart version."""
     prefix = f"{escape(platform)}\x1f{escape(room)}\x1f"
-    return zlib.crc32(_utf8(cid), zlib.crc32(_utf8(prefix)))
+    return crc32(_utf8(cid), crc32(_utf8(prefix)))
 
 
 def _utf8(s: str) -> bytes:
@@ -103,6 +110,7 @@ class Dedupe:
             raise ValueError(f"recent must be 1 or more, got {recent}")
         if not _MASKS:
             _MASKS.extend(_masks())
+        self._masks = _MASKS
         self.recent = recent
         self.chunk = chunk or CHUNK  # 0: the module's (read at each call, so a test can make it small)
         self.segment = segment or SEGMENT0
@@ -113,30 +121,37 @@ class Dedupe:
         self.prefixes: list[str] = []  # escaped "platform\x1froom\x1f" per room
         self._room_crc: list[int] = []  # CRC-32 of that prefix: a key's hash starts from it
         self._room_sets: list[set[str]] = []
-        # The keys in memory in arrival order: id, room, seq of its comment event, hash (0 while the filter
-        # is empty). The first ``_infilter`` of them have left the window (they are in the filter too, and
-        # make up the chunk being filled); the rest are the window.
+        # The keys in memory in arrival order (the window, and before it the keys of the chunk being filled):
+        # id, room, and, once the filter is on, hash. The first of them is the first key of a chunk.
         self._ids: list[str] = []
         self._rms: list[int] = []
-        self._seqs = array("q")
-        self._hashes = array("Q")
-        self._infilter = 0
-        self._evict = EVICT if recent >= EVICT else 1
-        self._limit = recent + self._evict
-        #: Keys that have left the window (all of them are in the filter).
-        self.spilled = 0
+        self._hashes = array("I")
+        # The comment events of the chunk edges among them: first and last of each chunk, in order (a chunk is
+        # the keys of consecutive comment events, so its edges are all the store needs to rebuild it).
+        self._edges: list[int] = []
+        #: Whether the filter is on: from the first key that leaves the window, every key is in it.
+        self.filtering = False
         #: Every full chunk: its first and last comment event (its number is its place in this list).
         self.chunks: list[tuple[int, int]] = []
-        #: Full chunks still held here until the store has indexed them (number -> ids, rooms), and the
-        #: numbers not yet handed to the store (see :meth:`take_fresh`).
+        #: Full chunks still held here until the store has indexed them (number -> ids, rooms, hashes), and
+        #: the numbers not yet handed to the store (see :meth:`take_fresh`).
         self.handoff: dict[int, tuple[list[str], list[int], array[int]]] = {}
         self.fresh: list[int] = []
         #: Whether full chunks are held for the store (a replay lets them go: the store rebuilds any it lacks).
         self.keep = False
-        # The filter: segments (64-bit words, a power of two each), the keys each holds and is sized for.
+        # The filter: segments (64-bit words, a power of two each), the keys each holds and is sized for. New
+        # keys go into the last one (``_seg``, ``_top`` its index mask); the keys counted into ``_seg_n`` are
+        # the first ``_counted`` of all keys ever taken.
         self._segs: list[array[int]] = []
         self._seg_n: list[int] = []
         self._seg_cap: list[int] = []
+        self._seg = array(_WORD)
+        self._older_segs: list[array[int]] = []
+        self._top = 0
+        self._counted = 0
+        # Nothing happens per key beyond the appends until ``len(self._ids)`` reaches ``_next``: a chunk edge,
+        # the window's first overflow, the last segment full, or a full chunk (see :meth:`_step`).
+        self._next = 1
         #: Confirms a "maybe": whether the store's index holds this key (:func:`key_text`, :func:`key_hash`).
         #: None: no store.
         self.lookup: Callable[[str, int], bool] | None = None
@@ -161,8 +176,13 @@ class Dedupe:
         self._room_sets.append(ids)
         prefix = f"{escape(platform)}\x1f{escape(room)}\x1f"
         self.prefixes.append(prefix)
-        self._room_crc.append(zlib.crc32(_utf8(prefix)))
+        self._room_crc.append(crc32(_utf8(prefix)))
         return ri, ids
+
+    @property
+    def spilled(self) -> int:
+        """Keys that have left the window (all of them are in the filter, as are the window's since then)."""
+        return max(0, len(self.chunks) * self.chunk + len(self._ids) - self.recent)
 
     # ------------------------------------------------------------------ the hot path
 
@@ -170,64 +190,103 @@ class Dedupe:
         """Called for a key of room ``ri`` that is not in the room's set: False when it was seen before (nothing
         changes), else True, and the key is remembered as comment event ``seq`` (the caller adds it to the
         room's set). ``ask``: False when the caller knows the key is new (a journal replay)."""
-        if self.spilled:
+        if self.filtering:
             try:
                 b = cid.encode()
             except UnicodeEncodeError:
                 b = cid.encode("utf-8", "surrogatepass")
-            h = zlib.crc32(b, self._room_crc[ri])
-            if ask:
-                m = _MASKS[h >> _HIGH]
-                for seg in self._segs:
-                    if seg[h & (len(seg) - 1)] & m == m:
-                        self._h = h
-                        if self._confirm(ri, cid):
-                            return False
-                        break
-        else:
-            h = 0
+            h = crc32(b, self._room_crc[ri])
+            seg = self._seg
+            i = h & self._top
+            w = seg[i]
+            m = self._masks[h >> _HIGH]
+            x = w | m
+            if ask and (x == w or (self._older_segs and self._older(h, m))):  # maybe seen
+                self._h = h
+                if self._confirm(ri, cid):
+                    return False
+            if x != w:
+                seg[i] = x
+            self._hashes.append(h)
         ids = self._ids
         ids.append(cid)
         self._rms.append(ri)
-        self._seqs.append(seq)
-        self._hashes.append(h)
-        if len(ids) - self._infilter >= self._limit:
-            self._leave()
+        if len(ids) >= self._next:
+            self._step(seq)
         return True
 
-    def _leave(self) -> None:
-        """The oldest keys of the window leave it: into the filter (they stay in memory until their chunk is
-        full)."""
-        lo = self._infilter
-        hi = lo + self._evict
-        ids, rms, hashes, crcs = self._ids, self._rms, self._hashes, self._room_crc
-        masks = _MASKS
+    def _older(self, h: int, m: int) -> bool:
+        """Whether a segment before the last holds the bits ``m`` of hash ``h``."""
+        return any(seg[h & (len(seg) - 1)] & m == m for seg in self._older_segs)
+
+    def _step(self, seq: int) -> None:
+        """What happens at the key just taken (comment event ``seq``), the ``n``-th in memory: the filter's
+        count, and its first start or a new segment; a chunk edge; a full chunk. Then when to come back."""
+        n = len(self._ids)
+        c = self.chunk
+        if self.filtering:
+            total = len(self.chunks) * c + n
+            self._seg_n[-1] += total - self._counted
+            self._counted = total
+            if self._seg_n[-1] >= self._seg_cap[-1]:
+                self._grow()
+        elif n > self.recent:  # the first key leaves the window: every key in memory goes into the filter
+            self._start_filter()
+        if (n - 1) % c == 0:
+            self._edges.append(seq)
+        if n % c == 0:
+            self._edges.append(seq)
+        if n >= self.recent + c:
+            self._chunk_full()
+        self._next = self._next_step()
+
+    def _next_step(self) -> int:
+        """How many keys in memory make the next step: a chunk's first or last key, a full chunk, the first
+        key to leave the window, a full segment."""
+        n = len(self._ids)
+        c = self.chunk
+        nxt = min((n // c + 1) * c, ((n - 1) // c + 1) * c + 1, self.recent + c)
+        if self.filtering:
+            return min(nxt, n + self._seg_cap[-1] - self._seg_n[-1])
+        return min(nxt, self.recent + 1)
+
+    def _start_filter(self) -> None:
+        """The filter is turned on: the keys in memory are hashed and put in it."""
+        ids, rms, crcs = self._ids, self._rms, self._room_crc
+        self._hashes = array("I", [crc32(_utf8(cid), crcs[ri]) for cid, ri in zip(ids, rms, strict=True)])
+        self.filtering = True
+        self._counted = len(self.chunks) * self.chunk
+        self._fill(0)
+
+    def _fill(self, lo: int) -> None:
+        """Put the keys in memory from ``lo`` on in the filter and count them (a new segment as one fills)."""
+        hashes, masks = self._hashes, self._masks
+        hi = len(hashes)
         i = lo
         while i < hi:
             if not self._segs or self._seg_n[-1] >= self._seg_cap[-1]:
                 self._grow()
-            seg = self._segs[-1]
-            top = len(seg) - 1
+            seg, top = self._seg, self._top
             n = min(hi - i, self._seg_cap[-1] - self._seg_n[-1])
             for j in range(i, i + n):
                 h = hashes[j]
-                if not h:
-                    h = hashes[j] = zlib.crc32(_utf8(ids[j]), crcs[rms[j]])
                 seg[h & top] |= masks[h >> _HIGH]
             self._seg_n[-1] += n
             i += n
-        self._infilter = hi
-        self.spilled += hi - lo
-        if hi >= self.chunk:
-            self._chunk_full()
+        self._counted += hi - lo
+        if self._seg_n[-1] >= self._seg_cap[-1]:
+            self._grow()
 
     def _grow(self) -> None:
-        """A new filter segment, twice the size of the one before."""
+        """A new filter segment, twice the size of the one before; new keys go into it."""
         cap = self.segment << len(self._segs)
         words = 1
         while words < cap >> _WORDS_SHIFT:
             words <<= 1
-        self._segs.append(array("Q", bytes(8 * words)))
+        self._seg = array(_WORD, bytes(8 * words))
+        self._top = words - 1
+        self._segs.append(self._seg)
+        self._older_segs = self._segs[:-1]
         self._seg_n.append(0)
         self._seg_cap.append(cap)
 
@@ -236,15 +295,17 @@ class Dedupe:
         c = self.chunk
         ids, rms, hashes = self._ids[:c], self._rms[:c], self._hashes[:c]
         no = len(self.chunks)
-        self.chunks.append((self._seqs[0], self._seqs[c - 1]))
+        self.chunks.append((self._edges[0], self._edges[1]))
+        del self._edges[:2]
         sets = self._room_sets
-        for cid, ri in zip(ids, rms, strict=True):
-            sets[ri].discard(cid)
+        if rms.count(rms[0]) == c:  # one room: nearly always
+            sets[rms[0]].difference_update(ids)
+        else:
+            for cid, ri in zip(ids, rms, strict=True):
+                sets[ri].discard(cid)
         del self._ids[:c]
         del self._rms[:c]
-        del self._seqs[:c]
         del self._hashes[:c]
-        self._infilter -= c
         if self.keep:
             self.handoff[no] = (ids, rms, hashes)
             self.fresh.append(no)
@@ -276,10 +337,10 @@ class Dedupe:
             return False
         if cid in self._room_sets[ri]:
             return True
-        if not self.spilled:
+        if not self.filtering:
             return False
-        self._h = h = zlib.crc32(_utf8(cid), self._room_crc[ri])
-        m = _MASKS[h >> _HIGH]
+        self._h = h = crc32(_utf8(cid), self._room_crc[ri])
+        m = self._masks[h >> _HIGH]
         return any(seg[h & (len(seg) - 1)] & m == m for seg in self._segs) and self._confirm(ri, cid)
 
     @property
@@ -289,24 +350,12 @@ class Dedupe:
 
     # ------------------------------------------------------------------ the store's side
 
-    def take_fresh(self) -> list[tuple[int, int, int, Iterator[tuple[str, int]]]]:
-        """Full chunks not yet handed to the store: (number, first event, last event, its keys as
-        (:func:`key_text`, :func:`key_hash`), computed as they are read: on the store's thread, not the loop)."""
-        out = [(no, *self.chunks[no], self._keys(*self.handoff[no])) for no in self.fresh if no in self.handoff]
+    def take_fresh(self) -> list[tuple[int, int, int, ChunkKeys]]:
+        """Full chunks not yet handed to the store: (number, first event, last event, its keys)."""
+        out = [(no, *self.chunks[no], ChunkKeys(*self.handoff[no], list(self.prefixes)))
+               for no in self.fresh if no in self.handoff]
         self.fresh.clear()
         return out
-
-    def _keys(self, ids: list[str], rms: list[int], hashes: array[int]) -> Iterator[tuple[str, int]]:
-        prefixes = list(self.prefixes)
-        if len(prefixes) == 1 or all(r == rms[0] for r in rms):  # one room: nearly always
-            prefix = prefixes[rms[0]] if rms else ""
-            for cid, h in zip(ids, hashes, strict=True):
-                if "\\" in cid or not cid.isprintable():
-                    cid = escape(cid)
-                yield prefix + cid, h
-            return
-        for cid, ri, h in zip(ids, rms, hashes, strict=True):
-            yield prefixes[ri] + escape(cid), h
 
     def indexed(self, no: int) -> None:
         """The store's index holds chunk ``no`` now: its keys need not stay in memory."""
@@ -317,52 +366,137 @@ class Dedupe:
     def state(self) -> dict[str, Any]:
         """Plain data for a snapshot (the snapshot's encoder writes the arrays raw): copies, as bytes, except for
         the filter's full segments, which are passed as read-only views of the segments themselves. A full
-        segment never changes again (:meth:`_leave` sets bits in the last segment only, and grows a new one
-        before it sets any once that is full), so a snapshot need not copy it: at 10M keys that is 12 of the
-        filter's 28 MB, and at every size all segments but the last. The chunks still held for the store are
-        not in it: a restart rebuilds what the index lacks from the journal."""
+        segment never changes again (keys go into the last segment only, and a new one is grown as soon as that
+        is full), so a snapshot need not copy it: at 10M keys that is 12 of the filter's 28 MB, and at every
+        size all segments but the last. The chunks still held for the store are not in it: a restart rebuilds
+        what the index lacks from the journal."""
         return {
             "recent": self.recent, "chunk": self.chunk, "segment": self.segment,
             "rooms": [list(r) for r in self.rooms],
-            "ids": list(self._ids), "ring_rooms": list(self._rms),
-            "seqs": self._seqs.tobytes(), "hashes": self._hashes.tobytes(), "infilter": self._infilter,
-            "spilled": self.spilled, "chunks": [list(c) for c in self.chunks],
+            "ids": list(self._ids), "ring_rooms": list(self._rms), "hashes": self._hashes.tobytes(),
+            "edges": list(self._edges), "filtering": self.filtering, "spilled": self.spilled,
+            "chunks": [list(c) for c in self.chunks],
             "filter": [[memoryview(seg).cast("B").toreadonly() if n >= cap else seg.tobytes(), n, cap]
-                       for seg, n, cap in zip(self._segs, self._seg_n, self._seg_cap, strict=True)],
+                       for seg, n, cap in zip(self._segs, self._counts(), self._seg_cap, strict=True)],
         }
+
+    def _counts(self) -> list[int]:
+        """The keys in each filter segment (those taken since the last step are not counted yet)."""
+        counts = list(self._seg_n)
+        if counts:
+            counts[-1] += len(self.chunks) * self.chunk + len(self._ids) - self._counted
+        return counts
 
     @classmethod
     def restore(cls, state: dict[str, Any]) -> Dedupe:
-        """The memory :meth:`state` described. Raises ``KeyError`` / ``ValueError`` / ``TypeError``."""
+        """The memory :meth:`state` described, or a state of snapshot format 3 (which kept every key's event
+        and put keys in the filter only as they left the window). Raises ``KeyError`` / ``ValueError`` /
+        ``TypeError``."""
         dd = cls(int(state["recent"]), chunk=int(state["chunk"]), segment=int(state["segment"]))
         for platform, room in state["rooms"]:
             dd.room(str(platform), str(room))
         ids = [str(i) for i in state["ids"]]
         rms = [int(r) for r in state["ring_rooms"]]
-        dd._seqs = _array("q", state["seqs"], len(ids))
-        dd._hashes = _array("Q", state["hashes"], len(ids))
-        dd._infilter = int(state["infilter"])
-        if (len(rms) != len(ids) or any(r >= len(dd.rooms) for r in rms) or not 0 <= dd._infilter < dd.chunk
-                or len(ids) - dd._infilter >= dd._limit):
+        c = dd.chunk
+        if "infilter" in state:  # format 3
+            infilter = int(state["infilter"])
+            seqs = _array("q", state["seqs"], len(ids))
+            filtering = int(state["spilled"]) > 0
+            hashes = array("I", _array("Q", state["hashes"], len(ids)) if filtering else ())
+            for j in range(len(hashes)):  # a key taken before the filter began had none
+                if not hashes[j]:
+                    hashes[j] = crc32(_utf8(ids[j]), dd._room_crc[rms[j]])
+            edges: list[int] = []
+            for k in range(0, len(ids), c):
+                edges.append(seqs[k])
+                if k + c <= len(ids):
+                    edges.append(seqs[k + c - 1])
+            most = len(ids)  # it cut chunks a little later: see below
+        else:
+            filtering = bool(state["filtering"])
+            hashes = _array("I", state["hashes"], len(ids) if filtering else 0)
+            edges = [int(e) for e in state["edges"]]
+            infilter = len(ids)
+            most = dd.recent + c - 1
+        if (len(rms) != len(ids) or any(r >= len(dd.rooms) for r in rms) or len(ids) > most
+                or len(edges) != (len(ids) + c - 1) // c + len(ids) // c):
             raise ValueError("the ids in memory in the snapshot do not fit its window")
-        dd._ids, dd._rms = ids, rms
+        dd._ids, dd._rms, dd._hashes, dd._edges = ids, rms, hashes, edges
         sets = dd._room_sets
         for cid, ri in zip(ids, rms, strict=True):
             sets[ri].add(cid)
-        dd.spilled = int(state["spilled"])
         dd.chunks = [(int(a), int(b)) for a, b in state["chunks"]]
         for data, n, cap in state["filter"]:
-            seg = _array("Q", data, None)
+            seg = _array(_WORD, data, None)
             if not seg or len(seg) & (len(seg) - 1):
                 raise ValueError("a filter segment in the snapshot is not a power of two words")
             dd._segs.append(seg)
             dd._seg_n.append(int(n))
             dd._seg_cap.append(int(cap))
+        if dd._segs:
+            dd._seg, dd._top, dd._older_segs = dd._segs[-1], len(dd._segs[-1]) - 1, dd._segs[:-1]
+        elif filtering:
+            raise ValueError("the snapshot's filter has no segment")
+        dd.filtering = filtering
+        dd._counted = len(dd.chunks) * c + infilter
+        if filtering:
+            dd._fill(infilter)  # format 3's window was not in the filter
+        # Format 3 began the filter and cut chunks a little later than this memory does: catch up.
+        if not dd.filtering and len(ids) > dd.recent:
+            dd._start_filter()
+        if len(ids) >= dd.recent + c:
+            dd._chunk_full()
+        dd._next = dd._next_step()
         return dd
 
     def __repr__(self) -> str:
-        return (f"<Dedupe window {self.recent:,}, {len(self._ids):,} ids in memory, {self.spilled:,} in the filter "
-                f"({sum(len(s) for s in self._segs) * 8 / 2**20:.1f} MB), {len(self.chunks)} chunks>")
+        return (f"<Dedupe window {self.recent:,}, {len(self._ids):,} ids in memory, {self.spilled:,} left it, "
+                f"filter {sum(len(s) for s in self._segs) * 8 / 2**20:.1f} MB, {len(self.chunks)} chunks>")
+
+
+class ChunkKeys:
+    """The keys of one full chunk, for the store, read on its thread (not the loop's): iterating gives each
+    as (:func:`key_text`, :func:`key_hash`); :meth:`lines` gives them grouped by hash, with no string built
+    per key when no id needs escaping."""
+
+    def __init__(self, ids: list[str], rms: list[int], hashes: array[int], prefixes: list[str]) -> None:
+        self.ids = ids
+        self.rms = rms
+        self.hashes = hashes
+        self.prefixes = prefixes  # of every room, as they were when the chunk was handed over
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        prefixes = self.prefixes
+        for cid, ri, h in zip(self.ids, self.rms, self.hashes, strict=True):
+            yield prefixes[ri] + escape(cid), h
+
+    def lines(self, groups: int) -> dict[int, str]:
+        """:func:`key_lines` of these keys."""
+        ids, rms = self.ids, self.rms
+        if ids and rms.count(rms[0]) == len(ids):  # one room (nearly always): its prefix goes in the join
+            mask = groups - 1
+            by: list[list[str]] = [[] for _ in range(groups)]
+            joined = "".join(ids)
+            if "\\" in joined or not joined.isprintable():
+                ids = [escape(cid) for cid in ids]
+            for cid, h in zip(ids, self.hashes, strict=True):
+                by[h & mask].append(cid)
+            sep = "\n" + self.prefixes[rms[0]]
+            return {g: sep + sep.join(keys) + "\n" for g, keys in enumerate(by) if keys}
+        return key_lines(self, groups)
+
+
+def key_lines(keys: Iterable[tuple[str, int]], groups: int) -> dict[int, str]:
+    """Keys (text, hash) by the low bits of their hash (``groups``, a power of two), each group one string:
+    a newline, then every key followed by a newline (a key holds none: see :func:`escape`)."""
+    by: list[list[str]] = [[] for _ in range(groups)]
+    mask = groups - 1
+    for key, h in keys:
+        by[h & mask].append(key)
+    return {g: "\n" + "\n".join(v) + "\n" for g, v in enumerate(by) if v}
 
 
 def _array(code: str, data: Any, n: int | None) -> array[int]:
@@ -374,4 +508,4 @@ def _array(code: str, data: Any, n: int | None) -> array[int]:
     return a
 
 
-__all__ = ["CHUNK", "SEGMENT0", "Dedupe", "escape", "key_hash", "key_text"]
+__all__ = ["CHUNK", "SEGMENT0", "ChunkKeys", "Dedupe", "escape", "key_hash", "key_lines", "key_text"]

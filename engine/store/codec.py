@@ -174,8 +174,10 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
 #: The snapshot format this livecart writes (the shape of :meth:`Ledger.state`, in JSON). 3 added the bounded
 #: duplicate-id memory (``dedupe``, its arrays as base64); 1 (every id in ``seen``) still reads. A format-2
 #: snapshot with a ``dedupe`` part had other filter masks (written for an hour of one day's development): it
-#: is not restored (a start passes over it as over a damaged snapshot); one without reads as format 1.
-SNAPSHOT_VERSION = 3
+#: is not restored (a start passes over it as over a damaged snapshot); one without reads as format 1. 4
+#: keeps the first and last event of each chunk instead of every key's, and the window's keys in the filter
+#: too (see :mod:`livecart.core.dedupe`); format 3 still reads.
+SNAPSHOT_VERSION = 4
 
 
 def _b64(value: Any) -> str:
@@ -249,7 +251,8 @@ def decode_snapshot(body: bytes, *, dedupe: bool = True) -> dict[str, Any]:
     def part(v: Any) -> Any:
         return parts[int(v["$raw"])] if isinstance(v, dict) else v
 
-    dd["seqs"] = part(dd["seqs"])
+    if "seqs" in dd:  # format 3
+        dd["seqs"] = part(dd["seqs"])
     dd["hashes"] = part(dd["hashes"])
     dd["filter"] = [[part(seg), n, cap] for seg, n, cap in dd["filter"]]
     state["dedupe"] = dd

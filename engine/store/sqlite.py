@@ -69,7 +69,7 @@ import crc32c
 import orjson
 
 from livecart.core.catalogue import Catalogue
-from livecart.core.dedupe import key_hash, key_text
+from livecart.core.dedupe import ChunkKeys, key_hash, key_lines, key_text
 from livecart.core.errors import ForeignDatabase, JournalDamaged, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
@@ -156,13 +156,10 @@ def _chunk_slices(first: int, last: int, keys: Iterable[tuple[str, int]]) -> lis
     bucket -> its keys, one a line (a key's bucket is the low bits of its
     :func:`~livecart.core.dedupe.key_hash`). The last one holds bucket -1 too, the chunk's first and last
     event."""
-    mask = DEDUPE_BUCKETS - 1
-    buckets: list[list[str]] = [[] for _ in range(DEDUPE_BUCKETS)]
-    for k, h in keys:
-        buckets[h & mask].append(k)
+    lines = keys.lines(DEDUPE_BUCKETS) if isinstance(keys, ChunkKeys) else key_lines(keys, DEDUPE_BUCKETS)
     out: list[str] = []
     for start in range(0, DEDUPE_BUCKETS, DEDUPE_SLICE):
-        part = {str(b): "\n" + "\n".join(buckets[b]) + "\n" for b in range(start, start + DEDUPE_SLICE) if buckets[b]}
+        part = {str(b): lines[b] for b in range(start, start + DEDUPE_SLICE) if b in lines}
         if start + DEDUPE_SLICE >= DEDUPE_BUCKETS:
             part["-1"] = f"{first} {last}"
         if part:
