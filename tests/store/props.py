@@ -1,12 +1,17 @@
 """The small sale and the Hypothesis strategies the store's property tests share: a catalogue with one plain
-product and one with variants, its journal header, and parse results over it (buys, cancels, nothing)."""
+product and one with variants, its journal header, and parse results over it (buys, cancels, nothing); and
+the one-product stream config the duplicate-id tests run an engine with."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import strategies as st
 
+from livecart.config import loads
 from livecart.core.catalogue import Catalogue, Product, Variant
 from livecart.core.records import Intent, Item, ParseResult, Reason
+from livecart.core.settings import Config
 from livecart.store import codec
 from livecart.store.codec import Header
 
@@ -27,3 +32,31 @@ parsed = st.one_of(
     st.builds(lambda i: ParseResult(Intent.CANCEL, (i,)), item),
     st.just(ParseResult(Intent.NONE)),
 )
+
+
+DEDUPE_TOML = """
+[stream]
+name = "dedupe"
+featured = "egg"
+hold_minutes = 0
+
+[storage]
+path = "{path}"
+durability = "os"
+batch_delay_ms = 0
+snapshot_events = {snap}
+dedupe_window = {window}
+
+[[products]]
+sku = "egg"
+name = "Eggs"
+stock = 5
+limit = 2
+presale = 3
+"""
+
+
+def dedupe_config(tmp: Path, window: int, snap: int = 200_000) -> Config:
+    """A stream of one product with its journal ``j.db`` in ``tmp``, duplicate-id window ``window`` and a
+    snapshot every ``snap`` events."""
+    return loads(DEDUPE_TOML.format(path=tmp / "j.db", window=window, snap=snap), base_dir=tmp)

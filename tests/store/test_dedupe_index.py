@@ -10,30 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from livecart.config import loads
 from livecart.core import dedupe
 from livecart.core.records import Comment, Intent, ParseResult
 from livecart.runtime.pipeline import Engine
 from livecart.store import sqlite as sq
-
-TOML = """
-[stream]
-name = "index"
-featured = "egg"
-hold_minutes = 0
-
-[storage]
-path = "{path}"
-durability = "os"
-batch_delay_ms = 0
-dedupe_window = 2
-
-[[products]]
-sku = "egg"
-name = "Eggs"
-stock = 5
-limit = 2
-"""
+from tests.store.props import dedupe_config
 
 
 def nothing(text: str, featured: str | None) -> ParseResult:
@@ -62,7 +43,7 @@ def test_a_chunk_is_written_in_slices_holding_every_key_once_and_its_range_last(
 async def test_a_chunk_cut_short_between_its_slices_is_dropped_and_written_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dedupe, "CHUNK", 3)
-    cfg = loads(TOML.format(path=tmp_path / "j.db"), base_dir=tmp_path)
+    cfg = dedupe_config(tmp_path, window=2)
     engine = await Engine.open(cfg, parse=nothing)
     await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "hi", 0.0) for i in range(20)])
     await engine.close()

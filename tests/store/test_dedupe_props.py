@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livecart.config import loads
 from livecart.core import dedupe
 from livecart.core.catalogue import Catalogue, Product
 from livecart.core.ledger import Ledger
@@ -24,27 +23,7 @@ from livecart.store import codec
 from livecart.store.base import Store
 from livecart.store.memory import MemorySpace, MemoryStore
 from livecart.store.sqlite import SqliteStore
-
-TOML = """
-[stream]
-name = "dedupe"
-featured = "egg"
-hold_minutes = 0
-
-[storage]
-path = "{path}"
-durability = "os"
-batch_delay_ms = 0
-snapshot_events = {snap}
-dedupe_window = {window}
-
-[[products]]
-sku = "egg"
-name = "Eggs"
-stock = 5
-limit = 2
-presale = 3
-"""
+from tests.store.props import dedupe_config as config
 
 BUY = ParseResult(Intent.BUY, (Item("egg", None, 1),))
 NOTHING = ParseResult(Intent.NONE)
@@ -60,10 +39,6 @@ def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def parse(text: str, featured: str | None) -> ParseResult:
     return BUY if text == "buy" else NOTHING
-
-
-def config(tmp: Path, window: int, snap: int) -> Config:
-    return loads(TOML.format(path=tmp / "j.db", window=window, snap=snap), base_dir=tmp)
 
 
 async def open_engine(cfg: Config, backend: str, space: MemorySpace) -> Engine:
