@@ -191,6 +191,16 @@ def batch_crc(first: int, last: int, body: bytes, prev: int) -> int:
 _RANGE = struct.Struct("<qq")
 
 
+def _carried_report(body: bytes) -> dict[str, Any] | None:
+    """The report a snapshot body carries; None when it carries none (written before snapshots did) or cannot
+    be decoded (then restoring it fails too, and is passed over as a damaged snapshot is)."""
+    with paused_gc():
+        try:
+            return snapshot_report(body)
+        except orjson.JSONDecodeError:
+            return None
+
+
 #: Bytes a reader of the sale part alone checks at a time (see SqliteStore._read_snapshot).
 _READ_SLICE = 1 << 20
 
@@ -585,49 +595,51 @@ class SqliteStore:
         A snapshot that fails its checksum or cannot be restored is passed over with a logged warning (counted
         in :attr:`snapshot_fallbacks`): the one before it is tried, then a full replay. Snapshots only save
         time; the entries are what holds the sale."""
+        ledger = await self._restore(on_outcomes, report=False)
+        assert isinstance(ledger, Ledger)
+        return ledger
+
+    async def report(self) -> dict[str, Any]:
+        """The journal's report (:meth:`Ledger.snapshot`'s shape): what its latest snapshot carries when no
+        event follows it and it passes its checksum (a sale that has ended: no ledger is restored), else the
+        report of :meth:`rebuild`'s ledger."""
+        got = await self._restore(None, report=True)
+        return got if isinstance(got, dict) else got.snapshot()
+
+    async def _restore(self, on_outcomes: Callable[[list[Outcome]], None] | None, *,
+                       report: bool) -> Ledger | dict[str, Any]:
+        """:meth:`rebuild`; with ``report``, the report the latest snapshot carries instead when it is at the
+        last event (each snapshot's body is read once either way)."""
         try:
-            async for seq, version, body in self._snapshots():
-                if version > SNAPSHOT_VERSION:
-                    raise JournalError(f"{self.path}: the snapshot at event {seq} has format {version}; this "
-                                       f"livecart reads up to {SNAPSHOT_VERSION}: upgrade livecart")
-                if body is None:
-                    self._fall_back(seq, "it fails its checksum")
-                    continue
-                tail = await self.entries(after=seq)
-                try:
-                    ledger = resume(self.header, version, body, tail, on_outcomes=on_outcomes,
-                                    dedupe=not self.readonly)
-                except JournalError as exc:
-                    if on_outcomes is not None:
-                        raise  # outcomes were passed on already: a second replay would repeat them
-                    self._fall_back(seq, str(exc))
-                    continue
-                self.rebuilt_from = (seq, len(tail))
-                return ledger
+            async with contextlib.aclosing(self._snapshots()) as snapshots:
+                async for seq, version, body in snapshots:
+                    if version > SNAPSHOT_VERSION:
+                        raise JournalError(f"{self.path}: the snapshot at event {seq} has format {version}; "
+                                           f"this livecart reads up to {SNAPSHOT_VERSION}: upgrade livecart")
+                    if body is None:
+                        self._fall_back(seq, "it fails its checksum")
+                        continue
+                    if report and seq == self.last_seq:
+                        carried = _carried_report(body)
+                        if carried is not None:
+                            self.rebuilt_from = (seq, 0)
+                            return carried
+                    tail = await self.entries(after=seq)
+                    try:
+                        ledger = resume(self.header, version, body, tail, on_outcomes=on_outcomes,
+                                        dedupe=not self.readonly)
+                    except JournalError as exc:
+                        if on_outcomes is not None:
+                            raise  # outcomes were passed on already: a second replay would repeat them
+                        self._fall_back(seq, str(exc))
+                        continue
+                    self.rebuilt_from = (seq, len(tail))
+                    return ledger
             tail = await self.entries()
             self.rebuilt_from = (0, len(tail))
             return rebuild_entries(self.header, tail, on_outcomes=on_outcomes)
         except sqlite3.DatabaseError as exc:
             raise ForeignDatabase(f"{self.path} is damaged ({exc})") from exc
-
-    async def report(self) -> dict[str, Any]:
-        """The journal's report (:meth:`Ledger.snapshot`'s shape): what its latest snapshot carries when no
-        event follows it and it passes its checksum (a sale that has ended: no ledger is restored), else the
-        report of :meth:`rebuild`'s ledger (which reads past a damaged snapshot, or raises)."""
-        if self.schema >= 2:
-            async with contextlib.aclosing(self._snapshots()) as snapshots:
-                async for seq, version, body in snapshots:
-                    if seq == self.last_seq and body is not None and version <= SNAPSHOT_VERSION:
-                        with paused_gc():
-                            try:
-                                report = snapshot_report(body)
-                            except orjson.JSONDecodeError:
-                                report = None
-                        if report is not None:
-                            self.rebuilt_from = (seq, 0)
-                            return report
-                    break  # only the latest: an older one has events after it
-        return (await self.rebuild()).snapshot()
 
     def _fall_back(self, seq: int, why: str) -> None:
         self.snapshot_fallbacks += 1
