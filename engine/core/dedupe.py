@@ -98,6 +98,11 @@ def key_hash(platform: str, room: str, cid: str) -> int:
     return crc32(_utf8(cid), crc32(_utf8(prefix)))
 
 
+def _holds(segs: list[array[int]], h: int, m: int) -> bool:
+    """Whether one of the filter segments ``segs`` holds the bits ``m`` of hash ``h`` (a key it may have seen)."""
+    return any(seg[h & (len(seg) - 1)] & m == m for seg in segs)
+
+
 def _utf8(s: str) -> bytes:
     return s.encode("utf-8", "surrogatepass")
 
@@ -201,7 +206,7 @@ class Dedupe:
             w = seg[i]
             m = self._masks[h >> _HIGH]
             x = w | m
-            if ask and (x == w or (self._older_segs and self._older(h, m))):  # maybe seen
+            if ask and (x == w or (self._older_segs and _holds(self._older_segs, h, m))):  # maybe seen
                 self._h = h
                 if self._confirm(ri, cid):
                     return False
@@ -214,10 +219,6 @@ class Dedupe:
         if len(ids) >= self._next:
             self._step(seq)
         return True
-
-    def _older(self, h: int, m: int) -> bool:
-        """Whether a segment before the last holds the bits ``m`` of hash ``h``."""
-        return any(seg[h & (len(seg) - 1)] & m == m for seg in self._older_segs)
 
     def _step(self, seq: int) -> None:
         """What happens at the key just taken (comment event ``seq``), the ``n``-th in memory: the filter's
@@ -341,7 +342,7 @@ class Dedupe:
             return False
         self._h = h = crc32(_utf8(cid), self._room_crc[ri])
         m = self._masks[h >> _HIGH]
-        return any(seg[h & (len(seg) - 1)] & m == m for seg in self._segs) and self._confirm(ri, cid)
+        return _holds(self._segs, h, m) and self._confirm(ri, cid)
 
     @property
     def in_memory(self) -> int:
