@@ -114,10 +114,10 @@ class _Order:
                 "platform": self.platform, "room": self.room}
 
 
-
 def _unit_figures(u: _Unit) -> dict[str, Any]:
     return {"stock": u.stock, "left": u.stock - u.reserved, "reserved": u.reserved, "presale": u.queued,
             "cap": u.cap, "queue": len(u.queue), "paid": u.paid}
+
 
 class Ledger:
     """Decides outcomes for parsed comments and host controls. See the module docstring for the rules.
