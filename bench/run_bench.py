@@ -59,6 +59,7 @@ import orjson
 
 from livecart.bench import baselines
 from livecart.bench.scenario import Scenario, flash_buys
+from livecart.runtime.trace import percentiles
 
 #: Issue #17's goals for ``livecart run`` on the all-buy flash stream (2 cores, default install).
 TARGETS = {"run_comments_per_s": 250_000, "vs_redis": 5.0}
@@ -169,15 +170,7 @@ def read_frames(path: Path, n: int, size: int) -> list[bytes]:
 
 
 def percentiles_ms(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    v = sorted(values)
-
-    def at(q: float) -> float:
-        return round(v[min(len(v) - 1, int(q * len(v)))] * 1000, 3)
-
-    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "p999": at(0.999), "max": round(v[-1] * 1000, 3),
-            "samples": len(v)}
+    return {**percentiles(values), "samples": len(values)} if values else {}
 
 
 async def feed_websocket(url: str, frames: Sequence[bytes], size: int, rate: float, *, give_up: float
