@@ -102,12 +102,19 @@ def rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-async def generate(cfg_path: Path, n: int, inflight: int = 4) -> dict[str, Any]:
-    gc.disable()  # as `livecart run` does until tune_gc()
+async def _open(cfg_path: Path) -> Engine:
+    """The engine on ``cfg_path``'s journal, opened as ``livecart run`` opens it: the collector off and glibc's
+    malloc tuned before the journal is read, tune_gc() once it is rebuilt."""
+    gc.disable()
     cfg = load(cfg_path, adapter_options=lambda t: {}, hook_options=lambda t: {})
-    tune_malloc()  # as ``livecart run`` does
+    tune_malloc()
     engine = await Engine.open(cfg, parse=lambda text, featured: NOTHING)
     tune_gc()
+    return engine
+
+
+async def generate(cfg_path: Path, n: int, inflight: int = 4) -> dict[str, Any]:
+    engine = await _open(cfg_path)
     sem = asyncio.Semaphore(inflight)
     tasks: set[asyncio.Task[Any]] = set()
 
@@ -139,22 +146,8 @@ async def generate(cfg_path: Path, n: int, inflight: int = 4) -> dict[str, Any]:
 _ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def timed(cmd: list[str]) -> tuple[float, bytes]:
-    """Wall seconds of one run of ``cmd``, and its stdout."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, check=False, env=_ENV)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd} failed: {proc.stderr.decode()[-2000:]}")
-    return wall, proc.stdout
-
-
 async def _restart_probe(cfg_path: Path, started: float) -> dict[str, Any]:
-    gc.disable()  # as `livecart run` does until tune_gc()
-    cfg = load(cfg_path, adapter_options=lambda t: {}, hook_options=lambda t: {})
-    tune_malloc()  # as ``livecart run`` does
-    engine = await Engine.open(cfg, parse=lambda text, featured: NOTHING)
-    tune_gc()
+    engine = await _open(cfg_path)
     c = Comment("douyin", "7312", "restart-probe", "u-probe", "u-probe", "", 0.0)
     out = await engine.submit_parsed([(c, ParseResult(Intent.BUY, (Item("egg", None, 1),)))])
     selling = time.time() - started
