@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import gc
 import io
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,31 +47,32 @@ COLUMNS = ("order", "buyer", "product", "variant", "qty", "status", "price", "ti
            "name", "platform", "room", "comment")
 
 
-async def _read(path: Any, with_names: bool) -> tuple[Ledger, dict[str, str]]:
+@contextlib.asynccontextmanager
+async def _journal(path: Any) -> AsyncIterator[SqliteStore]:
+    """The journal at ``path`` open for reading (never created, never written), closed after."""
     j = await SqliteStore.open(path, readonly=True)
     try:
+        yield j
+    finally:
+        await j.close()
+
+
+async def _read(path: Any, with_names: bool) -> tuple[Ledger, dict[str, str]]:
+    async with _journal(path) as j:
         ledger = await j.rebuild()  # the latest snapshot plus the events after it
         # Display names are not ledger state: an export reads them from every comment.
         names = _names(await j.entries()) if with_names else {}
-    finally:
-        await j.close()
     return ledger, names
 
 
 async def _report(path: Any) -> dict[str, Any]:
-    j = await SqliteStore.open(path, readonly=True)
-    try:
+    async with _journal(path) as j:
         return await j.report()
-    finally:
-        await j.close()
 
 
 async def _entries(path: Any) -> tuple[Header, list[Entry]]:
-    j = await SqliteStore.open(path, readonly=True)
-    try:
+    async with _journal(path) as j:
         return j.header, await j.entries()
-    finally:
-        await j.close()
 
 
 def _names(entries: list[Entry]) -> dict[str, str]:
