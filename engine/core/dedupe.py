@@ -13,19 +13,21 @@ has been processed before; the answer is exact at any age, with memory that does
   that is the answer for nearly every new comment, with no I/O. A key it holds *may* have been seen (a real
   old duplicate, or a false positive, a fraction of a percent of new keys). (A key in the window is found in
   its room's set before the filter is asked.)
-* **Confirmation.** A "maybe" is confirmed exactly: against the keys that left the window since the last
-  full chunk (``chunk`` keys, in memory, in the room sets with the window), against the chunks handed to
-  the store and not yet indexed (in memory until :meth:`indexed`), and finally through ``lookup`` (a callable the store provides; it reads the
-  journal's index of older chunks). Only a key found there is a duplicate: a false positive never drops a
-  new comment. Without a ``lookup`` (a bare ledger, a replay) an unconfirmed "maybe" counts as new.
+* **Confirmation.** Every key held in memory is in its room's set: the window, the keys that left it since
+  the last full chunk, and the chunks handed to the store and not yet indexed (until :meth:`indexed`). The
+  ledger looks there first, so a "maybe" is for a key in none of them, and is confirmed exactly through
+  ``lookup`` (a callable the store provides; it reads the journal's index of older chunks). Only a key found
+  there is a duplicate: a false positive never drops a new comment. Without a ``lookup`` (a bare ledger, a
+  replay) an unconfirmed "maybe" counts as new.
 
 Everything here is deterministic: the same keys in the same order give the same state, the same chunk
 boundaries (a chunk is the keys of ``chunk`` consecutive comment events, so the store can rebuild a chunk
 it lost in a crash from the journal's entries between ``first`` and ``last``) and the same snapshot.
 
-Per new key the hot path (:meth:`Dedupe.admit`) does the least it can: a hash and one probe once the filter
-is on, two or three appends, one comparison. Everything else (a chunk's first and last event, the filter's
-count, a full chunk) happens at steps thousands of keys apart.
+Per new key the hot path does the least it can: a hash and one probe once the filter is on, one or two
+appends, one comparison; :meth:`Ledger.decide <livecart.core.ledger.Ledger.decide>` does it inline and calls
+:meth:`Dedupe.admit` only for the rest. Everything else (a chunk's first and last event, the filter's count, a
+full chunk, a change of room) happens at steps thousands of keys apart.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ _MASKS: list[int] = []
 #: The filter's 64-bit words: typecode "L" where a C long has 64 bits (its items go to and from Python ints
 #: several times faster than "Q"'s, with the same bytes), else "Q". Keys' hashes (CRC-32s): "I".
 _WORD: Final = "L" if array("L").itemsize == 8 else "Q"
-_HIGH: Final = 32 - _MASK_BITS  # a key's mask is picked by the top _MASK_BITS bits of its hash
+MASK_SHIFT: Final = 32 - _MASK_BITS  # a key's mask is picked by the top _MASK_BITS bits of its hash
 
 
 def escape(s: str) -> str:
@@ -98,9 +100,12 @@ def key_hash(platform: str, room: str, cid: str) -> int:
     return crc32(_utf8(cid), crc32(_utf8(prefix)))
 
 
-def _holds(segs: list[array[int]], h: int, m: int) -> bool:
+def holds(segs: list[array[int]], h: int, m: int) -> bool:
     """Whether one of the filter segments ``segs`` holds the bits ``m`` of hash ``h`` (a key it may have seen)."""
-    return any(seg[h & (len(seg) - 1)] & m == m for seg in segs)
+    for seg in segs:  # noqa: SIM110 (a loop, not any() over a generator: asked per new key once a segment is full)
+        if seg[h & (len(seg) - 1)] & m == m:
+            return True
+    return False
 
 
 def _utf8(s: str) -> bytes:
@@ -115,7 +120,7 @@ class Dedupe:
             raise ValueError(f"recent must be 1 or more, got {recent}")
         if not _MASKS:
             _MASKS.extend(_masks())
-        self._masks = _MASKS
+        self.masks = _MASKS
         self.recent = recent
         self.chunk = chunk or CHUNK  # 0: the module's (read at each call, so a test can make it small)
         self.segment = segment or SEGMENT0
@@ -124,13 +129,17 @@ class Dedupe:
         self.room_index: dict[tuple[str, str], int] = {}
         self.rooms: list[tuple[str, str]] = []
         self.prefixes: list[str] = []  # escaped "platform\x1froom\x1f" per room
-        self._room_crc: list[int] = []  # CRC-32 of that prefix: a key's hash starts from it
+        self.room_crc: list[int] = []  # CRC-32 of that prefix: a key's hash starts from it
         self._room_sets: list[set[str]] = []
-        # The keys in memory in arrival order (the window, and before it the keys of the chunk being filled):
-        # id, room, and, once the filter is on, hash. The first of them is the first key of a chunk.
-        self._ids: list[str] = []
-        self._rms: list[int] = []
-        self._hashes = array("I")
+        #: The keys in memory in arrival order (the window, and before it the keys of the chunk being filled):
+        #: ids here, and, once the filter is on, their hashes in :attr:`hashes`. The first of them is the first
+        #: key of a chunk. Their rooms go by runs: keys ``_run_at[k]`` on (up to the next run) are of room
+        #: ``_run_ri[k]``, and the last run is always the room :meth:`switch` named last, so a key of that room
+        #: is taken with no per-key room at all (a chat nearly always has one room).
+        self.ring: list[str] = []
+        self.hashes = array("I")
+        self._run_at: list[int] = []
+        self._run_ri: list[int] = []
         # The comment events of the chunk edges among them: first and last of each chunk, in order (a chunk is
         # the keys of consecutive comment events, so its edges are all the store needs to rebuild it).
         self._edges: list[int] = []
@@ -145,18 +154,18 @@ class Dedupe:
         #: Whether full chunks are held for the store (a replay lets them go: the store rebuilds any it lacks).
         self.keep = False
         # The filter: segments (64-bit words, a power of two each), the keys each holds and is sized for. New
-        # keys go into the last one (``_seg``, ``_top`` its index mask); the keys counted into ``_seg_n`` are
-        # the first ``_counted`` of all keys ever taken.
+        # keys go into the last one (``seg``, ``top`` its index mask; ``older`` the others); the keys counted
+        # into ``_seg_n`` are the first ``_counted`` of all keys ever taken.
         self._segs: list[array[int]] = []
         self._seg_n: list[int] = []
         self._seg_cap: list[int] = []
-        self._seg = array(_WORD)
-        self._older_segs: list[array[int]] = []
-        self._top = 0
+        self.seg = array(_WORD)
+        self.older: list[array[int]] = []
+        self.top = 0
         self._counted = 0
-        # Nothing happens per key beyond the appends until ``len(self._ids)`` reaches ``_next``: a chunk edge,
-        # the window's first overflow, the last segment full, or a full chunk (see :meth:`_step`).
-        self._next = 1
+        #: Nothing happens per key beyond the appends until ``len(self.ring)`` reaches this: a chunk edge, the
+        #: window's first overflow, the last segment full, or a full chunk (see :meth:`_step`).
+        self.next_step = 1
         #: Confirms a "maybe": whether the store's index holds this key (:func:`key_text`, :func:`key_hash`).
         #: None: no store.
         self.lookup: Callable[[str, int], bool] | None = None
@@ -181,49 +190,75 @@ class Dedupe:
         self._room_sets.append(ids)
         prefix = f"{escape(platform)}\x1f{escape(room)}\x1f"
         self.prefixes.append(prefix)
-        self._room_crc.append(crc32(_utf8(prefix)))
+        self.room_crc.append(crc32(_utf8(prefix)))
         return ri, ids
+
+    def switch(self, ri: int) -> None:
+        """The keys taken from now on are of room ``ri`` (until the next switch)."""
+        at, rs = self._run_at, self._run_ri
+        if at and at[-1] == len(self.ring):  # the last run has no key yet: it goes
+            at.pop()
+            rs.pop()
+        if not rs or rs[-1] != ri:
+            at.append(len(self.ring))
+            rs.append(ri)
+
+    def _rooms_of(self, lo: int, hi: int) -> list[int]:
+        """The room of each key in memory from ``lo`` to ``hi``."""
+        out: list[int] = []
+        at, rs = self._run_at, self._run_ri
+        for k, ri in enumerate(rs):
+            a = max(at[k], lo)
+            b = min(at[k + 1] if k + 1 < len(at) else hi, hi)
+            if b > a:
+                out += [ri] * (b - a)
+        return out
 
     @property
     def spilled(self) -> int:
         """Keys that have left the window (all of them are in the filter, as are the window's since then)."""
-        return max(0, len(self.chunks) * self.chunk + len(self._ids) - self.recent)
+        return max(0, len(self.chunks) * self.chunk + len(self.ring) - self.recent)
 
     # ------------------------------------------------------------------ the hot path
 
     def admit(self, ri: int, cid: str, seq: int, ask: bool) -> bool:
         """Called for a key of room ``ri`` that is not in the room's set: False when it was seen before (nothing
         changes), else True, and the key is remembered as comment event ``seq`` (the caller adds it to the
-        room's set). ``ask``: False when the caller knows the key is new (a journal replay)."""
+        room's set). ``ask``: False when the caller knows the key is new (a journal replay).
+
+        :meth:`Ledger.decide <livecart.core.ledger.Ledger.decide>` does this itself for a key of the room
+        switched to last that the filter rules out at once and that makes no step (nearly every key: a
+        method call per comment was ~5% of deciding it), and calls this for every other."""
+        if not self._run_ri or self._run_ri[-1] != ri:
+            self.switch(ri)
         if self.filtering:
             try:
                 b = cid.encode()
             except UnicodeEncodeError:
                 b = cid.encode("utf-8", "surrogatepass")
-            h = crc32(b, self._room_crc[ri])
-            seg = self._seg
-            i = h & self._top
+            h = crc32(b, self.room_crc[ri])
+            seg = self.seg
+            i = h & self.top
             w = seg[i]
-            m = self._masks[h >> _HIGH]
+            m = self.masks[h >> MASK_SHIFT]
             x = w | m
-            if ask and (x == w or (self._older_segs and _holds(self._older_segs, h, m))):  # maybe seen
+            if ask and (x == w or (self.older and holds(self.older, h, m))):  # maybe seen
                 self._h = h
                 if self._confirm(ri, cid):
                     return False
             if x != w:
                 seg[i] = x
-            self._hashes.append(h)
-        ids = self._ids
+            self.hashes.append(h)
+        ids = self.ring
         ids.append(cid)
-        self._rms.append(ri)
-        if len(ids) >= self._next:
+        if len(ids) >= self.next_step:
             self._step(seq)
         return True
 
     def _step(self, seq: int) -> None:
         """What happens at the key just taken (comment event ``seq``), the ``n``-th in memory: the filter's
         count, and its first start or a new segment; a chunk edge; a full chunk. Then when to come back."""
-        n = len(self._ids)
+        n = len(self.ring)
         c = self.chunk
         if self.filtering:
             total = len(self.chunks) * c + n
@@ -239,12 +274,12 @@ class Dedupe:
             self._edges.append(seq)
         if n >= self.recent + c:
             self._chunk_full()
-        self._next = self._next_step()
+        self.next_step = self._next_step()
 
     def _next_step(self) -> int:
         """How many keys in memory make the next step: a chunk's first or last key, a full chunk, the first
         key to leave the window, a full segment."""
-        n = len(self._ids)
+        n = len(self.ring)
         c = self.chunk
         nxt = min((n // c + 1) * c, ((n - 1) // c + 1) * c + 1, self.recent + c)
         if self.filtering:
@@ -253,25 +288,26 @@ class Dedupe:
 
     def _start_filter(self) -> None:
         """The filter is turned on: the keys in memory are hashed and put in it."""
-        ids, rms, crcs = self._ids, self._rms, self._room_crc
-        self._hashes = array("I", [crc32(_utf8(cid), crcs[ri]) for cid, ri in zip(ids, rms, strict=True)])
+        ids, crcs = self.ring, self.room_crc
+        rms = self._rooms_of(0, len(ids))
+        self.hashes = array("I", [crc32(_utf8(cid), crcs[ri]) for cid, ri in zip(ids, rms, strict=True)])
         self.filtering = True
         self._counted = len(self.chunks) * self.chunk
         self._fill(0)
 
     def _fill(self, lo: int) -> None:
         """Put the keys in memory from ``lo`` on in the filter and count them (a new segment as one fills)."""
-        hashes, masks = self._hashes, self._masks
+        hashes, masks = self.hashes, self.masks
         hi = len(hashes)
         i = lo
         while i < hi:
             if not self._segs or self._seg_n[-1] >= self._seg_cap[-1]:
                 self._grow()
-            seg, top = self._seg, self._top
+            seg, top = self.seg, self.top
             n = min(hi - i, self._seg_cap[-1] - self._seg_n[-1])
             for j in range(i, i + n):
                 h = hashes[j]
-                seg[h & top] |= masks[h >> _HIGH]
+                seg[h & top] |= masks[h >> MASK_SHIFT]
             self._seg_n[-1] += n
             i += n
         self._counted += hi - lo
@@ -284,47 +320,47 @@ class Dedupe:
         words = 1
         while words < cap >> _WORDS_SHIFT:
             words <<= 1
-        self._seg = array(_WORD, bytes(8 * words))
-        self._top = words - 1
-        self._segs.append(self._seg)
-        self._older_segs = self._segs[:-1]
+        self.seg = array(_WORD, bytes(8 * words))
+        self.top = words - 1
+        self._segs.append(self.seg)
+        self.older = self._segs[:-1]
         self._seg_n.append(0)
         self._seg_cap.append(cap)
 
     def _chunk_full(self) -> None:
         """The first ``chunk`` keys in memory make a chunk: they go to the store (or, in a replay, just go)."""
         c = self.chunk
-        ids, rms, hashes = self._ids[:c], self._rms[:c], self._hashes[:c]
+        ids, rms, hashes = self.ring[:c], self._rooms_of(0, c), self.hashes[:c]
         no = len(self.chunks)
         self.chunks.append((self._edges[0], self._edges[1]))
         del self._edges[:2]
-        sets = self._room_sets
-        if rms.count(rms[0]) == c:  # one room: nearly always
-            sets[rms[0]].difference_update(ids)
-        else:
-            for cid, ri in zip(ids, rms, strict=True):
-                sets[ri].discard(cid)
-        del self._ids[:c]
-        del self._rms[:c]
-        del self._hashes[:c]
+        if not self.keep:
+            self._forget(ids, rms)
+        del self.ring[:c]
+        del self.hashes[:c]
+        at, rs = self._run_at, self._run_ri
+        k = 0
+        while k + 1 < len(at) and at[k + 1] <= c:  # the runs that end in the chunk go; the one it ends in stays
+            k += 1
+        self._run_at = [0] + [a - c for a in at[k + 1:]]
+        self._run_ri = rs[k:]
         if self.keep:
             self.handoff[no] = (ids, rms, hashes)
             self.fresh.append(no)
 
+    def _forget(self, ids: list[str], rms: list[int]) -> None:
+        """The keys of a chunk leave the room sets."""
+        sets = self._room_sets
+        if rms.count(rms[0]) == len(ids):  # one room: nearly always
+            sets[rms[0]].difference_update(ids)
+        else:
+            for cid, ri in zip(ids, rms, strict=True):
+                sets[ri].discard(cid)
+
     def _confirm(self, ri: int, cid: str) -> bool:
-        """The filter said "maybe" for a key not in memory: whether a chunk held for the store or the store's
-        index holds it."""
+        """The filter said "maybe" for a key not in memory: whether the store's index holds it. (A key of a
+        chunk held for the store is still in its room's set, so it never gets here.)"""
         self.maybes += 1
-        for ids, rms, _ in self.handoff.values():
-            j = -1
-            try:
-                while True:
-                    j = ids.index(cid, j + 1)
-                    if rms[j] == ri:
-                        self.old_dupes += 1
-                        return True
-            except ValueError:
-                pass
         lookup = self.lookup
         if lookup is not None and lookup(self.prefixes[ri] + escape(cid), self._h):
             self.old_dupes += 1
@@ -340,14 +376,14 @@ class Dedupe:
             return True
         if not self.filtering:
             return False
-        self._h = h = crc32(_utf8(cid), self._room_crc[ri])
-        m = self._masks[h >> _HIGH]
-        return _holds(self._segs, h, m) and self._confirm(ri, cid)
+        self._h = h = crc32(_utf8(cid), self.room_crc[ri])
+        m = self.masks[h >> MASK_SHIFT]
+        return holds(self._segs, h, m) and self._confirm(ri, cid)
 
     @property
     def in_memory(self) -> int:
         """Ids held exactly in memory: the window, the chunk being filled, the chunks not yet indexed."""
-        return len(self._ids) + sum(len(ids) for ids, _, _ in self.handoff.values())
+        return len(self.ring) + sum(len(ids) for ids, _, _ in self.handoff.values())
 
     # ------------------------------------------------------------------ the store's side
 
@@ -359,8 +395,11 @@ class Dedupe:
         return out
 
     def indexed(self, no: int) -> None:
-        """The store's index holds chunk ``no`` now: its keys need not stay in memory."""
-        self.handoff.pop(no, None)
+        """The store's index holds chunk ``no`` now: its keys need not stay in memory (until then they stay in
+        their rooms' sets, where the ledger finds a re-delivery of one before it asks anything else)."""
+        held = self.handoff.pop(no, None)
+        if held is not None:
+            self._forget(held[0], held[1])
 
     # ------------------------------------------------------------------ snapshots
 
@@ -374,7 +413,7 @@ class Dedupe:
         return {
             "recent": self.recent, "chunk": self.chunk, "segment": self.segment,
             "rooms": [list(r) for r in self.rooms],
-            "ids": list(self._ids), "ring_rooms": list(self._rms), "hashes": self._hashes.tobytes(),
+            "ids": list(self.ring), "ring_rooms": self._rooms_of(0, len(self.ring)), "hashes": self.hashes.tobytes(),
             "edges": list(self._edges), "filtering": self.filtering, "spilled": self.spilled,
             "chunks": [list(c) for c in self.chunks],
             "filter": [[memoryview(seg).cast("B").toreadonly() if n >= cap else seg.tobytes(), n, cap]
@@ -385,7 +424,7 @@ class Dedupe:
         """The keys in each filter segment (those taken since the last step are not counted yet)."""
         counts = list(self._seg_n)
         if counts:
-            counts[-1] += len(self.chunks) * self.chunk + len(self._ids) - self._counted
+            counts[-1] += len(self.chunks) * self.chunk + len(self.ring) - self._counted
         return counts
 
     @classmethod
@@ -406,7 +445,7 @@ class Dedupe:
             hashes = array("I", _array("Q", state["hashes"], len(ids)) if filtering else ())
             for j in range(len(hashes)):  # a key taken before the filter began had none
                 if not hashes[j]:
-                    hashes[j] = crc32(_utf8(ids[j]), dd._room_crc[rms[j]])
+                    hashes[j] = crc32(_utf8(ids[j]), dd.room_crc[rms[j]])
             edges: list[int] = []
             for k in range(0, len(ids), c):
                 edges.append(seqs[k])
@@ -422,7 +461,11 @@ class Dedupe:
         if (len(rms) != len(ids) or any(r >= len(dd.rooms) for r in rms) or len(ids) > most
                 or len(edges) != (len(ids) + c - 1) // c + len(ids) // c):
             raise ValueError("the ids in memory in the snapshot do not fit its window")
-        dd._ids, dd._rms, dd._hashes, dd._edges = ids, rms, hashes, edges
+        dd.ring, dd.hashes, dd._edges = ids, hashes, edges
+        for j, ri in enumerate(rms):
+            if not dd._run_ri or dd._run_ri[-1] != ri:
+                dd._run_at.append(j)
+                dd._run_ri.append(ri)
         sets = dd._room_sets
         for cid, ri in zip(ids, rms, strict=True):
             sets[ri].add(cid)
@@ -435,7 +478,7 @@ class Dedupe:
             dd._seg_n.append(int(n))
             dd._seg_cap.append(int(cap))
         if dd._segs:
-            dd._seg, dd._top, dd._older_segs = dd._segs[-1], len(dd._segs[-1]) - 1, dd._segs[:-1]
+            dd.seg, dd.top, dd.older = dd._segs[-1], len(dd._segs[-1]) - 1, dd._segs[:-1]
         elif filtering:
             raise ValueError("the snapshot's filter has no segment")
         dd.filtering = filtering
@@ -447,11 +490,11 @@ class Dedupe:
             dd._start_filter()
         if len(ids) >= dd.recent + c:
             dd._chunk_full()
-        dd._next = dd._next_step()
+        dd.next_step = dd._next_step()
         return dd
 
     def __repr__(self) -> str:
-        return (f"<Dedupe window {self.recent:,}, {len(self._ids):,} ids in memory, {self.spilled:,} left it, "
+        return (f"<Dedupe window {self.recent:,}, {len(self.ring):,} ids in memory, {self.spilled:,} left it, "
                 f"filter {sum(len(s) for s in self._segs) * 8 / 2**20:.1f} MB, {len(self.chunks)} chunks>")
 
 
@@ -509,4 +552,5 @@ def _array(code: str, data: Any, n: int | None) -> array[int]:
     return a
 
 
-__all__ = ["CHUNK", "SEGMENT0", "ChunkKeys", "Dedupe", "escape", "key_hash", "key_lines", "key_text"]
+__all__ = ["CHUNK", "MASK_SHIFT", "SEGMENT0", "ChunkKeys", "Dedupe", "escape", "holds", "key_hash", "key_lines",
+           "key_text"]

@@ -115,6 +115,46 @@ def test_duplicates_of_any_age_are_recognised_and_nothing_new_is_dropped(
     assert sorted(d[2] for _, _, _, d in rows) == sorted(f"m{i}" for i in seen)
 
 
+# The same with two rooms taking turns at random: the ledger keeps a key's room by runs (a switch of room
+# starts one), which chunks cut through and snapshots carry.
+room_batches = st.lists(st.tuples(st.lists(st.tuples(st.sampled_from("rs"), st.integers(0, 25)), min_size=1,
+                                           max_size=12), st.booleans()), min_size=1, max_size=14)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(run=room_batches, window=st.integers(1, 4), snap=st.integers(1, 9))
+def test_keys_of_rooms_taking_turns_are_told_apart_at_any_age(
+        tmp_path_factory: pytest.TempPathFactory, backend: str, run: list[tuple[list[tuple[str, int]], bool]],
+        window: int, snap: int) -> None:
+    cfg = config(tmp_path_factory.mktemp("dd"), window, snap)
+    space = MemorySpace()
+
+    async def go() -> list[int]:
+        engine = await open_engine(cfg, backend, space)
+        journalled: list[int] = []
+        try:
+            for keys, restart in run:
+                before = engine.ledger.seq
+                await engine.submit([Comment("p", room, f"m{i}", "u", "n", "hi", 0.0) for room, i in keys])
+                journalled.append(engine.ledger.seq - before)
+                if restart:
+                    await engine.close()
+                    engine = await open_engine(cfg, backend, space)
+        finally:
+            await engine.close()
+        return journalled
+
+    journalled = asyncio.run(go())
+    seen: set[tuple[str, int]] = set()
+    want = []
+    for keys, _ in run:
+        want.append(sum(1 for k in keys if k not in seen and not seen.add(k)))  # type: ignore[func-returns-value]
+    assert journalled == want
+    rows = asyncio.run(entries(backend, cfg, space))
+    assert sorted((d[1], d[2]) for _, _, _, d in rows) == sorted((room, f"m{i}") for room, i in seen)
+
+
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 def test_an_old_duplicate_is_found_in_the_store_and_false_positives_drop_nothing(tmp_path: Path,
                                                                                   backend: str) -> None:
