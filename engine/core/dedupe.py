@@ -33,6 +33,7 @@ full chunk, a change of room) happens at steps thousands of keys apart.
 from __future__ import annotations
 
 import base64
+import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
@@ -518,19 +519,41 @@ class ChunkKeys:
             yield prefixes[ri] + escape(cid), h
 
     def lines(self, groups: int) -> dict[int, str]:
-        """:func:`key_lines` of these keys."""
+        """:func:`key_lines` of these keys (``groups`` a power of two up to 65,536)."""
         ids, rms = self.ids, self.rms
         if ids and rms.count(rms[0]) == len(ids):  # one room (nearly always): its prefix goes in the join
-            mask = groups - 1
-            by: list[list[str]] = [[] for _ in range(groups)]
             joined = "".join(ids)
-            if "\\" in joined or not joined.isprintable():
+            # What escape() replaces, looked for directly (a scan per character each, where isprintable()
+            # looked every character up in the Unicode tables: ~25% of this method).
+            if "\\" in joined or "\x00" in joined or "\x1f" in joined or "\n" in joined:
                 ids = [escape(cid) for cid in ids]
-            for cid, h in zip(ids, self.hashes, strict=True):
-                by[h & mask].append(cid)
             sep = "\n" + self.prefixes[rms[0]]
-            return {g: sep + sep.join(keys) + "\n" for g, keys in enumerate(by) if keys}
+            return {g: sep + sep.join(keys) + "\n" for g, keys in enumerate(_grouped(ids, self.hashes, groups))
+                    if keys}
         return key_lines(self, groups)
+
+
+def _grouped(ids: list[str], hashes: array[int], groups: int) -> list[list[str]]:
+    """``ids`` by the low bits of their ``hashes`` (``groups`` lists). A key's group is read from the low
+    bytes of its hash as the array holds them (a byte taken from bytes is a cached small int): no arithmetic
+    and no int made per key, about a third of the work of ``by[h & mask].append(cid)``."""
+    by: list[list[str]] = [[] for _ in range(groups)]
+    raw = hashes.tobytes()
+    step = hashes.itemsize
+    low = 0 if sys.byteorder == "little" else step - 1
+    high = 1 if sys.byteorder == "little" else step - 2
+    lo = raw[low::step]
+    if groups <= 256:
+        lo = lo.translate(bytes(b & (groups - 1) for b in range(256)))
+        adds = [g.append for g in by]
+        for cid, b in zip(ids, lo, strict=True):
+            adds[b](cid)
+        return by
+    hi = raw[high::step].translate(bytes(b & ((groups >> 8) - 1) for b in range(256)))
+    add2 = [[g.append for g in by[i:i + 256]] for i in range(0, groups, 256)]
+    for cid, a, b in zip(ids, hi, lo, strict=True):
+        add2[a][b](cid)
+    return by
 
 
 def key_lines(keys: Iterable[tuple[str, int]], groups: int) -> dict[int, str]:

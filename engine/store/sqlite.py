@@ -141,8 +141,20 @@ DEDUPE_BUCKETS = 1024
 #: statement took 18-42 ms alone and up to 150 ms beside a busy event loop, a stall of every commit behind it
 #: once every 1.3 s at 50,000 comments/s (issue #17).
 DEDUPE_SLICE = 32
-_INSERT_CHUNK = ("INSERT OR REPLACE INTO dedupe_keys (no, bucket, keys) "
-                 "SELECT ?, CAST(key AS INTEGER), value FROM json_each(?)")
+
+
+def _insert_rows(n: int) -> str:
+    """The statement that writes ``n`` rows of the index (no, bucket, keys): bound as plain values, so the
+    keys' text goes to SQLite as it is (a JSON object per slice cost an escape of every key's separators
+    here and a parse of all of it on the writer's thread)."""
+    sql = _INSERTS.get(n)
+    if sql is None:
+        sql = _INSERTS[n] = ("INSERT OR REPLACE INTO dedupe_keys (no, bucket, keys) VALUES "
+                             + ", ".join(["(?, ?, ?)"] * n))
+    return sql
+
+
+_INSERTS: dict[int, str] = {}
 # Whether any row of chunks 0..n-1 in the key's bucket holds it: one seek per chunk, all in SQLite.
 _LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM c WHERE x + 1 < ?) "
            "SELECT 1 FROM c JOIN dedupe_keys ON no = c.x AND bucket = ? WHERE instr(keys, ?) > 0 LIMIT 1")
@@ -151,19 +163,23 @@ _WHAT_TO_DO = ("`livecart journal verify {p}` shows every problem; `livecart jou
                "copy and cuts the journal back to its last good batch")
 
 
-def _chunk_slices(first: int, last: int, keys: Iterable[tuple[str, int]]) -> list[str]:
-    """One index chunk as the JSON objects :data:`_INSERT_CHUNK` inserts, :data:`DEDUPE_SLICE` buckets each:
-    bucket -> its keys, one a line (a key's bucket is the low bits of its
-    :func:`~livecart.core.dedupe.key_hash`). The last one holds bucket -1 too, the chunk's first and last
-    event."""
+def _chunk_slices(no: int, first: int, last: int, keys: Iterable[tuple[str, int]]) -> list[list[Any]]:
+    """Index chunk ``no`` as the parameters of one :func:`_insert_rows` statement per :data:`DEDUPE_SLICE`
+    buckets: (no, bucket, its keys one a line) of each bucket in the slice, flat (a key's bucket is the low
+    bits of its :func:`~livecart.core.dedupe.key_hash`). The last slice holds bucket -1 too, the chunk's
+    first and last event."""
     lines = keys.lines(DEDUPE_BUCKETS) if isinstance(keys, ChunkKeys) else key_lines(keys, DEDUPE_BUCKETS)
-    out: list[str] = []
+    out: list[list[Any]] = []
     for start in range(0, DEDUPE_BUCKETS, DEDUPE_SLICE):
-        part = {str(b): lines[b] for b in range(start, start + DEDUPE_SLICE) if b in lines}
+        part: list[Any] = []
+        for b in range(start, start + DEDUPE_SLICE):
+            text = lines.get(b)
+            if text is not None:
+                part += (no, b, text)
         if start + DEDUPE_SLICE >= DEDUPE_BUCKETS:
-            part["-1"] = f"{first} {last}"
+            part += (no, -1, f"{first} {last}")
         if part:
-            out.append(orjson.dumps(part).decode())
+            out.append(part)
     return out
 
 
@@ -838,14 +854,14 @@ class SqliteStore:
         try:
             work = self.on_work
             if work is None:
-                payloads = await asyncio.to_thread(_chunk_slices, first, last, keys)
+                payloads = await asyncio.to_thread(_chunk_slices, no, first, last, keys)
             else:
-                payloads, a, b = await asyncio.to_thread(_timed, _chunk_slices, first, last, keys)
+                payloads, a, b = await asyncio.to_thread(_timed, _chunk_slices, no, first, last, keys)
                 work("index_chunk_encode", a, b)
             # One slice at a time: a commit queued meanwhile goes before the next slice.
             for payload in payloads:
                 a = time.perf_counter()
-                await self._db.execute(_INSERT_CHUNK, (no, payload))
+                await self._db.execute(_insert_rows(len(payload) // 3), payload)
                 if work is not None:
                     work("index_chunk_insert", a, time.perf_counter())
         except (sqlite3.Error, ValueError) as exc:
