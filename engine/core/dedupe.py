@@ -36,6 +36,8 @@ import base64
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
+from operator import and_, rshift
 from typing import Any, Final
 from zlib import crc32
 
@@ -123,6 +125,7 @@ class Dedupe:
             _MASKS.extend(_masks())
         self.masks = _MASKS
         self.recent = recent
+        self._prefill_every = max(1, recent // 16)  # keys between the filter's fills before it is on (_prefill)
         self.chunk = chunk or CHUNK  # 0: the module's (read at each call, so a test can make it small)
         self.segment = segment or SEGMENT0
         #: Every key in memory, per room: (platform, room) -> ids; each room's index into :attr:`rooms`.
@@ -267,8 +270,11 @@ class Dedupe:
             self._counted = total
             if self._seg_n[-1] >= self._seg_cap[-1]:
                 self._grow()
-        elif n > self.recent:  # the first key leaves the window: every key in memory goes into the filter
-            self._start_filter()
+        elif n > self.recent:  # the first key leaves the window: every key in memory is in the filter now
+            self._prefill()
+            self.filtering = True
+        elif n % self._prefill_every == 0:
+            self._prefill()
         if (n - 1) % c == 0:
             self._edges.append(seq)
         if n % c == 0:
@@ -285,16 +291,24 @@ class Dedupe:
         nxt = min((n // c + 1) * c, ((n - 1) // c + 1) * c + 1, self.recent + c)
         if self.filtering:
             return min(nxt, n + self._seg_cap[-1] - self._seg_n[-1])
-        return min(nxt, self.recent + 1)
+        q = self._prefill_every
+        return min(nxt, self.recent + 1, (n // q + 1) * q)
 
-    def _start_filter(self) -> None:
-        """The filter is turned on: the keys in memory are hashed and put in it."""
+    def _prefill(self) -> None:
+        """Put the keys in memory that are not in the filter yet in it. Before the first key leaves the window
+        this happens at every sixteenth of it, so that no one decision puts the whole window in (~30 ms for
+        100,000 keys, a stall of the event loop); the filter answers nothing until it is on."""
         ids, crcs = self.ring, self.room_crc
-        rms = self._rooms_of(0, len(ids))
-        self.hashes = array("I", [crc32(_utf8(cid), crcs[ri]) for cid, ri in zip(ids, rms, strict=True)])
-        self.filtering = True
-        self._counted = len(self.chunks) * self.chunk
-        self._fill(0)
+        lo = len(self.hashes)
+        if len(self._run_ri) == 1:  # one room: hashed by map() over C functions, no bytecode per key
+            try:
+                self.hashes.extend(map(crc32, map(str.encode, ids[lo:]), repeat(crcs[self._run_ri[0]])))
+            except UnicodeEncodeError:  # a lone surrogate in an id: _utf8 below
+                del self.hashes[lo:]
+        if len(self.hashes) != len(ids):
+            rms = self._rooms_of(lo, len(ids))
+            self.hashes.extend([crc32(_utf8(cid), crcs[ri]) for cid, ri in zip(ids[lo:], rms, strict=True)])
+        self._fill(lo)
 
     def _fill(self, lo: int) -> None:
         """Put the keys in memory from ``lo`` on in the filter and count them (a new segment as one fills)."""
@@ -306,9 +320,12 @@ class Dedupe:
                 self._grow()
             seg, top = self.seg, self.top
             n = min(hi - i, self._seg_cap[-1] - self._seg_n[-1])
-            for j in range(i, i + n):
-                h = hashes[j]
-                seg[h & top] |= masks[h >> MASK_SHIFT]
+            part = hashes[i:i + n]
+            # Words and masks by map() over C functions; only the stores are a loop (two keys may share a word).
+            # The first start of the filter puts the whole window in at once, in the middle of one decision.
+            words = map(and_, part, repeat(top))
+            for w, m in zip(words, map(masks.__getitem__, map(rshift, part, repeat(MASK_SHIFT))), strict=True):
+                seg[w] |= m
             self._seg_n[-1] += n
             i += n
         self._counted += hi - lo
@@ -414,11 +431,12 @@ class Dedupe:
         return {
             "recent": self.recent, "chunk": self.chunk, "segment": self.segment,
             "rooms": [list(r) for r in self.rooms],
-            "ids": list(self.ring), "ring_rooms": self._rooms_of(0, len(self.ring)), "hashes": self.hashes.tobytes(),
+            "ids": list(self.ring), "ring_rooms": self._rooms_of(0, len(self.ring)), "hashes": self.hashes.tobytes() if self.filtering else b"",
             "edges": list(self._edges), "filtering": self.filtering, "spilled": self.spilled,
             "chunks": [list(c) for c in self.chunks],
             "filter": [[memoryview(seg).cast("B").toreadonly() if n >= cap else seg.tobytes(), n, cap]
-                       for seg, n, cap in zip(self._segs, self._counts(), self._seg_cap, strict=True)],
+                       for seg, n, cap in zip(self._segs, self._counts(), self._seg_cap, strict=True)]
+            if self.filtering else [],  # the keys put in before it is on are put in again after a restore
         }
 
     def _counts(self) -> list[int]:
@@ -483,12 +501,13 @@ class Dedupe:
         elif filtering:
             raise ValueError("the snapshot's filter has no segment")
         dd.filtering = filtering
-        dd._counted = len(dd.chunks) * c + infilter
+        dd._counted = len(dd.chunks) * c + (infilter if filtering else 0)
         if filtering:
             dd._fill(infilter)  # format 3's window was not in the filter
         # Format 3 began the filter and cut chunks a little later than this memory does: catch up.
         if not dd.filtering and len(ids) > dd.recent:
-            dd._start_filter()
+            dd._prefill()
+            dd.filtering = True
         if len(ids) >= dd.recent + c:
             dd._chunk_full()
         dd.next_step = dd._next_step()
