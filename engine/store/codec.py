@@ -261,7 +261,8 @@ def decode_snapshot(body: bytes, *, dedupe: bool = True) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off while a snapshot is decoded and restored, as it was after.
+    """The cyclic garbage collector off for a while (a snapshot decoded and restored, a batch of comments
+    decided and its rows encoded), as it was after.
 
     A restore allocates hundreds of thousands of acyclic objects at once (the decoded JSON, then an order
     object per order), and every young collection along the way scans them for nothing: restoring the 65,832
