@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -60,6 +60,24 @@ async def entries(backend: str, cfg: Config, space: MemorySpace) -> list[codec.E
         await store.close()
 
 
+K = TypeVar("K")
+
+
+def first_times(batches: list[list[K]]) -> tuple[list[int], set[K]]:
+    """The model of the duplicate memory: a key is journalled the first time it comes, never again. How many
+    keys of each batch are journalled, and every key."""
+    seen: set[K] = set()
+    want: list[int] = []
+    for keys in batches:
+        n = 0
+        for k in keys:
+            if k not in seen:
+                seen.add(k)
+                n += 1
+        want.append(n)
+    return want, seen
+
+
 # A run: batches of comment ids (from a small space, so repeats of every age happen), with a restart after
 # some batches.
 batches = st.lists(st.tuples(st.lists(st.integers(0, 40), min_size=1, max_size=12), st.booleans()),
@@ -100,16 +118,7 @@ def test_duplicates_of_any_age_are_recognised_and_nothing_new_is_dropped(
         return journalled, stats
 
     journalled, _ = asyncio.run(go())
-    # The model: an id is journalled the first time it comes, never again.
-    seen: set[int] = set()
-    want: list[int] = []
-    for ids, _ in run:
-        n = 0
-        for i in ids:
-            if i not in seen:
-                seen.add(i)
-                n += 1
-        want.append(n)
+    want, seen = first_times([ids for ids, _ in run])
     assert journalled == want
     rows = asyncio.run(entries(backend, cfg, space))
     assert sorted(d[2] for _, _, _, d in rows) == sorted(f"m{i}" for i in seen)
@@ -146,15 +155,7 @@ def test_keys_of_rooms_taking_turns_are_told_apart_at_any_age(
         return journalled
 
     journalled = asyncio.run(go())
-    seen: set[tuple[str, int]] = set()
-    want = []
-    for keys, _ in run:
-        n = 0
-        for k in keys:
-            if k not in seen:
-                seen.add(k)
-                n += 1
-        want.append(n)
+    want, seen = first_times([keys for keys, _ in run])
     assert journalled == want
     rows = asyncio.run(entries(backend, cfg, space))
     assert sorted((d[1], d[2]) for _, _, _, d in rows) == sorted((room, f"m{i}") for room, i in seen)
