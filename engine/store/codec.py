@@ -176,8 +176,9 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
 #: snapshot with a ``dedupe`` part had other filter masks (written for an hour of one day's development): it
 #: is not restored (a start passes over it as over a damaged snapshot); one without reads as format 1. 4
 #: keeps the first and last event of each chunk instead of every key's, and the window's keys in the filter
-#: too (see :mod:`livecart.core.dedupe`); format 3 still reads.
-SNAPSHOT_VERSION = 4
+#: too (see :mod:`livecart.core.dedupe`); format 3 still reads. 5 writes orders and the expiry heap by
+#: columns (a list per field, not per order: see :meth:`Ledger.state`); format 4 still reads.
+SNAPSHOT_VERSION = 5
 
 
 def _b64(value: Any) -> str:
