@@ -60,13 +60,13 @@ _BUY = Intent.BUY
 _SOLD_OUT = Reason.SOLD_OUT
 _LIMIT = Reason.LIMIT
 _CANCEL = Intent.CANCEL
-_STATUS = {s.value: s for s in Status}
+_STATUS = {s.value: s for s in Status}  # a dict lookup: Status(value) is an Enum call, ~30x slower
 #: The fields of an order in a snapshot, in order (see Ledger.state).
 _ORDER_COLUMNS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
     (name, attrgetter(attr)) for name, attr in (
         ("id", "id"), ("user", "user"), ("unit", "unit.key"), ("qty", "qty"), ("status", "status._value_"),
         ("comment", "comment"), ("platform", "platform"), ("room", "room"), ("created", "created"),
-        ("deadline", "deadline")))  # a dict lookup: Status(value) is an Enum call, ~30x slower
+        ("deadline", "deadline")))
 _INT = frozenset((int,))
 _STR = frozenset((str,))
 
