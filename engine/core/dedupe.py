@@ -322,7 +322,6 @@ class Dedupe:
             n = min(hi - i, self._seg_cap[-1] - self._seg_n[-1])
             part = hashes[i:i + n]
             # Words and masks by map() over C functions; only the stores are a loop (two keys may share a word).
-            # The first start of the filter puts the whole window in at once, in the middle of one decision.
             words = map(and_, part, repeat(top))
             for w, m in zip(words, map(masks.__getitem__, map(rshift, part, repeat(MASK_SHIFT))), strict=True):
                 seg[w] |= m
@@ -431,7 +430,8 @@ class Dedupe:
         return {
             "recent": self.recent, "chunk": self.chunk, "segment": self.segment,
             "rooms": [list(r) for r in self.rooms],
-            "ids": list(self.ring), "ring_rooms": self._rooms_of(0, len(self.ring)), "hashes": self.hashes.tobytes() if self.filtering else b"",
+            "ids": list(self.ring), "ring_rooms": self._rooms_of(0, len(self.ring)),
+            "hashes": self.hashes.tobytes() if self.filtering else b"",
             "edges": list(self._edges), "filtering": self.filtering, "spilled": self.spilled,
             "chunks": [list(c) for c in self.chunks],
             "filter": [[memoryview(seg).cast("B").toreadonly() if n >= cap else seg.tobytes(), n, cap]

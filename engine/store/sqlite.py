@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -143,18 +144,12 @@ DEDUPE_BUCKETS = 1024
 DEDUPE_SLICE = 32
 
 
+@functools.cache
 def _insert_rows(n: int) -> str:
     """The statement that writes ``n`` rows of the index (no, bucket, keys): bound as plain values, so the
     keys' text goes to SQLite as it is (a JSON object per slice cost an escape of every key's separators
     here and a parse of all of it on the writer's thread)."""
-    sql = _INSERTS.get(n)
-    if sql is None:
-        sql = _INSERTS[n] = ("INSERT OR REPLACE INTO dedupe_keys (no, bucket, keys) VALUES "
-                             + ", ".join(["(?, ?, ?)"] * n))
-    return sql
-
-
-_INSERTS: dict[int, str] = {}
+    return "INSERT OR REPLACE INTO dedupe_keys (no, bucket, keys) VALUES " + ", ".join(["(?, ?, ?)"] * n)
 # Whether any row of chunks 0..n-1 in the key's bucket holds it: one seek per chunk, all in SQLite.
 _LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM c WHERE x + 1 < ?) "
            "SELECT 1 FROM c JOIN dedupe_keys ON no = c.x AND bucket = ? WHERE instr(keys, ?) > 0 LIMIT 1")
