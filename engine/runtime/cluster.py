@@ -59,7 +59,7 @@ from livecart.core.records import Comment, Outcome, ParseResult
 from livecart.core.settings import Config
 from livecart.runtime.metrics import Registry
 from livecart.store import jetstream as js
-from livecart.store.codec import SNAPSHOT_VERSION
+from livecart.store.codec import SNAPSHOT_VERSION, dumps_state
 from livecart.store.jetstream import Fenced, SaleLog, SaleState
 
 log = logging.getLogger("livecart.cluster")
@@ -451,7 +451,7 @@ class ClusterEngine:
     async def _write_snapshot(self, applied: int, data: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         try:
-            body = await asyncio.to_thread(orjson.dumps, data)
+            body = await asyncio.to_thread(dumps_state, data)
             await self.log.snapshots.write(applied, SNAPSHOT_VERSION, body)
         except (JournalError, TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             self.snapshot_failures += 1

@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from livecart.core import control
@@ -177,14 +179,96 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
 #: is not restored (a start passes over it as over a damaged snapshot); one without reads as format 1. 4
 #: keeps the first and last event of each chunk instead of every key's, and the window's keys in the filter
 #: too (see :mod:`livecart.core.dedupe`); format 3 still reads. 5 writes orders and the expiry heap by
-#: columns (a list per field, not per order: see :meth:`Ledger.state`); format 4 still reads.
-SNAPSHOT_VERSION = 5
+#: columns (a list per field, not per order: see :meth:`Ledger.state`); format 4 still reads. 6 seals the
+#: fields an order never changes in parts of :data:`~livecart.core.ledger.ORDER_SEGMENT` orders, encoded once
+#: and written again as they are, and keeps the expiry heap as rows again; formats 4 and 5 still read.
+SNAPSHOT_VERSION = 6
+#: Most items of a list encoded by one orjson call: each call holds the GIL throughout, so a list of 400,000
+#: deadlines (13 ms) encoded whole stopped the event loop for all of it.
+_PIECE = 32768
 
 
-def _b64(value: Any) -> str:
+def _b64(value: Any) -> Any:
     if isinstance(value, bytes | memoryview):
         return base64.b64encode(value).decode("ascii")
     raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
+
+
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
+
+
+def _list_parts(values: list[Any]) -> list[bytes | memoryview]:
+    """``values`` as JSON in pieces, :data:`_PIECE` items encoded a call."""
+    if len(values) <= _PIECE:
+        return [orjson.dumps(values)]
+    parts: list[bytes | memoryview] = [b"["]
+    for at in range(0, len(values), _PIECE):
+        if at:
+            parts.append(b",")
+        parts.append(memoryview(orjson.dumps(values[at:at + _PIECE]))[1:-1])
+    parts.append(b"]")
+    return parts
+
+
+def _sealed_parts(sealed: list[Any]) -> list[bytes | memoryview]:
+    """The sealed parts of a snapshot's orders (``msgspec.Raw``: JSON already) as a JSON list, in pieces that
+    are the parts themselves, not copies (at 390,000 orders they are ~35 MB)."""
+    if not all(isinstance(p, msgspec.Raw) for p in sealed):
+        return _list_parts(sealed)  # decoded already (a state read back from a snapshot)
+    parts: list[bytes | memoryview] = [b"["]
+    for i, p in enumerate(sealed):
+        if i:
+            parts.append(b",")
+        parts.append(memoryview(p))
+    parts.append(b"]")
+    return parts
+
+
+def _json_parts(data: dict[str, Any], default: Callable[[Any], Any]) -> list[bytes | memoryview]:
+    """``data`` (a :meth:`Ledger.state`, or a dict holding one under ``ledger``) as JSON, in pieces: its long
+    lists (the orders' columns and sealed parts, the expiry heap) encoded apart, each call of orjson holding
+    the GIL for at most :data:`_PIECE` items, and not copied again into one body. They go into the JSON of the
+    rest as markers, with a nonce no text in the sale can guess, that are then cut out and replaced."""
+    nonce = secrets.token_hex(8)
+    held: dict[bytes, list[bytes | memoryview]] = {}
+
+    def hold(parts: list[bytes | memoryview]) -> str:
+        mark = f"\x00livecart {nonce} {len(held)}\x00"
+        held[orjson.dumps(mark)] = parts
+        return mark
+
+    def take(state: dict[str, Any]) -> dict[str, Any]:
+        out = dict(state)
+        orders = out.get("orders")
+        if isinstance(orders, dict):
+            out["orders"] = {k: hold(_sealed_parts(v)) if k == "sealed" and isinstance(v, list)
+                             else hold(_list_parts(v)) if isinstance(v, list) else v for k, v in orders.items()}
+        elif isinstance(orders, list):
+            out["orders"] = hold(_list_parts(orders))
+        if isinstance(out.get("expiry"), list):
+            out["expiry"] = hold(_list_parts(out["expiry"]))
+        return out
+
+    ledger = data.get("ledger")
+    data = {**data, "ledger": take(ledger)} if isinstance(ledger, dict) else take(data)
+    text = orjson.dumps(data, default=default)
+    cuts = sorted((text.index(mark), mark) for mark in held)
+    view = memoryview(text)
+    out: list[bytes | memoryview] = []
+    at = 0
+    for where, mark in cuts:
+        out.append(view[at:where])
+        out.extend(held[mark])
+        at = where + len(mark)
+    out.append(view[at:])
+    return out
+
+
+def dumps_state(data: dict[str, Any]) -> bytes:
+    """A dict holding a :meth:`Ledger.state` under ``ledger`` (a JetStream sale's snapshot) as JSON (arrays as
+    base64). Safe to call on another thread."""
+    return b"".join(_json_parts(data, _b64))
 
 
 def encode_snapshot(state: dict[str, Any]) -> bytes:
@@ -206,7 +290,7 @@ def snapshot_parts(state: dict[str, Any]) -> list[bytes | memoryview]:
     objects, not copies."""
     dedupe = state.get("dedupe")
     if dedupe is None:
-        return [orjson.dumps(state, default=_b64)]
+        return _json_parts(state, _b64)
     rest = {k: v for k, v in state.items() if k != "dedupe"}
     blobs: list[bytes | memoryview] = []
 
@@ -218,7 +302,7 @@ def snapshot_parts(state: dict[str, Any]) -> list[bytes | memoryview]:
 
     head = orjson.dumps(dedupe, default=raw)
     sizes = orjson.dumps([b.nbytes if isinstance(b, memoryview) else len(b) for b in blobs])
-    return [orjson.dumps(rest), b"\n", head, b"\n", sizes, b"\n", *blobs]
+    return [*_json_parts(rest, _no_default), b"\n", head, b"\n", sizes, b"\n", *blobs]
 
 
 def decode_snapshot(body: bytes, *, dedupe: bool = True) -> dict[str, Any]:

@@ -64,6 +64,7 @@ from livecart.store.codec import (
     catalogue_json,
     comment_row,
     control_row,
+    dumps_state,
     paused_gc,
 )
 
@@ -299,7 +300,7 @@ class SaleState:
 
     def snapshot_body(self) -> bytes:
         """:meth:`snapshot_state` encoded (safe on another thread: the state is a copy)."""
-        return orjson.dumps(self.snapshot_state())
+        return dumps_state(self.snapshot_state())
 
     def snapshot_state(self) -> dict[str, Any]:
         """The state after message :attr:`applied`, as a snapshot's data (format
