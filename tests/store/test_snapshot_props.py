@@ -35,12 +35,13 @@ event = st.tuples(st.integers(0, 20), st.one_of(
     st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 25), parsed), control))
 
 # A busier sale: mostly buys from more buyers, so that orders are made, paid, cancelled, expired and promoted
-# (split too) between the snapshots; the events above make few orders.
+# (split too) between the snapshots; the events above make few orders, and fewer paid ones.
 buy = st.builds(lambda items: ParseResult(Intent.BUY, tuple(items)), st.lists(item, min_size=1, max_size=2))
 buyer = st.sampled_from(["a", "b", "c", "d", "e"])
+pay = st.tuples(st.just(Kind.PAY), st.integers(1, 6).map(lambda n: [f"o-{n:06d}"]))
 busy_event = st.tuples(st.integers(0, 12), st.one_of(
     st.tuples(buyer, st.integers(0, 10_000), buy), st.tuples(buyer, st.integers(0, 10_000), buy),
-    st.tuples(buyer, st.integers(0, 10_000), parsed), control))
+    st.tuples(buyer, st.integers(0, 10_000), parsed), control, pay))
 
 
 def play(events: list[tuple[int, Any]]) -> list[Entry]:
@@ -89,22 +90,31 @@ def columns(state: dict[str, Any]) -> dict[str, list[Any]]:
     return {f: fixed[f] if f in fixed else o[f] for f in FIELDS}
 
 
-def as_format_5(state: dict[str, Any]) -> dict[str, Any]:
-    """A ledger state as snapshot format 5 had it: a list per field of all orders, the expiry heap by fields."""
+def held(led: Ledger) -> dict[str, dict[str, int]]:
+    """The units each buyer holds of each product (what formats 1-5 stored), buyers with none left out."""
+    return {sku: {user: n for user, n in h.items() if n} for sku, h in led._held.items()}
+
+
+def as_format_5(led: Ledger) -> dict[str, Any]:
+    """``led``'s state as snapshot format 5 had it: a list per field of all orders, the expiry heap by fields,
+    the units each buyer holds."""
+    state = led.state()
     e = state["expiry"]
-    return {**state, "orders": columns(state), "expiry": {"deadline": [r[0] for r in e], "n": [r[1] for r in e],
-                                                         "order": [r[2] for r in e]}}
+    return {**state, "orders": columns(state), "held": {sku: dict(h) for sku, h in led._held.items()},
+            "expiry": {"deadline": [r[0] for r in e], "n": [r[1] for r in e], "order": [r[2] for r in e]}}
 
 
-def as_format_4(state: dict[str, Any]) -> dict[str, Any]:
-    """A ledger state as snapshot format 4 had it: a list per order and per expiry entry, not per field."""
-    o = columns(state)
+def as_format_4(led: Ledger) -> dict[str, Any]:
+    """``led``'s state as snapshot format 4 had it: a list per order and per expiry entry, not per field."""
+    state = as_format_5(led)
+    o = state["orders"]
     return {**state, "orders": [list(r) for r in zip(*(o[f] for f in FIELDS), strict=True)],
-            "expiry": [list(r) for r in state["expiry"]]}
+            "expiry": [list(r) for r in led.state()["expiry"]]}
 
 
 def same(a: Ledger, b: Ledger) -> None:
     assert norm(a.state()) == norm(b.state())
+    assert held(a) == held(b)
     assert a.snapshot() == b.snapshot()
     assert list(a.orders()) == list(b.orders())
 
@@ -156,8 +166,8 @@ def check_snapshot_plus_tail(events: list[tuple[int, Any]], data: st.DataObject)
         state = going.state()
         assert state == fresh.state()
         snapshots[at] = codec.encode_snapshot(state)
-        older[4][at] = codec.encode_snapshot(as_format_4(fresh.state()))
-        older[5][at] = codec.encode_snapshot(as_format_5(fresh.state()))
+        older[4][at] = codec.encode_snapshot(as_format_4(fresh))
+        older[5][at] = codec.encode_snapshot(as_format_5(fresh))
     full = codec.rebuild_entries(HEADER, rows[:kill])
     if snapshots:
         at = max(snapshots)
