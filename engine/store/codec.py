@@ -162,7 +162,13 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
             on_outcomes: Callable[[list[Outcome]], None] | None) -> Ledger:
     for seq, ts, kind, body in rows:
         now[0] = ts
-        out = step(ledger, kind, body)
+        try:
+            out = step(ledger, kind, body)
+        except JournalError:
+            raise
+        except Exception as exc:  # a state the entry does not fit (a snapshot restored wrong, a foreign journal)
+            raise JournalError(f"journal event {seq} ({kind}) does not replay onto the state before it "
+                               f"({exc!r}); `livecart journal verify` checks the file") from exc
         if ledger.seq != seq:
             raise JournalError(f"journal is inconsistent at event {seq} (replay reached {ledger.seq}); "
                                "it was written by another catalogue or another version")

@@ -354,3 +354,47 @@ async def test_a_damaged_latest_snapshot_falls_back_to_the_one_before_then_to_a_
     assert getattr(third.journal, "snapshot_fallbacks", 0) == 2
     assert norm(third.ledger.state()) == norm(live)
     await third.close()
+
+
+async def test_a_snapshot_the_events_after_it_do_not_replay_onto_is_passed_over(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A latest snapshot that passes its checksum and restores, but that the events after it do not fit (here
+    its held orders say "presale" without being in a queue, so a cancel after it fails in the ledger), is
+    passed over like a damaged one: not a traceback and a daemon that cannot start."""
+    import dataclasses
+    import sqlite3
+
+    from livecart.store.sqlite import _snapshot_crc
+
+    base = config(tmp_path)
+    cfg = dataclasses.replace(base, storage=dataclasses.replace(base.storage, snapshot_events=5))
+    eng = await Engine.open(cfg, parse=parse, clock=Clock())
+    texts = ["egg 2", "hello", "egg 1", "cancel", "tea s 1"]
+    for n in range(34):  # the last snapshot before the close's at 30; then egg 2, hello, egg 1, cancel
+        await eng.submit([c(n, texts[n % len(texts)], f"u{n % 4}")])
+    live = eng.ledger.state()
+    await eng.close()
+    con = sqlite3.connect(cfg.storage.path)
+    (seq, version, body), (older, _, _) = con.execute(
+        "SELECT seq, version, body FROM snapshots ORDER BY seq DESC").fetchall()
+    con.close()
+    # Take the snapshot before the last events (the close writes one at the last event: drop that one).
+    con = sqlite3.connect(cfg.storage.path)
+    with con:
+        con.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
+        body = con.execute("SELECT body FROM snapshots WHERE seq = ?", (older,)).fetchone()[0]
+        cut = body.index(b"\n") if b"\n" in body else len(body)
+        state = orjson.loads(body[:cut])
+        state["orders"]["status"] = ["presale" if st == "reserved" else st for st in state["orders"]["status"]]
+        body = orjson.dumps(state) + body[cut:]
+        con.execute("UPDATE snapshots SET body = ?, crc = ? WHERE seq = ?",
+                    (body, _snapshot_crc(older, version, body), older))
+    con.close()
+    with caplog.at_level("WARNING", logger="livecart.journal"):
+        again = await Engine.open(cfg, parse=parse, clock=Clock())
+    assert again.journal.rebuilt_from == (0, live["seq"])  # the only snapshot passed over: a full replay
+    assert getattr(again.journal, "snapshot_fallbacks", 0) == 1
+    assert f"the snapshot at event {older} is not used" in caplog.text
+    assert "does not replay onto the state before it" in caplog.text
+    assert norm(again.ledger.state()) == norm(live)
+    await again.close()
