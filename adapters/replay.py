@@ -30,6 +30,9 @@ from livecart.plugin import Adapter, Option
 MAX_LINE = 1 << 20
 
 
+#: How long stdin may be silent before the comments read from it so far go on without a full batch.
+_IDLE = 0.005
+
 def _speed(v: Any) -> str | None:
     return "must be 0 (as fast as possible) or more" if v < 0 else None
 
@@ -142,7 +145,16 @@ class ReplayAdapter(Adapter):
         lineno = 0
         decoded: list[Comment] = []
         while True:
-            line = await loop.run_in_executor(None, f.readline) if is_stdin else f.readline()
+            if is_stdin:
+                pending = loop.run_in_executor(None, f.readline)
+                if batch and not (await asyncio.wait({pending}, timeout=_IDLE))[0]:
+                    # Nothing more has come for now (a live pipe): the comments read so far go on
+                    # instead of waiting for a full batch or the end of the input.
+                    yield batch
+                    batch = []
+                line = await pending
+            else:
+                line = f.readline()
             if not line:
                 break
             lineno += 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,30 @@ async def test_dash_reads_stdin_and_leaves_it_open(monkeypatch: pytest.MonkeyPat
     batches, _ = await replay("-")
     assert [x.id for b in batches for x in b] == ["m-1", "m-2"]
     assert not fake.closed
+
+
+async def test_stdin_flat_out_passes_on_what_has_come_when_the_pipe_goes_quiet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live pipe (``path = "-"``, ``speed = 0``): three comments and then silence go on as a batch at once,
+    not when 512 have come or the pipe is closed."""
+    r, w = os.pipe()
+    fake = io.TextIOWrapper(os.fdopen(r, "rb"))
+    monkeypatch.setattr(sys, "stdin", fake)
+    os.write(w, b"".join(orjson.dumps(c(n)) + b"\n" for n in (1, 2, 3)))
+    ad = ReplayAdapter({"path": "-", "speed": 0}, name="r")
+    try:
+        async with ad:
+            it = ad.batches()
+            first = await asyncio.wait_for(it.__anext__(), timeout=10)
+            assert [x.id for x in first] == ["m-1", "m-2", "m-3"]
+            os.write(w, orjson.dumps(c(4)) + b"\n")
+            os.close(w)
+            w = -1
+            assert [x.id async for b in it for x in b] == ["m-4"]
+    finally:
+        if w >= 0:
+            os.close(w)
+        fake.close()
 
 
 async def test_a_missing_file_is_a_fatal_error_naming_it(tmp_path: Path) -> None:
