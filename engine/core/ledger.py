@@ -273,9 +273,9 @@ class Ledger:
 
         Meant for snapshots taken between two decisions: it copies (so the caller may encode it on another
         thread while this ledger goes on; the duplicate-id filter's full segments, which never change again,
-        are read-only views instead); the only encoding it does is the sealing of orders (below). Orders appear in creation order, a
-        unit's presale queue head first, the expiry heap as it is (stale entries included: they decide
-        nothing, but keep the heap's order, which does).
+        are read-only views instead); the only encoding it does is the sealing of orders (below). Orders
+        appear in creation order, a unit's presale queue head first, the expiry heap as it is (stale entries
+        included: they decide nothing, but keep the heap's order, which does).
 
         Orders go by columns (snapshot format 6). The fields an order never changes are sealed: every
         ``ORDER_SEGMENT`` orders, encoded as JSON once (a ``msgspec.Raw``, which the store writes as it is) and
