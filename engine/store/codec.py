@@ -200,21 +200,23 @@ def _b64(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
 
 
-def _no_default(value: Any) -> Any:
-    raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
+def _bracketed(pieces: Iterable[bytes | memoryview]) -> list[bytes | memoryview]:
+    """A JSON list in pieces: ``[``, the items' JSON with ``,`` between them, ``]``."""
+    parts: list[bytes | memoryview] = [b"["]
+    for i, piece in enumerate(pieces):
+        if i:
+            parts.append(b",")
+        parts.append(piece)
+    parts.append(b"]")
+    return parts
 
 
 def _list_parts(values: list[Any]) -> list[bytes | memoryview]:
     """``values`` as JSON in pieces, :data:`_PIECE` items encoded a call."""
     if len(values) <= _PIECE:
         return [orjson.dumps(values)]
-    parts: list[bytes | memoryview] = [b"["]
-    for at in range(0, len(values), _PIECE):
-        if at:
-            parts.append(b",")
-        parts.append(memoryview(orjson.dumps(values[at:at + _PIECE]))[1:-1])
-    parts.append(b"]")
-    return parts
+    return _bracketed(memoryview(orjson.dumps(values[at:at + _PIECE]))[1:-1]
+                      for at in range(0, len(values), _PIECE))
 
 
 def _sealed_parts(sealed: list[Any]) -> list[bytes | memoryview]:
@@ -222,16 +224,10 @@ def _sealed_parts(sealed: list[Any]) -> list[bytes | memoryview]:
     are the parts themselves, not copies (at 390,000 orders they are ~35 MB)."""
     if not all(isinstance(p, msgspec.Raw) for p in sealed):
         return _list_parts(sealed)  # decoded already (a state read back from a snapshot)
-    parts: list[bytes | memoryview] = [b"["]
-    for i, p in enumerate(sealed):
-        if i:
-            parts.append(b",")
-        parts.append(memoryview(p))
-    parts.append(b"]")
-    return parts
+    return _bracketed(memoryview(p) for p in sealed)
 
 
-def _json_parts(data: dict[str, Any], default: Callable[[Any], Any]) -> list[bytes | memoryview]:
+def _json_parts(data: dict[str, Any], default: Callable[[Any], Any] | None) -> list[bytes | memoryview]:
     """``data`` (a :meth:`Ledger.state`, or a dict holding one under ``ledger``) as JSON, in pieces: its long
     lists (the orders' columns and sealed parts, the expiry heap) encoded apart, each call of orjson holding
     the GIL for at most :data:`_PIECE` items, and not copied again into one body. They go into the JSON of the
@@ -308,7 +304,7 @@ def snapshot_parts(state: dict[str, Any]) -> list[bytes | memoryview]:
 
     head = orjson.dumps(dedupe, default=raw)
     sizes = orjson.dumps([b.nbytes if isinstance(b, memoryview) else len(b) for b in blobs])
-    return [*_json_parts(rest, _no_default), b"\n", head, b"\n", sizes, b"\n", *blobs]
+    return [*_json_parts(rest, None), b"\n", head, b"\n", sizes, b"\n", *blobs]
 
 
 def decode_snapshot(body: bytes, *, dedupe: bool = True) -> dict[str, Any]:
