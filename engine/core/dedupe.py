@@ -270,9 +270,8 @@ class Dedupe:
             self._counted = total
             if self._seg_n[-1] >= self._seg_cap[-1]:
                 self._grow()
-        elif n > self.recent:  # the first key leaves the window: every key in memory is in the filter now
-            self._prefill()
-            self.filtering = True
+        elif n > self.recent:  # the first key leaves the window
+            self._start_filter()
         elif n % self._prefill_every == 0:
             self._prefill()
         if (n - 1) % c == 0:
@@ -293,6 +292,11 @@ class Dedupe:
             return min(nxt, n + self._seg_cap[-1] - self._seg_n[-1])
         q = self._prefill_every
         return min(nxt, self.recent + 1, (n // q + 1) * q)
+
+    def _start_filter(self) -> None:
+        """The filter is turned on: every key in memory is in it from now on."""
+        self._prefill()
+        self.filtering = True
 
     def _prefill(self) -> None:
         """Put the keys in memory that are not in the filter yet in it. Before the first key leaves the window
@@ -506,8 +510,7 @@ class Dedupe:
             dd._fill(infilter)  # format 3's window was not in the filter
         # Format 3 began the filter and cut chunks a little later than this memory does: catch up.
         if not dd.filtering and len(ids) > dd.recent:
-            dd._prefill()
-            dd.filtering = True
+            dd._start_filter()
         if len(ids) >= dd.recent + c:
             dd._chunk_full()
         dd.next_step = dd._next_step()
