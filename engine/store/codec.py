@@ -187,8 +187,10 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
 #: too (see :mod:`livecart.core.dedupe`); format 3 still reads. 5 writes orders and the expiry heap by
 #: columns (a list per field, not per order: see :meth:`Ledger.state`); format 4 still reads. 6 seals the
 #: fields an order never changes in parts of :data:`~livecart.core.ledger.ORDER_SEGMENT` orders, encoded once
-#: and written again as they are, and keeps the expiry heap as rows again; formats 4 and 5 still read.
-SNAPSHOT_VERSION = 6
+#: and written again as they are, and keeps the expiry heap as rows again; formats 4 and 5 still read. 7 is
+#: format 6's body, which the SQLite journal stores in pieces (``SqliteStore._write_snapshot``): a livecart
+#: that reads up to 6 would find only the first, so it is told to upgrade instead; 6 still reads.
+SNAPSHOT_VERSION = 7
 #: Most items of a list encoded by one orjson call: each call holds the GIL throughout, so a list of 400,000
 #: deadlines (13 ms) encoded whole stopped the event loop for all of it.
 _PIECE = 32768
@@ -307,7 +309,7 @@ def snapshot_parts(state: dict[str, Any]) -> list[bytes | memoryview]:
     return [*_json_parts(rest, None), b"\n", head, b"\n", sizes, b"\n", *blobs]
 
 
-def decode_snapshot(body: bytes, *, dedupe: bool = True) -> dict[str, Any]:
+def decode_snapshot(body: bytes | bytearray, *, dedupe: bool = True) -> dict[str, Any]:
     """The state :func:`encode_snapshot` encoded; without its duplicate-id memory unless ``dedupe``. Raw parts
     come back as memoryviews of ``body`` (base64 strings, in a body written before raw parts, as they were)."""
     cut = body.find(b"\n")
@@ -364,7 +366,7 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def snapshot_report(body: bytes) -> dict[str, Any] | None:
+def snapshot_report(body: bytes | bytearray) -> dict[str, Any] | None:
     """The report (:meth:`Ledger.snapshot`'s shape) a snapshot body carries, or None for a snapshot written
     before snapshots carried one. Raises ``orjson.JSONDecodeError`` for a body that is not a snapshot's."""
     cut = body.find(b"\n")
@@ -373,7 +375,7 @@ def snapshot_report(body: bytes) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def resume(header: Header, version: int, body: bytes, entries: Iterable[Entry], *,
+def resume(header: Header, version: int, body: bytes | bytearray, entries: Iterable[Entry], *,
            on_outcomes: Callable[[list[Outcome]], None] | None = None, dedupe: bool = True) -> Ledger:
     """The ledger a snapshot (``version``, ``body``) and the entries after it give: what :func:`rebuild_entries`
     gives for all of them. Raises :class:`JournalError` for a snapshot of a newer format or one that does not

@@ -60,7 +60,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,6 +109,7 @@ CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, version INTEG
                         body BLOB NOT NULL);
 CREATE TABLE dedupe_keys (no INTEGER NOT NULL, bucket INTEGER NOT NULL, keys TEXT NOT NULL);
 CREATE UNIQUE INDEX dedupe_at ON dedupe_keys (no, bucket);
+CREATE TABLE snapshot_pieces (seq INTEGER NOT NULL, no INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (seq, no));
 CREATE VIEW events (seq, ts, kind, body) AS
     SELECT json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
            CAST(json_extract(e.value, '$[3]') AS BLOB)
@@ -133,6 +134,15 @@ _INSERT = ("INSERT INTO batches (first, last, ts, body, crc) SELECT ?, ?, ?, ?, 
 # third full); the index finds a (chunk, bucket).
 _DEDUPE_TABLE = ("CREATE TABLE IF NOT EXISTS dedupe_keys (no INTEGER NOT NULL, bucket INTEGER NOT NULL, "
                  "keys TEXT NOT NULL); CREATE UNIQUE INDEX IF NOT EXISTS dedupe_at ON dedupe_keys (no, bucket)")
+# A snapshot of format 7 or later is stored in pieces (see SqliteStore._write_snapshot): the first in the
+# snapshots row, the others here. Journals of format 2 written before it lack the table; a writer adds it.
+_PIECES_TABLE = ("CREATE TABLE IF NOT EXISTS snapshot_pieces (seq INTEGER NOT NULL, no INTEGER NOT NULL, "
+                 "body BLOB NOT NULL, PRIMARY KEY (seq, no))")
+#: Bytes of one piece of a snapshot, each written in its own transaction: the journal's commits wait for one
+#: piece at most (a 7.9 MB snapshot written in one transaction held them for 55 ms).
+SNAPSHOT_PIECE = 1 << 20
+#: The first snapshot format stored in pieces.
+_PIECED = 7
 #: Buckets of one index chunk (a key's bucket is the low bits of its CRC-32); bucket -1 holds the chunk's
 #: first and last event and is written last, so a chunk with bucket -1 is whole (a chunk without it is
 #: dropped and written again when the journal is opened: see :meth:`SqliteStore.attach`).
@@ -185,6 +195,34 @@ def _timed_insert(con: sqlite3.Connection, params: tuple[Any, ...]) -> tuple[int
     return n, t0, time.perf_counter(), threading.get_native_id()
 
 
+def _encode_snapshot(seq: int, state: dict[str, Any]) -> tuple[int, int, list[bytes | memoryview]]:
+    """The snapshot of ``state`` at ``seq`` as stored: the checksum of its body (what :func:`_snapshot_crc`
+    gives for it), its size, and the body in pieces of :data:`SNAPSHOT_PIECE` bytes (the last shorter). A
+    part of the body longer than a piece is cut into views of it, not copied; shorter ones are joined. Safe
+    to call on a worker thread."""
+    parts = snapshot_parts(state)
+    crc = crc32c.crc32c(_RANGE.pack(seq, SNAPSHOT_VERSION))
+    for part in parts:
+        crc = crc32c.crc32c(part, crc)
+    pieces: list[bytes | memoryview] = []
+    held: list[memoryview] = []
+    n = size = 0
+    for part in parts:
+        view = memoryview(part).cast("B")
+        size += len(view)
+        while view:
+            take = view[:SNAPSHOT_PIECE - n]
+            held.append(take)
+            n += len(take)
+            view = view[len(take):]
+            if n == SNAPSHOT_PIECE:
+                pieces.append(held[0] if len(held) == 1 else b"".join(held))
+                held, n = [], 0
+    if held or not pieces:
+        pieces.append(b"".join(held))
+    return crc, size, pieces
+
+
 def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
     """``fn(*args)`` with when it started and ended (on whichever thread runs it; for the trace)."""
     t0 = time.perf_counter()
@@ -202,7 +240,7 @@ def batch_crc(first: int, last: int, body: bytes, prev: int) -> int:
 _RANGE = struct.Struct("<qq")
 
 
-def _carried_report(body: bytes) -> dict[str, Any] | None:
+def _carried_report(body: bytes | bytearray) -> dict[str, Any] | None:
     """The report a snapshot body carries; None when it carries none (written before snapshots did) or cannot
     be decoded (then restoring it fails too, and is passed over as a damaged snapshot is)."""
     with paused_gc():
@@ -216,7 +254,19 @@ def _carried_report(body: bytes) -> dict[str, Any] | None:
 _READ_SLICE = 1 << 20
 
 
-def _snapshot_crc(seq: int, version: int, body: bytes) -> int:
+def _body_slices(con: sqlite3.Connection, seq: int, pieced: bool) -> Iterator[bytes]:
+    """The body of the snapshot at ``seq`` in order, a slice at a time: ``_READ_SLICE`` bytes of the row's
+    body at a time, then (``pieced``: format 7 on) each of its other pieces. Inside the caller's read
+    transaction."""
+    with con.blobopen("snapshots", "body", seq, readonly=True) as blob:
+        while piece := blob.read(_READ_SLICE):
+            yield piece
+    if pieced:
+        for (piece,) in con.execute("SELECT body FROM snapshot_pieces WHERE seq = ? ORDER BY no", (seq,)):
+            yield bytes(piece)
+
+
+def _snapshot_crc(seq: int, version: int, body: bytes | bytearray) -> int:
     return crc32c.crc32c(body, crc32c.crc32c(_RANGE.pack(seq, version)))
 
 
@@ -545,6 +595,9 @@ class SqliteStore:
             await db.execute_fetchall(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
             await db.execute_fetchall(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             await db.executescript(_DEDUPE_TABLE)  # journals of format 2 written before the index lack it
+            await db.execute(_PIECES_TABLE)
+            # The pieces of a snapshot whose last transaction a crash (or a failed write) never made.
+            await db.execute("DELETE FROM snapshot_pieces WHERE seq NOT IN (SELECT seq FROM snapshots)")
         async with db.execute("SELECT coalesce(max(last), 0) FROM batches") as cur:
             row = await cur.fetchone()
         return header, int(row[0]) if row else 0, schema
@@ -657,7 +710,7 @@ class SqliteStore:
         log.warning("journal %s: the snapshot at event %d is not used (%s); starting from the one before it, or "
                     "from the first event. `livecart journal repair %s` drops it", self.path, seq, why, self.path)
 
-    async def _snapshots(self) -> AsyncGenerator[tuple[int, int, bytes | None], None]:
+    async def _snapshots(self) -> AsyncGenerator[tuple[int, int, bytes | bytearray | None], None]:
         """The snapshots within the durable events, newest first: (seq, version, body; None when it fails its
         checksum). Each body is read when the one before it was not good enough."""
         if self.schema < 2:
@@ -678,11 +731,12 @@ class SqliteStore:
         result: _T = await self._db._execute(fn, *args)  # type: ignore[no-untyped-call]
         return result
 
-    def _read_snapshot(self, seq: int, sale_only: bool) -> tuple[int, bool, bytes] | None:
+    def _read_snapshot(self, seq: int, sale_only: bool) -> tuple[int, bool, bytes | bytearray] | None:
         """The version of the snapshot at ``seq``, whether its body passes its checksum, and the body (None:
-        there is none), in one read transaction, on the connection's thread. The body is read through SQLite's
-        incremental blob I/O, straight from the pages into one bytes object (a SELECT first assembles the whole
-        value in SQLite's memory, then Python copies it: at 10M comments two ~40 MB copies at once).
+        there is none), in one read transaction, on the connection's thread. A body of one piece (formats
+        before 7) is read through SQLite's incremental blob I/O, straight from the pages into one bytes object
+        (a SELECT first assembles the whole value in SQLite's memory, then Python copies it: at 10M comments
+        two ~40 MB copies at once); one in pieces is read a piece at a time into one buffer of its size.
 
         ``sale_only`` (a reader that takes no comments: ``report``, ``export``): the body is checked whole, a
         slice at a time, but only its sale part, up to the first newline, is kept; the duplicate-id memory
@@ -690,28 +744,36 @@ class SqliteStore:
         con = self._db._conn
         con.execute("BEGIN")
         try:
-            row = con.execute("SELECT version, crc FROM snapshots WHERE seq = ?", (seq,)).fetchone()
+            row = con.execute("SELECT version, crc, length(body) FROM snapshots WHERE seq = ?", (seq,)).fetchone()
             if row is None:
                 return None
-            version, crc = int(row[0]), int(row[1])
-            with con.blobopen("snapshots", "body", seq, readonly=True) as blob:
-                if not sale_only:
-                    body = blob.read()
+            version, crc, first = int(row[0]), int(row[1]), int(row[2])
+            pieced = version >= _PIECED
+            if not sale_only:
+                if not pieced:
+                    with con.blobopen("snapshots", "body", seq, readonly=True) as blob:
+                        body = blob.read()
                     return version, _snapshot_crc(seq, version, body) == crc, body
-                got = crc32c.crc32c(_RANGE.pack(seq, version))
-                head: list[bytes] = []
-                whole = False  # the sale part is complete
-                while piece := blob.read(_READ_SLICE):
-                    got = crc32c.crc32c(piece, got)
-                    if not whole:
-                        cut = piece.find(b"\n")
-                        whole = cut >= 0
-                        head.append(piece[:cut] if whole else piece)
-                return version, got == crc, b"".join(head)
+                (rest,) = con.execute("SELECT coalesce(sum(length(body)), 0) FROM snapshot_pieces WHERE seq = ?",
+                                      (seq,)).fetchone()
+                buf = bytearray(first + int(rest))
+                at = 0
+                for piece in _body_slices(con, seq, pieced):
+                    buf[at:at + len(piece)] = piece
+                    at += len(piece)
+                return version, _snapshot_crc(seq, version, buf) == crc, buf
+            got = crc32c.crc32c(_RANGE.pack(seq, version))
+            head: list[bytes] = []
+            whole = False  # the sale part is complete
+            for piece in _body_slices(con, seq, pieced):
+                got = crc32c.crc32c(piece, got)
+                if not whole:
+                    cut = piece.find(b"\n")
+                    whole = cut >= 0
+                    head.append(piece[:cut] if whole else piece)
+            return version, got == crc, b"".join(head)
         finally:
             con.execute("COMMIT")
-
-    # ------------------------------------------------------------------ snapshots
 
     def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
         """Write ``state`` (the ledger at ``seq``, the last entry appended) as a snapshot row, in the background:
@@ -734,17 +796,29 @@ class SqliteStore:
         return True
 
     async def _write_snapshot(self, seq: int, state: dict[str, Any], durable: asyncio.Future[None] | None) -> None:
+        """Encode ``state`` on a worker thread, wait for the batch holding ``seq``, then write the body in pieces
+        of :data:`SNAPSHOT_PIECE` bytes, each its own transaction on the writer's connection, so that a commit
+        queued meanwhile waits for one piece, not for the whole body. The pieces after the first go into
+        ``snapshot_pieces`` first; the last transaction inserts the ``snapshots`` row with the first piece and
+        the checksum of the whole body, and drops all but the two latest snapshots: until it commits the
+        snapshot does not exist for any reader, and a crash before it leaves pieces that the next writer
+        deletes when it opens the journal."""
         t0 = time.perf_counter()
         try:
-            parts = await asyncio.to_thread(snapshot_parts, state)
+            crc, size, pieces = await asyncio.to_thread(_encode_snapshot, seq, state)
             del state
             if durable is not None:
                 await asyncio.gather(durable, return_exceptions=True)
             if self.last_seq < seq or self._failed is not None:
                 return  # the entries it describes never became durable
-            # On the connection's own thread (aiosqlite runs every call there, in order), so the snapshot's
-            # transaction never interleaves with a batch's.
-            size = await self._on_db_thread(self._put_snapshot, seq, parts)
+            # On the connection's own thread (aiosqlite runs every call there, in order), so a piece's
+            # transaction never interleaves with a batch's: each is queued behind the commits before it.
+            for no in range(1, len(pieces)):
+                if self._failed is not None:
+                    return
+                await self._on_db_thread(self._put_piece, seq, no, pieces[no])
+                pieces[no] = b""  # written: its memory can go
+            await self._on_db_thread(self._put_snapshot, seq, crc, pieces[0])
         except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
             self.snapshot_failures += 1
             log.warning("journal %s: the snapshot at event %d was not written (%s); the journal is whole "
@@ -755,37 +829,32 @@ class SqliteStore:
         self.last_snapshot_seq = seq
         self.last_snapshot_at = time.time()
         self.last_snapshot_bytes = size
-        log.debug("journal %s: snapshot at event %d, %d bytes, %.3f s", self.path, seq, size,
-                  self.last_snapshot_seconds)
+        log.debug("journal %s: snapshot at event %d, %d bytes in %d piece(s), %.3f s", self.path, seq, size,
+                  len(pieces), self.last_snapshot_seconds)
 
-    def _put_snapshot(self, seq: int, parts: list[bytes | memoryview]) -> int:
-        """Insert the snapshot at ``seq`` whose body is ``parts`` joined, and drop all but the two latest, in one
-        transaction; returns the body's size. Runs on the connection's thread. The body is written piece by
-        piece through SQLite's incremental blob I/O into a row inserted as zeros: a body given whole would be
-        copied twice more (when bound, and when SQLite builds its record), ~120 MB of transient memory at 10M
-        comments."""
+    def _put_piece(self, seq: int, no: int, piece: bytes | memoryview) -> None:
+        """Piece ``no`` (1 on) of the snapshot at ``seq``, in its own transaction (the connection is in
+        autocommit mode). Runs on the connection's thread."""
+        self._db._conn.execute("INSERT OR REPLACE INTO snapshot_pieces (seq, no, body) VALUES (?, ?, ?)",
+                               (seq, no, piece))
+
+    def _put_snapshot(self, seq: int, crc: int, first: bytes | memoryview) -> None:
+        """Make the snapshot at ``seq`` (its pieces after the first written already) exist: its row, holding
+        the first piece, and the deletion of all but the two latest snapshots and of their pieces, in one
+        transaction. Runs on the connection's thread."""
         con = self._db._conn
-        size = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
-        # The checksum first (what _snapshot_crc gives for the parts joined): an UPDATE of it after the body
-        # would rewrite the whole row, building it in memory twice over.
-        crc = crc32c.crc32c(_RANGE.pack(seq, SNAPSHOT_VERSION))
-        for part in parts:
-            crc = crc32c.crc32c(part, crc)
         con.execute("BEGIN")
         try:
-            con.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) VALUES (?, ?, ?, ?, "
-                        "zeroblob(?))", (seq, time.time(), SNAPSHOT_VERSION, crc, size))
-            with con.blobopen("snapshots", "body", seq) as blob:
-                for part in parts:
-                    blob.write(part)
+            con.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) VALUES (?, ?, ?, ?, ?)",
+                        (seq, time.time(), SNAPSHOT_VERSION, crc, first))
             con.execute("DELETE FROM snapshots WHERE seq < (SELECT min(seq) FROM "
                         "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 2))")
+            con.execute("DELETE FROM snapshot_pieces WHERE seq NOT IN (SELECT seq FROM snapshots)")
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
-        return size
 
     # ------------------------------------------------------------------ the duplicate-id index
 
@@ -1139,11 +1208,16 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
         rep.events = rep.good_events
         if rep.schema >= 2:
             try:
-                for seq, version, crc, body in con.execute("SELECT seq, version, crc, body FROM snapshots "
-                                                           "ORDER BY seq"):
+                con.execute("BEGIN")  # one read transaction: a writer beside this may drop a snapshot meanwhile
+                for seq, version, crc in con.execute("SELECT seq, version, crc FROM snapshots ORDER BY seq"
+                                                     ).fetchall():
                     rep.snapshots += 1
-                    if _snapshot_crc(int(seq), int(version), bytes(body)) != crc or seq > rep.good_events:
+                    got = crc32c.crc32c(_RANGE.pack(int(seq), int(version)))
+                    for piece in _body_slices(con, int(seq), int(version) >= _PIECED):
+                        got = crc32c.crc32c(piece, got)
+                    if got != crc or seq > rep.good_events:
                         rep.bad_snapshots.append(int(seq))
+                con.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 rep.problem = rep.problem or f"the snapshots cannot be read: {exc}"
     finally:
@@ -1242,6 +1316,10 @@ def _copy_prefix(source: Path, dest: Path, insp: Inspection, result: Repair) -> 
             snaps = [r for r in src.execute("SELECT seq, ts, version, crc, body FROM snapshots ORDER BY seq")
                      if r[0] <= insp.good_events and r[0] not in insp.bad_snapshots]
             out.executemany("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)", snaps)
+            for seq, _, version, _, _ in snaps:
+                if version >= _PIECED:
+                    out.executemany("INSERT INTO snapshot_pieces VALUES (?, ?, ?)",
+                                    src.execute("SELECT seq, no, body FROM snapshot_pieces WHERE seq = ?", (seq,)))
             result.dropped_snapshots = insp.snapshots - len(snaps)
         out.execute("COMMIT")
     finally:

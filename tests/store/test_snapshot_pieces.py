@@ -1,0 +1,197 @@
+"""Snapshots of format 7 in the SQLite journal: written in pieces, each its own transaction, so the journal's
+commits go between them; a snapshot exists only once its last transaction commits."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livecart.core.catalogue import Catalogue, Product
+from livecart.core.ledger import Ledger
+from livecart.core.records import Comment, Intent, Item, ParseResult
+from livecart.store import codec, sqlite
+from livecart.store.sqlite import SqliteStore, _snapshot_crc, inspect_file, repair_file
+
+CAT = Catalogue((Product("egg", "Eggs", stock=500, presale=5, price=29.9),))
+
+
+def rows_of(n: int, start: int = 0, led: Ledger | None = None, recent: int = 0) -> tuple[Ledger, list[codec.Entry]]:
+    """``n`` buy comments decided by ``led`` (a new ledger with a window of ``recent`` ids by default), as rows."""
+    led = led or Ledger(CAT, clock=lambda: 1.0, recent=recent)
+    rows = []
+    for i in range(start, start + n):
+        c = Comment("p", "r", f"m{i}", f"alice-{i:04d}", "", "", 0.0)
+        pr = ParseResult(Intent.BUY, (Item("egg", None, 1),))
+        led.decide(c, pr)
+        rows.append(codec.comment_row(led.seq, 1.0, c, pr))
+    return led, rows
+
+
+async def journal_with_snapshot(p: Path, n: int = 120, tail: int = 5, recent: int = 0) -> Ledger:
+    """A journal of ``n`` comments, a snapshot at the last, then ``tail`` more; the ledger that decided them.
+    With a window of ``recent`` ids its filter (4 MB) is in the snapshot; without, the body is a few KB."""
+    s = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0, clock=lambda: 1.0, recent=recent)
+    led, rows = rows_of(n, recent=recent)
+    await s.append(rows)
+    assert s.checkpoint(n, led.state())
+    led, more = rows_of(tail, n, led)
+    await s.append(more)
+    await s.close()
+    assert s.snapshots_written == 1
+    return led
+
+
+def same(a: Ledger, b: Ledger) -> bool:
+    """Whether two ledgers hold the same state (seen ids compared as sets: a set's order is its history)."""
+    def norm(state: dict[str, Any]) -> dict[str, Any]:
+        if "seen" in state:
+            state["seen"] = {(p, r): set(ids) for p, r, ids in state["seen"]}
+        return state
+    return norm(a.state()) == norm(b.state())
+
+
+def db(p: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+
+
+async def rebuild(p: Path) -> tuple[Ledger, tuple[int, int]]:
+    s = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0)
+    try:
+        return await s.rebuild(), s.rebuilt_from
+    finally:
+        await s.close()
+
+
+@pytest.mark.parametrize(("recent", "piece"), [(0, 512), (40, 1 << 16)])
+async def test_a_snapshot_bigger_than_a_piece_is_stored_in_pieces_and_gives_the_same_ledger(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recent: int, piece: int) -> None:
+    """Small parts of the body are joined into pieces, and a long one (a filter segment) cut into several."""
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", piece)
+    p = tmp_path / "j.db"
+    led = await journal_with_snapshot(p, recent=recent)
+    con = db(p)
+    version, first, size = con.execute("SELECT version, length(body), crc FROM snapshots").fetchone()[:3]
+    pieces = con.execute("SELECT no, length(body) FROM snapshot_pieces ORDER BY no").fetchall()
+    con.close()
+    assert version == codec.SNAPSHOT_VERSION == 7
+    assert first == piece
+    assert len(pieces) >= 3
+    assert [no for no, _ in pieces] == list(range(1, len(pieces) + 1))
+    assert all(n == piece for _, n in pieces[:-1])
+    assert 0 < pieces[-1][1] <= piece
+    rebuilt, where = await rebuild(p)
+    assert where == (120, 5)  # from the snapshot, the tail replayed
+    assert same(rebuilt, led)
+    reader = await SqliteStore.open(p, readonly=True)
+    try:
+        assert await reader.report() == led.snapshot()
+    finally:
+        await reader.close()
+    insp = inspect_file(p)
+    assert insp.ok
+    assert insp.snapshots == 1
+
+
+async def test_the_journals_commits_go_between_the_pieces_of_a_snapshot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit asked for while a snapshot is being written waits for one piece, not for the whole body."""
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", 64)
+    p = tmp_path / "j.db"
+    s = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0, clock=lambda: 1.0, durability="os")
+    led, rows = rows_of(300)
+    await s.append(rows)
+    assert s.checkpoint(300, led.state())
+    watch = db(p)
+    for _ in range(2000):  # until the first piece is in
+        if watch.execute("SELECT count(*) FROM snapshot_pieces").fetchone()[0]:
+            break
+        await asyncio.sleep(0.001)
+    else:
+        pytest.fail("no piece of the snapshot was written")
+    led, more = rows_of(1, 300, led)
+    await s.append(more)  # durable
+    written = watch.execute("SELECT count(*) FROM snapshot_pieces").fetchone()[0]
+    assert s.snapshots_written == 0  # the snapshot is not done, and the commit did not wait for it
+    assert watch.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 0  # nor does it exist yet
+    await s.close()
+    total = watch.execute("SELECT count(*) FROM snapshot_pieces").fetchone()[0]
+    watch.close()
+    assert s.snapshots_written == 1
+    assert written < total
+    rebuilt, where = await rebuild(p)
+    assert where == (300, 1)
+    assert same(rebuilt, led)
+
+
+async def test_pieces_whose_snapshot_never_came_are_passed_over_and_dropped_by_the_next_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a crash between a snapshot's pieces and its last transaction leaves is not damage."""
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", 512)
+    p = tmp_path / "j.db"
+    led = await journal_with_snapshot(p)
+    con = sqlite3.connect(p)
+    con.executemany("INSERT INTO snapshot_pieces VALUES (?, ?, ?)", [(125, no, b"x" * 512) for no in (1, 2)])
+    con.commit()
+    con.close()
+    assert inspect_file(p).ok
+    reader = await SqliteStore.open(p, readonly=True)
+    try:
+        assert await reader.report() == led.snapshot()
+    finally:
+        await reader.close()
+    rebuilt, where = await rebuild(p)  # a writer: the leftovers go
+    assert where == (120, 5)
+    assert same(rebuilt, led)
+    con = db(p)
+    assert con.execute("SELECT DISTINCT seq FROM snapshot_pieces").fetchall() == [(120,)]
+    con.close()
+
+
+async def test_a_format_6_snapshot_in_one_body_still_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", 512)
+    p = tmp_path / "j.db"
+    led = await journal_with_snapshot(p)
+    con = sqlite3.connect(p)
+    (seq,) = con.execute("SELECT seq FROM snapshots").fetchone()
+    body = con.execute("SELECT body FROM snapshots").fetchone()[0] + b"".join(
+        b for (b,) in con.execute("SELECT body FROM snapshot_pieces WHERE seq = ? ORDER BY no", (seq,)))
+    con.execute("UPDATE snapshots SET version = 6, body = ?, crc = ?", (body, _snapshot_crc(seq, 6, body)))
+    con.execute("DELETE FROM snapshot_pieces")
+    con.commit()
+    con.close()
+    assert inspect_file(p).ok
+    rebuilt, where = await rebuild(p)
+    assert where == (120, 5)
+    assert same(rebuilt, led)
+
+
+async def test_a_damaged_piece_fails_the_snapshots_checksum_and_repair_keeps_the_good_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", 512)
+    p = tmp_path / "j.db"
+    led = await journal_with_snapshot(p)
+    # A second snapshot, whose second piece is then damaged: verify names it, a start passes over it.
+    s = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0, clock=lambda: 1.0)
+    led, more = rows_of(5, 125, led)
+    await s.append(more)
+    assert s.checkpoint(130, led.state())
+    await s.close()
+    con = sqlite3.connect(p)
+    con.execute("UPDATE snapshot_pieces SET body = CAST(upper(body) AS BLOB) WHERE seq = 130 AND no = 2")
+    con.commit()
+    con.close()
+    insp = inspect_file(p)
+    assert insp.bad_snapshots == [130]
+    rebuilt, where = await rebuild(p)
+    assert where == (120, 10)  # the older snapshot, and the events after it
+    assert same(rebuilt, led)
+    rep = repair_file(p)
+    assert rep.dropped_snapshots == 1
+    assert inspect_file(p).ok
+    rebuilt, where = await rebuild(p)
+    assert where == (120, 10)  # the good snapshot came through repair whole, pieces and all
+    assert same(rebuilt, led)
