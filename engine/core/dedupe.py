@@ -49,6 +49,9 @@ SEGMENT0 = 2_000_000
 _WORDS_SHIFT = 2
 #: Keys put in the filter at a time before it is on (see :meth:`Dedupe._prefill`): ~1 ms of one decision.
 PREFILL_STEP = 1_024
+#: Ids of an indexed chunk that leave the room sets at each :meth:`Dedupe.forget_some` (~0.6 ms): the 65,536
+#: of a chunk at once were a 9 ms stall of the event loop.
+FORGET_STEP = 4_096
 #: How many masks (6 bits each) the second half of a key's hash picks from.
 _MASK_BITS = 12
 
@@ -159,6 +162,8 @@ class Dedupe:
         self.fresh: list[int] = []
         #: Whether full chunks are held for the store (a replay lets them go: the store rebuilds any it lacks).
         self.keep = False
+        #: Indexed chunks whose ids are leaving the room sets a step at a time (ids, rooms, how many left).
+        self.forgetting: list[tuple[list[str], list[int], int]] = []
         # The filter: segments (64-bit words, a power of two each), the keys each holds and is sized for. New
         # keys go into the last one (``seg``, ``top`` its index mask; ``older`` the others); the keys counted
         # into ``_seg_n`` are the first ``_counted`` of all keys ever taken.
@@ -407,8 +412,10 @@ class Dedupe:
 
     @property
     def in_memory(self) -> int:
-        """Ids held exactly in memory: the window, the chunk being filled, the chunks not yet indexed."""
-        return len(self.ring) + sum(len(ids) for ids, _, _ in self.handoff.values())
+        """Ids held exactly in memory: the window, the chunk being filled, the chunks not yet indexed or still
+        leaving the sets (:meth:`forget_some`)."""
+        return (len(self.ring) + sum(len(ids) for ids, _, _ in self.handoff.values())
+                + sum(len(ids) - done for ids, _, done in self.forgetting))
 
     # ------------------------------------------------------------------ the store's side
 
@@ -419,12 +426,30 @@ class Dedupe:
         self.fresh.clear()
         return out
 
-    def indexed(self, no: int) -> None:
+    def indexed(self, no: int, *, gradual: bool = False) -> None:
         """The store's index holds chunk ``no`` now: its keys need not stay in memory (until then they stay in
-        their rooms' sets, where the ledger finds a re-delivery of one before it asks anything else)."""
+        their rooms' sets, where the ledger finds a re-delivery of one before it asks anything else). With
+        ``gradual`` they leave :data:`FORGET_STEP` at a time, at each :meth:`forget_some` (the daemon calls it
+        after each batch); a key still in its set meanwhile is found there, as before."""
         held = self.handoff.pop(no, None)
-        if held is not None:
+        if held is None:
+            return
+        if gradual:
+            self.forgetting.append((held[0], held[1], 0))
+        else:
             self._forget(held[0], held[1])
+
+    def forget_some(self, n: int = FORGET_STEP) -> None:
+        """Let up to ``n`` keys of the chunks :meth:`indexed` gradually leave the room sets."""
+        while n > 0 and self.forgetting:
+            ids, rms, done = self.forgetting[0]
+            k = min(n, len(ids) - done)
+            self._forget(ids[done:done + k], rms[done:done + k])
+            n -= k
+            if done + k < len(ids):
+                self.forgetting[0] = (ids, rms, done + k)
+            else:
+                del self.forgetting[0]
 
     # ------------------------------------------------------------------ snapshots
 
@@ -601,5 +626,5 @@ def _array(code: str, data: Any, n: int | None) -> array[int]:
     return a
 
 
-__all__ = ["CHUNK", "MASK_SHIFT", "SEGMENT0", "ChunkKeys", "Dedupe", "escape", "holds", "key_hash", "key_lines",
-           "key_text"]
+__all__ = ["CHUNK", "FORGET_STEP", "MASK_SHIFT", "SEGMENT0", "ChunkKeys", "Dedupe", "escape", "holds", "key_hash",
+           "key_lines", "key_text"]

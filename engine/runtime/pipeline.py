@@ -356,8 +356,11 @@ class Engine:
             return None
         done = self.journal.append(rows)
         dd = self.ledger.dedupe
-        if dd is not None and dd.fresh:
-            self._hand_off(dd)
+        if dd is not None:
+            if dd.fresh:
+                self._hand_off(dd)
+            if dd.forgetting:
+                dd.forget_some()
         self._maybe_checkpoint(now)
         return done
 
@@ -369,7 +372,7 @@ class Engine:
 
             def done(f: asyncio.Future[None], no: int = no) -> None:
                 if not f.cancelled() and f.exception() is None:
-                    dd.indexed(no)
+                    dd.indexed(no, gradual=True)  # its ids leave the sets a step per batch (_append)
 
             fut.add_done_callback(done)
 

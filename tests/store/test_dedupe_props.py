@@ -397,3 +397,31 @@ def test_the_filter_takes_the_window_a_little_at_a_time_and_a_restore_before_it_
     assert restored.state() == live.state()
     live.lookup = restored.lookup = lambda key, h: True  # a store that holds every key: the filter decides
     assert all(live.contains("p", "r", f"m{i}") and restored.contains("p", "r", f"m{i}") for i in range(400))
+
+
+def test_an_indexed_chunk_leaves_the_sets_a_step_at_a_time_and_its_keys_are_still_found() -> None:
+    """The daemon lets an indexed chunk's 65,536 ids go FORGET_STEP per batch, not at once (9 ms); meanwhile
+    and afterwards every one of them is still recognised: from its set, then through the store's index."""
+    dd = dedupe.Dedupe(4, chunk=10)
+    dd.keep = True
+    ri, ids = dd.room("p", "r")
+    dd.switch(ri)
+    for i in range(14):  # the window of 4 and one full chunk of 10
+        assert dd.admit(ri, f"m{i}", i + 1, True)
+        ids.add(f"m{i}")
+    ((no, _, _, keys),) = dd.take_fresh()
+    index = {text for text, _ in keys}
+    dd.lookup = lambda key, h: key in index
+    dd.indexed(no, gradual=True)
+    assert len(ids) == dd.in_memory == 14
+    left = []
+    while dd.forgetting:
+        dd.forget_some(4)
+        left.append(len(ids))
+        assert dd.in_memory == len(ids)
+        assert all(dd.contains("p", "r", f"m{i}") for i in range(14))
+    assert left == [10, 6, 4]  # the window stays
+    assert ids == {f"m{i}" for i in range(10, 14)}
+    before = dd.old_dupes
+    assert not dd.admit(ri, "m3", 15, True)  # an old one, found in the index
+    assert dd.old_dupes == before + 1
