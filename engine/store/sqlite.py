@@ -833,10 +833,21 @@ class SqliteStore:
                   len(pieces), self.last_snapshot_seconds)
 
     def _put_piece(self, seq: int, no: int, piece: bytes | memoryview) -> None:
-        """Piece ``no`` (1 on) of the snapshot at ``seq``, in its own transaction (the connection is in
-        autocommit mode). Runs on the connection's thread."""
-        self._db._conn.execute("INSERT OR REPLACE INTO snapshot_pieces (seq, no, body) VALUES (?, ?, ?)",
-                               (seq, no, piece))
+        """Piece ``no`` (1 on) of the snapshot at ``seq``, in its own transaction. With the first, a snapshot
+        already at ``seq`` (one a start passed over, written again on the way out) goes, so that no reader
+        sees its row with new pieces. Runs on the connection's thread."""
+        con = self._db._conn
+        con.execute("BEGIN")
+        try:
+            if no == 1:
+                con.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
+                con.execute("DELETE FROM snapshot_pieces WHERE seq = ?", (seq,))
+            con.execute("INSERT INTO snapshot_pieces (seq, no, body) VALUES (?, ?, ?)", (seq, no, piece))
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
 
     def _put_snapshot(self, seq: int, crc: int, first: bytes | memoryview) -> None:
         """Make the snapshot at ``seq`` (its pieces after the first written already) exist: its row, holding

@@ -195,3 +195,28 @@ async def test_a_damaged_piece_fails_the_snapshots_checksum_and_repair_keeps_the
     rebuilt, where = await rebuild(p)
     assert where == (120, 10)  # the good snapshot came through repair whole, pieces and all
     assert same(rebuilt, led)
+
+
+async def test_a_snapshot_written_again_at_the_same_event_replaces_the_old_one_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that passed over a snapshot may write one at the same event on its way out: the old row and
+    all its pieces go with the new one's first piece, so none of them is left to be read with the new."""
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", 256)
+    p = tmp_path / "j.db"
+    led = await journal_with_snapshot(p, tail=0)
+    con = db(p)
+    before = con.execute("SELECT count(*) FROM snapshot_pieces WHERE seq = 120").fetchone()[0]
+    con.close()
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", 1024)  # the same body again, in fewer pieces
+    s = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0, clock=lambda: 1.0)
+    await s.rebuild()
+    assert s.checkpoint(120, led.state())
+    await s.close()
+    con = db(p)
+    after = con.execute("SELECT count(*) FROM snapshot_pieces WHERE seq = 120").fetchone()[0]
+    con.close()
+    assert 0 < after < before
+    assert inspect_file(p).ok
+    rebuilt, where = await rebuild(p)
+    assert where == (120, 0)
+    assert same(rebuilt, led)
