@@ -441,8 +441,10 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        # A last snapshot, so the next start replays nothing (the store writes it before it closes).
+        # A last snapshot, so the next start replays nothing (the store writes it before it closes), after the
+        # one being written, if any: the store refuses a second meanwhile.
         if self.ledger.seq > self._snap_seq:
+            await self.journal.snapshot_written()
             with contextlib.suppress(ValueError):  # a ledger ahead of its failed journal: nothing to snapshot
                 self.journal.checkpoint(self.ledger.seq, self.ledger.state())
         await self.journal.close()

@@ -99,6 +99,11 @@ class Store(Protocol):
         failed. Never blocks."""
         ...
 
+    async def snapshot_written(self) -> None:
+        """Wait until the snapshot being written, if any, is in the store or has failed (a clean stop asks
+        for its last snapshot after this: :meth:`checkpoint` refuses while one is being written)."""
+        ...
+
     async def attach(self, ledger: Ledger) -> None:
         """Connect ``ledger``'s bounded duplicate-id memory (:mod:`livecart.core.dedupe`) to the store, once
         it is rebuilt: index every full chunk of old ids the store lacks, and answer the ledger's "maybe seen"

@@ -362,6 +362,10 @@ class JetStreamStore:
     def lookup(self, key: str, h: int) -> bool:
         return False
 
+    async def snapshot_written(self) -> None:
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
+
     def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
         if self._closed or self._failed is not None or self.readonly:
             return False

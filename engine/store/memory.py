@@ -193,6 +193,10 @@ class MemoryStore:
         self.lookups += 1
         return any(key in keys for _, _, keys in self.space.index.values())
 
+    async def snapshot_written(self) -> None:
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
+
     def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
         if self._closed or self._failed is not None or self.readonly:
             return False

@@ -775,6 +775,10 @@ class SqliteStore:
         finally:
             con.execute("COMMIT")
 
+    async def snapshot_written(self) -> None:
+        if self._snapshot is not None:
+            await asyncio.gather(self._snapshot, return_exceptions=True)
+
     def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:
         """Write ``state`` (the ledger at ``seq``, the last entry appended) as a snapshot row, in the background:
         encoded on a worker thread, inserted through the writer's connection once the batch holding ``seq``

@@ -188,6 +188,27 @@ async def test_a_snapshot_and_the_tail_rebuild_the_ledger_a_full_replay_gives(op
     await again.close()
 
 
+async def test_a_second_snapshot_is_refused_while_one_is_written_and_taken_once_it_is(open_store: Opener) -> None:
+    """What a clean stop relies on for its last snapshot: checkpoint refuses while one is being written, and
+    snapshot_written waits for that one."""
+    s = await start(open_store)
+    led, rows = decided(12)
+    await s.append(rows[:8])
+    assert s.checkpoint(8, decided(8)[0].state())
+    fut = s.append(rows[8:])
+    assert not s.checkpoint(12, led.state())  # the one at 8 is still being written
+    await fut
+    await s.snapshot_written()
+    assert s.checkpoint(12, led.state())
+    await s.close()
+    assert s.snapshots_written == 2
+    again = await start(open_store)
+    rebuilt = await again.rebuild()
+    assert again.rebuilt_from == (12, 0)
+    assert norm(rebuilt.state()) == norm(led.state())
+    await again.close()
+
+
 async def test_a_snapshot_is_taken_only_at_the_last_appended_entry(open_store: Opener) -> None:
     s = await start(open_store)
     _, rows = decided(3)

@@ -220,3 +220,29 @@ async def test_a_snapshot_written_again_at_the_same_event_replaces_the_old_one_w
     rebuilt, where = await rebuild(p)
     assert where == (120, 0)
     assert same(rebuilt, led)
+
+
+async def test_a_clean_stop_snapshots_the_last_event_even_while_a_snapshot_is_being_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot in pieces takes a while; the engine's close waits for it and then takes its own, so the next
+    start replays nothing (found from outside: the last snapshot of four 300k runs was 10-17k events short)."""
+    import dataclasses
+
+    from livecart.config import loads
+    from livecart.runtime.pipeline import Engine
+
+    monkeypatch.setattr(sqlite, "SNAPSHOT_PIECE", 64)
+    toml = (f'[stream]\nname = "s"\n[storage]\npath = "{tmp_path / "j.db"}"\ndurability = "os"\n'
+            '[[products]]\nsku = "egg"\nname = "Eggs"\nstock = 500\n')
+    base = loads(toml, file="t.toml", base_dir=tmp_path)
+    cfg = dataclasses.replace(base, storage=dataclasses.replace(base.storage, snapshot_events=10_000))
+    none = ParseResult(Intent.NONE)
+    eng = await Engine.open(cfg, parse=lambda text, featured: none)
+    await eng.submit([Comment("p", "r", f"m{i}", "u", "u", "hi", 0.0) for i in range(300)])
+    assert eng.journal.checkpoint(300, eng.ledger.state())
+    await eng.submit([Comment("p", "r", f"n{i}", "u", "u", "hi", 0.0) for i in range(5)])
+    await eng.close()
+    assert eng.journal.snapshots_written == 2
+    con = db(tmp_path / "j.db")
+    assert con.execute("SELECT max(seq) FROM snapshots").fetchone()[0] == 305
+    con.close()
