@@ -291,7 +291,8 @@ def journal_main(args: argparse.Namespace) -> int:
             print(f"  the good part: batches 1-{rep.good_batches:,} (events 1-{rep.good_events:,}); "
                   f"`livecart journal repair {args.file}` keeps a backup copy and cuts back to it")
         for seq in rep.bad_snapshots:
-            print(f"  DAMAGED: the snapshot at event {seq:,} fails its checksum (repair drops it)")
+            why = ("is of events past the good part" if seq in rep.late_snapshots else "fails its checksum")
+            print(f"  DAMAGED: the snapshot at event {seq:,} {why} (repair drops it)")
         if rep.ok:
             print(f"  OK: events 1-{rep.good_events:,} check")
             return 0

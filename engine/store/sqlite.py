@@ -1166,6 +1166,8 @@ class Inspection:
     good_batches: int = 0
     good_events: int = 0
     bad_snapshots: list[int] = field(default_factory=list)
+    #: Those of them that pass their checksum but lie past the good part (events a damaged batch held).
+    late_snapshots: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -1188,6 +1190,9 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
         raise ForeignDatabase(f"cannot open {p}: {exc}") from exc
     try:
         try:
+            # One read transaction for all of it: beside a running writer, a snapshot committed between the
+            # batches' scan and the snapshots' would lie past the events counted, and look damaged.
+            con.execute("BEGIN")
             app_id = int(con.execute("PRAGMA application_id").fetchone()[0])
             meta = {str(k): str(v) for k, v in con.execute("SELECT key, value FROM meta")}
         except sqlite3.DatabaseError as exc:
@@ -1223,16 +1228,17 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
         rep.events = rep.good_events
         if rep.schema >= 2:
             try:
-                con.execute("BEGIN")  # one read transaction: a writer beside this may drop a snapshot meanwhile
                 for seq, version, crc in con.execute("SELECT seq, version, crc FROM snapshots ORDER BY seq"
                                                      ).fetchall():
                     rep.snapshots += 1
                     got = crc32c.crc32c(_RANGE.pack(int(seq), int(version)))
                     for piece in _body_slices(con, int(seq), int(version) >= _PIECED):
                         got = crc32c.crc32c(piece, got)
-                    if got != crc or seq > rep.good_events:
+                    if got != crc:
                         rep.bad_snapshots.append(int(seq))
-                con.execute("COMMIT")
+                    elif seq > rep.good_events:  # whole, but of events the good part does not hold
+                        rep.bad_snapshots.append(int(seq))
+                        rep.late_snapshots.append(int(seq))
             except sqlite3.DatabaseError as exc:
                 rep.problem = rep.problem or f"the snapshots cannot be read: {exc}"
     finally:
