@@ -822,7 +822,7 @@ class SqliteStore:
                     return
                 await self._on_db_thread(self._put_piece, seq, no, pieces[no])
                 pieces[no] = b""  # written: its memory can go
-            await self._on_db_thread(self._put_snapshot, seq, crc, pieces[0])
+            await self._on_db_thread(self._put_snapshot, seq, crc, pieces[0], len(pieces))
         except (sqlite3.Error, ValueError, TypeError, orjson.JSONEncodeError) as exc:
             self.snapshot_failures += 1
             log.warning("journal %s: the snapshot at event %d was not written (%s); the journal is whole "
@@ -853,15 +853,17 @@ class SqliteStore:
                 con.execute("ROLLBACK")
             raise
 
-    def _put_snapshot(self, seq: int, crc: int, first: bytes | memoryview) -> None:
-        """Make the snapshot at ``seq`` (its pieces after the first written already) exist: its row, holding
-        the first piece, and the deletion of all but the two latest snapshots and of their pieces, in one
-        transaction. Runs on the connection's thread."""
+    def _put_snapshot(self, seq: int, crc: int, first: bytes | memoryview, count: int) -> None:
+        """Make the snapshot at ``seq`` (of ``count`` pieces, those after the first written already) exist: its
+        row, holding the first piece, and the deletion of all but the two latest snapshots and of their pieces
+        (and of any piece beyond ``count`` at ``seq``, an older body's), in one transaction. Runs on the
+        connection's thread."""
         con = self._db._conn
         con.execute("BEGIN")
         try:
             con.execute("INSERT OR REPLACE INTO snapshots (seq, ts, version, crc, body) VALUES (?, ?, ?, ?, ?)",
                         (seq, time.time(), SNAPSHOT_VERSION, crc, first))
+            con.execute("DELETE FROM snapshot_pieces WHERE seq = ? AND no >= ?", (seq, count))
             con.execute("DELETE FROM snapshots WHERE seq < (SELECT min(seq) FROM "
                         "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 2))")
             con.execute("DELETE FROM snapshot_pieces WHERE seq NOT IN (SELECT seq FROM snapshots)")
