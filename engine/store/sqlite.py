@@ -775,6 +775,8 @@ class SqliteStore:
         finally:
             con.execute("COMMIT")
 
+    # ------------------------------------------------------------------ snapshots
+
     async def snapshot_written(self) -> None:
         if self._snapshot is not None:
             await asyncio.gather(self._snapshot, return_exceptions=True)
