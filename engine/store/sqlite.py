@@ -204,9 +204,7 @@ def _encode_snapshot(seq: int, state: dict[str, Any]) -> tuple[int, int, list[by
     piece), never copied; only runs of smaller parts are joined (joining the parts into pieces of exactly
     1 MB copied the body's JSON: +15 MB of peak memory at 10M comments). Safe to call on a worker thread."""
     parts = snapshot_parts(state)
-    crc = crc32c.crc32c(_RANGE.pack(seq, SNAPSHOT_VERSION))
-    for part in parts:
-        crc = crc32c.crc32c(part, crc)
+    crc = _pieces_crc(seq, SNAPSHOT_VERSION, parts)
     pieces: list[bytes | memoryview] = []
     held: list[memoryview] = []
     n = size = 0
@@ -271,7 +269,15 @@ def _body_slices(con: sqlite3.Connection, seq: int, pieced: bool) -> Iterator[by
 
 
 def _snapshot_crc(seq: int, version: int, body: bytes | bytearray) -> int:
-    return crc32c.crc32c(body, crc32c.crc32c(_RANGE.pack(seq, version)))
+    return _pieces_crc(seq, version, (body,))
+
+
+def _pieces_crc(seq: int, version: int, pieces: Iterable[bytes | bytearray | memoryview]) -> int:
+    """:func:`_snapshot_crc` of the body that ``pieces`` make, one after the other, without joining them."""
+    crc = crc32c.crc32c(_RANGE.pack(seq, version))
+    for piece in pieces:
+        crc = crc32c.crc32c(piece, crc)
+    return crc
 
 
 class Chain:
@@ -1239,10 +1245,8 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
                 for seq, version, crc in con.execute("SELECT seq, version, crc FROM snapshots ORDER BY seq"
                                                      ).fetchall():
                     rep.snapshots += 1
-                    got = crc32c.crc32c(_RANGE.pack(int(seq), int(version)))
-                    for piece in _body_slices(con, int(seq), int(version) >= _PIECED):
-                        got = crc32c.crc32c(piece, got)
-                    if got != crc:
+                    seq, version = int(seq), int(version)
+                    if _pieces_crc(seq, version, _body_slices(con, seq, version >= _PIECED)) != crc:
                         rep.bad_snapshots.append(int(seq))
                     elif seq > rep.good_events:  # whole, but of events the good part does not hold
                         rep.bad_snapshots.append(int(seq))
