@@ -361,6 +361,7 @@ class Engine:
                 self._hand_off(dd)
             if dd.forgetting:
                 dd.forget_some()
+        self.ledger.seal_some()
         self._maybe_checkpoint(now)
         return done
 

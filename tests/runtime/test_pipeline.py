@@ -398,3 +398,28 @@ async def test_a_snapshot_the_events_after_it_do_not_replay_onto_is_passed_over(
     assert "does not replay onto the state before it" in caplog.text
     assert norm(again.ledger.state()) == norm(live)
     await again.close()
+
+
+async def test_orders_are_sealed_a_segment_per_batch_before_any_snapshot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import msgspec
+
+    from livecart.core import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "ORDER_SEGMENT", 2)
+    base = config(tmp_path)
+    cfg = dataclasses.replace(base, storage=dataclasses.replace(base.storage, snapshot_events=10_000))
+    eng = await Engine.open(cfg, parse=parse, clock=Clock())
+    await eng.control(parse_params("restock", ["egg", "50"]))
+    for n in range(9):
+        await eng.submit([c(n, "egg 1", f"u{n}")])
+        assert len(eng.ledger._sealed) == (n + 1) // 2  # one full segment more every second order
+    assert eng.journal.snapshots_written == 0
+    orders = list(eng.ledger.orders())
+    for i, part in enumerate(eng.ledger._sealed):
+        got = msgspec.json.decode(part)
+        assert got["id"] == [o["order"] for o in orders[2 * i:2 * i + 2]]
+        assert got["user"] == [f"u{2 * i}", f"u{2 * i + 1}"]
+    await eng.close()

@@ -154,14 +154,18 @@ def check_snapshot_plus_tail(events: list[tuple[int, Any]], data: st.DataObject)
     older: dict[int, dict[int, bytes]] = {4: {}, 5: {}}
     # One ledger going on through every cut, as a running engine does: what it seals for one snapshot it
     # gives again to the next, and each of its snapshots equals that of a ledger rebuilt at the same point.
+    # It also seals its newest segment of orders after some events, as the daemon does after each batch.
+    seals = set(data.draw(st.lists(st.integers(0, kill), max_size=12), label="seals"))
     going = codec.rebuild_entries(HEADER, [])
     done = 0
     for at in cuts:
         fresh = codec.rebuild_entries(HEADER, rows[:at])
-        for seq, ts, kind, d in rows[done:at]:
+        for i, (seq, ts, kind, d) in enumerate(rows[done:at], done):
             going.clock = lambda ts=ts: ts  # type: ignore[misc]
             codec.apply_data(going, kind, d)
             assert going.seq == seq
+            if i in seals:
+                going.seal_some()
         done = at
         state = going.state()
         assert state == fresh.state()
