@@ -400,6 +400,45 @@ async def test_a_snapshot_the_events_after_it_do_not_replay_onto_is_passed_over(
     await again.close()
 
 
+async def test_the_state_is_not_copied_again_while_the_last_snapshot_is_being_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import threading
+
+    from livecart.store import sqlite as sqlite_module
+
+    base = config(tmp_path)
+    cfg = dataclasses.replace(base, storage=dataclasses.replace(base.storage, snapshot_events=2))
+    release = threading.Event()
+    encode = sqlite_module._encode_snapshot
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_module, "_encode_snapshot", slow)
+    eng = await Engine.open(cfg, parse=parse, clock=Clock())
+    taken = 0
+    state = eng.ledger.state
+
+    def counted() -> dict[str, Any]:
+        nonlocal taken
+        taken += 1
+        return state()
+
+    monkeypatch.setattr(eng.ledger, "state", counted)
+    for n in range(12):  # a snapshot is due at every second event, the first is held on its worker thread
+        await eng.submit([c(n, "chat")])
+    assert taken == 1
+    release.set()
+    await eng.journal.snapshot_written()
+    await asyncio.sleep(0)  # the engine hears that it is written
+    await eng.submit([c(12, "chat")])
+    assert taken == 2  # due since long ago: asked at the next batch
+    assert eng.journal.snapshots_written >= 1
+    await eng.close()
+
+
 async def test_orders_are_sealed_a_segment_per_batch_before_any_snapshot(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
