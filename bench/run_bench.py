@@ -93,6 +93,7 @@ def stream_file(n: int, seed: int, directory: Path) -> tuple[Path, Scenario | No
     path = directory / f"livecart-flash-buys-{n}-{seed}.jsonl"
     if path.exists():
         return path, None
+    directory.mkdir(parents=True, exist_ok=True)  # a --tmpdir that does not exist yet
     tmp = path.with_suffix(".part")
     code = ("import sys; from pathlib import Path; from livecart.bench.scenario import flash_buys; "
             "flash_buys(int(sys.argv[1]), seed=int(sys.argv[2])).write_jsonl(Path(sys.argv[3]))")
