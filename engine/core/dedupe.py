@@ -52,6 +52,9 @@ PREFILL_STEP = 1_024
 #: Ids of an indexed chunk that leave the room sets at each :meth:`Dedupe.forget_some` (~0.6 ms): the 65,536
 #: of a chunk at once were a 9 ms stall of the event loop.
 FORGET_STEP = 4_096
+#: Keys (or groups of keys) the store's worker thread handles between two calls of its pause (see
+#: :meth:`ChunkKeys.lines`): ~0.3 ms of work.
+PAUSE_STEP = 4_096
 #: How many masks (6 bits each) the second half of a key's hash picks from.
 _MASK_BITS = 12
 
@@ -569,8 +572,10 @@ class ChunkKeys:
         for cid, ri, h in zip(self.ids, self.rms, self.hashes, strict=True):
             yield prefixes[ri] + escape(cid), h
 
-    def lines(self, groups: int) -> dict[int, str]:
-        """:func:`key_lines` of these keys (``groups`` a power of two up to 65,536)."""
+    def lines(self, groups: int, pause: Callable[[], None] | None = None) -> dict[int, str]:
+        """:func:`key_lines` of these keys (``groups`` a power of two up to 65,536). ``pause``, when given, is
+        called every :data:`PAUSE_STEP` keys or groups (the store's worker thread lets the event loop have the
+        interpreter there)."""
         ids, rms = self.ids, self.rms
         if ids and rms.count(rms[0]) == len(ids):  # one room (nearly always): its prefix goes in the join
             joined = "".join(ids)
@@ -579,41 +584,65 @@ class ChunkKeys:
             if "\\" in joined or "\x00" in joined or "\x1f" in joined or "\n" in joined:
                 ids = [escape(cid) for cid in ids]
             sep = "\n" + self.prefixes[rms[0]]
-            return {g: sep + sep.join(keys) + "\n" for g, keys in enumerate(_grouped(ids, self.hashes, groups))
-                    if keys}
-        return key_lines(self, groups)
+            out: dict[int, str] = {}
+            n = 0
+            for g, keys in enumerate(_grouped(ids, self.hashes, groups, pause)):
+                if keys:
+                    out[g] = sep + sep.join(keys) + "\n"
+                    n += len(keys) + 1
+                    if pause is not None and n >= PAUSE_STEP:
+                        pause()
+                        n = 0
+            return out
+        return key_lines(self, groups, pause)
 
 
-def _grouped(ids: list[str], hashes: array[int], groups: int) -> list[list[str]]:
+def _grouped(ids: list[str], hashes: array[int], groups: int,
+             pause: Callable[[], None] | None = None) -> list[list[str]]:
     """``ids`` by the low bits of their ``hashes`` (``groups`` lists). A key's group is read from the low
     bytes of its hash as the array holds them (a byte taken from bytes is a cached small int): no arithmetic
-    and no int made per key, about a third of the work of ``by[h & mask].append(cid)``."""
+    and no int made per key, about a third of the work of ``by[h & mask].append(cid)``. ``pause`` is called
+    every :data:`PAUSE_STEP` keys."""
     by: list[list[str]] = [[] for _ in range(groups)]
     raw = hashes.tobytes()
     step = hashes.itemsize
     low = 0 if sys.byteorder == "little" else step - 1
     high = 1 if sys.byteorder == "little" else step - 2
     lo = raw[low::step]
+    every = len(ids) if pause is None else PAUSE_STEP
     if groups <= 256:
         lo = lo.translate(bytes(b & (groups - 1) for b in range(256)))
         adds = [g.append for g in by]
-        for cid, b in zip(ids, lo, strict=True):
-            adds[b](cid)
+        for at in range(0, len(ids), every or 1):
+            for cid, b in zip(ids[at:at + every], lo[at:at + every], strict=True):
+                adds[b](cid)
+            if pause is not None:
+                pause()
         return by
     hi = raw[high::step].translate(bytes(b & ((groups >> 8) - 1) for b in range(256)))
     add2 = [[g.append for g in by[i:i + 256]] for i in range(0, groups, 256)]
-    for cid, a, b in zip(ids, hi, lo, strict=True):
-        add2[a][b](cid)
+    for at in range(0, len(ids), every or 1):
+        for cid, a, b in zip(ids[at:at + every], hi[at:at + every], lo[at:at + every], strict=True):
+            add2[a][b](cid)
+        if pause is not None:
+            pause()
     return by
 
 
-def key_lines(keys: Iterable[tuple[str, int]], groups: int) -> dict[int, str]:
+def key_lines(keys: Iterable[tuple[str, int]], groups: int,
+              pause: Callable[[], None] | None = None) -> dict[int, str]:
     """Keys (text, hash) by the low bits of their hash (``groups``, a power of two), each group one string:
-    a newline, then every key followed by a newline (a key holds none: see :func:`escape`)."""
+    a newline, then every key followed by a newline (a key holds none: see :func:`escape`). ``pause``, when
+    given, is called every :data:`PAUSE_STEP` keys."""
     by: list[list[str]] = [[] for _ in range(groups)]
     mask = groups - 1
+    n = 0
     for key, h in keys:
         by[h & mask].append(key)
+        n += 1
+        if pause is not None and n == PAUSE_STEP:
+            pause()
+            n = 0
     return {g: "\n" + "\n".join(v) + "\n" for g, v in enumerate(by) if v}
 
 

@@ -29,6 +29,7 @@ from livecart.core.control import Kind
 from livecart.core.errors import JournalError, LivecartError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Reason
+from livecart.store.pace import unpaced
 
 #: One journal row as read back: (seq, ts, kind, body) with body the JSON bytes.
 Row = tuple[int, float, str, bytes]
@@ -213,60 +214,83 @@ def _bracketed(pieces: Iterable[bytes | memoryview]) -> list[bytes | memoryview]
     return parts
 
 
-def _list_parts(values: list[Any]) -> list[bytes | memoryview]:
-    """``values`` as JSON in pieces, :data:`_PIECE` items encoded a call."""
+def _list_parts(values: list[Any], pause: Callable[[], None] = unpaced) -> list[bytes | memoryview]:
+    """``values`` as JSON in pieces, :data:`_PIECE` items encoded a call, ``pause`` called after each."""
     if len(values) <= _PIECE:
-        return [orjson.dumps(values)]
-    return _bracketed(memoryview(orjson.dumps(values[at:at + _PIECE]))[1:-1]
-                      for at in range(0, len(values), _PIECE))
+        out: list[bytes | memoryview] = [orjson.dumps(values)]
+        pause()
+        return out
+
+    def pieces() -> Iterator[memoryview]:
+        for at in range(0, len(values), _PIECE):
+            piece = memoryview(orjson.dumps(values[at:at + _PIECE]))[1:-1]
+            pause()
+            yield piece
+
+    return _bracketed(pieces())
 
 
-def _sealed_parts(sealed: list[Any]) -> list[bytes | memoryview]:
+def _sealed_parts(sealed: list[Any], pause: Callable[[], None] = unpaced) -> list[bytes | memoryview]:
     """The sealed parts of a snapshot's orders (``msgspec.Raw``: JSON already) as a JSON list, in pieces that
     are the parts themselves, not copies (at 390,000 orders they are ~35 MB)."""
     if not all(isinstance(p, msgspec.Raw) for p in sealed):
-        return _list_parts(sealed)  # decoded already (a state read back from a snapshot)
+        return _list_parts(sealed, pause)  # decoded already (a state read back from a snapshot)
     return _bracketed(memoryview(p) for p in sealed)
 
 
-def _json_parts(data: dict[str, Any], default: Callable[[Any], Any] | None) -> list[bytes | memoryview]:
-    """``data`` (a :meth:`Ledger.state`, or a dict holding one under ``ledger``) as JSON, in pieces: its long
-    lists (the orders' columns and sealed parts, the expiry heap) encoded apart, each call of orjson holding
-    the GIL for at most :data:`_PIECE` items, and not copied again into one body. They go into the JSON of the
-    rest as markers, with a nonce no text in the sale can guess, that are then cut out and replaced."""
-    nonce = secrets.token_hex(8)
-    held: dict[bytes, list[bytes | memoryview]] = {}
+class _Spliced:
+    """JSON in pieces: long parts of a value are encoded apart (:func:`_list_parts`) and go into the JSON of
+    the rest as markers, with a nonce no text in the sale can guess, that :meth:`parts` then cuts out and
+    replaces by the parts, so no part is copied again into one body."""
 
-    def hold(parts: list[bytes | memoryview]) -> str:
-        mark = f"\x00livecart {nonce} {len(held)}\x00"
-        held[orjson.dumps(mark)] = parts
+    def __init__(self) -> None:
+        self._nonce = secrets.token_hex(8)
+        self._held: dict[bytes, list[bytes | memoryview]] = {}
+
+    def hold(self, parts: list[bytes | memoryview]) -> str:
+        mark = f"\x00livecart {self._nonce} {len(self._held)}\x00"
+        self._held[orjson.dumps(mark)] = parts
         return mark
+
+    def parts(self, text: bytes) -> list[bytes | memoryview]:
+        cuts = sorted((text.index(mark), mark) for mark in self._held)
+        view = memoryview(text)
+        out: list[bytes | memoryview] = []
+        at = 0
+        for where, mark in cuts:
+            out.append(view[at:where])
+            out.extend(self._held[mark])
+            at = where + len(mark)
+        out.append(view[at:])
+        return out
+
+
+def _json_parts(data: dict[str, Any], default: Callable[[Any], Any] | None,
+                pause: Callable[[], None] = unpaced) -> list[bytes | memoryview]:
+    """``data`` (a :meth:`Ledger.state`, or a dict holding one under ``ledger``) as JSON, in pieces: its long
+    lists (the orders' columns and sealed parts, the expiry heap) encoded apart (:class:`_Spliced`), each
+    call of orjson holding the GIL for at most :data:`_PIECE` items, ``pause`` called after each."""
+    spliced = _Spliced()
+    hold = spliced.hold
 
     def take(state: dict[str, Any]) -> dict[str, Any]:
         out = dict(state)
         orders = out.get("orders")
         if isinstance(orders, dict):
-            out["orders"] = {k: hold(_sealed_parts(v)) if k == "sealed" and isinstance(v, list)
-                             else hold(_list_parts(v)) if isinstance(v, list) else v for k, v in orders.items()}
+            out["orders"] = {k: hold(_sealed_parts(v, pause)) if k == "sealed" and isinstance(v, list)
+                             else hold(_list_parts(v, pause)) if isinstance(v, list) else v
+                             for k, v in orders.items()}
         elif isinstance(orders, list):
-            out["orders"] = hold(_list_parts(orders))
+            out["orders"] = hold(_list_parts(orders, pause))
         if isinstance(out.get("expiry"), list):
-            out["expiry"] = hold(_list_parts(out["expiry"]))
+            out["expiry"] = hold(_list_parts(out["expiry"], pause))
         return out
 
     ledger = data.get("ledger")
     data = {**data, "ledger": take(ledger)} if isinstance(ledger, dict) else take(data)
     text = orjson.dumps(data, default=default)
-    cuts = sorted((text.index(mark), mark) for mark in held)
-    view = memoryview(text)
-    out: list[bytes | memoryview] = []
-    at = 0
-    for where, mark in cuts:
-        out.append(view[at:where])
-        out.extend(held[mark])
-        at = where + len(mark)
-    out.append(view[at:])
-    return out
+    pause()
+    return spliced.parts(text)
 
 
 def dumps_state(data: dict[str, Any]) -> bytes:
@@ -281,20 +305,25 @@ def encode_snapshot(state: dict[str, Any]) -> bytes:
     return b"".join(snapshot_parts(state))
 
 
-def snapshot_parts(state: dict[str, Any]) -> list[bytes | memoryview]:
+#: The lists of the duplicate-id memory's state as long as its window (encoded apart, see snapshot_parts).
+_DEDUPE_LONG = ("ids", "ring_rooms")
+
+
+def snapshot_parts(state: dict[str, Any], pause: Callable[[], None] = unpaced) -> list[bytes | memoryview]:
     """A snapshot body in pieces, to be written one after the other (a store that can write a body piecewise
     never holds all of it at once). Safe to call on another thread (the state is a copy, or views of arrays that
-    no longer change).
+    no longer change). ``pause`` is called after each call of the JSON encoder (a worker thread paces itself
+    there: :class:`livecart.store.pace.Pacer`); the bytes are the same with or without it.
 
     The duplicate-id memory, when there is one, follows after a newline (JSON as orjson writes it holds
     none), so a reader that needs only the sale (``report``) skips it: its JSON with every ``bytes`` or
     ``memoryview`` value (the window's arrays, the filter's segments) replaced by ``{"$raw": i}``, a newline,
     the JSON list of their sizes, a newline, then the bytes themselves, raw (as base64 inside the JSON they
     cost a third more and two more copies of the filter at every snapshot); the raw pieces are the state's own
-    objects, not copies."""
+    objects, not copies. Its window's ids and their rooms are encoded apart, like the orders' columns."""
     dedupe = state.get("dedupe")
     if dedupe is None:
-        return _json_parts(state, _b64)
+        return _json_parts(state, _b64, pause)
     rest = {k: v for k, v in state.items() if k != "dedupe"}
     blobs: list[bytes | memoryview] = []
 
@@ -304,9 +333,15 @@ def snapshot_parts(state: dict[str, Any]) -> list[bytes | memoryview]:
             return {"$raw": len(blobs) - 1}
         raise TypeError(f"cannot encode {type(value).__name__} in a snapshot")
 
-    head = orjson.dumps(dedupe, default=raw)
+    body = _json_parts(rest, None, pause)
+    spliced = _Spliced()
+    if isinstance(dedupe, dict):
+        dedupe = {k: spliced.hold(_list_parts(v, pause)) if k in _DEDUPE_LONG and isinstance(v, list) else v
+                  for k, v in dedupe.items()}
+    head = spliced.parts(orjson.dumps(dedupe, default=raw))
+    pause()
     sizes = orjson.dumps([b.nbytes if isinstance(b, memoryview) else len(b) for b in blobs])
-    return [*_json_parts(rest, None), b"\n", head, b"\n", sizes, b"\n", *blobs]
+    return [*body, b"\n", *head, b"\n", sizes, b"\n", *blobs]
 
 
 def decode_snapshot(body: bytes | bytearray, *, dedupe: bool = True) -> dict[str, Any]:

@@ -40,6 +40,27 @@ def test_a_chunk_is_written_in_slices_holding_every_key_once_and_its_range_last(
     assert merged == want
 
 
+def test_a_paced_chunk_is_grouped_the_same_and_pauses_every_few_thousand_keys() -> None:
+    rng = random.Random(11)
+    n = 3 * dedupe.PAUSE_STEP + 5
+    ids = [f"m{i}" for i in range(n)]
+    hashes = dedupe.array("q", (rng.getrandbits(62) for _ in range(n)))
+    keys = dedupe.ChunkKeys(ids, [0] * n, hashes, ["p\x1fr\x1f"])
+    pauses = 0
+
+    def pause() -> None:
+        nonlocal pauses
+        pauses += 1
+
+    assert keys.lines(sq.DEDUPE_BUCKETS, pause) == keys.lines(sq.DEDUPE_BUCKETS)
+    assert pauses >= 4  # grouping: every PAUSE_STEP ids, and joining: every PAUSE_STEP ids and groups
+    two_rooms = dedupe.ChunkKeys(ids, [0, 1] * (n // 2) + [0], hashes, ["p\x1fr\x1f", "p\x1fs\x1f"])
+    pauses = 0
+    assert two_rooms.lines(64, pause) == dedupe.key_lines(iter(two_rooms), 64)
+    assert pauses == n // dedupe.PAUSE_STEP
+    assert sq._chunk_slices(3, 1, n, keys, pause) == sq._chunk_slices(3, 1, n, keys)
+
+
 async def test_a_chunk_cut_short_between_its_slices_is_dropped_and_written_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dedupe, "CHUNK", 3)

@@ -292,3 +292,41 @@ def test_the_pieces_of_a_body_are_its_bytes_and_its_long_parts_are_not_copied() 
     assert sum(len(p) for p in pieces if isinstance(p, memoryview)) >= 4 << 20  # views of the segment
     short = sum(n for part in codec.snapshot_parts(state) if (n := memoryview(part).nbytes) < sqlite._OWN_PIECE)
     assert sum(len(p) for p in pieces if not isinstance(p, memoryview)) <= short  # only short parts copied
+
+
+def test_a_paced_snapshot_is_the_same_bytes_and_pauses_after_every_call_of_the_encoder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pieces of 7 items: the window's 40 ids and their rooms, and the orders' columns, are each encoded in
+    # several calls, apart from the rest of their JSON.
+    monkeypatch.setattr(codec, "_PIECE", 7)
+    led, rows = rows_of(120, recent=40)
+    state = led.state()
+    assert len(state["dedupe"]["ids"]) > 7
+    calls = 0
+    real = codec.orjson.dumps
+
+    def dumps(*args: Any, **kwargs: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)
+
+    pauses = 0
+
+    def pause() -> None:
+        nonlocal pauses
+        pauses += 1
+
+    unpaced = codec.encode_snapshot(state)
+    with monkeypatch.context() as m:
+        m.setattr(codec.orjson, "dumps", dumps)
+        crc, size, pieces = sqlite._encode_snapshot(120, state, pause)
+    body = b"".join(pieces)
+    assert body == unpaced
+    assert crc == _snapshot_crc(120, codec.SNAPSHOT_VERSION, body)
+    # Every call of the encoder that holds items of the state is followed by a pause (the markers of the
+    # parts encoded apart, and the list of the raw parts' sizes, are a few bytes each).
+    assert pauses >= 2 * (40 // 7 + 1) + 2
+    assert calls >= pauses
+    header = codec.Header(CAT, codec.catalogue_json(CAT), 0.0, None, 0.0, recent=40)
+    got = codec.resume(header, codec.SNAPSHOT_VERSION, body, [])
+    assert same(got, led)
