@@ -196,6 +196,7 @@ class Daemon:
         skip = {"livecart_journal_batches", "livecart_journal_batch_seconds", "livecart_journal_batch_seconds_mean"}
 
         def collect() -> None:
+            eng.refresh()  # the engine's own collectors: the journal's snapshot and the duplicate-id gauges
             for metric in eng.metrics():
                 if metric.name in skip:
                     continue

@@ -92,12 +92,17 @@ class Registry:
         return f"<Registry {self.prefix}*: {len(self._metrics)} metrics, {len(self._collectors)} collectors>"
 
     def metrics(self) -> Iterable[Metric]:
+        """The metrics as they are now (:meth:`refresh` first for the gauges that collectors keep)."""
         return self._metrics.values()
+
+    def refresh(self) -> None:
+        """Run the collectors: the gauges they keep take their current values."""
+        for fn in self._collectors:
+            fn()
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | SummaryMetricFamily]:
         """prometheus_client's collector protocol: every metric as a family, after running the collectors."""
-        for fn in self._collectors:
-            fn()
+        self.refresh()
         for m in self._metrics.values():
             names = sorted({k for labels in m.values for k, _ in labels})
             family: CounterMetricFamily | GaugeMetricFamily

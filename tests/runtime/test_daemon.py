@@ -194,6 +194,26 @@ async def test_two_platforms_share_one_inventory_and_each_comment_is_counted_by_
     assert 'livecart_outcomes_total{status="reserved"} 10' in text
 
 
+async def test_the_daemons_metrics_show_the_engines_snapshot_and_duplicate_id_gauges(tmp_path: Path) -> None:
+    # They are refreshed by the engine's own registry's collector: the daemon mirrors them, and showed 0 for
+    # every one while a sale wrote snapshots and held ids.
+    p = write(tmp_path, '[[adapters]]\ntype = "fed"\nname = "feed"\n')
+    p.write_text(p.read_text(encoding="utf-8").replace('durability = "os"', 'durability = "os"\nsnapshot_events = 4'),
+                 encoding="utf-8")
+    made: dict[str, Fed] = {}
+    run = Running(p, make_adapter=fed_factory(made))
+    async with run as d:
+        for i in range(3):
+            made["feed"].push([comment(10 * i + k, "chat") for k in range(5)])
+        await until(lambda: d.engine.journal.snapshots_written >= 1, "a snapshot written")
+        text = d.registry.render()
+        made["feed"].end()
+        assert await run.finish() == 0
+    assert "livecart_journal_snapshots_written 0.0" not in text
+    assert "livecart_journal_last_snapshot_seq 0.0" not in text
+    assert "livecart_dedupe_memory_ids 15.0" in text  # every id of the sale, inside the window
+
+
 # --- host controls ------------------------------------------------------------------------------------------
 
 async def test_controls_are_applied_and_journalled_so_a_restart_keeps_them(tmp_path: Path) -> None:
