@@ -257,7 +257,14 @@ class Engine:
             self._snap_retry = seq + max(1, st.snapshot_events // 16)
 
     def _snapshot_done(self, _: asyncio.Future[None]) -> None:
+        """The last snapshot is written (or failed): ask for the next at once if one is due (the events that
+        came while it was written), not at the next batch, which may not come for a long time after a burst.
+        Between two batches the ledger is at the last appended entry (a batch is decided and appended with no
+        ``await`` between); a ledger ahead of a failed journal has nothing to snapshot (``ValueError``)."""
         self._snap_busy = None
+        if not self._closed:
+            with contextlib.suppress(ValueError):
+                self._maybe_checkpoint(self._now)
 
     def _read_now(self) -> float:
         return self._now
