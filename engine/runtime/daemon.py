@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import importlib
 import logging
 import operator
 import os
@@ -47,7 +48,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livecart import registry
 from livecart.config import load
@@ -59,7 +60,6 @@ from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
 from livecart.plugin import Adapter, Batch, settle_all
-from livecart.runtime.cluster import ClusterEngine
 from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
@@ -68,6 +68,11 @@ from livecart.runtime.pipeline import Engine, ParseFn, tune_gc, tune_malloc, tun
 from livecart.runtime.replies import Replier, ReplyQueue, RoomKey
 from livecart.runtime.status import DaemonMetrics, StatusServer
 from livecart.runtime.trace import Trace, from_env
+
+if TYPE_CHECKING:
+    # Imported when a sale runs in JetStream mode only (_serve): with the NATS client it is ~86 ms of every
+    # start of a daemon on a journal file (python -X importtime, 2026-12-01).
+    from livecart.runtime.cluster import ClusterEngine
 from livecart.store.lock import JournalLock
 from livecart.store.sqlite import SqliteStore
 
@@ -134,9 +139,10 @@ class Daemon:
                         "'livecart ctl FILE resume'")
         else:
             self.running.set()
-        if isinstance(engine, ClusterEngine):
+        on_intake = getattr(engine, "on_intake", None)  # a ClusterEngine
+        if on_intake is not None:
             # A pause / resume of the sale reaches every process through the log, whoever took it.
-            engine.on_intake(self._pause_from_log)
+            on_intake(self._pause_from_log)
         self.draining = False
         #: The latency trace (``LIVECART_TRACE``, :mod:`livecart.runtime.trace`), else None.
         self.trace: Trace | None = None
@@ -809,7 +815,8 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
             await stack.enter_async_context(a)
         engine: Engine | ClusterEngine
         if lock is None:  # JetStream mode (docs/contract.md §7): the log is the cluster's, not a local file
-            engine = await ClusterEngine.open(cfg, clock=clock, parse=parse)
+            cluster = importlib.import_module("livecart.runtime.cluster")
+            engine = await cluster.ClusterEngine.open(cfg, clock=clock, parse=parse)
         else:
             engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock)
         stack.push_async_callback(engine.close)  # step 6: flush and close the journal
