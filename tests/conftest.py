@@ -34,6 +34,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                                     f"{livecart.__file__} is a {got!r} build")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the worker threads of SQLite connections a test left open (aiosqlite's are not daemon threads).
+    A test that fails before it closes its engine keeps it alive in its traceback, and the interpreter then
+    waits for that thread at exit forever: the run printed its failure and hung (CI's compiled pass, until
+    its timeout). Said on stderr, so a leak is seen, not hidden."""
+    import sys
+    import threading
+
+    try:
+        from aiosqlite import core
+    except ImportError:
+        return
+    stray = [t for t in threading.enumerate()
+             if t.is_alive() and getattr(t, "_target", None) is core._connection_worker_thread]
+    for t in stray:
+        tx = t._args[0]  # type: ignore[attr-defined]
+        tx.put_nowait((None, lambda: core._STOP_RUNNING_SENTINEL))
+    if stray:
+        print(f"\nconftest: stopped {len(stray)} SQLite connection thread(s) left open by tests", file=sys.stderr)
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
