@@ -85,6 +85,11 @@ def _fixed_columns(orders: list[_Order]) -> dict[str, list[Any]]:
             "created": [o.created for o in orders]}
 
 
+def _sealed_part(orders: list[_Order]) -> msgspec.Raw:
+    """One sealed segment of orders: their fixed fields (:func:`_fixed_columns`) encoded as JSON once."""
+    return msgspec.Raw(_encode(_fixed_columns(orders)))
+
+
 class _Unit:
     """Stock of one product or variant. Mutable, internal."""
 
@@ -281,9 +286,9 @@ class Ledger:
         behind = n - done
         if behind < step or behind >= 2 * step:
             return
-        newest = list(islice(reversed(self._orders.values()), behind))
-        newest.reverse()
-        self._sealed.append(msgspec.Raw(_encode(_fixed_columns(newest[:step]))))
+        oldest = list(islice(reversed(self._orders.values()), behind - step, behind))  # newest first
+        oldest.reverse()
+        self._sealed.append(_sealed_part(oldest))
 
     def state(self) -> dict[str, Any]:
         """Everything that decides the next outcome, as plain data (str, int, float, None, lists, dicts) that
@@ -314,7 +319,7 @@ class Ledger:
             done = 0
         full = len(every) // step * step
         for at in range(done, full, step):
-            sealed.append(msgspec.Raw(_encode(_fixed_columns(every[at:at + step]))))
+            sealed.append(_sealed_part(every[at:at + step]))
         orders = {"sealed": list(sealed), "tail": _fixed_columns(every[full:]),
                   "qty": [o.qty for o in every], "status": [o.status._value_ for o in every],
                   "deadline": [o.deadline for o in every]}
