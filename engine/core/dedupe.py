@@ -609,11 +609,11 @@ def _grouped(ids: list[str], hashes: array[int], groups: int,
     low = 0 if sys.byteorder == "little" else step - 1
     high = 1 if sys.byteorder == "little" else step - 2
     lo = raw[low::step]
-    every = len(ids) if pause is None else PAUSE_STEP
+    every = PAUSE_STEP
     if groups <= 256:
         lo = lo.translate(bytes(b & (groups - 1) for b in range(256)))
         adds = [g.append for g in by]
-        for at in range(0, len(ids), every or 1):
+        for at in range(0, len(ids), every):
             for cid, b in zip(ids[at:at + every], lo[at:at + every], strict=True):
                 adds[b](cid)
             if pause is not None:
@@ -621,7 +621,7 @@ def _grouped(ids: list[str], hashes: array[int], groups: int,
         return by
     hi = raw[high::step].translate(bytes(b & ((groups >> 8) - 1) for b in range(256)))
     add2 = [[g.append for g in by[i:i + 256]] for i in range(0, groups, 256)]
-    for at in range(0, len(ids), every or 1):
+    for at in range(0, len(ids), every):
         for cid, a, b in zip(ids[at:at + every], hi[at:at + every], lo[at:at + every], strict=True):
             add2[a][b](cid)
         if pause is not None:
