@@ -31,7 +31,7 @@ class Pacer:
     thread) says the event loop has nothing to do. One pacer per piece of work on one thread (it holds when
     that work's burst began)."""
 
-    __slots__ = ("burst", "share", "busy", "slept", "pauses", "_began")
+    __slots__ = ("burst", "share", "busy", "_began")
 
     def __init__(self, burst: float = BURST, share: float = SHARE, busy: Callable[[], bool] | None = None) -> None:
         if burst <= 0 or not 0 < share <= 1:
@@ -39,8 +39,6 @@ class Pacer:
         self.burst = burst
         self.share = share
         self.busy = busy
-        self.slept = 0.0  # seconds, in all
-        self.pauses = 0
         self._began: float | None = None
 
     def __call__(self) -> None:
@@ -55,8 +53,6 @@ class Pacer:
         rest = worked * (1 - self.share) / self.share
         if rest > 0 and (self.busy is None or self.busy()):
             time.sleep(rest)
-            self.slept += rest
-            self.pauses += 1
         self._began = time.perf_counter()
 
 

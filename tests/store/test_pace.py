@@ -45,9 +45,9 @@ def test_it_sleeps_after_each_burst_so_the_work_takes_its_share_of_the_time(cloc
         clock.now += 0.0003
         worked += 0.0003
         p()
-    assert p.pauses == len(clock.sleeps) == 25  # a pause every fourth step (1.2 ms of work)
+    assert len(clock.sleeps) == 25  # a pause every fourth step (1.2 ms of work)
     assert all(s == pytest.approx(0.0036) for s in clock.sleeps)  # 1.2 ms worked: 3.6 ms asleep
-    assert p.slept == pytest.approx(3 * worked)  # the worker had a quarter of the time
+    assert sum(clock.sleeps) == pytest.approx(3 * worked)  # the worker had a quarter of the time
     assert worked / (clock.now - 100.0) == pytest.approx(0.25)
 
 
