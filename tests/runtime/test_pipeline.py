@@ -306,6 +306,41 @@ async def test_submit_journals_exactly_what_comment_row_encodes(tmp_path: Path) 
     assert [(s, t, k, b) for s, t, k, b in written] == [(s, t, k, orjson.dumps(d)) for s, t, k, d in want]
 
 
+@pytest.mark.parametrize("parsed", [False, True])
+async def test_a_batch_s_rows_are_gone_before_the_collector_comes_back_on(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          parsed: bool) -> None:
+    """The collector is off while a batch is decided; the young collection that its end sets off must not find
+    the batch's journal rows still alive (they were encoded by the store's append): scanning them, ~4 objects a
+    comment, was most of that collection's work, at the end of every batch."""
+    import contextlib
+    import gc
+    from collections.abc import Iterator
+
+    from livecart.store import codec
+
+    alive: list[int] = []
+    paused = codec.paused_gc
+
+    @contextlib.contextmanager
+    def watched() -> Iterator[None]:
+        with paused():
+            yield
+            # Still paused: what a collection would scan now, among it any comment row of the batch.
+            alive.append(sum(1 for o in gc.get_objects()
+                             if type(o) is tuple and len(o) == 4 and o[2] == codec.COMMENT))
+
+    eng = await Engine.open(config(tmp_path), parse=parse)
+    monkeypatch.setattr(codec, "paused_gc", watched)
+    batch = [c(n, "egg 1", user=f"u{n}") for n in range(500)]
+    if parsed:
+        await eng.submit_parsed([(x, parse(x.text, "egg")) for x in batch])
+    else:
+        await eng.submit(batch)
+    await eng.close()
+    assert alive == [0]
+
+
 async def test_a_damaged_latest_snapshot_falls_back_to_the_one_before_then_to_a_full_replay(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import dataclasses
