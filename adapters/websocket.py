@@ -26,9 +26,10 @@ server sends that peer one text frame::
 ``frames`` counts the data messages (text or binary, a fragmented one counting once) this peer has sent on
 this connection, and says that the first ``frames`` of them are done with: their comments are durable, or
 were refused as malformed (counted, never coming back). It only grows, and acknowledgements come in the
-order the messages were sent. ``ids`` names the comments that this acknowledgement makes durable. A
-companion keeps every message it sent until an ack's ``frames`` covers it; when it reconnects (after a drop,
-a daemon restart or a ``kill -9``), it sends again everything not covered. Comments are recognised by
+order the messages were sent. ``ids`` names the comments of those messages that are durable now (a
+re-delivery of one made durable earlier included). A companion keeps every message it sent until an ack's
+``frames`` covers it; when it reconnects (after a drop, a daemon restart or a ``kill -9``), it sends again
+everything not covered. Comments are recognised by
 ``(platform, room, id)`` (contract §2), so what was durable already is processed once, never twice. When
 the journal fails or the daemon stops before a batch is durable, the server closes the connection with 1011
 (or 1001 when stopping) instead of acknowledging it; the companion reconnects and resends. Reply frames are
