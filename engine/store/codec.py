@@ -89,15 +89,34 @@ def apply_data(ledger: Ledger, kind: str, data: Any) -> list[Outcome]:
     try:
         if kind == COMMENT:
             platform, room, cid, user, intent, raw = data[:6]  # [6] is the display name, for exports
-            items = tuple(Item(s, v, q, Reason(r) if r is not None else None) for s, v, q, r in raw)
             # Journalled comments were new when decided: nothing older than the window is asked again.
-            return ledger.decide(Comment(platform, room, cid, user, user, "", 0.0),
-                                 ParseResult(Intent(intent), items), True)
+            return ledger.decide(Comment(platform, room, cid, user, user, "", 0.0), _parsed(intent, raw), True)
         return control.apply(ledger, Kind(kind), data)
     except LivecartError as exc:
         raise JournalError(f"journal row of kind {kind!r} cannot be replayed: {exc}") from exc
     except (ValueError, TypeError, IndexError) as exc:
         raise JournalError(f"journal row of kind {kind!r} is damaged: {exc!r}") from exc
+
+
+#: Parse results already rebuilt from rows, by the row's intent and items: a sale's rows name few distinct
+#: items (a flash sale's are nearly all "1 of the featured product"), and building frozen ``Item`` and
+#: ``ParseResult`` objects and converting their enums for every row was ~20 % of a replay. Both are immutable,
+#: so rows share them, as comments share the parser's cached results. Bounded: emptied when full.
+_PARSED: dict[tuple[Any, ...], ParseResult] = {}
+_PARSED_MAX = 4096
+
+
+def _parsed(intent: Any, raw: Any) -> ParseResult:
+    """The parse result a comment row records (its intent value and item lists)."""
+    key = (intent, *map(tuple, raw))
+    pr = _PARSED.get(key)
+    if pr is None:
+        pr = ParseResult(Intent(intent), tuple(Item(s, v, q, Reason(r) if r is not None else None)
+                                               for s, v, q, r in raw))
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = pr
+    return pr
 
 
 def catalogue_json(catalogue: Catalogue) -> str:

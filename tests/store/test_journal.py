@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
 from livecart.core.catalogue import Catalogue, Product, Variant
@@ -13,6 +14,7 @@ from livecart.core.control import Kind
 from livecart.core.errors import ForeignDatabase, JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Comment, Intent, Item, ParseResult, Reason
+from livecart.store import codec
 from livecart.store import journal as jr
 from livecart.store.journal import Journal
 
@@ -221,6 +223,32 @@ async def test_the_events_view_shows_one_row_per_entry(tmp_path: Path) -> None:
     assert [(s, t, k, bytes(b)) for s, t, k, b in rows] == expected
     assert [r[0] for r in rows] == [1, 2, 3]
     assert jr.rebuild(j.header, expected).snapshot() == a.snapshot()
+
+
+def test_replayed_comment_rows_share_their_parse_results_and_damaged_ones_still_fail() -> None:
+    """A replay rebuilds each row's parse result once per distinct (intent, items) and shares it; a row whose
+    items or intent are damaged is refused as before, and never remembered."""
+    rows = [orjson.dumps(["douyin", "7312", f"m{n}", f"u{n}", "buy", [["egg", None, 1, None]], "n"])
+            for n in range(3)]
+    first, second = led(), led()
+    for body in rows:
+        jr.apply(first, jr.COMMENT, body)
+    shared = [codec._parsed("buy", [["egg", None, 1, None]]) for _ in range(2)]
+    assert shared[0] is shared[1]
+    assert shared[0].items[0].qty == 1
+    assert codec._parsed("buy", [["egg", None, 2, None]]).items[0].qty == 2  # other items, another result
+    assert codec._parsed("buy", [["egg", None, 1, "bad_quantity"]]).items[0].reason is not None
+    for body in rows:  # the same rows replayed again with the shared results decide the same
+        jr.apply(second, jr.COMMENT, body)
+    assert first.snapshot() == second.snapshot()
+    for damaged in (b'["douyin", "7312", "x", "u", "buy", [["egg", null, 1]], "n"]',  # an item field short
+                    b'["douyin", "7312", "x", "u", "nonsense", [], "n"]',  # an intent no livecart writes
+                    b'["douyin", "7312", "x", "u", "buy", [["egg", null, 1, "no_such_reason"]], "n"]',
+                    b'["douyin", "7312", "x", "u", "buy", 7, "n"]'):  # items that are not a list
+        with pytest.raises(JournalError, match="damaged"):
+            jr.apply(led(), jr.COMMENT, damaged)
+        with pytest.raises(JournalError, match="damaged"):  # and again: the first failure left nothing behind
+            jr.apply(led(), jr.COMMENT, damaged)
 
 
 def test_apply_refuses_unknown_kinds_and_damaged_rows() -> None:
