@@ -257,6 +257,57 @@ async def test_a_journal_from_before_checksums_still_opens_and_is_upgraded(tmp_p
     assert led.seq == 4
 
 
+@pytest.mark.parametrize("readonly", [True, False])
+async def test_a_batch_from_before_checksums_that_cannot_be_decoded_is_named(tmp_path: Path, readonly: bool) -> None:
+    p = tmp_path / "j.db"
+    write_v1(p)
+    con = sqlite3.connect(p)
+    con.execute("UPDATE batches SET body = CAST('[[3, 1.0, \"comment\", [' AS BLOB) WHERE first = 3")
+    con.commit()
+    con.close()
+    s = await SqliteStore.open(p, catalogue=None if readonly else CAT, hold_seconds=0.0, readonly=readonly)
+    try:
+        with pytest.raises(JournalDamaged, match="batch 2 \\(events 3-3\\) cannot be read") as got:
+            await s.rebuild()
+        assert (got.value.batch, got.value.seq) == (2, 3)
+    finally:
+        await s.close()
+
+
+async def test_a_tail_batch_that_cannot_be_decoded_is_refused_not_replayed_from_an_older_snapshot(
+        tmp_path: Path) -> None:
+    """The tail after a snapshot is decoded while it is replayed; a batch of it that cannot be read (one with no
+    checksum, as format 1 wrote) is the journal's damage, named as such, not a reason to pass over the
+    snapshot and try the one before (which has the same batch in its tail)."""
+    p = tmp_path / "j.db"
+    s, led = await write(p, 3, close=False)
+    assert s.checkpoint(led.seq, led.state())
+    await s.snapshot_written()
+    await s.close()
+    w = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0, clock=lambda: 1.0)
+    more = []
+    for n in range(15, 20):
+        c = Comment("p", "r", f"m{n}", f"alice-{n:04d}", "", "", 0.0)
+        pr = ParseResult(Intent.BUY, (Item("egg", None, 1),))
+        led.decide(c, pr)
+        more.append(codec.comment_row(led.seq, 1.0, c, pr))
+    await w.append(more[:2])
+    await w.append(more[2:])
+    await w.close()
+    con = sqlite3.connect(p)
+    assert con.execute("SELECT seq FROM snapshots").fetchall() == [(15,)]
+    con.execute("UPDATE batches SET crc = NULL, body = CAST('[[18, 1.0' AS BLOB) WHERE first = 18")
+    con.commit()
+    con.close()
+    r = await SqliteStore.open(p, catalogue=CAT, hold_seconds=0.0)
+    try:
+        with pytest.raises(JournalDamaged, match="events 18-20\\) cannot be read"):
+            await r.rebuild()
+        assert r.snapshot_fallbacks == 0
+    finally:
+        await r.close()
+
+
 async def test_a_wal_torn_by_kill_9_past_its_last_commit_opens_and_loses_nothing(tmp_path: Path) -> None:
     # kill -9 during a large write (a snapshot's blob, spilled into the WAL before its commit) can stop the
     # write between two pages of the page cache: the WAL then ends in part of a frame, all of it after the
@@ -291,3 +342,33 @@ async def test_a_wal_torn_by_kill_9_past_its_last_commit_opens_and_loses_nothing
     q = crashed("k.db", 32 + (committed - 1) * (page + 24) + 100)
     with pytest.raises(JournalDamaged, match="cut short"):
         await SqliteStore.open(q, readonly=True)
+
+
+async def test_a_replay_decodes_its_tail_a_group_at_a_time_and_lets_each_batch_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a restart holds while it replays: the tail's batches as read, and one group decoded, not every entry
+    decoded at once; the entries and the ledger are the same as decoding them all first."""
+    from livecart.store import sqlite as sq
+    monkeypatch.setattr(sq, "DECODE_GROUP", 12)
+    p = tmp_path / "j.db"
+    _, want = await write(p, 10)  # 10 batches of 5
+    s = await SqliteStore.open(p, readonly=True)
+    try:
+        batches = await s._batches(after=7)
+        assert [(b[1], b[2]) for b in batches][:2] == [(6, 10), (11, 15)]
+        counted = [0]
+        it = s._decoded(batches, 7, counted)
+        first = next(it)
+        assert first[0] == 8
+        # The first group: batches (6-10), (11-15), (16-20) give 3 + 5 + 5 >= 12 entries, and are let go of.
+        assert counted == [13]
+        assert [b[3] for b in batches[:3]] == [b"", b"", b""]
+        assert all(b[3] for b in batches[3:])
+        rest = list(it)
+        assert [e[0] for e in [first, *rest]] == list(range(8, 51))
+        assert counted == [43]
+        assert [first, *rest] == await s.entries(after=7)
+        assert (await s.rebuild()).snapshot() == want.snapshot()
+        assert s.rebuilt_from == (0, 50)
+    finally:
+        await s.close()
