@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000000", help="journal sizes in comments, comma-separated")
     ap.add_argument("--keep", default=None, help="write the journals here and keep them")
+    ap.add_argument("--snapshot-events", type=int, default=0,
+                    help="[storage] snapshot_events for the live run (default: livecart's own)")
     ap.add_argument("--restart-probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--started", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(orjson.dumps(res).decode() + "\n")
         return 0
     results: dict[str, Any] = {"bench": "journal", "build": build(), "cpus": os.cpu_count(),
-                               "python": sys.version.split()[0], "sizes": {}}
+                               "python": sys.version.split()[0], "snapshot_events": args.snapshot_events or None,
+                               "sizes": {}}
     # The bytecode a user's install has (pip writes it; see _ENV), so the timed runs do not compile.
     top = Path(livecart.__file__).parent
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(top), str(top / "adapters"), str(top / "bench")],
@@ -180,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             d = root / f"j{n}"
             d.mkdir(parents=True, exist_ok=True)
             cfg = d / "stream.toml"
-            cfg.write_text(CONFIG, encoding="utf-8")
+            text = CONFIG
+            if args.snapshot_events:
+                text = text.replace('durability = "os"\n',
+                                    f'durability = "os"\nsnapshot_events = {args.snapshot_events}\n')
+            cfg.write_text(text, encoding="utf-8")
             (d / "journal.db").unlink(missing_ok=True)
             # The live run in its own process, so its peak RSS is its own.
             live = subprocess.run([sys.executable, "-c", "import asyncio, sys, orjson; "
