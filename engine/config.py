@@ -27,6 +27,7 @@ from livecart.core.catalogue import (
 )
 from livecart.core.errors import ConfigError, PluginError, Problem
 from livecart.core.settings import (
+    SNAPSHOT_EVENTS,
     Config,
     ControlSettings,
     DaemonSettings,
@@ -63,8 +64,10 @@ STORAGE_KEYS: dict[str, Option] = {
     "durability": Option(str, "fsync", choices=("fsync", "os")),
     "batch_max": Option(int, 2048, check=check_positive, doc="most decisions per journal transaction"),
     "batch_delay_ms": Option(float, 2.0, check=check_nonneg, doc="longest wait to fill a journal batch"),
-    "snapshot_events": Option(int, 200_000, check=check_positive,
-                              doc="journal events between two snapshots of the engine's state"),
+    "snapshot_events": Option(int, check=check_positive,
+                              doc="journal events between two snapshots of the engine's state (default: "
+                                  f"{SNAPSHOT_EVENTS['sqlite']:,} with the SQLite journal, "
+                                  f"{SNAPSHOT_EVENTS['jetstream']:,} in the JetStream mode)"),
     "snapshot_seconds": Option(float, 60.0, check=check_positive,
                                doc="longest time between two snapshots while events come in"),
     "dedupe_window": Option(int, 100_000, check=check_nonneg,
@@ -374,7 +377,7 @@ def loads(source: str, *, file: str = "<config>", base_dir: Path | None = None,
                               int(s["max_qty"])),
         storage=StorageSettings(path=storage_path, durability=st["durability"], batch_max=int(st["batch_max"]),
                                 batch_delay_ms=float(st["batch_delay_ms"]),
-                                snapshot_events=int(st["snapshot_events"]),
+                                snapshot_events=int(st["snapshot_events"] or SNAPSHOT_EVENTS[st["backend"]]),
                                 snapshot_seconds=float(st["snapshot_seconds"]),
                                 dedupe_window=int(st["dedupe_window"]),
                                 backend=st["backend"], servers=servers, replicas=int(st["replicas"]), sale=sale,

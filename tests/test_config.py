@@ -163,6 +163,17 @@ def test_jetstream_backend_reads_servers_replicas_and_derives_the_sale() -> None
     assert cfg.storage.sale == "tonggu-spring-sale"
 
 
+def test_snapshot_events_defaults_by_backend_and_a_set_value_is_kept() -> None:
+    # The SQLite journal snapshots twice as often as the JetStream mode, whose snapshots still carry every id.
+    assert config.loads(BASE).storage.snapshot_events == 100_000
+    js = JS + '[storage]\nbackend = "jetstream"\nservers = ["nats://10.0.0.1:4222"]\n'
+    assert config.loads(js).storage.snapshot_events == 200_000
+    assert config.loads(BASE + "[storage]\nsnapshot_events = 250000\n").storage.snapshot_events == 250_000
+    assert config.loads(js + "snapshot_events = 30000\n").storage.snapshot_events == 30_000
+    with pytest.raises(ConfigError, match="snapshot_events"):
+        config.loads(BASE + "[storage]\nsnapshot_events = 0\n")
+
+
 def test_the_decider_lease_is_a_storage_key_checked_against_elections() -> None:
     js = JS + '[storage]\nbackend = "jetstream"\nservers = ["nats://10.0.0.1:4222"]\n'
     assert config.loads(js).storage.lease_seconds == 10.0

@@ -22,13 +22,21 @@ class StreamSettings:
     max_qty: int = DEFAULT_MAX_QTY
 
 
+#: ``[storage] snapshot_events`` when the config leaves it out, by backend. The SQLite journal's bounds what
+#: a restart after ``kill -9`` replays (every event since the last whole snapshot) to ~100,000-125,000 events,
+#: about a second on a 2-core machine, for a few per cent of the live run's decisions/s (figures:
+#: docs/journal-and-durability.md). A JetStream sale's snapshots still carry every comment id (~60 bytes
+#: each), so it keeps the interval it had.
+SNAPSHOT_EVENTS = {"sqlite": 100_000, "jetstream": 200_000}
+
+
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
     path: Path
     durability: str = "fsync"
     batch_max: int = 2048
     batch_delay_ms: float = 2.0
-    snapshot_events: int = 200_000
+    snapshot_events: int = 100_000
     snapshot_seconds: float = 60.0
     #: Comment ids kept exactly in memory (livecart.core.dedupe); 0 keeps every id. Fixed per journal.
     dedupe_window: int = 100_000
