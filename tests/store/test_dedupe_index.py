@@ -87,3 +87,32 @@ async def test_a_chunk_cut_short_between_its_slices_is_dropped_and_written_again
         assert con.execute("SELECT count(*) FROM dedupe_keys WHERE no = 40").fetchone()[0] == 0
     finally:
         con.close()
+
+
+ODD_IDS = ["m\\x", "m\nn", "蛋蛋", "a\x1fb", "z\x00", "plain", "😀", "tab\there"]
+
+
+async def test_chunks_a_crash_kept_from_the_index_are_rebuilt_from_the_journal_key_for_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys that need escaping, from two rooms: the chunk rebuilt at the restart (read back from the journal's
+    rows) holds exactly what the live run wrote (from the ledger's memory)."""
+    monkeypatch.setattr(dedupe, "CHUNK", 4)
+    cfg = dedupe_config(tmp_path, window=3)
+    engine = await Engine.open(cfg, parse=nothing)
+    rooms = [("p", "r"), ("k\\s", "直播间\n1")]
+    await engine.submit([Comment(*rooms[i % 2], f"{ODD_IDS[i % len(ODD_IDS)]}-{i}", "u", "n", "hi", 0.0)
+                         for i in range(30)])
+    await engine.close()
+    con = sqlite3.connect(cfg.storage.path)
+    with con:
+        whole = sorted(con.execute("SELECT no, bucket, keys FROM dedupe_keys"))
+        assert {no for no, _, _ in whole} >= {0, 1, 2}
+        con.execute("DELETE FROM dedupe_keys WHERE no >= 1")  # as if the crash came before they were written
+    con.close()
+    engine = await Engine.open(cfg, parse=nothing)
+    await engine.close()
+    con = sqlite3.connect(cfg.storage.path)
+    try:
+        assert sorted(con.execute("SELECT no, bucket, keys FROM dedupe_keys")) == whole
+    finally:
+        con.close()
