@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--durability", default="fsync", choices=("fsync", "os"))
     p.add_argument("--batch", type=int, default=512, help="the replay adapter's batch (its default, 512)")
+    p.add_argument("--snapshot-events", type=int, default=0,
+                   help="[storage] snapshot_events of the daemon (default: livecart's own)")
     p.add_argument("--transport", default="replay", choices=("replay", "websocket", "mqtt"),
                    help="how comments reach the daemon: a replay file, or this process as a WebSocket client of "
                         "the websocket adapter (server mode, acks after durable) or an MQTT publisher")
@@ -402,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     units = _units(scenario.products)
     result: dict[str, Any] = {"case": "run", "stream": "flash-buys", "comments": n, "seed": opts.seed,
                               "scale": opts.scale, "durability": opts.durability,
+                              "snapshot_events": opts.snapshot_events or None,
                               "file_mb": round(path.stat().st_size / 2**20, 1),
                               "file_seconds": round(gen_seconds, 2)}
     result["transport"] = opts.transport
@@ -424,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             adapter = {"type": "replay", "name": "replay", "path": str(path), "speed": 0, "platform": "douyin",
                        "room": "7312", "batch": opts.batch}
         config = scenario.write_config(tmp, durability=opts.durability, adapters=[adapter])
+        if opts.snapshot_events:
+            text = config.read_text(encoding="utf-8")
+            config.write_text(text.replace(f'durability = "{opts.durability}"\n', f'durability = "{opts.durability}"\n'
+                                           f"snapshot_events = {opts.snapshot_events}\n", 1), encoding="utf-8")
         with config.open("a", encoding="utf-8") as f:
             # Nobody to answer in a benchmark (replies would go back over the WebSocket, unread).
             f.write(f'\n[replies]\nenabled = false\n\n[status]\nport = {status_port}\n')
