@@ -96,11 +96,10 @@ def one_kill(at: float, stream: Path, directory: Path, snapshot_events: int = 0,
     scenario = flash_buys(1)  # the catalogue and featured product (they do not depend on the size)
     adapter = {"type": "replay", "name": "replay", "path": str(stream), "speed": 0, "platform": "douyin",
                "room": "7312"}
-    config = scenario.write_config(directory, durability="fsync", adapters=[adapter])
-    text = config.read_text(encoding="utf-8") + "\n[replies]\nenabled = false\n"
-    if snapshot_events:
-        text = text.replace('durability = "fsync"\n', f'durability = "fsync"\nsnapshot_events = {snapshot_events}\n', 1)
-    config.write_text(text, encoding="utf-8")
+    config = scenario.write_config(directory, durability="fsync", adapters=[adapter],
+                                   storage={"snapshot_events": snapshot_events} if snapshot_events else None)
+    with config.open("a", encoding="utf-8") as f:
+        f.write("\n[replies]\nenabled = false\n")
     journal = directory / "livecart.db"
     env = _env()
     t0 = time.perf_counter()

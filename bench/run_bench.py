@@ -426,11 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             adapter = {"type": "replay", "name": "replay", "path": str(path), "speed": 0, "platform": "douyin",
                        "room": "7312", "batch": opts.batch}
-        config = scenario.write_config(tmp, durability=opts.durability, adapters=[adapter])
-        if opts.snapshot_events:
-            text = config.read_text(encoding="utf-8")
-            config.write_text(text.replace(f'durability = "{opts.durability}"\n', f'durability = "{opts.durability}"\n'
-                                           f"snapshot_events = {opts.snapshot_events}\n", 1), encoding="utf-8")
+        config = scenario.write_config(tmp, durability=opts.durability, adapters=[adapter],
+                                       storage={"snapshot_events": opts.snapshot_events} if opts.snapshot_events else None)
         with config.open("a", encoding="utf-8") as f:
             # Nobody to answer in a benchmark (replies would go back over the WebSocket, unread).
             f.write(f'\n[replies]\nenabled = false\n\n[status]\nport = {status_port}\n')

@@ -36,7 +36,7 @@ class StorageSettings:
     durability: str = "fsync"
     batch_max: int = 2048
     batch_delay_ms: float = 2.0
-    snapshot_events: int = 100_000
+    snapshot_events: int = SNAPSHOT_EVENTS["sqlite"]
     snapshot_seconds: float = 60.0
     #: Comment ids kept exactly in memory (livecart.core.dedupe); 0 keeps every id. Fixed per journal.
     dedupe_window: int = 100_000

@@ -642,7 +642,7 @@ class SqliteStore:
     async def _batches(self, after: int = 0, chunk: int = 64) -> list[tuple[int, int, int, bytes]]:
         """The committed batches that hold entries with ``seq > after``, each checked against its chained
         checksum (:class:`Chain`; a bad one raises :class:`JournalDamaged`), as (batch number, first event,
-        last event, body), not yet decoded: :meth:`_decoded` decodes them a batch at a time."""
+        last event, body), not yet decoded: :meth:`_decoded` decodes them a group at a time."""
         out: list[tuple[int, int, int, bytes]] = []
         chain = await self._chain_before(after)
         crc_col = "crc" if self.schema >= 2 else "NULL"
