@@ -108,7 +108,10 @@ _PARSED_MAX = 4096
 
 def _parsed(intent: Any, raw: Any) -> ParseResult:
     """The parse result a comment row records (its intent value and item lists)."""
-    key = (intent, *map(tuple, raw))
+    if len(raw) == 1:  # nearly every row: one item, a flat key (hashing nested tuples cost ~5 % of a replay)
+        key: tuple[Any, ...] = (intent, *raw[0])
+    else:
+        key = (intent, len(raw), *(x for item in raw for x in item))
     pr = _PARSED.get(key)
     if pr is None:
         pr = ParseResult(Intent(intent), tuple(Item(s, v, q, Reason(r) if r is not None else None)

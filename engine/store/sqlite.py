@@ -647,8 +647,10 @@ class SqliteStore:
         chain = await self._chain_before(after)
         crc_col = "crc" if self.schema >= 2 else "NULL"
         try:
-            async with self._db.execute(f"SELECT first, last, body, {crc_col} FROM batches WHERE last > ? "
-                                        "ORDER BY first", (after,)) as cur:
+            # From the batch that holds event after + 1 (a seek by rowid), not a scan of every batch's row.
+            async with self._db.execute(f"SELECT first, last, body, {crc_col} FROM batches WHERE first >= "
+                                        "coalesce((SELECT max(first) FROM batches WHERE first <= ?1), 0) "
+                                        "AND last > ?1 ORDER BY first", (after,)) as cur:
                 while True:
                     part = await cur.fetchmany(chunk)
                     if not part:
@@ -993,7 +995,12 @@ class SqliteStore:
         dd = ledger.dedupe
         if dd is None or self.readonly:
             return
-        rows = await self._db.execute_fetchall("SELECT no, keys FROM dedupe_keys WHERE bucket = -1")
+        # Each chunk's edges row, found through the index (bucket is its second column): a plain "WHERE bucket
+        # = -1" read the whole table, 200 MB at 10M comments: 0.14 s with the file in the page cache, 3.7 s
+        # after a machine's restart, against 0.01 s and 0.07 s so.
+        rows = await self._db.execute_fetchall(
+            "SELECT d.no, d.keys FROM (SELECT DISTINCT no FROM dedupe_keys) AS n "
+            "JOIN dedupe_keys AS d ON d.no = n.no AND d.bucket = -1")
         have = {int(no): str(v) for no, v in rows}
         good = {no for no, v in have.items() if no < len(dd.chunks) and v == f"{dd.chunks[no][0]} {dd.chunks[no][1]}"}
         # Any other chunk goes: one the ledger does not know, or one cut short by a crash between its slices.
