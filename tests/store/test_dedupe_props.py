@@ -425,3 +425,31 @@ def test_an_indexed_chunk_leaves_the_sets_a_step_at_a_time_and_its_keys_are_stil
     before = dd.old_dupes
     assert not dd.admit(ri, "m3", 15, True)  # an old one, found in the index
     assert dd.old_dupes == before + 1
+
+
+def test_a_memory_restored_from_a_state_in_memory_shares_no_list_with_it_and_checks_its_rooms() -> None:
+    """A state taken in memory (not decoded from a snapshot) holds the memory's own lists: the restored memory
+    copies them, so the two go on apart. Ring rooms out of range, negative, or of the wrong type are refused."""
+    dd = dedupe.Dedupe(4)
+    for k in range(30):
+        ri, ids = dd.room("p", "r" if k % 3 else "s")
+        assert dd.admit(ri, f"m{k}", k + 1, True)
+        ids.add(f"m{k}")
+    state = dd.state()
+    again = dedupe.Dedupe.restore(state)
+    assert again.state() == state
+    assert again._run_ri == dd._run_ri
+    assert again._run_at == dd._run_at
+    assert again.sets == dd.sets
+    ri, ids = again.room("p", "r")
+    assert again.admit(ri, "new", 31, True)
+    assert "new" not in state["ids"]
+    assert "new" not in dd.ring
+    for bad in ([0] * (len(state["ids"]) - 1) + [2], [-1] + [0] * (len(state["ids"]) - 1)):
+        with pytest.raises(ValueError, match="do not fit its window"):
+            dedupe.Dedupe.restore({**state, "ring_rooms": bad})
+    with pytest.raises((TypeError, ValueError)):
+        dedupe.Dedupe.restore({**state, "ring_rooms": ["x"] * len(state["ids"])})
+    as_text = dedupe.Dedupe.restore({**state, "ring_rooms": [str(r) for r in state["ring_rooms"]],
+                                     "ids": list(state["ids"])})
+    assert as_text.state() == state
