@@ -626,7 +626,10 @@ class SqliteStore:
             await db.execute(_PIECES_TABLE)
             # The pieces of a snapshot whose last transaction a crash (or a failed write) never made.
             await db.execute("DELETE FROM snapshot_pieces WHERE seq NOT IN (SELECT seq FROM snapshots)")
-        async with db.execute("SELECT coalesce(max(last), 0) FROM batches") as cur:
+        # The last batch's (batches follow one another: _INSERT appends after the last one only). max(last) read
+        # every batch's row: 0.2 s at 10M comments with the file not in the page cache (after a machine's
+        # restart), against 0.001 s so.
+        async with db.execute("SELECT last FROM batches ORDER BY first DESC LIMIT 1") as cur:
             row = await cur.fetchone()
         return header, int(row[0]) if row else 0, schema
 
