@@ -17,18 +17,25 @@ async def test_three_node_cluster_replicates_a_stream_and_survives_a_leader_kill
     try:
         js = nc.jetstream()
         await js.add_stream(name="FIXTURE", subjects=["fixture.>"], num_replicas=3)
-        ack = await js.publish("fixture.a", b"1")
-        assert ack.seq == 1
+
+        async def publish(payload: bytes) -> int:
+            # A new replicated stream has no leader for a moment (on a loaded machine, long enough for the
+            # first publish to find no responder), and a killed leader's successor takes a few seconds. The
+            # message id makes a retry after a timeout that did store it the same message, not a second one.
+            for _ in range(300):
+                try:
+                    ack = await js.publish("fixture.a", payload, timeout=1,
+                                           headers={"Nats-Msg-Id": payload.decode()})
+                    return ack.seq
+                except (nats.errors.Error, nats.js.errors.Error):
+                    await asyncio.sleep(0.1)
+            raise AssertionError("the stream took no message for 30 s and more")
+
+        assert await publish(b"1") == 1
         leader = nats_cluster.stream_leader("FIXTURE")
         assert leader is not None
         leader.kill()
-        for _ in range(300):  # the election takes a few seconds
-            try:
-                ack = await js.publish("fixture.a", b"2", timeout=1)
-                break
-            except (nats.errors.Error, nats.js.errors.Error):
-                await asyncio.sleep(0.1)
-        assert ack.seq == 2
+        assert await publish(b"2") == 2
         info = await js.stream_info("FIXTURE")
         assert info.state.messages == 2
         assert info.config.num_replicas == 3
