@@ -38,8 +38,10 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from operator import and_, rshift
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from zlib import crc32
+
+_K = TypeVar("_K", str, int)
 
 #: Keys per chunk of the store's index (and the most keys kept exactly in memory beyond the window).
 CHUNK = 65_536
@@ -55,8 +57,6 @@ FORGET_STEP = 4_096
 #: Keys (or groups of keys) the store's worker thread handles between two calls of its pause (see
 #: :meth:`ChunkKeys.lines`): ~0.3 ms of work.
 PAUSE_STEP = 4_096
-_STR: Final = frozenset((str,))
-_INT: Final = frozenset((int,))
 #: How many masks (6 bits each) the second half of a key's hash picks from.
 _MASK_BITS = 12
 
@@ -119,6 +119,16 @@ def holds(segs: list[array[int]], h: int, m: int) -> bool:
         if seg[h & (len(seg) - 1)] & m == m:
             return True
     return False
+
+
+def _typed_list(values: Any, kind: type[_K]) -> list[_K]:
+    """A new list of ``values``, each a ``kind`` (converted by ``kind()``). A snapshot's ~170,000 ids (the window
+    and a chunk) are checked and copied by C loops (map, set, list) when they already are, not a line of
+    Python each (which was ~60 ms of a restart's 150 ms at 10M comments); copied, because a state taken in
+    memory holds the memory's own lists."""
+    if type(values) is list and set(map(type, values)) <= {kind}:
+        return list(values)
+    return [kind(v) for v in values]
 
 
 def _utf8(s: str) -> bytes:
@@ -492,12 +502,8 @@ class Dedupe:
         dd = cls(int(state["recent"]), chunk=int(state["chunk"]), segment=int(state["segment"]))
         for platform, room in state["rooms"]:
             dd.room(str(platform), str(room))
-        # Up to ~170,000 ids (the window and a chunk): checked and copied by C loops (map, set, list), not a
-        # line of Python per id, which was ~60 ms of a restart's 150 ms here at 10M comments.
-        ids = state["ids"]
-        ids = list(ids) if type(ids) is list and set(map(type, ids)) <= _STR else [str(i) for i in ids]
-        rms = state["ring_rooms"]
-        rms = list(rms) if type(rms) is list and set(map(type, rms)) <= _INT else [int(r) for r in rms]
+        ids = _typed_list(state["ids"], str)
+        rms = _typed_list(state["ring_rooms"], int)
         c = dd.chunk
         if "infilter" in state:  # format 3
             infilter = int(state["infilter"])
