@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from livecart.core import dedupe
 from livecart.core.records import Comment, Intent, ParseResult
+from livecart.core.settings import Config
 from livecart.runtime.pipeline import Engine
 from livecart.store import sqlite as sq
 from tests.store.props import dedupe_config
@@ -18,6 +20,18 @@ from tests.store.props import dedupe_config
 
 def nothing(text: str, featured: str | None) -> ParseResult:
     return ParseResult(Intent.NONE)
+
+
+async def _after_a_restart(cfg: Config, *queries: str) -> list[list[tuple[Any, ...]]]:
+    """Open the engine on the journal (its start indexes what the index lacks) and close it, then the rows of
+    each of ``queries``."""
+    engine = await Engine.open(cfg, parse=nothing)
+    await engine.close()
+    con = sqlite3.connect(cfg.storage.path)
+    try:
+        return [con.execute(q).fetchall() for q in queries]
+    finally:
+        con.close()
 
 
 def test_a_chunk_is_written_in_slices_holding_every_key_once_and_its_range_last() -> None:
@@ -79,14 +93,10 @@ async def test_a_chunk_cut_short_between_its_slices_is_dropped_and_written_again
         con.execute("INSERT INTO dedupe_keys VALUES (1, ?, ?)", (stray, "\np\x1fr\x1fnever\n"))
         con.execute("INSERT INTO dedupe_keys VALUES (40, 5, ?)", ("\np\x1fr\x1fnever\n",))
     con.close()
-    engine = await Engine.open(cfg, parse=nothing)
-    await engine.close()
-    con = sqlite3.connect(cfg.storage.path)
-    try:
-        assert sorted(con.execute("SELECT no, bucket, keys FROM dedupe_keys WHERE no = 1")) == whole
-        assert con.execute("SELECT count(*) FROM dedupe_keys WHERE no = 40").fetchone()[0] == 0
-    finally:
-        con.close()
+    chunk1, chunk40 = await _after_a_restart(cfg, "SELECT no, bucket, keys FROM dedupe_keys WHERE no = 1",
+                                             "SELECT count(*) FROM dedupe_keys WHERE no = 40")
+    assert sorted(chunk1) == whole
+    assert chunk40[0][0] == 0
 
 
 ODD_IDS = ["m\\x", "m\nn", "蛋蛋", "a\x1fb", "z\x00", "plain", "😀", "tab\there"]
@@ -109,10 +119,5 @@ async def test_chunks_a_crash_kept_from_the_index_are_rebuilt_from_the_journal_k
         assert {no for no, _, _ in whole} >= {0, 1, 2}
         con.execute("DELETE FROM dedupe_keys WHERE no >= 1")  # as if the crash came before they were written
     con.close()
-    engine = await Engine.open(cfg, parse=nothing)
-    await engine.close()
-    con = sqlite3.connect(cfg.storage.path)
-    try:
-        assert sorted(con.execute("SELECT no, bucket, keys FROM dedupe_keys")) == whole
-    finally:
-        con.close()
+    (rebuilt,) = await _after_a_restart(cfg, "SELECT no, bucket, keys FROM dedupe_keys")
+    assert sorted(rebuilt) == whole
