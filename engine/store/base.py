@@ -116,10 +116,11 @@ class Store(Protocol):
         them; the future resolves once that is durable. Never blocks; ``keys`` may be read on another thread."""
         ...
 
-    def lookup(self, key: str, h: int) -> bool:
-        """Whether an indexed chunk holds ``key`` (:func:`livecart.core.dedupe.key_text`; ``h`` its
-        :func:`~livecart.core.dedupe.key_hash`). Synchronous and exact; asked only for the rare key the ledger's
-        filter cannot rule out."""
+    def lookup(self, key: str, h: int, lo: int = 0, hi: int | None = None) -> bool:
+        """Whether one of the indexed chunks ``lo`` up to ``hi`` (exclusive; None: the last) holds ``key``
+        (:func:`livecart.core.dedupe.key_text`; ``h`` its :func:`~livecart.core.dedupe.key_hash`). Synchronous
+        and exact; asked only for the rare key the ledger's filter cannot rule out, of the chunks whose keys went
+        into the filter segments that hold its bits."""
         ...
 
     async def flush(self) -> None:

@@ -359,7 +359,7 @@ class JetStreamStore:
         fut.set_exception(JournalError(f"the journal {self.where} keeps no index of old comment ids"))
         return fut
 
-    def lookup(self, key: str, h: int) -> bool:
+    def lookup(self, key: str, h: int, lo: int = 0, hi: int | None = None) -> bool:
         return False
 
     async def snapshot_written(self) -> None:

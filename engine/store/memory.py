@@ -189,9 +189,10 @@ class MemoryStore:
         fut.set_result(None)
         return fut
 
-    def lookup(self, key: str, h: int) -> bool:
+    def lookup(self, key: str, h: int, lo: int = 0, hi: int | None = None) -> bool:
         self.lookups += 1
-        return any(key in keys for _, _, keys in self.space.index.values())
+        return any(key in keys for no, (_, _, keys) in self.space.index.items()
+                   if lo <= no and (hi is None or no < hi))
 
     async def snapshot_written(self) -> None:
         if self._snapshot is not None:

@@ -168,7 +168,8 @@ def _insert_rows(n: int) -> str:
     here and a parse of all of it on the writer's thread)."""
     return "INSERT OR REPLACE INTO dedupe_keys (no, bucket, keys) VALUES " + ", ".join(["(?, ?, ?)"] * n)
 # Whether any row of chunks 0..n-1 in the key's bucket holds it: one seek per chunk, all in SQLite.
-_LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM c WHERE x + 1 < ?) "
+# Chunks hi - 1 down to lo: a real old duplicate is likelier to be in a recent chunk.
+_LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x - 1 FROM c WHERE x > ?) "
            "SELECT 1 FROM c JOIN dedupe_keys ON no = c.x AND bucket = ? WHERE instr(keys, ?) > 0 LIMIT 1")
 
 _WHAT_TO_DO = ("`livecart journal verify {p}` shows every problem; `livecart journal repair {p}` keeps a backup "
@@ -1076,17 +1077,19 @@ class SqliteStore:
         self._index_top = max(self._index_top, no + 1)
         self.index_chunks += 1
 
-    def lookup(self, key: str, h: int) -> bool:
-        """Whether the index holds ``key`` (:func:`~livecart.core.dedupe.key_text`, whose
-        :func:`~livecart.core.dedupe.key_hash` is ``h``). Synchronous: one B-tree seek per indexed chunk, in
-        SQLite, asked only for the rare key the ledger's filter cannot rule out."""
+    def lookup(self, key: str, h: int, lo: int = 0, hi: int | None = None) -> bool:
+        """Whether index chunks ``lo`` up to ``hi`` (exclusive; None: the last) hold ``key``
+        (:func:`~livecart.core.dedupe.key_text`, whose :func:`~livecart.core.dedupe.key_hash` is ``h``).
+        Synchronous: one B-tree seek per chunk, in SQLite, asked only for the rare key the ledger's filter
+        cannot rule out."""
         self.lookups += 1
-        if self._reader is None or not self._index_top:
+        top = self._index_top if hi is None else min(hi, self._index_top)
+        if self._reader is None or top <= lo:
             return False
         bucket = h & (DEDUPE_BUCKETS - 1)
         # fetchall, not fetchone: a statement left unfinished keeps its read transaction open, and an open
         # read transaction stops the writer's checkpoints (the WAL would grow without end).
-        rows = self._reader.execute(_LOOKUP, (self._index_top, bucket, f"\n{key}\n")).fetchall()
+        rows = self._reader.execute(_LOOKUP, (top - 1, max(lo, 0), bucket, f"\n{key}\n")).fetchall()
         return bool(rows)
 
     # ------------------------------------------------------------------ group commit

@@ -3,6 +3,7 @@ crash can leave a chunk cut short, which the next start drops and writes again."
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from pathlib import Path
@@ -121,3 +122,44 @@ async def test_chunks_a_crash_kept_from_the_index_are_rebuilt_from_the_journal_k
     con.close()
     (rebuilt,) = await _after_a_restart(cfg, "SELECT no, bucket, keys FROM dedupe_keys")
     assert sorted(rebuilt) == whole
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_lookup_searches_only_the_chunks_it_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             backend: str) -> None:
+    """``lookup(key, h, lo, hi)`` finds a key in chunks ``lo`` up to ``hi`` (None: the last indexed) and in no
+    other, on both stores that keep an index."""
+    from livecart.store.memory import MemorySpace, MemoryStore
+
+    monkeypatch.setattr(dedupe, "CHUNK", 4)
+    cfg = dedupe_config(tmp_path, window=2)
+    if backend == "memory":
+        store = await MemoryStore.open(MemorySpace(), catalogue=cfg.catalogue, recent=cfg.storage.dedupe_window)
+        engine = await Engine.open(cfg, parse=nothing, store=store)
+    else:
+        engine = await Engine.open(cfg, parse=nothing)
+    try:
+        await engine.submit([Comment("p", "r", f"m{i}", "u", "n", "hi", 0.0) for i in range(30)])
+        dd = engine.ledger.dedupe
+        assert dd is not None
+        for _ in range(500):  # the chunks are written in the background
+            if not dd.handoff:
+                break
+            await asyncio.sleep(0.01)
+        assert len(dd.chunks) == 7  # m0-m27 in chunks 0-6
+        assert not dd.handoff  # all of them indexed
+        lookup = engine.journal.lookup
+        for i in (1, 9, 26):
+            key = dedupe.key_text("p", "r", f"m{i}")
+            h = dedupe.key_hash("p", "r", f"m{i}")
+            no = i // 4
+            assert lookup(key, h, 0, None)
+            assert lookup(key, h, no, no + 1)
+            assert lookup(key, h, no, None)
+            assert lookup(key, h, 0, no + 1)
+            assert not lookup(key, h, no + 1, None)
+            assert not lookup(key, h, 0, no)
+            assert not lookup(key, h, no, no)
+        assert not lookup(dedupe.key_text("p", "r", "m29"), dedupe.key_hash("p", "r", "m29"), 0, None)
+    finally:
+        await engine.close()

@@ -395,7 +395,7 @@ def test_the_filter_takes_the_window_a_little_at_a_time_and_a_restore_before_it_
     assert most <= most_allowed
     assert restored is not None
     assert restored.state() == live.state()
-    live.lookup = restored.lookup = lambda key, h: True  # a store that holds every key: the filter decides
+    live.lookup = restored.lookup = lambda key, h, lo, hi: True  # a store that holds every key: the filter decides
     assert all(live.contains("p", "r", f"m{i}") and restored.contains("p", "r", f"m{i}") for i in range(400))
 
 
@@ -411,7 +411,7 @@ def test_an_indexed_chunk_leaves_the_sets_a_step_at_a_time_and_its_keys_are_stil
         ids.add(f"m{i}")
     ((no, _, _, keys),) = dd.take_fresh()
     index = {text for text, _ in keys}
-    dd.lookup = lambda key, h: key in index
+    dd.lookup = lambda key, h, lo, hi: key in index
     dd.indexed(no, gradual=True)
     assert len(ids) == dd.in_memory == 14
     left = []
@@ -453,3 +453,60 @@ def test_a_memory_restored_from_a_state_in_memory_shares_no_list_with_it_and_che
     as_text = dedupe.Dedupe.restore({**state, "ring_rooms": [str(r) for r in state["ring_rooms"]],
                                      "ids": list(state["ids"])})
     assert as_text.state() == state
+
+
+@pytest.mark.parametrize("segment", [4, 16, 64])
+def test_a_maybe_is_asked_of_the_chunks_of_the_segments_that_hold_it(monkeypatch: pytest.MonkeyPatch,
+                                                                       segment: int) -> None:
+    """The filter at its real density (16 bits a key) in small segments (4, 8, 16... keys and up), chunks of 3:
+    every old key sent again is found, through a lookup asked only of the chunks whose keys went into the
+    segments holding its bits (which always include its own chunk), and most lookups are asked of fewer chunks
+    than there are. A memory restored from a snapshot asks the same; one whose segment counts do not add up to
+    its keys asks every chunk."""
+    monkeypatch.setattr(dedupe, "_WORDS_SHIFT", 2)
+    dd = dedupe.Dedupe(2, chunk=3, segment=segment)
+    dd.keep = True
+    ri, ids = dd.room("p", "r")
+    dd.switch(ri)
+    n = 600
+    for i in range(n):
+        assert dd.admit(ri, f"m{i}", i + 1, True)
+        ids.add(f"m{i}")
+    assert len(dd._segs) >= 4
+    chunk_of: dict[str, int] = {}
+    for no, _, _, keys in dd.take_fresh():
+        for text, _ in keys:
+            chunk_of[text] = no
+        dd.indexed(no)
+    asked: list[tuple[str, int, int | None]] = []
+
+    def lookup(key: str, h: int, lo: int, hi: int | None) -> bool:
+        asked.append((key, lo, hi))
+        no = chunk_of.get(key)
+        return no is not None and lo <= no and (hi is None or no < hi)
+
+    def again(memory: dedupe.Dedupe) -> list[tuple[str, int, int | None]]:
+        asked.clear()
+        memory.lookup = lookup
+        r, _ = memory.room("p", "r")
+        old = [f"m{i}" for i in range(n) if f"m{i}" not in memory._room_sets[r]]
+        assert len(old) == len(chunk_of)
+        assert not any(memory.admit(r, cid, n + 1, True) for cid in old)  # every one found
+        assert len(asked) == len(old)
+        for key, lo, hi in asked:  # its own chunk is always in the span asked
+            no = chunk_of[key]
+            assert lo <= no
+            assert hi is None or no < hi
+        return list(asked)
+
+    live = again(dd)
+    narrow = sum(1 for _, lo, hi in live if lo > 0 or hi is not None)
+    assert narrow > len(live) // 2
+    restored = dedupe.Dedupe.restore(dd.state())
+    assert restored.spans
+    assert again(restored) == live
+    state = dd.state()
+    state["filter"][0][1] += 1  # a count that does not add up
+    off = dedupe.Dedupe.restore(state)
+    assert not off.spans
+    assert all(lo == 0 and hi is None for _, lo, hi in again(off))
