@@ -168,8 +168,9 @@ def _insert_rows(n: int) -> str:
     here and a parse of all of it on the writer's thread)."""
     return "INSERT OR REPLACE INTO dedupe_keys (no, bucket, keys) VALUES " + ", ".join(["(?, ?, ?)"] * n)
 # Whether any row of chunks 0..n-1 in the key's bucket holds it: one seek per chunk, all in SQLite.
-# Chunks hi - 1 down to lo: a real old duplicate is likelier to be in a recent chunk.
-_LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x - 1 FROM c WHERE x > ?) "
+# Chunks lo up to hi - 1, oldest first: a replay sent again from its start (a restarted `replay` adapter)
+# finds each old key a few chunks in; a false positive is asked of them all either way.
+_LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM c WHERE x + 1 < ?) "
            "SELECT 1 FROM c JOIN dedupe_keys ON no = c.x AND bucket = ? WHERE instr(keys, ?) > 0 LIMIT 1")
 
 _WHAT_TO_DO = ("`livecart journal verify {p}` shows every problem; `livecart journal repair {p}` keeps a backup "
@@ -1089,7 +1090,7 @@ class SqliteStore:
         bucket = h & (DEDUPE_BUCKETS - 1)
         # fetchall, not fetchone: a statement left unfinished keeps its read transaction open, and an open
         # read transaction stops the writer's checkpoints (the WAL would grow without end).
-        rows = self._reader.execute(_LOOKUP, (top - 1, max(lo, 0), bucket, f"\n{key}\n")).fetchall()
+        rows = self._reader.execute(_LOOKUP, (max(lo, 0), top, bucket, f"\n{key}\n")).fetchall()
         return bool(rows)
 
     # ------------------------------------------------------------------ group commit
