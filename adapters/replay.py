@@ -8,30 +8,56 @@ Each line is one comment object or a JSON array of them, decoded and validated b
 (:class:`~livecart.core.records.CommentDecoder`); flat out from a file, a block of ``batch`` lines is decoded
 in one call. A line that is not valid JSON or not a valid comment is counted as malformed (with its line
 number in the log sample) and skipped; the replay goes on.
+
+From a file, the replay keeps its position in the journal (:class:`livecart.plugin.Resume`): the byte offset
+and line after the last batch that is durable, with the CRC-32 of every byte before that offset (kept as the
+file is read). A restart on the same journal goes on from there when the file still begins with exactly
+those bytes (the same recording, or one that has only grown since); otherwise it reads the file from its
+first line, and says why. Either way nothing is decided twice: what is sent again is recognised by id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from itertools import islice
 from typing import IO, Any, ClassVar
+from zlib import crc32
 
 import msgspec
 
 from livecart.adapters._codec import with_defaults
 from livecart.core.errors import FatalAdapterError, MalformedInput
 from livecart.core.records import Comment, CommentDecoder
-from livecart.plugin import Adapter, Option
+from livecart.plugin import Adapter, Batch, Option
+
+log = logging.getLogger("livecart.adapter")
 
 #: A longer line is counted as malformed (``oversized``) rather than decoded.
 MAX_LINE = 1 << 20
+#: Bytes read at a time when a restart checks the CRC-32 of the file up to its kept position.
+CHECK_READ = 1 << 20
 
 
 #: How long stdin may be silent before the comments read from it so far go on without a full batch.
 _IDLE = 0.005
+
+def _crc_upto(fd: int, n: int) -> int:
+    """The CRC-32 of the first ``n`` bytes of the file ``fd`` (a short file gives the CRC of what it has)."""
+    crc = at = 0
+    while at < n:
+        chunk = os.pread(fd, min(CHECK_READ, n - at), at)
+        if not chunk:
+            break
+        crc = crc32(chunk, crc)
+        at += len(chunk)
+    return crc
+
 
 def _speed(v: Any) -> str | None:
     return "must be 0 (as fast as possible) or more" if v < 0 else None
@@ -57,6 +83,8 @@ class ReplayAdapter(Adapter):
         self._file: IO[bytes] | None = None
         self.lines_read = 0
         self._decoder = CommentDecoder(platform=self.options["platform"], room=self.options["room"])
+        #: The line the replay went on from (0: the first), when a kept position was taken up.
+        self.resumed_at = 0
         # A block of complete comment lines decodes in one call (msgspec's JSON Lines support).
         self._lines_decoder = msgspec.json.Decoder(Comment)
 
@@ -92,14 +120,67 @@ class ReplayAdapter(Adapter):
     async def batches(self) -> AsyncIterator[Sequence[Comment]]:
         await self.open()
         assert self._file is not None
+        at = await self._go_on(self._file)
         if float(self.options["speed"]) <= 0 and self._file is not sys.stdin.buffer:
-            async for batch in self._flat_out(self._file):
+            async for batch in self._flat_out(self._file, *at):
                 yield batch
             return
-        async for batch in self._paced(self._file):
+        async for batch in self._paced(self._file, *at):
             yield batch
 
-    async def _flat_out(self, f: IO[bytes]) -> AsyncIterator[Sequence[Comment]]:
+    # ------------------------------------------------------------------ the position kept in the journal
+
+    async def _go_on(self, f: IO[bytes]) -> tuple[int, int, int]:
+        """Where to start, as (byte offset, line, CRC-32 of the bytes before): the start, or the kept position
+        when it fits the file (then the file is there)."""
+        saved = self.resume.saved if self.resume is not None and f is not sys.stdin.buffer else None
+        if saved is None:
+            return 0, 0, 0
+        why = await self._misfit(f, saved)
+        if why is not None:
+            log.warning("replay %s: the position kept in the journal does not fit %s (%s); reading it from the "
+                        "first line: comments seen before are recognised by id", self.name,
+                        self.options["path"], why)
+            return 0, 0, 0
+        offset, lineno, crc = saved["offset"], saved["line"], saved["crc"]
+        f.seek(offset)
+        self.resumed_at = self.lines_read = lineno
+        log.info("replay %s: going on from line %d (byte %d) of %s, where the durable comments end", self.name,
+                 lineno + 1, offset, self.options["path"])
+        return offset, lineno, crc
+
+    async def _misfit(self, f: IO[bytes], saved: Any) -> str | None:
+        """Why ``saved`` is not a position in this file (None: it is). The file's bytes up to it are read again
+        for their CRC-32 on a worker thread (zlib lets go of the interpreter's lock): ~0.15 s for the first
+        1M comments of a recording."""
+        if not isinstance(saved, dict) or not all(type(saved.get(k)) is int and saved[k] >= 0
+                                                  for k in ("offset", "line", "crc")):
+            return f"not a replay position: {str(saved)[:80]}"
+        offset = saved["offset"]
+        size = os.fstat(f.fileno()).st_size
+        if offset > size:
+            return f"it is at byte {offset} and the file has {size}"
+        crc = await asyncio.get_running_loop().run_in_executor(None, _crc_upto, f.fileno(), offset)
+        if crc != saved["crc"]:
+            return f"its first {offset} bytes have changed"
+        return None
+
+    def _batch(self, comments: list[Comment], offset: int, lineno: int, crc: int) -> Sequence[Comment]:
+        """``comments`` as a :class:`Batch` whose settlement keeps (``offset``, ``lineno``, ``crc``) as the
+        position (a plain list when nothing keeps positions)."""
+        if self.resume is None or self._file is None or self._file is sys.stdin.buffer:
+            return comments
+        position = {"offset": offset, "line": lineno, "crc": crc}
+        return Batch(comments, on_settled=functools.partial(self._durable, position))
+
+    def _durable(self, position: dict[str, int], error: BaseException | None) -> None:
+        if error is None and self.resume is not None:
+            self.resume.keep(position)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _flat_out(self, f: IO[bytes], offset: int = 0, lineno: int = 0,
+                        crc: int = 0) -> AsyncIterator[Sequence[Comment]]:
         """A file as fast as possible: ``batch`` lines at a time, decoded in one msgspec call per block.
 
         A block with any bad line (or a line holding an array) is decoded again line by line, so every
@@ -107,13 +188,16 @@ class ReplayAdapter(Adapter):
         limit = int(self.options["batch"])
         lines_decoder = self._lines_decoder
         stats = self.stats
-        lineno = 0
         while True:
             lines = list(islice(f, limit))
             if not lines:
                 break
             batch: list[Comment] = []
             block = b"".join(lines)
+            before, offset = offset, offset + len(block)
+            line_before, crc_before = lineno, crc
+            if self.resume is not None:
+                crc = crc32(block, crc)
             try:
                 if len(block) > MAX_LINE:
                     raise ValueError("a line may be over the limit")  # check line by line
@@ -127,14 +211,16 @@ class ReplayAdapter(Adapter):
             self.lines_read = lineno
             stats.received += len(batch)
             if len(batch) <= limit:
-                if batch:
-                    yield batch
-            else:  # lines holding arrays
+                if batch or self.resume is not None:  # an empty Batch keeps the position past bad lines
+                    yield self._batch(batch, offset, lineno, crc)
+            else:  # lines holding arrays: the position moves on with the last part only
                 for i in range(0, len(batch), limit):
-                    yield batch[i:i + limit]
+                    at = (offset, lineno, crc) if i + limit >= len(batch) else (before, line_before, crc_before)
+                    yield self._batch(batch[i:i + limit], *at)
             await asyncio.sleep(0)  # let the rest of the daemon run during a flat-out replay
 
-    async def _paced(self, f: IO[bytes]) -> AsyncIterator[Sequence[Comment]]:
+    async def _paced(self, f: IO[bytes], offset: int = 0, lineno: int = 0,
+                     crc: int = 0) -> AsyncIterator[Sequence[Comment]]:
         speed = float(self.options["speed"])
         limit = int(self.options["batch"])
         loop = asyncio.get_running_loop()
@@ -142,8 +228,9 @@ class ReplayAdapter(Adapter):
         first_ts: float | None = None
         start = self._clock()
         batch: list[Comment] = []
-        lineno = 0
         decoded: list[Comment] = []
+        # A batch yielded in the middle of a line's comments keeps the position at the line's start.
+        line_start, line_before, line_crc = offset, lineno, crc
         while True:
             if is_stdin:
                 pending = loop.run_in_executor(None, f.readline)
@@ -157,6 +244,10 @@ class ReplayAdapter(Adapter):
                 line = f.readline()
             if not line:
                 break
+            line_start, line_before, line_crc = offset, lineno, crc
+            offset += len(line)
+            if self.resume is not None and not is_stdin:
+                crc = crc32(line, crc)
             lineno += 1
             self.lines_read = lineno
             if not line.strip():
@@ -171,17 +262,17 @@ class ReplayAdapter(Adapter):
                     wait = due - self._clock()
                     if wait > 0:
                         if batch:
-                            yield batch
+                            yield self._batch(batch, line_start, line_before, line_crc)
                             batch = []
                         await self._sleep(wait)
                 batch.append(comment)
                 if len(batch) >= limit:
-                    yield batch
+                    yield self._batch(batch, line_start, line_before, line_crc)
                     batch = []
                     await asyncio.sleep(0)  # let the rest of the daemon run during a flat-out replay
             decoded.clear()
             if speed > 0 and batch:
-                yield batch
+                yield self._batch(batch, offset, lineno, crc)
                 batch = []
-        if batch:
-            yield batch
+        if batch or (self.resume is not None and not is_stdin):
+            yield self._batch(batch, offset, lineno, crc)

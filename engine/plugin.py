@@ -41,7 +41,18 @@ stopped before the batch was taken in). Batches of one adapter settle in the ord
 a failure the sender must keep the comments and send them again; a comment sent twice is processed once
 (contract §2: ``(platform, room, id)``), so resending whatever was not acknowledged is always safe. The
 callback runs in the event loop and must not block. A plain list is still accepted, for sources that
-cannot be told anything (a replay file, a read-only feed).
+cannot be told anything (a read-only feed).
+
+Going on where the last run stopped: a source that can be read again from a point (a file's byte offset, a
+feed's cursor) finds :attr:`Adapter.resume` set by the daemon when the journal keeps positions (the SQLite
+journal does), before :meth:`Adapter.batches` is first called. ``resume.saved`` is the position this adapter
+(by its ``name``) kept last on this journal, or None; the adapter checks that it still fits its source and
+goes on from there. From a :class:`Batch`'s settlement without error, it calls ``resume.keep(position)`` with
+where the next run should start (any value orjson encodes): batches settle in order, so every comment before
+that position is durable then. The journal writes the latest kept position about once a second and when it
+closes; after a ``kill -9`` the adapter goes on from a slightly earlier one, and what it sends again is
+recognised by id (the window of recent ids, so at the cost of a set lookup each). ``livecart journal repair``
+forgets every kept position: the comments behind one may be among those it cut.
 """
 
 from __future__ import annotations
@@ -221,6 +232,25 @@ def settle_all(batches: Iterable[Sequence[Comment]], error: BaseException | None
             b.settle(error)
 
 
+class Resume:
+    """An adapter's position kept in the journal (see the module docstring): ``saved``, what the last run kept
+    (None: nothing), and :meth:`keep`."""
+
+    __slots__ = ("_keep", "saved")
+
+    def __init__(self, saved: Any, keep: Callable[[Any], object]) -> None:
+        self.saved = saved
+        self._keep = keep
+
+    def keep(self, position: Any) -> None:
+        """Keep ``position`` as where the next run goes on from. Call it only once every comment before it is
+        durable (from a :class:`Batch`'s settlement without error)."""
+        self._keep(position)
+
+    def __repr__(self) -> str:
+        return f"<Resume saved={self.saved!r}>"
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A message to send back into the live room, answering ``comment`` (or to the room when None)."""
@@ -245,6 +275,8 @@ class Adapter:
         self.name = name
         self.stats = stats if stats is not None else AdapterStats(name)
         self._closed = False
+        #: Set by the daemon before :meth:`batches` when the journal keeps positions (module docstring).
+        self.resume: Resume | None = None
 
     async def open(self) -> None:
         """Acquire resources (sockets, servers). Called by ``async with``; the default does nothing."""

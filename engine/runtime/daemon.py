@@ -59,7 +59,7 @@ from livecart.core.events import Event, EventDetector, outcome_key
 from livecart.core.records import Comment, Outcome
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
-from livecart.plugin import Adapter, Batch, settle_all
+from livecart.plugin import Adapter, Batch, Resume, settle_all
 from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
@@ -644,6 +644,20 @@ def _interruptible(sleep: Sleep, stop: asyncio.Event) -> Sleep:
     return nap
 
 
+def _give_positions(adapters: Sequence[Adapter], engine: Engine | ClusterEngine) -> None:
+    """Give each adapter its position kept in the journal and the means to keep a new one
+    (:class:`livecart.plugin.Resume`), where the journal keeps positions (the SQLite and memory stores; a
+    JetStream sale's processes keep none)."""
+    if not isinstance(engine, Engine):
+        return
+    journal = engine.journal
+    saved = journal.positions()
+    if saved is None:
+        return
+    for a in adapters:
+        a.resume = Resume(saved.get(a.name), functools.partial(journal.keep_position, a.name))
+
+
 def _default_factory(ps: PluginSettings) -> Adapter:
     return registry.adapter_class(ps.type)(ps.options, name=ps.name)
 
@@ -820,6 +834,7 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
         else:
             engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock)
         stack.push_async_callback(engine.close)  # step 6: flush and close the journal
+        _give_positions(parts.adapters, engine)
         if tune:
             tune_gc()
             tune_switching()

@@ -27,6 +27,10 @@ passes the same contract suite (``tests/store/test_contract.py``). The contract,
   that left its window (:meth:`Store.index_chunk`) and asks :meth:`Store.lookup` about a key its filter
   cannot rule out; :meth:`Store.attach` rebuilds any chunk the store lost. A lookup must be exact: a key it
   does not hold is decided as new.
+* **Adapters' positions.** A store may keep, per adapter name, where that adapter goes on from after a restart
+  (:class:`livecart.plugin.Resume`): :meth:`Store.positions` gives them as the store was opened (None: it keeps
+  none), :meth:`Store.keep_position` keeps a new one. A kept position is made durable after every entry
+  appended before it, never ahead of them, and may lag them (the adapter then sends a little again).
 * **Close** commits what is pending (snapshot included) and is idempotent; a closed store refuses appends.
 * **One writer.** A store is written by the one process that opened it for writing. What a second writer
   meets depends on where the journal lives, and the contract only promises it is never silently merged: the
@@ -121,6 +125,16 @@ class Store(Protocol):
         (:func:`livecart.core.dedupe.key_text`; ``h`` its :func:`~livecart.core.dedupe.key_hash`). Synchronous
         and exact; asked only for the rare key the ledger's filter cannot rule out, of the chunks whose keys went
         into the filter segments that hold its bits."""
+        ...
+
+    def positions(self) -> dict[str, Any] | None:
+        """The adapters' positions kept in the store, as it was opened (adapter name -> position); None where
+        the store keeps none."""
+        ...
+
+    def keep_position(self, name: str, position: Any) -> bool:
+        """Keep ``position`` (a JSON value) for adapter ``name``: durable after the entries appended before it,
+        possibly a little later. False where the store keeps none, or is read-only or closed."""
         ...
 
     async def flush(self) -> None:

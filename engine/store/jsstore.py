@@ -362,6 +362,14 @@ class JetStreamStore:
     def lookup(self, key: str, h: int, lo: int = 0, hi: int | None = None) -> bool:
         return False
 
+    def positions(self) -> dict[str, Any] | None:
+        """None: the stream keeps no adapter positions (each process's adapters start from their sources'
+        own points: a durable consumer, a companion re-sending what was not acknowledged)."""
+        return None
+
+    def keep_position(self, name: str, position: Any) -> bool:
+        return False
+
     async def snapshot_written(self) -> None:
         if self._snapshot is not None:
             await asyncio.gather(self._snapshot, return_exceptions=True)

@@ -46,6 +46,8 @@ class MemorySpace:
     snapshots: list[tuple[int, int, bytes]] = field(default_factory=list)
     #: The duplicate-id index: chunk number -> (first event, last event, keys).
     index: dict[int, tuple[int, int, frozenset[str]]] = field(default_factory=dict)
+    #: The adapters' positions (adapter name -> JSON), as :meth:`MemoryStore.keep_position` kept them.
+    positions: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def last_seq(self) -> int:
@@ -73,6 +75,7 @@ class MemoryStore:
         self.rebuilt_from = (0, 0)
         self.lookups = 0
         self._snapshot: asyncio.Task[None] | None = None
+        self._positions = {name: orjson.loads(text) for name, text in space.positions.items()}
 
     @classmethod
     async def open(cls, space: MemorySpace | None = None, *, catalogue: Catalogue | None = None,
@@ -188,6 +191,17 @@ class MemoryStore:
         self.space.index[no] = (first, last, frozenset(k for k, _ in keys))
         fut.set_result(None)
         return fut
+
+    def positions(self) -> dict[str, Any] | None:
+        return dict(self._positions)
+
+    def keep_position(self, name: str, position: Any) -> bool:
+        # In the space at once: appends are durable there as soon as they are taken, so the comments before the
+        # position are too.
+        if self._closed or self.readonly:
+            return False
+        self.space.positions[name] = orjson.dumps(position)
+        return True
 
     def lookup(self, key: str, h: int, lo: int = 0, hi: int | None = None) -> bool:
         self.lookups += 1

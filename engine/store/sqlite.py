@@ -173,6 +173,12 @@ def _insert_rows(n: int) -> str:
 _LOOKUP = ("WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM c WHERE x + 1 < ?) "
            "SELECT 1 FROM c JOIN dedupe_keys ON no = c.x AND bucket = ? WHERE instr(keys, ?) > 0 LIMIT 1")
 
+#: The adapters' positions in ``meta`` (keys ``position:<name>``; ``;`` follows ``:``), and how often kept ones
+#: are written (seconds): a position lags the journal by about that, so a restart after a ``kill -9`` sends
+#: again about that much of a source, recognised by id in the window of recent ids.
+_POSITIONS = "SELECT substr(key, 10), value FROM meta WHERE key >= 'position:' AND key < 'position;'"
+POSITION_EVERY = 1.0
+
 _WHAT_TO_DO = ("`livecart journal verify {p}` shows every problem; `livecart journal repair {p}` keeps a backup "
                "copy and cuts the journal back to its last good batch")
 
@@ -196,6 +202,18 @@ def _chunk_slices(no: int, first: int, last: int, keys: Iterable[tuple[str, int]
             part += (no, -1, f"{first} {last}")
         if part:
             out.append(part)
+    return out
+
+
+def _decode_positions(p: Path, rows: Iterable[Any]) -> dict[str, Any]:
+    """The adapters' positions from their ``meta`` rows; one that is not JSON is left out, with a warning."""
+    out: dict[str, Any] = {}
+    for name, text in rows:
+        try:
+            out[str(name)] = orjson.loads(text)
+        except (orjson.JSONDecodeError, TypeError):
+            log.warning("journal %s: the kept position of adapter %s is not JSON (%r); it goes on from its "
+                        "start", p, name, str(text)[:80])
     return out
 
 
@@ -500,6 +518,13 @@ class SqliteStore:
         self.index_failures = 0
         self.lookups = 0
         self._index_tasks: set[asyncio.Task[None]] = set()
+        #: The adapters' positions as the journal was opened (:meth:`positions`), those kept since and not yet
+        #: written, and the task that writes them.
+        self._positions: dict[str, Any] = {}
+        self._kept: dict[str, bytes] = {}
+        self._kept_task: asyncio.Task[None] | None = None
+        self.positions_written = 0
+        self.position_failures = 0
         #: Set by the daemon's latency trace (livecart.runtime.trace): called with each transaction's timings,
         #: and with the background work on worker threads and on the writer's connection.
         self.on_commit: Callable[[int, int, float, float, float, float, float, int], None] | None = None
@@ -572,6 +597,8 @@ class SqliteStore:
         j = cls(db, p, header, durability=durability, batch_max=batch_max, batch_delay=batch_delay,
                 last_seq=last, readonly=readonly)
         j.schema = schema
+        async with db.execute(_POSITIONS) as cur:
+            j._positions = _decode_positions(p, await cur.fetchall())
         if not readonly:
             async with db.execute("SELECT crc FROM batches ORDER BY first DESC LIMIT 1") as cur:
                 row = await cur.fetchone()
@@ -1247,6 +1274,53 @@ class SqliteStore:
         if self._waiters:
             await asyncio.gather(*(f for _, f, _ in self._waiters))
 
+    # ------------------------------------------------------------------ adapters' positions
+
+    def positions(self) -> dict[str, Any] | None:
+        """The adapters' positions kept in the journal (``meta`` rows ``position:<adapter name>``, JSON), as it
+        was opened: where each adapter goes on from (:class:`livecart.plugin.Resume`)."""
+        return dict(self._positions)
+
+    def keep_position(self, name: str, position: Any) -> bool:
+        """Keep ``position`` for adapter ``name``: written within :data:`POSITION_EVERY` seconds, or at close,
+        behind the commits already queued (so never before the comments it follows are in the file). False
+        for a read-only or closed journal, or a position JSON cannot carry (logged)."""
+        if self.readonly or self._closed:
+            return False
+        try:
+            self._kept[name] = orjson.dumps(position)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            log.warning("journal %s: the position of adapter %s cannot be kept (%s)", self.path, name, exc)
+            return False
+        if self._kept_task is None:
+            self._kept_task = asyncio.get_running_loop().create_task(self._write_positions(POSITION_EVERY),
+                                                                     name="journal-positions")
+        return True
+
+    async def _write_positions(self, after: float = 0.0) -> None:
+        """Write the positions kept since the last time, ``after`` seconds from now: one statement, its own
+        transaction, on the writer's connection behind the batches queued there. A failure is logged and
+        counted, never fatal: the journal is whole without them (an adapter then goes on from an earlier
+        position, and what it sends again is recognised by id)."""
+        try:
+            if after:
+                await asyncio.sleep(after)
+        finally:
+            self._kept_task = None
+        kept, self._kept = self._kept, {}
+        if not kept or self._failed is not None:
+            return
+        values = ", ".join(["(?, ?)"] * len(kept))
+        params = [v for name, text in kept.items() for v in (f"position:{name}", text.decode())]
+        try:
+            await self._db.execute(f"INSERT OR REPLACE INTO meta (key, value) VALUES {values}", params)
+        except (sqlite3.Error, ValueError) as exc:
+            self.position_failures += 1
+            log.warning("journal %s: adapter positions not written (%s); a restart goes on from earlier ones",
+                        self.path, exc)
+            return
+        self.positions_written += 1
+
     async def close(self) -> None:
         """Commit what is pending, then close. Idempotent."""
         if self._closed:
@@ -1259,6 +1333,11 @@ class SqliteStore:
                 await self._writer
             finally:
                 self._writer = None
+        if self._kept_task is not None:  # written now, after the last batch
+            self._kept_task.cancel()
+            await asyncio.gather(self._kept_task, return_exceptions=True)
+        if self._kept and not self.readonly:
+            await self._write_positions()
         if self._snapshot is not None:
             await asyncio.gather(self._snapshot, return_exceptions=True)
         if self._index_tasks:
@@ -1452,7 +1531,8 @@ def _copy_prefix(source: Path, dest: Path, insp: Inspection, result: Repair) -> 
         out.execute("PRAGMA journal_mode=WAL")
         out.executescript("BEGIN;" + _SCHEMA + f"PRAGMA application_id={APPLICATION_ID};COMMIT;")
         out.execute("BEGIN")
-        meta = dict(src.execute("SELECT key, value FROM meta"))
+        # Without the adapters' positions: the comments behind one may be among the batches cut.
+        meta = {k: v for k, v in src.execute("SELECT key, value FROM meta") if not str(k).startswith("position:")}
         meta["schema"] = str(SCHEMA_VERSION)
         out.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         crc_col = "crc" if insp.schema >= 2 else "NULL"

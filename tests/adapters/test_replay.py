@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from livecart.adapters.replay import MAX_LINE, ReplayAdapter
 from livecart.core.errors import FatalAdapterError
 from livecart.core.records import Comment
+from livecart.plugin import Batch, Resume
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,3 +210,133 @@ async def test_any_recording_replays_exactly_as_written(
     assert [x.to_dict() for b in batches for x in b] == comments
     assert all(0 < len(b) <= batch for b in batches)
     assert ad.stats.malformed_total == 0
+
+
+# --------------------------------------------------------------------------- the position kept in the journal
+
+class Kept:
+    """What a journal would keep for the adapter (livecart.plugin.Resume's other side)."""
+
+    def __init__(self, saved: Any = None) -> None:
+        self.saved = saved
+        self.kept: list[dict[str, int]] = []  # offset, line, crc
+
+    def resume(self) -> Resume:
+        return Resume(self.saved, self.kept.append)
+
+
+async def run_kept(path: Path, kept: Kept, *, settle: bool = True, **opts: Any) -> tuple[list[Comment], ReplayAdapter]:
+    """Replay ``path`` with ``kept`` as its journal, settling each batch as the daemon does once durable."""
+    ad = ReplayAdapter({"path": str(path), **opts}, name="replay-test")
+    ad.resume = kept.resume()
+    got: list[Comment] = []
+    async with ad:
+        async for b in ad.batches():
+            assert isinstance(b, Batch)
+            got += b
+            if settle:
+                b.settle()
+    return got, ad
+
+
+@pytest.mark.parametrize("opts", [{"batch": 4}, {"batch": 4, "speed": 1000.0}])
+async def test_a_replay_goes_on_from_the_position_its_durable_batches_kept(tmp_path: Path,
+                                                                           opts: dict[str, Any]) -> None:
+    """Flat out and paced: each settled batch keeps the byte offset and line after it; a replay given one of
+    those positions yields exactly the comments after it; given the last, none."""
+    p = write(tmp_path / "r.jsonl", *(c(i) for i in range(10)), "", "not json", *(c(i) for i in range(10, 23)))
+    kept = Kept()
+    got, _ = await run_kept(p, kept, **opts)
+    assert [x.id for x in got] == [f"m-{i}" for i in range(23)]
+    offsets = [k["offset"] for k in kept.kept]
+    assert offsets == sorted(offsets)
+    assert kept.kept[-1]["offset"] == p.stat().st_size
+    assert kept.kept[-1]["line"] == 25
+    data = p.read_bytes()
+    for k in kept.kept:
+        assert data[:k["offset"]].count(b"\n") == k["line"]  # a line's end, and its number
+        again = Kept(k)
+        rest, ad = await run_kept(p, again, **opts)
+        assert ad.resumed_at == k["line"]
+        before = {f"m-{i}" for i in range(23)} - {x.id for x in rest}
+        assert [x.id for x in rest] == [f"m-{i}" for i in range(23) if f"m-{i}" not in before]
+        assert len(before) == sum(1 for line in data[:k["offset"]].splitlines() if line.startswith(b"{"))
+    assert (await run_kept(p, Kept(kept.kept[-1]), **opts))[0] == []
+
+
+async def test_nothing_is_kept_for_a_batch_that_is_not_durable(tmp_path: Path) -> None:
+    p = write(tmp_path / "r.jsonl", *(c(i) for i in range(10)))
+    kept = Kept()
+    ad = ReplayAdapter({"path": str(p), "batch": 4}, name="replay-test")
+    ad.resume = kept.resume()
+    async with ad:
+        batches = [b async for b in ad.batches()]
+    assert all(isinstance(b, Batch) for b in batches)
+    batches[0].settle()  # type: ignore[attr-defined]
+    batches[1].settle(RuntimeError("the journal failed"))  # type: ignore[attr-defined]
+    assert [k["line"] for k in kept.kept] == [4]
+
+
+async def test_a_file_that_grew_is_read_on_from_the_position(tmp_path: Path) -> None:
+    p = write(tmp_path / "r.jsonl", *(c(i) for i in range(6)))
+    kept = Kept()
+    await run_kept(p, kept, batch=4)
+    with p.open("ab") as f:
+        f.write(orjson.dumps(c(6)) + b"\n")
+    rest, ad = await run_kept(p, Kept(kept.kept[-1]), batch=4)
+    assert [x.id for x in rest] == ["m-6"]
+    assert ad.resumed_at == 6
+
+
+@pytest.mark.parametrize("change", ["edited", "shorter", "shifted", "garbage", "negative"])
+async def test_a_position_that_does_not_fit_the_file_is_refused_and_the_file_read_from_its_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, change: str) -> None:
+    p = write(tmp_path / "r.jsonl", *(c(i) for i in range(8)))
+    kept = Kept()
+    await run_kept(p, kept, batch=4)
+    saved: Any = dict(kept.kept[0])
+    data = p.read_bytes()
+    if change == "edited":  # same length, one id changed before the position
+        p.write_bytes(data.replace(b'"m-1"', b'"m-9"'))
+    elif change == "shorter":
+        p.write_bytes(data[:saved["offset"] - 10])
+    elif change == "shifted":  # the position no longer falls on a line's start
+        p.write_bytes(b" " + data)
+    elif change == "garbage":
+        saved = "line 4"
+    else:
+        saved["offset"] = -1
+    rest, ad = await run_kept(p, Kept(saved), batch=4)
+    assert rest[0].id == "m-0"
+    assert len(rest) == (8 if change != "shorter" else 3)
+    assert ad.resumed_at == 0
+    assert "does not fit" in caplog.text
+
+
+async def test_stdin_keeps_no_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(orjson.dumps(c(1)) + b"\n")))
+    kept = Kept({"offset": 0, "line": 0, "crc": 0})
+    ad = ReplayAdapter({"path": "-"}, name="replay-test")
+    ad.resume = kept.resume()
+    async with ad:
+        batches = [b async for b in ad.batches()]
+    assert [type(b) for b in batches] == [list]
+    assert ad.resumed_at == 0
+
+
+async def test_a_change_anywhere_before_the_position_is_noticed(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The position carries the CRC-32 of every byte before it: one id changed in the middle of a 300 KB
+    recording, far from its start and from the position, is noticed."""
+    p = write(tmp_path / "r.jsonl", *(c(i) for i in range(3000)))
+    kept = Kept()
+    await run_kept(p, kept, batch=512)
+    assert kept.kept[-1]["offset"] == p.stat().st_size > 200_000
+    data = p.read_bytes()
+    assert data.count(b'"m-1500"') == 1
+    p.write_bytes(data.replace(b'"m-1500"', b'"m-9999"'))
+    rest, ad = await run_kept(p, Kept(kept.kept[-1]), batch=512)
+    assert len(rest) == 3000
+    assert ad.resumed_at == 0
+    assert "its first" in caplog.text
+    assert "bytes have changed" in caplog.text

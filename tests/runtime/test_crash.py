@@ -195,6 +195,62 @@ def test_kill_9_at_random_points_then_restart_equals_an_uncrashed_run(tmp_path: 
     assert orders(cfg) == orders(clean_cfg)
 
 
+def kept_position(db: Path) -> dict[str, int] | None:
+    """The replay adapter's position kept in the journal, read from the file (None: none yet)."""
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'position:replay-0'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else dict(orjson.loads(row[0]))
+
+
+@pytest.mark.slow
+def test_after_kill_9_the_replay_goes_on_from_its_kept_position_and_ends_as_an_uncrashed_run(
+        tmp_path: Path) -> None:
+    """The replay keeps its position in the journal as its batches become durable; killed with SIGKILL once
+    one is there, the restarted daemon goes on from that line instead of the first (a 10M-comment recording
+    killed near its end was otherwise sent again whole, each old comment an index lookup), and the sale ends
+    as a run that never crashed."""
+    n = 3000
+    replay = tmp_path / "comments.jsonl"
+    make_replay(replay, n, seed=12, step=0.002)
+    clean_cfg = write_config(tmp_path / "clean", replay, speed=0)
+    assert livecart("run", str(clean_cfg)).returncode == 0
+    cfg = write_config(tmp_path / "crashy", replay, speed=2)
+    db = tmp_path / "crashy" / "journal.db"
+    proc = start(cfg)
+    limit = time.monotonic() + 60
+    kept = None
+    while kept is None and time.monotonic() < limit and proc.poll() is None:
+        kept = kept_position(db)
+        time.sleep(0.01)  # polling interval, bounded by the deadline above
+    assert kept is not None, "no position was kept before the replay ended; slow the replay down"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    kept = kept_position(db)
+    assert kept is not None
+    assert 0 < kept["line"] < n
+    assert journal_events(db) >= kept["line"]  # never ahead of the comments it follows
+    proc = start(cfg)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    log = err.decode()
+    assert f"going on from line {kept['line'] + 1} (byte {kept['offset']})" in log
+    assert f"replay-0: {n - kept['line']} received" in log
+    assert report(cfg) == report(clean_cfg)
+    assert orders(cfg) == orders(clean_cfg)
+    assert kept_position(db) == {**kept_position(db), "line": n}  # at the end now: a third run reads nothing
+    r = livecart("run", str(cfg))
+    assert r.returncode == 0
+    assert "replay-0: 0 received" in r.stderr.decode()
+
+
 def test_a_replay_runs_to_its_end_and_the_daemon_exits_0(tmp_path: Path) -> None:
     replay = tmp_path / "c.jsonl"
     make_replay(replay, 200, seed=1, step=0.01)
