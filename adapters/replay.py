@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from itertools import islice
 from typing import IO, Any, ClassVar
@@ -133,8 +134,12 @@ class ReplayAdapter(Adapter):
     async def _go_on(self, f: IO[bytes]) -> tuple[int, int, int]:
         """Where to start, as (byte offset, line, CRC-32 of the bytes before): the start, or the kept position
         when it fits the file (then the file is there)."""
-        saved = self.resume.saved if self.resume is not None and f is not sys.stdin.buffer else None
+        if self.resume is None or f is sys.stdin.buffer:
+            return 0, 0, 0
+        saved = self.resume.saved
         if saved is None:
+            log.info("replay %s: no position kept in the journal for it; reading %s from its first line",
+                     self.name, self.options["path"])
             return 0, 0, 0
         why = await self._misfit(f, saved)
         if why is not None:
@@ -145,8 +150,13 @@ class ReplayAdapter(Adapter):
         offset, lineno, crc = saved["offset"], saved["line"], saved["crc"]
         f.seek(offset)
         self.resumed_at = self.lines_read = lineno
-        log.info("replay %s: going on from line %d (byte %d) of %s, where the durable comments end", self.name,
-                 lineno + 1, offset, self.options["path"])
+        if offset == os.fstat(f.fileno()).st_size:
+            log.info("replay %s: %s was read to its end (%d lines) on this journal before; nothing new in it",
+                     self.name, self.options["path"], lineno)
+        else:
+            log.info("replay %s: going on from line %d (byte %d) of %s, the position kept in the journal (what "
+                     "comes again from the last second before a kill is recognised by id)", self.name, lineno + 1,
+                     offset, self.options["path"])
         return offset, lineno, crc
 
     async def _misfit(self, f: IO[bytes], saved: Any) -> str | None:
@@ -184,40 +194,60 @@ class ReplayAdapter(Adapter):
         """A file as fast as possible: ``batch`` lines at a time, decoded in one msgspec call per block.
 
         A block with any bad line (or a line holding an array) is decoded again line by line, so every
-        problem is counted and logged with its line number and the good lines around it are kept."""
+        problem is counted and logged with its line number and the good lines around it are kept.
+
+        The position each batch keeps is the end of the last whole line in it: a block cut into several
+        batches (lines holding arrays) moves it a line at a time, and a last line without its newline (a
+        recording still being written) is never passed, so the next run reads it again, whole by then."""
         limit = int(self.options["batch"])
         lines_decoder = self._lines_decoder
         stats = self.stats
+        keep = self.resume is not None
         while True:
             lines = list(islice(f, limit))
             if not lines:
                 break
             batch: list[Comment] = []
             block = b"".join(lines)
-            before, offset = offset, offset + len(block)
-            line_before, crc_before = lineno, crc
-            if self.resume is not None:
-                crc = crc32(block, crc)
+            start = (offset, lineno, crc)
+            cut = 0 if lines[-1].endswith(b"\n") else len(lines[-1])
+            offset += len(block)
+            lineno += len(lines)
+            whole = crc
+            if keep:
+                whole = crc32(block[:len(block) - cut], crc) if cut else crc32(block, crc)
+                crc = crc32(block[len(block) - cut:], whole) if cut else whole
+            at = (offset - cut, lineno - 1, whole) if cut else (offset, lineno, crc)
+            ends: list[tuple[int, int, int, int]] | None = None
             try:
                 if len(block) > MAX_LINE:
                     raise ValueError("a line may be over the limit")  # check line by line
                 batch = lines_decoder.decode_lines(block)
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
                 batch = []
-                for i, line in enumerate(lines, lineno + 1):
+                ends = []  # after each whole line: (comments so far, offset, line, crc)
+                o, n, k = start
+                for i, line in enumerate(lines, start[1] + 1):
                     if line.strip():
                         self._decode(i, line, batch)
-            lineno += len(lines)
+                    if line.endswith(b"\n"):
+                        o, n = o + len(line), n + 1
+                        if keep:
+                            k = crc32(line, k)
+                        ends.append((len(batch), o, n, k))
             self.lines_read = lineno
             stats.received += len(batch)
             if len(batch) <= limit:
-                if batch or self.resume is not None:  # an empty Batch keeps the position past bad lines
-                    yield self._batch(batch, offset, lineno, crc)
-            else:  # lines holding arrays: the position moves on with the last part only
-                for i in range(0, len(batch), limit):
-                    at = (offset, lineno, crc) if i + limit >= len(batch) else (before, line_before, crc_before)
-                    yield self._batch(batch[i:i + limit], *at)
-            await asyncio.sleep(0)  # let the rest of the daemon run during a flat-out replay
+                if batch or keep:  # an empty Batch keeps the position past bad lines
+                    yield self._batch(batch, *at)
+                await asyncio.sleep(0)  # let the rest of the daemon run during a flat-out replay
+                continue
+            counts = [e[0] for e in ends] if ends is not None else []
+            for i in range(0, len(batch), limit):  # lines holding arrays
+                j = min(i + limit, len(batch))
+                k = bisect_right(counts, j) - 1  # the last line whose comments are all in batch[:j]
+                yield self._batch(batch[i:j], *(ends[k][1:] if ends is not None and k >= 0 else start))
+            await asyncio.sleep(0)
 
     async def _paced(self, f: IO[bytes], offset: int = 0, lineno: int = 0,
                      crc: int = 0) -> AsyncIterator[Sequence[Comment]]:
@@ -231,6 +261,7 @@ class ReplayAdapter(Adapter):
         decoded: list[Comment] = []
         # A batch yielded in the middle of a line's comments keeps the position at the line's start.
         line_start, line_before, line_crc = offset, lineno, crc
+        whole = True  # whether the last line read ended with its newline (see _flat_out)
         while True:
             if is_stdin:
                 pending = loop.run_in_executor(None, f.readline)
@@ -246,6 +277,7 @@ class ReplayAdapter(Adapter):
                 break
             line_start, line_before, line_crc = offset, lineno, crc
             offset += len(line)
+            whole = line.endswith(b"\n")
             if self.resume is not None and not is_stdin:
                 crc = crc32(line, crc)
             lineno += 1
@@ -272,7 +304,7 @@ class ReplayAdapter(Adapter):
                     await asyncio.sleep(0)  # let the rest of the daemon run during a flat-out replay
             decoded.clear()
             if speed > 0 and batch:
-                yield self._batch(batch, offset, lineno, crc)
+                yield self._batch(batch, *((offset, lineno, crc) if whole else (line_start, line_before, line_crc)))
                 batch = []
         if batch or (self.resume is not None and not is_stdin):
-            yield self._batch(batch, offset, lineno, crc)
+            yield self._batch(batch, *((offset, lineno, crc) if whole else (line_start, line_before, line_crc)))

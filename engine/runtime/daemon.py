@@ -899,7 +899,7 @@ def _summary(d: Daemon) -> str:
                      f"{q.count('shed')} shed, {q.count('failed')} failed")
     waits = int(d._waits.total())
     if waits:
-        parts.append(f"intake waited {waits} times for a full queue")
+        parts.append(f"intake waited {waits} time{'' if waits == 1 else 's'} for a full queue")
     return "; ".join(parts)
 
 

@@ -340,3 +340,43 @@ async def test_a_change_anywhere_before_the_position_is_noticed(tmp_path: Path,
     assert ad.resumed_at == 0
     assert "its first" in caplog.text
     assert "bytes have changed" in caplog.text
+
+
+@pytest.mark.parametrize("opts", [{"batch": 4}, {"batch": 4, "speed": 1000.0}])
+async def test_a_last_line_without_its_newline_is_not_passed_and_is_read_whole_once_the_file_grows(
+        tmp_path: Path, opts: dict[str, Any]) -> None:
+    """A recording still being written ends in a cut line: it is counted as malformed, and the position stays
+    before it, so the next run reads it again once it is whole (a position after it lost that comment)."""
+    full = b"".join(orjson.dumps(c(i)) + b"\n" for i in range(12))
+    cut_at = full.index(b"\n", full.index(b'"m-9"')) - 20  # in the middle of line 10
+    p = tmp_path / "r.jsonl"
+    p.write_bytes(full[:cut_at])
+    kept = Kept()
+    got, ad = await run_kept(p, kept, **opts)
+    assert [x.id for x in got] == [f"m-{i}" for i in range(9)]
+    assert ad.stats.malformed_total == 1
+    assert kept.kept[-1]["line"] == 9
+    assert kept.kept[-1]["offset"] == full.index(b"\n", full.index(b'"m-8"')) + 1
+    p.write_bytes(full)
+    rest, ad = await run_kept(p, Kept(kept.kept[-1]), **opts)
+    assert ad.resumed_at == 9
+    assert [x.id for x in rest] == ["m-9", "m-10", "m-11"]
+    assert ad.stats.malformed_total == 0
+
+
+async def test_lines_holding_arrays_move_the_position_a_line_at_a_time(tmp_path: Path) -> None:
+    """Twelve lines of ten comments each, read four lines (forty comments) at a time and cut into batches of
+    four: each batch keeps the end of the last line whose comments it completes, and a replay from any of
+    those positions yields exactly the comments of the lines after it."""
+    p = write(tmp_path / "r.jsonl", *([c(10 * k + i) for i in range(10)] for k in range(12)))
+    kept = Kept()
+    got, _ = await run_kept(p, kept, batch=4)
+    assert len(got) == 120
+    lines = [k["line"] for k in kept.kept]
+    assert lines == sorted(lines)
+    assert set(lines) == set(range(13))  # it moved a line at a time, not a block of four lines at a time
+    data = p.read_bytes()
+    for k in kept.kept:
+        assert data[:k["offset"]].count(b"\n") == k["line"]
+        rest, _ = await run_kept(p, Kept(k), batch=4)
+        assert [x.id for x in rest] == [f"m-{i}" for i in range(10 * k["line"], 120)]
