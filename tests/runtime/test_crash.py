@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -105,19 +106,26 @@ def start(cfg: Path) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE)
 
 
-def journal_events(db: Path) -> int:
-    """Events committed so far, read from the file (0 while it does not exist yet)."""
+def read_row(db: Path, query: str) -> tuple[Any, ...] | None:
+    """The first row of ``query`` on the journal file, read-only (None while the file or its schema does not
+    exist yet, or when there is no row)."""
     if not db.exists():
-        return 0
+        return None
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
-            row = con.execute("SELECT coalesce(max(last), 0) FROM batches").fetchone()
+            row: tuple[Any, ...] | None = con.execute(query).fetchone()
         finally:
             con.close()
     except sqlite3.OperationalError:  # created but no schema yet
-        return 0
-    return int(row[0])
+        return None
+    return row
+
+
+def journal_events(db: Path) -> int:
+    """Events committed so far, read from the file (0 while it does not exist yet)."""
+    row = read_row(db, "SELECT coalesce(max(last), 0) FROM batches")
+    return 0 if row is None else int(row[0])
 
 
 def wait_for_events(db: Path, proc: subprocess.Popen[bytes], at_least: int, deadline: float = 60.0) -> bool:
@@ -197,16 +205,7 @@ def test_kill_9_at_random_points_then_restart_equals_an_uncrashed_run(tmp_path: 
 
 def kept_position(db: Path) -> dict[str, int] | None:
     """The replay adapter's position kept in the journal, read from the file (None: none yet)."""
-    if not db.exists():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute("SELECT value FROM meta WHERE key = 'position:replay-0'").fetchone()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return None
+    row = read_row(db, "SELECT value FROM meta WHERE key = 'position:replay-0'")
     return None if row is None else dict(orjson.loads(row[0]))
 
 
