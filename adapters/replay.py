@@ -213,11 +213,11 @@ class ReplayAdapter(Adapter):
             cut = 0 if lines[-1].endswith(b"\n") else len(lines[-1])
             offset += len(block)
             lineno += len(lines)
-            whole = crc
+            whole = crc  # the CRC up to the end of the last whole line (a bytes object's full slice is itself)
             if keep:
-                whole = crc32(block[:len(block) - cut], crc) if cut else crc32(block, crc)
-                crc = crc32(block[len(block) - cut:], whole) if cut else whole
-            at = (offset - cut, lineno - 1, whole) if cut else (offset, lineno, crc)
+                whole = crc32(block[:len(block) - cut], crc)
+                crc = crc32(block[len(block) - cut:], whole)
+            at = (offset - cut, lineno - (cut > 0), whole)
             ends: list[tuple[int, int, int, int]] | None = None
             try:
                 if len(block) > MAX_LINE:
@@ -261,7 +261,7 @@ class ReplayAdapter(Adapter):
         decoded: list[Comment] = []
         # A batch yielded in the middle of a line's comments keeps the position at the line's start.
         line_start, line_before, line_crc = offset, lineno, crc
-        whole = True  # whether the last line read ended with its newline (see _flat_out)
+        after = (offset, lineno, crc)
         while True:
             if is_stdin:
                 pending = loop.run_in_executor(None, f.readline)
@@ -277,10 +277,11 @@ class ReplayAdapter(Adapter):
                 break
             line_start, line_before, line_crc = offset, lineno, crc
             offset += len(line)
-            whole = line.endswith(b"\n")
             if self.resume is not None and not is_stdin:
                 crc = crc32(line, crc)
             lineno += 1
+            # Where a batch that ends with this line leaves the position: past it only when it is whole.
+            after = (offset, lineno, crc) if line.endswith(b"\n") else (line_start, line_before, line_crc)
             self.lines_read = lineno
             if not line.strip():
                 continue
@@ -304,7 +305,7 @@ class ReplayAdapter(Adapter):
                     await asyncio.sleep(0)  # let the rest of the daemon run during a flat-out replay
             decoded.clear()
             if speed > 0 and batch:
-                yield self._batch(batch, *((offset, lineno, crc) if whole else (line_start, line_before, line_crc)))
+                yield self._batch(batch, *after)
                 batch = []
         if batch or (self.resume is not None and not is_stdin):
-            yield self._batch(batch, *((offset, lineno, crc) if whole else (line_start, line_before, line_crc)))
+            yield self._batch(batch, *after)
