@@ -375,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Redis baseline runs the file's first this-many comments (0 = all; at ~10k-40k/s "
                         "a million take minutes, and past the first ~15,000 the sale is in its steady state)")
     p.add_argument("--no-redis", action="store_true", help="skip the Redis baseline")
+    p.add_argument("--parse-process", choices=("auto", "on", "off"),
+                   help="[daemon] parse_process of the daemon (default: livecart's own, auto)")
     p.add_argument("--tmpdir", default=None, help="where the stream file is cached (default: the system's)")
     p.add_argument("--pythonpath", default=None,
                    help="run the daemon from these sources instead (another checkout, for before/after)")
@@ -405,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {"case": "run", "stream": "flash-buys", "comments": n, "seed": opts.seed,
                               "scale": opts.scale, "durability": opts.durability,
                               "snapshot_events": opts.snapshot_events or None,
+                              "parse_process": opts.parse_process or "auto",
                               "file_mb": round(path.stat().st_size / 2**20, 1),
                               "file_seconds": round(gen_seconds, 2)}
     result["transport"] = opts.transport
@@ -431,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with config.open("a", encoding="utf-8") as f:
             # Nobody to answer in a benchmark (replies would go back over the WebSocket, unread).
             f.write(f'\n[replies]\nenabled = false\n\n[status]\nport = {status_port}\n')
+            if opts.parse_process:
+                f.write(f'\n[daemon]\nparse_process = "{opts.parse_process}"\n')
         if opts.transport == "replay":
             run = run_livecart(config, timeout=opts.timeout)
         else:

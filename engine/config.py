@@ -195,6 +195,8 @@ DAEMON_SECTIONS: dict[str, dict[str, Option]] = {
         hook_timeout=Option(float, check=check_more_than_zero, doc="longest one hook call may take (s)"),
         hook_queue=Option(int, check=check_positive, doc="items waiting per hook; beyond it the oldest is shed"),
         drain_seconds=Option(float, check=check_nonneg, doc="at shutdown, how long replies and hooks may take to drain (s)"),
+        parse_process=Option(str, choices=("auto", "on", "off"),
+                             doc="parse comments in a second process while they wait: auto = with 2+ CPUs"),
     ),
     "replies": _section(
         RepliesSettings,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
@@ -309,6 +309,10 @@ class ParseResult:
 
 
 NOTHING = ParseResult(Intent.NONE)
+
+#: Comments parsed ahead: ``(featured, results)``, the featured product they were parsed under and one
+#: result a comment, None for one not parsed (:meth:`livecart.runtime.pipeline.Engine.submit`).
+Parsed = tuple[str | None, Sequence[ParseResult | None]]
 
 
 class Outcome(msgspec.Struct, frozen=True, gc=False):

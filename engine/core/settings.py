@@ -90,6 +90,7 @@ class DaemonSettings:
     hook_timeout: float = 10.0  # longest one hook call may take (s)
     hook_queue: int = 256  # items waiting per hook; beyond it the oldest is shed
     drain_seconds: float = 2.0  # at shutdown, how long replies and hooks may take to drain (s)
+    parse_process: str = "auto"  # parse in a second process: "auto" (with 2+ CPUs), "on", "off"
 
 
 @dataclass(frozen=True, slots=True)

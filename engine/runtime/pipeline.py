@@ -22,17 +22,18 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from operator import attrgetter
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livecart.core import control
 from livecart.core.control import Control, Kind
 from livecart.core.dedupe import Dedupe
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
-from livecart.core.records import NOTHING, Comment, Intent, Outcome, ParseResult
+from livecart.core.records import NOTHING, Comment, Intent, Outcome, Parsed, ParseResult
 from livecart.core.settings import Config
 from livecart.runtime.metrics import Registry
 from livecart.runtime.trace import Trace
@@ -42,11 +43,16 @@ from livecart.store.codec import Entry
 from livecart.store.lock import JournalLock
 from livecart.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from livecart.core.parser import Parser
+
 log = logging.getLogger("livecart.engine")
 
 _BUY = Intent.BUY
 _CANCEL = Intent.CANCEL
 _STATUS = attrgetter("status")
+#: Results not given: every comment is parsed in :meth:`Engine.submit` (zip stops at the comments' end).
+_UNPARSED: Iterable[None] = repeat(None)
 _NO_ITEMS: list[Any] = []  # shared by every row without items; rows are only ever encoded, never changed
 
 ParseFn = Callable[[str, str | None], ParseResult]
@@ -121,6 +127,8 @@ class Engine:
         self.ledger = ledger
         self.journal = journal
         self._parse = parse
+        #: The engine's own parser (None when ``open`` was given a ``parse`` function).
+        self.parser: Parser | None = None
         self._clock = clock
         self._listeners: list[Listener] = []
         self._closed = False
@@ -187,10 +195,12 @@ class Engine:
         (see :meth:`livecart.store.sqlite.SqliteStore.open`).
         Raises :class:`~livecart.core.errors.JournalError` / :class:`~livecart.core.errors.ForeignDatabase`.
         """
+        parser = None
         if parse is None:
             # Imported by name: the parser is its own module and the engine needs it only here.
             parser_module = importlib.import_module("livecart.core.parser")
-            parse = parser_module.Parser.from_config(cfg).parse
+            parser = parser_module.Parser.from_config(cfg)
+            parse = parser.parse
         hold = cfg.stream.hold_minutes * 60.0
         j: Store | SqliteStore
         if store is not None:
@@ -208,6 +218,7 @@ class Engine:
             await j.close()
             raise
         engine = cls(cfg, replayed, j, parse, clock, metrics or Registry())
+        engine.parser = parser
         engine._snap_seq = j.rebuilt_from[0]
         engine._snap_at = clock()
         # From here on the ledger reads the engine's clock, sampled once per call.
@@ -280,11 +291,16 @@ class Engine:
         if self._closed:
             raise JournalError("the engine is closed")
 
-    async def submit(self, comments: Sequence[Comment]) -> list[Outcome]:
+    async def submit(self, comments: Sequence[Comment], parsed: Parsed | None = None) -> list[Outcome]:
         """Parse and decide ``comments`` in order; return their outcomes once durable.
 
         A comment seen before is skipped (no outcome). A comment the parser fails on is logged, counted and
         processed as having no intent. Raises :class:`JournalError` if the journal cannot commit.
+
+        ``parsed``: ``(featured, results)``, the comments parsed already by a parser of this catalogue under
+        that featured product, one result a comment (None: not parsed), as the daemon's parsing process
+        gives them (:mod:`livecart.runtime.parsework`). Used only while the ledger's featured product is
+        still that one; otherwise the comments are parsed here.
         """
         self._check_open()
         ledger = self.ledger
@@ -308,14 +324,18 @@ class Engine:
         # and moved them to an older generation for nothing. The collection that comes after sees only what
         # outlives the batch (orders, outcomes, expiry entries): one batch's worth, a pause well under 2 ms.
         with jr.paused_gc():
-            for c in comments:
+            given: Iterable[ParseResult | None] = _UNPARSED
+            if parsed is not None and parsed[0] == featured and len(parsed[1]) == len(comments):
+                given = parsed[1]
+            for c, pr in zip(comments, given, strict=False):  # given may be endless (_UNPARSED)
                 # A duplicate is parsed too (a cache hit, mostly) and then recognised by the ledger, which leaves
                 # seq alone: cheaper than asking the ledger twice for every comment, and duplicates are rare.
-                try:
-                    pr = parse(c.text, featured)
-                except Exception as exc:  # a parser bug must not take the sale down
-                    self._parse_failed(c, exc)
-                    pr = NOTHING
+                if pr is None:
+                    try:
+                        pr = parse(c.text, featured)
+                    except Exception as exc:  # a parser bug must not take the sale down
+                        self._parse_failed(c, exc)
+                        pr = NOTHING
                 out = decide(c, pr)
                 if ledger.seq == seq:
                     continue
