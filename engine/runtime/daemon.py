@@ -48,7 +48,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, cast
 
 from livecart import registry
@@ -367,13 +367,15 @@ class Daemon:
                     settle_all((left[0],), NotDurable("the daemon stopped before taking this batch in"))
 
     async def _parsed(self, taken_in: Sequence[Queued]) -> Parsed | None:
-        """The parsing process's results for the batches ``taken_in``, when all of them are back and were
-        parsed under the featured product the ledger has now; else None (the engine parses them).
+        """The parsing process's results for the comments of the batches ``taken_in``: a batch's results
+        where they are back and were parsed under the featured product the ledger has now, None for each
+        comment of the other batches (the engine parses those); None when no batch has any.
 
         Results not back yet are waited for at most :data:`AHEAD_WAIT` seconds: when intake and the engine
         take turns on the event loop, a batch is taken as soon as it is asked for, and the helper parses it
         while the loop decides the batch before. A helper that was too late is not waited for again during
-        :data:`AHEAD_PAUSE` seconds (it has no free core, or is stuck): results it has back are still used."""
+        :data:`AHEAD_PAUSE` seconds (it has no free core, or is stuck): results it has back are still used.
+        Each batch is counted in ``parse_ahead_batches_total`` by what became of it."""
         pending = [fut for _, fut in taken_in if fut is not None and not fut.done()]
         # Not before its first answer: it is still starting (~0.1-0.2 s), and the engine parses meanwhile.
         if pending and self.ahead is not None and self.ahead.answered and time.monotonic() >= self._ahead_wait_from:
@@ -382,15 +384,15 @@ class Daemon:
                 self._ahead_wait_from = time.monotonic() + AHEAD_PAUSE
         featured = self.engine.ledger.featured
         results: list[ParseResult | None] = []
-        why = ""
-        for _, fut in taken_in:
+        count = self._ahead_batches.inc
+        used = False
+        for batch, fut in taken_in:
+            why = "used"
             if fut is None:
-                why = why or "none"
+                why = "none"
             elif not fut.done():
                 fut.cancel()
-                why = why or "late"
-            elif why:
-                continue
+                why = "late"
             elif fut.cancelled() or fut.exception() is not None:
                 why = "gone"
             else:
@@ -399,8 +401,11 @@ class Daemon:
                     why = "featured"
                 else:
                     results.extend(got)
-        self._ahead_batches.inc(result=why or "used")
-        return None if why else (featured, results)
+                    used = True
+            if why != "used":
+                results.extend(repeat(None, len(batch)))
+            count(result=why)
+        return (featured, results) if used else None
 
     async def _submit(self, batch: list[Comment], acks: list[Batch], prev: asyncio.Task[object] | None,
                       taken: float = 0.0, parsed: Parsed | None = None) -> None:
