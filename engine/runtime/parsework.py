@@ -239,22 +239,22 @@ class ParseAhead:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
 
-    def _fail_waiting(self) -> None:
-        while self._waiting:
-            fut, _ = self._waiting.popleft()
+    def _fail_waiting(self, *, forget: bool = True) -> None:
+        """Fail every request not answered yet; ``forget=False`` keeps them in line, so that the answers
+        the helper still sends (while it is being closed) are matched to them and dropped."""
+        for fut, _ in self._waiting:
             if not fut.done():
                 fut.set_exception(ParseAheadGone(self.gone or "stopped"))
                 fut.exception()  # retrieved: nobody may be waiting for it
+        if forget:
+            self._waiting.clear()
 
     async def close(self) -> None:
-        """Stop the helper: close its input (it exits), wait a moment, kill it if it has not."""
+        """Stop the helper: close its input (it answers what it has, then exits), wait a moment while its
+        answers are still read (so that it never blocks writing to a full pipe), kill it if it has not."""
         if self.gone is None:
-            self.gone = "stopped"
-        self._fail_waiting()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            self.gone = "stopped"  # its end is no news now: _lost logs nothing
+        self._fail_waiting(forget=False)
         stdin = self.proc.stdin
         if stdin is not None:
             stdin.close()
@@ -264,6 +264,10 @@ class ParseAhead:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
 
 
 def cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

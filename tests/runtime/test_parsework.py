@@ -217,6 +217,17 @@ async def test_a_helper_killed_fails_what_it_had_and_is_asked_no_more(caplog: py
     await ahead.close()
 
 
+async def test_closing_with_answers_still_coming_lets_the_helper_finish_them_and_exit() -> None:
+    # 100 answers of 500 indices (~200 KB) are more than a pipe holds: the daemon's end must go on reading
+    # while the helper ends, or the helper blocks on its write and is killed.
+    ahead = await helper_for(Parser.from_config(load(SAMPLE)))
+    asked = [ahead.ask(["+1", "鸡蛋来两盒", "hello", "蜂蜜 x2", "要"] * 100, "egg-10") for _ in range(100)]
+    assert all(f is not None for f in asked)
+    await asyncio.wait_for(ahead.close(), 10)
+    assert ahead.proc.returncode == 0
+    assert ahead.gone == "stopped"
+
+
 async def test_a_text_that_cannot_be_sent_is_parsed_by_the_daemon() -> None:
     ahead = await helper_for(Parser.from_config(load(SAMPLE)))
     try:
