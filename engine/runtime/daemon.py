@@ -146,6 +146,7 @@ class Daemon:
         #: The parsing process (:mod:`livecart.runtime.parsework`), when one runs.
         self.ahead: ParseAhead | None = None
         self._ahead_wait_from = 0.0  # monotonic time from which its results are waited for again
+        self._ahead_warned = -60.0  # when it was last said to be late
         self.stop = asyncio.Event()
         self.failed: list[str] = []
         self.started = time.time()
@@ -381,7 +382,13 @@ class Daemon:
         if pending and self.ahead is not None and self.ahead.answered and time.monotonic() >= self._ahead_wait_from:
             _, late = await asyncio.wait(pending, timeout=AHEAD_WAIT)
             if late:
-                self._ahead_wait_from = time.monotonic() + AHEAD_PAUSE
+                now = time.monotonic()
+                self._ahead_wait_from = now + AHEAD_PAUSE
+                if now >= self._ahead_warned + 60.0:  # at most once a minute
+                    self._ahead_warned = now
+                    log.warning("the parsing process (%s) had not answered within %d ms; the daemon parses "
+                                "what it has not answered for the next %g s (it has no free CPU, or is stuck)",
+                                self.ahead.where, AHEAD_WAIT * 1000, AHEAD_PAUSE)
         featured = self.engine.ledger.featured
         results: list[ParseResult | None] = []
         count = self._ahead_batches.inc
@@ -992,7 +999,7 @@ def _summary(d: Daemon) -> str:
         c = d._ahead_batches
         used, total = int(c.get(result="used")), int(c.total())
         parts.append(f"parsing process: {used:,} of {total:,} batches parsed ahead"
-                     + (f" ({d.ahead.gone})" if d.ahead.gone not in (None, "stopped") else ""))
+                     + (f", then it was gone: {d.ahead.gone}" if d.ahead.gone not in (None, "stopped") else ""))
     waits = int(d._waits.total())
     if waits:
         parts.append(f"intake waited {waits} time{'' if waits == 1 else 's'} for a full queue")

@@ -16,7 +16,8 @@ What keeps it exact:
 * A decision never depends on the helper. A batch whose results are not back when the engine takes it is
   waited for a moment (the helper parses it while the event loop decides the batch before:
   :meth:`livecart.runtime.daemon.Daemon._parsed`), and parsed in the daemon if they are still not back, as
-  without this process. A helper too slow to wait for (no free core, or stuck) costs only its own CPU.
+  without this process. A helper too slow to wait for (no free core, or stuck) costs its own CPU and
+  at most :data:`MAX_WAITING` requests or :data:`MAX_WAITING_BYTES` of texts buffered for it.
 * A text the helper fails on comes back as "parse it yourself" (the daemon then logs and counts the
   failure, as always). A helper that dies, or answers nonsense, is stopped; the daemon goes on parsing
   itself and says so once in its log.
@@ -60,9 +61,11 @@ YOURSELF = 0
 _HEAD = struct.Struct("<I")
 #: A frame longer than this is nonsense (a batch is at most a few thousand texts of at most 2,000 chars).
 FRAME_MAX = 1 << 28
-#: Requests not answered yet beyond which :meth:`ParseAhead.ask` asks no more (a stuck helper would
-#: otherwise have every batch's texts buffered for it).
-MAX_WAITING = 256
+#: Requests not answered yet, and their bytes, beyond which :meth:`ParseAhead.ask` asks no more: a helper
+#: that is behind (long comments are slow to parse, or it has no CPU) or stuck would otherwise have every
+#: batch's texts buffered for it in the daemon (40,000 comments of 1,500 characters: 262 MB against 107).
+MAX_WAITING = 64
+MAX_WAITING_BYTES = 8 << 20
 
 Fresh = list[tuple[str, list[tuple[str | None, str | None, int, str | None]]]]
 
@@ -126,7 +129,12 @@ def main() -> int:
     # SIGKILL, closes it too), so the helper never dies in the middle of the daemon's drain.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return serve(sys.stdin.buffer, sys.stdout.buffer)
+    # The answers go out on the pipe that was stdout; anything printed from here on goes to stderr, where it
+    # cannot be taken for an answer.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return serve(sys.stdin.buffer, out)
 
 
 # ---------------------------------------------------------------------------------------------- the daemon's side
@@ -139,7 +147,8 @@ class ParseAhead:
         self.where = where
         #: Set once the helper is stopped or gone; :meth:`ask` then returns None.
         self.gone: str | None = None
-        self._waiting: deque[tuple[asyncio.Future[Parsed], str | None]] = deque()
+        self._waiting: deque[tuple[asyncio.Future[Parsed], str | None, int]] = deque()
+        self._bytes = 0  # of the requests in _waiting
         self._table: list[ParseResult | None] = [None]
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(tuple[bool, Fresh, bytes]).decode
@@ -148,6 +157,8 @@ class ParseAhead:
         self.answered = 0
         #: Batches not sent: a text could not be encoded (a lone surrogate); the daemon parsed them.
         self.unsent = 0
+        #: Batches not sent because the helper was behind (MAX_WAITING, MAX_WAITING_BYTES).
+        self.skipped = 0
 
     @classmethod
     async def start(cls, catalogue: Catalogue, *, bare_plus_one: bool = True, max_qty: int = DEFAULT_MAX_QTY,
@@ -157,9 +168,13 @@ class ParseAhead:
 
         The daemon starts it before it reads its journal: forking a small process is quicker (~5 ms against
         ~15 ms at 150 MB), and the helper's own start (~0.17 s) goes on while the journal is read."""
+        # -P: not the working directory first on the import path (a livecart.py or msgspec.py of the
+        # operator's there would be imported instead). Its own session: Ctrl-C in a terminal signals the
+        # daemon's process group, and the helper is not in it (it ignores SIGINT and SIGTERM too, but only
+        # once its imports are done, ~0.2 s after it starts).
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "livecart.runtime.parsework",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-P", "-m", "livecart.runtime.parsework",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
         self = cls(proc, f"pid {proc.pid}")
         self._send(pickle.dumps((catalogue, bare_plus_one, max_qty, table_max), protocol=pickle.HIGHEST_PROTOCOL))
         self._reader = asyncio.create_task(self._read_loop(), name="parse-ahead")
@@ -174,7 +189,8 @@ class ParseAhead:
     def ask(self, texts: Sequence[str], featured: str | None) -> asyncio.Future[Parsed] | None:
         """Start parsing ``texts`` under ``featured``; the future gives ``(featured, results)``, one result
         (or None: parse it yourself) a text. None when the helper is gone. Never waits."""
-        if self.gone is not None or len(self._waiting) >= MAX_WAITING:
+        if self.gone is not None or len(self._waiting) >= MAX_WAITING or self._bytes >= MAX_WAITING_BYTES:
+            self.skipped += self.gone is None
             return None
         try:
             body = self._encode((featured, texts))
@@ -184,10 +200,11 @@ class ParseAhead:
         fut: asyncio.Future[Parsed] = asyncio.get_running_loop().create_future()
         try:
             self._send(body)
-        except (OSError, RuntimeError) as exc:  # the pipe is closed: the helper died
-            self._lost(f"cannot write to it: {exc!r}")
+        except (OSError, RuntimeError):  # the pipe is closed: the helper died (its reader says how, if first)
+            self._lost("it ended")
             return None
-        self._waiting.append((fut, featured))
+        self._waiting.append((fut, featured, len(body)))
+        self._bytes += len(body)
         return fut
 
     async def _read_loop(self) -> None:
@@ -212,7 +229,8 @@ class ParseAhead:
                 if not self._waiting:
                     raise ValueError("an answer to nothing asked")
                 results = list(map(table.__getitem__, idx))  # IndexError: an index it never sent
-                fut, featured = self._waiting.popleft()
+                fut, featured, size = self._waiting.popleft()
+                self._bytes -= size
                 self.answered += 1
                 if not fut.done():  # the engine did not give up on it
                     fut.set_result((featured, results))
@@ -220,7 +238,7 @@ class ParseAhead:
             raise
         except asyncio.IncompleteReadError:
             code = await self._exit_code()
-            self._lost(f"it ended (exit status {code})")
+            self._lost(f"it ended with exit status {code}")
         except Exception as exc:  # nonsense from it: stop it, parse here
             self._lost(f"its answer made no sense: {exc!r}")
 
@@ -242,12 +260,13 @@ class ParseAhead:
     def _fail_waiting(self, *, forget: bool = True) -> None:
         """Fail every request not answered yet; ``forget=False`` keeps them in line, so that the answers
         the helper still sends (while it is being closed) are matched to them and dropped."""
-        for fut, _ in self._waiting:
+        for fut, _, _ in self._waiting:
             if not fut.done():
                 fut.set_exception(ParseAheadGone(self.gone or "stopped"))
                 fut.exception()  # retrieved: nobody may be waiting for it
         if forget:
             self._waiting.clear()
+            self._bytes = 0
 
     async def close(self) -> None:
         """Stop the helper: close its input (it answers what it has, then exits), wait a moment while its
@@ -261,6 +280,8 @@ class ParseAhead:
         try:
             await asyncio.wait_for(self.proc.wait(), 2.0)
         except TimeoutError:
+            log.warning("the parsing process (%s) did not end within 2 s of its input closing (stuck, or "
+                        "stopped); killed", self.where)
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
@@ -270,28 +291,63 @@ class ParseAhead:
                 await self._reader
 
 
-def cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """Whole CPUs this process may use: those it may run on, fewer when its cgroup's CPU quota says so (a
-    container started with ``--cpus 1`` still sees every CPU of the host)."""
+def cpus(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> int:
+    """Whole CPUs this process may use: those it may run on, fewer when the CPU quota of its cgroup, or of
+    one above it, says so (a container started with ``--cpus 1``, or a systemd unit with ``CPUQuota=``,
+    still sees every CPU of the host)."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    quota = _quota(cgroup)
+    quota = _quota(root, own)
     return n if quota is None else max(1, min(n, int(quota)))
 
 
-def _quota(cgroup: Path) -> float | None:
-    """The CPU quota of this process's cgroup in CPUs (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``), None
-    when there is none or it cannot be read."""
+def _quota(root: Path, own: Path) -> float | None:
+    """The smallest CPU quota, in CPUs, of the cgroups this process is in (as ``own`` lists them) and of
+    their parents: v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``. None when there is
+    none or it cannot be read."""
     try:
-        quota, _, period = (cgroup / "cpu.max").read_text().partition(" ")
+        lines = own.read_text().splitlines()
+    except OSError:
+        lines = []
+    found: list[float] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:  # v2: one hierarchy, mounted at root
+            found += filter(None, map(_v2, _up(root, path)))
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
+            base = next((b for b in (root / controllers, root / "cpu") if b.is_dir()), None)
+            if base is not None:
+                found += filter(None, map(_v1, _up(base, path)))
+    if not lines:  # no /proc: the mount's own root at least
+        found += filter(None, (_v2(root), _v1(root / "cpu")))
+    return min(found) if found else None
+
+
+def _up(base: Path, path: str) -> list[Path]:
+    """``base/path`` and every folder above it up to ``base``."""
+    d = base.joinpath(*[p for p in path.split("/") if p and p != ".."])
+    out = [d]
+    while d != base and base in d.parents:
+        d = d.parent
+        out.append(d)
+    return out
+
+
+def _v2(d: Path) -> float | None:
+    try:
+        quota, _, period = (d / "cpu.max").read_text().partition(" ")
         return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1(d: Path) -> float | None:
     try:
-        q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
-        p = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        q = int((d / "cpu.cfs_quota_us").read_text())
+        p = int((d / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
     return None if q <= 0 or p <= 0 else q / p

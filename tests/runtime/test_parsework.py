@@ -218,10 +218,10 @@ async def test_a_helper_killed_fails_what_it_had_and_is_asked_no_more(caplog: py
 
 
 async def test_closing_with_answers_still_coming_lets_the_helper_finish_them_and_exit() -> None:
-    # 100 answers of 500 indices (~200 KB) are more than a pipe holds: the daemon's end must go on reading
+    # 60 answers of 1,000 indices (~240 KB) are more than a pipe holds: the daemon's end must go on reading
     # while the helper ends, or the helper blocks on its write and is killed.
     ahead = await helper_for(Parser.from_config(load(SAMPLE)))
-    asked = [ahead.ask(["+1", "鸡蛋来两盒", "hello", "蜂蜜 x2", "要"] * 100, "egg-10") for _ in range(100)]
+    asked = [ahead.ask(["+1", "鸡蛋来两盒", "hello", "蜂蜜 x2", "要"] * 200, "egg-10") for _ in range(60)]
     assert all(f is not None for f in asked)
     await asyncio.wait_for(ahead.close(), 10)
     assert ahead.proc.returncode == 0
@@ -457,17 +457,72 @@ def test_sigterm_to_the_whole_process_group_drains_without_losing_the_helper_ear
     assert not alive(helper)
 
 
-def test_auto_counts_the_cpus_of_the_cgroups_quota_not_only_those_it_may_run_on(tmp_path: Path) -> None:
+def test_auto_counts_the_cpu_quota_of_the_process_own_cgroup_and_those_above_it(tmp_path: Path) -> None:
     mine = len(os.sched_getaffinity(0))
-    assert parsework.cpus(tmp_path) == mine  # no quota file: the affinity alone
-    (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert parsework.cpus(tmp_path) == mine
-    (tmp_path / "cpu.max").write_text("150000 100000\n")  # --cpus 1.5: one whole CPU
-    assert parsework.cpus(tmp_path) == 1
-    (tmp_path / "cpu.max").unlink()
-    (tmp_path / "cpu").mkdir()
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert parsework.cpus(tmp_path) == mine
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
-    assert parsework.cpus(tmp_path) == 1
+    root, own = tmp_path / "fs", tmp_path / "cgroup"
+    own.write_text("0::/system.slice/livecart@tonggu.service\n")
+    unit = root / "system.slice" / "livecart@tonggu.service"
+    unit.mkdir(parents=True)
+    assert parsework.cpus(root, own) == mine  # no quota anywhere: the affinity alone
+    (unit / "cpu.max").write_text("max 100000\n")
+    assert parsework.cpus(root, own) == mine
+    (unit / "cpu.max").write_text("150000 100000\n")  # CPUQuota=150%: one whole CPU
+    assert parsework.cpus(root, own) == 1
+    (unit / "cpu.max").write_text("max 100000\n")
+    (root / "system.slice" / "cpu.max").write_text("100000 100000\n")  # a quota on the slice above
+    assert parsework.cpus(root, own) == 1
+    (root / "cpu.max").write_text("50000 100000\n")  # a container's (cgroup namespace: "0::/")
+    own.write_text("0::/\n")
+    assert parsework.cpus(root, own) == 1
+    # cgroup v1: the cpu controller's hierarchy
+    v1, own1 = tmp_path / "v1", tmp_path / "cgroup1"
+    own1.write_text("5:cpu,cpuacct:/lc\n4:memory:/lc\n")
+    (v1 / "cpu,cpuacct" / "lc").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "lc" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu,cpuacct" / "lc" / "cpu.cfs_period_us").write_text("100000\n")
+    assert parsework.cpus(v1, own1) == mine
+    (v1 / "cpu,cpuacct" / "lc" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert parsework.cpus(v1, own1) == 1
+    assert parsework.cpus(tmp_path / "none", tmp_path / "missing") == mine  # nothing to read
+
+
+async def test_the_helper_imports_livecart_not_what_lies_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("livecart.py", "msgspec.py"):
+        (tmp_path / name).write_text('print("not livecart")\nraise SystemExit(3)\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    ahead = await helper_for(Parser.from_config(load(SAMPLE)))
+    try:
+        fut = ahead.ask(["+1"] * 64, "egg-10")
+        assert fut is not None
+        _, results = await asyncio.wait_for(fut, 10)
+        assert results == [Parser.from_config(load(SAMPLE)).parse("+1", "egg-10")] * 64
+    finally:
+        await ahead.close()
+    assert ahead.proc.returncode == 0
+
+
+async def test_the_helper_runs_in_its_own_session_out_of_reach_of_the_terminals_ctrl_c() -> None:
+    ahead = await helper_for(Parser.from_config(load(SAMPLE)))
+    try:
+        assert os.getsid(ahead.proc.pid) == ahead.proc.pid != os.getsid(0)
+        assert os.getpgid(ahead.proc.pid) != os.getpgid(0)
+    finally:
+        await ahead.close()
+
+
+async def test_a_helper_that_is_behind_is_asked_no_more_than_max_waiting_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parsework, "MAX_WAITING_BYTES", 10_000)
+    proc = FakeProc()
+    ahead = ParseAhead(proc, "fake")  # type: ignore[arg-type]
+    long = "我要鸡蛋" * 500  # ~6 KB a text in UTF-8
+    asked = [ahead.ask([long], None) for _ in range(3)]
+    assert [f is not None for f in asked] == [True, True, False]
+    assert ahead.skipped == 1
+    ahead._reader = asyncio.create_task(ahead._read_loop())
+    proc.stdout.feed_data(answer(False, [("none", [])], [1]))  # the first one answered: room again
+    assert asked[0] is not None
+    await asyncio.wait_for(asked[0], 5)
+    assert ahead.ask([long], None) is not None
+    await ahead.close()
