@@ -200,14 +200,20 @@ def test_a_paused_decider_steps_down_without_announcing(nats_server: str, tmp_pa
         wait_for(lambda: other.deciding(), "the standby to take over", 30)
         wait_for(lambda: _announcements(other), "the new decider's first announcement", 30)
         time.sleep(1)
-        before = len(_announcements(first))
+        before = len(_announcements(first))  # sorted by log message: what comes later sorts after it
         mark = len(first.text())
         first.signal(signal.SIGCONT)
         # It finds its lease run out, or (if it was waiting for the stream when stopped) its fenced message
         # refused: either way it steps down.
         wait_for(lambda: "stepping down: " in first.text()[mark:], "the old decider to step down", 30)
         time.sleep(2)  # outcomes keep coming; the old decider must stay quiet
-        assert len(_announcements(first)) == before
+        # Stopped between marking a batch and announcing it, it announces that one batch when it resumes: the
+        # new decider found it marked and logged it in doubt, without announcing it (never twice). Nothing
+        # else (it failed once in CI with one announcement more, 2026-12-02).
+        later = _announcements(first)[before:] if len(_announcements(first)) > before else []
+        doubted = _announcements(other, again=True)
+        for a, b, _ in later:
+            assert any(a2 <= a and b <= b2 for a2, b2, _ in doubted), (later, doubted)
         _assert_disjoint(_announcements(*runs))
         # The resumed process shows itself again at its next heartbeat (every 2 s; its connection may first
         # have to come back: the server can drop a client that stopped reading for this long).
