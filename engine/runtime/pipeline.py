@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import attrgetter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from livecart.core import control
 from livecart.core.control import Control, Kind
@@ -42,9 +42,6 @@ from livecart.store.base import Store
 from livecart.store.codec import Entry
 from livecart.store.lock import JournalLock
 from livecart.store.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from livecart.core.parser import Parser
 
 log = logging.getLogger("livecart.engine")
 
@@ -127,8 +124,6 @@ class Engine:
         self.ledger = ledger
         self.journal = journal
         self._parse = parse
-        #: The engine's own parser (None when ``open`` was given a ``parse`` function).
-        self.parser: Parser | None = None
         self._clock = clock
         self._listeners: list[Listener] = []
         self._closed = False
@@ -195,12 +190,10 @@ class Engine:
         (see :meth:`livecart.store.sqlite.SqliteStore.open`).
         Raises :class:`~livecart.core.errors.JournalError` / :class:`~livecart.core.errors.ForeignDatabase`.
         """
-        parser = None
         if parse is None:
             # Imported by name: the parser is its own module and the engine needs it only here.
             parser_module = importlib.import_module("livecart.core.parser")
-            parser = parser_module.Parser.from_config(cfg)
-            parse = parser.parse
+            parse = parser_module.Parser.from_config(cfg).parse
         hold = cfg.stream.hold_minutes * 60.0
         j: Store | SqliteStore
         if store is not None:
@@ -218,7 +211,6 @@ class Engine:
             await j.close()
             raise
         engine = cls(cfg, replayed, j, parse, clock, metrics or Registry())
-        engine.parser = parser
         engine._snap_seq = j.rebuilt_from[0]
         engine._snap_at = clock()
         # From here on the ledger reads the engine's clock, sampled once per call.

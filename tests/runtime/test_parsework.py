@@ -256,9 +256,8 @@ async def test_the_engine_uses_results_only_under_the_featured_product_they_were
     cfg = load(write(tmp_path))
     engine = await Engine.open(cfg)
     try:
-        assert engine.parser is not None
         assert engine.ledger.featured == "egg-10"
-        honey = engine.parser.parse("+1", "honey-500")
+        honey = Parser.from_config(cfg).parse("+1", "honey-500")
         # Parsed under honey while eggs are featured: parsed again here, so "+1" buys eggs.
         out = await engine.submit([comment(1)], ("honey-500", [honey]))
         assert [o.sku for o in out] == ["egg-10"]
