@@ -60,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import reprlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,8 +151,22 @@ class AdapterStats:
         self.malformed_by_reason[reason] = n
         level = logging.WARNING if n == 1 else logging.DEBUG
         if log.isEnabledFor(level):
-            log.log(level, "adapter %s: malformed input (%s) %s; sample: %.200r%s", self.name, reason, detail,
-                    sample, " (further ones of this kind are counted, logged at DEBUG)" if n == 1 else "")
+            log.log(level, "adapter %s: malformed input (%s) %s; sample: %s%s", self.name, reason, detail,
+                    sample_repr(sample), " (further ones of this kind are counted, logged at DEBUG)" if n == 1 else "")
+
+
+_SAMPLE = reprlib.Repr()
+_SAMPLE.maxlevel = 3
+_SAMPLE.maxstring = _SAMPLE.maxother = _SAMPLE.maxlong = 200
+
+
+def sample_repr(sample: object) -> str:
+    """A short, safe rendering of a piece of bad input for the log: at most about 200 characters, and no
+    deeper than three levels, so that a nested or cyclic sample cannot raise ``RecursionError`` (which
+    :mod:`logging` lets through) from a log call."""
+    if isinstance(sample, str | bytes | bytearray | memoryview):
+        return repr(bytes(sample[:200]) if isinstance(sample, memoryview) else sample[:200])
+    return _SAMPLE.repr(sample)
 
 
 #: Called once with None (durable) or the exception that says why the batch is not.

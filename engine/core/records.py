@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
+import orjson
 
 from livecart.core.errors import MalformedInput
 
@@ -220,14 +221,14 @@ class CommentDecoder:
                 out.append(_STRICT.decode(payload))
                 self._misses = 0
                 return
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 pass  # not a complete comment object: the lenient path says why, or fills the gaps
         if self._arrays:
             try:
                 out += _STRICT_ARRAY.decode(payload)
                 self._array_misses = 0
                 return
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 self._array_misses += 1
                 if self._array_misses >= STRICT_MISSES:
                     self._arrays = False  # this feed's arrays never fit: stop decoding them twice
@@ -238,6 +239,9 @@ class CommentDecoder:
             return
         except msgspec.DecodeError as exc:
             bad.append((None, MalformedInput("bad_json", str(exc), _head(payload, 200))))
+            return
+        except RecursionError:
+            self._nested(payload, out, bad)
             return
         if isinstance(data, _Wire):
             if self._strict:
@@ -258,7 +262,32 @@ class CommentDecoder:
             except msgspec.ValidationError as exc:
                 bad.append((i, _malformed(exc, bytes(raw)[:200])))
                 continue
+            except RecursionError:
+                bad.append((i, MalformedInput("bad_json", "nested too deeply", bytes(raw)[:80])))
+                continue
             self._complete(wire, i, raw, out, bad)
+
+    def _nested(self, payload: bytes | bytearray | memoryview | str, out: list[Comment],
+                bad: list[tuple[int | None, MalformedInput]]) -> None:
+        """A payload msgspec could not decode for Python's recursion limit (it nests as deep as the stack
+        allows, so ``[[[[...]]]]`` 2 KB long is enough): decoded again by orjson, whose limit (1024 levels)
+        does not depend on the caller's stack, so that the good elements of an array beside a deep one are
+        kept and the deep ones are counted. Too deep for orjson too: ``bad_json``."""
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            bad.append((None, MalformedInput("bad_json", f"nested too deeply ({exc})", _head(payload))))
+            return
+        items = enumerate(data) if isinstance(data, list) else [(None, data)]
+        for i, obj in items:
+            if not isinstance(obj, dict):
+                bad.append((i, MalformedInput("not_an_object", f"expected a JSON object, got {type(obj).__name__}",
+                                              _head(payload))))
+                continue
+            try:
+                out.append(Comment.from_mapping(obj, platform=self.platform, room=self.room))
+            except MalformedInput as exc:
+                bad.append((i, exc))
 
     def _complete(self, wire: _Wire, index: int | None, payload: Any, out: list[Comment],
                   bad: list[tuple[int | None, MalformedInput]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from livecart.adapters._codec import (
 )
 from livecart.core.errors import FatalAdapterError, MalformedInput
 from livecart.core.records import Comment
-from livecart.plugin import AdapterStats, Option
+from livecart.plugin import AdapterStats, Option, sample_repr
 
 
 def dec(**kw: Any) -> Decoder:
@@ -51,6 +52,18 @@ def test_each_kind_of_bad_input_is_counted_under_its_reason_and_reported() -> No
                                            "missing_field": 1}
     assert [(i, e.reason) for i, e in rejected] == [(None, "bad_json"), (None, "oversized"),
                                                     (1, "not_an_object"), (2, "missing_field")]
+
+
+def test_a_deeply_nested_sample_is_logged_short_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    # logging lets RecursionError through: the repr of a 990-deep list in a log call stopped the adapter.
+    d = dec(fields={"text": "content"})
+    deep = b"[" * 990 + b"]" * 990
+    with caplog.at_level(logging.DEBUG, logger="livecart.adapter"):
+        assert d.decode(b"[" + deep + b',{"a":' + deep + b"}]") == []
+    assert d.stats.malformed_by_reason == {"not_an_object": 1, "missing_field": 1}
+    assert all(len(r.getMessage()) < 600 for r in caplog.records)
+    assert sample_repr(b"x" * 1000) == repr(b"x" * 200)
+    assert sample_repr(memoryview(b"abc")) == "b'abc'"
 
 
 def test_field_map_reads_renamed_and_nested_fields() -> None:

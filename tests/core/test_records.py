@@ -90,6 +90,29 @@ def test_every_bad_element_is_named_and_the_good_ones_kept() -> None:
     assert _decode(orjson.dumps({"text": "a", "ts": 1, "user": "u"}))[1] == [(None, "missing_field")]
 
 
+def _at_depth(frames: int, decoder: CommentDecoder, payload: bytes) -> tuple[list[str], list[tuple[int | None, str]]]:
+    """``decoder`` run on ``payload`` with ``frames`` more Python frames on the stack (a daemon's stack is
+    deeper than a test's): the ids decoded and the problems found."""
+    if frames > 0:
+        return _at_depth(frames - 1, decoder, payload)
+    out: list[Comment] = []
+    bad: list[tuple[int | None, MalformedInput]] = []
+    decoder.decode(payload, out, bad)
+    return [c.id for c in out], [(i, e.reason) for i, e in bad]
+
+
+@pytest.mark.parametrize("frames", [0, 200, 600])
+def test_deep_nesting_is_bad_input_at_any_stack_depth_and_the_good_elements_are_kept(frames: int) -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    line = orjson.dumps(_line)
+    arrays = CommentDecoder()  # one that has seen a feed of arrays, so it tries list[Comment] first
+    assert _at_depth(0, arrays, orjson.dumps([_line])) == (["m-1"], [])
+    for decoder in (CommentDecoder(), arrays):
+        assert _at_depth(frames, decoder, b"[" + line + b"," + deep + b"]") == (["m-1"], [(1, "not_an_object")])
+        assert _at_depth(frames, decoder, b"[" * 5000 + b"]" * 5000) == ([], [(None, "bad_json")])
+        assert _at_depth(frames, decoder, deep)[1] == [(0, "not_an_object")]
+
+
 def test_a_bad_field_says_which_and_what_it_must_be() -> None:
     with pytest.raises(MalformedInput, match=r"'ts' must be a finite number .*got `str` - at `\$\.ts`"):
         Comment.from_mapping({**_line, "ts": "noon"})

@@ -1,0 +1,156 @@
+"""Hostile payloads against ``livecart run`` as a process: each is counted as malformed and skipped, and the
+daemon goes on taking, journaling and acknowledging the good comments around it.
+
+Found from outside: a 2 KB payload of ``[[[[...]]]]`` made msgspec raise ``RecursionError`` (it nests as deep
+as Python's stack allows, and the daemon's stack is deeper than a test's), which stopped the MQTT daemon
+(exit 1, the message never acknowledged, so the broker delivered it again to every restart), failed the
+WebSocket transport, answered a webhook with 500 and stopped a replay.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+from websockets.sync.client import connect
+
+from tests.e2e.proc import Daemon, livecart, wait_for
+from tests.e2e.test_mqtt_e2e import Broker
+
+CONFIG = """
+[stream]
+name = "E2E hostile input"
+featured = "egg-10"
+
+[storage]
+path = "{db}"
+durability = "fsync"
+
+[[adapters]]
+type = "mqtt"
+name = "relay"
+host = "{host}"
+port = {port}
+topic = "{base}/comments"
+platform = "douyin"
+room = "7312"
+
+[[adapters]]
+type = "websocket"
+name = "companion"
+mode = "server"
+port = 0
+platform = "bilibili"
+room = "2233"
+
+[[adapters]]
+type = "webhook"
+name = "hook"
+port = 0
+platform = "shop"
+room = "1"
+
+[[products]]
+sku = "egg-10"
+name = "Free-range eggs"
+aliases = ["鸡蛋", "egg"]
+link = 1
+price = 29.9
+stock = 1000
+"""
+
+DEEP = b"[" * 1000 + b"]" * 1000
+#: Deep nesting at the top, as an array element, inside a field, and too deep for any decoder.
+HOSTILE = [
+    DEEP,
+    b'[{"id":"x","user":"u","text":"+1","ts":1},' + DEEP + b"]",
+    b'{"id":"y","user":"u","ts":1,"text":' + DEEP + b"}",
+    b"[" * 20000 + b"]" * 20000,
+]
+
+
+def good(i: int, tag: str) -> bytes:
+    return orjson.dumps({"id": f"{tag}-{i}", "user": f"{tag}{i}", "text": "鸡蛋来一盒", "ts": 1_700_000_000 + i})
+
+
+def post(url: str, body: bytes) -> int:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:  # noqa: S310 - 127.0.0.1 only
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_deeply_nested_payloads_are_counted_and_skipped_on_every_transport(
+        tmp_path: Path, mosquitto: tuple[str, int]) -> None:
+    host, port = mosquitto
+    base = f"livecart-e2e/{uuid.uuid4().hex}"
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, host=host, port=port, base=base), encoding="utf-8")
+    broker = Broker(host, port)
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        wait_for(lambda: daemon.api()["adapters"]["relay"]["connected"], "the mqtt subscription")
+        for i, payload in enumerate(HOSTILE):
+            broker.publish(f"{base}/comments", payload)
+            broker.publish(f"{base}/comments", good(i, "m"))
+        with connect(state["adapters"]["companion"], max_size=None) as ws:
+            for i, payload in enumerate(HOSTILE):
+                ws.send(payload.decode())
+                ws.send(good(i, "w").decode())
+            # Every frame, hostile ones included, is covered by an acknowledgement once the good are durable.
+            acked = 0
+            while acked < 2 * len(HOSTILE):
+                msg = orjson.loads(ws.recv(timeout=20))
+                if msg.get("type") == "ack":
+                    acked = msg["frames"]
+        hook = state["adapters"]["hook"]
+        codes = [post(hook, p) for p in HOSTILE]
+        assert codes == [400, 200, 400, 400], codes  # the second holds one good comment
+        assert post(hook, good(0, "h")) == 200
+        # Each transport: its good ones, and the good element of the array beside a deep one.
+        n = (len(HOSTILE) + 1) * 2 + 1 + 1
+        wait_for(lambda: daemon.api()["comments"] == n, f"{n} good comments")
+        adapters = daemon.api()["adapters"]
+        assert adapters["relay"]["connected"]
+        for name in ("relay", "companion", "hook"):
+            assert adapters[name]["malformed"] == len(HOSTILE), (name, adapters[name])
+        assert daemon.stop() == 0, daemon.log()
+        assert "Traceback" not in daemon.log()
+    finally:
+        daemon.kill()
+        broker.close()
+    r = livecart("report", str(cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    assert orjson.loads(r.stdout)["comments"] == n
+
+
+def test_a_replay_with_a_deeply_nested_line_reads_the_rest(tmp_path: Path) -> None:
+    lines = tmp_path / "chat.jsonl"
+    lines.write_bytes(b"\n".join([good(0, "r"), *HOSTILE, good(1, "r")]) + b"\n")
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(f"""
+[stream]
+name = "replay"
+[storage]
+path = "{tmp_path / 'j.db'}"
+[[adapters]]
+type = "replay"
+path = "{lines}"
+[[products]]
+sku = "egg-10"
+name = "Eggs"
+aliases = ["鸡蛋"]
+stock = 10
+""", encoding="utf-8")
+    r = livecart("run", str(cfg), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    rep = livecart("report", str(cfg), "--json")
+    assert orjson.loads(rep.stdout)["comments"] == 3  # the two lines and the good element beside a deep one
