@@ -119,6 +119,27 @@ class Comment(msgspec.Struct, frozen=True, gc=False):
         return wire.complete(platform, room, data)
 
 
+_NAMED = ("platform", "room", "id", "user", "name")
+
+
+def comment_problem(obj: object) -> str | None:
+    """Why ``obj`` is not a valid :class:`Comment` (its constructor trusts its caller, so a plugin can build
+    one with ``text=None``), or None when it is one: every field of the type and within the limits that
+    decoding enforces."""
+    if type(obj) is not Comment:
+        return f"expected a Comment, got {type(obj).__name__}"
+    for field in _NAMED:
+        v = getattr(obj, field)
+        if not isinstance(v, str) or not v or len(v) > MAX_FIELD:
+            return f"'{field}' must be a non-empty string of at most {MAX_FIELD} characters, got {type(v).__name__}"
+    if not isinstance(obj.text, str) or len(obj.text) > MAX_TEXT:
+        return f"'text' must be a string of at most {MAX_TEXT} characters, got {type(obj.text).__name__}"
+    ts = obj.ts
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return f"'ts' must be a finite number (seconds since the epoch), got {ts!r:.40}"
+    return None
+
+
 class _Wire(msgspec.Struct, frozen=True, gc=False):
     """What a comment object on the wire may hold (docs/contract.md §2), before the gaps are filled in."""
 

@@ -57,10 +57,10 @@ from livecart.core.catalogue import Catalogue
 from livecart.core.control import Control, ControlAction
 from livecart.core.errors import AdapterError, JournalError, LivecartError, NotDurable
 from livecart.core.events import Event, EventDetector, outcome_key
-from livecart.core.records import Comment, Outcome, Parsed, ParseResult
+from livecart.core.records import Comment, Outcome, Parsed, ParseResult, comment_problem
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
-from livecart.plugin import Adapter, Batch, Resume, settle_all
+from livecart.plugin import Adapter, AdapterStats, Batch, Resume, settle_all
 from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path
 from livecart.runtime.hooks import HookRunner
@@ -125,6 +125,28 @@ def _figures(p: Mapping[str, Any]) -> dict[str, Any]:
     return {"stock": p["stock"], "left": p["left"], "reserved": p["reserved"], "presale": p["presale"],
             "presale_cap": p.get("cap", 0)}
 
+
+
+def checked(batch: object, stats: AdapterStats) -> Sequence[Comment]:
+    """A plugin adapter's ``batch`` with every element that is not a valid :class:`Comment` counted as
+    malformed (``bad_comment``) and left out; a :class:`Batch` is filtered in place, so that it still settles
+    (the good comments in it are what its sender is told are durable). Something that is not a list at all
+    is counted once and becomes an empty batch."""
+    if not isinstance(batch, list | tuple):
+        stats.malformed("bad_comment", f"adapter yielded a {type(batch).__name__}, not a list of comments",
+                        batch)
+        return ()
+    bad = [(i, why) for i, c in enumerate(batch) if (why := comment_problem(c)) is not None]
+    if not bad:
+        return batch
+    for i, why in bad:
+        stats.malformed("bad_comment", f"element {i}: {why}", batch[i])
+    drop = {i for i, _ in bad}
+    good = [c for i, c in enumerate(batch) if i not in drop]
+    if isinstance(batch, Batch):
+        batch[:] = good
+        return batch
+    return good
 
 class Daemon:
     """The running pieces of one stream and the glue between them.
@@ -266,8 +288,13 @@ class Daemon:
         queue = self.queue
         last: RoomKey | None = None
         ledger = self.engine.ledger
+        # The built-in adapters build comments by decoding (msgspec validates every field); a plugin may
+        # call the constructor, which trusts its caller, or yield something else: checked here, per comment.
+        trusted = type(adapter).__module__.startswith("livecart.")
         try:
             async for batch in adapter.batches():
+                if not trusted:
+                    batch = checked(batch, adapter.stats)
                 if not batch and not isinstance(batch, Batch):
                     continue  # an empty Batch still goes through, so that it settles in its turn
                 ahead = self.ahead

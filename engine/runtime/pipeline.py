@@ -421,8 +421,8 @@ class Engine:
         n = self._m_parse_errors.get()
         self._m_parse_errors.inc()
         level = logging.ERROR if n == 0 else logging.DEBUG
-        log.log(level, "parser failed on comment %s %r: %r (counted; the comment is taken as no intent)",
-                c.key, c.text[:200], exc)
+        log.log(level, "parser failed on comment %s %.200r: %r (counted; the comment is taken as no intent)",
+                c.key, c.text, exc)
 
     async def _commit(self, rows: list[Entry], outs: list[Outcome]) -> list[Outcome]:
         return await self._settle(self._append(rows, self._now), outs)

@@ -18,6 +18,7 @@ from livecart.core.records import (
     Outcome,
     Reason,
     Status,
+    comment_problem,
     make_outcome,
     stable_comment_id,
 )
@@ -173,3 +174,15 @@ def test_a_feed_whose_arrays_never_fit_stops_trying_them_whole() -> None:
     assert not dec._arrays
     assert [c.id for c in out] == [f"m-{k}" for k in range(STRICT_MISSES + 2)]
     assert bad == []
+
+
+def test_comment_problem_names_what_a_hand_built_comment_got_wrong() -> None:
+    good = Comment("douyin", "7312", "m-1", "u", "n", "要2", 1.0)
+    assert comment_problem(good) is None
+    assert comment_problem(msgspec.structs.replace(good, ts=3)) is None
+    cases = {"text": None, "ts": float("nan"), "user": "", "id": 5, "room": "r" * 257, "name": None}
+    for field, value in cases.items():
+        problem = comment_problem(msgspec.structs.replace(good, **{field: value}))
+        assert f"'{field}'" in str(problem), (field, problem)
+    assert comment_problem(msgspec.structs.replace(good, ts=True)) is not None
+    assert comment_problem(good.to_dict()) == "expected a Comment, got dict"
