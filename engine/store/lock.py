@@ -26,8 +26,10 @@ from livecart.core.errors import JournalError, JournalLocked
 
 
 def lock_path(journal: str | Path) -> Path:
-    """The lock file of the journal at ``journal``."""
-    p = Path(journal)
+    """The lock file of the journal at ``journal``, beside the file it names after symlinks are followed
+    (``Path.resolve``): a journal reached through a symlink, a symlinked folder or a relative path is the
+    same journal, with the same lock. (A hard link is another name the kernel does not tell us of; don't.)"""
+    p = Path(journal).resolve()
     return p.with_name(p.name + ".lock")
 
 

@@ -333,6 +333,20 @@ def test_a_second_daemon_is_refused_and_the_first_keeps_its_controls(tmp_path: P
         r = livecart("journal", "repair", str(db))
         assert r.returncode == 2, r.stderr.decode()
         assert f"pid {first.pid}" in r.stderr.decode()
+        # The same journal by another name (a symlink to it, a path through a symlinked folder, a relative
+        # path with ..) is the same journal: refused the same way.
+        (tmp_path / "link.db").symlink_to(db)
+        (tmp_path / "dirlink").symlink_to(tmp_path / "s")
+        other = tmp_path / "other"
+        other.mkdir()
+        for alias in (tmp_path / "link.db", tmp_path / "dirlink" / "journal.db", Path("..") / "s" / "journal.db"):
+            alias_cfg = other / "stream.toml"
+            alias_cfg.write_text(cfg.read_text(encoding="utf-8").replace(str(db), str(alias)), encoding="utf-8")
+            r = subprocess.run([sys.executable, "-m", "livecart.cli.main", "run", "stream.toml"], cwd=other,
+                               capture_output=True, timeout=60, check=False)
+            assert r.returncode == 2, (alias, r.stderr.decode())
+            assert f"pid {first.pid}" in r.stderr.decode()
+        assert state.read_bytes() == before
         # Readers work beside the running daemon.
         assert livecart("report", str(cfg), "--json").returncode == 0
         assert livecart("journal", "verify", str(db)).returncode == 0
