@@ -103,6 +103,8 @@ _UNIT_STATUS = operator.attrgetter("sku", "variant", "status")
 AdapterFactory = Callable[[PluginSettings], Adapter]
 #: An adapter's batch in the intake queue, with the parsing process's work on it (None: not asked).
 Queued = tuple[Sequence[Comment], "asyncio.Future[Parsed] | None"]
+#: Put in the intake queue to wake the consumer when a journal write failed (an empty batch otherwise).
+_WAKE: Queued = ((), None)
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -171,6 +173,8 @@ class Daemon:
         self._ahead_warned = -60.0  # when it was last said to be late
         self.stop = asyncio.Event()
         self.failed: list[str] = []
+        #: The first journal failure, as soon as a write fails (before the daemon stops on it).
+        self.journal_error: BaseException | None = None
         self.started = time.time()
         #: Set while intake runs; cleared by the host's ``pause`` control.
         self.running = asyncio.Event()
@@ -349,6 +353,12 @@ class Daemon:
             exc = None if t.cancelled() else t.exception()
             if exc is not None:
                 errors.append(exc)
+                if self.journal_error is None:
+                    # Health says so at once, and the consumer, which may be waiting for the next comment
+                    # that never comes, is woken to stop the daemon (a full queue: it is not waiting).
+                    self.journal_error = exc
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait(_WAKE)
 
         done = False
         prev: asyncio.Task[object] | None = None
@@ -359,6 +369,10 @@ class Daemon:
                 first = await queue.get()
                 if first is _END:
                     break
+                if first is _WAKE:
+                    if errors:
+                        raise errors[0]  # a journal failure stops the daemon
+                    continue
                 if not self.running.is_set():  # paused while this consumer was waiting for the batch
                     await self.running.wait()
                 taken_in = [first]
@@ -710,17 +724,26 @@ class Daemon:
             "status": self.status.url if self.status is not None else None,
             "mqtt_control": ({"topic": self.mqtt_control.topic, "subscribed": self.mqtt_control.ready.is_set()}
                              if self.mqtt_control is not None else None),
-            "failed": list(self.failed),
+            "failed": self.failures(),
         }
+
+    def failures(self) -> list[str]:
+        """What has failed so far (``adapter NAME: ...``, ``journal: ...``), a journal write failure from
+        the moment it happens."""
+        out = list(self.failed)
+        if self.journal_error is not None and not any(f.startswith("journal") for f in out):
+            out.append(f"journal: {self.journal_error}")
+        return out
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while the journal works and at least one adapter is still running (or none failed)."""
-        journal_failed = any(f.startswith("journal") for f in self.failed)
-        adapters_failed = [f for f in self.failed if f.startswith("adapter")]
+        failed = self.failures()
+        journal_failed = any(f.startswith("journal") for f in failed)
+        adapters_failed = [f for f in failed if f.startswith("adapter")]
         ok = not journal_failed and len(adapters_failed) < max(1, len(self.adapters))
         return ok, {"stream": self.stream, "paused": not self.running.is_set(), "draining": self.draining,
                     "adapters": {a.name: "connected" if a.stats.connected else "idle" for a in self.adapters},
-                    "failed": list(self.failed)}
+                    "failed": failed}
 
     def __repr__(self) -> str:
         state = "paused" if not self.running.is_set() else ("draining" if self.draining else "running")
@@ -858,6 +881,9 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
                                   name=f"replies:{name}") for name, q in queues.items()]
         stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
         everyone: asyncio.Future[Any] = asyncio.gather(*readers)
+        # When the consumer fails (the journal), the group cancels the readers before anything below awaits
+        # this: retrieved here, so that asyncio does not log "exception was never retrieved" on the way out.
+        everyone.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         # With the JetStream log the process goes on deciding or standing by when its adapters end
         # (docs/contract.md §7): only a signal stops it.
         ends = {stopper} if d.cfg.storage.backend == "jetstream" else {stopper, everyone}

@@ -6,6 +6,7 @@ events, status endpoints. Adapters are real ones (replay) or a queue-fed test ad
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -456,6 +457,34 @@ async def test_status_endpoints_and_the_state_file_name_every_address(tmp_path: 
         assert await run.finish() == 0
     assert not state_file.exists()  # removed at stop
     assert d.failed == []
+
+
+async def test_a_journal_write_failure_is_unhealthy_at_once_and_stops_the_daemon_without_another_comment(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Found from outside: after a failed write /healthz said ok until the next comment came (which at night
+    # may be never), and asyncio logged "_GatheringFuture exception was never retrieved" on the way out.
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra), make_adapter=fed_factory(made))
+    async with run as d:
+        made["feed"].push([comment(0)])
+        await until(lambda: d.engine.ledger.comments == 1, "the first comment")
+        await d.engine.journal.flush()
+        con = sqlite3.connect(tmp_path / "journal.db", timeout=10)  # another writer, behind the lock's back
+        with con:
+            last = con.execute("SELECT max(last) FROM batches").fetchone()[0]
+            con.execute("INSERT INTO batches (first, last, ts, body, crc) VALUES (?, ?, 0, '[]', 0)",
+                        (last + 1, last + 1))
+        con.close()
+        made["feed"].push([comment(1)])
+        await until(lambda: d.journal_error is not None, "the failed write")
+        ok, details = d.health()
+        assert not ok
+        assert details["failed"][0].startswith("journal: cannot write the journal")
+        assert run.task is not None
+        async with asyncio.timeout(10):  # stops by itself: no third comment, no stop signal
+            assert await asyncio.shield(run.task) == 1
+    assert "never retrieved" not in caplog.text
 
 
 async def test_an_adapter_that_fails_mid_stream_ends_with_status_1_after_the_others_drain(tmp_path: Path) -> None:
