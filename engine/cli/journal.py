@@ -288,16 +288,26 @@ def journal_main(args: argparse.Namespace) -> int:
             print(f"  {rep.unchecked:,} batches were written before checksums (format 1): checked for order only")
         if rep.problem is not None:
             print(f"  DAMAGED: {rep.problem}")
-            print(f"  the good part: batches 1-{rep.good_batches:,} (events 1-{rep.good_events:,}); "
-                  f"`livecart journal repair {args.file}` keeps a backup copy and cuts back to it")
+            print(f"  the good part: batches 1-{rep.good_batches:,} (events 1-{rep.good_events:,})", end="")
+            if rep.carried is None:
+                print(f"; `livecart journal repair {args.file}` keeps a backup copy and cuts back to it")
+            else:
+                print(f".\n  The sale is intact: the snapshot at event {rep.carried:,} is whole and lies past the "
+                      f"damage, and run, report and export read the sale from it and the batches after it. "
+                      f"Repair would drop events {rep.good_events + 1:,}-{rep.last_event:,} (it refuses without "
+                      f"--cut); keep the file, and copy it aside for the record.")
         for seq in rep.bad_snapshots:
-            why = ("is of events past the good part" if seq in rep.late_snapshots else "fails its checksum")
-            print(f"  DAMAGED: the snapshot at event {seq:,} {why} (repair drops it)")
+            if seq in rep.late_snapshots:
+                if seq == rep.carried:
+                    continue
+                print(f"  the snapshot at event {seq:,} is whole but of events past the good part (a cut drops it)")
+            else:
+                print(f"  DAMAGED: the snapshot at event {seq:,} fails its checksum (repair drops it)")
         if rep.ok:
             print(f"  OK: events 1-{rep.good_events:,} check")
             return 0
         return 1
-    res = repair_file(path)
+    res = repair_file(path, cut=args.cut)
     if res.backup is None:
         print(f"{path}: whole ({res.inspection.good_events:,} events); nothing to repair, nothing changed")
         return 0

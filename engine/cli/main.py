@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     jv.add_argument("file", help="the journal (or the stream config whose [storage] path it is)")
     jr = jsub.add_parser("repair", help="keep a backup copy and cut the journal back to its last good batch")
     jr.add_argument("file", help="the journal (or the stream config whose [storage] path it is)")
+    jr.add_argument("--cut", action="store_true",
+                    help="cut back to the last good batch even when a whole snapshot past the damage still "
+                         "carries the sale (the events after the damage then stay only in the backup)")
 
     c = sub.add_parser("ctl", help="host controls for a running daemon")
     c.add_argument("file", help="stream config (TOML) of the running stream")

@@ -1377,10 +1377,19 @@ class Inspection:
     bad_snapshots: list[int] = field(default_factory=list)
     #: Those of them that pass their checksum but lie past the good part (events a damaged batch held).
     late_snapshots: list[int] = field(default_factory=list)
+    #: The last event of the last batch in the file, damaged or not.
+    last_event: int = 0
 
     @property
     def ok(self) -> bool:
         return self.problem is None and not self.bad_snapshots
+
+    @property
+    def carried(self) -> int | None:
+        """The event of the latest whole snapshot that lies past a damaged batch, or None: then the sale as
+        ``run``, ``report`` and ``export`` read it (that snapshot and the batches after it) does not need the
+        damaged batch, and cutting back to the good prefix would drop acknowledged events."""
+        return max(self.late_snapshots) if self.problem is not None and self.late_snapshots else None
 
 
 def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspection:
@@ -1418,13 +1427,16 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
             for first, last, body, crc in con.execute(f"SELECT first, last, body, {crc_col} FROM batches "
                                                       "ORDER BY first"):
                 rep.batches += 1
+                with contextlib.suppress(TypeError, ValueError):
+                    rep.last_event = max(rep.last_event, int(last))
                 if rep.problem is not None:
                     continue
                 try:
                     chain.check(int(first), int(last), body, crc)
                     orjson.loads(body)
                 except JournalDamaged as exc:
-                    rep.problem = str(exc)
+                    # What to do is for the caller to say (verify and repair say it, knowing more).
+                    rep.problem = str(exc).replace(" " + _WHAT_TO_DO.format(p=p), "")
                     continue
                 except orjson.JSONDecodeError as exc:
                     rep.problem = f"batch {chain.number} (events {first}-{last}) cannot be read: {exc}"
@@ -1464,7 +1476,11 @@ class Repair:
     dropped_snapshots: int = 0
 
 
-def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time) -> Repair:
+class RepairRefused(JournalError):
+    """``journal repair`` would drop events that a whole snapshot past the damage still carries."""
+
+
+def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time, cut: bool = False) -> Repair:
     """Cut the journal at ``path`` back to its last good batch, keeping the original as a backup.
 
     Takes the writer lock (:class:`~livecart.core.errors.JournalLocked` while a daemon runs). A whole journal
@@ -1472,7 +1488,11 @@ def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time) -> 
     bad one, the snapshots that check and lie within it), the original (and its WAL) is renamed to
     ``FILE.bak-YYYYmmddTHHMMSS`` (``-wal``), and the new file takes its place. A cut WAL is handled the same
     way: SQLite reads its whole frames, the rest stays in the backup. Raises :class:`JournalError` for a
-    file that is not a livecart journal at all (nothing to keep)."""
+    file that is not a livecart journal at all (nothing to keep).
+
+    When a whole snapshot lies past the damaged batch (:attr:`Inspection.carried`), the sale as ``run``
+    reads it is intact and the cut would drop events that were acknowledged: refused with
+    :class:`RepairRefused`, nothing changed, unless ``cut`` is true."""
     p = Path(path)
     with JournalLock.acquire(p, purpose="journal repair"):
         wal = Path(str(p) + "-wal")
@@ -1487,6 +1507,14 @@ def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time) -> 
         result = Repair(insp or Inspection(p))
         if insp is not None and insp.ok:
             return result
+        if insp is not None and insp.carried is not None and not cut:
+            raise RepairRefused(
+                f"{(insp.problem or '').rstrip('.')}. But the snapshot at event {insp.carried:,} is whole and "
+                f"lies past it, and `livecart run`, `report` and `export` read the sale from that snapshot and the batches after "
+                f"it: the sale is intact. Cutting back to the last good batch would drop events "
+                f"{insp.good_events + 1:,}-{insp.last_event:,}, which were acknowledged to their senders. "
+                f"Nothing was changed. To cut anyway (the dropped events stay in the backup copy), run "
+                f"`livecart journal repair --cut {p}`.")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock()))
         backup = p.with_name(f"{p.name}.bak-{stamp}")
         work = p.with_name(f".{p.name}.{os.getpid()}.repair")

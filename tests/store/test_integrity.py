@@ -125,6 +125,37 @@ async def test_verify_reports_the_bad_batch_and_repair_cuts_back_to_the_last_goo
     assert full.seq == 20
 
 
+async def test_repair_refuses_to_drop_events_a_whole_snapshot_past_the_damage_still_carries(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found from outside: run and report read the sale from the latest snapshot and its tail, so a batch damaged
+    # before that snapshot goes unnoticed by them (by design: restart reads only the tail); then `journal
+    # repair` cut back to before the damage and dropped every later event, all acknowledged.
+    p = tmp_path / "j.db"
+    s, led = await write(p, 4, close=False)
+    assert s.checkpoint(led.seq, led.state())
+    await s.snapshot_written()
+    await s.close()
+    flip(p, b"alice-0007")  # batch 2 (events 6-10), before the snapshot at event 20
+    assert (await reopen(p)).snapshot() == led.snapshot()  # run reads the sale whole
+    damaged = p.read_bytes()
+    assert run_cli("journal", "verify", str(p)) == 1
+    out = capsys.readouterr().out
+    assert "batch 2 (events 6-10) fails its checksum" in out
+    assert "The sale is intact: the snapshot at event 20 is whole" in out
+    assert "Repair would drop events 6-20" in out
+    assert run_cli("journal", "repair", str(p)) == 1
+    err = capsys.readouterr().err
+    assert "would drop events 6-20, which were acknowledged" in err
+    assert "Nothing was changed" in err
+    assert "journal repair --cut" in err
+    assert p.read_bytes() == damaged
+    assert files(tmp_path, "j.db.bak-*") == []
+    # --cut does what the operator asks: the good prefix, the rest in the backup.
+    assert run_cli("journal", "repair", "--cut", str(p)) == 0
+    assert "kept batches 1-1 (events 1-5)" in capsys.readouterr().out
+    assert (await reopen(p)).seq == 5
+
+
 async def test_an_edited_quantity_is_noticed(tmp_path: Path) -> None:
     p = tmp_path / "j.db"
     await write(p, 2)
