@@ -18,7 +18,8 @@
       reconnects: "重连", malformed: "无效消息", received: "收到", live: "实时", reconnecting: "重新连接中…",
       chart_rates: "每秒评论 / 订单", chart_sell: "售罄进度", found: "条", queue_of: "预售排队：",
       orders_of: "买家的订单：", ev_sold_out: "售罄", ev_presale_opened: "开始预售", ev_presale_full: "预售满",
-      ev_low_stock: "库存紧张", host: "主播操作", none: "无", in_queue: "排队 %d 单"
+      ev_low_stock: "库存紧张", host: "主播操作", none: "无", in_queue: "排队 %d 单",
+      unreachable: "连不上直播助手，请检查网络后再点一次（同一操作不会重复执行）", busy: "处理中…"
     },
     en: {
       tab_board: "Board", tab_orders: "Orders", tab_feed: "Feed", tab_charts: "Charts", tab_summary: "Summary",
@@ -38,7 +39,9 @@
       live: "live", reconnecting: "reconnecting…", chart_rates: "Comments / orders per second",
       chart_sell: "Sell-through", found: "found", queue_of: "Presale queue: ", orders_of: "Orders of ",
       ev_sold_out: "sold out", ev_presale_opened: "presale opened", ev_presale_full: "presale full",
-      ev_low_stock: "low stock", host: "host", none: "none", in_queue: "%d orders queued"
+      ev_low_stock: "low stock", host: "host", none: "none", in_queue: "%d orders queued",
+      unreachable: "Cannot reach livecart: check the connection and tap again (it will not be applied twice)",
+      busy: "working…"
     }
   };
   var params = new URLSearchParams(location.search);
@@ -91,10 +94,21 @@
       opts.headers["X-CSRF-Token"] = csrf;
       opts.body = JSON.stringify(body);
     }
+    if (body !== undefined && arguments.length > 3) { opts.headers["Idempotency-Key"] = arguments[3]; }
     return fetch(path, opts).then(function (r) {
       return r.json().catch(function () { return {ok: false, error: "HTTP " + r.status}; })
         .then(function (data) { data.httpStatus = r.status; return data; });
+    }, function () {
+      // No answer at all (the phone lost the network, the daemon is down): said, never thrown away.
+      return {ok: false, error: T.unreachable, httpStatus: 0, unreachable: true};
     });
+  }
+
+  // One key per host action: a tap sent again after no answer reuses it, so the daemon applies it once.
+  function newKey() {
+    var b = new Uint8Array(16);
+    crypto.getRandomValues(b);  // works on plain http too (randomUUID needs a secure context)
+    return Array.prototype.map.call(b, function (x) { return ("0" + x.toString(16)).slice(-2); }).join("");
   }
 
   // ------------------------------------------------------------------ login and session
@@ -233,7 +247,7 @@
     var sku = key.split("/")[0];
     var isUnit = key in state.products;
     if (isProduct) {
-      acts.appendChild(button(T.feature, function () { control({action: "feature", sku: sku}); }, "feature"));
+      acts.appendChild(button(T.feature, function (ev) { control({action: "feature", sku: sku}, ev.currentTarget); }, "feature"));
       acts.appendChild(button(T.limit, function () { openForm(tr, "limit", key); }));
     }
     if (isUnit) {
@@ -283,6 +297,8 @@
     }
   }
 
+  // A form stays open when its control got no answer, so that the host can tap again (same key, applied once).
+  function closeIfAnswered(r) { if (!r.unreachable) { closeForms(); } }
   function closeForms() {
     var open = document.querySelectorAll("tr.form-row");
     for (var i = 0; i < open.length; i++) { open[i].remove(); }
@@ -306,10 +322,10 @@
       form.appendChild(button(T.open, function () {
         var body = {action: "presale", sku: sku, variant: variant, enabled: true};
         if (input.value !== "") { body.qty = value(); }
-        control(body).then(closeForms);
+        control(body, form).then(closeIfAnswered);
       }));
       form.appendChild(button(T.close, function () {
-        control({action: "presale", sku: sku, variant: variant, enabled: false}).then(closeForms);
+        control({action: "presale", sku: sku, variant: variant, enabled: false}, form).then(closeIfAnswered);
       }));
     } else {
       form.appendChild(el("button", {type: "submit"}, T.apply));
@@ -320,7 +336,7 @@
       if (input.value === "") { input.focus(); return; }
       var body = kind === "restock" ? {action: "restock", sku: sku, variant: variant, qty: value()}
                                     : {action: "limit", sku: sku, qty: value()};
-      control(body).then(closeForms);
+      control(body, form).then(closeIfAnswered);
     });
     td.appendChild(form);
     row.appendChild(td);
@@ -328,12 +344,30 @@
     input.focus();
   }
 
-  function control(body) {
-    return api("POST", "/console/api/control", body).then(function (r) {
+  // Controls in flight by what they ask (a second tap on the same thing while the first has no answer is
+  // the same request), and the key of each one that got no answer (tapped again: sent with the same key).
+  var inflight = {};
+  var unanswered = {};
+  function control(body, from) {
+    var what = JSON.stringify(body);
+    if (inflight[what]) { return inflight[what]; }
+    var key = unanswered[what] || newKey();
+    var buttons = from ? Array.prototype.slice.call(from.querySelectorAll ? from.querySelectorAll("button") : [])
+                          .concat(from.tagName === "BUTTON" ? [from] : []) : [];
+    buttons.forEach(function (b) { b.disabled = true; b.setAttribute("aria-busy", "true"); });
+    document.body.classList.add("busy");
+    var done = api("POST", "/console/api/control", body, key).then(function (r) {
+      delete inflight[what];
+      buttons.forEach(function (b) { b.disabled = false; b.removeAttribute("aria-busy"); });
+      if (!Object.keys(inflight).length) { document.body.classList.remove("busy"); }
+      if (r.unreachable) { unanswered[what] = key; toast(r.error, true); return r; }
+      delete unanswered[what];
       if (r.ok) { toast(T.applied + ": " + body.action + (body.sku ? " " + body.sku : "") + (body.order ? " " + body.order : "")); }
       else { toast(T.refused + ": " + (r.error || r.httpStatus), true); }
       return r;
     });
+    inflight[what] = done;
+    return done;
   }
 
   function renderTotals() {
@@ -363,8 +397,8 @@
     }
   }
 
-  $("pause").addEventListener("click", function () { control({action: "pause"}); });
-  $("resume").addEventListener("click", function () { control({action: "resume"}); });
+  $("pause").addEventListener("click", function (ev) { control({action: "pause"}, ev.currentTarget); });
+  $("resume").addEventListener("click", function (ev) { control({action: "resume"}, ev.currentTarget); });
 
   // ------------------------------------------------------------------ orders
 
@@ -404,10 +438,10 @@
         var acts = el("div");
         cell.appendChild(acts);
         if (o.status === "reserved") {
-          acts.appendChild(button(T.pay, function () { control({action: "pay", order: o.order}).then(refreshOrders); }));
+          acts.appendChild(button(T.pay, function (ev) { control({action: "pay", order: o.order}, ev.currentTarget).then(refreshOrders); }));
         }
         if (o.status === "reserved" || o.status === "presale" || o.status === "paid") {
-          acts.appendChild(button(T.cancel, function () { control({action: "cancel", order: o.order}).then(refreshOrders); }));
+          acts.appendChild(button(T.cancel, function (ev) { control({action: "cancel", order: o.order}, ev.currentTarget).then(refreshOrders); }));
         }
         row.appendChild(cell);
       }
@@ -459,7 +493,11 @@
     var ids = [];
     for (var i = 0; i < boxes.length; i++) { ids.push(boxes[i].value); }
     if (!ids.length) { return; }
+    var b = $("pay-selected");
+    b.disabled = true;
     api("POST", "/console/api/pay", {orders: ids}).then(function (r) {
+      b.disabled = false;
+      if (r.unreachable) { toast(r.error, true); return; }
       if (r.ok) { toast(T.applied + ": " + r.paid + " " + T.paid); }
       else { toast(T.refused + ": " + (r.error || (r.results || []).filter(function (x) { return !x.ok; })
         .map(function (x) { return x.order + " " + x.error; }).join("; ")), true); }

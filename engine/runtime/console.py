@@ -38,9 +38,10 @@ import hashlib
 import hmac
 import importlib.resources
 import logging
+import re
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -144,6 +145,13 @@ class Sessions:
         return f"<Sessions lifetime={self.lifetime:.0f}s>"
 
 
+#: Controls remembered by Idempotency-Key (a host's tap sent again after no answer is applied once): how
+#: many, and for how long (s).
+IDEMPOTENCY_KEYS = 1024
+IDEMPOTENCY_SECONDS = 900.0
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status=status,
                         content_type="application/json", headers=SECURITY_HEADERS)
@@ -195,6 +203,9 @@ class Console:
         self._work = reg.counter("console_seconds_total",
                                  "Seconds the daemon spent on the console's live updates (feed, deltas, pushes)")
         self.clients: set[_Client] = set()
+        #: Answers of recent controls by their Idempotency-Key: (when, the body, the answer to come or given).
+        self._answers: OrderedDict[str, tuple[float, bytes, asyncio.Future[tuple[int, dict[str, Any]]]]] = \
+            OrderedDict()
         self.prices = {p.sku: p.price for p in catalogue.products}
         for p in catalogue.products:
             for v in p.variants:
@@ -555,20 +566,60 @@ class Console:
         return 200, {"ok": True, "action": action, "result": dict(result)}
 
     async def _control(self, request: web.Request) -> web.Response:
+        """``POST /console/api/control``. With an ``Idempotency-Key`` header, the same control sent again with
+        the same key (the page sends a tap again with the key of one that got no answer) is given the first
+        one's answer, marked ``Idempotent-Replayed: true``, and applied once; a second request that comes
+        while the first is being applied waits for its answer."""
         refused = self._guard_post(request)
         if refused is not None:
             return refused
+        raw = await request.read()
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            status, answer = await self._control_once(raw)
+            return _json(answer, status)
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
+            return _denied(400, "Idempotency-Key must be 8 to 64 letters, digits, '-' or '_'")
+        now = self.clock()
+        answers = self._answers
+        while answers and (len(answers) > IDEMPOTENCY_KEYS
+                           or next(iter(answers.values()))[0] < now - IDEMPOTENCY_SECONDS):
+            answers.popitem(last=False)
+        seen = answers.get(key)
+        if seen is not None:
+            if seen[1] != raw:
+                return _denied(422, "this Idempotency-Key came with another control")
+            status, answer = await asyncio.shield(seen[2])
+            self._controls.inc(transport="console", action=str(answer.get("action", "")), result="replayed")
+            response = _json(answer, status)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        fut: asyncio.Future[tuple[int, dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        answers[key] = (now, raw, fut)
         try:
-            c = Control.from_json(orjson.loads(await request.read()))
+            status, answer = await self._control_once(raw)
+        except BaseException as exc:
+            # Not answered (the request was cancelled on the way): a retry with this key is tried afresh, and
+            # one already waiting is told so.
+            answers.pop(key, None)
+            fut.set_result((503, {"ok": False, "error": f"the first request with this key did not finish "
+                                                         f"({type(exc).__name__}); send it again"}))
+            raise
+        fut.set_result((status, answer))
+        return _json(answer, status)
+
+    async def _control_once(self, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Decode and apply one control: its HTTP status and answer."""
+        try:
+            c = Control.from_json(orjson.loads(raw))
         except orjson.JSONDecodeError:
-            return _denied(400, "the body must be a JSON control")
+            return 400, {"ok": False, "error": "the body must be a JSON control"}
         except BadControl as exc:
             self._controls.inc(transport="console", action="", result="bad")
-            return _denied(400, str(exc))
+            return 400, {"ok": False, "error": str(exc)}
         if c.action not in ACTIONS:
-            return _denied(400, f"{c.action.value} is not a console control")
-        status, answer = await self._apply(c)
-        return _json(answer, status)
+            return 400, {"ok": False, "error": f"{c.action.value} is not a console control"}
+        return await self._apply(c)
 
     async def _pay(self, request: web.Request) -> web.Response:
         refused = self._guard_post(request)

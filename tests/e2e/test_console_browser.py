@@ -216,6 +216,44 @@ def test_each_control_from_the_page_is_applied_and_journalled(sale: Sale, laptop
     assert '"tea/100g":{"stock":8' in r.stdout
 
 
+def test_a_double_tap_or_a_lost_answer_applies_a_restock_once(sale: Sale, phone: Page) -> None:
+    # Found from outside: a double tap on Apply restocked twice (restock adds), and with the daemon out of
+    # reach the page said nothing ("Failed to fetch" in the console only).
+    page = phone.login("?lang=en")
+    row = page.locator('tr[data-sku="honey-500"]')
+    row.get_by_role("button", name="Restock").click()
+    page.get_by_label("Quantity").fill("10")
+    page.get_by_role("button", name="Apply").dblclick()
+    phone.wait_field("honey-500", "stock", 40)
+    page.locator("#toast").filter(has_text="Applied").wait_for()
+    # The answer is lost on the way back (the request reached the daemon, which applied it): the page says
+    # so and keeps the form; tapped again, the same key makes the daemon give the first answer, not apply
+    # it twice.
+    lost: list[int] = []
+
+    def lose_the_answer(route: Any) -> None:
+        if not lost:
+            lost.append(route.fetch().status)
+            route.abort("internetdisconnected")
+        else:
+            route.continue_()
+
+    page.route("**/console/api/control", lose_the_answer)
+    row.get_by_role("button", name="Restock").click()
+    page.get_by_label("Quantity").fill("5")
+    page.get_by_role("button", name="Apply").click()
+    page.locator("#toast.bad").filter(has_text="Cannot reach livecart").wait_for()
+    assert lost == [200]
+    wait_for(lambda: sale.state()["products"]["honey-500"]["stock"] == 45, "the first restock applied")
+    page.get_by_role("button", name="Apply").click()  # the form is still open
+    page.locator("#toast:not(.bad)").filter(has_text="Applied").wait_for()
+    phone.wait_field("honey-500", "stock", 45)
+    assert sale.state()["products"]["honey-500"]["stock"] == 45
+    assert metric(sale, 'livecart_controls_total{action="restock",result="replayed",transport="console"} 1')
+    assert metric(sale, 'livecart_controls_total{action="restock",result="ok",transport="console"} 2')
+    assert [e for e in phone.errors if "INTERNET_DISCONNECTED" not in e and "Failed to load" not in e] == []
+
+
 def test_orders_search_a_buyer_bulk_pay_cancel_and_the_presale_queue(sale: Sale, phone: Page) -> None:
     names = ["Tina", "Wang Fang", "Li Lei", "Zhao Min", "Chen Jing"]
     sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}", "name": names[i % 5],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -118,3 +119,33 @@ def test_status_endpoints_for_scripts_are_unchanged(sale: Sale) -> None:
     assert state["products"]["egg-10"] == {"stock": 40, "left": 38, "reserved": 2, "presale": 0}
     assert TOKEN not in body.decode()
     assert request(sale.url + "/metrics")[0] == 200
+
+
+def test_a_control_sent_again_with_its_idempotency_key_is_applied_once(sale: Sale) -> None:
+    cookie, csrf = login(sale)
+    url = sale.url + "/console/api/control"
+    base = {"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": sale.url, "Sec-Fetch-Site": "same-origin"}
+    restock = {"action": "restock", "sku": "egg-10", "qty": 5}
+    key = {**base, "Idempotency-Key": "k" * 32}
+    # Eight at once with one key (a phone's retries racing): one is applied, the rest wait and get its answer.
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: request(url, method="POST", body=restock, headers=key), range(8)))
+    assert [a[0] for a in answers] == [200] * 8
+    assert len({a[2] for a in answers}) == 1
+    assert sum(a[1].get("Idempotent-Replayed") == "true" for a in answers) == 7
+    assert sale.state()["products"]["egg-10"]["stock"] == 45
+    # The key with another control is refused; a malformed key is refused; a new key applies again.
+    status, _, body = request(url, method="POST", body={**restock, "qty": 6}, headers=key)
+    assert status == 422, body
+    status, _, body = request(url, method="POST", body=restock, headers={**base, "Idempotency-Key": "short"})
+    assert status == 400, body
+    status, headers, _ = request(url, method="POST", body=restock, headers={**base, "Idempotency-Key": "k" * 31})
+    assert status == 200
+    assert "Idempotent-Replayed" not in headers
+    assert sale.state()["products"]["egg-10"]["stock"] == 50
+    # Without the header, each request is its own control, as before.
+    assert request(url, method="POST", body=restock, headers=base)[0] == 200
+    assert sale.state()["products"]["egg-10"]["stock"] == 55
+    metrics = sale.daemon.api("/metrics")
+    assert 'livecart_controls_total{action="restock",result="replayed",transport="console"} 7' in metrics
+    assert 'livecart_controls_total{action="restock",result="ok",transport="console"} 3' in metrics
