@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("ctl", help="host controls for a running daemon")
     c.add_argument("file", help="stream config (TOML) of the running stream")
-    c.add_argument("action", help="feature | restock | presale | limit | pay | cancel | pause | resume | status")
+    # Optional for argparse (whose message for a missing one would call the optional ARGS required too):
+    # ctl_main says what is missing.
+    c.add_argument("action", nargs="?", default="",
+                   help="feature | restock | presale | limit | pay | cancel | pause | resume | status")
     c.add_argument("params", nargs="*", help="the action's arguments, e.g. 'restock egg-10 500'")
 
     cl = sub.add_parser("cluster", help="the sale's JetStream log: decider, standbys, log length, lag")
@@ -144,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a file it was told to write or read: said plainly, not as a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"livecart {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -351,17 +351,22 @@ def _ctl_via_log(cfg: Config, control: Control) -> int:
 
 
 def ctl_main(args: Any) -> int:
-    """``livecart ctl FILE ACTION [PARAMS...]``: print the daemon's JSON answer; 0 when applied, else 1."""
+    """``livecart ctl FILE ACTION [PARAMS...]``: print the daemon's JSON answer; 0 when applied, 1 when not,
+    2 when the command line is wrong (no action, an unknown one, missing or extra arguments)."""
     import sys
 
     from livecart import config as config_mod
 
     cfg = config_mod.load(args.file)
+    if not args.action:
+        print("livecart ctl: say what to do: livecart ctl FILE ACTION [ARGS]; ACTION is one of feature, restock, "
+              "presale, limit, pay, cancel, pause, resume, status (or 上链接, 补货, 预售, 限购 ...)", file=sys.stderr)
+        return 2
     try:
         control = parse_params(args.action, list(args.params))
     except BadControl as exc:
         print(f"livecart ctl: {exc}", file=sys.stderr)
-        return 1
+        return 2
     token = cfg.control.token
     try:
         status, answer = send_control(control_state_path(cfg), token, control)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 # A command whose output pipe closed under it (``livecart export ... | head``), made deterministic by a
 # command that raises BrokenPipeError itself after writing a line.
@@ -32,3 +33,24 @@ def test_an_unbuilt_command_and_a_bad_config_are_readable_errors(tmp_path: objec
     assert proc.returncode == 2
     assert b"cannot read the config" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_an_output_or_folder_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    assert subprocess.run([sys.executable, "-m", "livecart.cli.main", "demo", "--dir", str(demo), "--plain"],
+                          capture_output=True, timeout=120, check=False).returncode == 0
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x", encoding="utf-8")
+    cfg = str(demo / "demo.toml")
+    cases = {
+        ("report", cfg, "--html", str(tmp_path / "no" / "such" / "x.html")): "No such file or directory",
+        ("report", cfg, "--html", str(tmp_path)): "Is a directory",
+        ("export", cfg, "--format", "csv", "-o", str(tmp_path / "no" / "x.csv")): "No such file or directory",
+        ("demo", "--dir", str(a_file), "--plain"): "File exists",
+    }
+    for args, said in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "livecart.cli.main", *args], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, args
+        assert f"livecart {args[0]}: {said}" in proc.stderr, (args, proc.stderr)

@@ -232,9 +232,9 @@ def test_ctl_with_a_stale_state_file(tmp_config: Path, capsys: pytest.CaptureFix
     assert "not running" in capsys.readouterr().err
 
 
-def test_ctl_bad_params_exit_1_without_contacting_anyone(tmp_config: Path,
+def test_ctl_bad_params_exit_2_without_contacting_anyone(tmp_config: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    assert ctl_main(ctl_args(tmp_config, "restock", "egg-10")) == 1
+    assert ctl_main(ctl_args(tmp_config, "restock", "egg-10")) == 2  # bad usage (docs/commands.md)
     assert "usage: restock" in capsys.readouterr().err
 
 
@@ -314,3 +314,19 @@ async def test_livecart_ctl_command_dispatches_here(
     assert rc == 0
     assert engine.applied == [Control(A.PAUSE)]
     assert orjson.loads(capsys.readouterr().out)["action"] == "pause"
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    ([], "say what to do"),
+    (["frobnicate"], "unknown action 'frobnicate'"),
+    (["restock"], "restock takes 2 argument(s), got 0"),
+    (["pause", "now"], "pause takes"),
+])
+def test_ctl_with_a_wrong_command_line_exits_2_with_a_message(
+        tmp_config: Path, argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from livecart.cli import main as cli
+
+    assert cli.main(["ctl", str(tmp_config), *argv]) == 2
+    err = capsys.readouterr().err
+    assert said in err
+    assert "required" not in err
