@@ -115,7 +115,7 @@ class Comment(msgspec.Struct, frozen=True, gc=False):
         except msgspec.ValidationError as exc:
             raise _malformed(exc, data) from None
         if not math.isfinite(wire.ts):  # JSON has no NaN or infinity; a mapping built in Python may
-            raise MalformedInput("missing_field", "'ts' must be a finite number (seconds since the epoch)", data)
+            raise MalformedInput("bad_field", "'ts' must be a finite number (seconds since the epoch)", data)
         return wire.complete(platform, room, data)
 
 
@@ -182,7 +182,8 @@ _MUST_DEFAULT = f"a non-empty string (at most {MAX_FIELD} characters) or a whole
 def _malformed(exc: msgspec.ValidationError, sample: object) -> MalformedInput:
     """A :class:`MalformedInput` for msgspec's validation error: the field, what it must be, and msgspec's
     message (``'ts' must be a finite number (seconds since the epoch): Expected `float`, got `str` - at
-    `$.ts```). Reasons: ``not_an_object``, ``missing_field``, ``bad_field`` (the id), ``oversized`` (the text)."""
+    `$.ts```). Reasons: ``not_an_object``, ``missing_field`` (absent), ``bad_field`` (present, but of the wrong
+    type or out of range), ``oversized`` (the text)."""
     message = str(exc)
     at = message.rfind(" - at `$.")
     if at >= 0:
@@ -192,10 +193,11 @@ def _malformed(exc: msgspec.ValidationError, sample: object) -> MalformedInput:
         return MalformedInput("missing_field", f"'{field}' is missing: {message}", sample)
     else:
         return MalformedInput("not_an_object", f"expected a JSON object: {message}", sample)
+    # Present but of the wrong type or out of range: bad_field; null is as good as absent: missing_field.
     if field == "text" and "length" in message:
         reason = "oversized"
     else:
-        reason = "bad_field" if field == "id" else "missing_field"
+        reason = "missing_field" if "got `null`" in message else "bad_field"
     return MalformedInput(reason, f"'{field}' must be {_MUST.get(field, _MUST_DEFAULT)}: {message}", sample)
 
 
@@ -216,7 +218,7 @@ class CommentDecoder:
     decoded into a lenient wire struct (numeric ids, missing ``platform``/``room``/``id``/``name``) and
     completed (:meth:`_Wire.complete`). A bad payload or element becomes a :class:`MalformedInput` with
     msgspec's message, which names the field (``Expected `str`, got `bool` - at `$.user```); reasons:
-    ``bad_json``, ``not_an_object``, ``missing_field``, ``bad_field`` (the ``id``), ``oversized`` (the text).
+    ``bad_json``, ``not_an_object``, ``missing_field``, ``bad_field`` (present but mistyped), ``oversized`` (the text).
     Pure: no I/O; the caller counts and logs.
     """
 

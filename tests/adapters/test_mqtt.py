@@ -130,7 +130,7 @@ async def test_malformed_payloads_are_counted_and_the_stream_goes_on(mosquitto: 
     got = await r.next(2)
     await r.stop()
     assert [x.id for x in got] == ["m-1", "m-2"]
-    assert r.ad.stats.malformed_by_reason == {"bad_json": 2, "missing_field": 1, "not_an_object": 1,
+    assert r.ad.stats.malformed_by_reason == {"bad_json": 2, "bad_field": 1, "not_an_object": 1,
                                               "oversized": 1}
     assert r.ad.stats.reconnects == 0
 

@@ -85,7 +85,7 @@ async def test_malformed_lines_are_counted_skipped_and_the_replay_goes_on(
               b'{"text": "\xff"}', b"[" + b" " * MAX_LINE + b"]", c(3))
     batches, ad = await replay(p)
     assert [x.id for b in batches for x in b] == ["m-1", "m-3"]
-    assert ad.stats.malformed_by_reason == {"bad_json": 2, "missing_field": 1, "not_an_object": 2,
+    assert ad.stats.malformed_by_reason == {"bad_json": 2, "bad_field": 1, "not_an_object": 2,
                                             "oversized": 1}
     assert "line 2" in caplog.text  # the sample says where the bad line is
 

@@ -121,7 +121,7 @@ async def test_bad_json_gets_400_saying_why_and_is_counted(http: aiohttp.ClientS
         status, body, _ = await post(http, ad.url, orjson.dumps(c(1, ts="noon")))
         assert status == 400
         assert "'ts' must be a finite number" in body["error"]
-        assert ad.stats.malformed_by_reason == {"bad_json": 1, "missing_field": 1}
+        assert ad.stats.malformed_by_reason == {"bad_json": 1, "bad_field": 1}
         assert len(ad.intake) == 0
 
 

@@ -94,7 +94,7 @@ async def test_client_counts_malformed_frames_and_keeps_reading() -> None:
     async with server, client(url, max_frame=200) as ad:
         got = await take(ad.batches(), 2)
     assert [x.id for x in got] == ["m-1", "m-3"]
-    assert ad.stats.malformed_by_reason == {"bad_json": 1, "missing_field": 2, "not_an_object": 1,
+    assert ad.stats.malformed_by_reason == {"bad_json": 1, "bad_field": 2, "not_an_object": 1,
                                             "oversized": 1}
     assert ad.stats.reconnects == 0
 

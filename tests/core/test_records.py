@@ -84,8 +84,8 @@ def test_every_bad_element_is_named_and_the_good_ones_kept() -> None:
                             {"text": "no user", "ts": 1}, {**_line, "id": "m-2"}])
     out, bad = _decode(payload)
     assert [c.id for c in out] == ["m-1", "m-2"]
-    assert bad == [(1, "not_an_object"), (2, "missing_field"), (3, "bad_field"), (4, "oversized"),
-                   (5, "missing_field")]
+    assert bad == [(1, "not_an_object"), (2, "bad_field"), (3, "bad_field"), (4, "oversized"),
+                   (5, "missing_field")]  # mistyped: bad_field; absent: missing_field
     assert _decode(b'{"text": ')[1] == [(None, "bad_json")]
     assert _decode(b'{"text": "\xff", "ts": 1}')[1] == [(None, "bad_json")]
     assert _decode(orjson.dumps({"text": "a", "ts": 1, "user": "u"}))[1] == [(None, "missing_field")]
