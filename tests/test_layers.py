@@ -34,9 +34,10 @@ ALLOWED: dict[str, set[str]] = {
 #: What the pure core must not import: the event loop, sockets, files, processes, clocks, network libraries.
 CORE_FORBIDDEN = {"asyncio", "socket", "selectors", "sqlite3", "subprocess", "threading", "time", "os",
                   "aiosqlite", "aiohttp", "aiomqtt", "websockets", "uvloop"}
-#: Third-party libraries the core may use: msgspec defines and decodes its records (values in, values out,
-#: no I/O, no clock), as the standard library's dataclasses and json would.
-CORE_THIRD_PARTY = {"msgspec"}
+#: Third-party libraries the core may use: msgspec defines and decodes its records, and orjson decodes a
+#: payload too deep for msgspec (whose nesting limit is the caller's stack) with a fixed depth limit: values
+#: in, values out, no I/O, no clock, as the standard library's dataclasses and json would.
+CORE_THIRD_PARTY = {"msgspec", "orjson"}
 
 
 def _modules() -> Iterator[tuple[str, Path]]:
