@@ -25,18 +25,26 @@ def _dist_name(ep: EntryPoint) -> str:
 
 
 @cache
-def _entry_points(group: str) -> dict[str, EntryPoint]:
-    """Entry points of ``group`` by name. Two packages claiming one name is a :class:`PluginError`."""
+def _scan(group: str) -> tuple[dict[str, EntryPoint], dict[str, str]]:
+    """Entry points of ``group`` by name, and the names two packages claim, with the message that says so.
+
+    A claimed-twice name is refused only where a config uses it (:func:`_load`): a conflict between two
+    plugins the config does not use must not stop a sale that uses neither."""
     found: dict[str, EntryPoint] = {}
+    conflicts: dict[str, str] = {}
     for ep in entry_points(group=group):
         other = found.get(ep.name)
         if other is not None and (other.value != ep.value or _dist_name(other) != _dist_name(ep)):
-            raise PluginError(
+            conflicts[ep.name] = (
                 f"{group} type {ep.name!r} is claimed by two packages: {_dist_name(other)} ({other.value}) "
-                f"and {_dist_name(ep)} ({ep.value}); uninstall one of them"
-            )
+                f"and {_dist_name(ep)} ({ep.value}); uninstall one of them")
+            continue
         found[ep.name] = ep
-    return found
+    return found, conflicts
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    return _scan(group)[0]
 
 
 def known_types(group: str = ADAPTER_GROUP) -> list[str]:
@@ -44,7 +52,9 @@ def known_types(group: str = ADAPTER_GROUP) -> list[str]:
 
 
 def _load(group: str, name: str, base: type[T]) -> type[T]:
-    eps = _entry_points(group)
+    eps, conflicts = _scan(group)
+    if name in conflicts:
+        raise PluginError(conflicts[name])
     ep = eps.get(name)
     if ep is None:
         kinds = ", ".join(sorted(eps)) or "none installed"
@@ -70,4 +80,4 @@ def hook_class(name: str) -> type[Hook]:
 
 def clear_cache() -> None:
     """Forget the entry points seen so far (after installing a plugin in a running process, in tests)."""
-    _entry_points.cache_clear()
+    _scan.cache_clear()

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     # Imported when a sale runs in JetStream mode only (_serve): with the NATS client it is ~86 ms of every
     # start of a daemon on a journal file (python -X importtime, 2026-12-01).
     from livecart.runtime.cluster import ClusterEngine
+from livecart.runtime.watchdog import LoopWatchdog
 from livecart.store.lock import JournalLock
 from livecart.store.sqlite import SqliteStore
 
@@ -127,6 +128,29 @@ def _figures(p: Mapping[str, Any]) -> dict[str, Any]:
     return {"stock": p["stock"], "left": p["left"], "reserved": p["reserved"], "presale": p["presale"],
             "presale_cap": p.get("cap", 0)}
 
+
+
+async def _open_adapter(a: Adapter) -> None:
+    """``a.open()``; a plugin's unexpected exception becomes an :class:`AdapterError` naming the adapter (one
+    line on stderr, exit 1), its traceback logged at DEBUG (``livecart -vv run``) for the plugin's author."""
+    try:
+        await a.open()
+    except LivecartError:
+        raise
+    except Exception as exc:
+        log.debug("adapter %s (%s) failed to open", a.name, a.type, exc_info=True)
+        raise AdapterError(f"adapter {a.name} ({a.type}) failed to open: {exc!r} (livecart -vv run shows where)"
+                           ) from exc
+
+
+async def _close_adapter(a: Adapter) -> None:
+    """``a.close()``; an error there is logged and counted, never the reason a clean stop exits 1."""
+    try:
+        await a.close()
+    except Exception as exc:
+        a.stats.errors += 1
+        log.error("adapter %s failed to close: %r", a.name, exc)
+        log.debug("adapter %s close()", a.name, exc_info=True)
 
 
 def checked(batch: object, stats: AdapterStats) -> Sequence[Comment]:
@@ -330,11 +354,20 @@ class Daemon:
         except AdapterError as exc:
             self.failed.append(f"adapter {name}: {exc}")
             log.error("adapter %s ended with an error: %s", name, exc)
+            await self._adapter_down(adapter)
         except Exception as exc:  # an adapter bug ends that adapter, not the sale
             self.failed.append(f"adapter {name}: {exc!r}")
             log.exception("adapter %s failed", name)
+            await self._adapter_down(adapter)
         else:
             log.info("adapter %s ended", name)
+
+    async def _adapter_down(self, adapter: Adapter) -> None:
+        """An adapter that failed: counted, shown as not connected, and closed now (its port, its connection)
+        rather than at shutdown; closing again then does nothing."""
+        adapter.stats.errors += 1
+        adapter.stats.connected = False
+        await _close_adapter(adapter)
 
     async def consume(self) -> None:
         limit = self.cfg.storage.batch_max
@@ -693,7 +726,8 @@ class Daemon:
             s = a.stats
             entry: dict[str, Any] = {"type": a.type, "connected": s.connected, "received": s.received,
                                      "malformed": s.malformed_total, "duplicates": s.duplicates,
-                                     "reconnects": s.reconnects, "can_reply": a.name in self.reply_queues}
+                                     "reconnects": s.reconnects, "errors": s.errors,
+                                     "can_reply": a.name in self.reply_queues}
             addr = _address(a)
             if addr is not None:
                 entry["address"] = addr
@@ -965,7 +999,8 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
     parts = _build(cfg, make_adapter or _default_factory, reply_clock)
     async with contextlib.AsyncExitStack() as stack:
         for a in parts.adapters:  # entered first, so closed last (step 7)
-            await stack.enter_async_context(a)
+            await _open_adapter(a)
+            stack.push_async_callback(_close_adapter, a)
         ahead = None
         if parse is None and lock is not None and _parse_process(cfg):
             try:
@@ -1004,6 +1039,9 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
                       if a.name in parts.queues and (lang := str(a.options.get("reply_language", "") or ""))
                       and lang != parts.replier.language}
         await _open_endpoints(d, stack)
+        watchdog = LoopWatchdog(d.registry)  # says where, when a plugin blocks the event loop
+        watchdog.start()
+        stack.push_async_callback(watchdog.stop)
         if d.control is not None and lock is not None:
             lock.update(control=f"http://{d.control.host}:{d.control.port}/control")
         log.info("running: %d adapter(s) (%s), %d replying, %d hook(s); status %s; controls %s; %r",

@@ -14,6 +14,7 @@ part of the daemon counts into the same names::
     livecart_reconnects_total{adapter}           adapter reconnects
     livecart_malformed_total{adapter,reason}     malformed input, by adapter and reason
     livecart_adapter_connected{adapter}          1 while an adapter's source is connected
+    livecart_adapter_errors_total{adapter}       adapter errors (failed connects, unsent replies, failure, close)
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class DaemonMetrics:
         self.reconnects = r.counter("reconnects_total", "Adapter reconnects")
         self.malformed = r.counter("malformed_total", "Malformed input by adapter and reason")
         self.connected = r.gauge("adapter_connected", "1 while the adapter's source is connected")
+        self.errors = r.counter("adapter_errors_total", "Adapter errors: failed connection attempts, replies not "
+                                "sent, the adapter ending with an error or failing to close")
 
     def count_outcomes(self, outcomes: Iterable[Outcome]) -> None:
         """Count a batch of durable outcomes by status."""
@@ -78,6 +81,7 @@ class DaemonMetrics:
             for s in watched:
                 self.reconnects.set(s.reconnects, adapter=s.name)
                 self.connected.set(1 if s.connected else 0, adapter=s.name)
+                self.errors.set(s.errors, adapter=s.name)
                 for reason, n in s.malformed_by_reason.items():
                     self.malformed.set(n, adapter=s.name, reason=reason)
 

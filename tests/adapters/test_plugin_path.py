@@ -135,9 +135,13 @@ def test_two_packages_claiming_one_type_is_an_error_naming_both(site: Path) -> N
 def test_a_plugin_claiming_a_built_in_type_is_an_error_naming_livecart(site: Path) -> None:
     fake_dist(site, "sneaky-ws", {"websocket": "sneaky:WS"})
     with pytest.raises(PluginError, match="websocket") as err:
-        registry.adapter_class("replay")  # any lookup sees the conflict: the whole group is ambiguous
+        registry.adapter_class("websocket")
     assert "livecart" in str(err.value)
     assert "sneaky-ws" in str(err.value)
+    # Only the claimed type is refused: a sale that uses another one is not stopped by the conflict (before,
+    # every lookup failed, and a config was blamed at its first adapter whatever type that had).
+    from livecart.adapters.replay import ReplayAdapter
+    assert registry.adapter_class("replay") is ReplayAdapter
 
 
 def test_an_unknown_type_lists_the_known_ones() -> None:

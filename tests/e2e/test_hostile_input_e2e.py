@@ -185,19 +185,27 @@ class Chirp(Adapter):
 '''
 
 
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str,
+                   types: dict[str, str]) -> None:
+    """``module`` (``source``) as an installed package registering ``types`` (type -> class) in the
+    ``livecart.adapters`` group, on the PYTHONPATH of the processes the test starts."""
+    site = tmp_path / "site"
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n",
+                                   encoding="utf-8")
+    lines = "".join(f"{t} = {module}:{cls}\n" for t, cls in types.items())
+    (info / "entry_points.txt").write_text(f"[livecart.adapters]\n{lines}", encoding="utf-8")
+    (site / f"{module}.py").write_text(source, encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+
+
 def test_a_plugin_yielding_invalid_comments_has_them_counted_and_the_rest_journaled(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Found from outside: a plugin's Comment(text=None) made the parser fail, then the parser's error log
     # (text[:200]) raise, which failed the journal and stopped the daemon (exit 1), losing the good comments
     # of the batch; on restart the plugin did it again. A dict in a batch stopped it the same way.
-    site = tmp_path / "site"
-    (site / "chirp_plugin-1.0.dist-info").mkdir(parents=True)
-    (site / "chirp_plugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: chirp-plugin\n"
-                                                                  "Version: 1.0\n", encoding="utf-8")
-    (site / "chirp_plugin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[livecart.adapters]\nchirp = chirp_plugin:Chirp\n", encoding="utf-8")
-    (site / "chirp_plugin.py").write_text(PLUGIN, encoding="utf-8")
-    monkeypatch.setenv("PYTHONPATH", str(site))
+    install_plugin(tmp_path, monkeypatch, "chirp_plugin", PLUGIN, {"chirp": "Chirp"})
     out = tmp_path / "settled.txt"
     cfg = tmp_path / "stream.toml"
     cfg.write_text(f"""
@@ -224,3 +232,116 @@ stock = 10
     rep = orjson.loads(livecart("report", str(cfg), "--json").stdout)
     assert rep["comments"] == 3
     assert rep["outcomes"] == {"reserved": 3}
+
+
+LIFECYCLE = '''
+import asyncio, time
+from pathlib import Path
+from livecart.core.records import Comment
+from livecart.plugin import Adapter, Option
+
+def c(i):
+    return Comment("p", "1", f"c-{i}", f"u{i}", f"u{i}", "鸡蛋来一盒", 1.0 + i)
+
+class Base(Adapter):
+    OPTIONS = {"out": Option(str, required=True, doc="a folder to leave marks in")}
+
+    def mark(self, what):
+        Path(self.options["out"], f"{self.name}.{what}").write_text("1")
+
+class Sleepy(Base):
+    type = "sleepy"
+
+    async def batches(self):
+        self.stats.connected = True
+        yield [c(0)]
+        await asyncio.sleep(0.5)
+        time.sleep(3)  # the bug under test: a blocking call in a coroutine
+        yield [c(1)]
+        while True:
+            await asyncio.sleep(1)
+
+class Failing(Base):
+    type = "failing"
+
+    async def batches(self):
+        self.stats.connected = True
+        yield [c(10)]
+        await asyncio.sleep(0.2)
+        raise RuntimeError("the platform changed its protocol")
+
+    async def close(self):
+        self.mark("closed")
+        await super().close()
+
+class BadClose(Base):
+    type = "badclose"
+
+    async def batches(self):
+        yield [c(20)]
+
+    async def close(self):
+        raise OSError("socket already gone")
+
+class BadOpen(Base):
+    type = "badopen"
+
+    async def open(self):
+        raise RuntimeError("no credentials in the environment")
+
+    async def batches(self):
+        yield []
+'''
+
+
+def lifecycle_config(tmp_path: Path, *tables: str) -> Path:
+    cfg = tmp_path / "stream.toml"
+    adapters = "".join(f'[[adapters]]\ntype = "{t}"\nname = "{t}"\nout = "{tmp_path}"\n' for t in tables)
+    cfg.write_text(f"""
+[stream]
+name = "lifecycle"
+[storage]
+path = "{tmp_path / 'j.db'}"
+{adapters}
+[[products]]
+sku = "egg-10"
+name = "Eggs"
+aliases = ["鸡蛋"]
+stock = 100
+""", encoding="utf-8")
+    return cfg
+
+
+def test_a_plugin_that_blocks_fails_or_breaks_on_close_is_said_and_contained(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found from outside: a failed adapter still showed connected, had no error counted and was closed only at
+    # shutdown; an error in close() made a clean stop exit 1 with a traceback; a plugin blocking the event loop
+    # stalled everything with no trace of where.
+    install_plugin(tmp_path, monkeypatch, "lifecycle_plugin", LIFECYCLE,
+                   {"sleepy": "Sleepy", "failing": "Failing", "badclose": "BadClose", "badopen": "BadOpen"})
+    cfg = lifecycle_config(tmp_path, "sleepy", "failing", "badclose")
+    d = Daemon(cfg, tmp_path / "j.db")
+    try:
+        d.start()
+        wait_for(lambda: (tmp_path / "failing.closed").exists(), "the failed adapter closed at once", 10)
+        state = d.api()
+        assert state["adapters"]["failing"]["connected"] is False
+        assert any("the platform changed its protocol" in f for f in state["failed"])
+        wait_for(lambda: "livecart_loop_stalls_total 1" in d.api("/metrics"), "the stall counted", 15)
+        wait_for(lambda: d.api()["comments"] == 4, "every good comment")
+        assert 'livecart_adapter_errors_total{adapter="failing"} 1' in d.api("/metrics")
+        assert d.stop() == 1  # an adapter failed: said in the exit status
+    finally:
+        d.kill()
+    log = d.log()
+    assert "the event loop has not run for" in log
+    assert "lifecycle_plugin.py" in log
+    assert "time.sleep(3)" in log
+    assert "the event loop runs again after" in log
+    assert "adapter badclose failed to close: OSError('socket already gone')" in log
+    # A plugin whose open() fails: one line, exit 1, no traceback.
+    (tmp_path / "b").mkdir()
+    r = livecart("run", str(lifecycle_config(tmp_path / "b", "badopen")), timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "adapter badopen (badopen) failed to open: RuntimeError('no credentials in the environment')" in r.stderr
+    assert "Traceback" not in r.stderr
