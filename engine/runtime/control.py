@@ -50,6 +50,14 @@ def control_state_path(cfg: Config) -> Path:
     return Path(str(cfg.storage.path) + ".ctl.json")
 
 
+def resolved_state_path(cfg: Config) -> Path | None:
+    """The state file beside the journal's real name (symlinks resolved) when that differs from the one
+    :func:`control_state_path` gives: a daemon writes both, and ``livecart ctl`` whose config names the
+    journal through a symlink finds the daemon through it."""
+    real = Path(str(Path(cfg.storage.path).resolve()) + ".ctl.json")
+    return None if real == control_state_path(cfg) else real
+
+
 class _Counts:
     def __init__(self, metrics: Registry | None) -> None:
         self.metrics = metrics if metrics is not None else Registry()
@@ -99,6 +107,8 @@ class ControlServer:
         self.token = token or secrets.token_urlsafe(24)
         self.handler = handler
         self.state_path = state_path
+        #: A second state file, beside the journal's real name (:func:`resolved_state_path`), or None.
+        self.mirror_path: Path | None = None
         self.counts = _Counts(metrics)
         #: Extra keys written to the state file beside host/port/pid (the daemon adds its status URL and
         #: adapter addresses, so tools and tests find them).
@@ -142,8 +152,9 @@ class ControlServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
-        if self.state_path is not None:
-            self._write_state(self.state_path)
+        for path in (self.state_path, self.mirror_path):
+            if path is not None:
+                self._write_state(path)
         log.info("host controls on http://%s:%d/control", self.host, self.port)
 
     def _write_state(self, path: Path) -> None:
@@ -162,10 +173,11 @@ class ControlServer:
         if runner is None:
             return
         await runner.cleanup()
-        if self.state_path is not None:
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                if orjson.loads(self.state_path.read_bytes()).get("port") == self.port:
-                    self.state_path.unlink()
+        for path in (self.state_path, self.mirror_path):
+            if path is not None:
+                with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                    if orjson.loads(path.read_bytes()).get("port") == self.port:
+                        path.unlink()
 
     async def __aenter__(self) -> ControlServer:
         await self.start()
@@ -369,7 +381,11 @@ def ctl_main(args: Any) -> int:
         return 2
     token = cfg.control.token
     try:
-        status, answer = send_control(control_state_path(cfg), token, control)
+        where = control_state_path(cfg)
+        real = resolved_state_path(cfg)
+        if real is not None and not where.exists() and real.exists():
+            where = real  # the daemon's config names the journal by its real name, this one by a symlink
+        status, answer = send_control(where, token, control)
     except ControlError as exc:
         if cfg.storage.backend != "jetstream" or control.action is ControlAction.STATUS:
             print(f"livecart ctl: {exc}", file=sys.stderr)

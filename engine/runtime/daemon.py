@@ -62,7 +62,7 @@ from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
 from livecart.plugin import Adapter, AdapterStats, Batch, Resume, settle_all
 from livecart.runtime.console import Console
-from livecart.runtime.control import ControlServer, MqttControl, control_state_path
+from livecart.runtime.control import ControlServer, MqttControl, control_state_path, resolved_state_path
 from livecart.runtime.hooks import HookRunner
 from livecart.runtime.metrics import Registry
 from livecart.runtime.parsework import ParseAhead, cpus
@@ -881,6 +881,7 @@ async def _open_endpoints(d: Daemon, stack: contextlib.AsyncExitStack) -> None:
         stack.push_async_callback(d.console.close)  # before step 5: ends the open pages' streams
     d.control = ControlServer(cfg.control.host, cfg.control.port, cfg.control.token, d.handle_control,
                               state_path=control_state_path(cfg), metrics=reg, stream=cfg.stream.name)
+    d.control.mirror_path = resolved_state_path(cfg)
     d.control.state_extra = {"stream": cfg.stream.name,
                              "status": d.status.url if d.status is not None else None,
                              "adapters": {a.name: addr for a in d.adapters if (addr := _address(a))}}

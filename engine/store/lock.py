@@ -69,6 +69,8 @@ class JournalLock:
         self.path = lock_path(journal)
         self._fd: int | None = fd
         self.info = info
+        #: A descriptor of the journal file itself, flocked (:meth:`hold_file`), and the inode it is of.
+        self._file: tuple[int, int, int] | None = None
 
     @classmethod
     def acquire(cls, journal: str | Path, *, purpose: str = "run") -> JournalLock:
@@ -104,6 +106,35 @@ class JournalLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def hold_file(self, journal_file: str | Path) -> None:
+        """Also lock the journal file itself, by its inode, for as long as this lock is held.
+
+        The lock file beside the journal is found by the journal's name, symlinks resolved; a hard link is a
+        second name for the same file that no path tells of. A flock on the file's own inode, taken once the
+        file exists, is the same lock under every name. (An flock is independent of SQLite's POSIX locks on
+        the file; the descriptor is closed only in :meth:`release`, after the store has closed the file,
+        since closing any descriptor of a file drops the process's POSIX locks on it.) Raises
+        :class:`JournalLocked` when another process holds the file under another name."""
+        st = os.stat(journal_file)
+        if self._file is not None:
+            if self._file[1:] == (st.st_dev, st.st_ino):
+                return
+            os.close(self._file[0])  # the file was replaced (a repair): hold the new one
+            self._file = None
+        fd = os.open(journal_file, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLocked(
+                f"the journal {journal_file} is in use by another livecart that opened it under another name "
+                "(a hard link to the same file); only one process may write a journal. Stop that one first, "
+                "or give this stream another [storage] path.", {}) from None
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot lock {journal_file}: {exc.strerror or exc}") from exc
+        self._file = (fd, st.st_dev, st.st_ino)
+
     def update(self, **info: Any) -> None:
         """Add to what the lock file says about the holder (e.g. ``control=URL`` once it listens)."""
         self.info.update(info)
@@ -118,6 +149,9 @@ class JournalLock:
 
     def release(self) -> None:
         """Unlock (the file stays, emptied). Idempotent."""
+        if self._file is not None:
+            os.close(self._file[0])
+            self._file = None
         fd, self._fd = self._fd, None
         if fd is None:
             return

@@ -556,12 +556,24 @@ class SqliteStore:
         if not readonly and lock is None:
             own_lock = lock = JournalLock.acquire(p, purpose="writer")
         try:
+            # The file itself too, before SQLite opens it (through a hard link SQLite would use a WAL of
+            # another name): a hard link is the same journal by another name. A new file is held once made.
+            if lock is not None and not readonly:
+                _hold_if_there(lock, p)
             j = await cls._open(p, catalogue, hold_seconds, featured, durability, batch_max, batch_delay, readonly,
                                 clock, recent)
         except BaseException:
             if own_lock is not None:
                 own_lock.release()
             raise
+        if lock is not None and not readonly:
+            try:
+                lock.hold_file(p)
+            except BaseException:
+                await j.close()
+                if own_lock is not None:
+                    own_lock.release()
+                raise
         j._lock = own_lock
         return j
 
@@ -1480,6 +1492,12 @@ class RepairRefused(JournalError):
     """``journal repair`` would drop events that a whole snapshot past the damage still carries."""
 
 
+def _hold_if_there(lock: JournalLock, p: Path) -> None:
+    """:meth:`JournalLock.hold_file` on ``p`` if the file exists yet (a stat and an flock: no wait)."""
+    if p.exists():
+        lock.hold_file(p)
+
+
 def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time, cut: bool = False) -> Repair:
     """Cut the journal at ``path`` back to its last good batch, keeping the original as a backup.
 
@@ -1494,7 +1512,9 @@ def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time, cut
     reads it is intact and the cut would drop events that were acknowledged: refused with
     :class:`RepairRefused`, nothing changed, unless ``cut`` is true."""
     p = Path(path)
-    with JournalLock.acquire(p, purpose="journal repair"):
+    with JournalLock.acquire(p, purpose="journal repair") as held:
+        if p.exists():
+            held.hold_file(p)  # refused while a daemon writes it under another name (a hard link)
         wal = Path(str(p) + "-wal")
         try:
             insp = inspect_file(p, check_wal=True)

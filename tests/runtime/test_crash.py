@@ -346,6 +346,19 @@ def test_a_second_daemon_is_refused_and_the_first_keeps_its_controls(tmp_path: P
                                capture_output=True, timeout=60, check=False)
             assert r.returncode == 2, (alias, r.stderr.decode())
             assert f"pid {first.pid}" in r.stderr.decode()
+            # ... and its controls answer through that name too (the refusal says to use them).
+            r = subprocess.run([sys.executable, "-m", "livecart.cli.main", "ctl", "stream.toml", "status"],
+                               cwd=other, capture_output=True, timeout=60, check=False)
+            assert r.returncode == 0, (alias, r.stderr.decode())
+        # A hard link is the same file by a name no path resolves to: refused too.
+        os.link(db, tmp_path / "hard.db")
+        alias_cfg.write_text(cfg.read_text(encoding="utf-8").replace(str(db), str(tmp_path / "hard.db")),
+                             encoding="utf-8")
+        r = subprocess.run([sys.executable, "-m", "livecart.cli.main", "run", "stream.toml"], cwd=other,
+                           capture_output=True, timeout=60, check=False)
+        assert r.returncode == 2, r.stderr.decode()
+        assert "hard link" in r.stderr.decode()
+        assert not (tmp_path / "hard.db-wal").exists()
         assert state.read_bytes() == before
         # Readers work beside the running daemon.
         assert livecart("report", str(cfg), "--json").returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -55,3 +56,24 @@ async def test_a_store_opened_with_the_callers_lock_leaves_it_held(tmp_path: Pat
         assert lock.held
         with pytest.raises(JournalLocked):
             JournalLock.acquire(j)
+
+
+async def test_a_hard_link_is_the_same_journal_and_is_refused(tmp_path: Path) -> None:
+    # Found from outside: a second daemon on a hard link to the journal (another name, no symlink to
+    # resolve) took a lock of its own, both acknowledged comments, and one's were lost.
+    j = tmp_path / "j.db"
+    first = await SqliteStore.open(j, catalogue=CAT)
+    try:
+        link = tmp_path / "elsewhere.db"
+        os.link(j, link)
+        with pytest.raises(JournalLocked, match="hard link"):
+            await SqliteStore.open(link, catalogue=CAT)
+        # Refused before SQLite opened it under that name (it would have used a WAL of that name).
+        assert not await asyncio.to_thread(os.path.exists, str(link) + "-wal")
+        # A reader still reads beside the writer, under any name.
+        reader = await SqliteStore.open(link, readonly=True)
+        await reader.close()
+    finally:
+        await first.close()
+    again = await SqliteStore.open(tmp_path / "elsewhere.db", catalogue=CAT)  # released with the first
+    await again.close()
