@@ -300,7 +300,8 @@ class _Checker:
         return tuple(good)
 
 
-PluginLookup = Callable[[str], Mapping[str, Option]]
+#: A plugin type's option schema; None: the type is not installed here and its table is taken unchecked.
+PluginLookup = Callable[[str], Mapping[str, Option] | None]
 
 
 def _default_lookup(kind: str) -> PluginLookup:
@@ -311,6 +312,26 @@ def _default_lookup(kind: str) -> PluginLookup:
         return cls.OPTIONS
 
     return lookup
+
+
+def reading_lookup(kind: str) -> PluginLookup:
+    """For commands that only read the journal (report, export, journal): an adapter or hook type that is
+    not installed on this machine (a plugin the daemon's machine has) is no reason to refuse; its table is
+    taken as it is, unchecked, since nothing here runs it."""
+    strict = _default_lookup(kind)
+
+    def lookup(type_name: str) -> Mapping[str, Option] | None:
+        try:
+            return strict(type_name)
+        except PluginError:
+            return None
+
+    return lookup
+
+
+def load_for_reading(path: str | Path) -> Config:
+    """:func:`load` for a command that reads the journal and runs no adapter (see :func:`reading_lookup`)."""
+    return load(path, adapter_options=reading_lookup("adapters"), hook_options=reading_lookup("hooks"))
 
 
 def load(path: str | Path, *, adapter_options: PluginLookup | None = None,
@@ -577,10 +598,13 @@ def _plugins(c: _Checker, raw: Any, kind: str, lookup: PluginLookup, base: Path)
                   else "is required: the hook type (a string)", line)
             continue
         try:
-            schema = dict(lookup(type_name))
+            found = lookup(type_name)
         except PluginError as exc:
             c.add(f"{path}.type", str(exc), c.lines.key(line, "type"))
             continue
+        # Not installed here, for a command that runs no plugin: the table as it is.
+        schema = dict(found) if found is not None else {
+            k: Option(object, None) for k in entry if k not in ("type", "name", "reply_language")}
         schema.setdefault("type", Option(str, required=True))
         schema.setdefault("name", Option(str, f"{type_name}-{i}", doc="a name for logs and metrics"))
         if kind == "adapters":

@@ -17,7 +17,7 @@ import nats.errors
 import nats.js.errors
 import orjson
 
-from livecart.config import load
+from livecart.config import load_for_reading
 from livecart.core.errors import ConfigError, Problem
 from livecart.store.jetstream import SaleLog
 
@@ -85,7 +85,7 @@ async def status(servers: tuple[str, ...], sale: str) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     """``livecart cluster status FILE``."""
-    cfg = load(args.file)
+    cfg = load_for_reading(args.file)
     if cfg.storage.backend != "jetstream":
         raise ConfigError([Problem(str(cfg.path), "storage.backend",
                                    f"livecart cluster needs backend = 'jetstream', got {cfg.storage.backend!r}")])

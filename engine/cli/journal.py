@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from livecart.config import load
+from livecart.config import load_for_reading
 from livecart.core.errors import JournalError
 from livecart.core.events import EventDetector, outcome_key
 from livecart.core.ledger import Ledger
@@ -112,7 +112,7 @@ async def _cluster_entries(cfg: Config) -> tuple[Header, list[Entry]]:
 
 
 def _ledger(file: str, with_names: bool = False) -> tuple[Ledger, dict[str, str]]:
-    cfg = load(file)
+    cfg = load_for_reading(file)
     if cfg.storage.backend == "jetstream":
         return asyncio.run(_read_cluster(cfg))
     return asyncio.run(_read(cfg.storage.path, with_names))
@@ -125,7 +125,7 @@ TIMELINE_POINTS = 600
 def summary(file: str) -> dict[str, Any]:
     """The after-sale summary of ``file``'s stream from its journal: what the console's summary page shows
     (per product sold, presale, paid, revenue; comments and orders per second over the sale; the events)."""
-    cfg = load(file)
+    cfg = load_for_reading(file)
     if cfg.storage.backend == "jetstream":
         header, entries = asyncio.run(_cluster_entries(cfg))
     else:
@@ -203,7 +203,7 @@ def report_main(args: argparse.Namespace) -> int:
         print(f"livecart report: wrote {args.html}", file=sys.stderr)
         return 0
     _one_pass()
-    cfg = load(args.file)
+    cfg = load_for_reading(args.file)
     if cfg.storage.backend == "jetstream":
         snap = asyncio.run(_read_cluster(cfg))[0].snapshot()
     else:
@@ -274,7 +274,7 @@ def _journal_path(file: str) -> Path:
     """FILE as given to ``livecart journal``: a stream config (its ``[storage] path``) or the journal itself."""
     p = Path(file)
     if p.suffix == ".toml":
-        return load(file).storage.path
+        return load_for_reading(file).storage.path
     return p
 
 

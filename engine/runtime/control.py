@@ -369,7 +369,7 @@ def ctl_main(args: Any) -> int:
 
     from livecart import config as config_mod
 
-    cfg = config_mod.load(args.file)
+    cfg = config_mod.load_for_reading(args.file)  # ctl runs no adapter: a plugin need not be installed here
     if not args.action:
         print("livecart ctl: say what to do: livecart ctl FILE ACTION [ARGS]; ACTION is one of feature, restock, "
               "presale, limit, pay, cancel, pause, resume, status (or 上链接, 补货, 预售, 限购 ...)", file=sys.stderr)
