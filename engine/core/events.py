@@ -17,6 +17,12 @@ Rules, per product or variant key:
 * ``presale_opened``: the first presale outcome of the key (``presale`` was 0 before the batch).
   :class:`EventDetector` reports it once per key per stream, even if the queue empties and refills.
 * ``presale_full``: ``presale`` reaches the key's cap (``presale_cap``, else the catalogue's ``presale``).
+
+:class:`EventDetector` says ``sold_out`` and ``presale_full`` once per key until they mean something new: in
+a flash sale a cancel frees one unit (or one place in the queue) that the next buyer takes at once, and
+each refill is not news (one sale logged 207 events, most of them one queue refilling). A key is armed again
+when it has room again (``left`` back at the low-stock threshold, the queue a tenth below its cap, at least
+one) or when the host changed it (a restock raised ``stock``, a new cap).
 """
 
 from __future__ import annotations
@@ -139,18 +145,47 @@ class EventDetector:
         self.caps = presale_caps(catalogue)
         self.low_stock = low_stock
         self.opened: set[str] = set()
+        #: Keys whose sold_out / presale_full was said, with the stock / cap it was said at.
+        self.sold_out: dict[str, int] = {}
+        self.full: dict[str, int] = {}
         self.counts: dict[EventKind, int] = dict.fromkeys(EventKind, 0)
 
     def detect(self, before: Snapshot, after: Snapshot, outcomes: Iterable[Outcome] = ()) -> list[Event]:
+        self._rearm(after)
         out: list[Event] = []
         for e in detect(before, after, outcomes, caps=self.caps, low_stock=self.low_stock):
             if e.kind is EventKind.PRESALE_OPENED:
                 if e.key in self.opened:
                     continue
                 self.opened.add(e.key)
+            elif e.kind is EventKind.SOLD_OUT:
+                if e.key in self.sold_out:
+                    continue
+                self.sold_out[e.key] = _int(e.data, "stock")
+            elif e.kind is EventKind.PRESALE_FULL:
+                if e.key in self.full:
+                    continue
+                self.full[e.key] = _int(e.data, "presale_cap")
             self.counts[e.kind] += 1
             out.append(e)
         return out
+
+    def _rearm(self, after: Snapshot) -> None:
+        """Forget a said sold_out / presale_full whose key has room again or was changed by the host."""
+        for key, said_stock in list(self.sold_out.items()):
+            a = after.get(key)
+            if a is None:
+                continue
+            stock = _int(a, "stock")
+            if stock > said_stock or _int(a, "left") >= low_threshold(stock, self.low_stock):
+                del self.sold_out[key]
+        for key, said_cap in list(self.full.items()):
+            a = after.get(key)
+            if a is None:
+                continue
+            cap = _int(a, "presale_cap", self.caps.get(key, 0))
+            if cap != said_cap or _int(a, "presale") <= cap - max(1, cap // 10):
+                del self.full[key]
 
     def __repr__(self) -> str:
         seen = ", ".join(f"{k.value} {n}" for k, n in self.counts.items())

@@ -141,3 +141,38 @@ def test_sold_out_fires_once_per_trip_to_zero(sales: list[int]) -> None:
         left = new
     assert sold_out == (1 if left == 0 else 0)
     assert low <= 1
+
+
+def test_a_queue_refilled_after_a_cancel_is_not_full_again_until_it_had_room() -> None:
+    # Found from outside: in a flash sale each cancel freed one place in a full queue that the next buyer
+    # took at once, and each refill logged presale_full again (207 events in one sale).
+    d = EventDetector(config.loads("""
+[stream]
+name = "t"
+[[products]]
+sku = "egg"
+name = "Eggs"
+stock = 100
+presale = 50
+""").catalogue)
+    full = snap(left=0, presale=50)
+    assert kinds(d.detect(snap(left=0, presale=49), full)) == [EventKind.PRESALE_FULL]
+    for _ in range(20):  # cancel one, refill one
+        assert d.detect(full, snap(left=0, presale=49)) == []
+        assert d.detect(snap(left=0, presale=49), full) == []
+    # Real room (a tenth of the cap) and full again: news.
+    assert d.detect(full, snap(left=0, presale=45)) == []
+    assert kinds(d.detect(snap(left=0, presale=45), full)) == [EventKind.PRESALE_FULL]
+    # A new cap from the host, reached: news too.
+    assert kinds(d.detect(full, snap(left=0, presale=60, presale_cap=60))) == [EventKind.PRESALE_FULL]
+    assert d.counts[EventKind.PRESALE_FULL] == 3
+
+
+def test_sold_out_again_only_after_a_restock_or_real_room() -> None:
+    d = EventDetector(CATALOGUE)
+    assert kinds(d.detect(snap(left=1), snap(left=0))) == [EventKind.SOLD_OUT]
+    assert d.detect(snap(left=0), snap(left=1)) == []  # a cancel freed one unit
+    assert d.detect(snap(left=1), snap(left=0)) == []  # and the next buyer took it: not news
+    assert d.detect(snap(left=0), snap(stock=110, left=10)) == []  # the host restocked 10
+    assert kinds(d.detect(snap(stock=110, left=10), snap(stock=110, left=0))) == [EventKind.SOLD_OUT]
+    assert d.counts[EventKind.SOLD_OUT] == 2
