@@ -56,7 +56,7 @@ NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQT
     LOOK, HOMOPHONE = range(20)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
-_CN_DIGIT_CHARS = "零〇一二两俩三四五六七八九十百"
+_CN_DIGIT_CHARS = "零〇一二两俩三仨四五六七八九十百壹贰叁肆柒捌玖"
 _CN_NUM = f"[{_CN_DIGIT_CHARS}]+"
 _MEASURE = "|".join(tb.MEASURE_CN)
 _UNIT_NOISE = "|".join(
@@ -64,11 +64,16 @@ _UNIT_NOISE = "|".join(
            key=len, reverse=True))
 # A run of digits and what follows it: a decimal or a time (noise), 号 (a link), a measure word (a quantity)
 # or a unit of date, money or weight (noise).
-_NUM = re.compile(rf"([0-9]+)((?:[.:/][0-9]+)+)?\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
-_CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}))?")
+# 3号楼, 5号院: an address, not a link (号 then a building word is noise, below).
+_ADDRESS = "楼|院|栋|幢|门|房|室|单元|线|街|路|床|机"
+_NUM = re.compile(rf"([0-9]+)((?:[.:/][0-9]+)+)?\s*(?:(号)(?!{_ADDRESS})(?:\s*链接)?|({_MEASURE})|"
+                  rf"({_UNIT_NOISE}|号(?:{_ADDRESS})))?")
+_CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?!{_ADDRESS})(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}|号(?:{_ADDRESS})))?")
 _LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
 _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
 _PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})")
+# Taking a quantity back: 退两盒, 减一盒, -1 (not the - of a range or a code: 3-5, a-1).
+_MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,2}}(?![0-9])|{_CN_NUM})\s*(?:{_MEASURE})?")
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
@@ -191,6 +196,7 @@ class _Group:
     plus = False
     measured = False  # the quantity came with a packaging word (两盒, 3瓶): an order on its own
     coded = False  # the product was named by its seller code or link number
+    priced = False  # a bare number right after the product was its price (蜂蜜68), not a quantity
 
     @property
     def named(self) -> bool:
@@ -348,6 +354,14 @@ class Parser:
         self._by_sku = dict(catalogue.by_sku)
         self._by_link = {n: p.sku for n, p in catalogue.by_link.items()}
         self._has_codes = any(p.code or any(v.code for v in p.variants) for p in catalogue.products)
+        # Whole prices of 10 or more, by product: 蜂蜜68 / honey 68 with honey at 68 names the 68 honey, it
+        # does not ask for 68 jars (a quantity that size is written with a measure word or a verb).
+        self._prices: dict[str, frozenset[int]] = {}
+        for p in catalogue.products:
+            whole = {int(x) for x in (p.price, *(v.price for v in p.variants))
+                     if x is not None and x >= 10 and x == int(x)}
+            if whole:
+                self._prices[p.sku] = frozenset(whole)
         targets = self._targets(catalogue.products)
         # Per options product: (option, value) pairs named, sorted -> (variant, None) when exactly one
         # variant has them all, (None, None) when several do. Every subset of every variant's values is a
@@ -650,6 +664,15 @@ class Parser:
             if m is not None:
                 end = m.end()
                 kind, payload = entry[1][m.group()]
+        if kind < 0 and (ch == "退" or ch == "减" or ch == "-"):
+            m = _MINUS.match(t, i)
+            # Not the - of a range or a code (3-5, a1-2), nor a discount (满200减30, 减30元).
+            if m is not None and not (i and (t[i - 1].isascii() and t[i - 1].isalnum() or t[i - 1] == "+")) \
+                    and t[m.end():m.end() + 1] not in _MONEY:
+                v = _int(m.group(1))
+                if v is not None:  # a quantity taken back: a cancel of what is named (of the latest order if nothing)
+                    _fold_qty(s, QTY, v)
+                    return self._fold(s, t, CANCEL, None, i, m.end())
         if kind < 0:
             if "0" <= ch <= "9":
                 kind, payload, end = self._read_digits(s, t, i)
@@ -747,6 +770,10 @@ class Parser:
                 s.residue += end - i
                 return end
             assert isinstance(payload, int)
+            cur = s.cur
+            if kind == QTY and cur.qty is None and cur.sku is not None and payload in self._prices.get(cur.sku, ()):
+                cur.priced = True  # 蜂蜜68 with honey at 68: its price, not 68 jars (a quantity may follow)
+                return end
             _fold_qty(s, kind, payload)
         elif kind in (VERB, SOLO):
             s.cur.verb = True
@@ -910,6 +937,11 @@ class Parser:
             # (white hair?) names a colour of no product in particular.
             return self._result(Intent.ASK, listed) if listed else NOTHING
         if flags & (1 << CANCEL):
+            # A cancel that names nothing cancels the buyer's latest order: not when an English comment also
+            # says words nothing explains ("cancel culture lol"), which is talk about something else. (Chinese
+            # cancels carry such words often: 刚才的不要了.)
+            if residue and not named and t.isascii():
+                return NOTHING
             return self._result(Intent.CANCEL, self._listed(named, featured))
         if flags & (1 << RELEASE) and not residue and not flags & (1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO):
             return self._result(Intent.CANCEL, self._listed(named, featured))  # "pass po": gives up a claim
@@ -1018,6 +1050,8 @@ class Parser:
     def _item(self, g: _Group, featured: str | None) -> Item | None:
         qty = g.qty if g.qty is not None else 1
         sku = g.sku
+        if g.priced and g.qty is None and not g.verb:
+            return None  # 蜂蜜68: the product and its price, talk rather than an order (要蜂蜜68的 buys one)
         if sku is None and g.vals and g.link is None:
             sku = self._resolve_values(g.vals, featured)
         if sku is not None:

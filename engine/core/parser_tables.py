@@ -25,11 +25,13 @@ T2S[ord("？")] = "?"
 T2S[ord("。")] = " "
 T2S[ord("、")] = " "
 
-#: Chinese numerals that may form a quantity (一 ... 九十九, 两, 俩, 百 for "a hundred", which is too many).
-CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "四": 4, "五": 5, "六": 6,
-             "七": 7, "八": 8, "九": 9}
+#: Chinese numerals that may form a quantity (一 ... 九十九, 两, 俩, 仨, 百 for "a hundred", which is too many),
+#: and the financial forms that mean nothing else (壹 贰 叁 肆 柒 捌 玖; 伍, 陆 and 拾 are left out: 队伍,
+#: 大陆 and 收拾 are everyday words).
+CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "仨": 3, "四": 4, "五": 5, "六": 6,
+             "七": 7, "八": 8, "九": 9, "壹": 1, "贰": 2, "叁": 3, "肆": 4, "柒": 7, "捌": 8, "玖": 9}
 #: Measure words that make a number a quantity (CJK). 包 is only a measure word when not the 包 of 包邮.
-MEASURE_CN = ("件", "份", "盒", "箱", "斤", "瓶", "罐", "袋", "包(?!邮)", "单", "个", "只", "套", "桶", "提",
+MEASURE_CN = ("件", "份", "盒", "箱", "斤", "瓶", "罐", "袋", "包(?!邮)", "单(?!元)", "个", "只", "套", "桶", "提",
               "把", "条", "对", "双", "组", "支", "颗", "枚")
 #: English measure words; filler on their own, they only make the number before them explicit.
 MEASURE_EN = frozenset({"jar", "jars", "box", "boxes", "bag", "bags", "pack", "packs", "pc", "pcs", "piece",
@@ -38,7 +40,9 @@ MEASURE_EN = frozenset({"jar", "jars", "box", "boxes", "bag", "bags", "pack", "p
 UNIT_NOISE_CN = ("年", "月", "日", "天", "点", "分", "秒", "岁", "块", "元", "毛", "角", "万", "千", "百", "亿",
                  "w", "k", "kg", "cm", "mm", "m", "g", "克", "米", "度", "楼", "%", "周", "小时", "次", "遍",
                  "人", "后", "多", "楼", "倍", "折", "pm", "am", "min", "mins", "hr", "hrs", "day", "days", "sec",
-                 "usd", "php", "rmb", "hkd", "yuan", "pesos", "peso", "stars", "star", "percent")
+                 "usd", "php", "rmb", "hkd", "yuan", "pesos", "peso", "stars", "star", "percent",
+                 # an address: 2单元, 3栋, 501室, 12层
+                 "单元", "栋", "幢", "室", "层")
 
 ENGLISH_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
@@ -88,12 +92,17 @@ NOISE_EN = ("don't cancel", "dont cancel", "do not cancel", "no cancel", "not ca
 PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", "已经买", "已经下单", "拍了", "买了", "买过",
            "拍过", "上次", "之前买", "以前买", "收到了", "收到", "到货了", "回购", "吃过", "付款了", "下单了",
            "已抢", "抢到", "拍到", "买到", "拍的", "买的", "刚才拍", "刚拍", "刚买",
+           # 两盒鸡蛋到了: a delivery, reported.
+           "到了", "到货",
            # Not an order now: plans, wishes, stories (下周一定买两箱, 偷偷拿走一罐, 我数了一下有12个).
            "下周", "下次", "下个月", "明天", "改天", "以后", "过几天", "等发工资", "打算", "计划", "如果", "假如",
            "偷偷", "偷了", "偷走", "拿走", "数了", "数一下", "数数", "我妈买", "我爸买", "好想要",
            "早就", "已经有", "我有", "买过了", "买咗", "落咗单")
 #: Cancel an order.
 CANCEL_CN = ("不要了", "不要啦", "不买了", "不买啦", "取消", "退掉", "退单", "退了", "算了不要", "不拍了",
+             # 鸡蛋退两盒, 减一盒, 鸡蛋-1: taking back a quantity (the ledger cancels that product's latest order).
+             "退(?=[0-9一二两三仨四五六七八九十俩]|个|盒|瓶|袋|包|件|份)",
+             "减(?=[0-9一二两三仨四五六七八九十俩]|个|盒|瓶|袋|包|件|份)", "(?<![0-9a-z+])-(?=[0-9]{1,2}(?![0-9]))",
              "别要了", "撤单", "撤销", "不想要了",
              # Cantonese and Taiwanese: 唔要喇 ("don't want it any more"), 弃单 (abandon the order).
              "唔要喇", "唔要啦", "唔要了", "唔要住", "唔买喇", "唔买了", "弃单", "取消订单")
@@ -104,6 +113,8 @@ ASK_COMMERCE_CN = ("多少钱", "多钱", "几块", "几元", "价格", "价钱"
                    "还剩", "有货", "没货", "现货", "优惠", "便宜点", "能便宜", "多久", "限购",
                    # How many in a pack (一箱有几瓶) is a question, not an order.
                    "几瓶", "几包", "几袋", "几件", "几罐", "几片", "几条", "几只", "几粒", "几克", "几码",
+                   "多少个", "多少盒", "多少瓶", "多少包", "多少袋", "多少斤", "多少克", "多少只", "多少枚",
+                   "多少件", "多少片", "多少粒",
                    # Cantonese: 几多钱 (how much), 仲有冇 / 有冇 (any left?).
                    "几多钱", "几钱", "仲有冇", "仲有无", "有冇", "有无货")
 #: Question markers that do not by themselves concern a product.
