@@ -19,7 +19,8 @@
       chart_rates: "每秒评论 / 订单", chart_sell: "售罄进度", found: "条", queue_of: "预售排队：",
       orders_of: "买家的订单：", ev_sold_out: "售罄", ev_presale_opened: "开始预售", ev_presale_full: "预售满",
       ev_low_stock: "库存紧张", host: "主播操作", none: "无", in_queue: "排队 %d 单",
-      unreachable: "连不上直播助手，请检查网络后再点一次（同一操作不会重复执行）", busy: "处理中…"
+      unreachable: "连不上直播助手，请检查网络后再点一次（同一操作不会重复执行）", busy: "处理中…",
+      logout: "退出", more: "更多", shown: "显示 %d / %d 条"
     },
     en: {
       tab_board: "Board", tab_orders: "Orders", tab_feed: "Feed", tab_charts: "Charts", tab_summary: "Summary",
@@ -41,7 +42,7 @@
       ev_sold_out: "sold out", ev_presale_opened: "presale opened", ev_presale_full: "presale full",
       ev_low_stock: "low stock", host: "host", none: "none", in_queue: "%d orders queued",
       unreachable: "Cannot reach livecart: check the connection and tap again (it will not be applied twice)",
-      busy: "working…"
+      busy: "working…", logout: "Log out", more: "More", shown: "showing %d of %d"
     }
   };
   var params = new URLSearchParams(location.search);
@@ -128,6 +129,10 @@
                              body: JSON.stringify({token: token})})
       .then(function (r) {
         $("token").value = "";
+        if (r.status === 429) {  // too many wrong tokens from here: the daemon says how long to wait
+          r.json().then(function (b) { $("login-error").textContent = b.error || T.login_wrong; });
+          return;
+        }
         if (r.status !== 200) { $("login-error").textContent = T.login_wrong; return; }
         $("login-error").textContent = "";
         boot();
@@ -454,27 +459,44 @@
     $("pay-selected").disabled = !document.querySelector("#orders-body input:checked");
   }
 
-  function refreshOrders() {
-    if (ordersView.kind === "queue") { return showQueue(ordersView.key); }
+  var shownOrders = [];
+  function refreshOrders(more) {
+    if (ordersView.kind === "queue") { $("orders-more").hidden = true; return showQueue(ordersView.key); }
     var q = new URLSearchParams();
     if (ordersView.kind === "buyer") { q.set("user", ordersView.user); }
     else { q.set("q", $("q").value.trim()); q.set("status", $("status").value); }
+    // "More" asks for the next page; a refresh asks again for as many as are shown (at least one page).
+    if (more === true) { q.set("offset", String(shownOrders.length)); }
+    else { q.set("limit", String(Math.min(1000, Math.max(200, shownOrders.length)))); }
     return api("GET", "/console/api/orders?" + q.toString()).then(function (r) {
       if (r.httpStatus === 401) { return showLogin(); }
+      if (r.unreachable) { toast(r.error, true); return; }
+      shownOrders = more === true ? shownOrders.concat(r.orders || []) : (r.orders || []);
       var title = ordersView.kind === "buyer" ? T.orders_of + ordersView.name : "";
-      $("orders-title").textContent = title + " " + num(r.total) + " " + T.found;
-      ordersTable(r.orders || [], false);
+      $("orders-title").textContent = title + " " + num(r.total) + " " + T.found +
+        (r.total > shownOrders.length ? " · " + T.shown.replace("%d", num(shownOrders.length)).replace("%d", num(r.total)) : "");
+      $("orders-more").hidden = !(r.total > shownOrders.length);
+      ordersTable(shownOrders, false);
     });
   }
+  $("orders-more").addEventListener("click", function () { refreshOrders(true); });
+  $("logout").addEventListener("click", function () {
+    api("POST", "/console/logout", {}).then(function () {
+      if (source) { source.close(); source = null; }
+      showLogin();
+    });
+  });
 
   function showBuyer(user, name) {
     ordersView = {kind: "buyer", user: user, name: name};
+    shownOrders = [];
     show("orders");
     refreshOrders();
   }
 
   function showQueue(key) {
     ordersView = {kind: "queue", key: key};
+    $("orders-more").hidden = true;
     show("orders");
     return api("GET", "/console/api/queue?key=" + encodeURIComponent(key)).then(function (r) {
       $("orders-title").textContent = T.queue_of + productName(key) + " · " + num((r.queue || []).length);
@@ -485,6 +507,7 @@
   $("search").addEventListener("submit", function (ev) {
     ev.preventDefault();
     ordersView = {kind: "search"};
+    shownOrders = [];
     refreshOrders();
   });
 
@@ -556,11 +579,11 @@
     if (tab === "summary") { renderSummary(); }
   }
 
-  var tabButtons = document.querySelectorAll("#tabs button");
+  var tabButtons = document.querySelectorAll("#tabs button[data-tab]");
   for (var i = 0; i < tabButtons.length; i++) {
     tabButtons[i].addEventListener("click", function (ev) {
       var tab = ev.currentTarget.getAttribute("data-tab");
-      if (tab === "orders") { ordersView = {kind: "search"}; show(tab); refreshOrders(); } else { show(tab); }
+      if (tab === "orders") { ordersView = {kind: "search"}; shownOrders = []; show(tab); refreshOrders(); } else { show(tab); }
     });
   }
 

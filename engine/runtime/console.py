@@ -110,6 +110,8 @@ class Sessions:
         self._token = token
         self.clock = clock
         self.lifetime = lifetime
+        #: Sessions logged out, by nonce, with when they would have expired (forgotten then).
+        self._revoked: dict[str, float] = {}
 
     def _key(self) -> bytes:
         return hashlib.sha256(b"livecart-console\0" + self._token().encode()).digest()
@@ -136,7 +138,21 @@ class Sessions:
         expires, nonce, mac = parts
         if not hmac.compare_digest(mac, self._mac(f"s|{expires}|{nonce}")) or int(expires) < self.clock():
             return None
+        if nonce in self._revoked:
+            return None
         return nonce
+
+    def revoke(self, cookie: str | None) -> None:
+        """Log a session out: its cookie is refused from now on (until this process ends; a new
+        ``[control].token`` ends every session for good)."""
+        nonce = self.nonce(cookie)
+        if nonce is None or cookie is None:
+            return
+        now = self.clock()
+        for n, until in list(self._revoked.items()):
+            if until < now:
+                del self._revoked[n]
+        self._revoked[nonce] = float(cookie.split(".")[0])
 
     def csrf(self, nonce: str) -> str:
         return self._mac(f"c|{nonce}")
@@ -144,6 +160,11 @@ class Sessions:
     def __repr__(self) -> str:
         return f"<Sessions lifetime={self.lifetime:.0f}s>"
 
+
+#: Wrong tokens from one address within LOGIN_WINDOW seconds before its logins are refused (429) until the
+#: oldest of them is that old.
+LOGIN_FAILURES = 10
+LOGIN_WINDOW = 60.0
 
 #: Controls remembered by Idempotency-Key (a host's tap sent again after no answer is applied once): how
 #: many, and for how long (s).
@@ -203,6 +224,8 @@ class Console:
         self._work = reg.counter("console_seconds_total",
                                  "Seconds the daemon spent on the console's live updates (feed, deltas, pushes)")
         self.clients: set[_Client] = set()
+        #: Wrong tokens by remote address: when, within the last LOGIN_WINDOW seconds.
+        self._failed_logins: dict[str, deque[float]] = {}
         #: Answers of recent controls by their Idempotency-Key: (when, the body, the answer to come or given).
         self._answers: OrderedDict[str, tuple[float, bytes, asyncio.Future[tuple[int, dict[str, Any]]]]] = \
             OrderedDict()
@@ -458,10 +481,24 @@ class Console:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return self._refuse("bad", 400, "the body must be JSON: {\"token\": ...}")
+        who = request.remote or ""
+        now = self.clock()
+        recent = self._failed_logins.setdefault(who, deque())
+        while recent and recent[0] < now - LOGIN_WINDOW:
+            recent.popleft()
+        if len(recent) >= LOGIN_FAILURES:
+            wait = int(recent[0] + LOGIN_WINDOW - now) + 1
+            resp = self._refuse("throttled", 429, f"too many wrong tokens from {who}; try again in {wait} s")
+            resp.headers["Retry-After"] = str(wait)
+            return resp
         if not isinstance(body, dict) or not self.sessions.check_token(body.get("token")):
-            # A wrong guess costs the guesser a second.
+            # A wrong guess costs the guesser a second, and a few in a row from one address a minute.
+            recent.append(now)
+            if len(self._failed_logins) > 10_000:  # addresses that stopped guessing: forgotten
+                self._failed_logins = {k: v for k, v in self._failed_logins.items() if v}
             await asyncio.sleep(1.0)
             return self._refuse("token", 401, "wrong token; it is [control].token in the stream's config")
+        recent.clear()
         cookie = self.sessions.issue()
         nonce = self.sessions.nonce(cookie)
         assert nonce is not None
@@ -474,8 +511,10 @@ class Console:
         refused = self._guard_post(request)
         if refused is not None:
             return refused
+        self.sessions.revoke(request.cookies.get(COOKIE))
         resp = _json({"ok": True})
         resp.del_cookie(COOKIE, path="/")
+        log.info("console: a session was closed from %s", request.remote)
         return resp
 
     async def _session(self, request: web.Request) -> web.Response:
@@ -526,12 +565,13 @@ class Console:
         user = request.query.get("user", "").strip()
         try:
             limit = max(1, min(1000, int(request.query.get("limit", "200"))))
+            offset = max(0, int(request.query.get("offset", "0")))
         except ValueError:
-            return _denied(400, "limit must be a number")
+            return _denied(400, "limit and offset must be numbers")
         if status and status not in STATUSES and status != "unpaid":
             return _denied(400, f"status must be one of: unpaid, {', '.join(STATUSES)}")
         return _json(find_orders(self.host.order_rows(), self.host.names, q=q, status=status, user=user,
-                                 limit=limit))
+                                 limit=limit, offset=offset))
 
     async def _queue(self, request: web.Request) -> web.Response:
         if self._nonce(request) is None:
@@ -645,10 +685,11 @@ class Console:
 
 
 def find_orders(rows: Iterator[dict[str, Any]], names: Mapping[str, str], *, q: str = "", status: str = "",
-                user: str = "", limit: int = 200) -> dict[str, Any]:
+                user: str = "", limit: int = 200, offset: int = 0) -> dict[str, Any]:
     """Orders matching a search: ``q`` is an order id, a user id or part of a display name (any case);
     ``status`` one of :data:`STATUSES` or ``unpaid`` (held, not paid); ``user`` exactly one buyer.
-    Unpaid holds come soonest pay-by first; everything else newest first."""
+    Unpaid holds come soonest pay-by first; everything else newest first. ``total`` counts every match;
+    ``orders`` holds ``limit`` of them from ``offset`` (the page asks for the next ones with "More")."""
     needle = q.casefold()
     want = "reserved" if status == "unpaid" else status
     found = []
@@ -666,7 +707,7 @@ def find_orders(rows: Iterator[dict[str, Any]], names: Mapping[str, str], *, q: 
         found.sort(key=lambda r: (r["pay_by"] is None, r["pay_by"] or 0.0))
     else:
         found.reverse()
-    return {"total": len(found), "orders": found[:limit]}
+    return {"total": len(found), "offset": offset, "orders": found[offset:offset + limit]}
 
 
 def summary_data(stream: str, products: Mapping[str, Mapping[str, Any]], product_names: Mapping[str, str],

@@ -254,6 +254,30 @@ def test_a_double_tap_or_a_lost_answer_applies_a_restock_once(sale: Sale, phone:
     assert [e for e in phone.errors if "INTERNET_DISCONNECTED" not in e and "Failed to load" not in e] == []
 
 
+def test_orders_beyond_a_page_come_with_more_and_log_out_ends_the_session(sale: Sale, phone: Page) -> None:
+    # Found from outside: the orders list stopped at 200 without a word; the page had no way to log out.
+    assert sale.daemon.ctl("restock", "egg-10", "300")[0] == 0
+    sale.feed([{"platform": "douyin", "room": "7312", "id": f"b-{i}", "user": f"b{i}", "name": f"Buyer {i}",
+                "text": "蜂蜜来一瓶" if i < 30 else "鸡蛋来一盒", "ts": 1_700_000_000 + i} for i in range(250)])
+    wait_for(lambda: sale.state()["comments"] == 250, "250 comments")
+    page = phone.login("?lang=en")
+    page.get_by_role("button", name="Orders").click()
+    title = page.locator("#orders-title")
+    title.filter(has_text="showing 200 of 250").wait_for()
+    rows = page.locator("#orders-body tr")
+    assert rows.count() == 200
+    page.get_by_role("button", name="More").click()
+    title.filter(has_text=re.compile(r"^\s*\d+ found$")).wait_for()
+    total = int(title.inner_text().split()[0].replace(",", ""))
+    assert rows.count() == total
+    assert page.get_by_role("button", name="More").is_hidden()
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Control token").wait_for()
+    page.reload()
+    page.get_by_label("Control token").wait_for()  # the session is gone, not only the page
+    assert phone.errors == []
+
+
 def test_orders_search_a_buyer_bulk_pay_cancel_and_the_presale_queue(sale: Sale, phone: Page) -> None:
     names = ["Tina", "Wang Fang", "Li Lei", "Zhao Min", "Chen Jing"]
     sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}", "name": names[i % 5],

@@ -149,3 +149,50 @@ def test_a_control_sent_again_with_its_idempotency_key_is_applied_once(sale: Sal
     metrics = sale.daemon.api("/metrics")
     assert 'livecart_controls_total{action="restock",result="replayed",transport="console"} 7' in metrics
     assert 'livecart_controls_total{action="restock",result="ok",transport="console"} 3' in metrics
+
+
+def test_wrong_tokens_are_throttled_per_address(sale: Sale) -> None:
+    url = sale.url + "/console/login"
+    # Ten wrong guesses at once (each costs a second) use up the minute's allowance of this address.
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda i: request(url, method="POST", body={"token": f"guess-{i}"})[0], range(10)))
+    assert codes == [401] * 10
+    status, headers, body = request(url, method="POST", body={"token": "guess-11"})
+    assert status == 429, body
+    assert int(headers["Retry-After"]) >= 1
+    assert b"too many wrong tokens" in body
+    # The right token is refused too while throttled: a guesser cannot tell it found the token.
+    assert request(url, method="POST", body={"token": TOKEN})[0] == 429
+    assert 'livecart_console_refused_total{reason="throttled"} 2' in sale.daemon.api("/metrics")
+
+
+def test_logout_ends_the_session_for_whoever_holds_its_cookie(sale: Sale) -> None:
+    cookie, csrf = login(sale)
+    headers = {"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": sale.url, "Sec-Fetch-Site": "same-origin"}
+    assert request(sale.url + "/console/api/orders", headers={"Cookie": cookie})[0] == 200
+    status, resp_headers, _ = request(sale.url + "/console/logout", method="POST", body={}, headers=headers)
+    assert status == 200
+    assert "Max-Age=0" in resp_headers["Set-Cookie"] or "expires" in resp_headers["Set-Cookie"].lower()
+    # The same cookie, kept (copied) by someone: refused now.
+    assert request(sale.url + "/console/api/orders", headers={"Cookie": cookie})[0] == 401
+    status, _, body = request(sale.url + "/console/api/control", method="POST",
+                              body={"action": "restock", "sku": "egg-10", "qty": 1}, headers=headers)
+    assert status == 401, body
+
+
+def test_orders_come_in_pages_with_the_total(sale: Sale) -> None:
+    sale.feed([{"platform": "douyin", "room": "7312", "id": f"p-{i}", "user": f"p{i}", "name": f"P{i}",
+                "text": "鸡蛋来一盒", "ts": 1_700_000_100 + i} for i in range(30)])
+    wait_for(lambda: sale.state()["comments"] == 31, "the comments")
+    cookie, _ = login(sale)
+    got: list[str] = []
+    total = None
+    for offset in range(0, 40, 12):
+        status, _, body = request(f"{sale.url}/console/api/orders?limit=12&offset={offset}",
+                                  headers={"Cookie": cookie})
+        assert status == 200
+        page = orjson.loads(body)
+        total = page["total"]
+        got += [o["order"] for o in page["orders"]]
+    assert total == 31
+    assert len(got) == len(set(got)) == 31
