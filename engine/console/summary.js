@@ -7,11 +7,15 @@ var LivecartSummary = (function () {
     zh: {title: "销售汇总", comments: "评论", orders: "订单", paid: "已付", held: "待付", presale: "预售",
          sold: "已售", left: "剩余", stock: "库存", product: "商品", revenue: "收入", revenue_paid: "已付收入",
          revenue_held: "待付收入", timeline: "时间线", events: "事件", rates: "每秒评论 / 订单",
-         sell: "售罄进度", none: "无"},
+         sell: "售罄进度", none: "无", ev_sold_out: "售罄", ev_low_stock: "库存紧张", ev_presale_opened: "开始预售",
+         ev_presale_full: "预售满",
+         since: "时间线和事件从 %s（直播助手重启）算起；整场的汇总：livecart report 配置文件 --html 汇总.html"},
     en: {title: "Sale summary", comments: "Comments", orders: "Orders", paid: "Paid", held: "Held",
          presale: "Presale", sold: "Sold", left: "Left", stock: "Stock", product: "Product", revenue: "Revenue",
          revenue_paid: "Revenue paid", revenue_held: "Revenue held", timeline: "Timeline", events: "Events",
-         rates: "Comments / orders per second", sell: "Sell-through", none: "none"}
+         rates: "Comments / orders per second", sell: "Sell-through", none: "none", ev_sold_out: "sold out",
+         ev_low_stock: "low stock", ev_presale_opened: "presale opened", ev_presale_full: "presale full",
+         since: "Timeline and events since %s (livecart restarted); the whole sale: livecart report FILE --html OUT.html"}
   };
 
   function el(tag, attrs, text) {
@@ -98,15 +102,17 @@ var LivecartSummary = (function () {
       cards.appendChild(d);
     });
     root.appendChild(cards);
-    var table = el("table", {"class": "products summary-table"});
+    var table = el("table", {"class": "summary-table"});
     var head = el("tr");
     [T.product, T.stock, T.sold, T.paid, T.presale, T.left, T.revenue].forEach(function (x) { head.appendChild(el("th", null, x)); });
     var thead = el("thead"); thead.appendChild(head); table.appendChild(thead);
     var body = el("tbody");
+    var labels = [T.product, T.stock, T.sold, T.paid, T.presale, T.left, T.revenue];
     data.products.forEach(function (p) {
       var tr = el("tr", {"data-summary": p.key});
+      // data-label: on a phone each row is a card and each figure says what it is (app.css).
       [p.name, num(p.stock), num(p.sold), num(p.paid), num(p.presale), num(p.left), money(p.revenue_paid + p.revenue_held)]
-        .forEach(function (x) { tr.appendChild(el("td", null, x)); });
+        .forEach(function (x, i) { tr.appendChild(el("td", {"data-label": labels[i]}, x)); });
       body.appendChild(tr);
     });
     table.appendChild(body);
@@ -121,8 +127,11 @@ var LivecartSummary = (function () {
     var list = el("ol", {"class": "feed"});
     if (!data.events.length) { list.appendChild(el("li", null, T.none)); }
     data.events.forEach(function (e) {
-      list.appendChild(el("li", null, clock(e.ts) + "  " + e.event + "  " + e.key));
+      list.appendChild(el("li", null, clock(e.ts) + "  " + (T["ev_" + e.event] || e.event) + "  " + (e.name || e.key)));
     });
+    if (data.since) {  // the daemon restarted: its timeline and events begin there
+      root.appendChild(el("p", {"class": "note"}, T.since.replace("%s", clock(data.since))));
+    }
     root.appendChild(list);
   }
 

@@ -224,6 +224,7 @@ class Console:
         self._work = reg.counter("console_seconds_total",
                                  "Seconds the daemon spent on the console's live updates (feed, deltas, pushes)")
         self.clients: set[_Client] = set()
+        self._restored = False
         #: Wrong tokens by remote address: when, within the last LOGIN_WINDOW seconds.
         self._failed_logins: dict[str, deque[float]] = {}
         #: Answers of recent controls by their Idempotency-Key: (when, the body, the answer to come or given).
@@ -381,7 +382,8 @@ class Console:
         """The after-sale summary (also what ``livecart report --html`` writes)."""
         snap = self.host.snapshot()
         return summary_data(self.stream, self._products(snap), self._product_names(), self.prices, snap,
-                            self.history, self._events, language=self.language)
+                            self.history, self._events, language=self.language,
+                            since=self.started if self._restored else None)
 
     # ------------------------------------------------------------------ the ticker
 
@@ -410,6 +412,8 @@ class Console:
             self._work.inc(time.perf_counter() - t0)
 
     def start(self) -> asyncio.Task[None]:
+        # Comments in the journal before this process: its timeline and events begin now (said on the page).
+        self._restored = bool(self.host.snapshot().get("comments"))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.run(), name="console")
         return self._task
@@ -712,8 +716,10 @@ def find_orders(rows: Iterator[dict[str, Any]], names: Mapping[str, str], *, q: 
 
 def summary_data(stream: str, products: Mapping[str, Mapping[str, Any]], product_names: Mapping[str, str],
                  prices: Mapping[str, float], snap: Mapping[str, Any], history: Sequence[Sequence[float]],
-                 events: Sequence[Mapping[str, Any]], *, language: str = "zh") -> dict[str, Any]:
-    """The after-sale summary: per product sold, presale, paid and revenue; totals; the timeline."""
+                 events: Sequence[Mapping[str, Any]], *, language: str = "zh",
+                 since: float | None = None) -> dict[str, Any]:
+    """The after-sale summary: per product sold, presale, paid and revenue; totals; the timeline. ``since``:
+    when the timeline and events begin, if not at the sale's start (a daemon that restarted mid-sale)."""
     rows = []
     for key, p in products.items():
         price = prices.get(key, 0.0)
@@ -725,7 +731,9 @@ def summary_data(stream: str, products: Mapping[str, Mapping[str, Any]], product
             "outcomes": snap["outcomes"], "products": rows,
             "revenue": {"paid": round(sum(r["revenue_paid"] for r in rows), 2),
                         "held": round(sum(r["revenue_held"] for r in rows), 2)},
-            "history": [list(h) for h in history], "events": [dict(e) for e in events]}
+            "history": [list(h) for h in history],
+            "events": [{**e, "name": product_names.get(str(e.get("key")), e.get("key"))} for e in events],
+            "since": since}
 
 
 def summary_html(data: Mapping[str, Any]) -> str:

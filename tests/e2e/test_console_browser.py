@@ -278,6 +278,27 @@ def test_orders_beyond_a_page_come_with_more_and_log_out_ends_the_session(sale: 
     assert phone.errors == []
 
 
+def test_the_summary_reads_on_a_phone_and_says_when_its_timeline_begins(sale: Sale, phone: Page) -> None:
+    # Found from outside: on a phone the summary table's header was a grid over plain rows (unreadable),
+    # events showed raw codes (presale_full), and after a restart it showed no events without saying why.
+    sale.feed([{"platform": "douyin", "room": "7312", "id": f"s-{i}", "user": f"s{i}", "name": f"S{i}",
+                "text": "鸡蛋来五盒", "ts": 1_700_000_000 + i} for i in range(9)])
+    wait_for(lambda: sale.state()["products"]["egg-10"]["left"] == 0, "eggs sold out")
+    page = phone.login("?lang=en")
+    page.get_by_role("button", name="Summary").click()
+    page.locator("#summary li").filter(has_text="sold out  Free-range eggs").wait_for()
+    row = page.locator('tr[data-summary="egg-10"]')
+    assert row.evaluate("r => getComputedStyle(r).display") == "grid"
+    assert row.locator("td").nth(2).get_attribute("data-label") == "Sold"
+    assert page.locator("#summary .note").count() == 0  # the timeline is the whole sale's
+    assert sale.daemon.stop() == 0
+    sale.start()
+    page.reload()
+    page.get_by_role("button", name="Summary").click()
+    page.locator("#summary .note").filter(has_text="livecart restarted").wait_for()
+    assert [e for e in phone.errors if "ERR_CONNECTION_REFUSED" not in e and "Failed to load" not in e] == []
+
+
 def test_orders_search_a_buyer_bulk_pay_cancel_and_the_presale_queue(sale: Sale, phone: Page) -> None:
     names = ["Tina", "Wang Fang", "Li Lei", "Zhao Min", "Chen Jing"]
     sale.feed([{"platform": "douyin", "room": "7312", "id": f"m-{i}", "user": f"u-{i}", "name": names[i % 5],
