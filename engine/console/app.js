@@ -20,7 +20,7 @@
       orders_of: "买家的订单：", ev_sold_out: "售罄", ev_presale_opened: "开始预售", ev_presale_full: "预售满",
       ev_low_stock: "库存紧张", host: "主播操作", none: "无", in_queue: "排队 %d 单",
       unreachable: "连不上直播助手，请检查网络后再点一次（同一操作不会重复执行）", busy: "处理中…",
-      logout: "退出", more: "更多", shown: "显示 %d / %d 条"
+      logout: "退出", more: "更多", shown: "显示 %d / %d 条", limit_each: "每人限购 %d"
     },
     en: {
       tab_board: "Board", tab_orders: "Orders", tab_feed: "Feed", tab_charts: "Charts", tab_summary: "Summary",
@@ -42,7 +42,7 @@
       ev_sold_out: "sold out", ev_presale_opened: "presale opened", ev_presale_full: "presale full",
       ev_low_stock: "low stock", host: "host", none: "none", in_queue: "%d orders queued",
       unreachable: "Cannot reach livecart: check the connection and tap again (it will not be applied twice)",
-      busy: "working…", logout: "Log out", more: "More", shown: "showing %d of %d"
+      busy: "working…", logout: "Log out", more: "More", shown: "showing %d of %d", limit_each: "limit %d each"
     }
   };
   var params = new URLSearchParams(location.search);
@@ -237,6 +237,7 @@
     var name = el("td", {"class": "name"});
     name.appendChild(el("span", {"class": "pname"}, isVariant ? key.split("/").slice(1).join("/") : productName(key)));
     name.appendChild(el("small", {"class": "sku"}, key.split("/")[0]));
+    if (isProduct) { name.appendChild(el("small", {"class": "limit", "data-limit": "1"})); }
     tr.appendChild(name);
     var stock = el("td"); stock.appendChild(field("stock")); tr.appendChild(stock);
     var left = el("td"); left.appendChild(field("left")); tr.appendChild(left);
@@ -279,6 +280,8 @@
     setField(tr, "presale", p.presale);
     tr.querySelector("[data-split]").textContent = p.held + " " + T.held + " · " + p.paid + " " + T.paid;
     tr.querySelector("[data-cap]").textContent = p.cap ? T.in_queue.replace("%d", p.queue) + " · " + T.cap + " " + p.cap : "";
+    var lim = tr.querySelector("[data-limit]");
+    if (lim) { lim.textContent = p.limit ? T.limit_each.replace("%d", p.limit) : ""; }
     tr.classList.toggle("soldout", p.left === 0);
     var featured = state.featured === key.split("/")[0];
     tr.classList.toggle("featured", featured && key.indexOf("/") < 0);

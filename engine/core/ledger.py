@@ -756,6 +756,10 @@ class Ledger:
         u.cap = cap
         return []
 
+    def limits(self) -> dict[str, int]:
+        """Each product's per-buyer limit (0: none), as set by the catalogue or the host since."""
+        return dict(self._limits)
+
     def set_limit(self, sku: str, limit: int) -> list[Outcome]:
         """Change the per-buyer limit of a product (0 = none). Units already held are not taken back."""
         if sku not in self._products:

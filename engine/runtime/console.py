@@ -99,6 +99,7 @@ class Host(Protocol):
     def adapter_state(self) -> dict[str, dict[str, Any]]: ...
     def is_paused(self) -> bool: ...
     def handle_control(self, c: Control) -> Awaitable[Mapping[str, Any]]: ...
+    def limits(self) -> Mapping[str, int]: ...
 
 
 class Sessions:
@@ -279,11 +280,12 @@ class Console:
 
     def _products(self, snap: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
+        limits = self.host.limits() if hasattr(self.host, "limits") else {}
         for key, p in snap["products"].items():
             paid = int(p.get("paid", 0))
             out[key] = {"stock": p["stock"], "left": p["left"], "reserved": p["reserved"], "paid": paid,
                         "held": p["reserved"] - paid, "presale": p["presale"], "queue": p.get("queue", 0),
-                        "cap": p.get("cap", 0)}
+                        "cap": p.get("cap", 0), "limit": limits.get(key.partition("/")[0], 0)}
         return out
 
     def _revenue(self, products: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

@@ -761,6 +761,10 @@ class Daemon:
             "failed": self.failures(),
         }
 
+    def limits(self) -> Mapping[str, int]:
+        """Each product's per-buyer limit now (the console shows it)."""
+        return self.engine.ledger.limits()
+
     def failures(self) -> list[str]:
         """What has failed so far (``adapter NAME: ...``, ``journal: ...``), a journal write failure from
         the moment it happens."""

@@ -185,9 +185,11 @@ def test_each_control_from_the_page_is_applied_and_journalled(sale: Sale, laptop
         'tr[data-sku="honey-500"] [data-cap]').inner_text(), "the cap gone from the page")
     # Limit.
     row.get_by_role("button", name="Limit").click()
+    assert row.locator("[data-limit]").inner_text() == "limit 3 each"  # the catalogue's, shown on the row
     page.get_by_label("Limit").fill("1")
     page.get_by_role("button", name="Apply").click()
     page.locator("#toast").filter(has_text="limit").wait_for()
+    row.locator("[data-limit]").filter(has_text="limit 1 each").wait_for()  # the host's new one, live
     sale.say("lim", "Limited", "蜂蜜要两瓶")
     wait_for(lambda: sale.state()["outcomes"].get("rejected") == 1, "the over-limit buy rejected")
     # A control the daemon refuses is answered on the page with the reason: honey has no presale quantity
