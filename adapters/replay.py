@@ -122,12 +122,16 @@ class ReplayAdapter(Adapter):
         await self.open()
         assert self._file is not None
         at = await self._go_on(self._file)
-        if float(self.options["speed"]) <= 0 and self._file is not sys.stdin.buffer:
-            async for batch in self._flat_out(self._file, *at):
+        self.stats.connected = True  # reading its recording (the board says so while it does)
+        try:
+            if float(self.options["speed"]) <= 0 and self._file is not sys.stdin.buffer:
+                async for batch in self._flat_out(self._file, *at):
+                    yield batch
+                return
+            async for batch in self._paced(self._file, *at):
                 yield batch
-            return
-        async for batch in self._paced(self._file, *at):
-            yield batch
+        finally:
+            self.stats.connected = False
 
     # ------------------------------------------------------------------ the position kept in the journal
 

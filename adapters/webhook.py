@@ -135,6 +135,7 @@ class WebhookAdapter(Adapter):
                 from exc
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        self.stats.connected = True  # listening: senders can reach it (the board says so, not 'disconnected')
         log.info("adapter %s: webhook listening on %s", self.name, self.url)
 
     async def close(self) -> None:
@@ -143,6 +144,7 @@ class WebhookAdapter(Adapter):
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        self.stats.connected = False
         await super().close()
 
     async def batches(self) -> AsyncIterator[Sequence[Comment]]:

@@ -380,3 +380,16 @@ async def test_lines_holding_arrays_move_the_position_a_line_at_a_time(tmp_path:
         assert data[:k["offset"]].count(b"\n") == k["line"]
         rest, _ = await run_kept(p, Kept(k), batch=4)
         assert [x.id for x in rest] == [f"m-{i}" for i in range(10 * k["line"], 120)]
+
+
+async def test_it_says_connected_while_it_reads_its_recording(tmp_path: Path) -> None:
+    # Found from outside: the board showed a replay that was reading as 'disconnected' (未连接).
+    p = write(tmp_path / "c.jsonl", *(c(i) for i in range(10)))
+    ad = ReplayAdapter({"path": str(p), "batch": 4}, name="replay-test")
+    seen = []
+    async with ad:
+        assert not ad.stats.connected
+        async for _ in ad.batches():
+            seen.append(ad.stats.connected)
+        assert not ad.stats.connected  # the recording has ended
+    assert seen == [True, True, True]

@@ -120,6 +120,7 @@ def test_deeply_nested_payloads_are_counted_and_skipped_on_every_transport(
         wait_for(lambda: daemon.api()["comments"] == n, f"{n} good comments")
         adapters = daemon.api()["adapters"]
         assert adapters["relay"]["connected"]
+        assert adapters["hook"]["connected"]  # listening (it said 'disconnected' on the board before)
         for name in ("relay", "companion", "hook"):
             assert adapters[name]["malformed"] == len(HOSTILE), (name, adapters[name])
         assert daemon.stop() == 0, daemon.log()
