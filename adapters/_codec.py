@@ -23,13 +23,14 @@ adapters may reuse :class:`Decoder`, :class:`FieldMap` and :func:`with_defaults`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 
 import orjson
 
 from livecart.core.errors import FatalAdapterError, MalformedInput
-from livecart.core.records import Comment, CommentDecoder
+from livecart.core.records import Comment, CommentDecoder, mend_surrogates
 from livecart.plugin import AdapterStats, Option
 
 #: Default largest payload accepted, in bytes.
@@ -121,10 +122,13 @@ class FieldMap:
 
 def load_json(body: bytes | str) -> Any:
     """``body`` decoded from JSON; raises :class:`MalformedInput` (``bad_json``, with the first 200 bytes) when
-    it is not JSON."""
+    it is not JSON. A lone half of a surrogate pair (an emoji cut in two) is read as U+FFFD, not refused."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):  # an emoji cut in two: kept, as U+FFFD (records.mend_surrogates)
+            with contextlib.suppress(orjson.JSONDecodeError):
+                return orjson.loads(mend_surrogates(body))
         raise MalformedInput("bad_json", str(exc), body[:200]) from exc
 
 
@@ -237,9 +241,10 @@ class Decoder:
             stats.duplicates += dupes
             return out
         try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            self._bad(MalformedInput("bad_json", str(exc), _head(payload, 200)), None, rejected)
+            data = load_json(payload if isinstance(payload, bytes | str) else bytes(payload))
+        except MalformedInput as exc:
+            exc.sample = _head(payload, 200)
+            self._bad(exc, None, rejected)
             return []
         if isinstance(data, list):
             out = []

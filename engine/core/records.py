@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -236,7 +237,7 @@ class CommentDecoder:
         self._array_misses = 0
 
     def decode(self, payload: bytes | bytearray | memoryview | str, out: list[Comment],
-               bad: list[tuple[int | None, MalformedInput]]) -> None:
+               bad: list[tuple[int | None, MalformedInput]], *, _retried: bool = False) -> None:
         """Append the payload's comments to ``out`` and its problems, as ``(index in the array or None,
         error)``, to ``bad``. The good elements of an array are kept."""
         if self._strict:
@@ -261,6 +262,11 @@ class CommentDecoder:
             bad.append((None, _malformed(exc, _head(payload))))
             return
         except msgspec.DecodeError as exc:
+            if "surrogate" in str(exc) and not _retried:
+                # A lone half of a surrogate pair (an emoji cut in two by a client or a platform): the comment is
+                # kept, the broken character becomes U+FFFD.
+                self.decode(mend_surrogates(payload), out, bad, _retried=True)
+                return
             bad.append((None, MalformedInput("bad_json", str(exc), _head(payload, 200))))
             return
         except RecursionError:
@@ -322,6 +328,15 @@ class CommentDecoder:
 
     def __repr__(self) -> str:
         return f"<CommentDecoder {self.platform}/{self.room} {'strict first' if self._strict else 'lenient'}>"
+
+
+_SURROGATE = re.compile(rb"(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def mend_surrogates(payload: bytes | bytearray | memoryview | str) -> bytes:
+    """``payload`` with every ``\\uD800``-``\\uDFFF`` escape that is not half of a pair replaced by ``\\uFFFD``."""
+    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+    return _SURROGATE.sub(lambda m: m.group(1) or rb"\ufffd", raw)
 
 
 def _head(payload: Any, n: int = 80) -> bytes | str:

@@ -208,3 +208,10 @@ def test_json_objects_are_the_same_however_the_bytes_are_cut(cuts: list[int]) ->
     points = [0, *sorted(cuts), len(_JSON)]
     got = [o for a, b in zip(points, points[1:], strict=False) for o in s.feed(_JSON[a:b])]
     assert [o["id"] for o in got] == ["a", "b", "中"]
+
+
+def test_a_cut_emoji_is_kept_through_a_field_map_too() -> None:
+    d = dec(fields={"text": "content"})
+    got = d.decode(b'{"id": "1", "user": "u", "ts": 1, "content": "\\u9e21\\u86cb \\ud83d"}')
+    assert [x.text for x in got] == ["\u9e21\u86cb \ufffd"]
+    assert d.stats.malformed_total == 0

@@ -186,3 +186,14 @@ def test_comment_problem_names_what_a_hand_built_comment_got_wrong() -> None:
         assert f"'{field}'" in str(problem), (field, problem)
     assert comment_problem(msgspec.structs.replace(good, ts=True)) is not None
     assert comment_problem(good.to_dict()) == "expected a Comment, got dict"
+
+
+def test_an_emoji_cut_in_two_keeps_the_comment_with_a_replacement_character() -> None:
+    # Found from outside: a text ending in half an emoji ("\ud83d") made the whole comment bad_json.
+    line = orjson.dumps({**_line, "text": "PLACEHOLDER"})
+    cases = {b"\\ud83d": "\ufffd", b"a\\ud83d\\ude00b\\ude00": "a\U0001f600b\ufffd", b"\\uDBFF x": "\ufffd x"}
+    for escaped, text in cases.items():
+        out, bad = _decode(line.replace(b"PLACEHOLDER", escaped))
+        assert bad == []
+        assert [c.text for c in out] == [text]
+    assert _decode(b'{"text": "\\ud83d')[1] == [(None, "bad_json")]  # still not JSON: refused
