@@ -311,7 +311,12 @@ def journal_main(args: argparse.Namespace) -> int:
     if res.backup is None:
         print(f"{path}: whole ({res.inspection.good_events:,} events); nothing to repair, nothing changed")
         return 0
-    print(f"{path}: kept batches 1-{res.kept_batches:,} (events 1-{res.kept_events:,}); "
-          f"dropped {res.inspection.batches - res.kept_batches:,} batches and {res.dropped_snapshots} snapshots")
+    if res.wal_cut:
+        print(f"{path}: the WAL was cut short; kept its whole frames: batches 1-{res.kept_batches:,} (events "
+              f"1-{res.kept_events:,}) and {res.inspection.snapshots - res.dropped_snapshots} snapshots. What the cut "
+              "frames held (the end of a commit the disk never finished) is only in the backup")
+    else:
+        print(f"{path}: kept batches 1-{res.kept_batches:,} (events 1-{res.kept_events:,}); dropped "
+              f"{res.inspection.batches - res.kept_batches:,} batches and {res.dropped_snapshots} snapshots")
     print(f"  the original is kept as {res.backup}")
     return 0

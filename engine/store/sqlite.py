@@ -1486,6 +1486,8 @@ class Repair:
     kept_batches: int = 0
     kept_events: int = 0
     dropped_snapshots: int = 0
+    #: The WAL was cut short: what its cut frames held is in the backup only (its batches are not counted).
+    wal_cut: bool = False
 
 
 class RepairRefused(JournalError):
@@ -1555,6 +1557,7 @@ def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time, cut
                 dst.write(src.read(whole))
             insp = inspect_file(scratch, check_wal=True)
             result.inspection = insp
+            result.wal_cut = True
             source = scratch
         else:
             assert insp is not None

@@ -205,11 +205,27 @@ async def test_a_cut_wal_is_refused_and_repair_keeps_its_whole_frames(tmp_path: 
         await SqliteStore.open(p, readonly=True)
     res = repair_file(p)
     assert res.backup is not None
+    assert res.wal_cut
     assert files(tmp_path, res.backup.name + "-wal")[0].read_bytes() == wal[:cut]
     assert inspect_file(p).ok
     led = await reopen(p)
     assert 0 <= led.seq < 30  # what the whole frames held; the rest is in the backup
     assert led.seq == res.kept_events
+
+
+async def test_repair_of_a_cut_wal_says_so_rather_than_dropped_0_batches(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    live = tmp_path / "live.db"
+    s, _ = await write(live, 6, close=False)
+    p = tmp_path / "j.db"
+    shutil.copy2(live, p)
+    wal = (tmp_path / "live.db-wal").read_bytes()
+    await s.close()
+    (tmp_path / "j.db-wal").write_bytes(wal[:len(wal) // 2 - 5])
+    assert run_cli("journal", "repair", str(p)) == 0
+    out = capsys.readouterr().out
+    assert "the WAL was cut short; kept its whole frames" in out
+    assert "dropped 0 batches" not in out
 
 
 async def test_a_foreign_sqlite_file_is_refused_by_open_verify_and_repair(tmp_path: Path) -> None:
