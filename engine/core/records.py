@@ -132,9 +132,12 @@ def comment_problem(obj: object) -> str | None:
     for field in _NAMED:
         v = getattr(obj, field)
         if not isinstance(v, str) or not v or len(v) > MAX_FIELD:
-            return f"'{field}' must be a non-empty string of at most {MAX_FIELD} characters, got {type(v).__name__}"
+            got = (type(v).__name__ if not isinstance(v, str) else "an empty string" if not v
+                   else f"{len(v):,} characters")
+            return f"'{field}' must be a non-empty string of at most {MAX_FIELD} characters, got {got}"
     if not isinstance(obj.text, str) or len(obj.text) > MAX_TEXT:
-        return f"'text' must be a string of at most {MAX_TEXT} characters, got {type(obj.text).__name__}"
+        got = type(obj.text).__name__ if not isinstance(obj.text, str) else f"{len(obj.text):,} characters"
+        return f"'text' must be a string of at most {MAX_TEXT} characters, got {got}"
     ts = obj.ts
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         return f"'ts' must be a finite number (seconds since the epoch), got {ts!r:.40}"

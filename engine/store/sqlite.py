@@ -1240,7 +1240,10 @@ class SqliteStore:
             else:  # the same one trip, timed on the connection's thread
                 rowcount, started, done, tid = await self._on_db_thread(_timed_insert, self._db._conn, params)
             if rowcount != 1:
-                error = JournalError("the batch before it was not written")
+                # The file's last batch is not the one this process wrote before this one: that one failed,
+                # or another process wrote to the file behind the lock's back.
+                error = JournalError("the journal's last batch is not the one this process wrote before it "
+                                     "(another process wrote to the file, or the batch before failed)")
         except (sqlite3.Error, ValueError, TypeError) as exc:
             error = exc
         back = time.perf_counter()

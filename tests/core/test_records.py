@@ -197,3 +197,10 @@ def test_an_emoji_cut_in_two_keeps_the_comment_with_a_replacement_character() ->
         assert bad == []
         assert [c.text for c in out] == [text]
     assert _decode(b'{"text": "\\ud83d')[1] == [(None, "bad_json")]  # still not JSON: refused
+
+
+def test_comment_problem_says_what_was_got() -> None:
+    good = Comment("douyin", "7312", "m-1", "u", "n", "要2", 1.0)
+    assert str(comment_problem(msgspec.structs.replace(good, user=""))).endswith("got an empty string")
+    assert str(comment_problem(msgspec.structs.replace(good, text="x" * 5000))).endswith("got 5,000 characters")
+    assert str(comment_problem(msgspec.structs.replace(good, text=b"x"))).endswith("got bytes")
