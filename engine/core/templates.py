@@ -38,6 +38,7 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
         "reserved:no_hold": "已为您保留 {product} ×{qty}，订单 {order}",
         "presale": "{product} 现货已抢完，已为您预订 ×{qty}，排第 {position} 位，订单 {order}。{note}",
         "promoted": "好消息！{product} ×{qty} 有货了，订单 {order} 转为现货，请在 {pay_by} 前付款",
+        "promoted:no_hold": "好消息！{product} ×{qty} 有货了，订单 {order} 转为现货",
         "cancelled": "已取消 {product} ×{qty}，订单 {order}",
         "expired": "订单 {order}（{product} ×{qty}）超时未付款，已释放",
         "paid": "订单 {order} 已付款，谢谢支持！",
@@ -56,6 +57,7 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
         "presale": "{product} is sold out; you are #{position} in the presale queue for x{qty}, "
                    "order {order}. {note}",
         "promoted": "good news: {product} x{qty} is in stock, order {order} is reserved; please pay by {pay_by}",
+        "promoted:no_hold": "good news: {product} x{qty} is in stock, order {order} is reserved",
         "cancelled": "cancelled {product} x{qty}, order {order}",
         "expired": "order {order} ({product} x{qty}) was not paid in time and is released",
         "paid": "order {order} is paid, thank you!",

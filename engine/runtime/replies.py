@@ -164,8 +164,8 @@ class Replier:
         ``text`` is the comment's text when known: for a product with options, a needs_variant reply then
         asks only for the option(s) the comment left open ("which size?")."""
         key = template_key(outcome)
-        if key == "reserved" and self.hold_minutes <= 0:
-            key = "reserved:no_hold"
+        if (key == "reserved" or key == "promoted") and self.hold_minutes <= 0:
+            key += ":no_hold"  # holds never expire: no pay-by time (it would read as "now")
         template = self.templates.get(key, "")
         if not template:
             return None

@@ -61,6 +61,16 @@ def test_reserved_without_hold_has_no_pay_by(sample_config_path: Path) -> None:
     assert "o-000123" in text
 
 
+def test_promoted_without_hold_has_no_pay_by(sample_config_path: Path) -> None:
+    # Found from outside: with hold_minutes = 0 a promoted presale order was told to pay by the current time.
+    r = Replier(cfg("", hold=0, sample=sample_config_path))
+    text = r.render(outcome(Status.PROMOTED), "张三") or ""
+    assert "付款" not in text
+    assert "o-000123" in text
+    assert "前付款" in (Replier(cfg("", hold=30, sample=sample_config_path)).render(outcome(Status.PROMOTED), "张三")
+                      or "")
+
+
 def test_presale_gives_position_and_note(en: Replier) -> None:
     text = en.render(outcome(Status.PRESALE, position=4), "Ann") or ""
     assert "#4" in text
