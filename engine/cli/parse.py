@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from livecart.config import load
+from livecart.config import load_for_reading
 from livecart.core.parser import Parser
 
 
@@ -83,7 +83,7 @@ def run(parser: Parser, lines: Iterable[bytes], out: IO[bytes], default_featured
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load(args.config)
+    cfg = load_for_reading(args.config)  # parse runs no adapter: a plugin need not be installed here
     parser = Parser.from_config(cfg)
     stdin = sys.stdin.buffer
     try:

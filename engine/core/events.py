@@ -21,8 +21,8 @@ Rules, per product or variant key:
 :class:`EventDetector` says ``sold_out`` and ``presale_full`` once per key until they mean something new: in
 a flash sale a cancel frees one unit (or one place in the queue) that the next buyer takes at once, and
 each refill is not news (one sale logged 207 events, most of them one queue refilling). A key is armed again
-when it has room again (``left`` back at the low-stock threshold, the queue a tenth below its cap, at least
-one) or when the host changed it (a restock raised ``stock``, a new cap).
+when it has room again (``left`` back at the low-stock threshold, the queue a tenth below its cap, two at
+least either way) or when the host changed it (a restock raised ``stock``, a new cap).
 """
 
 from __future__ import annotations
@@ -177,14 +177,15 @@ class EventDetector:
             if a is None:
                 continue
             stock = _int(a, "stock")
-            if stock > said_stock or _int(a, "left") >= low_threshold(stock, self.low_stock):
+            # Room for two at least: one unit a cancel freed and the next buyer took is not news.
+            if stock > said_stock or _int(a, "left") >= max(2, low_threshold(stock, self.low_stock)):
                 del self.sold_out[key]
         for key, said_cap in list(self.full.items()):
             a = after.get(key)
             if a is None:
                 continue
             cap = _int(a, "presale_cap", self.caps.get(key, 0))
-            if cap != said_cap or _int(a, "presale") <= cap - max(1, cap // 10):
+            if cap != said_cap or _int(a, "presale") <= cap - max(2, cap // 10):
                 del self.full[key]
 
     def __repr__(self) -> str:

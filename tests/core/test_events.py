@@ -176,3 +176,26 @@ def test_sold_out_again_only_after_a_restock_or_real_room() -> None:
     assert d.detect(snap(left=0), snap(stock=110, left=10)) == []  # the host restocked 10
     assert kinds(d.detect(snap(stock=110, left=10), snap(stock=110, left=0))) == [EventKind.SOLD_OUT]
     assert d.counts[EventKind.SOLD_OUT] == 2
+
+
+def test_a_small_queue_and_a_small_stock_do_not_flap_either() -> None:
+    # Found from outside: with stock 3 and a queue of 4 (a village's sale), each cancel/rebuy said sold_out or
+    # presale_full again, since a tenth of so little is one.
+    d = EventDetector(config.loads("""
+[stream]
+name = "t"
+[[products]]
+sku = "egg"
+name = "Eggs"
+stock = 3
+presale = 4
+""").catalogue)
+    assert kinds(d.detect(snap(stock=3, left=1), snap(stock=3, left=0))) == [EventKind.SOLD_OUT]
+    assert kinds(d.detect(snap(stock=3, left=0, presale=3), snap(stock=3, left=0, presale=4))) == [
+        EventKind.PRESALE_FULL]
+    for _ in range(6):
+        assert d.detect(snap(stock=3, left=0, presale=4), snap(stock=3, left=0, presale=3)) == []
+        assert d.detect(snap(stock=3, left=0, presale=3), snap(stock=3, left=0, presale=4)) == []
+        assert d.detect(snap(stock=3, left=0, presale=4), snap(stock=3, left=1, presale=4)) == []
+        assert d.detect(snap(stock=3, left=1, presale=4), snap(stock=3, left=0, presale=4)) == []
+    assert d.counts[EventKind.SOLD_OUT] == d.counts[EventKind.PRESALE_FULL] == 1
