@@ -56,7 +56,7 @@ NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQT
     LOOK, HOMOPHONE = range(20)
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
-_CN_DIGIT_CHARS = "零〇一二两俩三仨四五六七八九十百壹贰叁肆柒捌玖"
+_CN_DIGIT_CHARS = "零〇一二两俩三仨四五六七八九十百壹贰叁肆柒捌玖拾"
 _CN_NUM = f"[{_CN_DIGIT_CHARS}]+"
 _MEASURE = "|".join(tb.MEASURE_CN)
 _UNIT_NOISE = "|".join(
@@ -66,26 +66,28 @@ _UNIT_NOISE = "|".join(
 # or a unit of date, money or weight (noise).
 # 3号楼, 5号院: an address, not a link (号 then a building word is noise, below).
 _ADDRESS = "楼|院|栋|幢|门|房|室|单元|线|街|路|床|机"
-_NUM = re.compile(rf"([0-9]+)((?:[.:/][0-9]+)+)?\s*(?:(号)(?!{_ADDRESS})(?:\s*链接)?|({_MEASURE})|"
+_NUM = re.compile(rf"([0-9]+)((?:[.:/-][0-9]+)+)?\s*(?:(号)(?!{_ADDRESS})(?:\s*链接)?|({_MEASURE})|"
                   rf"({_UNIT_NOISE}|号(?:{_ADDRESS})))?")
 _CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?!{_ADDRESS})(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}|号(?:{_ADDRESS})))?")
 _LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
 _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
 _PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})")
 # Taking a quantity back: 退两盒, 减一盒, -1 (not the - of a range or a code: 3-5, a-1).
-_MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,2}}(?![0-9])|{_CN_NUM})\s*(?:{_MEASURE})?")
+_MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,2}}(?![0-9])|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 _CODE_SHAPE = re.compile(r"[a-z]{1,3}[0-9]{1,4}(?![a-z0-9])")
 _DIGIT_Q = re.compile(r"[0-9?]")
-_SKIP = re.compile(r"[^\w+#?*]+")
+_SKIP = re.compile(r"[^\w+#?*-]+")  # not -: a - before a number is read (鸡蛋 -1), a lone one skipped
 _MONEY = frozenset({"块", "元", "毛", "角"})
 #: Packaging words that make a bare quantity an order of the featured product (两盒, 3瓶). Not 个 / 只 / 斤:
 #: "一个" and "160斤" (a body weight, in clothing rooms) say other things as often.
 _ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "包", "单", "套", "桶", "提"})
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 _DOUBLED = re.compile(r"([a-z])\1+")
+# "pass" gives up a claim only as the whole comment (pass, pass po, pass muna na!), not in "pass me the link".
+_RELEASE_ALONE = re.compile(r"\s*pass(?:\s+(?:po|muna|na|ate|kuya|sis|pls|please))*[\s!.~…]*")
 #: Toneless pinyin of each CJK character (first reading), for typos of a Chinese alias by a homophone.
 _PINYIN: dict[str, str] = {ch: py for py, chars in READINGS.items() for ch in chars}
 #: Signals that let a homophone typo count: an order, a commerce question, a cancel or a negation. A
@@ -111,7 +113,7 @@ def cn_number(s: str) -> int | None:
         v = tb.CN_DIGITS.get(s)
         if v is not None:
             return v
-        return 10 if s == "十" else (100 if s == "百" else None)
+        return 10 if s == "十" or s == "拾" else (100 if s == "百" else None)
     total = 0
     cur = -1
     for ch in s:
@@ -120,7 +122,7 @@ def cn_number(s: str) -> int | None:
             if cur >= 0:
                 return None  # two digits in a row (一二) is not a number
             cur = d
-        elif ch == "十":
+        elif ch == "十" or ch == "拾":  # 拾: the financial 十 (贰拾 = 20)
             total += (cur if cur >= 0 else 1) * 10
             cur = -1
         elif ch == "百":
@@ -362,6 +364,7 @@ class Parser:
                      if x is not None and x >= 10 and x == int(x)}
             if whole:
                 self._prices[p.sku] = frozenset(whole)
+        self._all_prices = frozenset(x for v in self._prices.values() for x in v)
         targets = self._targets(catalogue.products)
         # Per options product: (option, value) pairs named, sorted -> (variant, None) when exactly one
         # variant has them all, (None, None) when several do. Every subset of every variant's values is a
@@ -664,15 +667,6 @@ class Parser:
             if m is not None:
                 end = m.end()
                 kind, payload = entry[1][m.group()]
-        if kind < 0 and (ch == "退" or ch == "减" or ch == "-"):
-            m = _MINUS.match(t, i)
-            # Not the - of a range or a code (3-5, a1-2), nor a discount (满200减30, 减30元).
-            if m is not None and not (i and (t[i - 1].isascii() and t[i - 1].isalnum() or t[i - 1] == "+")) \
-                    and t[m.end():m.end() + 1] not in _MONEY:
-                v = _int(m.group(1))
-                if v is not None:  # a quantity taken back: a cancel of what is named (of the latest order if nothing)
-                    _fold_qty(s, QTY, v)
-                    return self._fold(s, t, CANCEL, None, i, m.end())
         if kind < 0:
             if "0" <= ch <= "9":
                 kind, payload, end = self._read_digits(s, t, i)
@@ -697,6 +691,8 @@ class Parser:
             elif ch == "链":
                 kind, payload, end = _read_link(t, i)
             elif ch.isalnum():
+                if (ch == "退" or ch == "减") and (back := self._taken_back(t, i)):
+                    return self._fold(s, t, PAST, None, i, back)
                 if ch in self._py_chars:
                     if fuzzy:
                         hit = self._homophone(t, i)
@@ -707,6 +703,8 @@ class Parser:
                 s.residue += 1
                 return i + 1
             else:  # space, punctuation, emoji: skip the whole run
+                if ch == "-" and (back := self._taken_back(t, i)):
+                    return self._fold(s, t, PAST, None, i, back)
                 m = _SKIP.match(t, i)
                 return m.end() if m is not None else i + 1
         elif kind == FILL and ch == "链":
@@ -717,6 +715,17 @@ class Parser:
         if end <= i:
             end = i + 1
         return self._fold(s, t, kind, payload, i, end)
+
+    @staticmethod
+    def _taken_back(t: str, i: int) -> int:
+        """Where the quantity taken back that ``t[i]`` (退, 减 or -) starts ends, or 0 when it starts none: 鸡蛋-1, 鸡蛋退两盒, 减一盒 (folded as "not an
+        order now": never a buy, nor a cancel, since the ledger cancels a whole order and the buyer asked to
+        take back part of one). Not the - of a range or a code (3-5, a1-2), nor a discount (满200减30, 减30元),
+        nor a temperature or a score (-5度, -1分)."""
+        m = _MINUS.match(t, i)
+        if m is None or _int(m.group(1)) is None or t[m.end():m.end() + 1] in _MONEY:
+            return 0
+        return 0 if i and (t[i - 1].isascii() and t[i - 1].isalnum() or t[i - 1] == "+") else m.end()
 
     @staticmethod
     def _read_digits(s: _Scan, t: str, i: int) -> tuple[int, object, int]:
@@ -770,10 +779,13 @@ class Parser:
                 s.residue += end - i
                 return end
             assert isinstance(payload, int)
-            cur = s.cur
-            if kind == QTY and cur.qty is None and cur.sku is not None and payload in self._prices.get(cur.sku, ()):
-                cur.priced = True  # 蜂蜜68 with honey at 68: its price, not 68 jars (a quantity may follow)
-                return end
+            if kind == QTY and payload in self._all_prices:  # one set lookup: most quantities are no price
+                cur = s.cur
+                if cur.qty is None and cur.sku is not None and payload in self._prices.get(cur.sku, ()):
+                    cur.priced = True  # 蜂蜜68 with honey at 68: its price, not 68 jars (a quantity may follow)
+                    return end
+                if t.startswith("的", end) or i and t[i - 1] in "$¥￥":
+                    return end  # 68的蜂蜜, $68 honey: a price naming the product, not a quantity
             _fold_qty(s, kind, payload)
         elif kind in (VERB, SOLO):
             s.cur.verb = True
@@ -943,7 +955,7 @@ class Parser:
             if residue and not named and t.isascii():
                 return NOTHING
             return self._result(Intent.CANCEL, self._listed(named, featured))
-        if flags & (1 << RELEASE) and not residue and not flags & (1 << QTY | 1 << PLUS | 1 << VERB | 1 << SOLO):
+        if flags & (1 << RELEASE) and _RELEASE_ALONE.fullmatch(t):
             return self._result(Intent.CANCEL, self._listed(named, featured))  # "pass po": gives up a claim
         if flags & (1 << PAST):
             return NOTHING

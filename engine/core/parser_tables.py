@@ -26,8 +26,8 @@ T2S[ord("。")] = " "
 T2S[ord("、")] = " "
 
 #: Chinese numerals that may form a quantity (一 ... 九十九, 两, 俩, 仨, 百 for "a hundred", which is too many),
-#: and the financial forms that mean nothing else (壹 贰 叁 肆 柒 捌 玖; 伍, 陆 and 拾 are left out: 队伍,
-#: 大陆 and 收拾 are everyday words).
+#: and the financial forms that mean nothing else (壹 贰 叁 肆 柒 捌 玖; 伍 and 陆 are left out: 队伍 and 大陆
+#: are everyday words; 拾, the financial 十, is read by the parser's cn_number, alone only as a weak quantity).
 CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "仨": 3, "四": 4, "五": 5, "六": 6,
              "七": 7, "八": 8, "九": 9, "壹": 1, "贰": 2, "叁": 3, "肆": 4, "柒": 7, "捌": 8, "玖": 9}
 #: Measure words that make a number a quantity (CJK). 包 is only a measure word when not the 包 of 包邮.
@@ -99,7 +99,8 @@ PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", 
            "偷偷", "偷了", "偷走", "拿走", "数了", "数一下", "数数", "我妈买", "我爸买", "好想要",
            "早就", "已经有", "我有", "买过了", "买咗", "落咗单")
 #: Cancel an order.
-CANCEL_CN = ("不要了", "不要啦", "不买了", "不买啦", "取消", "退掉", "退单", "退了", "算了不要", "不拍了",
+# Not 退了: 主播我先退了 ("I'm leaving the stream now") is everyday chat, and 不退了 keeps the order.
+CANCEL_CN = ("不要了", "不要啦", "不买了", "不买啦", "取消", "退掉", "退单", "算了不要", "不拍了",
              # 鸡蛋退两盒, 减一盒, 鸡蛋-1: taking back a quantity (the ledger cancels that product's latest order).
              "退(?=[0-9一二两三仨四五六七八九十俩]|个|盒|瓶|袋|包|件|份)",
              "减(?=[0-9一二两三仨四五六七八九十俩]|个|盒|瓶|袋|包|件|份)", "(?<![0-9a-z+])-(?=[0-9]{1,2}(?![0-9]))",
