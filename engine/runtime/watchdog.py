@@ -77,6 +77,8 @@ class LoopWatchdog:
             elif late < self.beat * 2 and stalled_since is not None:
                 log.warning("the event loop runs again after %.1f s", time.monotonic() - stalled_since)
                 stalled_since = None
+        if stalled_since is not None:  # stopped (from the running loop) before the next look saw it run
+            log.warning("the event loop runs again after %.1f s", self._last - stalled_since)
 
     def _where(self, frames: int = 4) -> str:
         frame = sys._current_frames().get(self._loop_thread)

@@ -9,8 +9,6 @@ WebSocket transport, answered a webhook with 500 and stopped a replay.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.e2e.proc import Daemon, livecart, wait_for
+from tests.e2e.test_ack_ws_webhook_e2e import post
 from tests.e2e.test_mqtt_e2e import Broker
 
 CONFIG = """
@@ -77,13 +76,12 @@ def good(i: int, tag: str) -> bytes:
     return orjson.dumps({"id": f"{tag}-{i}", "user": f"{tag}{i}", "text": "鸡蛋来一盒", "ts": 1_700_000_000 + i})
 
 
-def post(url: str, body: bytes) -> int:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:  # noqa: S310 - 127.0.0.1 only
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+def small_sale(d: Path, adapters: str, *, stock: int = 10) -> Path:
+    """A one-product sale in ``d`` (journal ``d/j.db``) with the given ``[[adapters]]`` tables."""
+    cfg = d / "stream.toml"
+    cfg.write_text(f'[stream]\nname = "{d.name}"\n[storage]\npath = "{d / "j.db"}"\n{adapters}\n[[products]]\n'
+                   f'sku = "egg-10"\nname = "Eggs"\naliases = ["鸡蛋"]\nstock = {stock}\n', encoding="utf-8")
+    return cfg
 
 
 def test_deeply_nested_payloads_are_counted_and_skipped_on_every_transport(
@@ -136,21 +134,7 @@ def test_deeply_nested_payloads_are_counted_and_skipped_on_every_transport(
 def test_a_replay_with_a_deeply_nested_line_reads_the_rest(tmp_path: Path) -> None:
     lines = tmp_path / "chat.jsonl"
     lines.write_bytes(b"\n".join([good(0, "r"), *HOSTILE, good(1, "r")]) + b"\n")
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(f"""
-[stream]
-name = "replay"
-[storage]
-path = "{tmp_path / 'j.db'}"
-[[adapters]]
-type = "replay"
-path = "{lines}"
-[[products]]
-sku = "egg-10"
-name = "Eggs"
-aliases = ["鸡蛋"]
-stock = 10
-""", encoding="utf-8")
+    cfg = small_sale(tmp_path, f'[[adapters]]\ntype = "replay"\npath = "{lines}"\n')
     r = livecart("run", str(cfg), timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
@@ -208,22 +192,7 @@ def test_a_plugin_yielding_invalid_comments_has_them_counted_and_the_rest_journa
     # of the batch; on restart the plugin did it again. A dict in a batch stopped it the same way.
     install_plugin(tmp_path, monkeypatch, "chirp_plugin", PLUGIN, {"chirp": "Chirp"})
     out = tmp_path / "settled.txt"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(f"""
-[stream]
-name = "plugin"
-[storage]
-path = "{tmp_path / 'j.db'}"
-[[adapters]]
-type = "chirp"
-name = "chirp"
-out = "{out}"
-[[products]]
-sku = "egg-10"
-name = "Eggs"
-aliases = ["鸡蛋"]
-stock = 10
-""", encoding="utf-8")
+    cfg = small_sale(tmp_path, f'[[adapters]]\ntype = "chirp"\nname = "chirp"\nout = "{out}"\n')
     r = livecart("run", str(cfg), timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
@@ -306,21 +275,8 @@ class BadOpen(Base):
 
 
 def lifecycle_config(tmp_path: Path, *tables: str) -> Path:
-    cfg = tmp_path / "stream.toml"
     adapters = "".join(f'[[adapters]]\ntype = "{t}"\nname = "{t}"\nout = "{tmp_path}"\n' for t in tables)
-    cfg.write_text(f"""
-[stream]
-name = "lifecycle"
-[storage]
-path = "{tmp_path / 'j.db'}"
-{adapters}
-[[products]]
-sku = "egg-10"
-name = "Eggs"
-aliases = ["鸡蛋"]
-stock = 100
-""", encoding="utf-8")
-    return cfg
+    return small_sale(tmp_path, adapters, stock=100)
 
 
 def test_a_plugin_that_blocks_fails_or_breaks_on_close_is_said_and_contained(
