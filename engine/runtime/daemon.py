@@ -49,6 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from livecart import registry
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
     # start of a daemon on a journal file (python -X importtime, 2026-12-01).
     from livecart.runtime.cluster import ClusterEngine
 from livecart.runtime.watchdog import LoopWatchdog
-from livecart.store.lock import JournalLock
+from livecart.store.lock import JournalLock, hold_existing
 from livecart.store.sqlite import SqliteStore
 
 log = logging.getLogger("livecart.daemon")
@@ -986,6 +987,9 @@ async def serve(cfg: Config, *, clock: Callable[[], float] = time.time, parse: P
     # is refused here, before it binds a port, opens an adapter or writes a control state file.
     lock = JournalLock.acquire(cfg.storage.path, purpose="run")
     try:
+        # The journal file itself too (a hard link is the same journal by another name), before any listener
+        # binds: refused here, a second daemon opens nothing.
+        hold_existing(lock, Path(cfg.storage.path))
         return await _serve(cfg, lock, clock=clock, parse=parse, stop=stop, on_ready=on_ready, tune=tune,
                             make_adapter=make_adapter, reply_clock=reply_clock, reply_sleep=reply_sleep,
                             live_every=live_every)

@@ -167,3 +167,9 @@ class JournalLock:
 
     def __repr__(self) -> str:
         return f"<JournalLock {self.path.name}: {'held' if self.held else 'released'} by pid {self.info.get('pid')}>"
+
+
+def hold_existing(lock: JournalLock, journal: Path) -> None:
+    """:meth:`JournalLock.hold_file` on ``journal`` if the file exists yet (a stat and an flock: no wait)."""
+    if journal.exists():
+        lock.hold_file(journal)

@@ -89,7 +89,7 @@ from livecart.store.codec import (
     snapshot_parts,
     snapshot_report,
 )
-from livecart.store.lock import JournalLock, read_holder
+from livecart.store.lock import JournalLock, hold_existing, read_holder
 from livecart.store.pace import Pacer, unpaced
 
 log = logging.getLogger("livecart.journal")
@@ -559,7 +559,7 @@ class SqliteStore:
             # The file itself too, before SQLite opens it (through a hard link SQLite would use a WAL of
             # another name): a hard link is the same journal by another name. A new file is held once made.
             if lock is not None and not readonly:
-                _hold_if_there(lock, p)
+                hold_existing(lock, p)
             j = await cls._open(p, catalogue, hold_seconds, featured, durability, batch_max, batch_delay, readonly,
                                 clock, recent)
         except BaseException:
@@ -1495,12 +1495,6 @@ class Repair:
 
 class RepairRefused(JournalError):
     """``journal repair`` would drop events that a whole snapshot past the damage still carries."""
-
-
-def _hold_if_there(lock: JournalLock, p: Path) -> None:
-    """:meth:`JournalLock.hold_file` on ``p`` if the file exists yet (a stat and an flock: no wait)."""
-    if p.exists():
-        lock.hold_file(p)
 
 
 def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time, cut: bool = False) -> Repair:

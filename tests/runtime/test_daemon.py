@@ -6,6 +6,7 @@ events, status endpoints. Adapters are real ones (replay) or a queue-fed test ad
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,7 +21,7 @@ from aiohttp import web
 from livecart import registry
 from livecart.config import load
 from livecart.core.control import Control, ControlAction, parse_params
-from livecart.core.errors import ControlError, FatalAdapterError
+from livecart.core.errors import ControlError, FatalAdapterError, JournalLocked
 from livecart.core.records import Comment
 from livecart.core.settings import PluginSettings
 from livecart.plugin import Adapter
@@ -485,6 +486,27 @@ async def test_a_journal_write_failure_is_unhealthy_at_once_and_stops_the_daemon
         async with asyncio.timeout(10):  # stops by itself: no third comment, no stop signal
             assert await asyncio.shield(run.task) == 1
     assert "never retrieved" not in caplog.text
+
+
+async def test_a_second_daemon_on_a_hard_link_is_refused_before_it_opens_anything(tmp_path: Path) -> None:
+    # Found from outside: refused through a hard link, a second daemon had already opened its adapters (its
+    # WebSocket listener bound a port) before the journal refused it.
+    extra = '[[adapters]]\ntype = "fed"\nname = "feed"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra), make_adapter=fed_factory(made))
+    async with run as d:
+        made["feed"].push([comment(0)])
+        await until(lambda: d.engine.ledger.comments == 1, "the first comment")
+        other = tmp_path / "other"
+        other.mkdir()
+        await asyncio.to_thread(os.link, tmp_path / "journal.db", other / "journal.db")
+        second: dict[str, Fed] = {}
+        cfg = load(write(other, extra), adapter_options=options_of)
+        with pytest.raises(JournalLocked, match="hard link"):
+            await serve(cfg, make_adapter=fed_factory(second))
+        assert second == {}  # no adapter was even made, let alone opened
+        made["feed"].end()
+        assert await run.finish() == 0
 
 
 async def test_an_adapter_that_fails_mid_stream_ends_with_status_1_after_the_others_drain(tmp_path: Path) -> None:
