@@ -21,8 +21,9 @@ from setuptools.build_meta import *  # noqa: F403  (the rest of the PEP 517 hook
 
 COMPILE = "LIVECART_COMPILE"
 MYPYC = "mypy>=1.11"
-#: What mypyc must import to type-check the compiled modules (records are msgspec structs).
-COMPILE_NEEDS = (MYPYC, "msgspec>=0.18")
+#: What mypyc must import to type-check the compiled modules (records are msgspec structs; the comment decoder
+#: falls back to orjson for a payload nested too deep for msgspec).
+COMPILE_NEEDS = (MYPYC, "msgspec>=0.18", "orjson>=3.9")
 
 
 def _compiling() -> bool:
