@@ -43,6 +43,14 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _path_arg(value: str) -> str:
+    """A file or folder argument: an empty one (``--html ''``, a shell variable that was not set) is bad
+    usage, not the current folder or a silent fallback."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must name a file or folder, not be empty")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livecart", description="Real-time live-chat order capture.")
     p.add_argument("--version", action=_Version, nargs=0, help="show the version and build, and exit")
@@ -50,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run a bundled sale end to end and show it live")
-    d.add_argument("--dir", default=None, help="where to write the demo's journal and export (default: a temp dir)")
+    d.add_argument("--dir", default=None, type=_path_arg,
+                   help="where to write the demo's journal and export (default: a temp dir)")
     d.add_argument("--speed", type=float, default=None, help="replay speed (default: the demo's own pace)")
     d.add_argument("--plain", action="store_true", help="no live view; print progress lines instead")
 
@@ -64,14 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="the state in the journal of FILE's stream")
     rep.add_argument("file", help="stream config (TOML)")
-    rep.add_argument("--json", action="store_true", help="print one JSON object (docs/contract.md §5)")
-    rep.add_argument("--html", metavar="OUT", default=None,
+    how = rep.add_mutually_exclusive_group()  # one or the other: --json with --html used to drop --json silently
+    how.add_argument("--json", action="store_true", help="print one JSON object (docs/contract.md §5)")
+    how.add_argument("--html", metavar="OUT", default=None, type=_path_arg,
                      help="write the after-sale summary (the console's) as one self-contained HTML file")
 
     ex = sub.add_parser("export", help="one row per order for fulfilment")
     ex.add_argument("file", help="stream config (TOML)")
     ex.add_argument("--format", choices=("csv", "jsonl"), required=True)
-    ex.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    ex.add_argument("--output", "-o", default="-", type=_path_arg, help="file to write (default: stdout)")
 
     jn = sub.add_parser("journal", help="check or repair a journal file")
     jsub = jn.add_subparsers(dest="journal_command", required=True, metavar="ACTION")

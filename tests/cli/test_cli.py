@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # A command whose output pipe closed under it (``livecart export ... | head``), made deterministic by a
 # command that raises BrokenPipeError itself after writing a line.
 SCRIPT = """
@@ -54,3 +56,19 @@ def test_an_output_or_folder_that_cannot_be_written_is_a_message_not_a_traceback
         assert proc.returncode == 1, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, args
         assert f"livecart {args[0]}: {said}" in proc.stderr, (args, proc.stderr)
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "x.toml", "--json", "--html", "out.html"],  # --json used to be dropped silently
+    ["report", "x.toml", "--html", ""],  # used to print the text report
+    ["demo", "--dir", ""],  # used to write into the current folder
+    ["export", "x.toml", "--format", "csv", "-o", " "],
+])
+def test_contradictory_or_empty_arguments_are_bad_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    import livecart.cli.main as cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not allowed with" in err or "must name a file or folder" in err
