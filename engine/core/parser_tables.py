@@ -101,9 +101,6 @@ PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", 
 #: Cancel an order.
 # Not 退了: 主播我先退了 ("I'm leaving the stream now") is everyday chat, and 不退了 keeps the order.
 CANCEL_CN = ("不要了", "不要啦", "不买了", "不买啦", "取消", "退掉", "退单", "算了不要", "不拍了",
-             # 鸡蛋退两盒, 减一盒, 鸡蛋-1: taking back a quantity (the ledger cancels that product's latest order).
-             "退(?=[0-9一二两三仨四五六七八九十俩]|个|盒|瓶|袋|包|件|份)",
-             "减(?=[0-9一二两三仨四五六七八九十俩]|个|盒|瓶|袋|包|件|份)", "(?<![0-9a-z+])-(?=[0-9]{1,2}(?![0-9]))",
              "别要了", "撤单", "撤销", "不想要了",
              # Cantonese and Taiwanese: 唔要喇 ("don't want it any more"), 弃单 (abandon the order).
              "唔要喇", "唔要啦", "唔要了", "唔要住", "唔买喇", "唔买了", "弃单", "取消订单")

@@ -28,7 +28,8 @@ from livecart.core.errors import JournalError, JournalLocked
 def lock_path(journal: str | Path) -> Path:
     """The lock file of the journal at ``journal``, beside the file it names after symlinks are followed
     (``Path.resolve``): a journal reached through a symlink, a symlinked folder or a relative path is the
-    same journal, with the same lock. (A hard link is another name the kernel does not tell us of; don't.)"""
+    same journal, with the same lock. A hard link is a name no path resolves to: :meth:`JournalLock.hold_file`
+    locks the file itself for that."""
     p = Path(journal).resolve()
     return p.with_name(p.name + ".lock")
 
