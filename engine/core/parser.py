@@ -73,7 +73,7 @@ _LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}
 _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
 _PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})")
 # Taking a quantity back: 退两盒, 减一盒, -1 (not the - of a range or a code: 3-5, a-1).
-_MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,2}}(?![0-9])|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
+_MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
@@ -703,7 +703,7 @@ class Parser:
                 s.residue += 1
                 return i + 1
             else:  # space, punctuation, emoji: skip the whole run
-                if ch == "-" and (back := self._taken_back(t, i)):
+                if ch == "-" and (back := self._taken_back(t, i, s.prev == PLUS)):
                     return self._fold(s, t, PAST, None, i, back)
                 m = _SKIP.match(t, i)
                 return m.end() if m is not None else i + 1
@@ -717,15 +717,18 @@ class Parser:
         return self._fold(s, t, kind, payload, i, end)
 
     @staticmethod
-    def _taken_back(t: str, i: int) -> int:
+    def _taken_back(t: str, i: int, after_plus: bool = False) -> int:
         """Where the quantity taken back that ``t[i]`` (退, 减 or -) starts ends, or 0 when it starts none: 鸡蛋-1, 鸡蛋退两盒, 减一盒 (folded as "not an
         order now": never a buy, nor a cancel, since the ledger cancels a whole order and the buyer asked to
         take back part of one). Not the - of a range or a code (3-5, a1-2), nor a discount (满200减30, 减30元),
-        nor a temperature or a score (-5度, -1分)."""
+        nor a temperature or a score (-5度, -1分). Right after a ``+N`` (``after_plus``) it is taken back
+        even with no space: ``+1-1`` is a +1 withdrawn, not a range."""
         m = _MINUS.match(t, i)
         if m is None or _int(m.group(1)) is None or t[m.end():m.end() + 1] in _MONEY:
             return 0
-        return 0 if i and (t[i - 1].isascii() and t[i - 1].isalnum() or t[i - 1] == "+") else m.end()
+        if after_plus or not i:
+            return m.end()
+        return 0 if t[i - 1].isascii() and t[i - 1].isalnum() or t[i - 1] == "+" else m.end()
 
     @staticmethod
     def _read_digits(s: _Scan, t: str, i: int) -> tuple[int, object, int]:
