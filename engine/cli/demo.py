@@ -706,17 +706,28 @@ def demo_config_text() -> str:
     return importlib.resources.files("livecart").joinpath("data", CONFIG_NAME).read_text(encoding="utf-8")
 
 
+def refusal(directory: Path) -> str | None:
+    """Why the demo cannot be written into ``directory`` (None when it can): a file by that name, or a demo
+    journal there already."""
+    if directory.exists() and not directory.is_dir():
+        return f"{directory} is a file, not a directory; pass another --dir"
+    if (directory / "demo.db").exists():
+        return (f"{directory} already holds a demo journal (demo.db); "
+                "pass another --dir, or delete it to run the demo again there")
+    return None
+
+
 def prepare(directory: Path, scenario: Scenario) -> Path:
     """Write the demo config and its comment stream into ``directory``; return the config's path.
 
     Raises :class:`JournalError` when ``directory`` already holds a demo journal: a second run over it would
     be a restart of the first (every comment already processed), not a new sale.
     """
+    refused = refusal(directory)
+    if refused is not None:
+        raise JournalError(refused)
     directory.mkdir(parents=True, exist_ok=True)
     cfg_path = directory / CONFIG_NAME
-    if (directory / "demo.db").exists():
-        raise JournalError(f"{directory} already holds a demo journal (demo.db); "
-                           "pass another --dir, or delete it to run the demo again there")
     cfg_path.write_text(demo_config_text(), encoding="utf-8")
     (directory / COMMENTS_NAME).write_bytes(scenario.jsonl())
     return cfg_path
@@ -752,6 +763,10 @@ def main(args: Any) -> int:
     console = Console(file=out, highlight=False, soft_wrap=False)
     created = getattr(args, "dir", None) is None
     directory = Path(tempfile.mkdtemp(prefix="livecart-demo-")) if created else Path(args.dir)
+    refused = None if created else refusal(directory)
+    if refused is not None:  # said before "writing ... to", which would not be true
+        print(f"livecart demo: {refused}", file=sys.stderr)
+        return 1
     console.print(f"livecart demo: writing the journal and export to {directory}", soft_wrap=True)
     view: View = PlainView(out) if plain else LiveView(console)
     try:

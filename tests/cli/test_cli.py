@@ -48,7 +48,7 @@ def test_an_output_or_folder_that_cannot_be_written_is_a_message_not_a_traceback
         ("report", cfg, "--html", str(tmp_path / "no" / "such" / "x.html")): "No such file or directory",
         ("report", cfg, "--html", str(tmp_path)): "Is a directory",
         ("export", cfg, "--format", "csv", "-o", str(tmp_path / "no" / "x.csv")): "No such file or directory",
-        ("demo", "--dir", str(a_file), "--plain"): "File exists",
+        ("demo", "--dir", str(a_file), "--plain"): f"{a_file} is a file, not a directory",
     }
     for args, said in cases.items():
         proc = subprocess.run([sys.executable, "-m", "livecart.cli.main", *args], capture_output=True, text=True,
@@ -56,6 +56,7 @@ def test_an_output_or_folder_that_cannot_be_written_is_a_message_not_a_traceback
         assert proc.returncode == 1, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, args
         assert f"livecart {args[0]}: {said}" in proc.stderr, (args, proc.stderr)
+        assert "writing" not in proc.stdout, args  # not "writing ... to" a place it then refused
 
 
 @pytest.mark.parametrize("argv", [

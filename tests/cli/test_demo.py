@@ -245,7 +245,9 @@ def test_demo_refuses_a_directory_that_holds_a_demo_journal(finished: tuple[Path
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     from livecart.cli.main import main
     assert main(["demo", "--plain", "--speed", "0", "--dir", str(finished[0])]) == 1
-    assert "already holds a demo journal" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "already holds a demo journal" in said.err
+    assert "writing" not in said.out  # refused before it says where it writes
 
 
 def test_demo_refuses_a_negative_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
