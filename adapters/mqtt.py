@@ -117,14 +117,27 @@ class _Link:
 
     paho calls ``on_socket_*`` from whichever thread calls it: the blocking TCP connect runs in an executor,
     so those callbacks hop to the loop with ``call_soon_threadsafe``.
+
+    **A socket the loop gave up on.** When a connection is reset (a broker that stops or restarts cuts it
+    while messages to and from it are on the way), Linux reports an error on the socket; uvloop then calls
+    the reader once and closes its watcher for good, though paho may have read only the data queued before
+    the reset and not yet the error (``loop_read`` reads a packet or a few). paho, never called again, would
+    not notice the connection was gone until its keepalive ran out, and every PUBACK meanwhile raised out of
+    ``add_writer``. So a reader or writer the loop refuses breaks the link at once (``on_broken``: the session
+    reconnects, and the broker resends what was not acknowledged), and the keepalive task checks once a
+    second that the loop still watches the socket.
     """
 
-    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop,
+                 on_broken: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.loop = loop
         self.thread = threading.get_ident()
         self.sock: Any = None
         self.misc: asyncio.Task[None] | None = None
+        self.on_broken = on_broken
+        #: Why the loop stopped watching the socket (None while it does).
+        self.broken: str | None = None
         client.on_socket_open = self._on_open
         client.on_socket_close = self._on_close
         client.on_socket_register_write = self._on_register_write
@@ -133,15 +146,30 @@ class _Link:
     def _soon(self, fn: Callable[..., Any], *args: Any) -> None:
         if threading.get_ident() == self.thread:
             fn(*args)
-        else:
+        elif not self.loop.is_closed():
             self.loop.call_soon_threadsafe(fn, *args)
+
+    def _watch(self, add: Callable[[Any, Callable[[], Any]], None], sock: Any, callback: Callable[[], Any]) -> bool:
+        """``add(sock, callback)`` (the loop's add_reader or add_writer); False, and the link broken, when the
+        loop refuses it."""
+        if self.broken is not None:
+            return False
+        try:
+            add(sock, callback)
+        except (RuntimeError, OSError, ValueError) as exc:  # uvloop: "the handler is closed"
+            log.debug("mqtt: the event loop refused to watch %r: %r", sock, exc)
+            self.broken = "connection reset (the event loop stopped watching its socket)"
+            if self.on_broken is not None:
+                self.on_broken(self.broken)
+            return False
+        return True
 
     def _on_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._soon(self._open, sock)
 
     def _open(self, sock: Any) -> None:
         self.sock = sock
-        self.loop.add_reader(sock, self.client.loop_read)
+        self._watch(self.loop.add_reader, sock, self.client.loop_read)
         if self.misc is None:
             self.misc = self.loop.create_task(self._misc(), name="mqtt-keepalive")
 
@@ -149,21 +177,32 @@ class _Link:
         self._soon(self._close, sock)
 
     def _close(self, sock: Any) -> None:
+        if sock is self.sock:
+            self.sock = None
         with contextlib.suppress(Exception):
             self.loop.remove_reader(sock)
         with contextlib.suppress(Exception):
             self.loop.remove_writer(sock)
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._soon(self.loop.add_writer, sock, self.client.loop_write)
+        self._soon(self._watch, self.loop.add_writer, sock, self.client.loop_write)
 
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._soon(self.loop.remove_writer, sock)
+        self._soon(self._unwatch_write, sock)
+
+    def _unwatch_write(self, sock: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_writer(sock)
 
     async def _misc(self) -> None:
-        """Keepalive pings and timeouts (paho's ``loop_misc``, which wants a call about once a second)."""
+        """Keepalive pings and timeouts (paho's ``loop_misc``, which wants a call about once a second), and
+        the check that the loop still watches the socket (see the class docstring): adding the same reader
+        again only replaces its callback, unless the loop has closed its watcher."""
         while True:
             if self.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            sock = self.sock
+            if sock is not None and not self._watch(self.loop.add_reader, sock, self.client.loop_read):
                 return
             await asyncio.sleep(1.0)
 
@@ -171,9 +210,17 @@ class _Link:
         if self.misc is not None:
             self.misc.cancel()
             self.misc = None
-        if self.sock is not None:
-            self._close(self.sock)
-            self.sock = None
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            self._close(sock)  # also drops a watcher the loop closed, so the next socket on its fd gets a new one
+            if self.broken is not None:
+                # paho never saw the connection go, so never closed the socket: close it here, and let the
+                # client (done with) close it again at its garbage collection without calling back.
+                c = self.client
+                c.on_socket_open = c.on_socket_close = None
+                c.on_socket_register_write = c.on_socket_unregister_write = None
+                with contextlib.suppress(OSError):
+                    sock.close()
 
 
 class MqttAdapter(Adapter):
@@ -273,7 +320,6 @@ class MqttAdapter(Adapter):
         limit = int(o["max_pending"])
         loop = asyncio.get_running_loop()
         client = self._client_for(v5)
-        link = _Link(client, loop)
         inbox: deque[paho.MQTTMessage] = deque()
         wake = self._wake = asyncio.Event()
         connected: asyncio.Future[tuple[int, bool]] = loop.create_future()
@@ -281,6 +327,15 @@ class MqttAdapter(Adapter):
         lost: list[str] = []
         stats = self.stats
         adapter = self
+
+        def on_broken(reason: str) -> None:
+            lost.append(reason)
+            stats.connected = False
+            if not connected.done():
+                connected.set_exception(RetryableError(f"mqtt {self.name}: {reason}"))
+            wake.set()
+
+        link = _Link(client, loop, on_broken)
 
         def on_connect(c: paho.Client, u: Any, flags: paho.ConnectFlags, rc: ReasonCode, p: Any) -> None:
             if not connected.done():
