@@ -421,8 +421,16 @@ class ClusterEngine:
                     # loses this batch's announcement, it never repeats one.
                     n += 1
                     mark = orjson.dumps([js.MARK, through, len(outs)])
-                    last_dec = await self.log.publish(self.log.names.decisions, mark, f"{self.member}-m-{rev}-{n}",
-                                                      expect_last=last_dec, patience=lease.left())
+                    try:
+                        last_dec = await self.log.publish(self.log.names.decisions, mark,
+                                                          f"{self.member}-m-{rev}-{n}", expect_last=last_dec,
+                                                          patience=lease.left())
+                    except BaseException:
+                        # Not acknowledged (stepping down, or stopping): if the mark is not in the log, these
+                        # were never handed out, and whoever decides next (this process too, which took them
+                        # out of its state) must announce them; if it is, the mark covers them (in doubt).
+                        state.put_back()
+                        raise
                     lease.check()
                     self._announce(outs, first, last)
             self._maybe_snapshot()

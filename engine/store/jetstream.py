@@ -156,6 +156,8 @@ class SaleState:
         self.decider: str | None = None  # member id of the last takeover
         self.last_ts = header.created
         self.unannounced: list[tuple[int, list[Outcome]]] = []
+        #: What the last take_unannounced took, until its mark is in the log (see put_back).
+        self.taken: list[tuple[int, list[Outcome]]] = []
         self.names: dict[str, str] = {}  # user -> display name (export)
         #: seq -> outcomes, or the ControlError, of controls that someone waits for (see :meth:`expect`).
         self.results: dict[int, list[Outcome] | ControlError] = {}
@@ -283,18 +285,30 @@ class SaleState:
         took over: ``floor`` is :attr:`announced` as its takeover found it)."""
         out: list[Outcome] = []
         keep: list[tuple[int, list[Outcome]]] = []
+        taken: list[tuple[int, list[Outcome]]] = []
         first = last = 0
         for s, o in self.unannounced:
             if s <= floor:
                 continue
             if s <= through:
                 out.extend(o)
+                taken.append((s, o))
                 first = first or s
                 last = s
             else:
                 keep.append((s, o))
         self.unannounced = keep
+        self.taken = taken
         return out, first, last
+
+    def put_back(self) -> None:
+        """Give back what the last :meth:`take_unannounced` took, when the decider's mark of it did not reach
+        the log (the decider stepped down first): whoever decides next, this process too, announces it. What
+        a mark applied since then covers stays out (the mark was written after all: in doubt at a takeover)."""
+        back = [(s, o) for s, o in self.taken if s > self.announced]
+        self.taken = []
+        if back:
+            self.unannounced = back + self.unannounced  # all older than what arrived since
 
     # ------------------------------------------------------------------ snapshots
 

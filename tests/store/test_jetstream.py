@@ -109,6 +109,24 @@ def test_state_marks_drop_what_was_announced_and_controls_report_to_who_waits() 
     assert s.unannounced == []
 
 
+def test_state_puts_back_what_a_mark_that_never_reached_the_log_took() -> None:
+    s = _state()
+    s.apply(1, 1001.0, False, _body([_comment(1)]))
+    s.apply(2, 1002.0, False, _body([_comment(2)]))
+    outs, _, _ = s.take_unannounced(2, floor=0)
+    assert len(outs) == 2
+    assert s.unannounced == []
+    s.apply(3, 1003.0, False, _body([_comment(3)]))  # read while the mark was on its way
+    s.put_back()  # the mark was not acknowledged
+    assert [seq for seq, _ in s.unannounced] == [1, 2, 3]
+    outs, _, _ = s.take_unannounced(3, floor=0)
+    assert [o.comment for o in outs] == ["m-1", "m-2", "m-3"]
+    s.apply(4, 1004.0, True, orjson.dumps([js.MARK, 3, 3]))  # this mark was written after all
+    s.put_back()
+    assert s.unannounced == []  # covered by the mark: in doubt at a takeover, never announced twice
+    assert s.last_batch == (1, 3, 3)
+
+
 def test_state_clock_is_the_log_so_a_sweep_expires_at_the_same_place_for_every_reader() -> None:
     s = _state(hold=60.0)
     s.apply(1, 1000.0, False, _body([_comment(1)]))
@@ -401,3 +419,37 @@ async def test_report_html_summary_of_a_jetstream_sale(nats_server: str, sale: s
     assert data["comments"] == want["comments"] == 6
     assert data["outcomes"] == want["outcomes"]
     assert sum(point[1] for point in data["history"]) > 0  # comments over time, from the log's times
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_mark_the_cluster_did_not_acknowledge_gives_its_outcomes_back(nats_server: str, sale: str) -> None:
+    """Found from outside (2 of 3 NATS nodes killed for 15 s): the decider stepped down when its mark was
+    not acknowledged, took the lease again, and the outcomes that mark was for were never announced nor
+    counted in doubt. Now the same process announces them once it decides again."""
+    cfg = _cfg(nats_server, sale, stock=10)
+    heard: list[Outcome] = []
+    a = await ClusterEngine.open(cfg, lease_seconds=5.0)
+    a.add_listener(heard.extend)
+    try:
+        await _until(lambda: a.leading, "a to decide")
+        await a.submit([_comment(1), _comment(2)])
+        await _until(lambda: len(heard) == 2, "the first outcomes")
+        real = a.log.publish
+        failed: list[bytes] = []
+
+        async def publish(subject: str, body: bytes, msg_id: str, **kw: object) -> int:
+            if not failed and subject == a.log.names.decisions and orjson.loads(body)[0] == js.MARK:
+                failed.append(body)
+                raise JournalError("the cluster did not acknowledge (test)")
+            return await real(subject, body, msg_id, **kw)  # type: ignore[arg-type]
+
+        a.log.publish = publish  # type: ignore[method-assign]
+        takeovers = a.takeovers
+        await a.submit([_comment(3), _comment(4, "egg +2")])
+        await _until(lambda: failed, "the mark of m-3 and m-4 to fail")
+        await _until(lambda: a.takeovers > takeovers and a.leading, "a to decide again")
+        await _until(lambda: len(heard) == 4, "m-3 and m-4 announced after all")
+        assert [o.comment for o in heard] == ["m-1", "m-2", "m-3", "m-4"]  # none lost, none twice
+        assert a.in_doubt_total == 2  # the last mark in the log: m-1 and m-2's (announced, but a cannot know)
+    finally:
+        await a.close()
