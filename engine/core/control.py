@@ -248,11 +248,22 @@ def presale_cap(c: Control, catalogue: Catalogue) -> int:
         return 0
     if c.qty is not None:
         return c.qty
+    # What names no unit is said as the ledger says it (not "no presale quantity": there is no such unit).
     product = catalogue.by_sku.get(str(c.sku))
-    cap = 0
-    if product is not None:
-        v = product.variant(c.variant) if c.variant is not None else None
-        cap = v.presale if v is not None else product.presale
+    if product is None:
+        raise ControlError(f"no product {c.sku!r}; known: {', '.join(sorted(catalogue.by_sku))}")
+    names = ", ".join(v.name for v in product.variants)
+    if c.variant is None and product.variants:
+        raise ControlError(f"{c.sku} has variants ({names}); name one")
+    if c.variant is not None:
+        if not product.variants:
+            raise ControlError(f"{c.sku} has no variants")
+        v = product.variant(c.variant)
+        if v is None:
+            raise ControlError(f"{c.sku} has no variant {c.variant!r}; known: {names}")
+        cap = v.presale
+    else:
+        cap = product.presale
     if cap <= 0:
         key = f"{c.sku}/{c.variant}" if c.variant else str(c.sku)
         raise ControlError(f"{key} has no presale quantity in the config; give one: presale {key} N")

@@ -47,6 +47,17 @@ def test_presale_on_without_a_configured_quantity_is_refused() -> None:
         control.record(parse_params("presale", ["tea/50g", "on"]), CAT)
 
 
+@pytest.mark.parametrize(("target", "said"), [
+    ("bamboo", "no product 'bamboo'"),  # was "bamboo has no presale quantity in the config; give one"
+    ("tea", r"tea has variants \(50g, 100g\); name one"),
+    ("tea/nosuch", "tea has no variant 'nosuch'"),
+    ("egg/big", "egg has no variants"),
+])
+def test_presale_on_for_a_unit_that_does_not_exist_says_so(target: str, said: str) -> None:
+    with pytest.raises(ControlError, match=said):
+        control.record(parse_params("presale", [target, "on"]), CAT)
+
+
 def test_status_is_not_a_record() -> None:
     with pytest.raises(ControlError, match="not journalled"):
         control.record(Control(ControlAction.STATUS), CAT)
