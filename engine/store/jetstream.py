@@ -440,7 +440,10 @@ class SaleLog:
             cfg = api.StreamConfig(name=n.stream, subjects=[n.inputs, n.decisions], num_replicas=replicas,
                                    storage=api.StorageType.FILE, duplicate_window=DUPLICATE_WINDOW,
                                    retention=api.RetentionPolicy.LIMITS, discard=api.DiscardPolicy.NEW)
-            await self._retry(lambda: self.js.add_stream(cfg))
+            try:
+                await self._retry(lambda: self.js.add_stream(cfg))
+            except nats.js.errors.APIError as exc:  # e.g. replicas > 1 on a server that is not clustered
+                raise _refused(n.sale, "log", replicas, exc) from None
             log.info("created the log of sale %s (%d replicas)", n.sale, replicas)
         try:
             self.kv = await self._retry(lambda: self.js.key_value(n.bucket))
@@ -449,7 +452,10 @@ class SaleLog:
                 raise JournalError(f"the sale {n.sale!r} has no bucket in the cluster") from None
             kvc = api.KeyValueConfig(bucket=n.bucket, history=1, replicas=replicas,
                                      storage=api.StorageType.FILE)
-            self.kv = await self._retry(lambda: self.js.create_key_value(kvc))
+            try:
+                self.kv = await self._retry(lambda: self.js.create_key_value(kvc))
+            except nats.js.errors.APIError as exc:
+                raise _refused(n.sale, "bucket", replicas, exc) from None
         try:
             entry = await self._retry(lambda: self.kv.get("header"))
             self.header = header_from_json(entry.value)
@@ -574,6 +580,14 @@ class SaleLog:
 
     def __repr__(self) -> str:
         return f"<SaleLog {self.names.sale} on {', '.join(self.servers)}: {self.publishes} publishes>"
+
+
+def _refused(sale: str, what: str, replicas: int, exc: Any) -> JournalError:
+    """The cluster refused to create the sale's stream or bucket: said in one line, with what to check."""
+    said = getattr(exc, "description", None) or str(exc)
+    hint = (f"; [storage] replicas = {replicas} needs a cluster of at least {replicas} JetStream servers "
+            "(replicas = 1 for a single server)") if replicas > 1 else ""
+    return JournalError(f"the NATS server refused to create the {what} of sale {sale!r}: {said}{hint}")
 
 
 async def connect(servers: Sequence[str], name: str, connect_timeout: float = 5.0) -> Any:

@@ -204,6 +204,14 @@ async def _until(cond: object, what: str, within: float = 30.0) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("cleanup")
+async def test_replicas_a_single_server_cannot_keep_is_one_clear_error(nats_server: str, sale: str) -> None:
+    """Found from outside: replicas = 3 against one server that is not clustered ended `livecart run` with a
+    52-line traceback (nats ServerError err_code=10074)."""
+    with pytest.raises(JournalError, match=r"refused to create the log of sale .*replicas = 3 needs a cluster"):
+        await SaleLog.open([nats_server], sale, replicas=3, create=True, catalogue=_cfg(nats_server, sale).catalogue)
+
+
+@pytest.mark.usefixtures("cleanup")
 async def test_two_engines_feed_one_log_one_decides_and_a_standby_takes_over(nats_server: str, sale: str,
                                                                              tmp_path: Path) -> None:
     cfg = _cfg(nats_server, sale, stock=3)
