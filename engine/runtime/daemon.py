@@ -131,12 +131,34 @@ def _figures(p: Mapping[str, Any]) -> dict[str, Any]:
 
 
 
-async def _open_adapter(a: Adapter) -> None:
+#: Seconds an adapter's ``open()`` may take (a platform login, a first connection) before the daemon gives up
+#: with an error naming it; after :data:`ADAPTER_SLOW_OPEN` it says which adapter it is waiting for.
+ADAPTER_OPEN_SECONDS = 30.0
+ADAPTER_SLOW_OPEN = 5.0
+#: Seconds an adapter's ``close()`` may take at shutdown before it is left behind (logged and counted).
+ADAPTER_CLOSE_SECONDS = 10.0
+
+
+async def _open_adapter(a: Adapter, within: float = ADAPTER_OPEN_SECONDS, slow: float = ADAPTER_SLOW_OPEN) -> None:
     """``a.open()``; a plugin's unexpected exception becomes an :class:`AdapterError` naming the adapter (one
-    line on stderr, exit 1), its traceback logged at DEBUG (``livecart -vv run``) for the plugin's author."""
+    line on stderr, exit 1), its traceback logged at DEBUG (``livecart -vv run``) for the plugin's author. One
+    that has not returned after ``slow`` seconds is named in the log, and after ``within`` it is cancelled
+    and the same kind of error (a plugin whose open() never returned hung the start with no word of which)."""
+    task = asyncio.ensure_future(a.open())
     try:
-        await a.open()
+        done, _ = await asyncio.wait((task,), timeout=min(slow, within))
+        if not done:
+            log.warning("waiting for adapter %s (%s) to open (%g s so far; giving up after %g s)",
+                        a.name, a.type, slow, within)
+            done, _ = await asyncio.wait((task,), timeout=max(0.0, within - slow))
+        if not done:
+            task.cancel()
+            raise AdapterError(f"adapter {a.name} ({a.type}) did not finish opening within {within:g} s")
+        task.result()
     except LivecartError:
+        raise
+    except asyncio.CancelledError:
+        task.cancel()
         raise
     except Exception as exc:
         log.debug("adapter %s (%s) failed to open", a.name, a.type, exc_info=True)
@@ -144,10 +166,15 @@ async def _open_adapter(a: Adapter) -> None:
                            ) from exc
 
 
-async def _close_adapter(a: Adapter) -> None:
-    """``a.close()``; an error there is logged and counted, never the reason a clean stop exits 1."""
+async def _close_adapter(a: Adapter, within: float = ADAPTER_CLOSE_SECONDS) -> None:
+    """``a.close()``; an error there is logged and counted, never the reason a clean stop exits 1. One that
+    has not returned within ``within`` seconds is left behind, logged and counted the same way (a plugin
+    whose close() never returned kept the daemon from exiting after its last word, "stopped")."""
     try:
-        await a.close()
+        await asyncio.wait_for(a.close(), within)
+    except TimeoutError:
+        a.stats.errors += 1
+        log.error("adapter %s did not finish closing within %g s; left behind", a.name, within)
     except Exception as exc:
         a.stats.errors += 1
         log.error("adapter %s failed to close: %r", a.name, exc)

@@ -542,3 +542,48 @@ def test_the_example_config_loads_and_shows_every_key_of_every_daemon_section() 
     assert {a.type for a in cfg.adapters} == {"websocket", "mqtt"}
     for commented in ("douyin", "bilibili", "twitch", "youtube", "webhook", "http_post"):
         assert f'# type = "{commented}"' in text
+
+
+# -- a plugin whose open() or close() never returns ----------------------------------------------------------
+
+
+class Hangs(Adapter):
+    """Found from outside: a plugin's open() or close() that never returned hung the daemon's start (nothing
+    said which adapter it waited for) or its exit (after its last line, "stopped")."""
+
+    type = "hangs"
+
+    def __init__(self, *, on_open: bool, on_close: bool) -> None:
+        super().__init__({}, name="stuck")
+        self.on_open, self.on_close = on_open, on_close
+
+    async def open(self) -> None:
+        if self.on_open:
+            await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        if self.on_close:
+            await asyncio.Event().wait()
+        await super().close()
+
+    async def batches(self) -> AsyncIterator[Sequence[Comment]]:
+        yield []
+
+
+async def test_an_adapter_that_never_opens_is_named_then_given_up(caplog: pytest.LogCaptureFixture) -> None:
+    from livecart.core.errors import AdapterError
+    from livecart.runtime.daemon import _open_adapter
+
+    with pytest.raises(AdapterError, match=r"adapter stuck \(hangs\) did not finish opening within 0.3 s"):
+        await _open_adapter(Hangs(on_open=True, on_close=False), within=0.3, slow=0.1)
+    assert "waiting for adapter stuck (hangs) to open" in caplog.text
+    await _open_adapter(Hangs(on_open=False, on_close=False), within=0.3, slow=0.1)  # a quick one: no word
+
+
+async def test_an_adapter_that_never_closes_is_left_behind_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    from livecart.runtime.daemon import _close_adapter
+
+    a = Hangs(on_open=False, on_close=True)
+    await _close_adapter(a, within=0.2)
+    assert a.stats.errors == 1
+    assert "adapter stuck did not finish closing within 0.2 s; left behind" in caplog.text

@@ -73,8 +73,10 @@ class TickerAdapter(Adapter):
         interval = float(o["interval"])
         users = max(1, int(o["users"]))
         batch: list[Comment] = []
+        self.stats.connected = True  # delivering: /healthz, /api/state and /metrics show it
         for n in range(count):
             if self.closed:
+                self.stats.connected = False
                 return
             raw = {"id": f"t-{n}", "user": f"user-{n % users}", "text": texts[n % len(texts)], "ts": 1.0e9 + n}
             try:
@@ -93,3 +95,4 @@ class TickerAdapter(Adapter):
                 batch = []
         if batch:
             yield self._batch(batch)
+        self.stats.connected = False
