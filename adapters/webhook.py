@@ -203,7 +203,10 @@ class WebhookAdapter(Adapter):
             async with asyncio.timeout(float(self.options["ack_timeout"])):
                 await durable
         except TimeoutError:
-            return self._busy("the journal commit is slow")
+            # Either is possible and this adapter cannot tell which: the commit, or a host's pause (the
+            # daemon takes nothing in until resume). Said as both, not blamed on the journal.
+            return self._busy(f"not taken in and committed within {float(self.options['ack_timeout']):g} s: "
+                              "the host paused intake, or the journal commit is slow")
         except LivecartError as exc:
             return self._busy(str(exc))
         return web.json_response({"accepted": len(comments), "rejected": problems}, status=200)

@@ -196,6 +196,8 @@ async def test_a_commit_slower_than_ack_timeout_answers_503(http: aiohttp.Client
         status, body, _ = await post(http, ad.url, orjson.dumps(c(1)))
     assert status == 503
     assert "slow" in body["error"]
+    # Not blamed on the journal alone: a host's pause looks the same from here (found from outside).
+    assert "the host paused intake" in body["error"]
     assert ad.busy == 1
 
 
