@@ -387,8 +387,14 @@ def ctl_main(args: Any) -> int:
             where = real  # the daemon's config names the journal by its real name, this one by a symlink
         status, answer = send_control(where, token, control)
     except ControlError as exc:
-        if cfg.storage.backend != "jetstream" or control.action is ControlAction.STATUS:
+        if cfg.storage.backend != "jetstream":
             print(f"livecart ctl: {exc}", file=sys.stderr)
+            return 1
+        if control.action is ControlAction.STATUS:
+            # The sale may well be running on other machines: status needs a process of it on this one.
+            print("livecart ctl: no process of this sale runs on this machine, so there is none to ask for its "
+                  f"status; `livecart cluster status {args.file}` shows the sale's decider and standbys, "
+                  f"`livecart report {args.file}` its state", file=sys.stderr)
             return 1
         # JetStream mode with no process of the sale on this machine: the control goes into the sale's
         # log directly (docs/contract.md §7), and its outcomes come from replaying the log up to it.

@@ -222,6 +222,20 @@ def test_ctl_says_plainly_when_no_daemon_runs(tmp_config: Path, capsys: pytest.C
     assert "no daemon is running" in capsys.readouterr().err
 
 
+def test_ctl_status_of_a_jetstream_sale_with_no_process_here_points_to_cluster_status(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found from outside: it said "no daemon is running ... start it with livecart run FILE" while the sale
+    # ran on other machines (and restock or pay from here go through the log).
+    cfg = tmp_path / "sale.toml"
+    cfg.write_text('[stream]\nname = "s"\n\n[storage]\nbackend = "jetstream"\nservers = ["nats://127.0.0.1:1"]\n'
+                   'sale = "s"\n\n[[products]]\nsku = "egg"\nname = "Eggs"\nstock = 1\n', encoding="utf-8")
+    assert ctl_main(ctl_args(cfg, "status")) == 1
+    err = capsys.readouterr().err
+    assert "no process of this sale runs on this machine" in err
+    assert f"livecart cluster status {cfg}" in err
+    assert "start it with" not in err
+
+
 def test_ctl_with_a_stale_state_file(tmp_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
     with socket.socket() as s:
