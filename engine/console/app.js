@@ -53,6 +53,15 @@
   var source = null;
   var retry = null;
   var rows = {};         // key -> row element
+  // A silent network drop (the phone's Wi-Fi stalls, no reset) closes nothing: the stream just goes quiet and
+  // requests wait forever. The daemon sends a delta at least once a second while it runs (each carries the
+  // per-second rate sample), so a stream quiet for STALL ms is dead: it is closed and opened again. And every
+  // request gives up after TIMEOUT ms, answered like one that could not connect. ?stall=SECONDS shortens the
+  // first for tests.
+  var STALL = Math.max(3, Number(params.get("stall")) || 30) * 1000;
+  var TIMEOUT = 10000;
+  var heard = 0;         // when the event stream last said anything (Date.now())
+  var watchdog = null;
   var current = "board";
   var ordersView = {kind: "search"};
 
@@ -96,13 +105,26 @@
       opts.body = JSON.stringify(body);
     }
     if (body !== undefined && arguments.length > 3) { opts.headers["Idempotency-Key"] = arguments[3]; }
-    return fetch(path, opts).then(function (r) {
-      return r.json().catch(function () { return {ok: false, error: "HTTP " + r.status}; })
-        .then(function (data) { data.httpStatus = r.status; return data; });
-    }, function () {
+    // No answer within TIMEOUT (a silent drop: nothing fails, nothing comes) counts as no answer at all.
+    var abort = typeof AbortController === "function" ? new AbortController() : null;
+    var timer = null;
+    if (abort) {
+      opts.signal = abort.signal;
+      timer = setTimeout(function () { abort.abort(); }, TIMEOUT);
+    }
+    function unreachable() {
       // No answer at all (the phone lost the network, the daemon is down): said, never thrown away.
+      clearTimeout(timer);
       return {ok: false, error: T.unreachable, httpStatus: 0, unreachable: true};
-    });
+    }
+    return fetch(path, opts).then(function (r) {
+      return r.json().then(function (data) { clearTimeout(timer); data.httpStatus = r.status; return data; },
+        function () {
+          if (abort && abort.signal.aborted) { return unreachable(); }  // the answer stalled half-way
+          clearTimeout(timer);
+          return {ok: false, error: "HTTP " + r.status, httpStatus: r.status};
+        });
+    }, unreachable);
   }
 
   // One key per host action: a tap sent again after no answer reuses it, so the daemon applies it once.
@@ -164,8 +186,11 @@
   function connect() {
     if (source) { source.close(); }
     source = new EventSource("/console/api/events");
-    source.addEventListener("full", function (e) { setConn(true); full(JSON.parse(e.data)); });
-    source.addEventListener("delta", function (e) { delta(JSON.parse(e.data)); });
+    heard = Date.now();
+    if (!watchdog) { watchdog = setInterval(checkStream, 1000); }
+    source.addEventListener("full", function (e) { heard = Date.now(); setConn(true); full(JSON.parse(e.data)); });
+    source.addEventListener("delta", function (e) { heard = Date.now(); delta(JSON.parse(e.data)); });
+    source.addEventListener("ping", function () { heard = Date.now(); });  // should the daemon send one
     source.onerror = function () {
       // The daemon went away or refused the stream: close, and try again (session first) after a pause.
       source.close();
@@ -173,6 +198,15 @@
       setConn(false);
       scheduleReconnect();
     };
+  }
+
+  // Nothing on the stream for STALL (not even the per-second delta, nor the full state of a new connection):
+  // the connection is dead without having said so. Same as an error: "reconnecting…", then a new one.
+  function checkStream() {
+    if (!source || Date.now() - heard < STALL) { return; }
+    source.close();
+    source = null;
+    scheduleReconnect();
   }
 
   function scheduleReconnect() {
@@ -215,6 +249,9 @@
 
   function buildProducts() {
     var body = $("products");
+    // A form left open (its control got no answer, the page reconnected) stays open, value and all, so that
+    // the host can tap again with the same key.
+    var form = body.querySelector("tr.form-row");
     body.textContent = "";
     rows = {};
     var keys = Object.keys(state.products);
@@ -229,6 +266,8 @@
     });
     keys.forEach(updateRow);
     updateParents();
+    var under = form && rows[form.getAttribute("data-for")];
+    if (under) { body.insertBefore(form, under.nextSibling); }
   }
 
   function makeRow(key, isProduct, isVariant) {
@@ -314,7 +353,7 @@
 
   function openForm(tr, kind, key) {
     closeForms();
-    var row = el("tr", {"class": "form-row"});
+    var row = el("tr", {"class": "form-row", "data-for": key});
     var td = el("td", {colspan: "6"});
     var form = el("form", {"class": "inline"});
     var id = "f-" + kind + "-" + key.replace(/[^A-Za-z0-9_-]/g, "_");

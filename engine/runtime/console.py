@@ -550,7 +550,7 @@ class Console:
                 try:
                     frame = await asyncio.wait_for(client.queue.get(), 15.0)
                 except TimeoutError:
-                    frame = b": keep-alive\n\n"
+                    frame = b"event: ping\ndata: {}\n\n"  # seen by the page (a comment is not): it is alive
                 if not frame:
                     break
                 t0 = time.perf_counter()
