@@ -381,14 +381,22 @@ _TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.e
               nats.js.errors.ServiceUnavailableError, nats.errors.StaleConnectionError, asyncio.TimeoutError)
 
 
+def _api_said(exc: Any) -> str:
+    """A JetStream API error as the server gave it (nats-py's repr of one shows none of its fields)."""
+    fields = [f"{k}={v!r}" for k in ("code", "err_code", "description") if (v := getattr(exc, k, None)) is not None]
+    return f"{type(exc).__name__}({', '.join(fields)})"
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT):
         return True
     # 503 / "JetStream not ready" / a stream without a leader during an election: try again
     if isinstance(exc, (nats.js.errors.NotFoundError, nats.js.errors.KeyValueError)):
         return False
+    # 10158 (409, "duplicate message id is in process", NATS 2.11+): a publish sent again under its message id
+    # while the first copy waits for the stream's quorum; asking again later gets the first copy's answer.
     return isinstance(exc, nats.js.errors.APIError) and (
-        getattr(exc, "code", None) in (503, 504) or getattr(exc, "err_code", None) in (10008, 10023))
+        getattr(exc, "code", None) in (503, 504) or getattr(exc, "err_code", None) in (10008, 10023, 10158))
 
 
 class SaleLog:
@@ -501,7 +509,7 @@ class SaleLog:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise Fenced(f"another decider wrote on {subject} ({exc.description})") from exc
                 if not _transient(exc):
-                    raise JournalError(f"the cluster refused a message on {subject}: {exc!r}") from exc
+                    raise JournalError(f"the cluster refused a message on {subject}: {_api_said(exc)}") from exc
             except (TimeoutError, nats.errors.Error) as exc:
                 if isinstance(exc, (nats.errors.MaxPayloadError, nats.errors.BadSubjectError)):
                     raise JournalError(f"cannot publish on {subject}: {exc!r}") from exc

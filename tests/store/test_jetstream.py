@@ -127,6 +127,19 @@ def test_state_puts_back_what_a_mark_that_never_reached_the_log_took() -> None:
     assert s.last_batch == (1, 3, 3)
 
 
+def test_a_resend_while_the_first_copy_waits_for_quorum_is_retried_not_fatal() -> None:
+    """Found from outside (3-node NATS 2.15.1, two nodes killed mid-feed): the publish sent again under its
+    message id got 409 / 10158 'duplicate message id is in process', which ended `livecart run` with
+    'journal failed'. It is the cluster still electing: retried like a 503."""
+    import nats.js.errors as jserr
+
+    in_process = jserr.APIError(code=409, err_code=10158, description="duplicate message id is in process")
+    assert js._transient(in_process)
+    assert not js._transient(jserr.APIError(code=400, err_code=10074, description="replicas > 1 not supported"))
+    assert js._api_said(in_process) == ("APIError(code=409, err_code=10158, "
+                                        "description='duplicate message id is in process')")
+
+
 def test_state_clock_is_the_log_so_a_sweep_expires_at_the_same_place_for_every_reader() -> None:
     s = _state(hold=60.0)
     s.apply(1, 1000.0, False, _body([_comment(1)]))
