@@ -39,8 +39,8 @@ replays them in ``seq`` order rebuilds the same ledger.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
-from itertools import chain, islice
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice, repeat
 from typing import Any
 from zlib import crc32
 
@@ -65,7 +65,9 @@ _CANCEL = Intent.CANCEL
 _STATUS = {s.value: s for s in Status}  # a dict lookup: Status(value) is an Enum call, ~30x slower
 #: The fields of an order in a snapshot, in the order _Order takes them (see Ledger.state).
 _ORDER_FIELDS = ("id", "user", "unit", "qty", "status", "comment", "platform", "room", "created", "deadline")
-#: The fields an order never changes once made; the others (qty, status, deadline) can change.
+#: The fields an order never changes once made; the others (qty, status, deadline) can change. ``name`` (the
+#: buyer's display name on the comment that made the order) is read apart from them: snapshots written before
+#: it was kept have no such column.
 _FIXED = ("id", "user", "unit", "comment", "platform", "room", "created")
 #: Orders per sealed part of a snapshot (format 6, see Ledger.state); a module global so tests can make it small.
 ORDER_SEGMENT = 4096
@@ -82,7 +84,7 @@ def _fixed_columns(orders: list[_Order]) -> dict[str, list[Any]]:
     return {"id": [o.id for o in orders], "user": [o.user for o in orders],
             "unit": [o.unit.key for o in orders], "comment": [o.comment for o in orders],
             "platform": [o.platform for o in orders], "room": [o.room for o in orders],
-            "created": [o.created for o in orders]}
+            "created": [o.created for o in orders], "name": [o.name for o in orders]}
 
 
 def _sealed_part(orders: list[_Order]) -> msgspec.Raw:
@@ -115,10 +117,11 @@ class _Unit:
 class _Order:
     """One order: a reservation or a presale entry. Mutable, internal."""
 
-    __slots__ = ("id", "user", "unit", "qty", "status", "comment", "platform", "room", "created", "deadline")
+    __slots__ = ("id", "user", "unit", "qty", "status", "comment", "platform", "room", "created", "deadline",
+                 "name")
 
     def __init__(self, oid: str, user: str, unit: _Unit, qty: int, status: Status, comment: str | None,
-                 platform: str | None, room: str | None, created: float) -> None:
+                 platform: str | None, room: str | None, created: float, name: str | None) -> None:
         self.id = oid
         self.user = user
         self.unit = unit
@@ -129,6 +132,9 @@ class _Order:
         self.room = room
         self.created = created
         self.deadline = 0.0
+        #: The buyer's display name on the comment that made the order (None: not known, e.g. an order
+        #: restored from a snapshot written before names were kept).
+        self.name = name
 
     def __repr__(self) -> str:
         due = f", due {self.deadline:.0f}" if self.status is Status.RESERVED and self.deadline else ""
@@ -236,6 +242,21 @@ class Ledger:
     def order(self, order_id: str) -> dict[str, Any] | None:
         o = self._orders.get(order_id)
         return None if o is None else o.as_dict()
+
+    def name_of(self, user: str) -> str | None:
+        """The display name ``user`` gave on the comment of their latest order, or None (no order, or an order
+        restored from a snapshot that kept no names). Survives a restart: it is part of the orders, so
+        replies and the console name a buyer after a crash as before it."""
+        mine = self._by_user.get(user)
+        if mine:
+            for o in reversed(mine):
+                if o.name:
+                    return o.name
+        return None
+
+    def users(self) -> Iterator[str]:
+        """The user ids that have made orders, first order first."""
+        return iter(self._by_user)
 
     def queue(self, key: str) -> list[str]:
         """Order ids in the presale queue of unit ``key`` ("sku" or "sku/variant"), head first."""
@@ -362,15 +383,22 @@ class Ledger:
         orders = led._orders
         by_user = led._by_user
         rows = state["orders"]
+        names: Iterable[str | None] = ()
         if isinstance(rows, dict):  # format 5 or 6: by columns
             if "sealed" in rows:  # format 6: the fixed fields in parts (JSON text when not decoded yet)
                 parts = [_decode(p) if isinstance(p, msgspec.Raw | bytes | str) else p for p in rows["sealed"]]
                 parts.append(rows["tail"])
                 rows = {**{name: list(chain.from_iterable(p[name] for p in parts)) for name in _FIXED},
                         "qty": rows["qty"], "status": rows["status"], "deadline": rows["deadline"]}
+                # A part sealed before names were kept has none: its buyers are named by their user ids.
+                names = chain.from_iterable(p.get("name") or repeat(None, len(p["id"])) for p in parts)
             rows = zip(*(rows[name] for name in _ORDER_FIELDS), strict=True)
-        for oid, user, key, qty, status, comment, platform, room, created, deadline in rows:
-            o = _Order(oid, user, units[key], int(qty), _STATUS[status], comment, platform, room, float(created))
+        names = chain(names, repeat(None))
+        for (oid, user, key, qty, status, comment, platform, room, created, deadline), name in zip(rows, names, strict=False):
+            if name is not None and not isinstance(name, str):
+                raise TypeError(f"order {oid!r}: its buyer's name is {type(name).__name__}, not a string")
+            o = _Order(oid, user, units[key], int(qty), _STATUS[status], comment, platform, room, float(created),
+                       name)
             o.deadline = float(deadline)
             orders[oid] = o
             if o.status is Status.PAID:  # paid units are derived from the orders, not stored twice
@@ -558,7 +586,7 @@ class Ledger:
         n = self._next_order
         self._next_order = n + 1
         user = c.user
-        o = _Order(f"o-{n:06d}", user, unit, qty, status, c.id, c.platform, c.room, now)
+        o = _Order(f"o-{n:06d}", user, unit, qty, status, c.id, c.platform, c.room, now, c.name)
         self._orders[o.id] = o
         user_orders = self._by_user.get(user)
         if user_orders is None:
@@ -645,7 +673,7 @@ class Ledger:
                 n = self._next_order
                 self._next_order = n + 1
                 part = _Order(f"o-{n:06d}", head.user, u, free, _RESERVED, head.comment, head.platform,
-                              head.room, now)
+                              head.room, now, head.name)
                 self._orders[part.id] = part
                 self._by_user[head.user].append(part)
                 head.qty -= free

@@ -91,7 +91,7 @@ def asset(name: str) -> bytes:
 class Host(Protocol):
     """What the console needs from the daemon (:class:`livecart.runtime.daemon.Daemon` is one)."""
 
-    names: dict[str, str]
+    names: Mapping[str, str]
 
     def snapshot(self) -> Mapping[str, Any]: ...
     def order_rows(self) -> Iterator[dict[str, Any]]: ...

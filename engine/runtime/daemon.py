@@ -52,6 +52,8 @@ from itertools import chain, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
+
 from livecart import registry
 from livecart.config import load
 from livecart.core.catalogue import Catalogue
@@ -81,6 +83,8 @@ from livecart.store.lock import JournalLock, hold_existing
 from livecart.store.sqlite import SqliteStore
 
 log = logging.getLogger("livecart.daemon")
+#: Most reply routes kept across a restart (the newest rooms): a room is a live stream, a daemon reads a few.
+MAX_ROUTES = 10_000
 
 #: Batches (as adapters yield them) waiting for the engine before adapters are made to wait (default).
 QUEUE_BATCHES = 64
@@ -202,6 +206,37 @@ def checked(batch: object, stats: AdapterStats) -> Sequence[Comment]:
         return batch
     return good
 
+def routes_path(cfg: Config) -> Path:
+    """Where a daemon keeps its rooms' reply routes: beside the journal's real file (symlinks resolved, as
+    its lock is), ``+ .routes.json``."""
+    return Path(str(Path(cfg.storage.path).resolve()) + ".routes.json")
+
+
+class BuyerNames(Mapping[str, str]):
+    """user id -> the display name on the comment of their latest order, read from the engine's ledger when
+    asked (nothing copied: the name lives on the order, in the journal and its snapshots)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getitem__(self, user: str) -> str:
+        name: str | None = self._engine.ledger.name_of(user)
+        if name is None:
+            raise KeyError(user)
+        return name
+
+    def get(self, user: str, default: Any = None) -> Any:
+        name = self._engine.ledger.name_of(user)
+        return default if name is None else name
+
+    def __iter__(self) -> Iterator[str]:
+        ledger = self._engine.ledger
+        return (u for u in list(ledger.users()) if ledger.name_of(u) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class Daemon:
     """The running pieces of one stream and the glue between them.
 
@@ -269,8 +304,10 @@ class Daemon:
         self.repliers: dict[str, Replier] = {}
         self.hooks = hooks
         self.detector = EventDetector(cfg.catalogue, low_stock=cfg.status.low_stock)
-        #: (platform, room) -> name of the replying adapter that reads it.
+        #: (platform, room) -> name of the replying adapter that reads it, learned from the rooms' comments and
+        #: kept in :attr:`routes_file` across restarts (see :meth:`load_routes`).
         self.routes: dict[RoomKey, str] = {}
+        self.routes_file: Path | None = None
         #: Comments of replying adapters between intake and their durable outcomes (display name, reply-to).
         self._recent: dict[tuple[str, str, str], Comment] = {}
         self._journal_max = 0.0
@@ -278,9 +315,9 @@ class Daemon:
         self.status: StatusServer | None = None
         self.control: ControlServer | None = None
         self.mqtt_control: MqttControl | None = None
-        #: user id -> display name, from the comments behind durable outcomes of adapters that reply (replies
-        #: and the console name buyers by it).
-        self.names: dict[str, str] = {}
+        #: user id -> display name, from the buyer's orders (replies and the console name buyers by it). The
+        #: ledger keeps the name on each order, so it is journalled with the sale and survives a restart.
+        self.names: Mapping[str, str] = BuyerNames(engine)
         #: Called with each stream event after it is announced (the console's feed).
         self.event_listeners: list[Callable[[Event], None]] = []
         self.console: Console | None = None
@@ -366,6 +403,7 @@ class Daemon:
                             if routes.get(last) != name:
                                 routes[last] = name
                                 log.info("replies to %s room %s go through adapter %s", c.platform, c.room, name)
+                                self.save_routes()
                 if queue.full():
                     # Backpressure: the adapter waits here, which stops it reading its source. Counted.
                     t0 = time.monotonic()
@@ -554,25 +592,57 @@ class Daemon:
         j = self.engine.journal
         if j.last_batch_seconds > self._journal_max:
             self._journal_max = j.last_batch_seconds
-        if self._recent:
-            self._remember_names(outcomes)
         if self.replier is not None and self.reply_queues:
             self._reply(outcomes)
         if self.hooks is not None:
             self.hooks.submit_outcomes(outcomes)
         self._detect(outcomes)
 
-    def _remember_names(self, outcomes: Sequence[Outcome]) -> None:
-        """Remember each buyer's display name from the comment behind their outcome, so replies that answer
-        no comment (a host's pay or cancel, an expiry, a promotion) and the console name them too. Per
-        outcome, not per comment: a name recorded at intake for every comment cost ~0.8 us a comment."""
-        recent = self._recent
-        names = self.names
-        for o in outcomes:
-            if o.comment is not None:
-                c = recent.get((o.platform, o.room, o.comment))  # type: ignore[arg-type]
-                if c is not None and c.name and names.get(o.user) != c.name:
-                    names[o.user] = c.name
+    def load_routes(self, path: Path) -> None:
+        """Read the rooms' reply routes a previous run of this journal kept in ``path``, and keep them there
+        from now on. Without them, what a restart decides for a room before anyone there comments again (the
+        expiry of holds that ran out while the daemon was down, a presale promoted by a restock, the host's
+        pay or cancel) would go unanswered. Routes to adapters that no longer reply are dropped; a file that
+        cannot be read is logged and ignored: routes are learned again from the next comments."""
+        self.routes_file = path
+        try:
+            data = orjson.loads(path.read_bytes())
+            rows = data["routes"]
+            if not isinstance(rows, list):
+                raise TypeError("routes is not a list")
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.warning("%s cannot be read (%s); replies to a room go out again once someone there comments",
+                        path, exc)
+            return
+        kept = 0
+        for row in rows:
+            if (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)
+                    and row[2] in self.reply_queues):
+                self.routes[(row[0], row[1])] = row[2]
+                kept += 1
+        if kept:
+            log.info("replies to %d room(s) go where they went before the restart (%s)", kept, path)
+
+    def save_routes(self) -> None:
+        """Write :attr:`routes` (the newest :data:`MAX_ROUTES`) to :attr:`routes_file`, replacing it whole.
+        A room's route changes rarely (its first comment, or another adapter reading it), so this is a small
+        write now and then, never per comment."""
+        path = self.routes_file
+        if path is None:
+            return
+        rows = [[p, r, a] for (p, r), a in list(self.routes.items())[-MAX_ROUTES:]]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(orjson.dumps({"routes": rows}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot keep the reply routes in %s (%s); a restart learns them from new comments",
+                        path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self.routes_file = None  # said once; replies go on
 
     def _reply(self, outcomes: Sequence[Outcome]) -> None:
         assert self.replier is not None
@@ -1071,6 +1141,8 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
                     engine.journal.on_work = trace.worked
         if stop is not None:
             d.stop = stop
+        if lock is not None and parts.queues:  # one writer: this process owns the journal's files
+            d.load_routes(routes_path(cfg))
         d.repliers = {a.name: Replier(cfg, language=lang) for a in d.adapters
                       if a.name in parts.queues and (lang := str(a.options.get("reply_language", "") or ""))
                       and lang != parts.replier.language}

@@ -88,9 +88,10 @@ def apply_data(ledger: Ledger, kind: str, data: Any) -> list[Outcome]:
         raise JournalError(f"journal row of unknown kind {kind!r} (written by a newer livecart?)")
     try:
         if kind == COMMENT:
-            platform, room, cid, user, intent, raw = data[:6]  # [6] is the display name, for exports
+            platform, room, cid, user, intent, raw = data[:6]
+            name = data[6] if len(data) > 6 and isinstance(data[6], str) else user  # the buyer's display name
             # Journalled comments were new when decided: nothing older than the window is asked again.
-            return ledger.decide(Comment(platform, room, cid, user, user, "", 0.0), _parsed(intent, raw), True)
+            return ledger.decide(Comment(platform, room, cid, user, name, "", 0.0), _parsed(intent, raw), True)
         return control.apply(ledger, Kind(kind), data)
     except LivecartError as exc:
         raise JournalError(f"journal row of kind {kind!r} cannot be replayed: {exc}") from exc
@@ -212,7 +213,9 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
 #: fields an order never changes in parts of :data:`~livecart.core.ledger.ORDER_SEGMENT` orders, encoded once
 #: and written again as they are, and keeps the expiry heap as rows again; formats 4 and 5 still read. 7 is
 #: format 6's body, which the SQLite journal stores in pieces (``SqliteStore._write_snapshot``): a livecart
-#: that reads up to 6 would find only the first, so it is told to upgrade instead; 6 still reads.
+#: that reads up to 6 would find only the first, so it is told to upgrade instead; 6 still reads. A format-7
+#: snapshot's orders may carry one more fixed column, ``name`` (the buyer's display name): one written before
+#: it restores its orders without names (and a livecart that does not know the column passes it over).
 SNAPSHOT_VERSION = 7
 #: Most items of a list encoded by one orjson call: each call holds the GIL throughout, so a list of 400,000
 #: deadlines (13 ms) encoded whole stopped the event loop for all of it.

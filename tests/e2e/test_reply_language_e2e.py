@@ -132,3 +132,63 @@ def test_run_live_prints_a_compact_summary_line_every_few_seconds(tmp_path: Path
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_path: Path) -> None:
+    """The rooms' reply routes and the buyers' names survive a crash: a pay or cancel after the restart, before
+    anyone comments again, is answered in the right room by display name (it was dropped as unroutable and,
+    once routed, named the user id)."""
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
+                                  "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
+            yt.send(orjson.dumps({"platform": "youtube", "room": "live-9", "id": "y-1", "user": "tw1",
+                                  "name": "Tina", "text": "eggs x2", "ts": 1_700_000_001}).decode())
+            replies_of(dy, 1)
+            replies_of(yt, 1)
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+        assert (tmp_path / "journal.db.routes.json").exists()
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
+            assert daemon.ctl("pay", "o-000002")[0] == 0
+            assert daemon.ctl("cancel", "o-000001")[0] == 0
+            paid = replies_of(yt, 1)
+            cancelled = replies_of(dy, 1)
+            assert paid[0].startswith("@Tina order o-000002 is paid"), paid
+            assert cancelled[0].startswith("@张三 "), cancelled
+            assert "livecart_replies_unroutable_total 0" in daemon.api("/metrics")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{not json", b'{"routes": 7}', b'{"routes": [[1, 2, 3], "x"]}'])
+def test_a_routes_file_that_cannot_be_read_is_said_and_the_daemon_runs(tmp_path: Path, garbage: bytes) -> None:
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
+    (tmp_path / "journal.db.routes.json").write_bytes(garbage)
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
+                                  "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
+            assert replies_of(dy, 1)[0].startswith("@张三 ")
+        assert daemon.stop() == 0
+        if garbage.startswith(b'{"routes": ['):
+            assert "cannot be read" not in daemon.log()  # rows of the wrong shape are passed over
+        else:
+            assert "journal.db.routes.json cannot be read" in daemon.log()
+        # Rewritten whole with the route learned from the comment.
+        assert orjson.loads((tmp_path / "journal.db.routes.json").read_bytes()) == {
+            "routes": [["douyin", "7312", "douyin-room"]]}
+    finally:
+        daemon.kill()
