@@ -72,6 +72,33 @@ from livecart.core.records import Comment, Outcome
 log = logging.getLogger("livecart.adapter")
 
 
+class CallbackErrors:
+    """Settlement callbacks (``on_settled`` / :meth:`Batch.when_settled`) that raised, process-wide: the daemon
+    exports :attr:`count` as ``livecart_ack_callback_errors_total``. The first is logged with its traceback,
+    then at most one line every :attr:`EVERY` seconds with how many more there were: a plugin whose callback
+    fails on every batch must not fill the host's disk with tracebacks."""
+
+    EVERY = 60.0
+    count = 0
+    _unsaid = 0
+    _said_at = float("-inf")
+
+    @classmethod
+    def failed(cls, callback: object) -> None:
+        cls.count += 1
+        now = time.monotonic()
+        if cls.count == 1:
+            cls._said_at = now
+            log.exception("acknowledgement callback %r failed (counted in livecart_ack_callback_errors_total; "
+                          "the batch is settled as it was: only telling its sender failed)", callback)
+        elif now - cls._said_at >= cls.EVERY:
+            cls._said_at, more, cls._unsaid = now, cls._unsaid + 1, 0
+            log.error("acknowledgement callbacks failed %d more time(s) since the last report (latest: %r)",
+                      more, callback, exc_info=True)
+        else:
+            cls._unsaid += 1
+
+
 # --- the option checks every config table uses (``Option.check``): an error message, or None when fine
 
 
@@ -207,7 +234,8 @@ class Batch(list[Comment]):
 
     def settle(self, error: BaseException | None = None) -> None:
         """Mark the batch durable (``error`` None) or failed. The engine's side calls this; only the first call
-        counts. A callback that raises is logged and does not stop the others."""
+        counts. A callback that raises is counted and logged (:class:`CallbackErrors`) and does not stop the
+        others."""
         if self._settled:
             return
         self._settled = True
@@ -218,7 +246,7 @@ class Batch(list[Comment]):
                 try:
                     cb(error)
                 except Exception:
-                    log.exception("acknowledgement callback %r failed", cb)
+                    CallbackErrors.failed(cb)
 
     def durable(self) -> asyncio.Future[None]:
         """A future that resolves when the batch is durable, or raises the settlement's error."""

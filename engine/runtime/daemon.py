@@ -63,7 +63,7 @@ from livecart.core.events import Event, EventDetector, outcome_key
 from livecart.core.records import Comment, Outcome, Parsed, ParseResult, comment_problem
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
-from livecart.plugin import Adapter, AdapterStats, Batch, Resume, settle_all
+from livecart.plugin import Adapter, AdapterStats, Batch, CallbackErrors, Resume, settle_all
 from livecart.runtime.console import Console
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path, resolved_state_path
 from livecart.runtime.hooks import HookRunner
@@ -339,6 +339,10 @@ class Daemon:
         own = {"livecart_intents_total": m.intents, "livecart_outcomes_total": m.outcomes}
         skip = {"livecart_journal_batches", "livecart_journal_batch_seconds", "livecart_journal_batch_seconds_mean"}
 
+        ack_errors = self.registry.counter("ack_callback_errors_total",
+                                           "Settlement callbacks of adapters' batches that raised (logged; the "
+                                           "batch is settled as it was, only telling its sender failed)")
+
         def collect() -> None:
             eng.refresh()  # the engine's own collectors: the journal's snapshot and the duplicate-id gauges
             for metric in eng.metrics():
@@ -356,6 +360,7 @@ class Daemon:
             m.journal_max.set(self._journal_max)
             self._up.set(round(time.time() - self.started, 3))
             self._paused_g.set(0 if self.running.is_set() else 1)
+            ack_errors.set(float(CallbackErrors.count))
             for g in list(GUARDS):
                 for event, n in g.counts.items():
                     self._conns.set(float(n), listener=g.name, event=event)

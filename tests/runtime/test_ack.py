@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from livecart.core.errors import JournalError, NotDurable
-from livecart.plugin import Batch
+from livecart.plugin import Batch, CallbackErrors
 from livecart.runtime.daemon import Daemon
 
 from .test_daemon import Fed, Running, comment, fed_factory, until, write
@@ -125,6 +125,53 @@ def test_settling_twice_keeps_the_first_outcome() -> None:
     late: list[BaseException | None] = []
     b.when_settled(late.append)
     assert late == [None]
+
+
+async def test_a_callback_that_raises_on_every_batch_is_counted_logged_rarely_and_stops_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: dict[str, Fed] = {}
+    monkeypatch.setattr(CallbackErrors, "count", 0)
+    monkeypatch.setattr(CallbackErrors, "_said_at", float("-inf"))
+    monkeypatch.setattr(CallbackErrors, "_unsaid", 0)
+
+    def broken(error: BaseException | None) -> None:
+        raise RuntimeError("the plugin's answer to its sender failed")
+
+    async with Running(write(tmp_path, EXTRA), make_adapter=fed_factory(made)) as d:
+        after: list[BaseException | None] = []
+        batches = [Batch([comment(i)], on_settled=broken) for i in range(50)]
+        for b in batches:
+            b.when_settled(after.append)  # a later callback of the same batch still runs
+            made["feed"].push(b)
+        await until(lambda: len(after) == 50, "every batch to settle")
+        assert after == [None] * 50
+        assert d.engine.snapshot()["comments"] == 50
+        metrics = d.registry.render()
+    assert "livecart_ack_callback_errors_total 50.0" in metrics
+    said = [r for r in caplog.records if "acknowledgement callback" in r.getMessage()]
+    assert len(said) == 1  # one traceback, not fifty
+    assert said[0].exc_info is not None
+    assert "livecart_ack_callback_errors_total" in said[0].getMessage()
+
+
+def test_callback_failures_after_the_first_are_summed_up_once_a_period(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CallbackErrors, "count", 0)
+    monkeypatch.setattr(CallbackErrors, "_said_at", float("-inf"))
+    monkeypatch.setattr(CallbackErrors, "_unsaid", 0)
+    clock = [100.0]
+    monkeypatch.setattr("livecart.plugin.time.monotonic", lambda: clock[0])
+
+    def broken(error: BaseException | None) -> None:
+        raise RuntimeError("no")
+
+    for step in (0.0, 1.0, 1.0, 1.0, 60.0, 1.0):
+        clock[0] += step
+        Batch([comment(1)], on_settled=broken).settle()
+    lines = [r.getMessage() for r in caplog.records if "acknowledgement callback" in r.getMessage()]
+    assert len(lines) == 2
+    assert "failed 4 more time(s) since the last report" in lines[1]
+    assert CallbackErrors.count == 6
 
 
 async def test_the_mqtt_control_topic_requires_the_generated_token_when_none_is_set(
