@@ -20,7 +20,17 @@
       orders_of: "买家的订单：", ev_sold_out: "售罄", ev_presale_opened: "开始预售", ev_presale_full: "预售满",
       ev_low_stock: "库存紧张", host: "主播操作", none: "无", in_queue: "排队 %d 单",
       unreachable: "连不上直播助手，请检查网络后再点一次（同一操作不会重复执行）", busy: "处理中…",
-      logout: "退出", more: "更多", shown: "显示 %d / %d 条", limit_each: "每人限购 %d"
+      logout: "退出", more: "更多", shown: "显示 %d / %d 条", limit_each: "每人限购 %d",
+      act_feature: "讲解", act_restock: "补货", act_presale: "预售", act_limit: "限购", act_pay: "标为已付",
+      act_cancel: "取消订单", act_pause: "暂停接单", act_resume: "继续接单", act_status: "查看状态",
+      rs_sold_out: "售罄", rs_limit: "超出限购", rs_unknown_product: "没有这个商品", rs_needs_variant: "要选规格",
+      rs_not_available: "暂不可买", rs_bad_quantity: "数量不对",
+      err_no_order: "没有订单 {order}", err_not_held: "订单 {order} 是「{status}」，只有待付款的订单能标为已付",
+      err_already: "订单 {order} 已经是「{status}」", err_no_product: "没有商品 {sku}",
+      err_has_variants: "{sku} 有多个规格（{variants}），请选一个", err_no_variants: "{sku} 没有规格",
+      err_no_variant: "{sku} 没有规格「{variant}」", err_bad_quantity: "补货数量要是 1 或以上的整数（收到 {value}）",
+      err_bad_cap: "预售上限要是 0 或以上的整数（收到 {value}）", err_bad_limit: "限购要是 0 或以上的整数（收到 {value}）",
+      err_no_presale_cap: "{key} 在配置里没有预售数量，请填写上限"
     },
     en: {
       tab_board: "Board", tab_orders: "Orders", tab_feed: "Feed", tab_charts: "Charts", tab_summary: "Summary",
@@ -42,7 +52,11 @@
       ev_sold_out: "sold out", ev_presale_opened: "presale opened", ev_presale_full: "presale full",
       ev_low_stock: "low stock", host: "host", none: "none", in_queue: "%d orders queued",
       unreachable: "Cannot reach livecart: check the connection and tap again (it will not be applied twice)",
-      busy: "working…", logout: "Log out", more: "More", shown: "showing %d of %d", limit_each: "limit %d each"
+      busy: "working…", logout: "Log out", more: "More", shown: "showing %d of %d", limit_each: "limit %d each",
+      act_feature: "feature", act_restock: "restock", act_presale: "presale", act_limit: "limit", act_pay: "paid",
+      act_cancel: "cancel", act_pause: "pause", act_resume: "resume", act_status: "status",
+      rs_sold_out: "sold out", rs_limit: "over the limit", rs_unknown_product: "no such product",
+      rs_needs_variant: "which variant?", rs_not_available: "not available", rs_bad_quantity: "bad quantity"
     }
   };
   var params = new URLSearchParams(location.search);
@@ -409,8 +423,12 @@
       if (!Object.keys(inflight).length) { document.body.classList.remove("busy"); }
       if (r.unreachable) { unanswered[what] = key; toast(r.error, true); return r; }
       delete unanswered[what];
-      if (r.ok) { toast(T.applied + ": " + body.action + (body.sku ? " " + body.sku : "") + (body.order ? " " + body.order : "")); }
-      else { toast(T.refused + ": " + (r.error || r.httpStatus), true); }
+      if (r.ok) {
+        toast(T.applied + ": " + actionText(body.action) + (body.sku ? " " + unitName(body.sku, body.variant) : "") +
+              (body.enabled === true ? " " + T.open : body.enabled === false ? " " + T.close : "") +
+              (body.qty !== undefined && body.qty !== null ? " " + body.qty : "") + (body.order ? " " + body.order : ""));
+      }
+      else { toast(T.refused + ": " + refusal(r), true); }
       return r;
     });
     inflight[what] = done;
@@ -450,6 +468,24 @@
   // ------------------------------------------------------------------ orders
 
   function statusText(s) { return T["st_" + s] || s; }
+
+  function actionText(a) { return T["act_" + a] || a; }
+
+  function unitName(sku, variant) { return productName(variant ? sku + "/" + variant : sku); }
+
+  // What a refused control says, in the page's language where the daemon gave the case's code.
+  function refusal(r) {
+    var form = r.code && T["err_" + r.code];
+    if (!form) { return r.error || ("HTTP " + r.httpStatus); }
+    var d = r.detail || {};
+    return form.replace(/\{(\w+)\}/g, function (_, k) {
+      var v = d[k];
+      if (v === undefined || v === null) { return ""; }
+      if (k === "status") { return statusText(v); }
+      if (k === "sku" || k === "key") { return productName(v); }
+      return String(v);
+    });
+  }
 
   function ordersTable(list, queue) {
     var head = $("orders-head"), body = $("orders-body");
@@ -564,8 +600,8 @@
       b.disabled = false;
       if (r.unreachable) { toast(r.error, true); return; }
       if (r.ok) { toast(T.applied + ": " + r.paid + " " + T.paid); }
-      else { toast(T.refused + ": " + (r.error || (r.results || []).filter(function (x) { return !x.ok; })
-        .map(function (x) { return x.order + " " + x.error; }).join("; ")), true); }
+      else { toast(T.refused + ": " + ((r.results || []).filter(function (x) { return !x.ok; })
+        .map(refusal).join("; ") || refusal(r)), true); }
       refreshOrders();
     });
   });
@@ -575,10 +611,11 @@
   function feedText(f) {
     if (f.kind === "event") { return (T["ev_" + f.event] || f.event) + " · " + productName(f.key); }
     if (f.kind === "control") {
-      return T.host + " · " + [f.action, f.sku, f.variant, f.qty, f.order].filter(function (x) { return x !== undefined && x !== null; }).join(" ");
+      return T.host + " · " + [actionText(f.action), f.sku ? unitName(f.sku, f.variant) : null, f.qty, f.order]
+        .filter(function (x) { return x !== undefined && x !== null; }).join(" ");
     }
-    var what = f.variant ? f.sku + "/" + f.variant : (f.sku || "");
-    var why = f.reason ? " (" + f.reason + ")" : f.position ? " #" + f.position : "";
+    var what = f.sku ? unitName(f.sku, f.variant) : "";
+    var why = f.reason ? " (" + (T["rs_" + f.reason] || f.reason) + ")" : f.position ? " #" + f.position : "";
     return (f.name || f.user) + " · " + statusText(f.status) + why + " · " + what + " ×" + f.qty + (f.order ? " · " + f.order : "");
   }
 

@@ -251,22 +251,26 @@ def presale_cap(c: Control, catalogue: Catalogue) -> int:
     # What names no unit is said as the ledger says it (not "no presale quantity": there is no such unit).
     product = catalogue.by_sku.get(str(c.sku))
     if product is None:
-        raise ControlError(f"no product {c.sku!r}; known: {', '.join(sorted(catalogue.by_sku))}")
+        raise ControlError(f"no product {c.sku!r}; known: {', '.join(sorted(catalogue.by_sku))}", "no_product",
+                           sku=str(c.sku))
     names = ", ".join(v.name for v in product.variants)
     if c.variant is None and product.variants:
-        raise ControlError(f"{c.sku} has variants ({names}); name one")
+        raise ControlError(f"{c.sku} has variants ({names}); name one", "has_variants", sku=str(c.sku),
+                           variants=names)
     if c.variant is not None:
         if not product.variants:
-            raise ControlError(f"{c.sku} has no variants")
+            raise ControlError(f"{c.sku} has no variants", "no_variants", sku=str(c.sku))
         v = product.variant(c.variant)
         if v is None:
-            raise ControlError(f"{c.sku} has no variant {c.variant!r}; known: {names}")
+            raise ControlError(f"{c.sku} has no variant {c.variant!r}; known: {names}", "no_variant",
+                               sku=str(c.sku), variant=c.variant)
         cap = v.presale
     else:
         cap = product.presale
     if cap <= 0:
         key = f"{c.sku}/{c.variant}" if c.variant else str(c.sku)
-        raise ControlError(f"{key} has no presale quantity in the config; give one: presale {key} N")
+        raise ControlError(f"{key} has no presale quantity in the config; give one: presale {key} N",
+                           "no_presale_cap", key=key)
     return cap
 
 

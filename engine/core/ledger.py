@@ -719,14 +719,15 @@ class Ledger:
     def _get_order(self, order: str) -> _Order:
         o = self._orders.get(order)
         if o is None:
-            raise ControlError(f"no order {order!r}")
+            raise ControlError(f"no order {order!r}", "no_order", order=order)
         return o
 
     def pay(self, order: str) -> list[Outcome]:
         """Mark a held order paid: it no longer expires. Raises ControlError unless it is held."""
         o = self._get_order(order)
         if o.status is not _RESERVED:
-            raise ControlError(f"order {order} is {o.status.value}; only a held (reserved) order can be paid")
+            raise ControlError(f"order {order} is {o.status.value}; only a held (reserved) order can be paid",
+                               "not_held", order=order, status=o.status.value)
         now = self.clock()
         self.seq += 1
         o.status = _PAID
@@ -738,7 +739,8 @@ class Ledger:
         order does not exist or has already ended."""
         o = self._get_order(order)
         if o.status is not _RESERVED and o.status is not _PRESALE and o.status is not _PAID:
-            raise ControlError(f"order {order} is already {o.status.value}")
+            raise ControlError(f"order {order} is already {o.status.value}", "already", order=order,
+                               status=o.status.value)
         now = self.clock()
         self.seq += 1
         out = [self._outcome(o, _CANCELLED, now)]
@@ -747,26 +749,30 @@ class Ledger:
 
     def _unit(self, sku: str, variant: str | None) -> _Unit:
         if sku not in self._products:
-            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}")
+            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}", "no_product",
+                               sku=sku)
         if variant is None:
             u = self._plain.get(sku)
             if u is None:
                 names = ", ".join(self._variants[sku])
-                raise ControlError(f"{sku} has variants ({names}); name one")
+                raise ControlError(f"{sku} has variants ({names}); name one", "has_variants", sku=sku,
+                                   variants=names)
             return u
         vs = self._variants.get(sku)
         if vs is None:
-            raise ControlError(f"{sku} has no variants")
+            raise ControlError(f"{sku} has no variants", "no_variants", sku=sku)
         u = vs.get(variant)
         if u is None:
-            raise ControlError(f"{sku} has no variant {variant!r}; known: {', '.join(vs)}")
+            raise ControlError(f"{sku} has no variant {variant!r}; known: {', '.join(vs)}", "no_variant", sku=sku,
+                               variant=variant)
         return u
 
     def restock(self, sku: str, variant: str | None, qty: int) -> list[Outcome]:
         """Add ``qty`` (>= 1) units; they serve the presale queue first. Returns the promotions."""
         u = self._unit(sku, variant)
         if isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
-            raise ControlError(f"restock quantity must be a whole number of 1 or more, got {qty!r}")
+            raise ControlError(f"restock quantity must be a whole number of 1 or more, got {qty!r}",
+                               "bad_quantity", value=repr(qty))
         now = self.clock()
         self.seq += 1
         u.stock += qty
@@ -779,7 +785,8 @@ class Ledger:
         when the new cap is below what is queued; new presale waits until the queue is below the cap."""
         u = self._unit(sku, variant)
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-            raise ControlError(f"presale cap must be a whole number of 0 or more, got {cap!r}")
+            raise ControlError(f"presale cap must be a whole number of 0 or more, got {cap!r}", "bad_cap",
+                               value=repr(cap))
         self.seq += 1
         u.cap = cap
         return []
@@ -791,9 +798,11 @@ class Ledger:
     def set_limit(self, sku: str, limit: int) -> list[Outcome]:
         """Change the per-buyer limit of a product (0 = none). Units already held are not taken back."""
         if sku not in self._products:
-            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}")
+            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}", "no_product",
+                               sku=sku)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ControlError(f"limit must be a whole number of 0 or more, got {limit!r}")
+            raise ControlError(f"limit must be a whole number of 0 or more, got {limit!r}", "bad_limit",
+                               value=repr(limit))
         self.seq += 1
         self._limits[sku] = limit
         return []
@@ -808,7 +817,8 @@ class Ledger:
     def feature(self, sku: str | None) -> list[Outcome]:
         """Make ``sku`` the product a bare "+1" buys (None: no product)."""
         if sku is not None and sku not in self._products:
-            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}")
+            raise ControlError(f"no product {sku!r}; known: {', '.join(sorted(self._products))}", "no_product",
+                               sku=sku)
         self.seq += 1
         self._featured = sku
         return []

@@ -53,6 +53,7 @@ from livecart.core.control import Control, ControlAction
 from livecart.core.errors import BadControl, ControlError
 from livecart.core.events import Event
 from livecart.core.records import Outcome
+from livecart.runtime.control import refused
 from livecart.runtime.metrics import Registry
 
 log = logging.getLogger("livecart.console")
@@ -601,7 +602,7 @@ class Console:
             result = await self.host.handle_control(c)
         except ControlError as exc:
             self._controls.inc(transport="console", action=action, result="refused")
-            return 409, {"ok": False, "action": action, "error": str(exc)}
+            return 409, refused(action, exc)
         except Exception as exc:
             self._controls.inc(transport="console", action=action, result="error")
             log.exception("console control %s failed in the handler", action)
@@ -682,7 +683,11 @@ class Console:
         results = []
         for oid in dict.fromkeys(orders):
             status, answer = await self._apply(Control(ControlAction.PAY, order=oid))
-            results.append({"order": oid, "ok": status == 200, "error": answer.get("error")})
+            row: dict[str, Any] = {"order": oid, "ok": status == 200, "error": answer.get("error")}
+            for k in ("code", "detail"):
+                if k in answer:
+                    row[k] = answer[k]
+            results.append(row)
         return _json({"ok": all(r["ok"] for r in results), "paid": sum(r["ok"] for r in results),
                       "results": results})
 

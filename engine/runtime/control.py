@@ -70,6 +70,16 @@ class _Counts:
         return int(self.counter.get(transport=transport, action=action, result=result))
 
 
+def refused(action: str, exc: ControlError) -> dict[str, Any]:
+    """The answer to a control the sale refused: the English ``error`` ``ctl`` prints, and where the case has
+    one, its ``code`` and ``detail`` (what the console says in its own language)."""
+    answer: dict[str, Any] = {"ok": False, "action": action, "error": str(exc)}
+    if exc.code:
+        answer["code"] = exc.code
+        answer["detail"] = dict(exc.detail)
+    return answer
+
+
 async def apply(handler: Handler, control: Control, counts: _Counts, transport: str, stream: str = ""
                 ) -> tuple[int, dict[str, Any]]:
     """Run the handler; map its outcome to an HTTP-like status and a JSON-ready answer."""
@@ -78,7 +88,7 @@ async def apply(handler: Handler, control: Control, counts: _Counts, transport: 
         result = await handler(control)
     except ControlError as exc:
         counts.inc(transport, action, "refused")
-        return 409, {"ok": False, "action": action, "error": str(exc)}
+        return 409, refused(action, exc)
     except Exception as exc:
         counts.inc(transport, action, "error")
         log.exception("control %s failed in the handler", action)

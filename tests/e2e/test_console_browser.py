@@ -149,7 +149,7 @@ def test_live_numbers_follow_a_fed_stream_and_a_durable_outcome_shows_within_a_s
     laptop.page.locator("#feed-list li").filter(has_text="sold out").first.wait_for()  # tea/50g: a stream event
     # Host actions from any transport reach the feed: here `livecart ctl`.
     assert sale.daemon.ctl("restock", "honey-500", "5")[0] == 0
-    laptop.page.locator("#feed-list li.k-control").filter(has_text="host · restock honey-500 5").wait_for()
+    laptop.page.locator("#feed-list li.k-control").filter(has_text="host · restock Wild honey 5").wait_for()
     laptop.page.get_by_role("button", name="Board").click()
     laptop.page.locator('[data-adapter="companion"]').filter(has_text="received 31").wait_for()
     laptop.check_clean()
@@ -356,6 +356,44 @@ def test_orders_search_a_buyer_bulk_pay_cancel_and_the_presale_queue(sale: Sale,
     assert st["outcomes"]["promoted"] == 1
     assert metric(sale, 'livecart_controls_total{action="pay",result="ok",transport="console"} 3')
     phone.check_clean()
+
+
+def test_the_chinese_page_says_refusals_reasons_and_host_actions_in_chinese_with_product_names(
+        sale: Sale, phone: Page) -> None:
+    """A host running the sale in Chinese reads the daemon's refusals, the reasons of rejected buys and the
+    host actions of the feed in Chinese, with product names instead of SKUs (they were English text and
+    SKUs: "no presale quantity", "(limit)", "restock honey-500")."""
+    sale.say("z1", "张三", "蜂蜜要五瓶")  # limit 3: 3 held, 2 refused over the limit
+    sale.say("z2", "李四", "鸡蛋来两盒")
+    wait_for(lambda: sale.state()["comments"] == 2, "2 comments decided")
+    page = phone.login("")
+    # The feed: product names and the reason in Chinese.
+    page.get_by_role("button", name="动态").click()
+    line = page.locator("#feed-list li").filter(has_text="超出限购")
+    line.wait_for()
+    assert "Wild honey" in line.inner_text()
+    assert "honey-500" not in line.inner_text()
+    # A refusal: honey has no presale quantity in the config.
+    page.get_by_role("button", name="看板").click()
+    row = page.locator('tr[data-sku="honey-500"]')
+    row.get_by_role("button", name="预售").click()
+    page.get_by_role("button", name="开启").click()
+    page.locator("#toast.bad").filter(has_text="Wild honey 在配置里没有预售数量").wait_for()
+    # A host action, said back in Chinese with the product's name, and in the feed.
+    row.get_by_role("button", name="补货").click()
+    page.get_by_label("数量").fill("5")
+    page.get_by_role("button", name="确定").click()
+    page.locator("#toast:not(.bad)").filter(has_text="已执行: 补货 Wild honey 5").wait_for()
+    page.get_by_role("button", name="动态").click()
+    page.locator("#feed-list li").filter(has_text="主播操作 · 补货 Wild honey 5").wait_for()
+    # Bulk pay of an order cancelled meanwhile from another device: the refusal names it and its status.
+    page.get_by_role("button", name="订单").click()
+    page.get_by_role("button", name="搜索").click()
+    page.get_by_label("订单 o-000002").check()
+    assert livecart("ctl", str(sale.cfg), "cancel", "o-000002").returncode == 0
+    page.get_by_role("button", name="选中的标为已付").click()
+    page.locator("#toast.bad").filter(has_text="订单 o-000002 是「已取消」，只有待付款的订单能标为已付").wait_for()
+    assert [e for e in phone.errors if "409" not in e] == []
 
 
 def test_the_open_page_reconnects_by_itself_after_a_daemon_restart(sale: Sale, laptop: Page) -> None:

@@ -194,7 +194,7 @@ def test_a_silent_drop_is_noticed_and_a_control_tapped_during_it_is_answered_and
         page.locator("#conn.ok").filter(has_text="live").wait_for(timeout=(CONTROL_TIMEOUT + 5) * 1000)
         # The host taps Apply again: same request, same Idempotency-Key, so it is applied once in all.
         apply.click()
-        page.locator("#toast:not(.bad)").filter(has_text="Applied: restock honey-500").wait_for()
+        page.locator("#toast:not(.bad)").filter(has_text="Applied: restock Wild honey").wait_for()
         page.get_by_label("Quantity").wait_for(state="detached")  # answered: the form closes
         stock.filter(has_text=re.compile(r"^35$")).wait_for()
         assert sale.daemon.ctl("restock", "tea/50g", "1")[0] == 0  # a later change still shows, live
