@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 from livecart.config import check_timezone
 from livecart.core.catalogue import Catalogue, Product
-from livecart.core.errors import ConfigError, Problem
+from livecart.core.errors import ConfigError, Problem, RetryableError
 from livecart.core.parser import normalise
 from livecart.core.records import Comment, Outcome, Reason, Status
 from livecart.core.settings import Config
@@ -282,6 +282,9 @@ class _Pending:
 
 
 Send = Callable[[Sequence[Reply]], Awaitable[None]]
+#: Backoff between tries of replies put back after a retryable failure: from RETRY_FIRST, doubling to RETRY_MAX.
+RETRY_FIRST = 0.25
+RETRY_MAX = 5.0
 
 
 class ReplyQueue:
@@ -291,20 +294,24 @@ class ReplyQueue:
     * :meth:`ready` takes what the rate limit allows at ``now``. When more is pending than the limit allows,
       replies to the same room are merged (joined with ``separator`` up to ``max_len`` characters) so that
       fewer messages carry them all; every reply folded into another is counted as ``merged``.
-    * :meth:`run` sends batches through ``send`` until :meth:`close`; a failing ``send`` is counted and
-      logged once, and the loop goes on.
+    * :meth:`run` sends batches through ``send`` until :meth:`close`. A ``send`` that raises
+      :class:`RetryableError` (no companion connected yet, the platform's connection down) puts its messages
+      back at the head of the queue and is tried again, backing off from 0.25 s to 5 s, for up to
+      ``retry_for`` seconds of failing in a row: a restarted daemon's first replies (expiries of holds that
+      ran out while it was down, the host's first pay) wait for the companion to come back instead of being
+      dropped. Any other failure, or one past ``retry_for``, is counted ``failed`` and logged once.
 
     Counters live in ``metrics`` as ``livecart_replies_total{adapter=..., result=queued|sent|merged|shed|
-    failed|taken}``: ``queued`` counts replies put, ``merged`` replies folded into another message; ``taken``
-    (handed out by :meth:`ready`), ``sent``, ``failed`` and ``shed`` count messages. So
-    ``queued == taken + shed + merged + depth`` always, and ``taken == sent + failed`` once :meth:`run` has
-    sent what it took.
+    failed|taken|retried}``: ``queued`` counts replies put, ``merged`` replies folded into another message;
+    ``taken`` (handed out by :meth:`ready`), ``sent``, ``failed``, ``retried`` (put back after a retryable
+    failure) and ``shed`` count messages. So ``queued == taken - retried + shed + merged + depth`` always,
+    and ``taken == sent + failed + retried`` once :meth:`run` has sent what it took.
     The caller must only put replies to durable outcomes (module docstring).
     """
 
     def __init__(self, name: str, *, limit: int | None = None, window: float = 30.0, maxsize: int = 1000,
                  max_len: int = 200, separator: str = " ", clock: Callable[[], float] = time.monotonic,
-                 metrics: Registry | None = None, stream: str = "") -> None:
+                 metrics: Registry | None = None, stream: str = "", retry_for: float = 120.0) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be 1 or more")
         self.name = name
@@ -320,6 +327,10 @@ class ReplyQueue:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._send_error_logged = False
+        #: How long sends may fail with RetryableError in a row before their messages count as failed.
+        self.retry_for = retry_for
+        self._failing_since: float | None = None
+        self._backoff = RETRY_FIRST
 
     @classmethod
     def for_adapter(cls, adapter: Adapter, **kwargs: Any) -> ReplyQueue:
@@ -411,7 +422,9 @@ class ReplyQueue:
             now = self.clock()
             batch = self.ready(now)
             if batch:
-                await self._send(send, batch)
+                if not await self._send(send, batch) and not self._closed:
+                    await sleep(self._backoff)  # put back: wait for the companion or the connection
+                    self._backoff = min(RETRY_MAX, self._backoff * 2)
                 continue
             if self._closed:
                 left = self.depth
@@ -428,20 +441,41 @@ class ReplyQueue:
             else:
                 await sleep(max(0.0, when - now))
 
-    async def _send(self, send: Send, batch: list[Reply]) -> None:
+    async def _send(self, send: Send, batch: list[Reply]) -> bool:
+        """Send ``batch``; False when its messages were put back to be tried again."""
         carried = len(batch)
         try:
             await send(batch)
         except asyncio.CancelledError:
             raise
+        except RetryableError as exc:
+            now = self.clock()
+            if self._failing_since is None:
+                self._failing_since = now
+                log.warning("reply queue %s: cannot send now (%s); %d message(s) wait and are tried again for "
+                            "up to %.0f s", self.name, exc, carried, self.retry_for)
+            if now - self._failing_since < self.retry_for and not self._closed:
+                self._pending.extendleft(_Pending(room_of(r), r) for r in reversed(batch))
+                self._count("retried", carried)
+                return False
+            self._failed(carried, exc)
+            return True
         except Exception as exc:
-            self._count("failed", carried)
-            level = logging.DEBUG if self._send_error_logged else logging.WARNING
-            self._send_error_logged = True
-            log.log(level, "reply queue %s: sending %d replies failed: %r (counted; further "
-                    "failures at DEBUG)", self.name, carried, exc)
-            return
+            self._failed(carried, exc)
+            return True
         self._count("sent", carried)
+        if self._failing_since is not None:
+            log.info("reply queue %s: sending again after %.1f s", self.name, self.clock() - self._failing_since)
+        self._failing_since = None
+        self._backoff = RETRY_FIRST
+        return True
+
+    def _failed(self, carried: int, exc: BaseException) -> None:
+        self._count("failed", carried)
+        level = logging.DEBUG if self._send_error_logged else logging.WARNING
+        self._send_error_logged = True
+        log.log(level, "reply queue %s: sending %d replies failed: %r (counted; further failures at DEBUG)",
+                self.name, carried, exc)
 
     def __repr__(self) -> str:
         return (f"<ReplyQueue {self.name}: {self.depth} pending, {self.count('sent')} sent, "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,5 +191,38 @@ def test_a_routes_file_that_cannot_be_read_is_said_and_the_daemon_runs(tmp_path:
         # Rewritten whole with the route learned from the comment.
         assert orjson.loads((tmp_path / "journal.db.routes.json").read_bytes()) == {
             "routes": [["douyin", "7312", "douyin-room"]]}
+    finally:
+        daemon.kill()
+
+
+def test_replies_decided_before_the_companion_reconnects_wait_for_it(tmp_path: Path) -> None:
+    """After a crash the holds that ran out meanwhile expire about a second after the start, usually before
+    the companion has reconnected: their replies wait for it (they were counted failed and dropped)."""
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en").replace("hold_minutes = 30", "hold_minutes = 0.02"),
+                   encoding="utf-8")
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
+                                  "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
+            replies_of(dy, 1)
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+        time.sleep(1.5)  # the hold (1.2 s) runs out while the daemon is down
+        state = daemon.start()
+        wait_for(lambda: daemon.api()["outcomes"].get("expired") == 1, "the hold to expire after the restart")
+        assert daemon.ctl("restock", "egg-10", "1")[0] == 0  # a host action before anyone is back, too
+        time.sleep(0.5)
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            expired = replies_of(dy, 1)
+        assert expired[0].startswith("@张三 "), expired
+        assert "o-000001" in expired[0]
+        metrics = daemon.api("/metrics")
+        assert 'livecart_replies_total{adapter="douyin-room",result="failed"}' not in metrics
+        assert daemon.stop() == 0
     finally:
         daemon.kill()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from livecart import config
-from livecart.core.errors import ConfigError
+from livecart.core.errors import ConfigError, RetryableError
 from livecart.core.records import Comment, Outcome, Reason, Status
 from livecart.core.templates import TEMPLATE_KEYS, TEMPLATES, template_problems
 from livecart.plugin import Adapter, Reply
@@ -219,7 +219,65 @@ def reply(i: int, room: str = "7312", seq: int | None = 1) -> Reply:
 
 
 def check_books(q: ReplyQueue) -> None:
-    assert q.count("queued") == q.count("taken") + q.count("shed") + q.count("merged") + q.depth
+    assert q.count("queued") == (q.count("taken") - q.count("retried") + q.count("shed") + q.count("merged")
+                                 + q.depth)
+
+
+async def test_replies_wait_for_a_companion_that_is_not_there_yet_and_go_out_in_order() -> None:
+    """A restarted daemon's first replies (expiries decided at start, the host's first pay) found no
+    companion connected: they were counted failed and dropped. Now they are put back and tried again."""
+    clock = Clock()
+    q = ReplyQueue("ws", clock=clock, retry_for=60.0)
+    got: list[str] = []
+    tries = [0]
+    sleeps: list[float] = []
+
+    async def send(batch: Sequence[Reply]) -> None:
+        tries[0] += 1
+        if tries[0] <= 4:
+            raise RetryableError("websocket ws: no companion connected to send replies to")
+        got.extend(r.text for r in batch)
+        if len(got) == 5:
+            q.close()
+
+    async def fake_sleep(d: float) -> None:
+        sleeps.append(d)
+        clock.t += d
+        await asyncio.sleep(0)
+
+    q.put_many(reply(i) for i in range(5))
+    await asyncio.wait_for(q.run(send, sleep=fake_sleep), 5.0)
+    assert got == ["r0", "r1", "r2", "r3", "r4"]
+    assert sleeps[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert q.count("failed") == 0
+    assert q.count("retried") > 0
+    assert q.count("taken") == q.count("sent") + q.count("failed") + q.count("retried")
+    check_books(q)
+
+
+async def test_replies_that_cannot_go_out_for_retry_for_seconds_are_counted_failed() -> None:
+    clock = Clock()
+    q = ReplyQueue("ws", clock=clock, retry_for=10.0)
+
+    async def send(batch: Sequence[Reply]) -> None:
+        raise RetryableError("no companion")
+
+    async def fake_sleep(d: float) -> None:
+        clock.t += d
+        await asyncio.sleep(0)
+
+    q.put_many(reply(i) for i in range(3))
+    task = asyncio.create_task(q.run(send, sleep=fake_sleep))
+    for _ in range(200):
+        if q.count("failed") == 3:
+            break
+        await asyncio.sleep(0)
+    q.close()
+    await asyncio.wait_for(task, 5.0)
+    assert q.count("failed") == 3
+    assert clock.t >= 10.0
+    assert q.count("taken") == q.count("sent") + q.count("failed") + q.count("retried")
+    check_books(q)
 
 
 def test_queue_refuses_a_reply_to_a_non_durable_outcome() -> None:
