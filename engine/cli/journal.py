@@ -235,7 +235,8 @@ def _rows(ledger: Ledger, names: dict[str, str]) -> Iterator[dict[str, Any]]:
             "order": o["order"], "buyer": o["user"], "product": o["sku"], "variant": o["variant"],
             "qty": o["qty"], "status": o["status"], "price": o["price"],
             "time": datetime.fromtimestamp(o["time"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            "name": names.get(o["user"], o["user"]), "platform": o["platform"], "room": o["room"],
+            "name": ledger.order_name(o["order"]) or names.get(o["user"], o["user"]), "platform": o["platform"],
+            "room": o["room"],
             "comment": o["comment"],
         }
 

@@ -254,6 +254,13 @@ class Ledger:
                     return o.name
         return None
 
+    def order_name(self, order_id: str) -> str | None:
+        """The display name on the comment that made order ``order_id`` (None: no such order, or no name kept).
+        Names the buyer of that very order, even when the same user id has ordered under another name since
+        (two platforms' ids can be alike; a viewer can rename)."""
+        o = self._orders.get(order_id)
+        return None if o is None else o.name
+
     def users(self) -> Iterator[str]:
         """The user ids that have made orders, first order first."""
         return iter(self._by_user)
@@ -272,10 +279,11 @@ class Ledger:
 
     def orders_detail(self) -> Iterator[dict[str, Any]]:
         """:meth:`orders` rows plus ``pay_by`` (epoch seconds a held order must be paid by; None when it is
-        not held or holds never expire), for the host's console."""
+        not held or holds never expire) and ``name`` (:meth:`order_name`), for the host's console."""
         for o in self._orders.values():
             row = o.as_dict()
             row["pay_by"] = o.deadline if o.status is _RESERVED and o.deadline else None
+            row["name"] = o.name
             yield row
 
     def snapshot(self) -> dict[str, Any]:

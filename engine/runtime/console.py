@@ -55,6 +55,7 @@ from livecart.core.events import Event
 from livecart.core.records import Outcome
 from livecart.runtime.control import refused
 from livecart.runtime.metrics import Registry
+from livecart.runtime.replies import shown_name
 
 log = logging.getLogger("livecart.console")
 
@@ -94,6 +95,7 @@ class Host(Protocol):
 
     names: Mapping[str, str]
 
+    def buyer_name(self, user: str, order: str | None = None) -> str: ...
     def snapshot(self) -> Mapping[str, Any]: ...
     def order_rows(self) -> Iterator[dict[str, Any]]: ...
     def presale_queue(self, key: str) -> list[dict[str, Any]]: ...
@@ -338,13 +340,14 @@ class Console:
         """A feed line as the page gets it, with the buyer's display name."""
         if isinstance(item, Outcome):
             o = item
-            return {"kind": "outcome", "ts": o.ts, "user": o.user, "name": self.host.names.get(o.user, o.user),
+            return {"kind": "outcome", "ts": o.ts, "user": o.user, "name": self.host.buyer_name(o.user, o.order),
                     "order": o.order, "sku": o.sku, "variant": o.variant, "qty": o.qty, "status": o.status.value,
                     "reason": o.reason.value if o.reason is not None else None, "position": o.position}
         user = item.get("user")
         if user is None:
             return dict(item)
-        return {**item, "name": self.host.names.get(str(user), str(user))}
+        order = item.get("order")
+        return {**item, "name": self.host.buyer_name(str(user), str(order) if order is not None else None)}
 
     def delta(self) -> dict[str, Any] | None:
         """What changed since the last call, or None when nothing did."""
@@ -588,7 +591,8 @@ class Console:
             return _denied(404, f"no product {key!r}")
         rows = self.host.presale_queue(key)
         names = self.host.names
-        return _json({"key": key, "queue": [{**r, "place": i, "name": names.get(r["user"], r["user"])}
+        return _json({"key": key, "queue": [{**r, "place": i,
+                                             "name": shown_name(r.get("name") or names.get(r["user"]), r["user"])}
                                             for i, r in enumerate(rows, 1)]})
 
     async def _summary(self, request: web.Request) -> web.Response:
@@ -709,7 +713,7 @@ def find_orders(rows: Iterator[dict[str, Any]], names: Mapping[str, str], *, q: 
             continue
         if user and r["user"] != user:
             continue
-        name = names.get(r["user"], r["user"])
+        name = shown_name(r.get("name") or names.get(r["user"]), r["user"])
         if needle and not (r["order"].casefold() == needle or needle in r["user"].casefold()
                            or needle in name.casefold() or r["order"].casefold().endswith(needle)):
             continue

@@ -70,7 +70,7 @@ from livecart.runtime.hooks import HookRunner
 from livecart.runtime.metrics import Registry
 from livecart.runtime.parsework import ParseAhead, cpus
 from livecart.runtime.pipeline import Engine, ParseFn, tune_gc, tune_malloc, tune_switching
-from livecart.runtime.replies import Replier, ReplyQueue, RoomKey
+from livecart.runtime.replies import Replier, ReplyQueue, RoomKey, shown_name
 from livecart.runtime.status import DaemonMetrics, StatusServer
 from livecart.runtime.trace import Trace, from_env
 
@@ -664,9 +664,10 @@ class Daemon:
             for o in mine:
                 by.setdefault(routes[(o.platform, o.room)], []).append(o)  # type: ignore[index]
             plans = [p for name, group in by.items()
-                     for p in self.repliers.get(name, self.replier).plan(group, self._recent, self.names)]
+                     for p in self.repliers.get(name, self.replier).plan(group, self._recent, self.names,
+                                                                         self.engine.ledger.order_name)]
         else:
-            plans = self.replier.plan(mine, self._recent, self.names)
+            plans = self.replier.plan(mine, self._recent, self.names, self.engine.ledger.order_name)
         for room, reply in plans:
             q = self.reply_queues.get(routes.get(room, ""))
             if q is None:
@@ -780,9 +781,16 @@ class Daemon:
         return self.engine.ledger.orders_detail()
 
     def presale_queue(self, key: str) -> list[dict[str, Any]]:
-        """The orders waiting in ``key``'s presale queue, head first."""
+        """The orders waiting in ``key``'s presale queue, head first, each with its buyer's ``name``."""
         ledger = self.engine.ledger
-        return [row for oid in ledger.queue(key) if (row := ledger.order(oid)) is not None]
+        return [{**row, "name": ledger.order_name(oid)} for oid in ledger.queue(key)
+                if (row := ledger.order(oid)) is not None]
+
+    def buyer_name(self, user: str, order: str | None = None) -> str:
+        """How the console names a buyer: by the name on ``order``'s comment, else their latest order's, else
+        the user id (:func:`~livecart.runtime.replies.shown_name`)."""
+        name = self.engine.ledger.order_name(order) if order is not None else None
+        return shown_name(name or self.names.get(user), user)
 
     def is_paused(self) -> bool:
         return not self.running.is_set()

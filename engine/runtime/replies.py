@@ -72,6 +72,21 @@ def template_key(outcome: Outcome) -> str:
     return outcome.status.value
 
 
+#: What a display name must not carry into a reply or onto the host's page: control characters (a newline
+#: would split a reply), zero-width spaces, and bidirectional embeddings, overrides and isolates (U+202E
+#: would turn the rest of the reply around). Zero-width (non-)joiners stay: emoji sequences need them.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff]+")
+
+
+def shown_name(name: str | None, user: str) -> str:
+    """``name`` as a reply or the console shows it: unshowable characters as spaces, runs of space as one,
+    trimmed; ``user`` (the user id) when nothing is left."""
+    if not name:
+        return user
+    shown = " ".join(_UNSHOWABLE.sub(" ", name).split())
+    return shown or user
+
+
 def room_of(reply: Reply) -> RoomKey:
     """Where a reply goes: the room of the comment it answers, else of its outcome."""
     if reply.comment is not None:
@@ -183,13 +198,15 @@ class Replier:
 
     def plan(self, outcomes: Iterable[Outcome],
              comments: Mapping[tuple[str, str, str], Comment] | None = None,
-             names: Mapping[str, str] | None = None) -> list[tuple[RoomKey, Reply]]:
+             names: Mapping[str, str] | None = None,
+             order_names: Callable[[str], str | None] | None = None) -> list[tuple[RoomKey, Reply]]:
         """Group durable outcomes into replies, one per comment (or per order for outcomes with no comment).
 
         ``comments`` maps :attr:`Comment.key` to the comment, which gives the buyer's display name and lets
-        the adapter answer the very message; ``names`` (user id -> display name, remembered from the buyers'
-        comments) names the buyer of an outcome with no comment at hand (a host's pay or cancel, an expiry,
-        a promotion); only without either is the name the user id. Replies come in the order of
+        the adapter answer the very message; for an outcome with no comment at hand (a host's pay or cancel,
+        an expiry, a promotion), ``order_names`` (order id -> the name on the comment that made it) names its
+        buyer, else ``names`` (user id -> display name); only without any is the name the user id. Names
+        are shown through :func:`shown_name`. Replies come in the order of
         their first outcome. Outcomes with no platform/room are counted in :attr:`unroutable` and skipped.
         Returns ``[]`` when ``[replies].enabled`` is false.
         """
@@ -209,10 +226,15 @@ class Replier:
             comment = None
             if comments is not None and first.comment is not None:
                 comment = comments.get((platform, room, first.comment))
+            name: str | None = None
             if comment is not None:
                 name = comment.name
             else:
-                name = names.get(user, user) if names is not None else user
+                if order_names is not None and first.order is not None:
+                    name = order_names(first.order)
+                if not name and names is not None:
+                    name = names.get(user)
+            name = shown_name(name, user)
             text = comment.text if comment is not None else None
             bodies = [b for b in (self.body(o, name, text) for o in group) if b]
             if not bodies:

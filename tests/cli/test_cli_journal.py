@@ -201,3 +201,20 @@ def test_report_of_an_ended_sale_is_the_closing_snapshots_and_a_tail_is_replayed
     report, source, full = _reports(journal)
     assert source == (3, 1)
     assert report == full
+
+
+def test_export_names_each_order_by_the_name_on_its_own_comment(stream: Path,
+                                                                capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """The same user id on two platforms (or a viewer who renamed between orders): each order keeps its
+    comment's name (export used the latest name of the user id for all of them)."""
+    async def sale() -> None:
+        eng = await Engine.open(load(stream), parse=parse, clock=lambda: 1_584_250_000.0)
+        await eng.submit([Comment("douyin", "7312", "m1", "10086", "张三", "egg 1", 0.0),
+                          Comment("kuaishou", "k9", "k1", "10086", "李四", "tea 1", 0.0)])
+        await eng.close()
+
+    asyncio.run(sale())
+    assert cli.main(["export", str(stream), "--format", "jsonl"]) == 0
+    rows = [orjson.loads(x) for x in capsysbinary.readouterr().out.splitlines()]
+    assert [(r["order"], r["buyer"], r["name"]) for r in rows] == [("o-000001", "10086", "张三"),
+                                                                  ("o-000002", "10086", "李四")]

@@ -138,7 +138,8 @@ def test_run_live_prints_a_compact_summary_line_every_few_seconds(tmp_path: Path
 def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_path: Path) -> None:
     """The rooms' reply routes and the buyers' names survive a crash: a pay or cancel after the restart, before
     anyone comments again, is answered in the right room by display name (it was dropped as unroutable and,
-    once routed, named the user id)."""
+    once routed, named the user id). The same user id on two platforms is two buyers: each order is named by
+    its own comment's name, not by the latest name of that id."""
     db = tmp_path / "journal.db"
     cfg = tmp_path / "stream.toml"
     cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
@@ -146,9 +147,9 @@ def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_
     try:
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
-            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "10086", "name": "张三",
                                   "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
-            yt.send(orjson.dumps({"platform": "youtube", "room": "live-9", "id": "y-1", "user": "tw1",
+            yt.send(orjson.dumps({"platform": "youtube", "room": "live-9", "id": "y-1", "user": "10086",
                                   "name": "Tina", "text": "eggs x2", "ts": 1_700_000_001}).decode())
             replies_of(dy, 1)
             replies_of(yt, 1)

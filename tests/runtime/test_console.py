@@ -62,6 +62,14 @@ def test_search_by_name_user_or_order_newest_first() -> None:
     assert [r["name"] for r in find_orders(rows(), NAMES, user="u3")["orders"]] == ["u3"]  # no name: the id
 
 
+def test_an_order_is_named_by_its_own_buyer_name_shown_readably() -> None:
+    named = [{**r, "name": n} for r, n in zip(rows(), ["张三", "  ", "Tina\u202e", None], strict=True)]
+    found = {r["order"]: r["name"] for r in find_orders(iter(named), NAMES)["orders"]}
+    # o-000001's own name wins over u1's latest (Tina); a blank one is the user id; an override is dropped.
+    assert found == {"o-000001": "张三", "o-000002": "u2", "o-000003": "Tina", "o-000004": "u3"}
+    assert [r["order"] for r in find_orders(iter(named), NAMES, q="张三")["orders"]] == ["o-000001"]
+
+
 def test_unpaid_holds_come_soonest_pay_by_first() -> None:
     found = find_orders(rows(), NAMES, status="unpaid")
     assert [(r["order"], r["pay_by"]) for r in found["orders"]] == [("o-000003", 1500.0), ("o-000002", 2000.0)]
@@ -81,6 +89,9 @@ class FakeHost:
     def snapshot(self) -> Mapping[str, Any]:
         return {"products": {k: dict(v) for k, v in self.products.items()}, "featured": "egg",
                 "comments": self.comments, "orders": self.orders, "outcomes": {}}
+
+    def buyer_name(self, user: str, order: str | None = None) -> str:
+        return self.names.get(user, user)
 
     def order_rows(self) -> Iterator[dict[str, Any]]:
         return iter(())

@@ -14,7 +14,7 @@ from livecart.core.errors import ConfigError, RetryableError
 from livecart.core.records import Comment, Outcome, Reason, Status
 from livecart.core.templates import TEMPLATE_KEYS, TEMPLATES, template_problems
 from livecart.plugin import Adapter, Reply
-from livecart.runtime.replies import NotDurable, RateLimiter, Replier, ReplyQueue
+from livecart.runtime.replies import NotDurable, RateLimiter, Replier, ReplyQueue, shown_name
 
 # 2020-03-15 12:00:00 UTC; with hold_minutes = 30 the pay-by time is 12:30 in UTC.
 TS = 1584273600.0
@@ -438,6 +438,34 @@ def test_an_outcome_without_its_comment_names_the_buyer_from_remembered_names(zh
     assert reply.text.startswith("@Tina ")
     [(_, unnamed)] = zh.plan([paid], {})
     assert unnamed.text.startswith("@tw1 ")  # only when no name was ever seen
+
+
+def test_an_outcome_of_an_order_names_the_buyer_of_that_order_not_the_latest_name_of_the_user_id(
+        zh: Replier) -> None:
+    """The same user id on two platforms (or a viewer who renamed): the order's own name, then the user's."""
+    paid = outcome(Status.PAID, comment=None, user="10086", order="o-000001")
+    [(_, reply)] = zh.plan([paid], {}, {"10086": "李四"}, {"o-000001": "张三"}.get)
+    assert reply.text.startswith("@张三 ")
+    [(_, other)] = zh.plan([paid], {}, {"10086": "李四"}, {}.get)
+    assert other.text.startswith("@李四 ")
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("  ", "u-1"), ("", "u-1"), ("张\n三", "张 三"), ("Tina\r\n\tW", "Tina W"), ("abc\u202edef", "abc def"),
+    ("\u2067x\u2069", "x"), ("\u200b", "u-1"), ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧"), ("  王  老板 ", "王 老板"),
+])
+def test_a_display_name_is_shown_without_what_would_break_a_reply_or_the_page(name: str, shown: str) -> None:
+    assert shown_name(name, "u-1") == shown
+
+
+def test_a_reply_to_a_buyer_with_a_blank_or_multiline_name_mentions_something_readable(zh: Replier) -> None:
+    c = Comment("douyin", "7312", "m-1", "u-1", "老\n王\u202e", "+1", TS)
+    [(_, reply)] = zh.plan([outcome(comment="m-1", user="u-1")], {c.key: c})
+    assert reply.text.startswith("@老 王 ")
+    assert "\n" not in reply.text
+    blank = Comment("douyin", "7312", "m-2", "u-2", " \t ", "+1", TS)
+    [(_, r2)] = zh.plan([outcome(comment="m-2", user="u-2")], {blank.key: blank})
+    assert r2.text.startswith("@u-2 ")
 
 
 def test_an_adapter_language_overrides_the_replies_language(sample_config_path: Path) -> None:
