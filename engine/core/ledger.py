@@ -207,6 +207,8 @@ class Ledger:
         self._counts: dict[Status, int] = {}
         # The fixed fields of the first len(_sealed) * ORDER_SEGMENT orders, encoded as JSON once (state()).
         self._sealed: list[msgspec.Raw] = []
+        # (platform, room, comment id) -> the orders it made, of orders made before a time (see again()).
+        self._by_comment: dict[tuple[str | None, str | None, str], list[_Order]] | None = None
         self.seq = 0
         self.comments = 0
         #: True while the host has paused intake (journalled, so a restart comes back paused too).
@@ -253,6 +255,32 @@ class Ledger:
                 if o.name:
                     return o.name
         return None
+
+    def again(self, c: Comment, before: float) -> list[Outcome]:
+        """The orders that comment ``c`` made before ``before`` (a time on this ledger's clock), as outcomes
+        that say where each stands now (held, with its pay-by time; queued, with its place; paid, cancelled,
+        expired), each order once per ledger: what a restarted daemon tells a buyer whose comment comes back
+        (resent because the previous process died before acknowledging it, so perhaps before announcing its
+        outcome). Decides nothing and changes nothing but this once-only memory; outcomes that made no order
+        (refusals) are not kept, so none come back. ``seq`` is the ledger's current one."""
+        index = self._by_comment
+        if index is None:  # built at the first resend: the orders restored from the journal, once
+            index = self._by_comment = {}
+            for o in self._orders.values():
+                if o.comment is not None and o.created < before:
+                    index.setdefault((o.platform, o.room, o.comment), []).append(o)
+        found = index.pop((c.platform, c.room, c.id), None)
+        if not found:
+            return []
+        out: list[Outcome] = []
+        for o in found:
+            u = o.unit
+            place = list(u.queue).index(o.id) + 1 if o.status is _PRESALE and o.id in u.queue else None
+            # A held order's pay-by time is its deadline: the reply computes it from ts + the hold.
+            ts = o.deadline - self.hold_seconds if o.status is _RESERVED and o.deadline else o.created
+            out.append(make_outcome(c.id, o.user, o.id, u.sku, u.variant, o.qty, o.status, None, place,
+                                    o.platform, o.room, ts, self.seq))
+        return out
 
     def order_name(self, order_id: str) -> str | None:
         """The display name on the comment that made order ``order_id`` (None: no such order, or no name kept).

@@ -324,6 +324,11 @@ class Daemon:
         self._mirror_engine_metrics()
         self.refresh_baseline()
         engine.add_listener(self.on_durable)
+        if isinstance(engine, Engine) and self.replier is not None and self.reply_queues:
+            engine.on_again = self._reply_again
+        self._again = self.registry.counter(
+            "replies_again_total", "Orders announced again to a buyer whose comment came back after a restart "
+            "(decided by an earlier process, which may have died before announcing them)")
 
     # ------------------------------------------------------------------ metrics
 
@@ -648,6 +653,16 @@ class Daemon:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             self.routes_file = None  # said once; replies go on
+
+    def _reply_again(self, outcomes: Sequence[Outcome]) -> None:
+        """Answer again the buyers of orders an earlier process decided, whose comments came back (their
+        companion resent what was never acknowledged: the process died after the journal had them, perhaps
+        before it announced them). Replies only: no hook, no event, no count of outcomes."""
+        routes = self.routes
+        mine = [o for o in outcomes if (o.platform, o.room) in routes]  # others have no one to tell
+        if mine:
+            self._again.inc(len(mine))
+            self._reply(mine)
 
     def _reply(self, outcomes: Sequence[Outcome]) -> None:
         assert self.replier is not None

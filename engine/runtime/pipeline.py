@@ -126,6 +126,11 @@ class Engine:
         self._parse = parse
         self._clock = clock
         self._listeners: list[Listener] = []
+        #: Called with :meth:`Ledger.again`'s outcomes when comments decided by an earlier process come back
+        #: (the daemon answers their buyers again: the earlier process may have died before it could). None:
+        #: duplicates are skipped without a word. Not an outcome listener: nothing is decided or journalled.
+        self.on_again: Listener | None = None
+        self.opened_at = clock()
         self._closed = False
         #: The daemon's latency trace (:mod:`livecart.runtime.trace`), when ``LIVECART_TRACE`` is set.
         self.trace: Trace | None = None
@@ -303,6 +308,7 @@ class Engine:
         rows: list[Entry] = []
         append = rows.append
         outs: list[Outcome] = []
+        again: list[Outcome] = []
         intents: dict[str, int] = {}
         seq = ledger.seq
         # What jr.comment_row builds, inlined: a function call per comment was ~10% of this loop. The row is
@@ -330,6 +336,8 @@ class Engine:
                         pr = NOTHING
                 out = decide(c, pr)
                 if ledger.seq == seq:
+                    if self.on_again is not None:
+                        again.extend(ledger.again(c, self.opened_at))
                     continue
                 seq = ledger.seq
                 intent = pr.intent
@@ -353,6 +361,12 @@ class Engine:
             self._m_comments.inc(len(comments))
             if dupes:
                 self._m_dupes.inc(dupes)
+                if again and self.on_again is not None:
+                    try:
+                        self.on_again(again)
+                    except Exception:
+                        self._m_listener_errors.inc()
+                        log.exception("announcing again the orders of resent comments failed")
             for intent_name, n in intents.items():
                 self._m_intents.inc(n, intent=intent_name)
             done = self._append(rows, now)

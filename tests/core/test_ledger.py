@@ -433,3 +433,29 @@ def test_one_products_figures_are_those_of_the_snapshot() -> None:
     assert {k: led.product(k) for k in products} == products
     assert led.product("tea") is None  # a product with variants has figures per variant only
     assert led.product("nope") is None
+
+
+def test_again_says_where_each_order_of_a_comment_stands_now_once_and_only_for_older_orders() -> None:
+    clock = Clock(1000.0)
+    led = make(hold=600.0, clock=clock)
+    a, b, c = comment("a"), comment("b"), comment("c")
+    led.decide(a, buy(Item("egg", qty=5)))  # o-000001 held
+    led.decide(b, buy(Item("egg", qty=4)))  # o-000002 held
+    led.decide(c, buy(Item("egg", qty=3)))  # o-000003 held x1, o-000004 presale x2 (place 1)
+    led.pay("o-000002")
+    clock.now = 2000.0
+    late = comment("d")
+    led.decide(late, buy(Item("rice", qty=1)))  # made after the restart: never announced again
+    led.decide(comment("e"), buy(Item("rice", qty=9)))  # 2 held, 7 refused: only the order comes back
+    out = led.again(c, before=1500.0)
+    assert [(o.order, o.status.value, o.qty, o.position, o.ts) for o in out] == [
+        ("o-000003", "reserved", 1, None, 1000.0), ("o-000004", "presale", 2, 1, 1000.0)]
+    assert {o.comment for o in out} == {c.id}
+    assert all(o.seq == led.seq for o in out)
+    assert led.again(c, before=1500.0) == []  # once
+    assert [(o.order, o.status.value) for o in led.again(b, before=1500.0)] == [("o-000002", "paid")]
+    assert led.again(late, before=1500.0) == []
+    assert led.again(comment("never"), before=1500.0) == []
+    # Nothing changed: five comments and one pay decided, as before.
+    assert led.seq == 6
+    assert led.snapshot()["outcomes"] == {"paid": 1, "presale": 1, "rejected": 1, "reserved": 5}

@@ -227,3 +227,43 @@ def test_replies_decided_before_the_companion_reconnects_wait_for_it(tmp_path: P
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_a_buy_resent_after_a_crash_before_its_reply_went_out_is_answered_once(tmp_path: Path) -> None:
+    """The journal had the comment, the process died before the reply went out (here: no companion was
+    connected to take it) and before the comment was acknowledged; the companion resends it to the new
+    process, which knows it as a duplicate and used to say nothing: the buyer never heard of the order."""
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
+    buy = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
+                        "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode()
+    later = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-2", "user": "dy2", "name": "李四",
+                          "text": "鸡蛋来一盒", "ts": 1_700_000_001}).decode()
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(buy)
+        wait_for(lambda: daemon.api()["comments"] == 1, "the buy decided")
+        assert daemon.proc is not None
+        daemon.proc.kill()  # its reply is still waiting for a companion
+        daemon.proc.wait(10)
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(buy)  # resent: never acknowledged
+            again = replies_of(dy, 1)
+            assert again[0].startswith("@张三 已为您保留 Free-range eggs ×2，订单 o-000001"), again
+            dy.send(later)  # a comment of this process ...
+            replies_of(dy, 1)
+            dy.send(buy)  # ... and resends of both: answered once only
+            dy.send(later)
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-3", "user": "dy3", "name": "王五",
+                                  "text": "鸡蛋来一盒", "ts": 1_700_000_002}).decode())
+            assert replies_of(dy, 1)[0].startswith("@王五 "), "the next reply is the new buyer's"
+        metrics = daemon.api("/metrics")
+        assert "livecart_replies_again_total 1.0" in metrics
+        assert daemon.api()["outcomes"] == {"reserved": 3}
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
