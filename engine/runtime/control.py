@@ -34,7 +34,7 @@ import orjson
 from aiohttp import web
 
 from livecart.core.control import Control, ControlAction, parse_params
-from livecart.core.errors import BadControl, ControlError
+from livecart.core.errors import BadControl, ControlError, LivecartError
 from livecart.core.settings import Config
 from livecart.listen import DEFAULT_IDLE, Guard, GuardedSite, runner_options
 from livecart.runtime.metrics import Registry
@@ -164,7 +164,16 @@ class ControlServer:
         self.port = int(runner.addresses[0][1])
         for path in (self.state_path, self.mirror_path):
             if path is not None:
-                self._write_state(path)
+                try:
+                    self._write_state(path)
+                except OSError as exc:
+                    # Not a listening problem: said as what it is (it read "cannot listen ... Operation not
+                    # permitted" when the journal's folder could not be written).
+                    self._runner = None
+                    await runner.cleanup()
+                    raise LivecartError(f"cannot write the daemon's address to {path}: {exc.strerror or exc} "
+                                        "(`livecart ctl` finds the daemon there; the journal's folder must be "
+                                        "writable by this user)") from exc
         log.info("host controls on http://%s:%d/control", self.host, self.port)
 
     def _write_state(self, path: Path) -> None:

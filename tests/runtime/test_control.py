@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from livecart import config
 from livecart.core.control import Control, ControlAction, parse_params
-from livecart.core.errors import BadControl, ControlError
+from livecart.core.errors import BadControl, ControlError, LivecartError
 from livecart.runtime.control import ControlServer, MqttControl, control_state_path, ctl_main, send_control
 
 A = ControlAction
@@ -143,6 +143,16 @@ async def daemon(token_config: Path) -> AsyncIterator[tuple[ControlServer, FakeE
     srv = ControlServer("127.0.0.1", 0, "sesame", engine, state_path=control_state_path(cfg))
     async with srv:
         yield srv, engine, tmp_config
+
+
+async def test_a_state_file_that_cannot_be_written_is_said_as_such_not_as_a_listening_failure(
+        tmp_path: Path) -> None:
+    where = tmp_path / "no-such-folder" / "j.db.ctl.json"
+    srv = ControlServer("127.0.0.1", 0, "sesame", FakeEngine(), state_path=where)
+    with pytest.raises(LivecartError, match=r"cannot write the daemon's address to .*j\.db\.ctl\.json: "
+                                            r"No such file or directory .*folder must be writable"):
+        await srv.start()
+    assert srv._runner is None  # the listener was closed again
 
 
 async def test_ctl_restock_reaches_the_handler_and_prints_its_answer(
