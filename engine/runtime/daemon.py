@@ -627,13 +627,20 @@ class Daemon:
                         path, exc)
             return
         kept = 0
+        gone: Counter[str] = Counter()
         for row in rows:
-            if (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)
-                    and row[2] in self.reply_queues):
-                self.routes[(row[0], row[1])] = row[2]
-                kept += 1
+            if isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row):
+                if row[2] in self.reply_queues:
+                    self.routes[(row[0], row[1])] = row[2]
+                    kept += 1
+                else:
+                    gone[row[2]] += 1
         if kept:
             log.info("replies to %d room(s) go where they went before the restart (%s)", kept, path)
+        if gone:
+            log.warning("replies to %d room(s) went through adapter(s) that no longer reply (%s): their "
+                        "outcomes are unroutable until someone there comments through another adapter",
+                        gone.total(), ", ".join(f"{name}: {n}" for name, n in gone.most_common()))
 
     def save_routes(self) -> None:
         """Write :attr:`routes` (the newest :data:`MAX_ROUTES`) to :attr:`routes_file`, replacing it whole.

@@ -171,7 +171,8 @@ def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_
         daemon.kill()
 
 
-@pytest.mark.parametrize("garbage", [b"", b"{not json", b'{"routes": 7}', b'{"routes": [[1, 2, 3], "x"]}'])
+@pytest.mark.parametrize("garbage", [b"", b"{not json", b'{"routes": 7}', b'{"routes": [[1, 2, 3], "x"]}',
+                                     b'{"routes": [["douyin", "1", "gone-room"]]}'])
 def test_a_routes_file_that_cannot_be_read_is_said_and_the_daemon_runs(tmp_path: Path, garbage: bytes) -> None:
     db = tmp_path / "journal.db"
     cfg = tmp_path / "stream.toml"
@@ -185,7 +186,9 @@ def test_a_routes_file_that_cannot_be_read_is_said_and_the_daemon_runs(tmp_path:
                                   "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
             assert replies_of(dy, 1)[0].startswith("@张三 ")
         assert daemon.stop() == 0
-        if garbage.startswith(b'{"routes": ['):
+        if b"gone-room" in garbage:  # an adapter removed from the config since
+            assert "went through adapter(s) that no longer reply (gone-room: 1)" in daemon.log()
+        elif garbage.startswith(b'{"routes": ['):
             assert "cannot be read" not in daemon.log()  # rows of the wrong shape are passed over
         else:
             assert "journal.db.routes.json cannot be read" in daemon.log()
