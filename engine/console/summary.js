@@ -104,14 +104,17 @@ var LivecartSummary = (function () {
     root.appendChild(cards);
     var table = el("table", {"class": "summary-table"});
     var head = el("tr");
-    [T.product, T.stock, T.sold, T.paid, T.presale, T.left, T.revenue].forEach(function (x) { head.appendChild(el("th", null, x)); });
+    // Revenue paid and revenue still held (unpaid holds, which may expire) apart: one sum of both read as
+    // money taken.
+    var labels = [T.product, T.stock, T.sold, T.paid, T.presale, T.left, T.revenue_paid, T.revenue_held];
+    labels.forEach(function (x) { head.appendChild(el("th", null, x)); });
     var thead = el("thead"); thead.appendChild(head); table.appendChild(thead);
     var body = el("tbody");
-    var labels = [T.product, T.stock, T.sold, T.paid, T.presale, T.left, T.revenue];
     data.products.forEach(function (p) {
       var tr = el("tr", {"data-summary": p.key});
       // data-label: on a phone each row is a card and each figure says what it is (app.css).
-      [p.name, num(p.stock), num(p.sold), num(p.paid), num(p.presale), num(p.left), money(p.revenue_paid + p.revenue_held)]
+      [p.name, num(p.stock), num(p.sold), num(p.paid), num(p.presale), num(p.left), money(p.revenue_paid),
+       money(p.revenue_held)]
         .forEach(function (x, i) { tr.appendChild(el("td", {"data-label": labels[i]}, x)); });
       body.appendChild(tr);
     });

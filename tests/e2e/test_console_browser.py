@@ -468,8 +468,10 @@ def test_report_html_is_one_file_that_shows_the_summary_offline(sale: Sale, chro
         row = page.locator('tr[data-summary="egg-10"]')
         row.wait_for()
         # Stock 40, 8 buyers of 5 hold it all, 2 more queue for presale; the chart and events are drawn.
-        assert row.locator("td").evaluate_all("ts => ts.map(t => t.textContent)")[:6] == [
-            "Free-range eggs", "40", "40", "0", "10", "0"]
+        cells = row.locator("td").evaluate_all("ts => ts.map(t => t.textContent)")
+        assert cells[:6] == ["Free-range eggs", "40", "40", "0", "10", "0"]
+        # Revenue paid and revenue held apart (their sum read as money taken): nothing paid, 40 held.
+        assert cells[6:] == ["0.00", "1,196.00"], cells
         assert page.locator("svg.rates polyline").count() == 2
         assert page.locator("svg.sell rect").count() >= 2
         assert requests == [out.as_uri()]
