@@ -153,6 +153,7 @@
   function showLogin() {
     if (source) { source.close(); source = null; }
     $("tabs").hidden = true;
+    $("logout").hidden = true;
     ["board", "orders", "feed", "charts", "summary"].forEach(function (p) { $(p).hidden = true; });
     $("login").hidden = false;
     $("token").focus();
@@ -185,6 +186,7 @@
       document.title = s.stream + " · livecart";
       $("login").hidden = true;
       $("tabs").hidden = false;
+      $("logout").hidden = false;
       show(current);
       connect();
     }).catch(scheduleReconnect);
@@ -636,7 +638,7 @@
       var p = state.products[k];
       return {name: productName(k), stock: p.stock, sold: p.reserved, paid: p.paid, presale: p.presale};
     });
-    LivecartSummary.sellThrough($("chart-sell"), rowsData);
+    LivecartSummary.sellThrough($("chart-sell"), rowsData, [T.paid, T.held, T.left, T.presale]);
   }
 
   function renderSummary() {

@@ -69,7 +69,8 @@ var LivecartSummary = (function () {
   }
 
   // rows: [{name, stock, sold, paid, presale}] -> horizontal bars: paid, held, rest of stock; presale after.
-  function sellThrough(container, rows) {
+  // labels: what the bar's parts are, [paid, held, left, presale], said in a legend under the chart.
+  function sellThrough(container, rows, labels) {
     container.textContent = "";
     var w = 640, line = 34, h = Math.max(1, rows.length) * line + 6;
     var s = svg("svg", {viewBox: "0 0 " + w + " " + h, role: "img", "class": "sell"});
@@ -89,6 +90,13 @@ var LivecartSummary = (function () {
       s.appendChild(pct);
     });
     container.appendChild(s);
+    if (labels) {
+      var legend = el("p", {"class": "legend"});
+      ["paid", "held", "left", "presale"].forEach(function (k, i) {
+        legend.appendChild(el("span", {"class": "key-" + k}, labels[i]));
+      });
+      container.appendChild(legend);
+    }
   }
 
   function render(root, data) {
@@ -122,7 +130,7 @@ var LivecartSummary = (function () {
     root.appendChild(table);
     root.appendChild(el("h2", null, T.sell));
     var sell = el("div", {"class": "chart"}); root.appendChild(sell);
-    sellThrough(sell, data.products);
+    sellThrough(sell, data.products, [T.paid, T.held, T.left, T.presale]);
     root.appendChild(el("h2", null, T.timeline + " · " + T.rates));
     var chart = el("div", {"class": "chart"}); root.appendChild(chart);
     rates(chart, data.history, [T.comments, T.orders]);

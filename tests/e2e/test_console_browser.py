@@ -438,8 +438,14 @@ def test_the_page_fits_phone_and_laptop_screens(sale: Sale, chromium: Any, viewp
                 page.get_by_label("Status").select_option("unpaid")
                 page.get_by_role("button", name="Search").click()
                 page.locator("#orders-body tr").first.wait_for()
-            # Nothing sticks out sideways: no horizontal scrolling on a phone.
+            # Nothing sticks out sideways: no horizontal scrolling on a phone, and every button of the header
+            # is on the screen (Log out was past the right edge of the English tab bar at 390 px).
             assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+            outside = page.evaluate("""() => [...document.querySelectorAll('header button')]
+                .filter(b => b.offsetParent !== null)
+                .filter(b => { const r = b.getBoundingClientRect(); return r.left < 0 || r.right > innerWidth; })
+                .map(b => b.textContent)""")
+            assert outside == []
             shot = out / f"console-{tab.lower()}-{name}.png"
             page.screenshot(path=str(shot), full_page=tab != "Orders")
             assert shot.stat().st_size > 10_000
@@ -474,6 +480,8 @@ def test_report_html_is_one_file_that_shows_the_summary_offline(sale: Sale, chro
         assert cells[6:] == ["0.00", "1,196.00"], cells
         assert page.locator("svg.rates polyline").count() == 2
         assert page.locator("svg.sell rect").count() >= 2
+        # The sell-through bars say what their colours are.
+        assert page.locator("svg.sell + .legend span").all_text_contents() == ["已付", "待付", "剩余", "预售"]
         assert requests == [out.as_uri()]
         assert errors == []
     finally:
