@@ -253,7 +253,10 @@
     if (d.sample) { state.history.push(d.sample); }
     renderTotals();
     if (d.adapters) { renderAdapters(); }
-    if (d.feed) { addFeed(d.feed); }
+    if (d.feed) {
+      addFeed(d.feed);
+      if (d.feed.some(function (f) { return f.kind === "outcome" && f.order; })) { ordersChanged(); }
+    }
     if (current === "charts" && (d.sample || d.products)) { renderCharts(); }
   }
 
@@ -540,11 +543,15 @@
   }
 
   var shownOrders = [];
-  function refreshOrders(more) {
+  function refreshOrders(more, live) {
     if (ordersView.kind === "queue") { $("orders-more").hidden = true; return showQueue(ordersView.key); }
     var q = new URLSearchParams();
     if (ordersView.kind === "buyer") { q.set("user", ordersView.user); }
-    else { q.set("q", $("q").value.trim()); q.set("status", $("status").value); }
+    else if (live && ordersView.q !== undefined) { q.set("q", ordersView.q); q.set("status", ordersView.status); }
+    else {
+      ordersView.q = $("q").value.trim(); ordersView.status = $("status").value;
+      q.set("q", ordersView.q); q.set("status", ordersView.status);
+    }
     // "More" asks for the next page; a refresh asks again for as many as are shown (at least one page).
     if (more === true) { q.set("offset", String(shownOrders.length)); }
     else { q.set("limit", String(Math.min(1000, Math.max(200, shownOrders.length)))); }
@@ -556,7 +563,13 @@
       $("orders-title").textContent = title + " " + num(r.total) + " " + T.found +
         (r.total > shownOrders.length ? " · " + T.shown.replace("%d", num(shownOrders.length)).replace("%d", num(r.total)) : "");
       $("orders-more").hidden = !(r.total > shownOrders.length);
+      var ticked = {};
+      var boxes = document.querySelectorAll("#orders-body input:checked");
+      for (var i = 0; i < boxes.length; i++) { ticked[boxes[i].value] = true; }
       ordersTable(shownOrders, false);
+      var again = document.querySelectorAll("#orders-body input[type=checkbox]");
+      for (var j = 0; j < again.length; j++) { if (ticked[again[j].value]) { again[j].checked = true; } }
+      selectionChanged();
     });
   }
   $("orders-more").addEventListener("click", function () { refreshOrders(true); });
@@ -586,10 +599,26 @@
 
   $("search").addEventListener("submit", function (ev) {
     ev.preventDefault();
-    ordersView = {kind: "search"};
+    ordersView = {kind: "search", q: $("q").value.trim(), status: $("status").value};
     shownOrders = [];
     refreshOrders();
   });
+
+  // The orders on screen follow the sale: new orders, payments, expiries and promotions show without a tap,
+  // at most every LIVE_ORDERS ms, with the search that was submitted (not what is being typed) and the boxes
+  // that were ticked still ticked.
+  var LIVE_ORDERS = 2000, liveTimer = null, liveAt = 0, liveBusy = false;
+  function ordersChanged() {
+    if (current !== "orders" || liveTimer) { return; }
+    liveTimer = setTimeout(function () {
+      liveTimer = null;
+      if (current !== "orders" || liveBusy) { return; }
+      liveBusy = true;
+      liveAt = Date.now();
+      var p = refreshOrders(false, true);
+      (p && p.then ? p : Promise.resolve()).then(function () { liveBusy = false; }, function () { liveBusy = false; });
+    }, Math.max(0, LIVE_ORDERS - (Date.now() - liveAt)));
+  }
 
   $("pay-selected").addEventListener("click", function () {
     var boxes = document.querySelectorAll("#orders-body input:checked");

@@ -396,6 +396,30 @@ def test_the_chinese_page_says_refusals_reasons_and_host_actions_in_chinese_with
     assert [e for e in phone.errors if "409" not in e] == []
 
 
+def test_the_orders_on_screen_follow_the_sale_keeping_the_search_and_the_ticked_boxes(
+        sale: Sale, phone: Page) -> None:
+    """The orders tab showed what the last tap asked for: a host waiting for a buyer's order to appear, or
+    for a payment, had to tap Search again and again (and lost the boxes ticked for a bulk pay)."""
+    sale.say("a1", "Tina", "鸡蛋来一盒")
+    wait_for(lambda: sale.state()["orders"] == 1, "the first order")
+    page = phone.login("?lang=en")
+    page.get_by_role("button", name="Orders").click()
+    page.get_by_label("Status").select_option("unpaid")
+    page.get_by_role("button", name="Search").click()
+    page.locator("#orders-title").filter(has_text="1 found").wait_for()
+    page.get_by_label("Order o-000001").check()
+    page.get_by_label("Buyer name, user id or order id").fill("nobody")  # typed, not searched
+    sale.say("a2", "Wang Fang", "鸡蛋来两盒")
+    page.locator('#orders-body tr[data-order="o-000002"]').wait_for(timeout=5_000)  # no tap
+    page.locator("#orders-title").filter(has_text="2 found").wait_for()
+    assert page.get_by_label("Order o-000001").is_checked()
+    assert page.get_by_role("button", name="Mark selected paid").is_enabled()
+    # A payment from elsewhere takes the order off the unpaid list by itself.
+    assert sale.daemon.ctl("pay", "o-000002")[0] == 0
+    page.locator('#orders-body tr[data-order="o-000002"]').wait_for(state="detached", timeout=5_000)
+    phone.check_clean()
+
+
 def test_the_open_page_reconnects_by_itself_after_a_daemon_restart(sale: Sale, laptop: Page) -> None:
     laptop.login()
     sale.say("a", "Ann", "鸡蛋来两盒")
