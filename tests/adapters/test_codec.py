@@ -215,3 +215,17 @@ def test_a_cut_emoji_is_kept_through_a_field_map_too() -> None:
     got = d.decode(b'{"id": "1", "user": "u", "ts": 1, "content": "\\u9e21\\u86cb \\ud83d"}')
     assert [x.text for x in got] == ["\u9e21\u86cb \ufffd"]
     assert d.stats.malformed_total == 0
+
+
+def test_plugins_have_a_public_name_for_the_decoder() -> None:
+    """docs/writing-an-adapter.md sends plugin authors to livecart.adapters.codec, not the private module."""
+    from livecart.adapters import codec
+    from livecart.plugin import AdapterStats
+
+    stats = AdapterStats("mine")
+    d = codec.Decoder(stats, platform="myplatform", room="r1", fields={"text": "content"})
+    got = d.decode(b'[{"id": "1", "user": "u", "content": "+1", "ts": 1700000000}, 7, {"id": "2"}]')
+    assert [(c.platform, c.room, c.id, c.text) for c in got] == [("myplatform", "r1", "1", "+1")]
+    assert stats.received == 1
+    assert stats.malformed_total == 2
+    assert set(codec.__all__) == {"DEFAULT_MAX_BYTES", "TS_UNITS", "Decoder", "FieldMap"}
