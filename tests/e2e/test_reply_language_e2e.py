@@ -248,7 +248,9 @@ def test_a_buy_resent_after_a_crash_before_its_reply_went_out_is_answered_once(t
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
             dy.send(buy)
-        wait_for(lambda: daemon.api()["comments"] == 1, "the buy decided")
+        # Durable and its reply queued (the ledger counts a comment when it decides it, before the commit).
+        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 1.0'
+                 in daemon.api("/metrics"), "the buy committed and its reply queued")
         assert daemon.proc is not None
         daemon.proc.kill()  # its reply is still waiting for a companion
         daemon.proc.wait(10)
@@ -265,7 +267,7 @@ def test_a_buy_resent_after_a_crash_before_its_reply_went_out_is_answered_once(t
                                   "text": "鸡蛋来一盒", "ts": 1_700_000_002}).decode())
             assert replies_of(dy, 1)[0].startswith("@王五 "), "the next reply is the new buyer's"
         metrics = daemon.api("/metrics")
-        assert "livecart_replies_again_total 1.0" in metrics
+        assert "livecart_replies_again_total 1.0" in metrics, [x for x in metrics.splitlines() if "again" in x]
         assert daemon.api()["outcomes"] == {"reserved": 3}
         assert daemon.stop() == 0
     finally:
