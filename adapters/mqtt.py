@@ -138,6 +138,9 @@ class _Link:
         self.on_broken = on_broken
         #: Why the loop stopped watching the socket (None while it does).
         self.broken: str | None = None
+        #: A second descriptor of the socket paho closed, open until the broker closes its side (:meth:`drained`).
+        self.lingering: socket.socket | None = None
+        self.stopped = False
         client.on_socket_open = self._on_open
         client.on_socket_close = self._on_close
         client.on_socket_register_write = self._on_register_write
@@ -174,6 +177,9 @@ class _Link:
             self.misc = self.loop.create_task(self._misc(), name="mqtt-keepalive")
 
     def _on_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if not self.stopped and self.lingering is None:
+            with contextlib.suppress(OSError):
+                self.lingering = sock.dup()  # here, before paho closes its own descriptor
         self._soon(self._close, sock)
 
     def _close(self, sock: Any) -> None:
@@ -206,7 +212,23 @@ class _Link:
                 return
             await asyncio.sleep(1.0)
 
+    async def drained(self) -> None:
+        """Wait until the broker has closed the connection paho closed. Mosquitto reads a
+        connection one packet at a time, and a new connection with the same client id takes the session over and
+        drops what the old one sent that it had not read yet: the last PUBACKs, sent again then. It closes its side
+        once it has read the DISCONNECT, so after every PUBACK before it."""
+        s, self.lingering = self.lingering, None
+        if s is None:
+            return
+        try:
+            with contextlib.suppress(OSError):
+                while await self.loop.sock_recv(s, 4096):
+                    pass
+        finally:
+            s.close()
+
     def stop(self) -> None:
+        self.stopped = True
         if self.misc is not None:
             self.misc.cancel()
             self.misc = None
@@ -439,6 +461,9 @@ class MqttAdapter(Adapter):
                             wake.clear()
                             await wake.wait()
             link.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await link.drained()
 
     async def _subscribe(self, client: paho.Client, done: asyncio.Future[list[int]], lost: list[str]) -> None:
         o = self.options
