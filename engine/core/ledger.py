@@ -209,6 +209,7 @@ class Ledger:
         self._sealed: list[msgspec.Raw] = []
         # (platform, room, comment id) -> the orders it made, of orders made before a time (see again()).
         self._by_comment: dict[tuple[str | None, str | None, str], list[_Order]] | None = None
+        self._told: set[str] = set()  # orders again() / again_since() have given once
         self.seq = 0
         self.comments = 0
         #: True while the host has paused intake (journalled, so a restart comes back paused too).
@@ -259,10 +260,11 @@ class Ledger:
     def again(self, c: Comment, before: float) -> list[Outcome]:
         """The orders that comment ``c`` made before ``before`` (a time on this ledger's clock), as outcomes
         that say where each stands now (held, with its pay-by time; queued, with its place; paid, cancelled,
-        expired), each order once per ledger: what a restarted daemon tells a buyer whose comment comes back
-        (resent because the previous process died before acknowledging it, so perhaps before announcing its
-        outcome). Decides nothing and changes nothing but this once-only memory; outcomes that made no order
-        (refusals) are not kept, so none come back. ``seq`` is the ledger's current one."""
+        expired), each order once per ledger (:meth:`again_since` included): what a restarted daemon tells a
+        buyer whose comment comes back (resent because the previous process died before acknowledging it,
+        so perhaps before announcing its outcome). Decides nothing and changes nothing but this once-only
+        memory; outcomes that made no order (refusals) are not kept, so none come back. A hold that has run
+        out is left to the expiry sweep, which announces it. ``seq`` is the ledger's current one."""
         index = self._by_comment
         if index is None:  # built at the first resend: the orders restored from the journal, once
             index = self._by_comment = {}
@@ -270,17 +272,42 @@ class Ledger:
                 if o.comment is not None and o.created < before:
                     index.setdefault((o.platform, o.room, o.comment), []).append(o)
         found = index.pop((c.platform, c.room, c.id), None)
-        if not found:
-            return []
         out: list[Outcome] = []
-        for o in found:
-            u = o.unit
-            place = list(u.queue).index(o.id) + 1 if o.status is _PRESALE and o.id in u.queue else None
-            # A held order's pay-by time is its deadline: the reply computes it from ts + the hold.
-            ts = o.deadline - self.hold_seconds if o.status is _RESERVED and o.deadline else o.created
-            out.append(make_outcome(c.id, o.user, o.id, u.sku, u.variant, o.qty, o.status, None, place,
-                                    o.platform, o.room, ts, self.seq))
+        if found:
+            now = self.clock()
+            for o in found:
+                self._tell(o, now, out)
         return out
+
+    def again_since(self, after: float, before: float) -> list[Outcome]:
+        """:meth:`again` for every order made after ``after`` and before ``before``, oldest first: what a
+        restarted daemon announces at once when the last one kept, in the replies' progress, that it had
+        not yet told the buyers of orders made after ``after`` (their replies were queued when it died)."""
+        news: list[_Order] = []
+        for o in reversed(self._orders.values()):
+            if o.created <= after:
+                break  # orders are made in time order: the rest are older
+            if o.created < before:
+                news.append(o)
+        out: list[Outcome] = []
+        now = self.clock()
+        for o in reversed(news):
+            self._tell(o, now, out)
+        return out
+
+    def _tell(self, o: _Order, now: float, out: list[Outcome]) -> None:
+        told = self._told
+        if o.id in told:
+            return
+        told.add(o.id)
+        u = o.unit
+        if o.status is _RESERVED and o.deadline and o.deadline <= now:
+            return  # ran out while no one was there to be told: the next sweep expires and announces it
+        place = list(u.queue).index(o.id) + 1 if o.status is _PRESALE and o.id in u.queue else None
+        # A held order's pay-by time is its deadline: the reply computes it from ts + the hold.
+        ts = o.deadline - self.hold_seconds if o.status is _RESERVED and o.deadline else o.created
+        out.append(make_outcome(o.comment, o.user, o.id, u.sku, u.variant, o.qty, o.status, None, place,
+                                o.platform, o.room, ts, self.seq))
 
     def order_name(self, order_id: str) -> str | None:
         """The display name on the comment that made order ``order_id`` (None: no such order, or no name kept).

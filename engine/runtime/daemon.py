@@ -85,6 +85,8 @@ from livecart.store.sqlite import SqliteStore
 log = logging.getLogger("livecart.daemon")
 #: Most reply routes kept across a restart (the newest rooms): a room is a live stream, a daemon reads a few.
 MAX_ROUTES = 10_000
+#: How often the replies' progress is kept (Daemon.keep_progress): what a crash may make a restart tell twice.
+PROGRESS_SECONDS = 0.5
 
 #: Batches (as adapters yield them) waiting for the engine before adapters are made to wait (default).
 QUEUE_BATCHES = 64
@@ -308,6 +310,11 @@ class Daemon:
         #: kept in :attr:`routes_file` across restarts (see :meth:`load_routes`).
         self.routes: dict[RoomKey, str] = {}
         self.routes_file: Path | None = None
+        #: Where :meth:`keep_progress` keeps how far buyers have been told (see :meth:`load_progress`).
+        self.progress_file: Path | None = None
+        self._progress_kept: float | None = None
+        #: The decision time of the newest outcome handed to :meth:`on_durable`.
+        self._durable_ts: float | None = None
         #: Comments of replying adapters between intake and their durable outcomes (display name, reply-to).
         self._recent: dict[tuple[str, str, str], Comment] = {}
         self._journal_max = 0.0
@@ -602,6 +609,8 @@ class Daemon:
         j = self.engine.journal
         if j.last_batch_seconds > self._journal_max:
             self._journal_max = j.last_batch_seconds
+        if outcomes:
+            self._durable_ts = outcomes[-1].ts
         if self.replier is not None and self.reply_queues:
             self._reply(outcomes)
         if self.hooks is not None:
@@ -641,6 +650,71 @@ class Daemon:
             log.warning("replies to %d room(s) went through adapter(s) that no longer reply (%s): their "
                         "outcomes are unroutable until someone there comments through another adapter",
                         gone.total(), ", ".join(f"{name}: {n}" for name, n in gone.most_common()))
+
+    def told_until(self) -> float | None:
+        """Up to when (a decision time) every durable outcome's reply has been sent, shed or given up: just
+        before the oldest reply still waiting or being sent, else the newest durable outcome. None: no
+        outcome yet in this process."""
+        waiting = [t for q in self.reply_queues.values() if (t := q.oldest_unsent()) is not None]
+        if waiting:
+            return min(waiting) - 1e-6
+        return self._durable_ts
+
+    def load_progress(self, path: Path) -> None:
+        """Announce, once, the orders a previous run of this journal made but had not told their buyers
+        about when it died (their replies were queued: a flash peak, a platform's rate limit, a companion
+        away), from the progress it kept in ``path``; then keep this run's progress there
+        (:meth:`keep_progress`). Without the file (a first run, a journal from before it was kept) nothing
+        is announced again; a file that cannot be read is logged and ignored. Refusals make no order and
+        are not said again; an order is never decided twice, only told again (a reply sent just before the
+        crash may go out twice)."""
+        self.progress_file = path
+        try:
+            data = orjson.loads(path.read_bytes())
+            told = data["told_until"]
+            if isinstance(told, bool) or not isinstance(told, int | float):
+                raise TypeError(f"told_until is {type(told).__name__}, not a time")
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.warning("%s cannot be read (%s); orders whose replies were waiting when the last run ended are "
+                        "announced only if their comments come back", path, exc)
+            return
+        engine = self.engine
+        if not isinstance(engine, Engine):
+            return
+        self._progress_kept = float(told)
+        again = engine.ledger.again_since(float(told), engine.opened_at)
+        if again:
+            log.warning("%d order(s) decided before the restart had not been announced to their buyers; "
+                        "announcing them now", len(again))
+            self._reply_again(again)
+
+    def save_progress(self) -> None:
+        """Write :meth:`told_until` to :attr:`progress_file` when it moved (whole, tmp + rename; not synced: a
+        file older than the truth only makes a restart tell some buyers twice)."""
+        path = self.progress_file
+        told = self.told_until()
+        if path is None or told is None or told == self._progress_kept:
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(orjson.dumps({"told_until": told}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot keep the replies' progress in %s (%s); after a crash, replies that were "
+                        "waiting are sent only for comments that come back", path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self.progress_file = None
+            return
+        self._progress_kept = told
+
+    async def keep_progress(self, every: float = PROGRESS_SECONDS) -> None:
+        """:meth:`save_progress` every ``every`` seconds while replies go out."""
+        while True:
+            await asyncio.sleep(every)
+            self.save_progress()
 
     def save_routes(self) -> None:
         """Write :attr:`routes` (the newest :data:`MAX_ROUTES`) to :attr:`routes_file`, replacing it whole.
@@ -1051,6 +1125,8 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
         ticker = (tg.create_task(d.expire(), name="expiry") if d.cfg.stream.hold_minutes > 0 else None)
         senders = [tg.create_task(q.run(_sender(d, name), sleep=_interruptible(reply_sleep, stopping)),
                                   name=f"replies:{name}") for name, q in queues.items()]
+        progress = (tg.create_task(d.keep_progress(), name="replies-progress")
+                    if d.progress_file is not None else None)
         stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
         everyone: asyncio.Future[Any] = asyncio.gather(*readers)
         # When the consumer fails (the journal), the group cancels the readers before anything below awaits
@@ -1078,7 +1154,11 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
             await d.control.close()
         if d.mqtt_control is not None:
             await d.mqtt_control.close()
-        # 4. replies and hooks get `drain_seconds` to go out; what is left is counted as shed
+        # 4. replies and hooks get `drain_seconds` to go out; what is left is counted as shed. The progress
+        #    is kept first, so a reply that does not go out now is announced by the next start.
+        if progress is not None:
+            progress.cancel()
+            d.save_progress()
         stopping.set()
         for q in queues.values():
             q.close()
@@ -1181,6 +1261,8 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
         d.repliers = {a.name: Replier(cfg, language=lang) for a in d.adapters
                       if a.name in parts.queues and (lang := str(a.options.get("reply_language", "") or ""))
                       and lang != parts.replier.language}
+        if lock is not None and parts.queues:
+            d.load_progress(Path(str(routes_path(cfg)).removesuffix(".routes.json") + ".replies.json"))
         await _open_endpoints(d, stack)
         watchdog = LoopWatchdog(d.registry)  # says where, when a plugin blocks the event loop
         watchdog.start()

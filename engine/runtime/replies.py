@@ -353,6 +353,7 @@ class ReplyQueue:
         self.retry_for = retry_for
         self._failing_since: float | None = None
         self._backoff = RETRY_FIRST
+        self._inflight: Sequence[Reply] = ()
 
     @classmethod
     def for_adapter(cls, adapter: Adapter, **kwargs: Any) -> ReplyQueue:
@@ -392,6 +393,13 @@ class ReplyQueue:
         self._pending.append(_Pending(room_of(reply), reply))
         self._count("queued")
         self._wakeup.set()
+
+    def oldest_unsent(self) -> float | None:
+        """The decision time (``outcome.ts``) of the oldest reply not sent yet (waiting, or being sent), or
+        None when there is none: the daemon keeps, across a crash, that it has told buyers up to there."""
+        times = [r.outcome.ts for r in self._inflight if r.outcome is not None]
+        times.extend(p.reply.outcome.ts for p in self._pending if p.reply.outcome is not None)
+        return min(times) if times else None
 
     def put_many(self, replies: Iterable[Reply]) -> None:
         for r in replies:
@@ -465,7 +473,14 @@ class ReplyQueue:
 
     async def _send(self, send: Send, batch: list[Reply]) -> bool:
         """Send ``batch``; False when its messages were put back to be tried again."""
+        try:
+            return await self._send_once(send, batch)
+        finally:
+            self._inflight = ()
+
+    async def _send_once(self, send: Send, batch: list[Reply]) -> bool:
         carried = len(batch)
+        self._inflight = batch
         try:
             await send(batch)
         except asyncio.CancelledError:
@@ -481,6 +496,10 @@ class ReplyQueue:
                 self._count("retried", carried)
                 return False
             self._failed(carried, exc)
+            # Given up on these; the next ones get their own wait (a companion that came back meanwhile and
+            # dropped again must not make them fail at once).
+            self._failing_since = None
+            self._backoff = RETRY_FIRST
             return True
         except Exception as exc:
             self._failed(carried, exc)

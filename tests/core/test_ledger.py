@@ -439,23 +439,45 @@ def test_again_says_where_each_order_of_a_comment_stands_now_once_and_only_for_o
     clock = Clock(1000.0)
     led = make(hold=600.0, clock=clock)
     a, b, c = comment("a"), comment("b"), comment("c")
-    led.decide(a, buy(Item("egg", qty=5)))  # o-000001 held
+    led.decide(a, buy(Item("egg", qty=5)))  # o-000001 held until 1600
     led.decide(b, buy(Item("egg", qty=4)))  # o-000002 held
     led.decide(c, buy(Item("egg", qty=3)))  # o-000003 held x1, o-000004 presale x2 (place 1)
     led.pay("o-000002")
-    clock.now = 2000.0
+    clock.now = 1400.0  # the restart
     late = comment("d")
     led.decide(late, buy(Item("rice", qty=1)))  # made after the restart: never announced again
     led.decide(comment("e"), buy(Item("rice", qty=9)))  # 2 held, 7 refused: only the order comes back
-    out = led.again(c, before=1500.0)
+    out = led.again(c, before=1200.0)
     assert [(o.order, o.status.value, o.qty, o.position, o.ts) for o in out] == [
         ("o-000003", "reserved", 1, None, 1000.0), ("o-000004", "presale", 2, 1, 1000.0)]
     assert {o.comment for o in out} == {c.id}
     assert all(o.seq == led.seq for o in out)
-    assert led.again(c, before=1500.0) == []  # once
-    assert [(o.order, o.status.value) for o in led.again(b, before=1500.0)] == [("o-000002", "paid")]
-    assert led.again(late, before=1500.0) == []
-    assert led.again(comment("never"), before=1500.0) == []
+    assert led.again(c, before=1200.0) == []  # once
+    assert [(o.order, o.status.value) for o in led.again(b, before=1200.0)] == [("o-000002", "paid")]
+    assert led.again(late, before=1200.0) == []
+    assert led.again(comment("never"), before=1200.0) == []
+    # A hold that ran out (deadline 1600) is left to the expiry sweep, which announces it.
+    clock.now = 1700.0
+    assert led.again(a, before=1200.0) == []
     # Nothing changed: five comments and one pay decided, as before.
     assert led.seq == 6
     assert led.snapshot()["outcomes"] == {"paid": 1, "presale": 1, "rejected": 1, "reserved": 5}
+
+
+def test_again_since_gives_the_orders_made_in_a_span_oldest_first_each_once() -> None:
+    clock = Clock(1000.0)
+    led = make(hold=600.0, clock=clock)
+    led.decide(comment("a"), buy(Item("egg", qty=1)))  # o-000001 at 1000: told before the crash
+    clock.now = 1010.0
+    b = comment("b")
+    led.decide(b, buy(Item("egg", qty=2)))  # o-000002 at 1010: its reply was still queued
+    led.decide(comment("c"), buy(Item("rice", qty=1)))  # o-000003 at 1010
+    clock.now = 1100.0  # the restart; then a new order
+    led.decide(comment("d"), buy(Item("rice", qty=1)))  # o-000004, this process's own
+    out = led.again_since(1005.0, before=1050.0)
+    assert [(o.order, o.status.value, o.user) for o in out] == [("o-000002", "reserved", "b"),
+                                                                ("o-000003", "reserved", "c")]
+    assert led.again(b, before=1050.0) == []  # told already: a resend of its comment adds nothing
+    assert led.again_since(1005.0, before=1050.0) == []
+
+

@@ -272,3 +272,49 @@ def test_a_buy_resent_after_a_crash_before_its_reply_went_out_is_answered_once(t
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path: Path) -> None:
+    """An acknowledged buy whose reply was still queued when the process died (a companion away, a flash
+    peak, a platform's rate limit): its comment never comes back, so only the replies' progress, kept beside
+    the journal, tells the next run that its buyer was never told."""
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
+    told = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-0", "user": "dy0", "name": "赵六",
+                         "text": "鸡蛋来一盒", "ts": 1_699_999_999}).decode()
+    buy = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
+                        "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode()
+    daemon = Daemon(cfg, db)
+    progress = tmp_path / "journal.db.replies.json"
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(told)
+            assert replies_of(dy, 1)[0].startswith("@赵六 ")  # told before the crash: not again
+        wait_for(lambda: progress.exists(), "the replies' progress kept")
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(buy)  # and gone: whether its ack arrived or not, this comment is not sent again
+        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 2.0'
+                 in daemon.api("/metrics"), "the buy committed and its reply queued")
+        # Its reply waits for a companion; the progress, kept every half second, stays just behind it.
+        time.sleep(0.7)
+        kept = orjson.loads(progress.read_bytes())["told_until"]
+        time.sleep(0.7)
+        assert orjson.loads(progress.read_bytes())["told_until"] == kept
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            first = replies_of(dy, 1)
+            assert first[0].startswith("@张三 已为您保留 Free-range eggs ×2，订单 o-000002"), first
+            dy.send(buy)  # a resend as well (the ack may have been lost): not told twice
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-3", "user": "dy3", "name": "王五",
+                                  "text": "鸡蛋来一盒", "ts": 1_700_000_002}).decode())
+            assert replies_of(dy, 1)[0].startswith("@王五 ")
+        assert "1 order(s) decided before the restart had not been announced" in daemon.log()
+        assert "livecart_replies_again_total 1.0" in daemon.api("/metrics")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()

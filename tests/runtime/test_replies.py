@@ -255,6 +255,41 @@ async def test_replies_wait_for_a_companion_that_is_not_there_yet_and_go_out_in_
     check_books(q)
 
 
+async def test_after_giving_up_the_next_replies_get_their_own_wait() -> None:
+    """A companion away for longer than retry_for, back, away again: a reply made then waited for nothing
+    (failed at once: the failing streak was only reset by a success)."""
+    clock = Clock()
+    q = ReplyQueue("ws", clock=clock, retry_for=10.0)
+    sent: list[str] = []
+
+    async def send(batch: Sequence[Reply]) -> None:
+        if clock.t < 30.0 or 40.0 <= clock.t < 45.0:
+            raise RetryableError("no companion")
+        sent.extend(r.text for r in batch)
+
+    async def fake_sleep(d: float) -> None:
+        clock.t += d
+        await asyncio.sleep(0)
+
+    q.put(reply(0))
+    task = asyncio.create_task(q.run(send, sleep=fake_sleep))
+    for _ in range(500):
+        if q.count("failed") == 1:
+            break
+        await asyncio.sleep(0)
+    assert q.count("failed") == 1  # r0 given up after 10 s
+    clock.t = 40.0  # back at 30, away again at 40
+    q.put(reply(1))
+    for _ in range(500):
+        if sent:
+            break
+        await asyncio.sleep(0)
+    q.close()
+    await asyncio.wait_for(task, 5.0)
+    assert sent == ["r1"]
+    assert q.count("failed") == 1
+
+
 async def test_replies_that_cannot_go_out_for_retry_for_seconds_are_counted_failed() -> None:
     clock = Clock()
     q = ReplyQueue("ws", clock=clock, retry_for=10.0)
