@@ -669,6 +669,11 @@ class Daemon:
         are not said again; an order is never decided twice, only told again (a reply sent just before the
         crash may go out twice)."""
         self.progress_file = path
+        engine = self.engine
+        if not isinstance(engine, Engine):
+            return
+        # Everything decided before this start is told once what is announced below has gone out.
+        self._durable_ts = engine.opened_at
         try:
             data = orjson.loads(path.read_bytes())
             told = data["told_until"]
@@ -679,9 +684,6 @@ class Daemon:
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
             log.warning("%s cannot be read (%s); orders whose replies were waiting when the last run ended are "
                         "announced only if their comments come back", path, exc)
-            return
-        engine = self.engine
-        if not isinstance(engine, Engine):
             return
         self._progress_kept = float(told)
         again = engine.ledger.again_since(float(told), engine.opened_at)

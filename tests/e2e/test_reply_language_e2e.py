@@ -315,6 +315,16 @@ def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path
             assert replies_of(dy, 1)[0].startswith("@王五 ")
         assert "1 order(s) decided before the restart had not been announced" in daemon.log()
         assert "livecart_replies_again_total 1.0" in daemon.api("/metrics")
+        # Told now: a second crash does not tell them again.
+        time.sleep(1.2)
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-4", "user": "dy4", "name": "钱七",
+                                  "text": "鸡蛋来一盒", "ts": 1_700_000_003}).decode())
+            assert replies_of(dy, 1)[0].startswith("@钱七 ")
+        assert "had not been announced" not in daemon.log()
         assert daemon.stop() == 0
     finally:
         daemon.kill()
