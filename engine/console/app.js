@@ -514,10 +514,10 @@
       }
       row.appendChild(el("td", null, o.order));
       var who = el("td");
-      who.appendChild(button(o.name, function () { showBuyer(o.user, o.name); }, "link"));
+      who.appendChild(button(o.name, function () { showBuyer(o.user, o.name, o.platform); }, "link"));
       if (o.name !== o.user) { who.appendChild(el("small", {"class": "sku"}, o.user)); }
       row.appendChild(who);
-      if (!queue) { row.appendChild(el("td", null, o.variant ? o.sku + "/" + o.variant : o.sku)); }
+      if (!queue) { row.appendChild(el("td", null, unitName(o.sku, o.variant))); }
       row.appendChild(el("td", null, o.qty));
       if (!queue) {
         row.appendChild(el("td", {"class": "st-" + o.status}, statusText(o.status)));
@@ -546,7 +546,10 @@
   function refreshOrders(more, live) {
     if (ordersView.kind === "queue") { $("orders-more").hidden = true; return showQueue(ordersView.key); }
     var q = new URLSearchParams();
-    if (ordersView.kind === "buyer") { q.set("user", ordersView.user); }
+    if (ordersView.kind === "buyer") {
+      q.set("user", ordersView.user);
+      if (ordersView.platform) { q.set("platform", ordersView.platform); }
+    }
     else if (live && ordersView.q !== undefined) { q.set("q", ordersView.q); q.set("status", ordersView.status); }
     else {
       ordersView.q = $("q").value.trim(); ordersView.status = $("status").value;
@@ -580,8 +583,8 @@
     });
   });
 
-  function showBuyer(user, name) {
-    ordersView = {kind: "buyer", user: user, name: name};
+  function showBuyer(user, name, platform) {
+    ordersView = {kind: "buyer", user: user, name: name, platform: platform};
     shownOrders = [];
     show("orders");
     refreshOrders();
@@ -642,7 +645,8 @@
   function feedText(f) {
     if (f.kind === "event") { return (T["ev_" + f.event] || f.event) + " · " + productName(f.key); }
     if (f.kind === "control") {
-      return T.host + " · " + [actionText(f.action), f.sku ? unitName(f.sku, f.variant) : null, f.qty, f.order]
+      return T.host + " · " + [actionText(f.action), f.sku ? unitName(f.sku, f.variant) : null,
+                               f.enabled === true ? T.open : f.enabled === false ? T.close : null, f.qty, f.order]
         .filter(function (x) { return x !== undefined && x !== null; }).join(" ");
     }
     var what = f.sku ? unitName(f.sku, f.variant) : "";

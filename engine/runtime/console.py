@@ -573,6 +573,7 @@ class Console:
         q = request.query.get("q", "").strip()
         status = request.query.get("status", "").strip()
         user = request.query.get("user", "").strip()
+        platform = request.query.get("platform", "").strip()
         try:
             limit = max(1, min(1000, int(request.query.get("limit", "200"))))
             offset = max(0, int(request.query.get("offset", "0")))
@@ -581,6 +582,7 @@ class Console:
         if status and status not in STATUSES and status != "unpaid":
             return _denied(400, f"status must be one of: unpaid, {', '.join(STATUSES)}")
         return _json(find_orders(self.host.order_rows(), self.host.names, q=q, status=status, user=user,
+                                 platform=platform,
                                  limit=limit, offset=offset))
 
     async def _queue(self, request: web.Request) -> web.Response:
@@ -700,9 +702,10 @@ class Console:
 
 
 def find_orders(rows: Iterator[dict[str, Any]], names: Mapping[str, str], *, q: str = "", status: str = "",
-                user: str = "", limit: int = 200, offset: int = 0) -> dict[str, Any]:
+                user: str = "", platform: str = "", limit: int = 200, offset: int = 0) -> dict[str, Any]:
     """Orders matching a search: ``q`` is an order id, a user id or part of a display name (any case);
-    ``status`` one of :data:`STATUSES` or ``unpaid`` (held, not paid); ``user`` exactly one buyer.
+    ``status`` one of :data:`STATUSES` or ``unpaid`` (held, not paid); ``user`` exactly one buyer, of
+    ``platform`` when given (user ids of two platforms can be alike).
     Unpaid holds come soonest pay-by first; everything else newest first. ``total`` counts every match;
     ``orders`` holds ``limit`` of them from ``offset`` (the page asks for the next ones with "More")."""
     needle = q.casefold()
@@ -711,7 +714,7 @@ def find_orders(rows: Iterator[dict[str, Any]], names: Mapping[str, str], *, q: 
     for r in rows:
         if want and r["status"] != want:
             continue
-        if user and r["user"] != user:
+        if user and (r["user"] != user or (platform and r["platform"] != platform)):
             continue
         name = shown_name(r.get("name") or names.get(r["user"]), r["user"])
         if needle and not (r["order"].casefold() == needle or needle in r["user"].casefold()

@@ -389,10 +389,23 @@ def test_the_chinese_page_says_refusals_reasons_and_host_actions_in_chinese_with
     # Bulk pay of an order cancelled meanwhile from another device: the refusal names it and its status.
     page.get_by_role("button", name="订单").click()
     page.get_by_role("button", name="搜索").click()
+    # Products by name in the orders table too.
+    assert page.locator('#orders-body tr[data-order="o-000002"] td').nth(3).inner_text() == "Free-range eggs"
     page.get_by_label("订单 o-000002").check()
     assert livecart("ctl", str(sale.cfg), "cancel", "o-000002").returncode == 0
     page.get_by_role("button", name="选中的标为已付").click()
     page.locator("#toast.bad").filter(has_text="订单 o-000002 是「已取消」，只有待付款的订单能标为已付").wait_for()
+    # A buyer's orders are theirs on their platform: the same user id on Kuaishou is someone else.
+    sale.feed([{"platform": "kuaishou", "room": "k9", "id": "k-1", "user": "z1", "name": "王五",
+                "text": "鸡蛋来一盒", "ts": 1_700_000_100}])
+    wait_for(lambda: sale.state()["orders"] == 3, "the Kuaishou order")
+    page.get_by_role("button", name="搜索").click()
+    page.locator('#orders-body tr[data-order="o-000001"]').get_by_role("button", name="张三").click()
+    page.locator("#orders-title").filter(has_text="买家的订单：张三 1 条").wait_for()
+    # Presale closed from ctl: the feed says closed, not just "presale".
+    assert livecart("ctl", str(sale.cfg), "presale", "egg-10", "off").returncode == 0
+    page.get_by_role("button", name="动态").click()
+    page.locator("#feed-list li").filter(has_text="主播操作 · 预售 Free-range eggs 关闭").wait_for()
     assert [e for e in phone.errors if "409" not in e] == []
 
 
