@@ -81,7 +81,7 @@ MAX_QTY = 10_000_000
 USAGE = {
     ControlAction.FEATURE: "feature SKU",
     ControlAction.RESTOCK: "restock SKU[/VARIANT] QTY",
-    ControlAction.PRESALE: "presale SKU[/VARIANT] on|off|CAP",
+    ControlAction.PRESALE: "presale SKU[/VARIANT] on [CAP]|off|CAP",
     ControlAction.LIMIT: "limit SKU N (0 = no limit)",
     ControlAction.PAY: "pay ORDER",
     ControlAction.CANCEL: "cancel ORDER",
@@ -223,6 +223,13 @@ def parse_params(action: str, params: Sequence[str]) -> Control:
         sku, variant = _split(p[0])
         return _checked(Control(act, sku, variant))
     # restock / presale / limit: SKU[/VARIANT] VALUE, or SKU VARIANT VALUE
+    if act is ControlAction.PRESALE and len(p) == 3 and p[1].lower() in _ON | _OFF:
+        # "presale egg-10 on 50": open with that cap (it read "on" as a variant: "egg-10 has no variants")
+        if p[1].lower() in _OFF:
+            raise BadControl(f"off takes no number; {usage}")
+        sku, variant = _split(p[0])
+        cap = _int(p[2], "presale cap")
+        return _checked(Control(act, sku, variant, qty=cap, enabled=cap > 0))
     if len(p) == 3:
         if "/" in p[0]:
             raise BadControl(f"give the variant once; {usage}")

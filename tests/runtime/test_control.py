@@ -37,6 +37,9 @@ A = ControlAction
     ("预售", ["egg-10", "关"], Control(A.PRESALE, "egg-10", enabled=False)),
     ("presale", ["egg-10", "500"], Control(A.PRESALE, "egg-10", qty=500, enabled=True)),
     ("presale", ["egg-10", "0"], Control(A.PRESALE, "egg-10", qty=0, enabled=False)),
+    # "on" with a cap (it read "on" as a variant and answered "egg-10 has no variants")
+    ("presale", ["egg-10", "on", "50"], Control(A.PRESALE, "egg-10", qty=50, enabled=True)),
+    ("预售", ["tea/50g", "开", "5"], Control(A.PRESALE, "tea", "50g", qty=5, enabled=True)),
     ("limit", ["egg-10", "3"], Control(A.LIMIT, "egg-10", qty=3)),
     ("限购", ["egg-10", "0"], Control(A.LIMIT, "egg-10", qty=0)),
     ("pay", ["o-000012"], Control(A.PAY, order="o-000012")),
@@ -57,6 +60,7 @@ def test_parse_params(action: str, params: list[str], expected: Control) -> None
     ("restock", ["egg-10", "99999999999"], "quantity from 1"),
     ("limit", ["egg-10", "-1"], "from 0"),
     ("presale", ["egg-10", "maybe"], "on/off"),
+    ("presale", ["egg-10", "off", "5"], "off takes no number"),
     ("pay", [], "takes 1 argument"),
     ("pause", ["now"], "takes 0 argument"),
     ("feature", ["tea-chry/50g"], "not a variant"),
