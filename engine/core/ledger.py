@@ -309,6 +309,11 @@ class Ledger:
         out.append(make_outcome(o.comment, o.user, o.id, u.sku, u.variant, o.qty, o.status, None, place,
                                 o.platform, o.room, ts, self.seq))
 
+    def order_made(self, order_id: str) -> float | None:
+        """When order ``order_id`` was made (this ledger's clock), or None for no such order."""
+        o = self._orders.get(order_id)
+        return None if o is None else o.created
+
     def order_name(self, order_id: str) -> str | None:
         """The display name on the comment that made order ``order_id`` (None: no such order, or no name kept).
         Names the buyer of that very order, even when the same user id has ordered under another name since

@@ -652,12 +652,24 @@ class Daemon:
                         gone.total(), ", ".join(f"{name}: {n}" for name, n in gone.most_common()))
 
     def told_until(self) -> float | None:
-        """Up to when (a decision time) every durable outcome's reply has been sent, shed or given up: just
-        before the oldest reply still waiting or being sent, else the newest durable outcome. None: no
+        """Up to when every durable outcome's reply has been sent, shed or given up, as the time its order was
+        made (what :meth:`Ledger.again_since` asks): just before the oldest order (or, for a refusal, the
+        decision) among the replies still waiting or being sent, else the newest durable outcome. The order's
+        time, not the outcome's: a promotion's or an announcement's order was made before it. None: no
         outcome yet in this process."""
-        waiting = [t for q in self.reply_queues.values() if (t := q.oldest_unsent()) is not None]
-        if waiting:
-            return min(waiting) - 1e-6
+        ledger = self.engine.ledger
+        oldest: float | None = None
+        for q in self.reply_queues.values():
+            for o in q.unsent():
+                t = o.ts
+                if o.order is not None:
+                    made = ledger.order_made(o.order)
+                    if made is not None and made < t:
+                        t = made
+                if oldest is None or t < oldest:
+                    oldest = t
+        if oldest is not None:
+            return oldest - 1e-6
         return self._durable_ts
 
     def load_progress(self, path: Path) -> None:

@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -403,12 +403,15 @@ class ReplyQueue:
         self._count("queued")
         self._wakeup.set()
 
-    def oldest_unsent(self) -> float | None:
-        """The decision time (``outcome.ts``) of the oldest reply not sent yet (waiting, or being sent), or
-        None when there is none: the daemon keeps, across a crash, that it has told buyers up to there."""
-        times = [r.outcome.ts for r in self._inflight if r.outcome is not None]
-        times.extend(p.reply.outcome.ts for p in self._pending if p.reply.outcome is not None)
-        return min(times) if times else None
+    def unsent(self) -> Iterator[Outcome]:
+        """The outcomes of the replies not sent yet (being sent, then waiting): the daemon keeps, across a
+        crash, that it has told buyers up to the oldest of them."""
+        for r in self._inflight:
+            if r.outcome is not None:
+                yield r.outcome
+        for p in self._pending:
+            if p.reply.outcome is not None:
+                yield p.reply.outcome
 
     def put_many(self, replies: Iterable[Reply]) -> None:
         for r in replies:

@@ -328,3 +328,41 @@ def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_a_promotion_and_a_cancel_still_waiting_at_a_crash_are_told_after_it(tmp_path: Path) -> None:
+    """The kept progress counts by when the orders were made: a promotion's order was made (queued for
+    presale) long before the restock or cancel that promoted it, so counting by the outcome's time left it
+    out of what the next start announced."""
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(CONFIG.format(db=db, lang="en").replace("stock = 100", "stock = 2\npresale = 5"),
+                   encoding="utf-8")
+
+    def buy(i: int, user: str, name: str) -> str:
+        return orjson.dumps({"platform": "douyin", "room": "7312", "id": f"d-{i}", "user": user, "name": name,
+                             "text": "鸡蛋来两盒", "ts": 1_700_000_000 + i}).decode()
+
+    daemon = Daemon(cfg, db)
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(buy(1, "a", "张三"))  # o-000001 held x2: the stock
+            dy.send(buy(2, "b", "李四"))  # o-000002 queued for presale
+            replies_of(dy, 2)
+        # No companion now: the cancel and the promotion it makes wait.
+        assert daemon.ctl("cancel", "o-000001")[0] == 0
+        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 4.0'
+                 in daemon.api("/metrics"), "the cancel's and the promotion's replies queued")
+        time.sleep(1.2)  # the progress kept behind them
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            told = replies_of(dy, 2)
+        assert any(t.startswith("@李四 已为您保留 Free-range eggs ×2，订单 o-000002") for t in told), told
+        assert any(t.startswith("@张三 ") and "o-000001" in t and "取消" in t for t in told), told
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
