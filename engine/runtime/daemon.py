@@ -971,7 +971,9 @@ class Daemon:
             "products": products, "adapters": self.adapter_state(), "queues": self.queue_depths(),
             "journal": {"path": self.engine.journal.where, "batches": self.engine.journal.batches,
                         "durable_seq": getattr(self.engine.journal, "last_seq", None),
-                        "durability": self.cfg.storage.durability},
+                        # JetStream mode: what holds the sale is the cluster's replicas, not a local sync
+                        "durability": (self.cfg.storage.durability if self.cfg.storage.backend != "jetstream"
+                                       else f"jetstream, {self.cfg.storage.replicas} replica(s)")},
             "replies": replies, "hooks": [h.name for h in self.hooks.hooks] if self.hooks is not None else [],
             "events": {k.value: n for k, n in self.detector.counts.items()},
             "control": (f"http://{self.control.host}:{self.control.port}/control"
