@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,28 @@ def replies_of(ws: Any, n: int) -> list[str]:
     return texts
 
 
-def test_each_adapter_answers_in_its_language_and_names_the_buyer_after_host_actions(tmp_path: Path) -> None:
+def douyin(i: int, user: str, name: str, text: str = "鸡蛋来两盒") -> str:
+    """Comment ``d-i`` of Douyin room 7312, as a companion sends it."""
+    return orjson.dumps({"platform": "douyin", "room": "7312", "id": f"d-{i}", "user": user, "name": name,
+                         "text": text, "ts": 1_700_000_000 + i}).decode()
+
+
+def two_rooms(tmp_path: Path, edit: Callable[[str], str] = str) -> Daemon:
+    """The two-room sale of :data:`CONFIG` (the YouTube room in English), ``edit`` applied to its text."""
     db = tmp_path / "journal.db"
     cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
-    daemon = Daemon(cfg, db)
+    cfg.write_text(edit(CONFIG.format(db=db, lang="en")), encoding="utf-8")
+    return Daemon(cfg, db)
+
+
+def crash(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+
+
+def test_each_adapter_answers_in_its_language_and_names_the_buyer_after_host_actions(tmp_path: Path) -> None:
+    daemon = two_rooms(tmp_path)
     try:
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
@@ -111,13 +129,10 @@ def test_run_live_prints_a_compact_summary_line_every_few_seconds(tmp_path: Path
     import subprocess
     import sys
 
-    db = tmp_path / "journal.db"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
-    daemon = Daemon(cfg, db)
+    daemon = two_rooms(tmp_path)
     log = tmp_path / "live.log"
     with open(log, "wb") as out:
-        daemon.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(cfg), "--live"],
+        daemon.proc = subprocess.Popen([sys.executable, "-m", "livecart.cli.main", "run", str(daemon.cfg), "--live"],
                                        stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: daemon.state_path.exists(), "the daemon to start")
@@ -140,10 +155,7 @@ def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_
     anyone comments again, is answered in the right room by display name (it was dropped as unroutable and,
     once routed, named the user id). The same user id on two platforms is two buyers: each order is named by
     its own comment's name, not by the latest name of that id."""
-    db = tmp_path / "journal.db"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
-    daemon = Daemon(cfg, db)
+    daemon = two_rooms(tmp_path)
     try:
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
@@ -153,9 +165,7 @@ def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_
                                   "name": "Tina", "text": "eggs x2", "ts": 1_700_000_001}).decode())
             replies_of(dy, 1)
             replies_of(yt, 1)
-        assert daemon.proc is not None
-        daemon.proc.kill()
-        daemon.proc.wait(10)
+        crash(daemon)
         assert (tmp_path / "journal.db.routes.json").exists()
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
@@ -174,11 +184,8 @@ def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_
 @pytest.mark.parametrize("garbage", [b"", b"{not json", b'{"routes": 7}', b'{"routes": [[1, 2, 3], "x"]}',
                                      b'{"routes": [["douyin", "1", "gone-room"]]}'])
 def test_a_routes_file_that_cannot_be_read_is_said_and_the_daemon_runs(tmp_path: Path, garbage: bytes) -> None:
-    db = tmp_path / "journal.db"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
     (tmp_path / "journal.db.routes.json").write_bytes(garbage)
-    daemon = Daemon(cfg, db)
+    daemon = two_rooms(tmp_path)
     try:
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
@@ -202,20 +209,14 @@ def test_a_routes_file_that_cannot_be_read_is_said_and_the_daemon_runs(tmp_path:
 def test_replies_decided_before_the_companion_reconnects_wait_for_it(tmp_path: Path) -> None:
     """After a crash the holds that ran out meanwhile expire about a second after the start, usually before
     the companion has reconnected: their replies wait for it (they were counted failed and dropped)."""
-    db = tmp_path / "journal.db"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en").replace("hold_minutes = 30", "hold_minutes = 0.02"),
-                   encoding="utf-8")
-    daemon = Daemon(cfg, db)
+    daemon = two_rooms(tmp_path, lambda t: t.replace("hold_minutes = 30", "hold_minutes = 0.02"))
     try:
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
             dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
                                   "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
             replies_of(dy, 1)
-        assert daemon.proc is not None
-        daemon.proc.kill()
-        daemon.proc.wait(10)
+        crash(daemon)
         time.sleep(1.5)  # the hold (1.2 s) runs out while the daemon is down
         state = daemon.start()
         wait_for(lambda: daemon.api()["outcomes"].get("expired") == 1, "the hold to expire after the restart")
@@ -236,14 +237,11 @@ def test_a_buy_resent_after_a_crash_before_its_reply_went_out_is_answered_once(t
     """The journal had the comment, the process died before the reply went out (here: no companion was
     connected to take it) and before the comment was acknowledged; the companion resends it to the new
     process, which knows it as a duplicate and used to say nothing: the buyer never heard of the order."""
-    db = tmp_path / "journal.db"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
     buy = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
                         "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode()
     later = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-2", "user": "dy2", "name": "李四",
                           "text": "鸡蛋来一盒", "ts": 1_700_000_001}).decode()
-    daemon = Daemon(cfg, db)
+    daemon = two_rooms(tmp_path)
     try:
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
@@ -278,14 +276,11 @@ def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path
     """An acknowledged buy whose reply was still queued when the process died (a companion away, a flash
     peak, a platform's rate limit): its comment never comes back, so only the replies' progress, kept beside
     the journal, tells the next run that its buyer was never told."""
-    db = tmp_path / "journal.db"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en"), encoding="utf-8")
     told = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-0", "user": "dy0", "name": "赵六",
                          "text": "鸡蛋来一盒", "ts": 1_699_999_999}).decode()
     buy = orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "dy1", "name": "张三",
                         "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode()
-    daemon = Daemon(cfg, db)
+    daemon = two_rooms(tmp_path)
     progress = tmp_path / "journal.db.replies.json"
     try:
         state = daemon.start()
@@ -302,9 +297,7 @@ def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path
         kept = orjson.loads(progress.read_bytes())["told_until"]
         time.sleep(0.7)
         assert orjson.loads(progress.read_bytes())["told_until"] == kept
-        assert daemon.proc is not None
-        daemon.proc.kill()
-        daemon.proc.wait(10)
+        crash(daemon)
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
             first = replies_of(dy, 1)
@@ -317,8 +310,7 @@ def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path
         assert "livecart_replies_again_total 1.0" in daemon.api("/metrics")
         # Told now: a second crash does not tell them again.
         time.sleep(1.2)
-        daemon.proc.kill()
-        daemon.proc.wait(10)
+        crash(daemon)
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
             dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-4", "user": "dy4", "name": "钱七",
@@ -334,30 +326,20 @@ def test_a_promotion_and_a_cancel_still_waiting_at_a_crash_are_told_after_it(tmp
     """The kept progress counts by when the orders were made: a promotion's order was made (queued for
     presale) long before the restock or cancel that promoted it, so counting by the outcome's time left it
     out of what the next start announced."""
-    db = tmp_path / "journal.db"
-    cfg = tmp_path / "stream.toml"
-    cfg.write_text(CONFIG.format(db=db, lang="en").replace("stock = 100", "stock = 2\npresale = 5"),
-                   encoding="utf-8")
 
-    def buy(i: int, user: str, name: str) -> str:
-        return orjson.dumps({"platform": "douyin", "room": "7312", "id": f"d-{i}", "user": user, "name": name,
-                             "text": "鸡蛋来两盒", "ts": 1_700_000_000 + i}).decode()
-
-    daemon = Daemon(cfg, db)
+    daemon = two_rooms(tmp_path, lambda t: t.replace("stock = 100", "stock = 2\npresale = 5"))
     try:
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
-            dy.send(buy(1, "a", "张三"))  # o-000001 held x2: the stock
-            dy.send(buy(2, "b", "李四"))  # o-000002 queued for presale
+            dy.send(douyin(1, "a", "张三"))  # o-000001 held x2: the stock
+            dy.send(douyin(2, "b", "李四"))  # o-000002 queued for presale
             replies_of(dy, 2)
         # No companion now: the cancel and the promotion it makes wait.
         assert daemon.ctl("cancel", "o-000001")[0] == 0
         wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 4.0'
                  in daemon.api("/metrics"), "the cancel's and the promotion's replies queued")
         time.sleep(1.2)  # the progress kept behind them
-        assert daemon.proc is not None
-        daemon.proc.kill()
-        daemon.proc.wait(10)
+        crash(daemon)
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
             told = replies_of(dy, 2)
