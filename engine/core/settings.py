@@ -101,7 +101,8 @@ class RepliesSettings:
     language: str = "zh"
     templates: Mapping[str, str] = field(default_factory=dict)  # overrides, by template key
     timezone: str = ""  # IANA zone for the pay-by time; "" = the machine's own
-    queue: int = 1000  # most reply messages pending per adapter
+    queue: int = 20_000  # most reply messages pending per adapter (~400 bytes each; a flash peak, a restart's
+    # announcements of thousands of orders to one room)
     max_len: int = 200  # longest merged reply message (characters)
 
 

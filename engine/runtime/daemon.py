@@ -86,7 +86,7 @@ log = logging.getLogger("livecart.daemon")
 #: Most reply routes kept across a restart (the newest rooms): a room is a live stream, a daemon reads a few.
 MAX_ROUTES = 10_000
 #: How often the replies' progress is kept (Daemon.keep_progress): what a crash may make a restart tell twice.
-PROGRESS_SECONDS = 0.5
+PROGRESS_SECONDS = 0.1
 
 #: Batches (as adapters yield them) waiting for the engine before adapters are made to wait (default).
 QUEUE_BATCHES = 64
@@ -698,6 +698,9 @@ class Daemon:
                         "announced only if their comments come back", path, exc)
             return
         self._progress_kept = float(told)
+        if told > engine.opened_at + 60:
+            log.warning("%s says buyers were told up to %.0f s from now (a clock set back, or another sale's "
+                        "file?); nothing is announced again from it", path, told - engine.opened_at)
         again = engine.ledger.again_since(float(told), engine.opened_at)
         if again:
             log.warning("%d order(s) decided before the restart had not been announced to their buyers; "

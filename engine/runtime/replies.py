@@ -356,6 +356,8 @@ class ReplyQueue:
         self._backoff = RETRY_FIRST
         self._inflight: Sequence[Reply] = ()
         self._since_merge = maxsize  # puts since the queue was last merged for room (see put)
+        #: The outcome of the first reply shed for a full queue (None: none was): its buyer was not told.
+        self.oldest_shed: Outcome | None = None
 
     @classmethod
     def for_adapter(cls, adapter: Adapter, **kwargs: Any) -> ReplyQueue:
@@ -394,7 +396,9 @@ class ReplyQueue:
             self._since_merge = 0
         self._since_merge += 1
         if len(self._pending) >= self.maxsize:
-            self._pending.popleft()
+            dropped = self._pending.popleft()
+            if self.oldest_shed is None and dropped.reply.outcome is not None:
+                self.oldest_shed = dropped.reply.outcome  # the first shed is the oldest
             self._count("shed")
             if self.count("shed") == 1:
                 log.warning("reply queue %s: backlog of %d messages, shedding the oldest (counted)",
@@ -404,8 +408,11 @@ class ReplyQueue:
         self._wakeup.set()
 
     def unsent(self) -> Iterator[Outcome]:
-        """The outcomes of the replies not sent yet (being sent, then waiting): the daemon keeps, across a
-        crash, that it has told buyers up to the oldest of them."""
+        """The outcomes of the replies not sent yet (the first shed for a full queue, being sent, waiting):
+        the daemon keeps, across a crash, that it has told buyers up to the oldest of them, so that the next
+        start tells the buyers whose replies were shed too."""
+        if self.oldest_shed is not None:
+            yield self.oldest_shed
         for r in self._inflight:
             if r.outcome is not None:
                 yield r.outcome

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -348,3 +350,43 @@ def test_a_promotion_and_a_cancel_still_waiting_at_a_crash_are_told_after_it(tmp
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_buyers_whose_replies_a_full_queue_shed_are_told_after_a_restart(tmp_path: Path) -> None:
+    """Replies shed for a full queue (here 5 messages, 30 rooms that cannot be merged, no companion) had
+    moved the kept progress past them: the next start told only the buyers of the replies still queued."""
+    daemon = two_rooms(tmp_path, lambda t: t.replace('language = "zh"', 'language = "zh"\nqueue = 5'))
+    frames = [orjson.dumps({"platform": "douyin", "room": f"r-{i}", "id": f"d-{i}", "user": f"u{i}",
+                            "name": f"买家{i}", "text": "鸡蛋来一盒", "ts": 1_700_000_000 + i}).decode()
+              for i in range(30)]
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            for f in frames:
+                dy.send(f)  # and gone: no companion to tell
+        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="shed"} 25.0'
+                 in daemon.api("/metrics"), "25 replies shed")
+        time.sleep(0.5)  # the progress kept
+        crash(daemon)
+        # Restarted with room for them all (the host saw the shed count and raised [replies].queue).
+        daemon.cfg.write_text(daemon.cfg.read_text(encoding="utf-8").replace("queue = 5", "queue = 100"),
+                              encoding="utf-8")
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            told = " ".join(replies_of(dy, 30))
+            told += " " + " ".join(_more(dy))
+        assert sorted(set(re.findall(r"o-\d{6}", told))) == [f"o-{i:06d}" for i in range(1, 31)]
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def _more(ws: Any) -> list[str]:
+    """Reply texts that come within a second more."""
+    texts: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            frame = orjson.loads(ws.recv(timeout=1))
+            if isinstance(frame, list):
+                texts.extend(r["text"] for r in frame)
+    return texts
