@@ -101,13 +101,30 @@ CLOSE_TIMEOUT = 2.0
 NOT_DURABLE = 1011
 
 
-def _reply_payload(replies: Sequence[Reply]) -> bytes:
-    return orjson.dumps([
-        {"type": "reply", "text": r.text,
-         "comment": r.comment.to_dict() if r.comment is not None else None,
-         "outcome": r.outcome.to_dict() if r.outcome is not None else None}
-        for r in replies
-    ])
+#: Largest reply frame sent (bytes): a batch of replies goes out as JSON array frames of at most this much
+#: (one reply larger than it has a frame of its own). A companion's WebSocket library refuses big frames
+#: (1 MiB is the usual default, and this adapter's own ``max_frame``): one frame of a restart's thousands of
+#: announcements (1.4 MB for 4,000) was refused with 1009 and every reply in it lost.
+REPLY_FRAME_BYTES = 256 * 1024
+
+
+def _reply_frames(replies: Sequence[Reply], limit: int = REPLY_FRAME_BYTES) -> list[bytes]:
+    """``replies`` as JSON array frames of at most ``limit`` bytes each, in order."""
+    frames: list[bytes] = []
+    parts: list[bytes] = []
+    size = 2
+    for r in replies:
+        item = orjson.dumps({"type": "reply", "text": r.text,
+                             "comment": r.comment.to_dict() if r.comment is not None else None,
+                             "outcome": r.outcome.to_dict() if r.outcome is not None else None})
+        if parts and size + 1 + len(item) > limit:
+            frames.append(b"[" + b",".join(parts) + b"]")
+            parts, size = [], 2
+        parts.append(item)
+        size += len(item) + (1 if len(parts) > 1 else 0)
+    if parts:
+        frames.append(b"[" + b",".join(parts) + b"]")
+    return frames
 
 
 class WebSocketAdapter(Adapter):
@@ -222,18 +239,20 @@ class WebSocketAdapter(Adapter):
         """
         if not replies:
             return
-        payload = _reply_payload(replies)
+        frames = _reply_frames(replies)
         if self.options["mode"] == "server":
             if not self.peers:
                 raise RetryableError(f"websocket {self.name}: no companion connected to send replies to")
             for peer in list(self.peers):
-                peer.send_text(payload)
+                for payload in frames:
+                    peer.send_text(payload)
         else:
             ws = self._client
             if ws is None:
                 raise RetryableError(f"websocket {self.name}: not connected, cannot send replies")
             try:
-                await ws.send(payload, text=True)
+                for payload in frames:
+                    await ws.send(payload, text=True)
             except ConnectionClosed as exc:
                 raise RetryableError(f"websocket {self.name}: connection closed while replying") from exc
         self.stats.replies_sent += len(replies)

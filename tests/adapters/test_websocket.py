@@ -422,3 +422,20 @@ def test_server_runs_under_uvloop() -> None:
             return [x.id for x in await take(ad.batches(), 2)]
 
     assert uvloop.run(main()) == ["m-1", "m-2"]
+
+
+def test_many_replies_go_out_in_frames_a_companion_accepts() -> None:
+    """A restart's announcement of 4,000 orders went out as one 1.4 MB frame; a companion with the usual
+    1 MiB limit closed with 1009 and every reply in it was lost (counted sent)."""
+    from livecart.adapters.websocket import REPLY_FRAME_BYTES, _reply_frames
+
+    replies = [Reply(f"@买家{i} 已为您保留 土鸡蛋 10枚装 ×2，订单 o-{i:06d}，请在 21:30 前付款",
+                     Comment("douyin", "7312", f"m-{i}", f"u{i}", f"买家{i}", "鸡蛋来两盒", 1.0), None)
+               for i in range(4000)]
+    frames = _reply_frames(replies)
+    assert len(frames) > 1
+    assert all(len(f) <= REPLY_FRAME_BYTES for f in frames)
+    assert [r["text"] for f in frames for r in orjson.loads(f)] == [r.text for r in replies]
+    assert _reply_frames(replies[:1]) == [orjson.dumps([orjson.loads(frames[0])[0]])]
+    big = Reply("x" * (REPLY_FRAME_BYTES + 10), None, None)  # one larger than the limit: a frame of its own
+    assert [len(orjson.loads(f)) for f in _reply_frames([replies[0], big, replies[1]])] == [1, 1, 1]

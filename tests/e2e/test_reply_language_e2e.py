@@ -390,3 +390,35 @@ def _more(ws: Any) -> list[str]:
             if isinstance(frame, list):
                 texts.extend(r["text"] for r in frame)
     return texts
+
+
+def test_a_restart_announcing_thousands_of_orders_reaches_a_companion_with_the_usual_frame_limit(
+        tmp_path: Path) -> None:
+    """3,000 buys while the companion is away, kill -9: the restart's announcement of all 3,000 went out
+    as one 1 MB+ frame, which a websockets client (1 MiB limit) refused with 1009: every reply lost."""
+    daemon = two_rooms(tmp_path, lambda t: t.replace("stock = 100", "stock = 5000"))
+    n = 3000
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            for k in range(0, n, 100):
+                dy.send(orjson.dumps([{"platform": "douyin", "room": "7312", "id": f"d-{i}", "user": f"u{i}",
+                                       "name": f"买家{i}", "text": "鸡蛋来一盒", "ts": 1_700_000_000 + i}
+                                      for i in range(k, k + 100)]).decode())
+        wait_for(lambda: f'livecart_replies_total{{adapter="douyin-room",result="queued"}} {n}.0'
+                 in daemon.api("/metrics"), "every buy committed and its reply queued")
+        time.sleep(0.5)  # the progress kept
+        crash(daemon)
+        state = daemon.start()
+        told: set[str] = set()
+        with connect(state["adapters"]["douyin-room"], max_size=2**20) as dy:  # the library's default
+            deadline = time.monotonic() + 30
+            while len(told) < n and time.monotonic() < deadline:
+                frame = orjson.loads(dy.recv(timeout=10))
+                if isinstance(frame, list):
+                    for r in frame:
+                        told.update(re.findall(r"o-\d{6}", r["text"]))
+        assert len(told) == n
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
