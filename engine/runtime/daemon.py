@@ -46,7 +46,7 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 from pathlib import Path
@@ -313,6 +313,8 @@ class Daemon:
         #: Where :meth:`keep_progress` keeps how far buyers have been told (see :meth:`load_progress`).
         self.progress_file: Path | None = None
         self._progress_kept: float | None = None
+        #: Orders a start announces that are not in the reply queues yet (see :meth:`announce_some`).
+        self._to_announce: deque[Outcome] = deque()
         #: The decision time of the newest outcome handed to :meth:`on_durable`.
         self._durable_ts: float | None = None
         #: Comments of replying adapters between intake and their durable outcomes (display name, reply-to).
@@ -660,7 +662,7 @@ class Daemon:
         ledger = self.engine.ledger
         oldest: float | None = None
         for q in self.reply_queues.values():
-            for o in q.unsent():
+            for o in chain(self._to_announce, q.unsent()):
                 t = o.ts
                 if o.order is not None:
                     made = ledger.order_made(o.order)
@@ -705,7 +707,20 @@ class Daemon:
         if again:
             log.warning("%d order(s) decided before the restart had not been announced to their buyers; "
                         "announcing them now", len(again))
-            self._reply_again(again)
+            self._to_announce.extend(again)
+            self.announce_some()
+
+    def announce_some(self) -> None:
+        """Hand the reply queues the next of the orders a start announces, as far as they have room (half of
+        the smallest queue at a time): thousands at once would overflow a small ``[replies].queue`` and shed
+        the same oldest ones at every start. :meth:`keep_progress` calls it until all are handed over."""
+        todo = self._to_announce
+        if not todo:
+            return
+        room = min((q.maxsize // 2 - q.depth for q in self.reply_queues.values()), default=0)
+        if room <= 0:
+            return
+        self._reply_again([todo.popleft() for _ in range(min(room, len(todo)))])
 
     def save_progress(self) -> None:
         """Write :meth:`told_until` to :attr:`progress_file` when it moved (whole, tmp + rename; not synced: a
@@ -731,6 +746,7 @@ class Daemon:
         """:meth:`save_progress` every ``every`` seconds while replies go out."""
         while True:
             await asyncio.sleep(every)
+            self.announce_some()
             self.save_progress()
 
     def save_routes(self) -> None:
