@@ -602,7 +602,7 @@
 
   $("search").addEventListener("submit", function (ev) {
     ev.preventDefault();
-    ordersView = {kind: "search", q: $("q").value.trim(), status: $("status").value};
+    ordersView = {kind: "search"};  // refreshOrders keeps the query it sends (a live refresh sends it again)
     shownOrders = [];
     refreshOrders();
   });
@@ -618,8 +618,8 @@
       if (current !== "orders" || liveBusy) { return; }
       liveBusy = true;
       liveAt = Date.now();
-      var p = refreshOrders(false, true);
-      (p && p.then ? p : Promise.resolve()).then(function () { liveBusy = false; }, function () { liveBusy = false; });
+      var done = function () { liveBusy = false; };
+      refreshOrders(false, true).then(done, done);
     }, Math.max(0, LIVE_ORDERS - (Date.now() - liveAt)));
   }
 

@@ -592,9 +592,8 @@ class Console:
         if key not in self.prices:
             return _denied(404, f"no product {key!r}")
         rows = self.host.presale_queue(key)
-        names = self.host.names
-        return _json({"key": key, "queue": [{**r, "place": i,
-                                             "name": shown_name(r.get("name") or names.get(r["user"]), r["user"])}
+        buyer_name = self.host.buyer_name
+        return _json({"key": key, "queue": [{**r, "place": i, "name": buyer_name(r["user"], r["order"])}
                                             for i, r in enumerate(rows, 1)]})
 
     async def _summary(self, request: web.Request) -> web.Response:

@@ -208,10 +208,24 @@ def checked(batch: object, stats: AdapterStats) -> Sequence[Comment]:
         return batch
     return good
 
-def routes_path(cfg: Config) -> Path:
-    """Where a daemon keeps its rooms' reply routes: beside the journal's real file (symlinks resolved, as
-    its lock is), ``+ .routes.json``."""
-    return Path(str(Path(cfg.storage.path).resolve()) + ".routes.json")
+def beside_journal(cfg: Config, suffix: str) -> Path:
+    """A file a daemon keeps beside the journal's real file (symlinks resolved, as its lock is): its name +
+    ``suffix`` (``.routes.json``, ``.replies.json``)."""
+    return Path(str(Path(cfg.storage.path).resolve()) + suffix)
+
+
+def _replace_json(path: Path, data: Any) -> OSError | None:
+    """Write ``data`` as JSON to ``path``, replacing it whole (a temporary file renamed over it; not synced:
+    the files written so are hints for the next start). The error, when it could not be written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(orjson.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return exc
+    return None
 
 
 class BuyerNames(Mapping[str, str]):
@@ -729,15 +743,10 @@ class Daemon:
         told = self.told_until()
         if path is None or told is None or told == self._progress_kept:
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(orjson.dumps({"told_until": told}))
-            os.replace(tmp, path)
-        except OSError as exc:
+        exc = _replace_json(path, {"told_until": told})
+        if exc is not None:
             log.warning("cannot keep the replies' progress in %s (%s); after a crash, replies that were "
                         "waiting are sent only for comments that come back", path, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             self.progress_file = None
             return
         self._progress_kept = told
@@ -757,15 +766,10 @@ class Daemon:
         if path is None:
             return
         rows = [[p, r, a] for (p, r), a in list(self.routes.items())[-MAX_ROUTES:]]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(orjson.dumps({"routes": rows}))
-            os.replace(tmp, path)
-        except OSError as exc:
+        exc = _replace_json(path, {"routes": rows})
+        if exc is not None:
             log.warning("cannot keep the reply routes in %s (%s); a restart learns them from new comments",
                         path, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             self.routes_file = None  # said once; replies go on
 
     def _reply_again(self, outcomes: Sequence[Outcome]) -> None:
@@ -910,10 +914,9 @@ class Daemon:
         return self.engine.ledger.orders_detail()
 
     def presale_queue(self, key: str) -> list[dict[str, Any]]:
-        """The orders waiting in ``key``'s presale queue, head first, each with its buyer's ``name``."""
+        """The orders waiting in ``key``'s presale queue, head first."""
         ledger = self.engine.ledger
-        return [{**row, "name": ledger.order_name(oid)} for oid in ledger.queue(key)
-                if (row := ledger.order(oid)) is not None]
+        return [row for oid in ledger.queue(key) if (row := ledger.order(oid)) is not None]
 
     def buyer_name(self, user: str, order: str | None = None) -> str:
         """How the console names a buyer: by the name on ``order``'s comment, else their latest order's, else
@@ -1291,13 +1294,12 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
                     engine.journal.on_work = trace.worked
         if stop is not None:
             d.stop = stop
-        if lock is not None and parts.queues:  # one writer: this process owns the journal's files
-            d.load_routes(routes_path(cfg))
         d.repliers = {a.name: Replier(cfg, language=lang) for a in d.adapters
                       if a.name in parts.queues and (lang := str(a.options.get("reply_language", "") or ""))
                       and lang != parts.replier.language}
-        if lock is not None and parts.queues:
-            d.load_progress(Path(str(routes_path(cfg)).removesuffix(".routes.json") + ".replies.json"))
+        if lock is not None and parts.queues:  # one writer: this process owns the journal's files
+            d.load_routes(beside_journal(cfg, ".routes.json"))
+            d.load_progress(beside_journal(cfg, ".replies.json"))  # announces through the routes and repliers
         await _open_endpoints(d, stack)
         watchdog = LoopWatchdog(d.registry)  # says where, when a plugin blocks the event loop
         watchdog.start()
