@@ -9,6 +9,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,15 @@ class Sale:
 
     def close(self) -> None:
         self.daemon.kill()
+
+
+def running_sale(tmp_path: Path) -> Iterator[Sale]:
+    """The body of the tests' ``sale`` fixture: the Chinese sale of 40 eggs, started, killed after the test."""
+    s = Sale(tmp_path / "sale", stock=40, language="zh").start()
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def request(url: str, *, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.console_sale import TOKEN, Sale
+from tests.e2e.console_sale import TOKEN, Sale, running_sale
 from tests.e2e.proc import livecart, wait_for
 
 pytestmark = pytest.mark.slow
@@ -71,11 +71,7 @@ class Page:
 
 @pytest.fixture
 def sale(tmp_path: Path) -> Iterator[Sale]:
-    s = Sale(tmp_path / "sale", stock=40, language="zh").start()
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from running_sale(tmp_path)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.console_sale import TOKEN, Sale
+from tests.e2e.console_sale import TOKEN, Sale, running_sale
 
 pytestmark = pytest.mark.slow
 
@@ -123,11 +123,7 @@ def restocks(metrics: str, result: str) -> float:
 
 @pytest.fixture
 def sale(tmp_path: Path) -> Iterator[Sale]:
-    s = Sale(tmp_path / "sale", stock=40, language="zh").start()
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from running_sale(tmp_path)
 
 
 @pytest.fixture

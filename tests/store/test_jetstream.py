@@ -300,11 +300,12 @@ async def test_a_batch_of_long_comments_is_split_under_the_payload_limit(nats_se
         await engine.close()
 
 
-async def _decider_that_announced_two(cfg: Config, heard: list[Outcome]) -> ClusterEngine:
+async def _decider_that_announced_two(cfg: Config, heard: list[Outcome], *,
+                                      lease_seconds: float = 10.0) -> ClusterEngine:
     """A ClusterEngine deciding ``cfg``'s sale that has handed out the outcomes of m-1 and m-2 to ``heard``.
     Its lease is 10 s: on a loaded machine a 5 s one (valid 3 s after a renewal) can lapse between two
     renewals, and the decider then steps down and takes over again, which these tests do not want to wait for."""
-    a = await ClusterEngine.open(cfg, lease_seconds=10.0)
+    a = await ClusterEngine.open(cfg, lease_seconds=lease_seconds)
     a.add_listener(heard.extend)
     try:
         await _until(lambda: a.leading, "a to decide")
@@ -449,12 +450,8 @@ async def test_a_mark_the_cluster_did_not_acknowledge_gives_its_outcomes_back(na
     counted in doubt. Now the same process announces them once it decides again."""
     cfg = _cfg(nats_server, sale, stock=10)
     heard: list[Outcome] = []
-    a = await ClusterEngine.open(cfg, lease_seconds=5.0)
-    a.add_listener(heard.extend)
+    a = await _decider_that_announced_two(cfg, heard, lease_seconds=5.0)
     try:
-        await _until(lambda: a.leading, "a to decide")
-        await a.submit([_comment(1), _comment(2)])
-        await _until(lambda: len(heard) == 2, "the first outcomes")
         real = a.log.publish
         failed: list[bytes] = []
 
