@@ -30,7 +30,8 @@
       err_has_variants: "{sku} 有多个规格（{variants}），请选一个", err_no_variants: "{sku} 没有规格",
       err_no_variant: "{sku} 没有规格「{variant}」", err_bad_quantity: "补货数量要是 1 或以上的整数（收到 {value}）",
       err_bad_cap: "预售上限要是 0 或以上的整数（收到 {value}）", err_bad_limit: "限购要是 0 或以上的整数（收到 {value}）",
-      err_no_presale_cap: "{key} 在配置里没有预售数量，请填写上限"
+      err_no_presale_cap: "{key} 在配置里没有预售数量，请填写上限",
+      restarted: "直播助手已重新启动 · 下面是之前的订单（当前状态）"
     },
     en: {
       tab_board: "Board", tab_orders: "Orders", tab_feed: "Feed", tab_charts: "Charts", tab_summary: "Summary",
@@ -56,7 +57,8 @@
       act_feature: "feature", act_restock: "restock", act_presale: "presale", act_limit: "limit", act_pay: "paid",
       act_cancel: "cancel", act_pause: "pause", act_resume: "resume", act_status: "status",
       rs_sold_out: "sold out", rs_limit: "over the limit", rs_unknown_product: "no such product",
-      rs_needs_variant: "which variant?", rs_not_available: "not available", rs_bad_quantity: "bad quantity"
+      rs_needs_variant: "which variant?", rs_not_available: "not available", rs_bad_quantity: "bad quantity",
+      restarted: "livecart started again · the orders before it, as they stand now"
     }
   };
   var params = new URLSearchParams(location.search);
@@ -644,6 +646,7 @@
 
   function feedText(f) {
     if (f.kind === "event") { return (T["ev_" + f.event] || f.event) + " · " + productName(f.key); }
+    if (f.kind === "restart") { return T.restarted; }
     if (f.kind === "control") {
       return T.host + " · " + [actionText(f.action), f.sku ? unitName(f.sku, f.variant) : null,
                                f.enabled === true ? T.open : f.enabled === false ? T.close : null, f.qty, f.order]

@@ -295,19 +295,37 @@ class Ledger:
             self._tell(o, now, out)
         return out
 
+    def latest(self, n: int) -> list[Outcome]:
+        """The ``n`` newest orders, oldest first, as outcomes that say where each stands now (held, queued with
+        its place, paid, cancelled, expired) at the time it was made: what the host's console lists when a
+        daemon starts on a sale that has orders already. Changes nothing (not the once-only memory of
+        :meth:`again`)."""
+        if n <= 0:
+            return []
+        newest: list[_Order] = []
+        for o in reversed(self._orders.values()):
+            newest.append(o)
+            if len(newest) >= n:
+                break
+        return [self._standing(o, o.created) for o in reversed(newest)]
+
     def _tell(self, o: _Order, now: float, out: list[Outcome]) -> None:
         told = self._told
         if o.id in told:
             return
         told.add(o.id)
-        u = o.unit
         if o.status is _RESERVED and o.deadline and o.deadline <= now:
             return  # ran out while no one was there to be told: the next sweep expires and announces it
-        place = list(u.queue).index(o.id) + 1 if o.status is _PRESALE and o.id in u.queue else None
         # A held order's pay-by time is its deadline: the reply computes it from ts + the hold.
-        ts = o.deadline - self.hold_seconds if o.status is _RESERVED and o.deadline else o.created
-        out.append(make_outcome(o.comment, o.user, o.id, u.sku, u.variant, o.qty, o.status, None, place,
-                                o.platform, o.room, ts, self.seq))
+        out.append(self._standing(o, o.deadline - self.hold_seconds if o.status is _RESERVED and o.deadline
+                                  else o.created))
+
+    def _standing(self, o: _Order, ts: float) -> Outcome:
+        """Order ``o`` as an outcome that says where it stands now (a queued one with its place), at ``ts``."""
+        u = o.unit
+        place = list(u.queue).index(o.id) + 1 if o.status is _PRESALE and o.id in u.queue else None
+        return make_outcome(o.comment, o.user, o.id, u.sku, u.variant, o.qty, o.status, None, place,
+                            o.platform, o.room, ts, self.seq)
 
     def order_made(self, order_id: str) -> float | None:
         """When order ``order_id`` was made (this ledger's clock), or None for no such order."""

@@ -103,6 +103,7 @@ class Host(Protocol):
     def is_paused(self) -> bool: ...
     def handle_control(self, c: Control) -> Awaitable[Mapping[str, Any]]: ...
     def limits(self) -> Mapping[str, int]: ...
+    def recent_orders(self, n: int) -> Sequence[Outcome]: ...
 
 
 class Sessions:
@@ -420,6 +421,13 @@ class Console:
     def start(self) -> asyncio.Task[None]:
         # Comments in the journal before this process: its timeline and events begin now (said on the page).
         self._restored = bool(self.host.snapshot().get("comments"))
+        if self._restored and not self._fed:
+            # A host who reopens the page after a crash sees the sale's newest orders as they stand, under a
+            # line saying the daemon started again, rather than an empty feed.
+            recent = self.host.recent_orders(FEED - 1)
+            self._fed += len(recent)
+            self._feed.extend(recent)
+            self.note({"kind": "restart"})
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.run(), name="console")
         return self._task

@@ -918,6 +918,10 @@ class Daemon:
         ledger = self.engine.ledger
         return [row for oid in ledger.queue(key) if (row := ledger.order(oid)) is not None]
 
+    def recent_orders(self, n: int) -> list[Outcome]:
+        """The ``n`` newest orders, as they stand now (the console's feed when a daemon starts mid-sale)."""
+        return self.engine.ledger.latest(n)
+
     def buyer_name(self, user: str, order: str | None = None) -> str:
         """How the console names a buyer: by the name on ``order``'s comment, else their latest order's, else
         the user id (:func:`~livecart.runtime.replies.shown_name`)."""

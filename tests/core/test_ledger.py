@@ -481,3 +481,26 @@ def test_again_since_gives_the_orders_made_in_a_span_oldest_first_each_once() ->
     assert led.again_since(1005.0, before=1050.0) == []
 
 
+
+
+def test_latest_gives_the_newest_orders_as_they_stand_now_at_the_time_each_was_made() -> None:
+    clock = Clock(1000.0)
+    led = make(hold=600.0, clock=clock)
+    led.decide(comment("a"), buy(Item("egg", qty=1)))  # o-000001: left out (n = 4)
+    clock.now = 1010.0
+    led.decide(comment("b"), buy(Item("rice", qty=3)))  # o-000002: paid below
+    clock.now = 1020.0
+    led.decide(comment("c"), buy(Item("egg", qty=5)))  # o-000003: cancelled below
+    clock.now = 1030.0
+    led.decide(comment("d"), buy(Item("tea", "100g", qty=1)))  # o-000004: the last one in stock, held
+    led.decide(comment("e"), buy(Item("tea", "100g", qty=1)))  # o-000005: presale, place 1
+    led.pay("o-000002")
+    led.cancel_order("o-000003")
+    told = led._told.copy()
+    out = led.latest(4)
+    assert [(o.order, o.user, o.status.value, o.position, o.ts) for o in out] == [
+        ("o-000002", "b", "paid", None, 1010.0), ("o-000003", "c", "cancelled", None, 1020.0),
+        ("o-000004", "d", "reserved", None, 1030.0), ("o-000005", "e", "presale", 1, 1030.0)]
+    assert led._told == told  # not the once-only memory of again()
+    assert len(led.latest(10)) == 5
+    assert led.latest(0) == []

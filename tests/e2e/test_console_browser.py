@@ -445,6 +445,14 @@ def test_the_open_page_reconnects_by_itself_after_a_daemon_restart(sale: Sale, l
     sale.say("b", "Bo", "鸡蛋来三盒")
     laptop.wait_field("egg-10", "reserved", 5)
     assert not laptop.page.locator("#login").is_visible()  # the session outlived the daemon
+    # The feed is not empty after the restart: the sale's orders so far, under a line saying so, then Bo's.
+    laptop.page.get_by_role("button", name="Feed", exact=True).click()
+    lines = laptop.page.locator("#feed-list li")
+    lines.filter(has_text="Bo").wait_for()
+    texts = lines.all_inner_texts()
+    said = [i for i, t in enumerate(texts) if "livecart started again" in t]
+    assert len(said) == 1, texts
+    assert [i for i, t in enumerate(texts) if "Bo" in t] < said < [i for i, t in enumerate(texts) if "Ann" in t]
     foreign = [u for u in laptop.requests if not u.startswith(sale.url + "/")]
     assert foreign == []
     # While the daemon was down the browser logged failed connections; nothing else.

@@ -85,6 +85,7 @@ class FakeHost:
                                      "paid": 0}}
         self.comments = 0
         self.orders = 0
+        self.recent: list[Outcome] = []
 
     def snapshot(self) -> Mapping[str, Any]:
         return {"products": {k: dict(v) for k, v in self.products.items()}, "featured": "egg",
@@ -107,6 +108,9 @@ class FakeHost:
 
     async def handle_control(self, c: Control) -> Mapping[str, Any]:
         return {}
+
+    def recent_orders(self, n: int) -> list[Outcome]:
+        return self.recent[-n:]
 
 
 CATALOGUE = Catalogue((Product("egg", "Eggs", price=2.5, stock=10),
@@ -134,6 +138,28 @@ def test_many_outcomes_make_one_delta_with_the_changed_figures_and_the_latest_fe
     assert d["feed"][-1]["order"] == "o-005000"
     assert d["feed"][-1]["name"] == "Tina"
     assert console.delta() is None
+
+
+async def test_a_console_started_mid_sale_begins_its_feed_with_the_newest_orders_under_a_restart_line() -> None:
+    host = FakeHost()
+    host.recent = [outcome(i) for i in range(1, 101)]
+    fresh = Console(host, CATALOGUE, lambda: "t", stream="s", clock=Clock())
+    fresh.start()  # a first run: nothing in the journal, nothing to show
+    assert fresh.full()["feed"] == []
+    await fresh.close()
+    host.comments, host.orders = 5000, 100  # the journal had a sale: a restart
+    console = Console(host, CATALOGUE, lambda: "t", stream="s", clock=Clock())
+    console.start()
+    feed = console.full()["feed"]
+    assert len(feed) == FEED
+    assert [f["order"] for f in feed[:-1]] == [f"o-{i:06d}" for i in range(101 - FEED + 1, 101)]
+    assert feed[0]["name"] == "Tina"
+    assert feed[0]["ts"] == 1000.0 + 101 - FEED + 1
+    assert feed[-1]["kind"] == "restart"
+    d = console.delta()
+    assert d is not None
+    assert len(d["feed"]) == FEED
+    await console.close()
 
 
 def test_rates_are_measured_over_a_second() -> None:
