@@ -1,6 +1,7 @@
 """``livecart cluster status FILE [--json]``: the sale's JetStream log as the cluster sees it (README: "Distributed mode").
 
-Prints the decider (the lease holder and how long ago it renewed), the standbys (every process that showed
+Prints the decider (the lease holder, and how long ago it last showed itself: a decider silent for more
+than :data:`MEMBER_FRESH` seconds is said to be, until a standby takes over), the standbys (every process that showed
 itself in the last :data:`MEMBER_FRESH` seconds, with how far behind the log's end it is), the log's length
 and replicas, and the last snapshot. Works from any machine that reaches the cluster; reads only.
 """
@@ -69,13 +70,16 @@ async def status(servers: tuple[str, ...], sale: str) -> dict[str, Any]:
                 continue
             m = orjson.loads(entry.value)
             age = now - float(m.get("at", 0))
-            if age > MEMBER_FRESH:
+            deciding = m.get("member") == lease_member and out["decider"] is not None
+            # A standby silent for long is gone; the decider is shown however long it has been silent (the
+            # lease still names it), with how long: a killed decider looks killed until a standby takes over.
+            if age > MEMBER_FRESH and not deciding:
                 continue
             row = {"member": m.get("member"), "host": m.get("host"), "pid": m.get("pid"),
                    "applied": m.get("applied"), "lag": max(0, end - int(m.get("applied") or 0)),
                    "seen": round(age, 1), "announced": m.get("announced")}
-            if m.get("member") == lease_member and out["decider"] is not None:
-                out["decider"].update(row)
+            if deciding:
+                out["decider"].update(row, silent=age > MEMBER_FRESH)
             else:
                 out["standbys"].append(row)
         return out
@@ -104,8 +108,11 @@ def main(args: argparse.Namespace) -> int:
     if d is None:
         print("decider: none (no process holds the lease)")
     else:
-        lag = f", lag {d['lag']:,}" if "lag" in d else ""
+        lag = f", lag {d['lag']:,}, seen {d['seen']} s ago" if "lag" in d else ""
         print(f"decider: {d['member']} (pid {d['pid']} on {d['host']}{lag})")
+        if d.get("silent"):
+            print(f"  not heard from for {d['seen']:.0f} s (stopped, killed or cut off from the cluster?): a standby "
+                  f"takes over once the lease has gone {cfg.storage.lease_seconds:g} s without renewal")
     for sb in data["standbys"]:
         print(f"standby: {sb['member']} (pid {sb['pid']} on {sb['host']}, lag {sb['lag']:,}, seen {sb['seen']} s ago)")
     if not data["standbys"]:
