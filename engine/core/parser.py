@@ -58,7 +58,8 @@ NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQT
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
 _CN_DIGIT_CHARS = "零〇一二两俩三仨四五六七八九十百壹贰叁肆柒捌玖拾"
 _CN_NUM = f"[{_CN_DIGIT_CHARS}]+"
-_MEASURE = "|".join(tb.MEASURE_CN)
+# Not the 个 of 十个装 (a pack of ten) or the 盒 of 2盒起 (two boxes at least): the product's pack and terms.
+_MEASURE = "|".join(m + "(?![装起])" for m in tb.MEASURE_CN)
 _UNIT_NOISE = "|".join(
     sorted((re.escape(u) + ("(?![a-z])" if u.isascii() and u.isalpha() else "") for u in tb.UNIT_NOISE_CN),
            key=len, reverse=True))
@@ -71,7 +72,8 @@ _NUM = re.compile(rf"([0-9]+)((?:[.:/-][0-9]+)+)?\s*(?:(号)(?!{_ADDRESS})(?:\s*
 _CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?!{_ADDRESS})(?:\s*链接)?|({_MEASURE})|({_UNIT_NOISE}|号(?:{_ADDRESS})))?")
 _LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
 _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
-_PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})")
+# Not 加两勺 (two spoons of it: a recipe) or +5元: a unit after the number makes it no quantity.
+_PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
 # Taking a quantity back: 退两盒, 减一盒, -1 (not the - of a range or a code: 3-5, a-1).
 _MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
@@ -85,6 +87,12 @@ _MONEY = frozenset({"块", "元", "毛", "角"})
 #: "一个" and "160斤" (a body weight, in clothing rooms) say other things as often.
 _ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "包", "单", "套", "桶", "提"})
 _END_LE = re.compile(r"了[\s!~.,…]*$")
+#: A clause that keeps or swaps an order inside a cancel: 蜂蜜不要了 鸡蛋还要 cancels the honey, not the eggs.
+_KEEP = re.compile(r"还要|还是要|留着|照旧|照常|继续要|保留|不变|换|keep|still want")
+#: Where such a comment is cut into clauses: punctuation, and after the 了 / 啦 of 不要了; spaces too in
+#: Chinese (蜂蜜不要 鸡蛋还要), not in English, where they separate words.
+_CLAUSE = re.compile(r"[,;!~.…]+|\bbut\b|(?<=[了啦])")
+_CLAUSE_CN = re.compile(r"[\s,;!~.…]+|(?<=[了啦])")
 _DOUBLED = re.compile(r"([a-z])\1+")
 # "pass" gives up a claim only as the whole comment (pass, pass po, pass muna na!), not in "pass me the link".
 _RELEASE_ALONE = re.compile(r"\s*pass(?:\s+(?:po|muna|na|ate|kuya|sis|pls|please))*[\s!.~…]*")
@@ -649,11 +657,33 @@ class Parser:
         if not s.cur.empty:
             s.groups.append(s.cur)
         result = self._decide(t, s.groups, s.flags, s.residue, featured)
+        if result.intent is Intent.CANCEL and len(result.items) > 1 and _KEEP.search(t):
+            result = self._kept_out(result, t, featured, fuzzy)
         if not fuzzy and (s.fuzz_seen and s.flags & _SIGNALS or s.homophone_seen and s.flags & _HOMOPHONE_SIGNALS):
             # An unknown English word and a buy, question or cancel signal: maybe a misspelt alias
             # ("hony 2", "eggs 2 hony 1"). Only now pay for the edit-distance lookup.
             return _RETRY_FUZZY
         return result
+
+    def _kept_out(self, result: ParseResult, t: str, featured: str | None, fuzzy: bool) -> ParseResult:
+        """``result`` (a cancel of several items) without the items that a clause saying keep or swap names
+        (蜂蜜不要了 鸡蛋还要, 米粉不要了，鸡蛋留着, 鸡蛋不要了 换蜂蜜两瓶): the buyer cancels the rest only."""
+        kept: set[tuple[str | None, str | None]] = set()
+        for clause in (_CLAUSE if t.isascii() else _CLAUSE_CN).split(t):
+            if clause and _KEEP.search(clause):
+                s = _Scan()
+                i = 0
+                while i < len(clause):
+                    i = self._step(s, clause, i, fuzzy)
+                if not s.cur.empty:
+                    s.groups.append(s.cur)
+                if not s.flags & (1 << CANCEL | 1 << NEG):  # the clause keeps: it cancels nothing itself
+                    kept.update((it.sku, it.variant) for it in self._listed([g for g in s.groups if g.picks],
+                                                                             featured))
+        items = tuple(i for i in result.items if (i.sku, i.variant) not in kept and (i.sku, None) not in kept)
+        if items == result.items:
+            return result
+        return self._result(Intent.CANCEL, items) if items else NOTHING
 
     def _step(self, s: _Scan, t: str, i: int, fuzzy: bool) -> int:
         """Read the token at ``i`` and fold it into the scan; return where the next token starts."""
@@ -894,7 +924,9 @@ class Parser:
             for lit, k, p in cands:
                 if t.startswith(lit, i):
                     e = i + len(lit)
-                    if e >= n or not (t[e].isascii() and t[e].isalnum()):
+                    # A seller code runs into its quantity in quick typing: a1x2 is a1 x2.
+                    if e >= n or not (t[e].isascii() and t[e].isalnum()) or (
+                            t[e] == "x" and lit[-1].isdigit() and _XQ.match(t, e) is not None):
                         return k, p, e
         if self._has_codes and end < len(t) and "0" <= t[end] <= "9":
             m = _CODE_SHAPE.match(t, i)

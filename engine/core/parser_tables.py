@@ -24,6 +24,10 @@ T2S[ord("＃")] = "#"
 T2S[ord("？")] = "?"
 T2S[ord("。")] = " "
 T2S[ord("、")] = " "
+# Emoji forms of a plus and of digits: ➕2, 1️⃣号链接 (a keycap digit is the digit, U+FE0F and U+20E3).
+T2S[ord("➕")] = "+"
+T2S[0xFE0F] = ""
+T2S[0x20E3] = ""
 
 #: Chinese numerals that may form a quantity (一 ... 九十九, 两, 俩, 仨, 百 for "a hundred", which is too many),
 #: and the financial forms that mean nothing else (壹 贰 叁 肆 柒 捌 玖; 伍 and 陆 are left out: 队伍 and 大陆
@@ -39,7 +43,7 @@ MEASURE_EN = frozenset({"jar", "jars", "box", "boxes", "bag", "bags", "pack", "p
 #: A number followed by one of these is a date, time, age, price or weight: not a quantity.
 UNIT_NOISE_CN = ("年", "月", "日", "天", "点", "分", "秒", "岁", "块", "元", "毛", "角", "万", "千", "百", "亿",
                  "w", "k", "kg", "cm", "mm", "m", "g", "克", "米", "度", "楼", "%", "周", "小时", "次", "遍",
-                 "人", "后", "多", "楼", "倍", "折", "pm", "am", "min", "mins", "hr", "hrs", "day", "days", "sec",
+                 "人", "后", "多", "楼", "倍", "折", "勺", "碗", "pm", "am", "min", "mins", "hr", "hrs", "day", "days", "sec",
                  "usd", "php", "rmb", "hkd", "yuan", "pesos", "peso", "stars", "star", "percent",
                  # an address: 2单元, 3栋, 501室, 12层
                  "单元", "栋", "幢", "室", "层")
@@ -60,10 +64,9 @@ NOISE_CN = (
     "面粉", "奶粉",
     "笨蛋", "完蛋", "蛋糕", "滚蛋", "扯蛋", "捣蛋", "蛋疼", "脸蛋", "坏蛋", "混蛋", "傻蛋", "蛋黄酥", "皮蛋瘦肉粥",
     "闺蜜", "甜蜜", "蜜蜂", "蜜月", "秘密", "蜜糖", "奶茶", "茶几", "喝茶", "下午茶", "茶杯", "茶馆", "绿茶婊",
-    "大家", "大哥", "大姐", "大神", "大佬", "大概", "大人", "大叔", "大爷", "大妈", "大娘", "大主播", "大美女",
+    "大家", "大神", "大概", "大人", "大主播",
     "大型", "伟大", "长大", "大学", "大声", "大多", "大部分", "大小", "大方", "大力", "加大", "太大", "好大",
-    "小姐姐", "小哥哥", "小姐", "小哥", "小伙", "小时候", "小时", "小心", "小编", "小朋友", "小孩", "小区",
-    "小可爱", "小仙女", "小宝贝", "小助理", "小店", "小黄车", "小小",
+    "小时候", "小时", "小心", "小编", "小朋友", "小孩", "小区", "小助理", "小店", "小黄车", "小小",
     "一起", "一下", "一定", "一样", "一直", "一点", "一般", "一会", "万一", "第一", "一个人", "统一", "唯一",
     "一次", "一天", "一年", "一遍", "一边", "一些", "一切", "一路", "一生", "一家", "一句", "一眼", "看一看",
     "两个人", "俩人", "十分", "十足", "三八", "九九", "一一", "二维码", "二手", "一会儿", "一口",
@@ -76,7 +79,16 @@ NOISE_CN = (
     "买单吗", "卖完", "卖光", "买不起", "买不到", "抢不到", "没抢到", "抢到了",
     "拍一下", "拍给", "拍近", "拍特写", "给我们", "给我看", "给我瞧", "拿起", "拿出", "要抢", "要开始", "来个特写", "来首", "来波",
     # A negated cancel keeps the order: never a cancel.
-    "不要取消", "别取消", "不取消", "没取消", "不用取消",
+    "不要取消", "别取消", "不取消", "没取消", "不用取消", "别给我取消", "不会取消", "没有取消", "不能取消",
+    "取消不了", "谁说不要", "谁说我不要", "取消了关注",
+    # Other foods whose names hold a one-character alias (蛋, 粉, 蜜, 茶): 鸭蛋来两盒 is not eggs of the
+    # catalogue's. (A word that is an alias of the catalogue is dropped from this list, as said above.)
+    "鸭蛋", "鹅蛋", "鹌鹑蛋", "皮蛋", "咸蛋", "咸鸭蛋", "松花蛋", "茶叶蛋", "卤蛋", "蛋挞", "蛋卷", "蛋饼", "蛋黄",
+    "蛋白", "蛋清", "炒蛋", "煎蛋", "荷包蛋", "蛋炒饭", "螺蛳粉", "酸辣粉", "凉粉", "河粉", "肠粉", "蜜桔",
+    "蜜橘", "蜜柚", "蜜瓜", "蜜枣", "蜜饯", "蜜桃", "水蜜桃", "哈密瓜", "绿茶", "红茶", "白茶", "黑茶", "乌龙茶",
+    "普洱", "龙井", "柠檬茶", "凉茶", "普洱茶", "龙井茶", "红薯粉", "土豆粉",
+    # Laughter (哈哈哈 +1 agrees with a joke); a single 哈 is a particle (要两盒哈).
+    "哈哈",
     # 不要太好吃 is praise ("so tasty"), not a negation; 取消关注 is unfollowing the room, not an order.
     "十几", "几十", "几百", "几千", "几万",
     "不要太", "取消关注", "取关", "取消静音", "取消点赞",
@@ -86,7 +98,10 @@ NOISE_CN = (
 #: English phrases that are everyday talk although they contain a keyword.
 NOISE_EN = ("don't cancel", "dont cancel", "do not cancel", "no cancel", "not cancel", "never cancel",
             "can't cancel", "cant cancel", "cannot cancel", "won't cancel", "wont cancel", "unfollow",
-            "take care", "take my money")
+            "take care", "take my money",
+            # Other foods named with an alias word: "green tea x2" is not the catalogue's tea.
+            "green tea", "black tea", "milk tea", "iced tea", "bubble tea", "honey mustard", "honey garlic",
+            "egg roll", "egg rolls", "egg tart", "egg tarts", "instant noodles", "cup noodles", "ramen noodles")
 
 #: The comment reports a purchase made before (elsewhere, or earlier): not a new order.
 PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", "已经买", "已经下单", "拍了", "买了", "买过",
@@ -97,7 +112,12 @@ PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", 
            # Not an order now: plans, wishes, stories (下周一定买两箱, 偷偷拿走一罐, 我数了一下有12个).
            "下周", "下次", "下个月", "明天", "改天", "以后", "过几天", "等发工资", "打算", "计划", "如果", "假如",
            "偷偷", "偷了", "偷走", "拿走", "数了", "数一下", "数数", "我妈买", "我爸买", "好想要",
-           "早就", "已经有", "我有", "买过了", "买咗", "落咗单")
+           "早就", "已经有", "我有", "买过了", "买咗", "落咗单",
+           # A delivery's complaint (鸡蛋少了一个), the sale's rules and stock said back (一人限两盒, 2盒起拍,
+           # 就剩2盒了), a pack's size (十个装), the host's call to the room (要的扣1, 扣1的宝宝们).
+           "少了", "少发", "漏发", "一人限", "每人限", "起拍", "起购", "就剩", "只剩", "剩下", "个装", "枚装",
+           "只装", "粒装", "盒装", "瓶装", "袋装", "斤装", "的扣", "的宝宝们", "的家人们", "的姐妹们",
+           "拍好了", "付好了", "付好", "掉了", "盒起", "件起", "瓶起", "个起", "箱起")
 #: Cancel an order.
 # Not 退了: 主播我先退了 ("I'm leaving the stream now") is everyday chat, and 不退了 keeps the order.
 CANCEL_CN = ("不要了", "不要啦", "不买了", "不买啦", "取消", "退掉", "退单", "算了不要", "不拍了",
@@ -131,7 +151,10 @@ FILLER_CN = ("主播", "谢谢", "麻烦", "这个", "那个", "我们", "我", 
              "老板", "家人们", "各位", "们", "一共", "共", "总共", "另外", "及", "号链接",
              "链接", "那", "这", "个", "好", "好的", "在", "请", "您", "你", "好吃", "好喝",
              # Cantonese and Taiwanese politeness and particles: 唔该 (please / thanks), 喇, 喊+1.
-             "唔该", "喇", "啦", "喊", "喊单", "喔", "耶", "连结", "号连结")
+             "唔该", "喇", "啦", "喊", "喊单", "喔", "耶", "连结", "号连结", "哈",
+             # How a viewer addresses the host (大哥来两盒): not the 大 / 小 of a variant.
+             "大哥", "大姐", "大叔", "大爷", "大妈", "大娘", "大美女", "大佬", "小姐姐", "小哥哥", "小姐", "小哥",
+             "小伙", "小可爱", "小仙女", "小宝贝")
 #: Talk about a product rather than an order for it: eating it (一天吃两个鸡蛋), looking at it (拿起来看看),
 #: its price (2块钱一个, 68贵了). Without a buy verb or "+N" such a comment is not an order.
 TALK_CN = ("吃", "喝", "煮", "炒", "泡", "看", "尝", "试", "贵", "便宜", "划算", "值", "钱", "价", "数", "偷",
@@ -142,7 +165,12 @@ TALK_CN = ("吃", "喝", "煮", "炒", "泡", "看", "尝", "试", "贵", "便�
 PAST_EN = ("already", "bought", "ordered", "received", "yesterday", "last time", "last week", "ate", "had",
            # Not an order now: plans, wishes, stories.
            "next week", "next time", "tomorrow", "someday", "wish", "wished", "stole", "counted", "later",
-           "got mine", "got my", "arrived", "delivered", "ago", "paid", "was")
+           "got mine", "got my", "arrived", "delivered", "ago", "paid", "was", "were",
+           # Habits, rules and complaints: "I eat 2 eggs every day", "2 per person", "2 of my eggs were broken",
+           # and the host's call said back ("type sold A1 to claim").
+           "every day", "everyday", "per day", "a day", "per person", "per customer", "each person",
+           "broken", "cracked", "leaked", "leaking", "spoiled", "rotten", "missing", "type sold", "comment sold",
+           "type mine", "comment mine")
 CANCEL_EN = ("changed my mind", "change my mind", "cancel", "cancelled", "canceled", "never mind", "nevermind",
              "nvm", "remove", "don't want it", "dont want it", "no longer")
 ASK_COMMERCE_EN = ("how much", "how many", "price", "prices", "cost", "shipping", "ship", "ships", "available",
@@ -161,7 +189,7 @@ FILLER_EN = ("i", "i'll", "ill", "i'd", "id", "i'm", "im", "will", "would", "lik
              "jar", "please!", "thanks", "thank", "you", "it", "this", "that", "those", "these", "yes", "yeah",
              "yep", "ok", "okay", "love", "lol", "oh", "hi", "hello", "hey", "wow", "omg", "x", "each", "them",
              "us", "sis", "girl", "dear", "babe", "hun", "mom", "same", "here", "just", "now", "asap", "quick",
-             "link", "po", "muna", "naman", "kuya")
+             "link", "po", "muna", "naman", "kuya", "ty", "tysm", "thx", "thanx", "tnx", "salamat")
 #: Talk about a product rather than an order for it, in English: asking to see it again.
 TALK_EN = ("show", "showing", "again", "see", "look", "looks", "looking", "wear", "wearing", "model")
 #: Philippine live selling: "pass" gives up a claim. A cancel only when the comment says nothing else.
