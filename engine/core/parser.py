@@ -86,6 +86,8 @@ _MONEY = frozenset({"块", "元", "毛", "角"})
 #: Packaging words that make a bare quantity an order of the featured product (两盒, 3瓶). Not 个 / 只 / 斤:
 #: "一个" and "160斤" (a body weight, in clothing rooms) say other things as often.
 _ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "包", "单", "套", "桶", "提"})
+#: Items one comment may hold: a longer list (a line pasted over and over) is read as no order at all.
+MAX_ITEMS = 20
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 #: A clause that keeps or swaps an order inside a cancel: 蜂蜜不要了 鸡蛋还要 cancels the honey, not the eggs.
 _KEEP = re.compile(r"还要|还是要|留着|照旧|照常|继续要|保留|不变|换|keep|still want")
@@ -1152,6 +1154,8 @@ class Parser:
         return it
 
     def _result(self, intent: Intent, items: tuple[Item, ...]) -> ParseResult:
+        if len(items) > MAX_ITEMS:
+            return NOTHING  # 鸡蛋来两盒 pasted 400 times is a flood, not 400 orders
         key = (intent, items)
         r = self._results.get(key)
         if r is None:

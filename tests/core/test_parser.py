@@ -8,8 +8,8 @@ import pytest
 
 from livecart.config import load
 from livecart.core.catalogue import Catalogue, Product, Variant
-from livecart.core.parser import Parser, cn_number, normalise
-from livecart.core.records import Intent, Item, ParseResult, Reason
+from livecart.core.parser import MAX_ITEMS, Parser, cn_number, normalise
+from livecart.core.records import NOTHING, Intent, Item, ParseResult, Reason
 from livecart.core.settings import Config
 
 HERE = Path(__file__).resolve().parent
@@ -95,6 +95,13 @@ def test_bare_plus_one_off_keeps_verbal_buys(sample: Config) -> None:
     assert p.parse("来两盒", "egg-10") == ParseResult(Intent.BUY, (Item("egg-10", None, 2),))
     assert p.parse("I'll take 2", "egg-10") == ParseResult(Intent.BUY, (Item("egg-10", None, 2),))
     assert p.parse("鸡蛋+1", "egg-10") == ParseResult(Intent.BUY, (Item("egg-10", None, 1),))
+
+
+def test_a_line_pasted_over_and_over_is_no_order(parsers: dict[str, Parser]) -> None:
+    p = parsers["sample"]
+    assert len(p.parse("鸡蛋来两盒 " * MAX_ITEMS, "egg-10").items) == MAX_ITEMS
+    assert p.parse("鸡蛋来两盒 " * (MAX_ITEMS + 1), "egg-10") == NOTHING
+    assert p.parse("鸡蛋来两盒" * 400, "egg-10") == NOTHING  # 2,000 characters: 400 items before
 
 
 def test_max_qty_is_configurable(sample: Config) -> None:
