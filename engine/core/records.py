@@ -153,11 +153,12 @@ class _Wire(msgspec.Struct, frozen=True, gc=False):
     platform: _Field | int | None = None
     room: _Field | int | None = None
     id: Annotated[str, msgspec.Meta(max_length=MAX_FIELD)] | int | None = None
-    name: _Field | int | None = None
+    # An empty display name is as good as none (platforms send "" for viewers who set no nickname).
+    name: Annotated[str, msgspec.Meta(max_length=MAX_FIELD)] | int | None = None
 
     def complete(self, platform: str | None, room: str | None, sample: object) -> Comment:
         """The comment, with ``platform``/``room`` where the object has none, ``name`` = ``user`` where it
-        has none, and :func:`stable_comment_id` where it has no ``id`` (or an empty one)."""
+        has none (or an empty one), and :func:`stable_comment_id` where it has no ``id`` (or an empty one)."""
         plat = self.platform if self.platform is not None else platform
         if not plat:
             raise MalformedInput("missing_field", "'platform' is missing and the adapter names none", sample)
@@ -167,7 +168,7 @@ class _Wire(msgspec.Struct, frozen=True, gc=False):
         plat = str(plat)
         rm = str(rm)
         user = str(self.user)
-        name = user if self.name is None else str(self.name)
+        name = user if self.name is None or self.name == "" else str(self.name)
         ident = self.id
         if ident is None or ident == "":
             ident = stable_comment_id(plat, rm, user, self.ts, self.text)

@@ -79,6 +79,18 @@ def test_gaps_are_filled_as_the_contract_says() -> None:
     assert c == Comment.from_mapping(bare, platform="bilibili", room="ignored")
 
 
+def test_an_empty_display_name_is_the_user_id_not_a_dropped_comment() -> None:
+    # Platforms send "" for a viewer who set no nickname: the comment (a buy, often) must not be dropped.
+    one = {**_line, "name": ""}
+    out, bad = _decode(orjson.dumps(one))
+    assert bad == []
+    assert out[0].name == "u-1"
+    out, bad = _decode(orjson.dumps([one, {**_line, "id": "m-2", "user": 7, "name": ""}]))
+    assert bad == []
+    assert [c.name for c in out] == ["u-1", "7"]
+    assert Comment.from_mapping(one).name == "u-1"
+
+
 def test_every_bad_element_is_named_and_the_good_ones_kept() -> None:
     payload = orjson.dumps([_line, 3, {**_line, "ts": True}, {**_line, "id": [1]}, {**_line, "text": "x" * 2001},
                             {"text": "no user", "ts": 1}, {**_line, "id": "m-2"}])

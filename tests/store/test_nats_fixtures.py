@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 async def test_three_node_cluster_replicates_a_stream_and_survives_a_leader_kill(nats_cluster: Cluster) -> None:
     nc = await nats.connect(servers=nats_cluster.urls)
     try:
-        js = nc.jetstream()
+        # Creating a replicated stream forms its Raft group first: on a loaded machine that took over the
+        # client's default 5 s (a CI run beside another NATS cluster, 2026-12-03). A bound, not a wait.
+        js = nc.jetstream(timeout=30)
         await js.add_stream(name="FIXTURE", subjects=["fixture.>"], num_replicas=3)
 
         async def publish(payload: bytes) -> int:
