@@ -46,15 +46,22 @@ Handler = Callable[[Control], Awaitable[Mapping[str, Any]]]
 
 
 def control_state_path(cfg: Config) -> Path:
-    """Where a running daemon writes its control address: the journal path + ``.ctl.json``."""
-    return Path(str(cfg.storage.path) + ".ctl.json")
+    """Where a running daemon writes its control address: the journal path + ``.ctl.json``; in the JetStream
+    mode, where there is no journal file of its own, the path + ``.<sale>.ctl.json``, so that two sales whose
+    configs sit in one folder (and share the default path) do not take each other's (``livecart ctl`` for one
+    sale restocked the other)."""
+    return Path(str(cfg.storage.path) + _state_suffix(cfg))
+
+
+def _state_suffix(cfg: Config) -> str:
+    return f".{cfg.storage.sale}.ctl.json" if cfg.storage.backend == "jetstream" else ".ctl.json"
 
 
 def resolved_state_path(cfg: Config) -> Path | None:
     """The state file beside the journal's real name (symlinks resolved) when that differs from the one
     :func:`control_state_path` gives: a daemon writes both, and ``livecart ctl`` whose config names the
     journal through a symlink finds the daemon through it."""
-    real = Path(str(Path(cfg.storage.path).resolve()) + ".ctl.json")
+    real = Path(str(Path(cfg.storage.path).resolve()) + _state_suffix(cfg))
     return None if real == control_state_path(cfg) else real
 
 
@@ -99,6 +106,24 @@ async def apply(handler: Handler, control: Control, counts: _Counts, transport: 
     return 200, {"ok": True, "action": action, "result": dict(result)}
 
 
+def _live_owner(path: Path) -> int | None:
+    """The pid a state file names, when that is another process and it runs; else None (no file, unreadable,
+    ours, or its process is gone)."""
+    try:
+        pid = orjson.loads(path.read_bytes()).get("pid")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # it runs, as another user
+    return pid
+
+
 class ControlServer:
     """POST ``/control`` on ``host`` (127.0.0.1), authenticated with ``Authorization: Bearer TOKEN``.
 
@@ -123,6 +148,10 @@ class ControlServer:
         #: Extra keys written to the state file beside host/port/pid (the daemon adds its status URL and
         #: adapter addresses, so tools and tests find them).
         self.state_extra: dict[str, Any] = {}
+        #: Leave a state file that names another running process as it is (the JetStream mode, where one sale
+        #: may run twice on a machine and no journal lock keeps a second process out): ``livecart ctl`` goes
+        #: on reaching the first, and this one does not remove it when it stops.
+        self.keep_live_owner = False
         self._runner: web.AppRunner | None = None
 
     def _authorised(self, request: web.Request) -> bool:
@@ -164,6 +193,12 @@ class ControlServer:
         self.port = int(runner.addresses[0][1])
         for path in (self.state_path, self.mirror_path):
             if path is not None:
+                owner = _live_owner(path) if self.keep_live_owner else None
+                if owner is not None:
+                    log.warning("%s names another running process of this sale (pid %d): `livecart ctl` goes on "
+                                "reaching that one; this one's controls are at http://%s:%d/control",
+                                path, owner, self.host, self.port)
+                    continue
                 try:
                     self._write_state(path)
                 except OSError as exc:

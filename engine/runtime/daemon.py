@@ -1135,6 +1135,7 @@ async def _open_endpoints(d: Daemon, stack: contextlib.AsyncExitStack) -> None:
     d.control = ControlServer(cfg.control.host, cfg.control.port, cfg.control.token, d.handle_control,
                               state_path=control_state_path(cfg), metrics=reg, stream=cfg.stream.name)
     d.control.mirror_path = resolved_state_path(cfg)
+    d.control.keep_live_owner = cfg.storage.backend == "jetstream"
     d.control.state_extra = {"stream": cfg.stream.name,
                              "status": d.status.url if d.status is not None else None,
                              "adapters": {a.name: addr for a in d.adapters if (addr := _address(a))}}
