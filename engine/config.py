@@ -115,6 +115,14 @@ def _storage_backend(c: _Checker, st: dict[str, Any], raw: Any, stream_name: str
         c.add("storage.sale", "must be 1-64 letters, digits, '-' or '_' starting with a letter or digit, "
               f"got {sale!r}", c.lines.key(line, "sale"))
     if st["backend"] == "jetstream":
+        derived = sale_id(stream_name)
+        lost = "".join(ch for ch in stream_name if ch.isalnum() and not ch.isascii())
+        if sale is None and lost and not derived.startswith("sale-"):
+            # '蜂蜜专场 3月15日' and '鸡蛋专场 3月15日' both gave '3-15': the second sale joined the first one's log.
+            c.add("storage.sale", f"must be set with backend = 'jetstream' for this [stream] name: the id made "
+                  f"from {stream_name!r} keeps only {derived!r} (not {lost!r}), which other sales' names give "
+                  f"too, and sales with one id share one log; set sale = \"...\" to an id of this sale's own "
+                  f"(sale = \"{derived}\" keeps the log this name has used)", line)
         if "servers" in given and not given["servers"] and isinstance(given["servers"], list):
             c.add("storage.servers", "must list at least one server with backend = 'jetstream', got []",
                   c.lines.key(line, "servers"))

@@ -195,6 +195,22 @@ def test_a_sale_named_only_in_chinese_gets_a_stable_hashed_id() -> None:
     assert config.SALE_ID.match(config.sale_id("铜鼓春季特卖"))
 
 
+def test_a_partly_chinese_name_needs_its_own_sale_id_in_the_jetstream_mode() -> None:
+    # '蜂蜜专场 3月15日' and '鸡蛋专场 3月15日' both made '3-15': the second sale joined the first one's log.
+    storage = '[storage]\nbackend = "jetstream"\nservers = ["nats://10.0.0.1:4222"]\n'
+    honey = JS.replace('name = "Tonggu spring sale"', 'name = "蜂蜜专场 3月15日"')
+    assert honey != JS
+    with pytest.raises(ConfigError) as e:
+        config.loads(honey + storage, file="s.toml")
+    assert "[storage.sale]" in str(e.value)
+    assert "keeps only '3-15'" in str(e.value)
+    assert 'sale = "3-15" keeps the log this name has used' in str(e.value)
+    assert config.loads(honey + storage + 'sale = "honey-0315"\n').storage.sale == "honey-0315"
+    assert config.loads(honey).storage.backend == "sqlite"  # the SQLite journal has no sale id to share
+    only_chinese = JS.replace('name = "Tonggu spring sale"', 'name = "蜂蜜专场"')
+    assert config.loads(only_chinese + storage).storage.sale.startswith("sale-")  # a hash of the whole name
+
+
 def test_jetstream_problems_name_key_value_and_expectation() -> None:
     with pytest.raises(ConfigError) as e:
         config.loads(JS + '[storage]\nbackend = "jetstrem"\n', file="s.toml")
