@@ -111,6 +111,7 @@ class ClusterEngine:
         self.metrics = metrics
         self._clock = clock
         self.lease_seconds = lease_seconds
+        self._lease_differs_said = False
         self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._listeners: list[Listener] = []
         self._intake_listeners: list[Callable[[bool], None]] = []
@@ -340,7 +341,7 @@ class ClusterEngine:
                 elif entry.revision != seen_rev:
                     seen_rev, seen_at = entry.revision, time.monotonic()
                     continue
-                elif time.monotonic() - seen_at < self.lease_seconds:
+                elif time.monotonic() - seen_at < self._holder_lease(entry.value):
                     continue
                 else:
                     log.warning("the decider lease (revision %d) was not renewed for %.0f s: taking over",
@@ -367,7 +368,24 @@ class ClusterEngine:
 
     def _lease_value(self) -> bytes:
         return orjson.dumps({"member": self.member, "host": socket.gethostname(), "pid": os.getpid(),
-                             "at": time.time()})
+                             "at": time.time(), "lease_seconds": self.lease_seconds})
+
+    def _holder_lease(self, value: bytes) -> float:
+        """How long this standby waits for the lease's holder to renew before taking over: its own
+        ``lease_seconds``, or the holder's when that is longer. A machine configured with a shorter lease took
+        over from a healthy decider renewing on a 60 s lease 6 s after it started (said once)."""
+        try:
+            theirs = orjson.loads(value).get("lease_seconds")
+        except (orjson.JSONDecodeError, AttributeError):
+            return self.lease_seconds
+        if not isinstance(theirs, int | float) or isinstance(theirs, bool) or theirs == self.lease_seconds:
+            return self.lease_seconds
+        if not self._lease_differs_said:
+            self._lease_differs_said = True
+            log.warning("the decider runs with lease_seconds = %g and this process with %g: configure every "
+                        "process of the sale alike; this one waits %g s before taking over", theirs,
+                        self.lease_seconds, max(theirs, self.lease_seconds))
+        return max(float(theirs), self.lease_seconds)
 
     async def _lead(self, rev: int, t_sent: float) -> None:
         state = self.state

@@ -300,6 +300,28 @@ async def test_a_batch_of_long_comments_is_split_under_the_payload_limit(nats_se
         await engine.close()
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("cleanup")
+async def test_a_standby_with_a_shorter_lease_waits_out_the_deciders_own(nats_server: str, sale: str,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # An operator's check: m2 decided renewing a 60 s lease every 12 s; m1 started with lease_seconds = 5 took
+    # it over 6 s later ("not renewed for 5 s") and m2 stepped down.
+    cfg = _cfg(nats_server, sale, stock=3)
+    a = await ClusterEngine.open(cfg, lease_seconds=30.0)  # renews every 6 s
+    b: ClusterEngine | None = None
+    try:
+        await _until(lambda: a.leading, "a to decide")
+        b = await ClusterEngine.open(cfg, lease_seconds=5.0)
+        await asyncio.sleep(9.0)  # one and a half of a's renewal periods: b took over within this before
+        assert a.leading
+        assert not b.leading
+        assert "the decider runs with lease_seconds = 30 and this process with 5" in caplog.text
+    finally:
+        await a.close()
+        if b is not None:
+            await b.close()
+
+
 async def _decider_that_announced_two(cfg: Config, heard: list[Outcome], *,
                                       lease_seconds: float = 10.0) -> ClusterEngine:
     """A ClusterEngine deciding ``cfg``'s sale that has handed out the outcomes of m-1 and m-2 to ``heard``.
