@@ -316,8 +316,19 @@ def _default_lookup(kind: str) -> PluginLookup:
     from livecart import registry
 
     def lookup(type_name: str) -> Mapping[str, Option]:
-        cls = registry.adapter_class(type_name) if kind == "adapters" else registry.hook_class(type_name)
-        return cls.OPTIONS
+        if kind != "adapters":
+            return registry.hook_class(type_name).OPTIONS
+        cls = registry.adapter_class(type_name)
+        if not cls.can_reply:
+            return cls.OPTIONS
+        # Every adapter that replies takes its platform's rate limit from the config too (a companion's
+        # platform has one as well); an adapter declaring these keys itself keeps its own.
+        opts = dict(cls.OPTIONS)
+        opts.setdefault("reply_limit", Option(int, cls.reply_limit, check=check_more_than_zero,
+                                              doc="most replies per reply_window (default: the adapter's own)"))
+        opts.setdefault("reply_window", Option(float, float(cls.reply_window), check=check_more_than_zero,
+                                               doc="seconds of the reply rate window"))
+        return opts
 
     return lookup
 
@@ -585,7 +596,7 @@ def _variant_options(c: _Checker, options: tuple[ProductOption, ...], raw: Any, 
 def _reply_language(value: Any) -> str | None:
     if value in ("", *TEMPLATES):
         return None
-    return f"must be one of {', '.join(TEMPLATES)}, got {value!r}"
+    return f"must be one of {', '.join(TEMPLATES)}"  # the checker adds what it got
 
 
 def _plugins(c: _Checker, raw: Any, kind: str, lookup: PluginLookup, base: Path) -> list[PluginSettings]:
@@ -609,6 +620,15 @@ def _plugins(c: _Checker, raw: Any, kind: str, lookup: PluginLookup, base: Path)
             found = lookup(type_name)
         except PluginError as exc:
             c.add(f"{path}.type", str(exc), c.lines.key(line, "type"))
+            continue
+        own = ("type", "name", "reply_language") if kind == "adapters" else ("type", "name")
+        reserved = sorted(k for k in own if found is not None and k in found)
+        if reserved:
+            # A plugin declaring one of them never received its value (the daemon takes 'name' as the table's
+            # name) and its own check replaced livecart's, after open() had connected.
+            c.add(f"{path}.type", f"{kind[:-1]} type {type_name!r} declares {', '.join(map(repr, reserved))} in its "
+                  f"OPTIONS, which livecart keeps for itself in every [[{kind}]] table: the plugin must call "
+                  "its option(s) something else", c.lines.key(line, "type"))
             continue
         # Not installed here, for a command that runs no plugin: the table as it is.
         schema = dict(found) if found is not None else {

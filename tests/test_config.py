@@ -6,6 +6,7 @@ import pytest
 
 from livecart import config
 from livecart.core.errors import ConfigError
+from livecart.plugin import Option
 
 BASE = """
 [stream]
@@ -237,3 +238,28 @@ def test_jetstream_needs_servers_and_sqlite_refuses_jetstream_keys() -> None:
         config.loads(JS + '[storage]\nservers = ["nats://127.0.0.1:4222"]\n')
     assert "storage.servers" in str(e.value)
     assert "only applies with backend = 'jetstream'" in str(e.value)
+
+
+def test_a_plugin_declaring_a_key_livecart_keeps_for_itself_is_refused_at_load() -> None:
+    # A plugin author's check: an option called 'name' never reached the plugin (the daemon took it as the
+    # table's name) and a 'reply_language' of its own replaced livecart's check, after open() had connected.
+    def lookup(type_name: str) -> dict[str, Option]:
+        return {"name": Option(str, required=True), "reply_language": Option(int, 0), "url": Option(str, "")}
+
+    with pytest.raises(ConfigError) as e:
+        config.loads(BASE + '[[adapters]]\ntype = "chirp"\nname = "main"\n', file="s.toml", adapter_options=lookup)
+    assert "s.toml:" in str(e.value)
+    assert "adapter type 'chirp' declares 'name', 'reply_language' in its OPTIONS" in str(e.value)
+
+
+def test_replying_adapters_take_a_rate_limit_and_a_bad_language_is_said_once() -> None:
+    ws = BASE + '[[adapters]]\ntype = "websocket"\nmode = "server"\n'
+    assert config.loads(ws).adapters[0].options["reply_limit"] is None  # the websocket adapter's own: none
+    cfg = config.loads(ws + "reply_limit = 20\nreply_window = 1\n")
+    assert (cfg.adapters[0].options["reply_limit"], cfg.adapters[0].options["reply_window"]) == (20, 1.0)
+    with pytest.raises(ConfigError) as e:
+        config.loads(BASE + '[[adapters]]\ntype = "replay"\npath = "x.jsonl"\nreply_limit = 5\n', file="s.toml")
+    assert "[adapters[0].reply_limit]: unknown key" in str(e.value)  # a replay never replies
+    with pytest.raises(ConfigError) as e:
+        config.loads(ws + 'reply_language = "fr"\n', file="s.toml")
+    assert str(e.value).count("got 'fr'") == 1

@@ -1043,10 +1043,12 @@ def _key(c: Control) -> str:
 
 
 def _interruptible(sleep: Sleep, stop: asyncio.Event) -> Sleep:
-    """``sleep`` that returns early once ``stop`` is set (a reply queue sleeping out a rate-limit window
-    must notice the shutdown and count what is left, not hold it up)."""
+    """``sleep`` that returns early when ``stop`` is set meanwhile (a reply queue sleeping out a long wait
+    notices the shutdown and starts its drain); once it is set, a plain ``sleep`` (the drain's waits for the
+    rate limit, which the daemon ends after ``drain_seconds``)."""
     async def nap(seconds: float) -> None:
         if stop.is_set():
+            await sleep(seconds)
             return
         waiter = asyncio.ensure_future(stop.wait())
         sleeper = asyncio.ensure_future(sleep(seconds))
@@ -1206,9 +1208,14 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
         for q in queues.values():
             q.close()
         if senders:
+            # Replies still rate-limited go out as the limit allows until drain_seconds; then the rest is shed.
             _, late = await asyncio.wait(senders, timeout=d.cfg.daemon.drain_seconds)
             for t in late:
                 t.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)  # each counts what it shed
+            if progress is not None:
+                d.save_progress()  # what the drain sent is not announced again by the next start
         if d.hooks is not None:
             await d.hooks.close()
         if d.trace is not None:  # every submit is settled by now

@@ -460,35 +460,46 @@ class ReplyQueue:
         return self.limiter.next_free(now)
 
     def close(self) -> None:
-        """Stop taking replies; :meth:`run` sends what the rate limit allows right away, counts the rest as
-        shed, and returns. (It may be sleeping out a rate-limit window: cancel it for an immediate stop.)"""
+        """Stop taking replies; :meth:`run` goes on sending what is pending, within the rate limit, and
+        returns once nothing is: the stop's drain. Cancel it to end the drain (a daemon does after
+        ``[daemon].drain_seconds``): what is still pending then is counted as shed."""
         self._closed = True
         self._wakeup.set()
 
     async def run(self, send: Send, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        """Send pending replies through ``send`` within the rate limit until :meth:`close`."""
-        while True:
-            now = self.clock()
-            batch = self.ready(now)
-            if batch:
-                if not await self._send(send, batch) and not self._closed:
-                    await sleep(self._backoff)  # put back: wait for the companion or the connection
-                    self._backoff = min(RETRY_MAX, self._backoff * 2)
-                continue
+        """Send pending replies through ``send`` within the rate limit until :meth:`close` and then until
+        nothing is pending (or until cancelled)."""
+        try:
+            while True:
+                now = self.clock()
+                batch = self.ready(now)
+                if batch:
+                    if not await self._send(send, batch) and not self._closed:
+                        await sleep(self._backoff)  # put back: wait for the companion or the connection
+                        self._backoff = min(RETRY_MAX, self._backoff * 2)
+                    continue
+                when = self.next_time(now)
+                if when is None:
+                    if self._closed:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                else:
+                    await sleep(max(0.0, when - now))
+        except asyncio.CancelledError:
             if self._closed:
-                left = self.depth
-                if left:
-                    self._count("shed", left)
-                    log.warning("reply queue %s: closed with %d messages still rate-limited; counted as "
-                                "shed", self.name, left)
-                    self._pending.clear()
-                return
-            when = self.next_time(now)
-            if when is None:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            else:
-                await sleep(max(0.0, when - now))
+                self._shed_left()
+            raise
+
+    def _shed_left(self) -> None:
+        """At the end of a stop's drain: what is still pending is counted as shed (a restart announces the
+        orders among it again: the progress kept stays behind them)."""
+        left = self.depth
+        if left:
+            self._count("shed", left)
+            log.warning("reply queue %s: the stop's drain ended with %d messages still rate-limited; counted as "
+                        "shed", self.name, left)
+            self._pending.clear()
 
     async def _send(self, send: Send, batch: list[Reply]) -> bool:
         """Send ``batch``; False when its messages were put back to be tried again."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.e2e.proc import Daemon, livecart, wait_for
@@ -420,5 +422,32 @@ def test_a_restart_announcing_thousands_of_orders_reaches_a_companion_with_the_u
                         told.update(re.findall(r"o-\d{6}", r["text"]))
         assert len(told) == n
         assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def test_replies_held_back_by_the_rate_limit_go_out_during_the_stops_drain(tmp_path: Path) -> None:
+    """A SIGTERM shed at once what the platform's rate limit held back (a plugin author's companion: 413
+    replies counted as shed 1 ms after the signal), although replies get ``drain_seconds`` to go out."""
+    daemon = two_rooms(tmp_path, lambda text: text.replace("drain_seconds = 1", "drain_seconds = 3").replace(
+        'name = "douyin-room"\n', 'name = "douyin-room"\nreply_limit = 2\nreply_window = 1\n'))
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            for i in range(12):
+                dy.send(douyin(i, f"dy{i}", f"买家{i}", "鸡蛋来一盒"))
+            wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 12.0'
+                     in daemon.api("/metrics"), "12 buys committed and their replies queued")
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGTERM)
+            told: set[str] = set()
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                while len(told) < 12:
+                    frame = orjson.loads(dy.recv(timeout=10))
+                    if isinstance(frame, list):
+                        told.update(re.findall(r"@(买家\d+)", " ".join(r["text"] for r in frame)))
+        assert daemon.proc.wait(20) == 0
+        assert told == {f"买家{i}" for i in range(12)}  # 2 messages a second, up to 3 buyers each: ~2 s
+        assert "0 shed" in daemon.log()
     finally:
         daemon.kill()
