@@ -47,6 +47,7 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
         "rejected:needs_variant": "{product} 有 {variants}，请问要哪一种？",
         "rejected:unknown_product": "抱歉，没找到这个商品，请报链接号",
         "rejected:not_available": "抱歉，{product} 暂时不能下单",
+        "rejected:nothing_to_cancel": "没有找到可以取消的订单",
         "rejected:bad_quantity": "抱歉，数量不对，每单 1 到 {max_qty} 件",
     },
     "en": {
@@ -66,6 +67,7 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
         "rejected:needs_variant": "{product} comes in {variants}: which one?",
         "rejected:unknown_product": "sorry, which product? please say its link number",
         "rejected:not_available": "sorry, {product} cannot be ordered right now",
+        "rejected:nothing_to_cancel": "there is no order of yours to cancel",
         "rejected:bad_quantity": "sorry, that quantity won't work: 1 to {max_qty} per order",
     },
 }

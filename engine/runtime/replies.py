@@ -65,9 +65,12 @@ def _named_values(product: Product, text: str) -> dict[str, str]:
 
 
 def template_key(outcome: Outcome) -> str:
-    """The template an outcome uses: its status, or ``rejected:<reason>``."""
+    """The template an outcome uses: its status, or ``rejected:<reason>``; a cancel that found no order to
+    cancel (``not_available`` with no quantity: a buy's items have one) is ``rejected:nothing_to_cancel``."""
     if outcome.status is Status.REJECTED:
         reason = outcome.reason if outcome.reason is not None else Reason.NOT_AVAILABLE
+        if reason is Reason.NOT_AVAILABLE and outcome.qty == 0:
+            return "rejected:nothing_to_cancel"
         return f"rejected:{reason.value}"
     return outcome.status.value
 

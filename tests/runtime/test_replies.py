@@ -11,6 +11,8 @@ from msgspec.structs import replace
 
 from livecart import config
 from livecart.core.errors import ConfigError, RetryableError
+from livecart.core.ledger import Ledger
+from livecart.core.parser import Parser
 from livecart.core.records import Comment, Outcome, Reason, Status
 from livecart.core.templates import TEMPLATE_KEYS, TEMPLATES, template_problems
 from livecart.plugin import Adapter, Reply
@@ -86,6 +88,22 @@ def test_needs_variant_lists_the_variants(zh: Replier, en: Replier) -> None:
 
 def test_limit_rejection_says_the_limit(en: Replier) -> None:
     assert "limited to 5 per buyer" in (en.render(outcome(Status.REJECTED, reason=Reason.LIMIT), "A") or "")
+
+
+def test_a_cancel_with_no_order_to_cancel_says_so(en: Replier, zh: Replier, sample_config_path: Path) -> None:
+    # A plugin author's check: 取消 / cancel / 退掉 from a buyer with no order was answered
+    # "sorry,  cannot be ordered right now" (a blank product), 39 times in one run.
+    c = config.load(sample_config_path)
+    ledger = Ledger(c.catalogue, featured=c.stream.featured, clock=lambda: TS)
+    parse = Parser.from_config(c).parse
+    for text in ("取消", "cancel", "鸡蛋不要了"):
+        [o] = ledger.decide(Comment("douyin", "7312", f"m-{text}", "u-9", "Ann", text, TS), parse(text, "egg-10"))
+        assert (o.status, o.reason) == (Status.REJECTED, Reason.NOT_AVAILABLE)
+        assert en.render(o, "Ann") == "@Ann there is no order of yours to cancel"
+        assert zh.render(o, "安") == "@安 没有找到可以取消的订单"
+    # A buy of something that cannot be ordered still says so.
+    assert "cannot be ordered right now" in (en.render(outcome(Status.REJECTED, reason=Reason.NOT_AVAILABLE), "A")
+                                             or "")
 
 
 @pytest.mark.parametrize("reason", list(Reason))
