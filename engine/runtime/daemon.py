@@ -310,6 +310,7 @@ class Daemon:
         self._events = r.counter("events_total", "Stream events (sold_out, low_stock, presale_opened ...)")
         self._unroutable = r.counter("replies_unroutable_total",
                                      "Outcomes that could not be answered: their room has no replying adapter")
+        self._unroutable_said: set[tuple[str | None, str | None]] = set()
         self._up = r.gauge("uptime_seconds", "Seconds since the daemon started")
         self._conns = r.counter("connections_total", "Connections of each listener by event: accepted, refused "
                                 "(over the cap), idle and request_timeout (closed by a timeout)")
@@ -789,6 +790,11 @@ class Daemon:
         if len(mine) != len(outcomes):
             # Outcomes from rooms no replying adapter reads (Douyin, Bilibili, a replay, host controls).
             self._unroutable.inc(len(outcomes) - len(mine))
+            rooms: set[tuple[str | None, str | None]] = {(o.platform, o.room) for o in outcomes
+                                                         if o.platform is not None}
+            rooms -= routes.keys()
+            if rooms - self._unroutable_said:
+                self._say_unroutable(rooms - self._unroutable_said)
         if not mine:
             return
         if self.repliers:
@@ -807,6 +813,13 @@ class Daemon:
                 self._unroutable.inc()
                 continue
             q.put(reply)
+
+    def _say_unroutable(self, rooms: set[tuple[str | None, str | None]]) -> None:
+        """Once per room: its buyers get no replies from this process (counted, not said, before)."""
+        self._unroutable_said |= rooms
+        for platform, room in sorted(rooms, key=str):
+            log.info("outcomes in %s room %s get no reply from this process: no adapter here that replies has "
+                     "read a comment from it (counted in livecart_replies_unroutable_total)", platform, room)
 
     def refresh_baseline(self, keys: Sequence[str] | None = None) -> None:
         """Remember the ledger's figures (all keys, or ``keys``) as the "before" of the next event check."""

@@ -438,8 +438,12 @@ class SaleLog:
                        featured: str | None, clock: Callable[[], float]) -> None:
         n = self.names
         try:
-            await self._retry(lambda: self.js.stream_info(n.stream))
+            info = await self._retry(lambda: self.js.stream_info(n.stream))
             exists = True
+            have = int(info.config.num_replicas or 1)
+            if create and have != replicas:
+                log.warning("the log of sale %s has %d replicas, not the %d this config asks for: the log "
+                            "keeps the number it was created with", n.sale, have, replicas)
         except nats.js.errors.NotFoundError:
             exists = False
         if not exists and not create:
@@ -452,7 +456,11 @@ class SaleLog:
                 await self._retry(lambda: self.js.add_stream(cfg))
             except nats.js.errors.APIError as exc:  # e.g. replicas > 1 on a server that is not clustered
                 raise _refused(n.sale, "log", replicas, exc) from None
-            log.info("created the log of sale %s (%d replicas)", n.sale, replicas)
+            # Said loudly: a process pointed at the wrong cluster (a wrong address in [storage] servers) starts a
+            # second, empty log of the sale here, with stock of its own and order numbers that collide.
+            log.warning("created a new log for sale %s on %s (%d replicas): the sale starts from nothing here; "
+                        "if it already runs on other machines, this process is on another cluster than theirs",
+                        n.sale, ", ".join(self.servers), replicas)
         try:
             self.kv = await self._retry(lambda: self.js.key_value(n.bucket))
         except nats.js.errors.BucketNotFoundError:
@@ -515,7 +523,7 @@ class SaleLog:
                     raise JournalError(f"cannot publish on {subject}: {exc!r}") from exc
                 # Anything else (no answer, no responders, reconnecting, closed for now): resend.
             if deadline is not None and time.monotonic() > deadline:
-                raise JournalError(f"the cluster did not acknowledge a message on {subject} for {patience} s")
+                raise JournalError(f"the cluster did not acknowledge a message on {subject} for {patience:.1f} s")
             self.retries += 1
             await asyncio.sleep(RETRY_SECONDS)
         dt = time.perf_counter() - t0

@@ -6,6 +6,7 @@ events, status endpoints. Adapters are real ones (replay) or a queue-fed test ad
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
@@ -587,3 +588,24 @@ async def test_an_adapter_that_never_closes_is_left_behind_and_counted(caplog: p
     await _close_adapter(a, within=0.2)
     assert a.stats.errors == 1
     assert "adapter stuck did not finish closing within 0.2 s; left behind" in caplog.text
+
+
+async def test_outcomes_no_adapter_here_can_answer_are_said_once_per_room(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # An operator's check: a room fed only to another process got none of its 50 replies, and nothing but a
+    # counter said so.
+    extra = ('[[adapters]]\ntype = "fed"\nname = "douyin"\n\n'
+             '[[adapters]]\ntype = "websocket"\nname = "companion"\nmode = "server"\nport = 0\n')
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra, stock=20), make_adapter=fed_factory(made))
+    with caplog.at_level(logging.INFO, logger="livecart.daemon"):
+        async with run as d:
+            made["douyin"].push([comment(i, "鸡蛋来一盒") for i in range(5)])
+            await until(lambda: d.engine.ledger.snapshot()["comments"] == 5, "5 comments")
+            made["douyin"].push([comment(i, "鸡蛋来一盒") for i in range(5, 10)])
+            await until(lambda: d.engine.ledger.snapshot()["comments"] == 10, "10 comments")
+            await until(lambda: "livecart_replies_unroutable_total 10" in d.registry.render(), "10 unroutable")
+            assert await run.finish() == 0
+    said = [r.getMessage() for r in caplog.records if "get no reply from this process" in r.getMessage()]
+    assert said == ["outcomes in douyin room r1 get no reply from this process: no adapter here that replies "
+                    "has read a comment from it (counted in livecart_replies_unroutable_total)"]

@@ -7,6 +7,7 @@ SaleState is pure and is tested with values; the rest talks to a real JetStream 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import orjson
@@ -157,6 +158,25 @@ def test_state_clock_is_the_log_so_a_sweep_expires_at_the_same_place_for_every_r
 async def _open(server: str, sale: str, cfg: Config) -> SaleLog:
     return await SaleLog.open([server], sale, create=True, catalogue=cfg.catalogue,
                               hold_seconds=cfg.stream.hold_minutes * 60, featured=cfg.stream.featured)
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_new_log_and_a_replicas_mismatch_are_said_as_warnings(nats_server: str, sale: str,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # An operator's check: a process with a wrong server address created a second log of the sale at INFO
+    # and sold from it; another one asking for 1 replica joined a 3-replica log without a word.
+    cfg = _cfg(nats_server, sale)
+    with caplog.at_level(logging.INFO, logger="livecart"):
+        log = await _open(nats_server, sale, cfg)
+        await log.close()
+        created = [r for r in caplog.records if "created a new log for sale" in r.getMessage()]
+        assert [r.levelno for r in created] == [logging.WARNING]
+        assert "if it already runs on other machines, this process is on another cluster" in created[0].getMessage()
+        log = await SaleLog.open([nats_server], sale, replicas=3, create=True, catalogue=cfg.catalogue,
+                                 hold_seconds=0, featured=cfg.stream.featured)
+        await log.close()
+    assert f"the log of sale {sale} has 1 replicas, not the 3 this config asks for" in caplog.text
+    assert len([r for r in caplog.records if "created a new log" in r.getMessage()]) == 1
 
 
 @pytest.mark.usefixtures("cleanup")
