@@ -9,6 +9,8 @@ import asyncio
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -609,3 +611,25 @@ async def test_outcomes_no_adapter_here_can_answer_are_said_once_per_room(tmp_pa
     said = [r.getMessage() for r in caplog.records if "get no reply from this process" in r.getMessage()]
     assert said == ["outcomes in douyin room r1 get no reply from this process: no adapter here that replies "
                     "has read a comment from it (counted in livecart_replies_unroutable_total)"]
+
+
+SIGNAL_AFTER_THE_LOOP = """
+import argparse, os, signal, sys, time
+import uvloop
+import livecart.runtime.daemon as daemon
+uvloop.run = lambda coro: (coro.close(), 0)[1]  # the daemon's run, over at once
+status = daemon.main(argparse.Namespace(file=sys.argv[1], verbose=0, live=False))
+os.kill(os.getpid(), signal.SIGTERM)  # as the process winds down (threads joining, interpreter exit)
+time.sleep(5)
+sys.exit(status)
+"""
+
+
+def test_a_signal_after_the_loop_ended_exits_at_once_with_status_1(tmp_path: Path) -> None:
+    # A plugin author's check: SIGTERM, then SIGTERM 50 ms later, exited 143 (the default action) in two
+    # rounds of four: the second came after the event loop, and its handlers, had gone.
+    cfg = write(tmp_path, '[[adapters]]\ntype = "replay"\npath = "none.jsonl"\n')
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_THE_LOOP, str(cfg)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "SIGTERM while exiting, exiting at once" in proc.stderr
