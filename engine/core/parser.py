@@ -79,8 +79,11 @@ _MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})\s*(?:{_
 _XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
+_CJK_SPACE_OR_MENTION = re.compile(r"(@[^\s@+]*\s+)|(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 _CODE_SHAPE = re.compile(r"[a-z]{1,3}[0-9]{1,4}(?![a-z0-9])")
 _DIGIT_Q = re.compile(r"[0-9?]")
+#: An @mention: the name up to a space, another @ or a +N (@主播+1).
+_MENTION = re.compile(r"@[^\s@+]+")
 _SKIP = re.compile(r"[^\w+#?*-]+")  # not -: a - before a number is read (鸡蛋 -1), a lone one skipped
 _MONEY = frozenset({"块", "元", "毛", "角"})
 #: Packaging words that make a bare quantity an order of the featured product (两盒, 3瓶). Not 个 / 只 / 斤:
@@ -113,8 +116,14 @@ def normalise(text: str) -> str:
     if _TRAD.search(t):
         t = t.translate(tb.T2S)
     if " " in t:
-        t = _CJK_SPACE.sub("", t)  # 鸡 蛋 -> 鸡蛋: spaces between two CJK characters separate nothing
+        # 鸡 蛋 -> 鸡蛋: spaces between two CJK characters separate nothing, except the one that ends an
+        # @mention (@蜂蜜妹妹 鸡蛋来两盒: the name ends there).
+        t = _CJK_SPACE_OR_MENTION.sub(_keep_mentions, t) if "@" in t else _CJK_SPACE.sub("", t)
     return t
+
+
+def _keep_mentions(m: re.Match[str]) -> str:
+    return m.group() if m.group(1) is not None else ""
 
 
 def cn_number(s: str) -> int | None:
@@ -734,6 +743,8 @@ class Parser:
                     s.homophone_seen = True
                 s.residue += 1
                 return i + 1
+            elif ch == "@" and (m := _MENTION.match(t, i)) is not None:
+                return m.end()  # @someone: a name, whatever it holds (@蜂蜜妹妹 is no honey), not residue
             else:  # space, punctuation, emoji: skip the whole run
                 if ch == "-" and (back := self._taken_back(t, i, s.prev == PLUS)):
                     return self._fold(s, t, PAST, None, i, back)
