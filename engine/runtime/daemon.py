@@ -1282,24 +1282,31 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
         tune_malloc()  # before the journal is read: a rebuild's buffers are the first large ones
     parts = _build(cfg, make_adapter or _default_factory, reply_clock)
     async with contextlib.AsyncExitStack() as stack:
-        for a in parts.adapters:  # entered first, so closed last (step 7)
-            await _open_adapter(a)
-            stack.push_async_callback(_close_adapter, a)
         ahead = None
         if parse is None and lock is not None and _parse_process(cfg):
-            try:
+            try:  # started first: it gets ready while the journal is read
                 ahead = await ParseAhead.start(cfg.catalogue, bare_plus_one=cfg.stream.bare_plus_one,
                                                max_qty=cfg.stream.max_qty)
             except OSError as err:
                 log.warning("cannot start the parsing process (%s); comments are parsed in the daemon", err)
             else:
                 stack.push_async_callback(ahead.close)
+        # The journal (or the cluster) before any adapter listens: a journal or a sale that refuses this
+        # process (damage, another catalogue, no cluster at that address) stops it before a companion could
+        # connect to a port that is about to go away.
         engine: Engine | ClusterEngine
         if lock is None:  # JetStream mode (docs/contract.md §7): the log is the cluster's, not a local file
             cluster = importlib.import_module("livecart.runtime.cluster")
             engine = await cluster.ClusterEngine.open(cfg, clock=clock, parse=parse)
         else:
             engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock)
+        try:
+            for a in parts.adapters:  # entered before the engine's close, so closed after it (step 7)
+                await _open_adapter(a)
+                stack.push_async_callback(_close_adapter, a)
+        except BaseException:
+            await engine.close()
+            raise
         stack.push_async_callback(engine.close)  # step 6: flush and close the journal
         _give_positions(parts.adapters, engine)
         if tune:

@@ -487,10 +487,12 @@ class SaleLog:
         if catalogue is not None and create and self.header is not None and (
                 catalogue_json(catalogue) != self.header.catalogue_json
                 or float(hold_seconds) != self.header.hold_seconds):
+            said = _differences(catalogue_json(catalogue), self.header.catalogue_json, float(hold_seconds),
+                                self.header.hold_seconds)
             raise JournalError(
                 f"the sale {n.sale!r} was started with a different catalogue or hold_minutes than the config "
-                "now has; deciding with it would not give the outcomes already announced. Give the config "
-                "another [storage] sale, or change stock live (livecart ctl restock).")
+                f"now has ({said}); deciding with it would not give the outcomes already announced. Give the "
+                "config another [storage] sale, or change stock live (livecart ctl restock).")
 
     async def _retry(self, call: Callable[[], Any], *, patience: float = 30.0) -> Any:
         """``await call()``, again while the cluster answers nothing or is electing, for up to ``patience`` s."""
@@ -598,6 +600,37 @@ class SaleLog:
         return f"<SaleLog {self.names.sale} on {', '.join(self.servers)}: {self.publishes} publishes>"
 
 
+def _differences(ours: str, theirs: str, hold_ours: float, hold_theirs: float, most: int = 3) -> str:
+    """What differs between this config's catalogue and hold and the sale's, said briefly: "egg-10: stock
+    250 here, 100 in the sale; hold_minutes 30 here, 0 in the sale" (the first ``most`` differences)."""
+    out: list[str] = []
+    if hold_ours != hold_theirs:
+        out.append(f"hold_minutes {hold_ours / 60:g} here, {hold_theirs / 60:g} in the sale")
+    try:
+        mine = {p["sku"]: p for p in orjson.loads(ours)}
+        sale = {p["sku"]: p for p in orjson.loads(theirs)}
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return "; ".join(out) or "the catalogues differ"
+    for sku in [*mine, *(k for k in sale if k not in mine)]:
+        if sku not in sale:
+            out.append(f"{sku} only here")
+        elif sku not in mine:
+            out.append(f"{sku} only in the sale")
+        else:
+            keys = [k for k in (*mine[sku], *(k for k in sale[sku] if k not in mine[sku]))
+                    if mine[sku].get(k) != sale[sku].get(k)]
+            out.extend(f"{sku}: {k} {_short(mine[sku].get(k))} here, {_short(sale[sku].get(k))} in the sale"
+                       for k in keys)
+    if len(out) > most:
+        out = [*out[:most], f"{len(out) - most} more"]
+    return "; ".join(out) or "the catalogues differ"
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _refused(sale: str, what: str, replicas: int, exc: Any) -> JournalError:
     """The cluster refused to create the sale's stream or bucket: said in one line, with what to check."""
     said = getattr(exc, "description", None) or str(exc)
@@ -608,15 +641,26 @@ def _refused(sale: str, what: str, replicas: int, exc: Any) -> JournalError:
 
 async def connect(servers: Sequence[str], name: str, connect_timeout: float = 5.0) -> Any:
     """A NATS connection to ``servers``; :class:`JournalError` if none answers within the timeout."""
+    seen: list[Exception] = []  # why the first connection keeps failing (refused, not NATS, TLS ...)
+
+    async def on_error(exc: Exception) -> None:
+        seen.append(exc)
+        del seen[:-1]
+        await _quiet(exc)
+
+    patience = connect_timeout * (1 + len(servers))
     try:
         # Once connected the client reconnects forever (a sale outlives any one server); the first
         # connection gets a bounded time, since nats-py would otherwise retry it forever too.
         return await asyncio.wait_for(nats.connect(
             servers=list(servers), connect_timeout=connect_timeout, max_reconnect_attempts=-1,
-            allow_reconnect=True, reconnect_time_wait=0.5, name=name, error_cb=_quiet,
-            disconnected_cb=_nothing, reconnected_cb=_nothing), timeout=connect_timeout * (1 + len(servers)))
+            allow_reconnect=True, reconnect_time_wait=0.5, name=name, error_cb=on_error,
+            disconnected_cb=_nothing, reconnected_cb=_nothing), timeout=patience)
     except (TimeoutError, OSError, nats.errors.Error) as exc:
-        raise JournalError(f"cannot reach the NATS cluster at {', '.join(servers)}: {exc!r}") from exc
+        why = seen[-1] if isinstance(exc, TimeoutError) and seen else exc
+        said = f"{type(why).__name__}: {why}" if str(why) else type(why).__name__
+        raise JournalError(f"cannot reach the NATS cluster at {', '.join(servers)} (tried for {patience:g} s; "
+                           f"last error: {said})") from exc
 
 
 async def retry(call: Callable[[], Any], *, patience: float = 30.0,

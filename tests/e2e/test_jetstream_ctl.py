@@ -81,3 +81,34 @@ def test_sales_side_by_side_in_one_folder_each_answer_their_own_ctl(nats_server:
         for run in (*runs, again):
             run.stop()
         asyncio.run(_delete(nats_server, sales))
+
+
+def test_a_sale_that_refuses_this_process_stops_it_before_any_adapter_listens(nats_server: str,
+                                                                               tmp_path: Path) -> None:
+    # An operator's check: with a config whose catalogue differs from the sale's (or no cluster at the
+    # address), run logged "websocket server listening" and bound the port, then exited 1.
+    sale = f"ctl-{uuid.uuid4().hex[:8]}-c"
+    comments = tmp_path / "none.jsonl"
+    comments.write_text("", encoding="utf-8")
+
+    def config(name: str, stock: int) -> Path:
+        cfg = tmp_path / f"{name}.toml"
+        text = sale_config(jetstream_storage([nats_server], sale, 1), comments, 0, name="Refused", egg_stock=stock,
+                           egg_limit=5, egg_presale=0, tea_stock=10)
+        text = text.replace('[[adapters]]\ntype = "replay"', '[[adapters]]\ntype = "websocket"\nmode = "server"\n'
+                            'port = 0\n\n[[adapters]]\ntype = "replay"')
+        cfg.write_text(text, encoding="utf-8")
+        return cfg
+
+    first = _Run(config("first", 100), "first.log")
+    try:
+        first.start()
+        wait_for(lambda: "websocket server listening" in first.text(), "the first process", 60)
+    finally:
+        first.stop()
+    refused = livecart("run", str(config("other", 250)))
+    assert refused.returncode == 1, refused.stderr
+    assert "different catalogue" in refused.stderr
+    assert "(egg: stock 250 here, 100 in the sale)" in refused.stderr  # what differs, not only that
+    assert "listening" not in refused.stderr
+    asyncio.run(_delete(nats_server, [sale]))
