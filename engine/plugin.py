@@ -172,6 +172,15 @@ class AdapterStats:
     replies_sent: int = 0
     connected: bool = False
 
+    @property
+    def state(self) -> str:
+        """``connected``; ``reconnecting`` (not connected, and it has reconnected or tried to: a source that
+        keeps dropping); or ``idle`` (not connected, never retried: not connected yet, or an adapter that
+        does not say)."""
+        if self.connected:
+            return "connected"
+        return "reconnecting" if self.reconnects else "idle"
+
     def malformed(self, reason: str, detail: str = "", sample: object = None) -> None:
         self.malformed_total += 1
         n = self.malformed_by_reason.get(reason, 0) + 1
@@ -361,7 +370,7 @@ class Adapter:
 
     def __repr__(self) -> str:
         s = self.stats
-        state = "closed" if self._closed else ("connected" if s.connected else "idle")
+        state = "closed" if self._closed else s.state
         return (f"<{type(self).__name__} {self.name}: {state}, {s.received} received, "
                 f"{s.malformed_total} malformed, {s.reconnects} reconnects>")
 

@@ -1042,7 +1042,7 @@ class Daemon:
         adapters_failed = [f for f in failed if f.startswith("adapter")]
         ok = not journal_failed and len(adapters_failed) < max(1, len(self.adapters))
         return ok, {"stream": self.stream, "paused": not self.running.is_set(), "draining": self.draining,
-                    "adapters": {a.name: "connected" if a.stats.connected else "idle" for a in self.adapters},
+                    "adapters": {a.name: a.stats.state for a in self.adapters},
                     "failed": failed}
 
     def __repr__(self) -> str:

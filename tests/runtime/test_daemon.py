@@ -633,3 +633,22 @@ def test_a_signal_after_the_loop_ended_exits_at_once_with_status_1(tmp_path: Pat
                           text=True, timeout=60, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "SIGTERM while exiting, exiting at once" in proc.stderr
+
+
+async def test_health_tells_a_reconnecting_adapter_from_an_idle_one(tmp_path: Path) -> None:
+    # A plugin author's check: an adapter that set connected = False while it reconnected over and over
+    # showed as "idle", the same as one that never connected.
+    extra = '[[adapters]]\ntype = "fed"\nname = "douyin"\n\n[[adapters]]\ntype = "fed"\nname = "bili"\n'
+    made: dict[str, Fed] = {}
+    run = Running(write(tmp_path, extra), make_adapter=fed_factory(made))
+    async with run as d:
+        made["douyin"].stats.connected = True
+        made["bili"].stats.reconnects = 3  # dropped, retrying
+        assert d.health()[1]["adapters"] == {"douyin": "connected", "bili": "reconnecting"}
+        made["bili"].stats.connected = True
+        assert d.health()[1]["adapters"]["bili"] == "connected"
+        made["douyin"].stats.connected = False
+        assert d.health()[1]["adapters"]["douyin"] == "idle"
+        made["douyin"].end()
+        made["bili"].end()
+        assert await run.finish() == 0
