@@ -39,7 +39,7 @@ replays them in ``seq`` order rebuilds the same ledger.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from itertools import chain, islice, repeat
 from typing import Any
 from zlib import crc32
@@ -279,15 +279,16 @@ class Ledger:
                 self._tell(o, now, out)
         return out
 
-    def again_since(self, after: float, before: float) -> list[Outcome]:
-        """:meth:`again` for every order made after ``after`` and before ``before``, oldest first: what a
-        restarted daemon announces at once when the last one kept, in the replies' progress, that it had
-        not yet told the buyers of orders made after ``after`` (their replies were queued when it died)."""
+    def again_since(self, after: float, before: float, exclude: Container[str] = ()) -> list[Outcome]:
+        """:meth:`again` for every order made after ``after`` and before ``before``, oldest first, but those
+        in ``exclude``: what a restarted daemon (or a new decider of a JetStream sale) announces at once when
+        the last one kept, in the replies' progress, that it had not yet told the buyers of orders made after
+        ``after`` (their replies were queued when it died)."""
         news: list[_Order] = []
         for o in reversed(self._orders.values()):
             if o.created <= after:
                 break  # orders are made in time order: the rest are older
-            if o.created < before:
+            if o.created < before and o.id not in exclude:
                 news.append(o)
         out: list[Outcome] = []
         now = self.clock()

@@ -125,6 +125,11 @@ class ClusterEngine:
         self._lease: _Lease | None = None
         self.announced_total = 0
         self.takeovers = 0
+        #: Called at each takeover, before this process announces anything, with the replies' progress the
+        #: deciders before it kept (:meth:`keep_told`; None: none kept) and the orders whose outcomes this
+        #: process is about to announce itself (those after the last mark): the daemon tells again the
+        #: buyers of the other orders made after that progress (replies a dead decider had queued).
+        self.on_takeover: Callable[[float | None, set[str]], None] | None = None
         #: The log message of the snapshot this process started from (0: none), and of the last it wrote.
         self.snapshot_seq = state.applied
         self.snapshots_written = 0
@@ -366,6 +371,28 @@ class ClusterEngine:
                 self.leading = False
             seen_rev, seen_at = 0, time.monotonic()
 
+    async def keep_told(self, told: float) -> None:
+        """Keep the replies' progress (when the orders were made up to which every buyer has been told, on
+        the log's clock) in the sale's bucket, for the next decider (:attr:`on_takeover`). Best effort: a
+        value not kept makes a takeover tell some buyers again, never fewer."""
+        with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
+            await asyncio.wait_for(self.log.kv.put("replies", orjson.dumps({"told_until": told,
+                                                                             "member": self.member})), 2.0)
+
+    async def _told_before(self) -> float | None:
+        """The replies' progress the deciders before kept, or None."""
+        try:
+            entry = await asyncio.wait_for(self.log.kv.get("replies"), 2.0)
+            told = orjson.loads(entry.value or b"{}").get("told_until")
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, orjson.JSONDecodeError,
+                AttributeError) as exc:
+            log.warning("cannot read the replies' progress of the deciders before (%r); their queued replies "
+                        "are not told again", exc)
+            return None
+        return float(told) if isinstance(told, int | float) and not isinstance(told, bool) else None
+
     def _lease_value(self) -> bytes:
         return orjson.dumps({"member": self.member, "host": socket.gethostname(), "pid": os.getpid(),
                              "at": time.time(), "lease_seconds": self.lease_seconds})
@@ -410,6 +437,15 @@ class ClusterEngine:
         floor = state.announced  # the last mark of the deciders before: announced already
         log.warning("deciding sale %s as %s from log seq %d (announced through %d by the previous decider)",
                     self.cfg.storage.sale, self.member, seq, state.announced)
+        if self.on_takeover is not None:
+            told = await self._told_before()
+            # Nothing is taken from state.unannounced before the loop below: every order its outcomes name is
+            # announced by this process; the orders made before are what the deciders before handed out.
+            mine = {o.order for s, out in state.unannounced if s > floor for o in out if o.order is not None}
+            try:
+                self.on_takeover(told, mine)
+            except Exception:
+                log.exception("takeover listener failed")
         n = 0
         # In doubt: what the previous deciders' last mark covered. Its decider wrote the mark before handing
         # those outcomes out and may have stopped in between: maybe never announced, and never again (an

@@ -41,6 +41,7 @@ import functools
 import gc
 import importlib
 import logging
+import math
 import operator
 import os
 import signal
@@ -87,6 +88,9 @@ log = logging.getLogger("livecart.daemon")
 MAX_ROUTES = 10_000
 #: How often the replies' progress is kept (Daemon.keep_progress): what a crash may make a restart tell twice.
 PROGRESS_SECONDS = 0.1
+#: How often a JetStream sale's decider keeps the replies' progress in the sale's bucket (a write over the
+#: network each time it moved): what a takeover after a crash may tell twice.
+CLUSTER_PROGRESS_SECONDS = 0.5
 
 #: Batches (as adapters yield them) waiting for the engine before adapters are made to wait (default).
 QUEUE_BATCHES = 64
@@ -327,6 +331,8 @@ class Daemon:
         self.routes_file: Path | None = None
         #: Where :meth:`keep_progress` keeps how far buyers have been told (see :meth:`load_progress`).
         self.progress_file: Path | None = None
+        #: A JetStream sale's process with reply queues: the decider keeps that progress in the sale's bucket.
+        self.cluster_progress = False
         self._progress_kept: float | None = None
         #: Orders a start announces that are not in the reply queues yet (see :meth:`announce_some`).
         self._to_announce: deque[Outcome] = deque()
@@ -724,6 +730,39 @@ class Daemon:
                         "announcing them now", len(again))
             self._to_announce.extend(again)
             self.announce_some()
+
+    def on_takeover(self, told: float | None, mine: set[str]) -> None:
+        """This process became the decider of a JetStream sale: tell the buyers of the orders made after
+        ``told`` (the progress the deciders before kept) that are not in ``mine`` (what this process is about
+        to announce itself) where they stand, once: their replies were queued in a decider that died (a
+        platform's rate limit, a companion away) and would otherwise never go out. At least once: a reply
+        sent in the last moments before the crash may go out twice."""
+        if told is None:
+            return
+        again = self.engine.ledger.again_since(told, math.inf, exclude=mine)
+        if again:
+            log.warning("%d order(s) decided before this takeover had not been announced to their buyers; "
+                        "announcing them now", len(again))
+            self._to_announce.extend(again)
+            self.announce_some()
+
+    async def keep_cluster_progress(self, every: float = CLUSTER_PROGRESS_SECONDS) -> None:
+        """The JetStream mode's :meth:`keep_progress`: while deciding, keep :meth:`told_until` in the sale's
+        bucket when it moved (for the next decider's :meth:`on_takeover`)."""
+        while True:
+            await asyncio.sleep(every)
+            self.announce_some()
+            await self.save_cluster_progress()
+
+    async def save_cluster_progress(self) -> None:
+        engine = self.engine
+        if not self.cluster_progress or not getattr(engine, "leading", False):
+            return
+        told = self.told_until()
+        if told is None or told == self._progress_kept:
+            return
+        await cast("ClusterEngine", engine).keep_told(told)
+        self._progress_kept = told
 
     def announce_some(self) -> None:
         """Hand the reply queues the next of the orders a start announces, as far as they have room (half of
@@ -1183,8 +1222,9 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
         ticker = (tg.create_task(d.expire(), name="expiry") if d.cfg.stream.hold_minutes > 0 else None)
         senders = [tg.create_task(q.run(_sender(d, name), sleep=_interruptible(reply_sleep, stopping)),
                                   name=f"replies:{name}") for name, q in queues.items()]
-        progress = (tg.create_task(d.keep_progress(), name="replies-progress")
-                    if d.progress_file is not None else None)
+        progress = (tg.create_task(d.keep_progress(), name="replies-progress") if d.progress_file is not None
+                    else tg.create_task(d.keep_cluster_progress(), name="replies-progress")
+                    if d.cluster_progress else None)
         stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
         everyone: asyncio.Future[Any] = asyncio.gather(*readers)
         # When the consumer fails (the journal), the group cancels the readers before anything below awaits
@@ -1229,6 +1269,7 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
                 await asyncio.gather(*late, return_exceptions=True)  # each counts what it shed
             if progress is not None:
                 d.save_progress()  # what the drain sent is not announced again by the next start
+                await d.save_cluster_progress()
         if d.hooks is not None:
             await d.hooks.close()
         if d.trace is not None:  # every submit is settled by now
@@ -1332,6 +1373,9 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
         if lock is not None and parts.queues:  # one writer: this process owns the journal's files
             d.load_routes(beside_journal(cfg, ".routes.json"))
             d.load_progress(beside_journal(cfg, ".replies.json"))  # announces through the routes and repliers
+        elif parts.queues and not isinstance(engine, Engine):
+            d.cluster_progress = True
+            engine.on_takeover = d.on_takeover
         await _open_endpoints(d, stack)
         watchdog = LoopWatchdog(d.registry)  # says where, when a plugin blocks the event loop
         watchdog.start()

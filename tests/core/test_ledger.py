@@ -479,6 +479,9 @@ def test_again_since_gives_the_orders_made_in_a_span_oldest_first_each_once() ->
                                                                 ("o-000003", "reserved", "c")]
     assert led.again(b, before=1050.0) == []  # told already: a resend of its comment adds nothing
     assert led.again_since(1005.0, before=1050.0) == []
+    # A new decider of a JetStream sale leaves out the orders it announces itself.
+    assert [o.order for o in led.again_since(1005.0, before=2000.0, exclude={"o-000004"})] == []
+    assert [o.order for o in led.again_since(1005.0, before=2000.0)] == ["o-000004"]
 
 
 
