@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import orjson
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from livecart.bench.natscluster import LivecartRun
+from livecart.bench.natscluster import free_ports
 from tests.e2e.proc import wait_for
-from tests.e2e.test_jetstream_ctl import _delete
+from tests.e2e.test_jetstream_ctl import _delete, _Run
 
 CONFIG = """
 [stream]
@@ -56,12 +57,6 @@ limit = 5
 BUYERS = 18
 
 
-class _Run(LivecartRun):
-    def __init__(self, cfg: Path, log: str) -> None:
-        super().__init__(cfg)
-        self.log = cfg.parent / log
-
-
 def _buy(i: int) -> str:
     return orjson.dumps({"platform": "douyin", "room": "7312", "id": f"d-{i}", "user": f"u{i}", "name": f"买家{i}",
                          "text": "鸡蛋来一盒", "ts": 1_700_000_000 + i}).decode()
@@ -69,8 +64,6 @@ def _buy(i: int) -> str:
 
 def _told(ws: object, until: float, told: set[str]) -> None:
     """Buyers named in the reply frames that come on ``ws`` within ``until`` seconds (or until it closes)."""
-    import time
-
     end = time.monotonic() + until
     with contextlib.suppress(TimeoutError, ConnectionClosed):
         while time.monotonic() < end:
@@ -82,8 +75,6 @@ def _told(ws: object, until: float, told: set[str]) -> None:
 def test_replies_a_killed_decider_had_queued_are_told_by_the_next_one(nats_server: str, tmp_path: Path) -> None:
     # A plugin author's check: three kill -9 of the decider with a rate-limited reply queue left 631 of 1,683
     # buyers of orders untold (the SQLite mode's next start tells them; a takeover did not).
-    from livecart.bench.natscluster import free_ports
-
     sale = f"rep-{uuid.uuid4().hex[:8]}"
     ports = free_ports(2)
     runs = []
