@@ -173,6 +173,11 @@ class ClusterEngine:
                                       featured=cfg.stream.featured, clock=clock)
         assert sale_log.header is not None
         assert parse is not None
+        try:
+            await sale_log.check_parser(js.parser_json(cfg))
+        except BaseException:
+            await sale_log.close()
+            raise
         state = await js.start_state(sale_log, parse)
         engine = cls(cfg, sale_log, state, metrics or Registry(), clock, lease_seconds)
         try:

@@ -56,6 +56,7 @@ from livecart.core.control import Kind
 from livecart.core.errors import ControlError, JournalError, LivecartError
 from livecart.core.ledger import Ledger
 from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
+from livecart.core.settings import Config
 from livecart.store.codec import (
     SNAPSHOT_VERSION,
     Entry,
@@ -494,6 +495,26 @@ class SaleLog:
                 f"now has ({said}); deciding with it would not give the outcomes already announced. Give the "
                 "config another [storage] sale, or change stock live (livecart ctl restock).")
 
+    async def check_parser(self, ours: str) -> None:
+        """Refuse (:class:`JournalError`) a config that would read the sale's comments otherwise than the
+        process that started it (:func:`parser_json`, kept in the bucket, key ``parser``). A sale started by
+        a livecart that kept none gets this config's now."""
+        try:
+            entry = await self._retry(lambda: self.kv.get("parser"))
+            theirs = bytes(entry.value or b"").decode()
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            try:
+                await self._retry(lambda: self.kv.create("parser", ours.encode()))
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:  # another process wrote it first
+                theirs = bytes((await self.kv.get("parser")).value or b"").decode()
+        if theirs != ours:
+            raise JournalError(
+                f"the sale {self.names.sale!r} was started with other aliases, links, codes or parser settings "
+                f"than the config now has ({_parser_differences(ours, theirs)}); its log's comments would be "
+                "read otherwise and orders already announced would change. Give the config another [storage] "
+                "sale, or put the sale's back.")
+
     async def _retry(self, call: Callable[[], Any], *, patience: float = 30.0) -> Any:
         """``await call()``, again while the cluster answers nothing or is electing, for up to ``patience`` s."""
         def count() -> None:
@@ -629,6 +650,41 @@ def _differences(ours: str, theirs: str, hold_ours: float, hold_theirs: float, m
 def _short(value: Any) -> str:
     text = orjson.dumps(value).decode()
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parser_json(cfg: Config) -> str:
+    """What of a config the parser reads comments with, as canonical JSON: every process of a JetStream sale
+    parses the log's comments itself, so two processes with other aliases, links, codes or options (or
+    ``bare_plus_one`` / ``max_qty``) would decide the same log differently."""
+    return orjson.dumps({
+        "bare_plus_one": cfg.stream.bare_plus_one, "max_qty": cfg.stream.max_qty,
+        "products": [{"sku": p.sku, "aliases": list(p.aliases), "link": p.link, "code": p.code,
+                      "options": [{"name": o.name, "values": [{"name": v.name, "aliases": list(v.aliases)}
+                                                              for v in o.values]} for o in p.options],
+                      "variants": [{"name": v.name, "aliases": list(v.aliases), "code": v.code,
+                                    "options": [list(x) for x in v.options]} for v in p.variants]}
+                     for p in cfg.catalogue.products]}, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _parser_differences(ours: str, theirs: str, most: int = 3) -> str:
+    """What differs between two :func:`parser_json`: "egg-10: aliases [...] here, [...] in the sale"."""
+    try:
+        a, b = orjson.loads(ours), orjson.loads(theirs)
+        out = [f"{k} {_short(a.get(k))} here, {_short(b.get(k))} in the sale" for k in ("bare_plus_one", "max_qty")
+               if a.get(k) != b.get(k)]
+        mine = {p["sku"]: p for p in a["products"]}
+        sale = {p["sku"]: p for p in b["products"]}
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+        return "the parser's settings differ"
+    for sku in [*mine, *(k for k in sale if k not in mine)]:
+        if sku not in sale or sku not in mine:
+            out.append(f"{sku} only {'here' if sku in mine else 'in the sale'}")
+            continue
+        out.extend(f"{sku}: {k} {_short(mine[sku].get(k))} here, {_short(sale[sku].get(k))} in the sale"
+                   for k in ("aliases", "link", "code", "options", "variants") if mine[sku].get(k) != sale[sku].get(k))
+    if len(out) > most:
+        out = [*out[:most], f"{len(out) - most} more"]
+    return "; ".join(out) or "the parser's settings differ"
 
 
 def _refused(sale: str, what: str, replicas: int, exc: Any) -> JournalError:

@@ -218,6 +218,31 @@ async def test_a_sale_refuses_another_catalogue_and_report_needs_a_sale_that_ran
         await _open(nats_server, sale, _cfg(nats_server, sale, stock=6))
 
 
+@pytest.mark.usefixtures("cleanup")
+async def test_a_process_that_would_read_the_log_with_other_aliases_is_refused(nats_server: str, sale: str) -> None:
+    # An outside check: a process whose config had the egg's aliases ["egg"] instead of ["鸡蛋"] joined the
+    # sale (the catalogue check left aliases out), re-read '鸡蛋来两盒' as nothing, and its ledger had 0 orders
+    # where an order had been made and announced.
+    cfg = _cfg(nats_server, sale)
+    a = await ClusterEngine.open(cfg, lease_seconds=10.0)
+    try:
+        await a.submit([_comment(1, "鸡蛋 +2")])
+        await _until(lambda: a.snapshot()["orders"] == 1, "the order")
+    finally:
+        await a.close()
+    other = loads(CONFIG.format(server=nats_server, sale=sale, stock=5, hold=0).replace(
+        'aliases = ["鸡蛋", "egg"]', 'aliases = ["egg"]'))
+    with pytest.raises(JournalError) as e:
+        await ClusterEngine.open(other, lease_seconds=10.0)
+    assert "other aliases, links, codes or parser settings" in str(e.value)
+    assert "egg: aliases [\"egg\"] here, [\"鸡蛋\",\"egg\"] in the sale" in str(e.value)
+    b = await ClusterEngine.open(cfg, lease_seconds=10.0)  # the same config still joins
+    try:
+        assert b.snapshot()["orders"] == 1
+    finally:
+        await b.close()
+
+
 async def test_an_unreachable_cluster_is_a_clear_error() -> None:
     # It said only "TimeoutError()" after 10 s, although the connection was refused at once.
     with pytest.raises(JournalError, match="cannot reach the NATS cluster") as e:
