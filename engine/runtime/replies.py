@@ -361,6 +361,8 @@ class ReplyQueue:
         self._since_merge = maxsize  # puts since the queue was last merged for room (see put)
         #: The outcome of the first reply shed for a full queue (None: none was): its buyer was not told.
         self.oldest_shed: Outcome | None = None
+        #: The outcomes of the replies shed when a stop's drain ended (see :meth:`unsent`).
+        self._shed_at_stop: list[Outcome] = []
 
     @classmethod
     def for_adapter(cls, adapter: Adapter, **kwargs: Any) -> ReplyQueue:
@@ -416,6 +418,7 @@ class ReplyQueue:
         start tells the buyers whose replies were shed too."""
         if self.oldest_shed is not None:
             yield self.oldest_shed
+        yield from self._shed_at_stop
         for r in self._inflight:
             if r.outcome is not None:
                 yield r.outcome
@@ -502,6 +505,8 @@ class ReplyQueue:
             self._count("shed", left)
             log.warning("reply queue %s: the stop's drain ended with %d messages still rate-limited; counted as "
                         "shed", self.name, left)
+            # Still unsent for the progress kept after the drain: the next start tells their buyers.
+            self._shed_at_stop = [p.reply.outcome for p in self._pending if p.reply.outcome is not None]
             self._pending.clear()
 
     async def _send(self, send: Send, batch: list[Reply]) -> bool:

@@ -426,6 +426,44 @@ def test_a_restart_announcing_thousands_of_orders_reaches_a_companion_with_the_u
         daemon.kill()
 
 
+def _named(ws: Any, told: set[str], want: int) -> None:
+    """Add to ``told`` the buyers (买家N) named in the reply frames on ``ws`` until ``want`` are, the
+    connection closes or nothing comes for 10 s."""
+    with contextlib.suppress(TimeoutError, ConnectionClosed):
+        while len(told) < want:
+            frame = orjson.loads(ws.recv(timeout=10))
+            if isinstance(frame, list):
+                told.update(re.findall(r"@(买家\d+)", " ".join(r["text"] for r in frame)))
+
+
+def test_replies_shed_when_the_stops_drain_ends_are_told_by_the_next_start(tmp_path: Path) -> None:
+    """An outside check: 100 buys, SIGTERM, the drain ended with 17 messages shed, and the next start told
+    none of their buyers (the progress kept after the drain had moved past them)."""
+    daemon = two_rooms(tmp_path, lambda text: text.replace(
+        'name = "douyin-room"\n', 'name = "douyin-room"\nreply_limit = 1\nreply_window = 1\n'))
+    told: set[str] = set()
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            for i in range(30):
+                dy.send(douyin(i, f"dy{i}", f"买家{i}", "鸡蛋来一盒"))
+            wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 30.0'
+                     in daemon.api("/metrics"), "30 buys committed and their replies queued")
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGTERM)
+            _named(dy, told, 30)
+        assert daemon.proc.wait(20) == 0
+        assert "shed" in daemon.log()
+        assert len(told) < 30
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            _named(dy, told, 30)
+        assert "had not been announced to their buyers; announcing them now" in daemon.log()
+        assert told == {f"买家{i}" for i in range(30)}
+    finally:
+        daemon.kill()
+
+
 def test_replies_held_back_by_the_rate_limit_go_out_during_the_stops_drain(tmp_path: Path) -> None:
     """A SIGTERM shed at once what the platform's rate limit held back (a plugin author's companion: 413
     replies counted as shed 1 ms after the signal), although replies get ``drain_seconds`` to go out."""
@@ -441,11 +479,7 @@ def test_replies_held_back_by_the_rate_limit_go_out_during_the_stops_drain(tmp_p
             assert daemon.proc is not None
             daemon.proc.send_signal(signal.SIGTERM)
             told: set[str] = set()
-            with contextlib.suppress(TimeoutError, ConnectionClosed):
-                while len(told) < 12:
-                    frame = orjson.loads(dy.recv(timeout=10))
-                    if isinstance(frame, list):
-                        told.update(re.findall(r"@(买家\d+)", " ".join(r["text"] for r in frame)))
+            _named(dy, told, 12)
         assert daemon.proc.wait(20) == 0
         assert told == {f"买家{i}" for i in range(12)}  # 2 messages a second, up to 3 buyers each: ~2 s
         assert "0 shed" in daemon.log()

@@ -485,6 +485,8 @@ async def test_a_closed_queue_drains_within_the_rate_limit_and_sheds_what_is_lef
         await task
     assert q.count("shed") == 2
     check_books(q)
+    # Their buyers are still untold for the progress kept after the drain: the next start tells them.
+    assert [o.comment for o in q.unsent()] == ["m-2", "m-3"]
 
 
 async def test_a_closed_queue_sends_what_the_rate_limit_allows_during_the_drain() -> None:
