@@ -92,12 +92,18 @@ _ORDER_MEASURE = frozenset({"件", "份", "盒", "箱", "瓶", "罐", "袋", "�
 #: Items one comment may hold: a longer list (a line pasted over and over) is read as no order at all.
 MAX_ITEMS = 20
 _END_LE = re.compile(r"了[\s!~.,…]*$")
+#: A cancel said the other way round: 别把鸡蛋取消了 ("don't cancel my eggs"), 谁要取消了 ("who's cancelling?").
+_NOT_CANCEL = re.compile(r"别(?:给我)?把.{0,12}?(?:取消|退掉)|谁要取消|谁说.{0,6}?(?:取消|不要)")
+#: A pack's size or contents said of a product (鸡蛋一盒十个, 鸡蛋一箱六盒, 蜂蜜500克一瓶): no order.
+_PACK_FACT = re.compile(
+    rf"[一1]\s*(?:盒|箱|瓶|包|袋|罐|份|件|提)\s*(?:有|是|装|才|共)?\s*(?:[0-9]+|{_CN_NUM})\s*(?:个|枚|盒|瓶|包|袋|斤|克|g|kg|公斤|只|片|粒)"
+    r"|(?:克|斤|g|kg|公斤)\s*[一1]\s*(?:盒|箱|瓶|包|袋|罐)")
 #: A clause that keeps or swaps an order inside a cancel: 蜂蜜不要了 鸡蛋还要 cancels the honey, not the eggs.
-_KEEP = re.compile(r"还要|还是要|留着|照旧|照常|继续要|保留|不变|换|keep|still want")
+_KEEP = re.compile(r"还要|还是要|要的|留着|照旧|照常|继续要|保留|不变|换|keep|still want")
 #: Where such a comment is cut into clauses: punctuation, and after the 了 / 啦 of 不要了; spaces too in
 #: Chinese (蜂蜜不要 鸡蛋还要), not in English, where they separate words.
-_CLAUSE = re.compile(r"[,;!~.…]+|\bbut\b|(?<=[了啦])")
-_CLAUSE_CN = re.compile(r"[\s,;!~.…]+|(?<=[了啦])")
+_CLAUSE = re.compile(r"[,;!~.…]+|\bbut\b|(?=\b(?:keep|still)\b)")
+_CLAUSE_CN = re.compile(r"[\s,;!~.…]+|(?<=[了啦])|(?<=取消)|(?<=退掉)|(?<=不要)|(?<=不买)")
 _DOUBLED = re.compile(r"([a-z])\1+")
 # "pass" gives up a claim only as the whole comment (pass, pass po, pass muna na!), not in "pass me the link".
 _RELEASE_ALONE = re.compile(r"\s*pass(?:\s+(?:po|muna|na|ate|kuya|sis|pls|please))*[\s!.~…]*")
@@ -997,6 +1003,8 @@ class Parser:
             # (white hair?) names a colour of no product in particular.
             return self._result(Intent.ASK, listed) if listed else NOTHING
         if flags & (1 << CANCEL):
+            if _NOT_CANCEL.search(t):
+                return NOTHING
             # A cancel that names nothing cancels the buyer's latest order: not when an English comment also
             # says words nothing explains ("cancel culture lol"), which is talk about something else. (Chinese
             # cancels carry such words often: 刚才的不要了.)
@@ -1032,6 +1040,8 @@ class Parser:
             if item is not None:
                 items.append(item)
         if items:
+            if ("一" in t or "1" in t) and _PACK_FACT.search(t):  # both forms hold a 一 or 1
+                return NOTHING
             return self._result(Intent.BUY, tuple(items))
         if any_named or residue:
             return NOTHING

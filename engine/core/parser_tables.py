@@ -86,7 +86,10 @@ NOISE_CN = (
     "鸭蛋", "鹅蛋", "鹌鹑蛋", "皮蛋", "咸蛋", "咸鸭蛋", "松花蛋", "茶叶蛋", "卤蛋", "蛋挞", "蛋卷", "蛋饼", "蛋黄",
     "蛋白", "蛋清", "炒蛋", "煎蛋", "荷包蛋", "蛋炒饭", "螺蛳粉", "酸辣粉", "凉粉", "河粉", "肠粉", "蜜桔",
     "蜜橘", "蜜柚", "蜜瓜", "蜜枣", "蜜饯", "蜜桃", "水蜜桃", "哈密瓜", "绿茶", "红茶", "白茶", "黑茶", "乌龙茶",
-    "普洱", "龙井", "柠檬茶", "凉茶", "普洱茶", "龙井茶", "红薯粉", "土豆粉",
+    "普洱", "龙井", "柠檬茶", "凉茶", "普洱茶", "龙井茶", "红薯粉", "土豆粉", "花粉", "藕粉", "葛根粉", "枸杞茶",
+    "茉莉花茶", "红枣茶", "柚子茶", "蜂蜜柚子茶", "大麦茶",
+    # Dishes made with a product (鸡蛋面来两包 is noodles, not eggs).
+    "鸡蛋面", "鸡蛋饼", "鸡蛋糕", "鸡蛋仔", "鸡蛋羹", "米粉肉",
     # Laughter (哈哈哈 +1 agrees with a joke); a single 哈 is a particle (要两盒哈).
     "哈哈",
     # 不要太好吃 is praise ("so tasty"), not a negation; 取消关注 is unfollowing the room, not an order.
@@ -101,7 +104,9 @@ NOISE_EN = ("don't cancel", "dont cancel", "do not cancel", "no cancel", "not ca
             "take care", "take my money",
             # Other foods named with an alias word: "green tea x2" is not the catalogue's tea.
             "green tea", "black tea", "milk tea", "iced tea", "bubble tea", "honey mustard", "honey garlic",
-            "egg roll", "egg rolls", "egg tart", "egg tarts", "instant noodles", "cup noodles", "ramen noodles")
+            "egg roll", "egg rolls", "egg tart", "egg tarts", "instant noodles", "cup noodles", "ramen noodles",
+            "duck egg", "duck eggs", "salted egg", "salted eggs", "tea egg", "tea eggs", "egg noodle", "egg noodles",
+            "honey roasted")
 
 #: The comment reports a purchase made before (elsewhere, or earlier): not a new order.
 PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", "已经买", "已经下单", "拍了", "买了", "买过",
@@ -116,7 +121,7 @@ PAST_CN = ("已拍", "已买", "已下单", "已付款", "已付", "已经拍", 
            # A delivery's complaint (鸡蛋少了一个), the sale's rules and stock said back (一人限两盒, 2盒起拍,
            # 就剩2盒了), a pack's size (十个装), the host's call to the room (要的扣1, 扣1的宝宝们).
            "少了", "少发", "漏发", "一人限", "每人限", "起拍", "起购", "就剩", "只剩", "剩下", "个装", "枚装",
-           "只装", "粒装", "盒装", "瓶装", "袋装", "斤装", "的扣", "的宝宝们", "的家人们", "的姐妹们",
+           "只装", "粒装", "盒装", "瓶装", "袋装", "斤装", "的扣", "的宝宝", "的家人们", "的姐妹们",
            "拍好了", "付好了", "付好", "掉了", "盒起", "件起", "瓶起", "个起", "箱起")
 #: Cancel an order.
 # Not 退了: 主播我先退了 ("I'm leaving the stream now") is everyday chat, and 不退了 keeps the order.
@@ -154,6 +159,7 @@ FILLER_CN = ("主播", "谢谢", "麻烦", "这个", "那个", "我们", "我", 
              "唔该", "喇", "啦", "喊", "喊单", "喔", "耶", "连结", "号连结", "哈",
              # How a viewer addresses the host (大哥来两盒): not the 大 / 小 of a variant.
              "大哥", "大姐", "大叔", "大爷", "大妈", "大娘", "大美女", "大佬", "小姐姐", "小哥哥", "小姐", "小哥",
+             "老板娘",
              "小伙", "小可爱", "小仙女", "小宝贝")
 #: Talk about a product rather than an order for it: eating it (一天吃两个鸡蛋), looking at it (拿起来看看),
 #: its price (2块钱一个, 68贵了). Without a buy verb or "+N" such a comment is not an order.
