@@ -231,11 +231,12 @@ def _safe(value: Any) -> Any:
 
 def _rows(ledger: Ledger, names: dict[str, str]) -> Iterator[dict[str, Any]]:
     for o in ledger.orders():
+        name = ledger.order_name(o["order"]) or names.get(o["user"], o["user"])
         yield {
             "order": o["order"], "buyer": o["user"], "product": o["sku"], "variant": o["variant"],
             "qty": o["qty"], "status": o["status"], "price": o["price"],
             "time": datetime.fromtimestamp(o["time"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            "name": ledger.order_name(o["order"]) or names.get(o["user"], o["user"]), "platform": o["platform"],
+            "name": name if name.strip() else o["user"], "platform": o["platform"],  # "   " is no name
             "room": o["room"],
             "comment": o["comment"],
         }

@@ -514,7 +514,7 @@
         }
         row.appendChild(c);
       }
-      row.appendChild(el("td", null, o.order));
+      row.appendChild(el("td", {"class": "oid"}, o.order));
       var who = el("td");
       who.appendChild(button(o.name, function () { showBuyer(o.user, o.name, o.platform); }, "link"));
       if (o.name !== o.user) { who.appendChild(el("small", {"class": "sku"}, o.user)); }

@@ -195,9 +195,10 @@ class ControlServer:
             if path is not None:
                 owner = _live_owner(path) if self.keep_live_owner else None
                 if owner is not None:
-                    log.warning("%s names another running process of this sale (pid %d): `livecart ctl` goes on "
-                                "reaching that one; this one's controls are at http://%s:%d/control",
-                                path, owner, self.host, self.port)
+                    if path == self.state_path:  # said once (the mirror beside the real path names it too)
+                        log.warning("%s names another running process of this sale (pid %d): `livecart ctl` goes "
+                                    "on reaching that one; this one's controls are at http://%s:%d/control",
+                                    path, owner, self.host, self.port)
                     continue
                 try:
                     self._write_state(path)

@@ -280,6 +280,8 @@ class Daemon:
         self._ahead_warned = -60.0  # when it was last said to be late
         self.stop = asyncio.Event()
         self.failed: list[str] = []
+        #: The adapters that ended with an error (shown as "failed" by /healthz).
+        self.failed_adapters: set[str] = set()
         #: The first journal failure, as soon as a write fails (before the daemon stops on it).
         self.journal_error: BaseException | None = None
         self.started = time.time()
@@ -458,11 +460,14 @@ class Daemon:
                 else:
                     queue.put_nowait(item)
         except AdapterError as exc:
-            self.failed.append(f"adapter {name}: {exc}")
+            said = str(exc)  # the adapters' own errors often name the adapter already
+            self.failed.append(said if said.startswith(f"adapter {name}:") else f"adapter {name}: {said}")
+            self.failed_adapters.add(name)
             log.error("adapter %s ended with an error: %s", name, exc)
             await self._adapter_down(adapter)
         except Exception as exc:  # an adapter bug ends that adapter, not the sale
             self.failed.append(f"adapter {name}: {exc!r}")
+            self.failed_adapters.add(name)
             log.exception("adapter %s failed", name)
             await self._adapter_down(adapter)
         else:
@@ -1081,7 +1086,8 @@ class Daemon:
         adapters_failed = [f for f in failed if f.startswith("adapter")]
         ok = not journal_failed and len(adapters_failed) < max(1, len(self.adapters))
         return ok, {"stream": self.stream, "paused": not self.running.is_set(), "draining": self.draining,
-                    "adapters": {a.name: a.stats.state for a in self.adapters},
+                    "adapters": {a.name: "failed" if a.name in self.failed_adapters else a.stats.state
+                                 for a in self.adapters},
                     "failed": failed}
 
     def __repr__(self) -> str:

@@ -210,11 +210,13 @@ def test_export_names_each_order_by_the_name_on_its_own_comment(stream: Path,
     async def sale() -> None:
         eng = await Engine.open(load(stream), parse=parse, clock=lambda: 1_584_250_000.0)
         await eng.submit([Comment("douyin", "7312", "m1", "10086", "张三", "egg 1", 0.0),
-                          Comment("kuaishou", "k9", "k1", "10086", "李四", "tea 1", 0.0)])
+                          Comment("kuaishou", "k9", "k1", "10086", "李四", "tea 1", 0.0),
+                          Comment("douyin", "7312", "m2", "777", "   ", "egg 1", 0.0)])  # a blank nickname
         await eng.close()
 
     asyncio.run(sale())
     assert cli.main(["export", str(stream), "--format", "jsonl"]) == 0
     rows = [orjson.loads(x) for x in capsysbinary.readouterr().out.splitlines()]
     assert [(r["order"], r["buyer"], r["name"]) for r in rows] == [("o-000001", "10086", "张三"),
-                                                                  ("o-000002", "10086", "李四")]
+                                                                  ("o-000002", "10086", "李四"),
+                                                                  ("o-000003", "777", "777")]

@@ -517,12 +517,15 @@ async def test_an_adapter_that_fails_mid_stream_ends_with_status_1_after_the_oth
     made: dict[str, Fed] = {}
     run = Running(write(tmp_path, extra), make_adapter=fed_factory(made))
     async with run as d:
-        made["bad"].fail(FatalAdapterError("login refused"))
+        made["bad"].stats.reconnects = 3  # it retried, then gave up: failed, not reconnecting, on /healthz
+        made["bad"].fail(FatalAdapterError("adapter bad: gave up after 3 failed attempts"))
+        await until(lambda: bool(d.failed), "the bad adapter to fail")
+        assert d.health()[1]["adapters"]["bad"] == "failed"
         made["good"].push([comment(i) for i in range(3)])
         made["good"].end()
         assert await run.finish() == 1
     assert d.engine.ledger.comments == 3
-    assert d.failed == ["adapter bad: login refused"]
+    assert d.failed == ["adapter bad: gave up after 3 failed attempts"]  # said once, not 'adapter bad: adapter bad:'
 
 
 async def test_a_start_with_an_adapter_that_cannot_open_raises_a_readable_error(tmp_path: Path) -> None:
