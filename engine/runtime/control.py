@@ -106,6 +106,10 @@ async def apply(handler: Handler, control: Control, counts: _Counts, transport: 
     return 200, {"ok": True, "action": action, "result": dict(result)}
 
 
+#: Seconds between two looks at a state file another process of the sale holds.
+CLAIM_SECONDS = 1.0
+
+
 def _live_owner(path: Path) -> int | None:
     """The pid a state file names, when that is another process and it runs; else None (no file, unreadable,
     ours, or its process is gone)."""
@@ -152,6 +156,8 @@ class ControlServer:
         #: may run twice on a machine and no journal lock keeps a second process out): ``livecart ctl`` goes
         #: on reaching the first, and this one does not remove it when it stops.
         self.keep_live_owner = False
+        self._waiting: list[Path] = []  # state files another running process holds (see _claim_when_free)
+        self._claimer: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
 
     def _authorised(self, request: web.Request) -> bool:
@@ -199,6 +205,7 @@ class ControlServer:
                         log.warning("%s names another running process of this sale (pid %d): `livecart ctl` goes "
                                     "on reaching that one; this one's controls are at http://%s:%d/control",
                                     path, owner, self.host, self.port)
+                    self._waiting.append(path)
                     continue
                 try:
                     self._write_state(path)
@@ -211,6 +218,21 @@ class ControlServer:
                                         "(`livecart ctl` finds the daemon there; the journal's folder must be "
                                         "writable by this user)") from exc
         log.info("host controls on http://%s:%d/control", self.host, self.port)
+        if self._waiting:
+            self._claimer = asyncio.get_running_loop().create_task(self._claim_when_free(), name="ctl-state")
+
+    async def _claim_when_free(self) -> None:
+        """Write the state files another process held once it is gone (killed, say), so that `livecart ctl`
+        reaches this process of the sale again."""
+        while self._waiting:
+            await asyncio.sleep(CLAIM_SECONDS)
+            for path in list(self._waiting):
+                if _live_owner(path) is None:
+                    with contextlib.suppress(OSError):
+                        self._write_state(path)
+                        self._waiting.remove(path)
+                        if path == self.state_path:
+                            log.info("%s: the process it named is gone; `livecart ctl` reaches this one now", path)
 
     def _write_state(self, path: Path) -> None:
         state: dict[str, Any] = {**self.state_extra, "host": self.host, "port": self.port, "pid": os.getpid()}
@@ -227,6 +249,9 @@ class ControlServer:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        if self._claimer is not None:
+            self._claimer.cancel()
+            await asyncio.gather(self._claimer, return_exceptions=True)
         await runner.cleanup()
         for path in (self.state_path, self.mirror_path):
             if path is not None:

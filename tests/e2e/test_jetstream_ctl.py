@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import uuid
 from pathlib import Path
 
@@ -75,6 +76,17 @@ def test_sales_side_by_side_in_one_folder_each_answer_their_own_ctl(nats_server:
         wait_for(lambda: "names another running process of this sale" in again.text(), "the second process", 60)
         again.stop()
         assert json.loads(states[0].read_text(encoding="utf-8")) == first
+        r = livecart("ctl", str(cfgs[0]), "status")
+        assert r.returncode == 0, r.stderr
+        # And when the first one is killed, the second one takes the file over: ctl reaches it (it said "no
+        # process of this sale runs on this machine" while the second one was deciding).
+        again.start()
+        wait_for(lambda: "names another running process of this sale" in again.text(), "the second process", 60)
+        runs[0].signal(signal.SIGKILL)
+        assert again.proc is not None
+        second_pid = again.proc.pid
+        wait_for(lambda: json.loads(states[0].read_text(encoding="utf-8"))["pid"] == second_pid,
+                 "the second process to take the state file over", 30)
         r = livecart("ctl", str(cfgs[0]), "status")
         assert r.returncode == 0, r.stderr
     finally:
