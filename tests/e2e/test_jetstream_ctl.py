@@ -80,8 +80,9 @@ def test_sales_side_by_side_in_one_folder_each_answer_their_own_ctl(nats_server:
         assert r.returncode == 0, r.stderr
         # And when the first one is killed, the second one takes the file over: ctl reaches it (it said "no
         # process of this sale runs on this machine" while the second one was deciding).
-        again.start()
-        wait_for(lambda: "names another running process of this sale" in again.text(), "the second process", 60)
+        again.start()  # its log is appended to: the line said a second time
+        wait_for(lambda: again.text().count("names another running process of this sale") == 2,
+                 "the second process again", 60)
         runs[0].signal(signal.SIGKILL)
         assert again.proc is not None
         second_pid = again.proc.pid
