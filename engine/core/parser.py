@@ -94,10 +94,10 @@ MAX_ITEMS = 20
 _END_LE = re.compile(r"了[\s!~.,…]*$")
 #: A cancel said the other way round: 别把鸡蛋取消了 ("don't cancel my eggs"), 谁要取消了 ("who's cancelling?").
 _NOT_CANCEL = re.compile(r"别(?:给我)?把.{0,12}?(?:取消|退掉)|谁要取消|谁说.{0,6}?(?:取消|不要)")
-#: A pack's size or contents said of a product (鸡蛋一盒十个, 鸡蛋一箱六盒, 蜂蜜500克一瓶): no order.
+#: A pack's contents said of a product (鸡蛋一盒十个, 鸡蛋一箱六盒): no order. Counts only, not weights: a
+#: weight after a quantity names a variant (菊花要1份50克, 菊花来一盒100克).
 _PACK_FACT = re.compile(
-    rf"[一1]\s*(?:盒|箱|瓶|包|袋|罐|份|件|提)\s*(?:有|是|装|才|共)?\s*(?:[0-9]+|{_CN_NUM})\s*(?:个|枚|盒|瓶|包|袋|斤|克|g|kg|公斤|只|片|粒)"
-    r"|(?:克|斤|g|kg|公斤)\s*[一1]\s*(?:盒|箱|瓶|包|袋|罐)")
+    rf"[一1]\s*(?:盒|箱|瓶|包|袋|罐|份|件|提)\s*(?:有|是|装|才|共)?\s*(?:[0-9]+|{_CN_NUM})\s*(?:个|枚|盒|瓶|包|袋|只|片|粒)")
 #: A clause that keeps or swaps an order inside a cancel: 蜂蜜不要了 鸡蛋还要 cancels the honey, not the eggs.
 _KEEP = re.compile(r"还要|还是要|要的|留着|照旧|照常|继续要|保留|不变|换|keep|still want")
 #: Where such a comment is cut into clauses: punctuation, and after the 了 / 啦 of 不要了; spaces too in

@@ -436,6 +436,21 @@ def _named(ws: Any, told: set[str], want: int) -> None:
                 told.update(re.findall(r"@(买家\d+)", " ".join(r["text"] for r in frame)))
 
 
+def _buy_then_stop(daemon: Daemon, n: int, told: set[str]) -> None:
+    """Start ``daemon``, send ``n`` buys by 买家0..n-1 from one companion, SIGTERM it once their replies are
+    queued, and add to ``told`` the buyers named in what comes until the connection closes; exit status 0."""
+    state = daemon.start()
+    with connect(state["adapters"]["douyin-room"]) as dy:
+        for i in range(n):
+            dy.send(douyin(i, f"dy{i}", f"买家{i}", "鸡蛋来一盒"))
+        wait_for(lambda: f'livecart_replies_total{{adapter="douyin-room",result="queued"}} {n}.0'
+                 in daemon.api("/metrics"), f"{n} buys committed and their replies queued")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        _named(dy, told, n)
+    assert daemon.proc.wait(20) == 0
+
+
 def test_replies_shed_when_the_stops_drain_ends_are_told_by_the_next_start(tmp_path: Path) -> None:
     """An outside check: 100 buys, SIGTERM, the drain ended with 17 messages shed, and the next start told
     none of their buyers (the progress kept after the drain had moved past them)."""
@@ -443,16 +458,7 @@ def test_replies_shed_when_the_stops_drain_ends_are_told_by_the_next_start(tmp_p
         'name = "douyin-room"\n', 'name = "douyin-room"\nreply_limit = 1\nreply_window = 1\n'))
     told: set[str] = set()
     try:
-        state = daemon.start()
-        with connect(state["adapters"]["douyin-room"]) as dy:
-            for i in range(30):
-                dy.send(douyin(i, f"dy{i}", f"买家{i}", "鸡蛋来一盒"))
-            wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 30.0'
-                     in daemon.api("/metrics"), "30 buys committed and their replies queued")
-            assert daemon.proc is not None
-            daemon.proc.send_signal(signal.SIGTERM)
-            _named(dy, told, 30)
-        assert daemon.proc.wait(20) == 0
+        _buy_then_stop(daemon, 30, told)
         assert "shed" in daemon.log()
         assert len(told) < 30
         state = daemon.start()
@@ -470,17 +476,8 @@ def test_replies_held_back_by_the_rate_limit_go_out_during_the_stops_drain(tmp_p
     daemon = two_rooms(tmp_path, lambda text: text.replace("drain_seconds = 1", "drain_seconds = 3").replace(
         'name = "douyin-room"\n', 'name = "douyin-room"\nreply_limit = 2\nreply_window = 1\n'))
     try:
-        state = daemon.start()
-        with connect(state["adapters"]["douyin-room"]) as dy:
-            for i in range(12):
-                dy.send(douyin(i, f"dy{i}", f"买家{i}", "鸡蛋来一盒"))
-            wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 12.0'
-                     in daemon.api("/metrics"), "12 buys committed and their replies queued")
-            assert daemon.proc is not None
-            daemon.proc.send_signal(signal.SIGTERM)
-            told: set[str] = set()
-            _named(dy, told, 12)
-        assert daemon.proc.wait(20) == 0
+        told: set[str] = set()
+        _buy_then_stop(daemon, 12, told)
         assert told == {f"买家{i}" for i in range(12)}  # 2 messages a second, up to 3 buyers each: ~2 s
         assert "0 shed" in daemon.log()
     finally:
