@@ -729,12 +729,7 @@ class Daemon:
         if told > engine.opened_at + 60:
             log.warning("%s says buyers were told up to %.0f s from now (a clock set back, or another sale's "
                         "file?); nothing is announced again from it", path, told - engine.opened_at)
-        again = engine.ledger.again_since(float(told), engine.opened_at)
-        if again:
-            log.warning("%d order(s) decided before the restart had not been announced to their buyers; "
-                        "announcing them now", len(again))
-            self._to_announce.extend(again)
-            self.announce_some()
+        self._announce_again(engine.ledger.again_since(float(told), engine.opened_at), "the restart")
 
     def on_takeover(self, told: float | None, mine: set[str]) -> None:
         """This process became the decider of a JetStream sale: tell the buyers of the orders made after
@@ -742,32 +737,17 @@ class Daemon:
         to announce itself) where they stand, once: their replies were queued in a decider that died (a
         platform's rate limit, a companion away) and would otherwise never go out. At least once: a reply
         sent in the last moments before the crash may go out twice."""
-        if told is None:
-            return
-        again = self.engine.ledger.again_since(told, math.inf, exclude=mine)
+        if told is not None:
+            self._announce_again(self.engine.ledger.again_since(told, math.inf, exclude=mine), "this takeover")
+
+    def _announce_again(self, again: list[Outcome], before: str) -> None:
+        """Announce ``again`` (orders decided before ``before`` whose buyers were not told) through the reply
+        queues, a part at a time (:meth:`announce_some`)."""
         if again:
-            log.warning("%d order(s) decided before this takeover had not been announced to their buyers; "
-                        "announcing them now", len(again))
+            log.warning("%d order(s) decided before %s had not been announced to their buyers; announcing them "
+                        "now", len(again), before)
             self._to_announce.extend(again)
             self.announce_some()
-
-    async def keep_cluster_progress(self, every: float = CLUSTER_PROGRESS_SECONDS) -> None:
-        """The JetStream mode's :meth:`keep_progress`: while deciding, keep :meth:`told_until` in the sale's
-        bucket when it moved (for the next decider's :meth:`on_takeover`)."""
-        while True:
-            await asyncio.sleep(every)
-            self.announce_some()
-            await self.save_cluster_progress()
-
-    async def save_cluster_progress(self) -> None:
-        engine = self.engine
-        if not self.cluster_progress or not getattr(engine, "leading", False):
-            return
-        told = self.told_until()
-        if told is None or told == self._progress_kept:
-            return
-        await cast("ClusterEngine", engine).keep_told(told)
-        self._progress_kept = told
 
     def announce_some(self) -> None:
         """Hand the reply queues the next of the orders a start announces, as far as they have room (half of
@@ -781,27 +761,34 @@ class Daemon:
             return
         self._reply_again([todo.popleft() for _ in range(min(room, len(todo)))])
 
-    def save_progress(self) -> None:
-        """Write :meth:`told_until` to :attr:`progress_file` when it moved (whole, tmp + rename; not synced: a
-        file older than the truth only makes a restart tell some buyers twice)."""
-        path = self.progress_file
+    async def save_progress(self) -> None:
+        """Keep :meth:`told_until` when it moved: in :attr:`progress_file` for the next start (whole, tmp +
+        rename; not synced: a file older than the truth only makes a restart tell some buyers twice), or, in
+        a JetStream sale while this process decides, in the sale's bucket for the next decider
+        (:meth:`on_takeover`)."""
         told = self.told_until()
-        if path is None or told is None or told == self._progress_kept:
+        if told is None or told == self._progress_kept:
             return
-        exc = _replace_json(path, {"told_until": told})
-        if exc is not None:
-            log.warning("cannot keep the replies' progress in %s (%s); after a crash, replies that were "
-                        "waiting are sent only for comments that come back", path, exc)
-            self.progress_file = None
+        path = self.progress_file
+        if path is not None:
+            exc = _replace_json(path, {"told_until": told})
+            if exc is not None:
+                log.warning("cannot keep the replies' progress in %s (%s); after a crash, replies that were "
+                            "waiting are sent only for comments that come back", path, exc)
+                self.progress_file = None
+                return
+        elif self.cluster_progress and getattr(self.engine, "leading", False):
+            await cast("ClusterEngine", self.engine).keep_told(told)
+        else:
             return
         self._progress_kept = told
 
-    async def keep_progress(self, every: float = PROGRESS_SECONDS) -> None:
-        """:meth:`save_progress` every ``every`` seconds while replies go out."""
+    async def keep_progress(self, every: float) -> None:
+        """:meth:`save_progress` every ``every`` seconds while replies go out (and :meth:`announce_some`)."""
         while True:
             await asyncio.sleep(every)
             self.announce_some()
-            self.save_progress()
+            await self.save_progress()
 
     def save_routes(self) -> None:
         """Write :attr:`routes` (the newest :data:`MAX_ROUTES`) to :attr:`routes_file`, replacing it whole.
@@ -1228,9 +1215,9 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
         ticker = (tg.create_task(d.expire(), name="expiry") if d.cfg.stream.hold_minutes > 0 else None)
         senders = [tg.create_task(q.run(_sender(d, name), sleep=_interruptible(reply_sleep, stopping)),
                                   name=f"replies:{name}") for name, q in queues.items()]
-        progress = (tg.create_task(d.keep_progress(), name="replies-progress") if d.progress_file is not None
-                    else tg.create_task(d.keep_cluster_progress(), name="replies-progress")
-                    if d.cluster_progress else None)
+        progress = (tg.create_task(d.keep_progress(PROGRESS_SECONDS if d.progress_file is not None
+                                                   else CLUSTER_PROGRESS_SECONDS), name="replies-progress")
+                    if d.progress_file is not None or d.cluster_progress else None)
         stopper: asyncio.Future[Any] = tg.create_task(d.stop.wait(), name="stop")
         everyone: asyncio.Future[Any] = asyncio.gather(*readers)
         # When the consumer fails (the journal), the group cancels the readers before anything below awaits
@@ -1262,7 +1249,7 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
         #    is kept first, so a reply that does not go out now is announced by the next start.
         if progress is not None:
             progress.cancel()
-            d.save_progress()
+            await d.save_progress()
         stopping.set()
         for q in queues.values():
             q.close()
@@ -1274,8 +1261,7 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
             if late:
                 await asyncio.gather(*late, return_exceptions=True)  # each counts what it shed
             if progress is not None:
-                d.save_progress()  # what the drain sent is not announced again by the next start
-                await d.save_cluster_progress()
+                await d.save_progress()  # what the drain sent is not announced again by the next start
         if d.hooks is not None:
             await d.hooks.close()
         if d.trace is not None:  # every submit is settled by now
