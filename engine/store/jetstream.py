@@ -627,24 +627,32 @@ def _differences(ours: str, theirs: str, hold_ours: float, hold_theirs: float, m
     out: list[str] = []
     if hold_ours != hold_theirs:
         out.append(f"hold_minutes {hold_ours / 60:g} here, {hold_theirs / 60:g} in the sale")
-    try:
-        mine = {p["sku"]: p for p in orjson.loads(ours)}
-        sale = {p["sku"]: p for p in orjson.loads(theirs)}
-    except (orjson.JSONDecodeError, TypeError, KeyError):
-        return "; ".join(out) or "the catalogues differ"
-    for sku in [*mine, *(k for k in sale if k not in mine)]:
-        if sku not in sale:
-            out.append(f"{sku} only here")
-        elif sku not in mine:
-            out.append(f"{sku} only in the sale")
-        else:
-            keys = [k for k in (*mine[sku], *(k for k in sale[sku] if k not in mine[sku]))
-                    if mine[sku].get(k) != sale[sku].get(k)]
-            out.extend(f"{sku}: {k} {_short(mine[sku].get(k))} here, {_short(sale[sku].get(k))} in the sale"
-                       for k in keys)
+    with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+        out += _product_differences(orjson.loads(ours), orjson.loads(theirs))
+    return _first(out, most, "the catalogues differ")
+
+
+def _product_differences(mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[str]:
+    """Products of one side only, and each field of a product that differs, by sku: "egg-10: stock 250
+    here, 100 in the sale", "tea only here"."""
+    here = {p["sku"]: p for p in mine}
+    sale = {p["sku"]: p for p in theirs}
+    out: list[str] = []
+    for sku in [*here, *(k for k in sale if k not in here)]:
+        if sku not in sale or sku not in here:
+            out.append(f"{sku} only {'here' if sku in here else 'in the sale'}")
+            continue
+        a, b = here[sku], sale[sku]
+        out.extend(f"{sku}: {k} {_short(a.get(k))} here, {_short(b.get(k))} in the sale"
+                   for k in (*a, *(k for k in b if k not in a)) if a.get(k) != b.get(k))
+    return out
+
+
+def _first(out: list[str], most: int, otherwise: str) -> str:
+    """The first ``most`` differences said, and how many more; ``otherwise`` when none is known."""
     if len(out) > most:
         out = [*out[:most], f"{len(out) - most} more"]
-    return "; ".join(out) or "the catalogues differ"
+    return "; ".join(out) or otherwise
 
 
 def _short(value: Any) -> str:
@@ -672,19 +680,10 @@ def _parser_differences(ours: str, theirs: str, most: int = 3) -> str:
         a, b = orjson.loads(ours), orjson.loads(theirs)
         out = [f"{k} {_short(a.get(k))} here, {_short(b.get(k))} in the sale" for k in ("bare_plus_one", "max_qty")
                if a.get(k) != b.get(k)]
-        mine = {p["sku"]: p for p in a["products"]}
-        sale = {p["sku"]: p for p in b["products"]}
+        out += _product_differences(a["products"], b["products"])
     except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
         return "the parser's settings differ"
-    for sku in [*mine, *(k for k in sale if k not in mine)]:
-        if sku not in sale or sku not in mine:
-            out.append(f"{sku} only {'here' if sku in mine else 'in the sale'}")
-            continue
-        out.extend(f"{sku}: {k} {_short(mine[sku].get(k))} here, {_short(sale[sku].get(k))} in the sale"
-                   for k in ("aliases", "link", "code", "options", "variants") if mine[sku].get(k) != sale[sku].get(k))
-    if len(out) > most:
-        out = [*out[:most], f"{len(out) - most} more"]
-    return "; ".join(out) or "the parser's settings differ"
+    return _first(out, most, "the parser's settings differ")
 
 
 def _refused(sale: str, what: str, replicas: int, exc: Any) -> JournalError:
