@@ -100,8 +100,9 @@ _PACK_FACT = re.compile(
     rf"[一1]\s*(?:盒|箱|瓶|包|袋|罐|份|件|提)\s*(?:有|是|装|才|共)?\s*(?:[0-9]+|{_CN_NUM})\s*(?:个|枚|盒|瓶|包|袋|只|片|粒)")
 #: A clause that keeps or swaps an order inside a cancel: 蜂蜜不要了 鸡蛋还要 cancels the honey, not the eggs.
 _KEEP = re.compile(r"还要|还是要|要的|留着|照旧|照常|继续要|保留|不变|换|keep|still want")
-#: Where such a comment is cut into clauses: punctuation, and after the 了 / 啦 of 不要了; spaces too in
-#: Chinese (蜂蜜不要 鸡蛋还要), not in English, where they separate words.
+#: Where such a comment is cut into clauses: punctuation; in English also at 'but' and before 'keep' /
+#: 'still' (spaces separate words there); in Chinese also at spaces and after 了 / 啦 and the cancel words
+#: 取消 / 退掉 / 不要 / 不买 (鸡蛋取消 蜂蜜照旧 reaches the parser without its space).
 _CLAUSE = re.compile(r"[,;!~.…]+|\bbut\b|(?=\b(?:keep|still)\b)")
 _CLAUSE_CN = re.compile(r"[\s,;!~.…]+|(?<=[了啦])|(?<=取消)|(?<=退掉)|(?<=不要)|(?<=不买)")
 _DOUBLED = re.compile(r"([a-z])\1+")
@@ -1040,7 +1041,7 @@ class Parser:
             if item is not None:
                 items.append(item)
         if items:
-            if ("一" in t or "1" in t) and _PACK_FACT.search(t):  # both forms hold a 一 or 1
+            if ("一" in t or "1" in t) and _PACK_FACT.search(t):  # the pack form starts with a 一 or 1
                 return NOTHING
             return self._result(Intent.BUY, tuple(items))
         if any_named or residue:
