@@ -753,7 +753,8 @@ class Parser:
             elif ch == "@" and (m := _MENTION.match(t, i)) is not None:
                 return m.end()  # @someone: a name, whatever it holds (@蜂蜜妹妹 is no honey), not residue
             else:  # space, punctuation, emoji: skip the whole run
-                if ch == "-" and (back := self._taken_back(t, i, s.prev == PLUS)):
+                if ch == "-" and not self._dash_before_qty(s, t, i) and (back := self._taken_back(t, i,
+                                                                                               s.prev == PLUS)):
                     return self._fold(s, t, PAST, None, i, back)
                 m = _SKIP.match(t, i)
                 return m.end() if m is not None else i + 1
@@ -765,6 +766,16 @@ class Parser:
         if end <= i:
             end = i + 1
         return self._fold(s, t, kind, payload, i, end)
+
+    @staticmethod
+    def _dash_before_qty(s: _Scan, t: str, i: int) -> bool:
+        """Whether the ``-`` at ``t[i]`` only parts a claim's product from its quantity, as comment-selling
+        buyers type it (SOLD A1 - 2, sold eggs -2): in English, after a buy word and a product in the same
+        item, with no quantity yet, not right after a ``+N``, with a space before it. Not 鸡蛋 -1 or 要鸡蛋 -1
+        (in Chinese chat, one taken back), nor a1-2 (a code, read as such)."""
+        g = s.cur
+        return (i > 0 and t[i - 1].isspace() and s.prev != PLUS and g.qty is None and (g.verb or s.verb_seen)
+                and g.named and t.isascii())
 
     @staticmethod
     def _taken_back(t: str, i: int, after_plus: bool = False) -> int:

@@ -164,7 +164,9 @@ FILLER_CN = ("主播", "谢谢", "麻烦", "这个", "那个", "我们", "我", 
 #: Talk about a product rather than an order for it: eating it (一天吃两个鸡蛋), looking at it (拿起来看看),
 #: its price (2块钱一个, 68贵了). Without a buy verb or "+N" such a comment is not an order.
 TALK_CN = ("吃", "喝", "煮", "炒", "泡", "看", "尝", "试", "贵", "便宜", "划算", "值", "钱", "价", "数", "偷",
-           "坏", "碎", "破", "烂", "臭", "漏")  # and complaints: 鸡蛋坏了两个
+           "坏", "碎", "破", "烂", "臭", "漏",  # and complaints: 鸡蛋坏了两个
+           # Meals and habits: 早餐两个鸡蛋 (what breakfast is), 天天一杯菊花茶.
+           "早餐", "早饭", "午餐", "午饭", "晚餐", "晚饭", "夜宵", "宵夜", "每天", "天天")
 
 # --- English ------------------------------------------------------------------------------------------
 
