@@ -320,14 +320,18 @@ class Console:
                 self.history = merged + self.history[HISTORY // 2:]
 
     def full(self) -> dict[str, Any]:
-        """Everything the page shows, at once (the first message on every connection)."""
+        """Everything the page shows, at once (the first message on every connection). Its feed ends where the
+        last delta's did: the lines since come in the next delta, to every page (a page that connected just
+        after a restart showed the orders before it, and the line saying so, twice)."""
         snap = self.host.snapshot()
         products = self._products(snap)
+        feed = list(self._feed)
+        pending = min(self._fed - self._sent_fed, len(feed))
         return {"type": "full", "stream": self.stream, "t": self.clock(), "started": self.started,
                 "featured": snap["featured"], "paused": self.host.is_paused(), "comments": snap["comments"],
                 "orders": snap["orders"], "outcomes": snap["outcomes"], "rates": list(self._rates),
                 "products": products, "revenue": self._revenue(products), "adapters": self.host.adapter_state(),
-                "feed": [self._named(f) for f in self._feed], "history": self.history,
+                "feed": [self._named(f) for f in feed[:len(feed) - pending]], "history": self.history,
                 "names": self._product_names()}
 
     def _product_names(self) -> dict[str, str]:
@@ -553,11 +557,13 @@ class Console:
             self.streaming(request.transport)
         client = _Client()
         first = self.full()
-        await resp.write(b"retry: 1000\nevent: full\ndata: " + orjson.dumps(first, option=orjson.OPT_NON_STR_KEYS)
-                         + b"\n\n")
+        # A page, from its full state on, gets every delta and no delta twice: added before the first await, so
+        # a tick while the full state is written is queued behind it (full() leaves its feed lines to it).
         self.clients.add(client)
         self._clients_g.set(len(self.clients))
         try:
+            await resp.write(b"retry: 1000\nevent: full\ndata: " + orjson.dumps(first, option=orjson.OPT_NON_STR_KEYS)
+                             + b"\n\n")
             while not client.dropped:
                 try:
                     frame = await asyncio.wait_for(client.queue.get(), 15.0)

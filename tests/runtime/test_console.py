@@ -150,16 +150,32 @@ async def test_a_console_started_mid_sale_begins_its_feed_with_the_newest_orders
     host.comments, host.orders = 5000, 100  # the journal had a sale: a restart
     console = Console(host, CATALOGUE, lambda: "t", stream="s", clock=Clock())
     console.start()
-    feed = console.full()["feed"]
+    # A page that opens before the first tick gets these lines in that tick's delta, once (not also in its
+    # full state: it showed the orders and the restart line twice).
+    assert console.full()["feed"] == []
+    d = console.delta()
+    assert d is not None
+    feed = d["feed"]
     assert len(feed) == FEED
     assert [f["order"] for f in feed[:-1]] == [f"o-{i:06d}" for i in range(101 - FEED + 1, 101)]
     assert feed[0]["name"] == "Tina"
     assert feed[0]["ts"] == 1000.0 + 101 - FEED + 1
     assert feed[-1]["kind"] == "restart"
+    assert console.full()["feed"] == feed  # a page that opens later gets them in its full state
+    await console.close()
+
+
+def test_a_page_that_opens_between_two_ticks_gets_each_feed_line_once() -> None:
+    host = FakeHost()
+    console = Console(host, CATALOGUE, lambda: "t", stream="s", clock=Clock())
+    console.record([outcome(1)])
+    console.delta()
+    console.record([outcome(2), outcome(3)])  # after the last tick: the next delta's
+    shown = [f["order"] for f in console.full()["feed"]]
     d = console.delta()
     assert d is not None
-    assert len(d["feed"]) == FEED
-    await console.close()
+    shown += [f["order"] for f in d["feed"]]
+    assert shown == ["o-000001", "o-000002", "o-000003"]
 
 
 def test_rates_are_measured_over_a_second() -> None:
