@@ -35,12 +35,16 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import importlib
+import importlib.resources
 import logging
 import time
+import unicodedata
 import uuid
 import zlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -50,6 +54,7 @@ import nats.js.errors
 import orjson
 from nats.js import api
 
+from livecart import __version__
 from livecart.core import control
 from livecart.core.catalogue import Catalogue
 from livecart.core.control import Kind
@@ -508,12 +513,20 @@ class SaleLog:
                 return
             except nats.js.errors.KeyWrongLastSequenceError:  # another process wrote it first
                 theirs = bytes((await self.kv.get("parser")).value or b"").decode()
-        if theirs != ours:
+        if _same_parser(ours, theirs):
+            return
+        code = _parser_code_differs(ours, theirs)
+        if code is not None:
             raise JournalError(
-                f"the sale {self.names.sale!r} was started with other aliases, links, codes or parser settings "
-                f"than the config now has ({_parser_differences(ours, theirs)}); its log's comments would be "
-                "read otherwise and orders already announced would change. Give the config another [storage] "
-                "sale, or put the sale's back.")
+                f"the sale {self.names.sale!r} was started by a livecart with another parser ({code}); the two "
+                "would read the log's comments differently, and orders already announced would change. Run the "
+                "same livecart on every machine of a sale (upgrade between sales), or give this config "
+                "another [storage] sale.")
+        raise JournalError(
+            f"the sale {self.names.sale!r} was started with other aliases, links, codes or parser settings "
+            f"than the config now has ({_parser_differences(ours, theirs)}); its log's comments would be "
+            "read otherwise and orders already announced would change. Give the config another [storage] "
+            "sale, or put the sale's back.")
 
     async def _retry(self, call: Callable[[], Any], *, patience: float = 30.0) -> Any:
         """``await call()``, again while the cluster answers nothing or is electing, for up to ``patience`` s."""
@@ -660,11 +673,34 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+#: The modules of ``livecart.core`` whose code decides what a comment means (:func:`parser_code`).
+PARSER_MODULES = ("parser", "parser_tables", "parser_t2s", "parser_pinyin")
+
+
+@functools.cache
+def parser_code() -> str:
+    """A short hash of this livecart's parser: its modules' sources (:data:`PARSER_MODULES`) and the version of
+    the Unicode tables its normalisation reads (``unicodedata``, which comes with Python). Two livecart
+    versions, or two Pythons, may read one comment differently (a version that reads SOLD A1 - 2 as a buy
+    beside one that reads it as nothing), so every process of a sale must run the same parser."""
+    h = hashlib.sha256(unicodedata.unidata_version.encode())
+    package = importlib.resources.files("livecart.core")
+    for name in PARSER_MODULES:
+        try:
+            code = package.joinpath(f"{name}.py").read_bytes()
+        except OSError:  # an install without the sources: the module's own file
+            code = Path(importlib.import_module(f"livecart.core.{name}").__file__ or name).read_bytes()
+        h.update(name.encode() + b"\0" + code)
+    return h.hexdigest()[:16]
+
+
 def parser_json(cfg: Config) -> str:
-    """What of a config the parser reads comments with, as canonical JSON: every process of a JetStream sale
-    parses the log's comments itself, so two processes with other aliases, links, codes or options (or
-    ``bare_plus_one`` / ``max_qty``) would decide the same log differently."""
+    """What of a config and of this livecart the parser reads comments with, as canonical JSON: every process
+    of a JetStream sale parses the log's comments itself, so two processes with other aliases, links, codes
+    or options (or ``bare_plus_one`` / ``max_qty``), or another parser (:func:`parser_code`), would decide
+    the same log differently."""
     return orjson.dumps({
+        "parser": parser_code(), "livecart": __version__,
         "bare_plus_one": cfg.stream.bare_plus_one, "max_qty": cfg.stream.max_qty,
         "products": [{"sku": p.sku, "aliases": list(p.aliases), "link": p.link, "code": p.code,
                       "options": [{"name": o.name, "values": [{"name": v.name, "aliases": list(v.aliases)}
@@ -672,6 +708,33 @@ def parser_json(cfg: Config) -> str:
                       "variants": [{"name": v.name, "aliases": list(v.aliases), "code": v.code,
                                     "options": [list(x) for x in v.options]} for v in p.variants]}
                      for p in cfg.catalogue.products]}, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _same_parser(ours: str, theirs: str) -> bool:
+    """Whether two :func:`parser_json` read comments alike: equal but for the livecart version that wrote them
+    (a release that leaves the parser alone joins a sale)."""
+    if ours == theirs:
+        return True
+    try:
+        a, b = orjson.loads(ours), orjson.loads(theirs)
+        a.pop("livecart", None)
+        b.pop("livecart", None)
+        return bool(a == b)
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+
+
+def _parser_code_differs(ours: str, theirs: str) -> str | None:
+    """What differs between the parsers (not the configs) of two :func:`parser_json`, or None."""
+    try:
+        a, b = orjson.loads(ours), orjson.loads(theirs)
+        if a.get("parser") == b.get("parser"):
+            return None
+        there = (f"parser {b['parser']} of livecart {b.get('livecart', '?')}" if b.get("parser")
+                 else "a livecart from before parsers were compared")
+        return f"parser {a.get('parser')} of livecart {a.get('livecart', '?')} here, {there} in the sale"
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
 
 
 def _parser_differences(ours: str, theirs: str, most: int = 3) -> str:

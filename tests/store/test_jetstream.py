@@ -243,6 +243,43 @@ async def test_a_process_that_would_read_the_log_with_other_aliases_is_refused(n
         await b.close()
 
 
+@pytest.mark.usefixtures("cleanup")
+async def test_a_process_with_another_parser_is_refused_and_one_of_another_release_with_the_same_joins(
+        nats_server: str, sale: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every process of a sale parses the log's comments itself: a machine upgraded mid-sale to a livecart that
+    # reads 'SOLD A1 - 2' as a buy (the one before read it as nothing) would decide the log otherwise than the
+    # decider that announced its outcomes. The config was compared, the parser's code was not.
+    cfg = _cfg(nats_server, sale)
+    ours = js.parser_code()
+    assert len(ours) == 16
+    a = await ClusterEngine.open(cfg, lease_seconds=10.0)
+    await a.close()
+    monkeypatch.setattr(js, "parser_code", lambda: "0123456789abcdef")
+    with pytest.raises(JournalError) as e:
+        await ClusterEngine.open(cfg, lease_seconds=10.0)
+    assert "started by a livecart with another parser" in str(e.value)
+    assert f"parser 0123456789abcdef of livecart {js.__version__} here, parser {ours} of livecart" in str(e.value)
+    assert "Run the same livecart on every machine of a sale" in str(e.value)
+    monkeypatch.undo()
+    monkeypatch.setattr(js, "__version__", "9.9.9")  # another release, the same parser: joins
+    b = await ClusterEngine.open(cfg, lease_seconds=10.0)
+    await b.close()
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_sale_whose_parser_was_recorded_by_an_older_livecart_is_refused(nats_server: str, sale: str) -> None:
+    cfg = _cfg(nats_server, sale)
+    log = await _open(nats_server, sale, cfg)
+    try:
+        older = orjson.loads(js.parser_json(cfg))
+        del older["parser"], older["livecart"]  # what livecart wrote before it compared parsers
+        await log.kv.create("parser", orjson.dumps(older, option=orjson.OPT_SORT_KEYS))
+    finally:
+        await log.close()
+    with pytest.raises(JournalError, match="a livecart from before parsers were compared in the sale"):
+        await ClusterEngine.open(cfg, lease_seconds=10.0)
+
+
 async def test_an_unreachable_cluster_is_a_clear_error() -> None:
     # It said only "TimeoutError()" after 10 s, although the connection was refused at once.
     with pytest.raises(JournalError, match="cannot reach the NATS cluster") as e:
