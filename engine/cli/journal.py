@@ -87,11 +87,13 @@ async def _cluster_state(cfg: Config, *, snapshot: bool = True, record: list[Ent
     """The sale's state from its JetStream log (docs/contract.md §7), from any machine reaching the cluster
     (``snapshot`` and ``record`` as :func:`~livecart.store.jetstream.load_state` takes them)."""
     from livecart.core.parser import Parser  # imported here: `report` on a journal file needs neither
-    from livecart.store.jetstream import SaleLog, load_state
+    from livecart.store.jetstream import SaleLog, load_state, parser_json
 
     parse = Parser.from_config(cfg).parse
     sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
     try:
+        # The log's comments are parsed here again: by another parser, the report would not be the sale's.
+        await sale_log.check_parser(parser_json(cfg), keep=False)
         return await load_state(sale_log, parse, snapshot=snapshot, record=record)
     finally:
         await sale_log.close()

@@ -582,6 +582,7 @@ async def control_via_log(cfg: Config, c: Control, *, parse: ParseFn | None = No
     sale_log = await SaleLog.open(cfg.storage.servers, cfg.storage.sale)
     try:
         assert sale_log.header is not None
+        await sale_log.check_parser(js.parser_json(cfg), keep=False)  # its outcomes come from a replay here
         seq = await sale_log.publish(sale_log.names.inputs, js.control_body(kind, args),
                                      f"ctl-{uuid.uuid4().hex}", patience=30.0)
         state = await js.start_state(sale_log, parse)

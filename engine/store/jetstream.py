@@ -500,14 +500,17 @@ class SaleLog:
                 f"now has ({said}); deciding with it would not give the outcomes already announced. Give the "
                 "config another [storage] sale, or change stock live (livecart ctl restock).")
 
-    async def check_parser(self, ours: str) -> None:
-        """Refuse (:class:`JournalError`) a config that would read the sale's comments otherwise than the
-        process that started it (:func:`parser_json`, kept in the bucket, key ``parser``). A sale started by
-        a livecart that kept none gets this config's now."""
+    async def check_parser(self, ours: str, *, keep: bool = True) -> None:
+        """Refuse (:class:`JournalError`) a config, or a livecart, that would read the sale's comments otherwise
+        than the process that started it (:func:`parser_json`, kept in the bucket, key ``parser``). A sale
+        started by a livecart that kept none gets this config's now (with ``keep``; a reader, ``report`` or
+        ``ctl``, leaves it to the next ``run``)."""
         try:
             entry = await self._retry(lambda: self.kv.get("parser"))
             theirs = bytes(entry.value or b"").decode()
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            if not keep:
+                return
             try:
                 await self._retry(lambda: self.kv.create("parser", ours.encode()))
                 return

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from livecart.cli.journal import _cluster_state
 from livecart.config import loads
 from livecart.core.control import Kind, parse_params
 from livecart.core.errors import ControlError, JournalError
@@ -260,7 +261,14 @@ async def test_a_process_with_another_parser_is_refused_and_one_of_another_relea
     assert "started by a livecart with another parser" in str(e.value)
     assert f"parser 0123456789abcdef of livecart {js.__version__} here, parser {ours} of livecart" in str(e.value)
     assert "Run the same livecart on every machine of a sale" in str(e.value)
+    # Nor do report, export and ctl replay the log with their own parser (an outside check: `report` of the
+    # newer livecart counted an order the sale's decider never made, and `export` listed it).
+    with pytest.raises(JournalError, match="started by a livecart with another parser"):
+        await _cluster_state(cfg)
+    with pytest.raises(JournalError, match="started by a livecart with another parser"):
+        await control_via_log(cfg, parse_params("restock", ["egg", "1"]))
     monkeypatch.undo()
+    assert (await _cluster_state(cfg)).ledger.snapshot()["comments"] == 0
     monkeypatch.setattr(js, "__version__", "9.9.9")  # another release, the same parser: joins
     b = await ClusterEngine.open(cfg, lease_seconds=10.0)
     await b.close()
