@@ -126,10 +126,11 @@ class ClusterEngine:
         self.announced_total = 0
         self.takeovers = 0
         #: Called at each takeover, before this process announces anything, with the replies' progress the
-        #: deciders before it kept (:meth:`keep_told`; None: none kept) and the orders whose outcomes this
-        #: process is about to announce itself (those after the last mark): the daemon tells again the
-        #: buyers of the other orders made after that progress (replies a dead decider had queued).
-        self.on_takeover: Callable[[float | None, set[str]], None] | None = None
+        #: deciders before it kept (:meth:`keep_told`; None: none kept), the orders whose outcomes this
+        #: process is about to announce itself (those after the last mark) and the refusals made after that
+        #: progress that it does not announce itself: the daemon tells again the buyers of the other orders
+        #: made after that progress and of those refusals (replies a dead decider had queued).
+        self.on_takeover: Callable[[float | None, set[str], list[Outcome]], None] | None = None
         #: The log message of the snapshot this process started from (0: none), and of the last it wrote.
         self.snapshot_seq = state.applied
         self.snapshots_written = 0
@@ -447,8 +448,12 @@ class ClusterEngine:
             # Nothing is taken from state.unannounced before the loop below: every order its outcomes name is
             # announced by this process; the orders made before are what the deciders before handed out.
             mine = {o.order for s, out in state.unannounced if s > floor for o in out if o.order is not None}
+            refused: list[Outcome] = []
+            if told is not None:
+                pending = {id(o) for s, out in state.unannounced if s > floor for o in out}
+                refused = [o for o in state.refused if o.ts > told and id(o) not in pending]
             try:
-                self.on_takeover(told, mine)
+                self.on_takeover(told, mine, refused)
             except Exception:
                 log.exception("takeover listener failed")
         n = 0

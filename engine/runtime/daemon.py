@@ -61,7 +61,7 @@ from livecart.core.catalogue import Catalogue
 from livecart.core.control import Control, ControlAction
 from livecart.core.errors import AdapterError, JournalError, LivecartError, NotDurable
 from livecart.core.events import Event, EventDetector, outcome_key
-from livecart.core.records import Comment, Outcome, Parsed, ParseResult, comment_problem
+from livecart.core.records import Comment, Outcome, Parsed, ParseResult, Status, comment_problem
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
 from livecart.plugin import Adapter, AdapterStats, Batch, CallbackErrors, Resume, settle_all
@@ -212,10 +212,30 @@ def checked(batch: object, stats: AdapterStats) -> Sequence[Comment]:
         return batch
     return good
 
+
 def beside_journal(cfg: Config, suffix: str) -> Path:
     """A file a daemon keeps beside the journal's real file (symlinks resolved, as its lock is): its name +
     ``suffix`` (``.routes.json``, ``.replies.json``)."""
     return Path(str(Path(cfg.storage.path).resolve()) + suffix)
+
+
+def read_progress(path: Path) -> float | None:
+    """The replies' progress a previous run kept in ``path`` (:meth:`Daemon.save_progress`): up to when its
+    buyers were told. None without the file; :class:`OSError` or :class:`ValueError` when it cannot be read."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    told = data.get("told_until") if isinstance(data, dict) else None
+    if isinstance(told, bool) or not isinstance(told, int | float):
+        raise ValueError(f"told_until is {type(told).__name__}, not a time")
+    return float(told)
+
+
+def _ts(o: Outcome) -> float:
+    return o.ts
 
 
 def _replace_json(path: Path, data: Any) -> OSError | None:
@@ -234,19 +254,25 @@ def _replace_json(path: Path, data: Any) -> OSError | None:
 
 class BuyerNames(Mapping[str, str]):
     """user id -> the display name on the comment of their latest order, read from the engine's ledger when
-    asked (nothing copied: the name lives on the order, in the journal and its snapshots)."""
+    asked (nothing copied: the name lives on the order, in the journal and its snapshots); for a buyer with
+    no order, the name in :attr:`others` (the refused buyers a restart tells again)."""
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
+        self.others: Mapping[str, str] = {}
 
     def __getitem__(self, user: str) -> str:
         name: str | None = self._engine.ledger.name_of(user)
         if name is None:
-            raise KeyError(user)
+            name = self.others.get(user)
+            if name is None:
+                raise KeyError(user)
         return name
 
     def get(self, user: str, default: Any = None) -> Any:
         name = self._engine.ledger.name_of(user)
+        if name is None:
+            name = self.others.get(user)
         return default if name is None else name
 
     def __iter__(self) -> Iterator[str]:
@@ -701,13 +727,15 @@ class Daemon:
         return self._durable_ts
 
     def load_progress(self, path: Path) -> None:
-        """Announce, once, the orders a previous run of this journal made but had not told their buyers
+        """Announce, once, the outcomes a previous run of this journal decided but had not told their buyers
         about when it died (their replies were queued: a flash peak, a platform's rate limit, a companion
         away), from the progress it kept in ``path``; then keep this run's progress there
         (:meth:`keep_progress`). Without the file (a first run, a journal from before it was kept) nothing
-        is announced again; a file that cannot be read is logged and ignored. Refusals make no order and
-        are not said again; an order is never decided twice, only told again (a reply sent just before the
-        crash may go out twice)."""
+        is announced again; a file that cannot be read is logged and ignored. Orders are told where they
+        stand now; refusals (sold out, over the limit) as they were, from the engine's
+        :attr:`~livecart.runtime.pipeline.Engine.untold_refusals` (its journal replayed them: opened with
+        :func:`read_progress`'s time). Nothing is decided twice, only told again (a reply sent just before
+        the crash may go out twice)."""
         self.progress_file = path
         engine = self.engine
         if not isinstance(engine, Engine):
@@ -715,37 +743,48 @@ class Daemon:
         # Everything decided before this start is told once what is announced below has gone out.
         self._durable_ts = engine.opened_at
         try:
-            data = orjson.loads(path.read_bytes())
-            told = data["told_until"]
-            if isinstance(told, bool) or not isinstance(told, int | float):
-                raise TypeError(f"told_until is {type(told).__name__}, not a time")
-        except FileNotFoundError:
-            return
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            log.warning("%s cannot be read (%s); orders whose replies were waiting when the last run ended are "
+            told = read_progress(path)
+        except (OSError, ValueError) as exc:
+            log.warning("%s cannot be read (%s); outcomes whose replies were waiting when the last run ended are "
                         "announced only if their comments come back", path, exc)
             return
-        self._progress_kept = float(told)
+        if told is None:
+            return
+        self._progress_kept = told
         if told > engine.opened_at + 60:
             log.warning("%s says buyers were told up to %.0f s from now (a clock set back, or another sale's "
                         "file?); nothing is announced again from it", path, told - engine.opened_at)
-        self._announce_again(engine.ledger.again_since(float(told), engine.opened_at), "the restart")
+        again = engine.ledger.again_since(told, engine.opened_at)
+        refusals = [o for o in engine.untold_refusals if told < o.ts < engine.opened_at]
+        if refusals:
+            if isinstance(self.names, BuyerNames):
+                self.names.others = engine.untold_names
+            again = sorted(again + refusals, key=_ts)  # in the order they were decided (stable: orders first)
+        self._announce_again(again, "the restart")
 
-    def on_takeover(self, told: float | None, mine: set[str]) -> None:
+    def on_takeover(self, told: float | None, mine: set[str], refused: Sequence[Outcome] = ()) -> None:
         """This process became the decider of a JetStream sale: tell the buyers of the orders made after
         ``told`` (the progress the deciders before kept) that are not in ``mine`` (what this process is about
-        to announce itself) where they stand, once: their replies were queued in a decider that died (a
-        platform's rate limit, a companion away) and would otherwise never go out. At least once: a reply
-        sent in the last moments before the crash may go out twice."""
+        to announce itself) where they stand, and the buyers ``refused`` (refusals after ``told`` it does not
+        announce itself) again, once: their replies were queued in a decider that died (a platform's rate
+        limit, a companion away) and would otherwise never go out. At least once: a reply sent in the last
+        moments before the crash may go out twice."""
         if told is not None:
-            self._announce_again(self.engine.ledger.again_since(told, math.inf, exclude=mine), "this takeover")
+            again = self.engine.ledger.again_since(told, math.inf, exclude=mine)
+            if refused:
+                state = getattr(self.engine, "state", None)
+                if isinstance(self.names, BuyerNames) and state is not None:
+                    self.names.others = state.names
+                again = sorted(again + list(refused), key=_ts)
+            self._announce_again(again, "this takeover")
 
     def _announce_again(self, again: list[Outcome], before: str) -> None:
-        """Announce ``again`` (orders decided before ``before`` whose buyers were not told) through the reply
+        """Announce ``again`` (outcomes decided before ``before`` whose buyers were not told) through the reply
         queues, a part at a time (:meth:`announce_some`)."""
         if again:
-            log.warning("%d order(s) decided before %s had not been announced to their buyers; announcing them "
-                        "now", len(again), before)
+            refused = sum(o.status is Status.REJECTED for o in again)
+            log.warning("%d order(s)%s decided before %s had not been announced to their buyers; announcing "
+                        "them now", len(again) - refused, f" and {refused} refusal(s)" if refused else "", before)
             self._to_announce.extend(again)
             self.announce_some()
 
@@ -1332,7 +1371,11 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
             cluster = importlib.import_module("livecart.runtime.cluster")
             engine = await cluster.ClusterEngine.open(cfg, clock=clock, parse=parse)
         else:
-            engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock)
+            told = None
+            if parts.queues:  # the refusals the last run had not told are replayed for load_progress
+                with contextlib.suppress(OSError, ValueError):  # said by load_progress
+                    told = read_progress(beside_journal(cfg, ".replies.json"))
+            engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock, told=told)
         try:
             for a in parts.adapters:  # entered before the engine's close, so closed after it (step 7)
                 await _open_adapter(a)

@@ -39,7 +39,7 @@ from livecart.runtime.metrics import Registry
 from livecart.runtime.trace import Trace
 from livecart.store import codec as jr
 from livecart.store.base import Store
-from livecart.store.codec import Entry
+from livecart.store.codec import Entry, Refusals
 from livecart.store.lock import JournalLock
 from livecart.store.sqlite import SqliteStore
 
@@ -186,13 +186,15 @@ class Engine:
     @classmethod
     async def open(cls, cfg: Config, *, clock: Callable[[], float] = time.time, parse: ParseFn | None = None,
                    metrics: Registry | None = None, store: Store | None = None, lock: JournalLock | None = None,
-                   ) -> Engine:
+                   told: float | None = None) -> Engine:
         """Open (or create) the stream's journal, rebuild the ledger from it, and return a ready engine.
 
         ``parse(text, featured)`` defaults to ``livecart.core.parser.Parser.from_config(cfg).parse``.
         ``store`` is an open store to use instead of the SQLite file of ``[storage] path`` (the engine owns it
         from here on and closes it). ``lock`` is the journal's writer lock when the caller took it already
-        (see :meth:`livecart.store.sqlite.SqliteStore.open`).
+        (see :meth:`livecart.store.sqlite.SqliteStore.open`). ``told`` is the replies' progress a previous
+        run kept (:meth:`livecart.runtime.daemon.Daemon.told_until`): the refusals decided after it are kept in
+        :attr:`untold_refusals`, for the daemon to tell again.
         Raises :class:`~livecart.core.errors.JournalError` / :class:`~livecart.core.errors.ForeignDatabase`.
         """
         if parse is None:
@@ -209,13 +211,17 @@ class Engine:
                                        batch_max=cfg.storage.batch_max,
                                        batch_delay=cfg.storage.batch_delay_ms / 1000.0, clock=clock,
                                        lock=lock, recent=cfg.storage.dedupe_window)
+        refusals = Refusals(told) if told is not None else None
         try:
-            replayed = await j.rebuild()
+            replayed = await j.rebuild(refusals=refusals)
             await j.attach(replayed)
         except BaseException:
             await j.close()
             raise
         engine = cls(cfg, replayed, j, parse, clock, metrics or Registry())
+        if refusals is not None:
+            engine.untold_refusals = list(refusals.kept)
+            engine.untold_names = refusals.names
         engine._snap_seq = j.rebuilt_from[0]
         engine._snap_at = clock()
         # From here on the ledger reads the engine's clock, sampled once per call.
@@ -228,6 +234,10 @@ class Engine:
         return engine
 
     _now: float = 0.0
+    #: The refusals decided after the replies' progress ``told`` given to :meth:`open`, oldest first.
+    untold_refusals: list[Outcome] = []  # noqa: RUF012 (replaced, never changed in place)
+    #: Their buyers' display names (user id -> name), from the journal's comments.
+    untold_names: dict[str, str] = {}  # noqa: RUF012 (replaced, never changed in place)
     _snap_seq = 0  # seq of the last snapshot asked for
     _snap_at = 0.0  # when (engine clock)
     _snap_busy: asyncio.Future[None] | None = None  # the store is still writing the last snapshot asked for

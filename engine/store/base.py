@@ -51,7 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 from livecart.core.errors import JournalError
 from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome
-from livecart.store.codec import Entry, Header
+from livecart.store.codec import Entry, Header, Refusals
 
 OnOutcomes = Callable[[list[Outcome]], None]
 
@@ -92,9 +92,10 @@ class Store(Protocol):
         """Every durable entry with ``seq > after``, decoded, in ``seq`` order."""
         ...
 
-    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None) -> Ledger:
+    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None, refusals: Refusals | None = None) -> Ledger:
         """The ledger the store's entries give: the latest snapshot plus the entries after it.
-        ``on_outcomes`` sees the outcomes of the entries replayed (those after the snapshot)."""
+        ``on_outcomes`` sees the outcomes of the entries replayed (those after the snapshot); ``refusals``
+        keeps the refusals of those after its time (a store may start from an older snapshot for them)."""
         ...
 
     def checkpoint(self, seq: int, state: dict[str, Any]) -> bool:

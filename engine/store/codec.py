@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
+import math
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +30,7 @@ from livecart.core.catalogue import Catalogue, Product, Variant
 from livecart.core.control import Kind
 from livecart.core.errors import JournalError, LivecartError
 from livecart.core.ledger import Ledger
-from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Reason
+from livecart.core.records import Comment, Intent, Item, Outcome, ParseResult, Reason, Status
 from livecart.store.pace import unpaced
 
 #: One journal row as read back: (seq, ts, kind, body) with body the JSON bytes.
@@ -167,23 +169,60 @@ def rebuild(header: Header, rows: Iterable[Row], *,
 
 
 def rebuild_entries(header: Header, entries: Iterable[Entry], *,
-                    on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
-    """:func:`rebuild` for decoded entries."""
-    return _rebuild(header, entries, apply_data, on_outcomes)
+                    on_outcomes: Callable[[list[Outcome]], None] | None = None,
+                    refusals: Refusals | None = None) -> Ledger:
+    """:func:`rebuild` for decoded entries; ``refusals`` keeps the refusals of those after its time."""
+    return _rebuild(header, entries, apply_data, on_outcomes, refusals)
+
+
+#: The most refusals a restart keeps to tell again (:class:`Refusals`): more than any reply queue holds.
+REFUSALS_KEPT = 100_000
+_REJECTED = Status.REJECTED
+
+
+class Refusals:
+    """The refusals (sold out, over the limit, nothing to cancel ...) a replay decides for entries after
+    ``after`` (a time on the ledger's clock): what a restart tells the buyers again when the process before
+    had not told them when it died (their replies were queued; the replies' progress says up to when every
+    buyer was told). A refusal makes no order, so the ledger keeps none: only a replay can give them back.
+    The newest :data:`REFUSALS_KEPT` are kept, and their buyers' display names (``names``: user id -> the
+    name on the comment; an order's buyer is named by the order, a refused one by nothing else)."""
+
+    __slots__ = ("after", "kept", "names")
+
+    def __init__(self, after: float, most: int = REFUSALS_KEPT) -> None:
+        self.after = after
+        self.kept: deque[Outcome] = deque(maxlen=most)
+        self.names: dict[str, str] = {}
+
+    def take(self, out: list[Outcome], data: Any) -> None:
+        """Keep the refusals among ``out``, the outcomes of the entry whose data is ``data``."""
+        refused = [o for o in out if o.status is _REJECTED]
+        if refused:
+            self.kept.extend(refused)
+            if type(data) is list and len(data) == 7 and type(data[6]) is str and data[6]:  # a comment row
+                self.names[refused[0].user] = data[6]
+
+    def clear(self) -> None:
+        self.kept.clear()
+        self.names.clear()
 
 
 def _rebuild(header: Header, rows: Iterable[tuple[int, float, str, Any]],
              step: Callable[[Ledger, str, Any], list[Outcome]],
-             on_outcomes: Callable[[list[Outcome]], None] | None) -> Ledger:
+             on_outcomes: Callable[[list[Outcome]], None] | None, refusals: Refusals | None = None) -> Ledger:
     now = [header.created]
     ledger = Ledger(header.catalogue, hold_seconds=header.hold_seconds, featured=header.featured,
                     clock=lambda: now[0], recent=header.recent)
-    return _replay(ledger, now, rows, step, on_outcomes)
+    return _replay(ledger, now, rows, step, on_outcomes, refusals)
 
 
 def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, str, Any]],
             step: Callable[[Ledger, str, Any], list[Outcome]],
-            on_outcomes: Callable[[list[Outcome]], None] | None) -> Ledger:
+            on_outcomes: Callable[[list[Outcome]], None] | None, refusals: Refusals | None = None) -> Ledger:
+    if refusals is not None:
+        refusals.clear()  # a replay tried again from an older snapshot keeps each refusal once
+    after = refusals.after if refusals is not None else math.inf  # one comparison an entry, no call
     for seq, ts, kind, body in rows:
         now[0] = ts
         try:
@@ -198,6 +237,8 @@ def _replay(ledger: Ledger, now: list[float], rows: Iterable[tuple[int, float, s
                                "it was written by another catalogue or another version")
         if on_outcomes is not None and out:
             on_outcomes(out)
+        if ts > after and out:
+            refusals.take(out, body)  # type: ignore[union-attr]  # after is finite only with refusals
     return ledger
 
 
@@ -436,7 +477,8 @@ def snapshot_report(body: bytes | bytearray) -> dict[str, Any] | None:
 
 
 def resume(header: Header, version: int, body: bytes | bytearray, entries: Iterable[Entry], *,
-           on_outcomes: Callable[[list[Outcome]], None] | None = None, dedupe: bool = True) -> Ledger:
+           on_outcomes: Callable[[list[Outcome]], None] | None = None, dedupe: bool = True,
+           refusals: Refusals | None = None) -> Ledger:
     """The ledger a snapshot (``version``, ``body``) and the entries after it give: what :func:`rebuild_entries`
     gives for all of them. Raises :class:`JournalError` for a snapshot of a newer format or one that does not
     fit the journal's catalogue. Without ``dedupe`` the ledger keeps the ids of the entries replayed only
@@ -458,4 +500,4 @@ def resume(header: Header, version: int, body: bytes | bytearray, entries: Itera
     if dedupe and window != header.recent:
         raise JournalError(f"the journal's snapshot has a duplicate-id window of {window}, the journal "
                            f"{header.recent}: it belongs to another journal")
-    return _replay(ledger, now, entries, apply_data, on_outcomes)
+    return _replay(ledger, now, entries, apply_data, on_outcomes, refusals)

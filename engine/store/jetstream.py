@@ -42,6 +42,7 @@ import time
 import unicodedata
 import uuid
 import zlib
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +61,10 @@ from livecart.core.catalogue import Catalogue
 from livecart.core.control import Kind
 from livecart.core.errors import ControlError, JournalError, LivecartError
 from livecart.core.ledger import Ledger
-from livecart.core.records import NOTHING, Comment, Outcome, ParseResult
+from livecart.core.records import NOTHING, Comment, Outcome, ParseResult, Status
 from livecart.core.settings import Config
 from livecart.store.codec import (
+    REFUSALS_KEPT,
     SNAPSHOT_VERSION,
     Entry,
     Header,
@@ -73,6 +75,8 @@ from livecart.store.codec import (
     dumps_state,
     paused_gc,
 )
+
+_REJECTED = Status.REJECTED
 
 log = logging.getLogger("livecart.jetstream")
 
@@ -162,6 +166,10 @@ class SaleState:
         self.decider: str | None = None  # member id of the last takeover
         self.last_ts = header.created
         self.unannounced: list[tuple[int, list[Outcome]]] = []
+        #: The newest refusals of comments (a refusal makes no order): a new decider tells their buyers again
+        #: when the replies' progress the deciders before kept is older than them (see ClusterEngine's
+        #: on_takeover). A restart from a snapshot starts with none.
+        self.refused: deque[Outcome] = deque(maxlen=REFUSALS_KEPT)
         #: What the last take_unannounced took, until its mark is in the log (see put_back).
         self.taken: list[tuple[int, list[Outcome]]] = []
         self.names: dict[str, str] = {}  # user -> display name (export)
@@ -220,6 +228,7 @@ class SaleState:
                 return []
         elif kind == COMMENTS:
             out = self._comments(data[1])
+            self.refused.extend(o for o in out if o.status is _REJECTED)
         elif kind == CONTROL:
             out = self._control(seq, data)
         else:

@@ -47,6 +47,7 @@ from livecart.store.codec import (
     SNAPSHOT_VERSION,
     Entry,
     Header,
+    Refusals,
     catalogue_json,
     encode_snapshot,
     rebuild_entries,
@@ -335,16 +336,16 @@ class JetStreamStore:
             with contextlib.suppress(TimeoutError, nats.errors.Error):
                 await sub.unsubscribe()
 
-    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None) -> Ledger:
+    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None, refusals: Refusals | None = None) -> Ledger:
         snap = await self.snapshots.latest(at_most=self.last_seq)
         if snap is None:
             tail = await self.entries()
             self.rebuilt_from = (0, len(tail))
-            return rebuild_entries(self.header, tail, on_outcomes=on_outcomes)
+            return rebuild_entries(self.header, tail, on_outcomes=on_outcomes, refusals=refusals)
         seq, version, body = snap
         tail = await self.entries(after=seq)
         self.rebuilt_from = (seq, len(tail))
-        return resume(self.header, version, body, tail, on_outcomes=on_outcomes)
+        return resume(self.header, version, body, tail, on_outcomes=on_outcomes, refusals=refusals)
 
     # ------------------------------------------------------------------ snapshots
 

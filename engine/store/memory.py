@@ -27,6 +27,7 @@ from livecart.store.codec import (
     SNAPSHOT_VERSION,
     Entry,
     Header,
+    Refusals,
     catalogue_from_json,
     catalogue_json,
     encode_snapshot,
@@ -155,16 +156,16 @@ class MemoryStore:
                 out.extend((int(s), float(t), str(k), d) for s, t, k, d in orjson.loads(blob) if s > after)
         return out
 
-    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None) -> Ledger:
+    async def rebuild(self, *, on_outcomes: OnOutcomes | None = None, refusals: Refusals | None = None) -> Ledger:
         snaps = [sn for sn in self.space.snapshots if sn[0] <= self.last_seq]
         if not snaps:
             tail = await self.entries()
             self.rebuilt_from = (0, len(tail))
-            return rebuild_entries(self.header, tail, on_outcomes=on_outcomes)
+            return rebuild_entries(self.header, tail, on_outcomes=on_outcomes, refusals=refusals)
         seq, version, body = snaps[-1]
         tail = await self.entries(after=seq)
         self.rebuilt_from = (seq, len(tail))
-        return resume(self.header, version, body, tail, on_outcomes=on_outcomes)
+        return resume(self.header, version, body, tail, on_outcomes=on_outcomes, refusals=refusals)
 
     async def attach(self, ledger: Ledger) -> None:
         dd = ledger.dedupe

@@ -80,6 +80,7 @@ from livecart.store.codec import (
     SNAPSHOT_VERSION,
     Entry,
     Header,
+    Refusals,
     Row,
     catalogue_from_json,
     catalogue_json,
@@ -750,13 +751,18 @@ class SqliteStore:
         """Every committed entry as a row with JSON bytes, in ``seq`` order (as the ``events`` view)."""
         return [(s, t, k, orjson.dumps(d)) for s, t, k, d in await self.entries()]
 
-    async def rebuild(self, *, on_outcomes: Callable[[list[Outcome]], None] | None = None) -> Ledger:
+    async def rebuild(self, *, on_outcomes: Callable[[list[Outcome]], None] | None = None,
+                      refusals: Refusals | None = None) -> Ledger:
         """The ledger the journal gives: its latest snapshot (checked) plus the entries after it (checked).
 
         A snapshot that fails its checksum or cannot be restored is passed over with a logged warning (counted
         in :attr:`snapshot_fallbacks`): the one before it is tried, then a full replay. Snapshots only save
-        time; the entries are what holds the sale."""
-        ledger = await self._restore(on_outcomes, report=False)
+        time; the entries are what holds the sale.
+
+        With ``refusals``, the refusals of the entries after ``refusals.after`` are kept in it: when the
+        latest snapshot holds entries after that time, the one before it is started from instead (the journal
+        keeps two), replaying more; a refusal older than both snapshots is not kept (said in the log)."""
+        ledger = await self._restore(on_outcomes, report=False, refusals=refusals)
         assert isinstance(ledger, Ledger)
         return ledger
 
@@ -768,12 +774,14 @@ class SqliteStore:
         return got if isinstance(got, dict) else got.snapshot()
 
     async def _restore(self, on_outcomes: Callable[[list[Outcome]], None] | None, *,
-                       report: bool) -> Ledger | dict[str, Any]:
+                       report: bool, refusals: Refusals | None = None) -> Ledger | dict[str, Any]:
         """:meth:`rebuild`; with ``report``, the report the latest snapshot carries instead when it is at the
         last event (each snapshot's body is read once either way)."""
         try:
             async with contextlib.aclosing(self._snapshots()) as snapshots:
-                async for seq, version, body in snapshots:
+                async for seq, version, body, older in snapshots:
+                    if refusals is not None and older and await self._after(seq, refusals.after):
+                        continue  # it holds refusals to tell again: the one before it gives them
                     if version > SNAPSHOT_VERSION:
                         raise JournalError(f"{self.path}: the snapshot at event {seq} has format {version}; "
                                            f"this livecart reads up to {SNAPSHOT_VERSION}: upgrade livecart")
@@ -785,11 +793,15 @@ class SqliteStore:
                         if carried is not None:
                             self.rebuilt_from = (seq, 0)
                             return carried
+                    if refusals is not None and await self._after(seq, refusals.after):
+                        log.warning("journal %s: refusals decided up to event %d and after the replies' "
+                                    "progress (%.3f) are not told again (the journal's snapshots are both "
+                                    "later)", self.path, seq, refusals.after)
                     replayed = [0]
                     tail = self._decoded(await self._batches(after=seq), seq, replayed)
                     try:
                         ledger = resume(self.header, version, body, tail, on_outcomes=on_outcomes,
-                                        dedupe=not self.readonly)
+                                        dedupe=not self.readonly, refusals=refusals)
                     except JournalDamaged:
                         raise  # a batch of the tail, not the snapshot: no older snapshot has a better one
                     except JournalError as exc:
@@ -801,7 +813,7 @@ class SqliteStore:
                     return ledger
             replayed = [0]
             ledger = rebuild_entries(self.header, self._decoded(await self._batches(), 0, replayed),
-                                     on_outcomes=on_outcomes)
+                                     on_outcomes=on_outcomes, refusals=refusals)
             self.rebuilt_from = (0, replayed[0])
             return ledger
         except sqlite3.DatabaseError as exc:
@@ -812,20 +824,31 @@ class SqliteStore:
         log.warning("journal %s: the snapshot at event %d is not used (%s); starting from the one before it, or "
                     "from the first event. `livecart journal repair %s` drops it", self.path, seq, why, self.path)
 
-    async def _snapshots(self) -> AsyncGenerator[tuple[int, int, bytes | bytearray | None], None]:
+    async def _snapshots(self) -> AsyncGenerator[tuple[int, int, bytes | bytearray | None, bool], None]:
         """The snapshots within the durable events, newest first: (seq, version, body; None when it fails its
-        checksum). Each body is read when the one before it was not good enough."""
+        checksum, whether an older one follows). Each body is read when the one before it was not good
+        enough."""
         if self.schema < 2:
             return
         async with self._db.execute("SELECT seq FROM snapshots WHERE seq <= ? ORDER BY seq DESC",
                                     (self.last_seq,)) as cur:
             seqs = [int(r[0]) for r in await cur.fetchall()]
-        for seq in seqs:
+        for i, seq in enumerate(seqs):
             got = await self._on_db_thread(self._read_snapshot, seq, self.readonly)
             if got is None:
                 continue  # a writer beside this reader dropped it meanwhile
             version, good, body = got
-            yield seq, version, body if good else None
+            yield seq, version, body if good else None, i + 1 < len(seqs)
+
+    async def _after(self, seq: int, t: float) -> bool:
+        """Whether entry ``seq`` (so perhaps one before it) was made after ``t`` (the ledger's clock); True too
+        when its batch cannot be read (the replay that follows says why)."""
+        async with self._db.execute("SELECT body FROM batches WHERE first <= ?1 AND last >= ?1", (seq,)) as cur:
+            row = await cur.fetchone()
+        try:
+            return bool(row is None or next(float(e[1]) for e in orjson.loads(row[0]) if e[0] == seq) > t)
+        except (orjson.JSONDecodeError, StopIteration, TypeError, ValueError, IndexError):
+            return True
 
     async def _on_db_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` on the connection's thread, queued behind what was asked of it before (aiosqlite runs

@@ -75,6 +75,22 @@ def _told(ws: object, until: float, told: set[str]) -> None:
 def test_replies_a_killed_decider_had_queued_are_told_by_the_next_one(nats_server: str, tmp_path: Path) -> None:
     # A plugin author's check: three kill -9 of the decider with a rate-limited reply queue left 631 of 1,683
     # buyers of orders untold (the SQLite mode's next start tells them; a takeover did not).
+    second = _takeover(nats_server, tmp_path)
+    assert "order(s) decided before this takeover had not been announced" in second
+
+
+def test_refusals_a_killed_decider_had_queued_are_told_by_the_next_one(nats_server: str, tmp_path: Path) -> None:
+    # Twelve boxes for eighteen buyers: the last six are refused (sold out), and their replies wait at the end
+    # of the queue. A refusal makes no order, and the next decider told the buyers of orders only.
+    second = _takeover(nats_server, tmp_path, stock=12)
+    said = re.search(r"(\d+) order\(s\) and (\d+) refusal\(s\) decided before this takeover", second)
+    assert said is not None, second
+    assert int(said.group(2)) >= 1
+
+
+def _takeover(nats_server: str, tmp_path: Path, stock: int = 100) -> str:
+    """Every buyer told across a kill -9 of the decider (``stock`` boxes for :data:`BUYERS` buyers of one);
+    the second process's log."""
     sale = f"rep-{uuid.uuid4().hex[:8]}"
     ports = free_ports(2)
     runs = []
@@ -82,7 +98,9 @@ def test_replies_a_killed_decider_had_queued_are_told_by_the_next_one(nats_serve
         d = tmp_path / f"p{i + 1}"
         d.mkdir()
         cfg = d / "sale.toml"
-        cfg.write_text(CONFIG.format(server=nats_server, sale=sale, port=port), encoding="utf-8")
+        cfg.write_text(CONFIG.format(server=nats_server, sale=sale, port=port).replace("stock = 100",
+                                                                                   f"stock = {stock}"),
+                       encoding="utf-8")
         runs.append(_Run(cfg, "run.log"))
     first, second = runs
     told: set[str] = set()
@@ -96,14 +114,14 @@ def test_replies_a_killed_decider_had_queued_are_told_by_the_next_one(nats_serve
                 ws1.send(_buy(i))
                 ws2.send(_buy(i))
             wait_for(lambda: sum(int(n) for n in re.findall(r"announced (\d+) outcomes", first.text())) >= BUYERS,
-                     "the decider to announce every order", 30)
+                     "the decider to announce every outcome", 30)
             _told(ws1, 1.5, told)  # one message a second, up to three buyers each: most are still queued
             assert len(told) < BUYERS
             first.signal(signal.SIGKILL)
             wait_for(lambda: "deciding sale" in second.text(), "the standby to take over", 60)
             _told(ws2, 12.0, told)
-        assert "order(s) decided before this takeover had not been announced" in second.text()
         assert told == {f"买家{i}" for i in range(BUYERS)}, sorted(told)
+        return second.text()
     finally:
         for r in runs:
             r.stop()

@@ -326,6 +326,40 @@ def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path
         daemon.kill()
 
 
+def test_refusals_still_waiting_at_a_crash_are_told_after_it(tmp_path: Path) -> None:
+    """A sold-out refusal whose reply was still queued when the process died: a refusal makes no order, so
+    the restart told the buyer who got the last box and never the one who was too late."""
+    daemon = two_rooms(tmp_path, lambda text: text.replace("stock = 100", "stock = 2"))
+    progress = tmp_path / "journal.db.replies.json"
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(douyin(0, "dy0", "赵六", "鸡蛋来一盒"))
+            assert replies_of(dy, 1)[0].startswith("@赵六 ")  # told before the crash: not again
+        wait_for(lambda: progress.exists(), "the replies' progress kept")
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(douyin(1, "dy1", "张三", "鸡蛋来一盒"))  # the last box
+            dy.send(douyin(2, "dy2", "李四", "鸡蛋来一盒"))  # sold out
+            dy.send(douyin(3, "dy3", "王五", "取消"))  # nothing to cancel
+        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 4.0'
+                 in daemon.api("/metrics"), "the three committed and their replies queued")
+        time.sleep(0.7)  # the progress, kept every tenth of a second, stays behind them
+        crash(daemon)
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            told = replies_of(dy, 3)
+        assert told[0].startswith("@张三 已为您保留 Free-range eggs ×1"), told
+        assert told[1].startswith("@李四 "), told
+        assert "售罄" in told[1], told
+        assert told[2].startswith("@王五 "), told
+        assert "取消" in told[2], told
+        assert "1 order(s) and 2 refusal(s) decided before the restart had not been announced" in daemon.log()
+        assert "livecart_replies_again_total 3.0" in daemon.api("/metrics")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
 def test_a_promotion_and_a_cancel_still_waiting_at_a_crash_are_told_after_it(tmp_path: Path) -> None:
     """The kept progress counts by when the orders were made: a promotion's order was made (queued for
     presale) long before the restock or cancel that promoted it, so counting by the outcome's time left it
