@@ -78,6 +78,13 @@
   var TIMEOUT = 10000;
   var heard = 0;         // when the event stream last said anything (Date.now())
   var watchdog = null;
+  // A browser opens at most six HTTP/1.1 connections to one host, and the event stream holds one for as long
+  // as the page lives: six console tabs left open would make a seventh, and every control tap, wait forever.
+  // So a tab that stays in the background for HIDDEN ms lets go of its stream (a quick look at another app
+  // keeps it), and connects again, with the sale as it stands, when it is shown.
+  var HIDDEN = 3000;
+  var away = false;      // the stream was let go because the tab is in the background
+  var hiding = null;
   var current = "board";
   var ordersView = {kind: "search"};
 
@@ -202,6 +209,7 @@
   }
 
   function connect() {
+    if (away) { return; }
     if (source) { source.close(); }
     source = new EventSource("/console/api/events");
     heard = Date.now();
@@ -230,8 +238,23 @@
   function scheduleReconnect() {
     setConn(false);
     clearTimeout(retry);
-    retry = setTimeout(boot, 1000);
+    if (!away) { retry = setTimeout(boot, 1000); }
   }
+
+  document.addEventListener("visibilitychange", function () {
+    clearTimeout(hiding);
+    if (document.visibilityState === "hidden") {
+      hiding = setTimeout(function () {
+        away = true;
+        clearTimeout(retry);
+        if (source) { source.close(); source = null; }
+        setConn(false);
+      }, HIDDEN);
+    } else if (away) {
+      away = false;
+      boot();
+    }
+  });
 
   function full(s) {
     state = s;

@@ -459,6 +459,44 @@ def test_the_open_page_reconnects_by_itself_after_a_daemon_restart(sale: Sale, l
     assert all("ERR_CONNECTION_REFUSED" in e or "Failed to load resource" in e for e in laptop.errors)
 
 
+HIDE = ("Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => '%s'});"
+        "document.dispatchEvent(new Event('visibilitychange'))")
+
+
+def test_tabs_in_the_background_let_go_of_their_stream_so_a_new_one_still_opens(sale: Sale, laptop: Page) -> None:
+    # A browser opens at most six HTTP/1.1 connections to one host, and an open page's event stream holds one
+    # for as long as it lives: six console tabs (a host who taps the link again and again) would leave a
+    # seventh, and every tap on a control, waiting forever. A tab in the background lets go of its stream;
+    # brought back, it connects again and shows the sale as it stands.
+    first = laptop.login()
+    pages = [first]
+    for _ in range(5):
+        p = laptop.context.new_page()
+        p.set_default_timeout(10_000)
+        p.goto(sale.url + "/?lang=en")
+        p.locator("#conn.ok").wait_for()
+        pages.append(p)
+    for p in pages:
+        p.evaluate(HIDE % "hidden")
+    time.sleep(4)  # the grace a tab gets before it lets go (a quick look at another app keeps the stream)
+    seventh = laptop.context.new_page()
+    seventh.goto(sale.url + "/?lang=en")
+    seventh.locator("#conn.ok").wait_for()
+    seventh.locator('tr[data-sku="honey-500"]').get_by_role("button", name="Restock").click()
+    seventh.get_by_label("Quantity").fill("2")
+    seventh.get_by_role("button", name="Apply").click()
+    seventh.locator('tr[data-sku="honey-500"] [data-field="stock"]').filter(has_text=re.compile(r"^32$")).wait_for()
+    sale.say("a", "Ann", "鸡蛋来两盒")
+    # The first tab comes back: it connects again and has what happened while it was away, then goes on live.
+    first.evaluate(HIDE % "visible")
+    first.locator("#conn.ok").wait_for()
+    laptop.wait_field("honey-500", "stock", 32)
+    laptop.wait_field("egg-10", "reserved", 2)
+    sale.say("b", "Bo", "鸡蛋来三盒")
+    laptop.wait_field("egg-10", "reserved", 5)
+    laptop.check_clean()
+
+
 @pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
 def test_the_page_fits_phone_and_laptop_screens(sale: Sale, chromium: Any, viewport: dict[str, int],
                                                 tmp_path: Path) -> None:
