@@ -264,6 +264,9 @@
     $("feed-list").textContent = "";
     addFeed(s.feed);
     if (current === "charts") { renderCharts(); }
+    // A new stream (the tab back from the background, the daemon back from a restart): the orders on screen
+    // may have changed meanwhile, with no delta to say so.
+    ordersChanged();
   }
 
   function delta(d) {

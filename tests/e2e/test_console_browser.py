@@ -469,6 +469,8 @@ def test_tabs_in_the_background_let_go_of_their_stream_so_a_new_one_still_opens(
     # seventh, and every tap on a control, waiting forever. A tab in the background lets go of its stream;
     # brought back, it connects again and shows the sale as it stands.
     first = laptop.login()
+    first.get_by_role("button", name="Orders").click()
+    first.locator("#orders-title").filter(has_text="0 found").wait_for()
     pages = [first]
     for _ in range(5):
         p = laptop.context.new_page()
@@ -487,9 +489,14 @@ def test_tabs_in_the_background_let_go_of_their_stream_so_a_new_one_still_opens(
     seventh.get_by_role("button", name="Apply").click()
     seventh.locator('tr[data-sku="honey-500"] [data-field="stock"]').filter(has_text=re.compile(r"^32$")).wait_for()
     sale.say("a", "Ann", "鸡蛋来两盒")
-    # The first tab comes back: it connects again and has what happened while it was away, then goes on live.
+    wait_for(lambda: sale.state()["orders"] == 1, "Ann's order")
+    time.sleep(1)  # and its line in the feed sent to the open tab
+    # The first tab comes back: it connects again and has what happened while it was away (the orders it
+    # shows too), then goes on live.
     first.evaluate(HIDE % "visible")
     first.locator("#conn.ok").wait_for()
+    first.locator('#orders-body tr[data-order="o-000001"]').wait_for(timeout=5_000)
+    first.get_by_role("button", name="Board").click()
     laptop.wait_field("honey-500", "stock", 32)
     laptop.wait_field("egg-10", "reserved", 2)
     sale.say("b", "Bo", "鸡蛋来三盒")
