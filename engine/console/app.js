@@ -241,7 +241,7 @@
     if (!away) { retry = setTimeout(boot, 1000); }
   }
 
-  document.addEventListener("visibilitychange", function () {
+  function visibility() {
     clearTimeout(hiding);
     if (document.visibilityState === "hidden") {
       hiding = setTimeout(function () {
@@ -254,7 +254,9 @@
       away = false;
       boot();
     }
-  });
+  }
+  document.addEventListener("visibilitychange", visibility);
+  visibility();  // a tab opened in the background (middle-click) starts hidden, with no event to say so
 
   function full(s) {
     state = s;
