@@ -726,6 +726,11 @@ class Daemon:
             return oldest - 1e-6
         return self._durable_ts
 
+    def untold_refusals(self) -> int:
+        """How many refusals (sold out, over the limit, nothing to cancel) wait to be told or could not be."""
+        unsent = chain(self._to_announce, *(q.unsent() for q in self.reply_queues.values()))
+        return sum(o.status is Status.REJECTED for o in unsent)
+
     def load_progress(self, path: Path) -> None:
         """Announce, once, the outcomes a previous run of this journal decided but had not told their buyers
         about when it died (their replies were queued: a flash peak, a platform's rate limit, a companion
@@ -747,8 +752,11 @@ class Daemon:
         except (OSError, ValueError) as exc:
             log.warning("%s cannot be read (%s); outcomes whose replies were waiting when the last run ended are "
                         "announced only if their comments come back", path, exc)
-            return
+            told = None
         if told is None:
+            # Kept at once, not at the first tenth of a second: a crash before then (a flash's first burst
+            # keeps the event loop busy for longer) would leave the next start with no progress at all.
+            self._keep_progress_file(engine.opened_at)
             return
         self._progress_kept = told
         if told > engine.opened_at + 60:
@@ -808,17 +816,21 @@ class Daemon:
         told = self.told_until()
         if told is None or told == self._progress_kept:
             return
-        path = self.progress_file
-        if path is not None:
-            exc = _replace_json(path, {"told_until": told})
-            if exc is not None:
-                log.warning("cannot keep the replies' progress in %s (%s); after a crash, replies that were "
-                            "waiting are sent only for comments that come back", path, exc)
-                self.progress_file = None
-                return
+        if self.progress_file is not None:
+            self._keep_progress_file(told)
         elif self.cluster_progress and getattr(self.engine, "leading", False):
             await cast("ClusterEngine", self.engine).keep_told(told)
-        else:
+            self._progress_kept = told
+
+    def _keep_progress_file(self, told: float) -> None:
+        path = self.progress_file
+        if path is None:
+            return
+        exc = _replace_json(path, {"told_until": told})
+        if exc is not None:
+            log.warning("cannot keep the replies' progress in %s (%s); after a crash, replies that were "
+                        "waiting are sent only for comments that come back", path, exc)
+            self.progress_file = None
             return
         self._progress_kept = told
 
@@ -1301,6 +1313,12 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
                 await asyncio.gather(*late, return_exceptions=True)  # each counts what it shed
             if progress is not None:
                 await d.save_progress()  # what the drain sent is not announced again by the next start
+                refused = d.untold_refusals()
+                if refused and isinstance(d.engine, Engine):
+                    # The next start finds them by replaying their comments: no last snapshot after them.
+                    d.engine.snapshot_at_close = False
+                    log.warning("%d refused buyer(s) were not told before this stop; the next start tells them "
+                                "(it replays the journal from the snapshot before them)", refused)
         if d.hooks is not None:
             await d.hooks.close()
         if d.trace is not None:  # every submit is settled by now

@@ -239,6 +239,7 @@ class Engine:
     #: Their buyers' display names (user id -> name), from the journal's comments.
     untold_names: dict[str, str] = {}  # noqa: RUF012 (replaced, never changed in place)
     _snap_seq = 0  # seq of the last snapshot asked for
+    snapshot_at_close = True  # whether close() writes a last snapshot (see close)
     _snap_at = 0.0  # when (engine clock)
     _snap_busy: asyncio.Future[None] | None = None  # the store is still writing the last snapshot asked for
     _snap_retry = 0  # seq before which a refused snapshot is not asked for again
@@ -507,8 +508,10 @@ class Engine:
             return
         self._closed = True
         # A last snapshot, so the next start replays nothing (the store writes it before it closes), after the
-        # one being written, if any: the store refuses a second meanwhile.
-        if self.ledger.seq > self._snap_seq:
+        # one being written, if any: the store refuses a second meanwhile. Not when buyers refused since the
+        # last one were not told (snapshot_at_close, see Daemon): only a replay of their comments gives their
+        # refusals back to the next start (a refusal makes no order, so no snapshot holds it).
+        if self.ledger.seq > self._snap_seq and self.snapshot_at_close:
             await self.journal.snapshot_written()
             with contextlib.suppress(ValueError):  # a ledger ahead of its failed journal: nothing to snapshot
                 self.journal.checkpoint(self.ledger.seq, self.ledger.state())

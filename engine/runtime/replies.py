@@ -325,7 +325,9 @@ class ReplyQueue:
       back at the head of the queue and is tried again, backing off from 0.25 s to 5 s, for up to
       ``retry_for`` seconds of failing in a row: a restarted daemon's first replies (expiries of holds that
       ran out while it was down, the host's first pay) wait for the companion to come back instead of being
-      dropped. Any other failure, or one past ``retry_for``, is counted ``failed`` and logged once.
+      dropped. Any other failure, or one past ``retry_for``, is counted ``failed`` and logged once. During a
+      stop's drain (after :meth:`close`) a retryable failure is not tried again: it is counted ``failed`` and
+      its outcomes stay in :meth:`unsent`, so that the next start tells those buyers.
 
     Counters live in ``metrics`` as ``livecart_replies_total{adapter=..., result=queued|sent|merged|shed|
     failed|taken|retried}``: ``queued`` counts replies put, ``merged`` replies folded into another message;
@@ -361,7 +363,8 @@ class ReplyQueue:
         self._since_merge = maxsize  # puts since the queue was last merged for room (see put)
         #: The outcome of the first reply shed for a full queue (None: none was): its buyer was not told.
         self.oldest_shed: Outcome | None = None
-        #: The outcomes of the replies shed when a stop's drain ended (see :meth:`unsent`).
+        #: The outcomes of the replies shed when a stop's drain ended, or that could not be sent during it for
+        #: want of a connection (see :meth:`unsent`).
         self._shed_at_stop: list[Outcome] = []
 
     @classmethod
@@ -506,7 +509,7 @@ class ReplyQueue:
             log.warning("reply queue %s: the stop's drain ended with %d messages still rate-limited; counted as "
                         "shed", self.name, left)
             # Still unsent for the progress kept after the drain: the next start tells their buyers.
-            self._shed_at_stop = [p.reply.outcome for p in self._pending if p.reply.outcome is not None]
+            self._shed_at_stop.extend(p.reply.outcome for p in self._pending if p.reply.outcome is not None)
             self._pending.clear()
 
     async def _send(self, send: Send, batch: list[Reply]) -> bool:
@@ -534,6 +537,8 @@ class ReplyQueue:
                 self._count("retried", carried)
                 return False
             self._failed(carried, exc)
+            if self._closed:  # a stop: "later" is the next start, which tells these buyers (see unsent)
+                self._shed_at_stop.extend(r.outcome for r in batch if r.outcome is not None)
             # Given up on these; the next ones get their own wait (a companion that came back meanwhile and
             # dropped again must not make them fail at once).
             self._failing_since = None

@@ -86,6 +86,24 @@ def two_rooms(tmp_path: Path, edit: Callable[[str], str] = str) -> Daemon:
     return Daemon(cfg, db)
 
 
+def told_until(tmp_path: Path) -> float:
+    return float(orjson.loads((tmp_path / "journal.db.replies.json").read_bytes())["told_until"])
+
+
+def progress_settled(tmp_path: Path, after: float) -> None:
+    """Wait until the replies' progress (kept every tenth of a second) is past ``after`` and stays put: what
+    was sent by now is not told again after a crash (what went out in the last tenth of a second may be)."""
+    last = [after]
+
+    def still() -> bool:
+        now = told_until(tmp_path)
+        same, last[0] = now == last[0], now
+        time.sleep(0.25)
+        return same and now > after
+
+    wait_for(still, "the replies' progress kept")
+
+
 def crash(daemon: Daemon) -> None:
     assert daemon.proc is not None
     daemon.proc.kill()
@@ -162,6 +180,7 @@ def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_
     daemon = two_rooms(tmp_path)
     try:
         state = daemon.start()
+        at_start = told_until(tmp_path)
         with connect(state["adapters"]["douyin-room"]) as dy, connect(state["adapters"]["youtube-room"]) as yt:
             dy.send(orjson.dumps({"platform": "douyin", "room": "7312", "id": "d-1", "user": "10086", "name": "张三",
                                   "text": "鸡蛋来两盒", "ts": 1_700_000_000}).decode())
@@ -169,6 +188,7 @@ def test_after_kill_9_host_actions_still_reach_each_room_and_name_the_buyer(tmp_
                                   "name": "Tina", "text": "eggs x2", "ts": 1_700_000_001}).decode())
             replies_of(dy, 1)
             replies_of(yt, 1)
+        progress_settled(tmp_path, at_start)  # else the restart tells them again, as it should
         crash(daemon)
         assert (tmp_path / "journal.db.routes.json").exists()
         state = daemon.start()
@@ -330,13 +350,15 @@ def test_refusals_still_waiting_at_a_crash_are_told_after_it(tmp_path: Path) -> 
     """A sold-out refusal whose reply was still queued when the process died: a refusal makes no order, so
     the restart told the buyer who got the last box and never the one who was too late."""
     daemon = two_rooms(tmp_path, lambda text: text.replace("stock = 100", "stock = 2"))
-    progress = tmp_path / "journal.db.replies.json"
     try:
         state = daemon.start()
+        # Kept from the start (an outside check: a first run killed within its first tenth of a second told
+        # no one after the restart, for want of the file).
+        at_start = told_until(tmp_path)
         with connect(state["adapters"]["douyin-room"]) as dy:
             dy.send(douyin(0, "dy0", "赵六", "鸡蛋来一盒"))
             assert replies_of(dy, 1)[0].startswith("@赵六 ")  # told before the crash: not again
-        wait_for(lambda: progress.exists(), "the replies' progress kept")
+        progress_settled(tmp_path, at_start)
         with connect(state["adapters"]["douyin-room"]) as dy:
             dy.send(douyin(1, "dy1", "张三", "鸡蛋来一盒"))  # the last box
             dy.send(douyin(2, "dy2", "李四", "鸡蛋来一盒"))  # sold out
@@ -355,6 +377,39 @@ def test_refusals_still_waiting_at_a_crash_are_told_after_it(tmp_path: Path) -> 
         assert "取消" in told[2], told
         assert "1 order(s) and 2 refusal(s) decided before the restart had not been announced" in daemon.log()
         assert "livecart_replies_again_total 3.0" in daemon.api("/metrics")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def test_replies_waiting_for_an_absent_companion_at_a_stop_are_told_by_the_next_start(tmp_path: Path) -> None:
+    """An outside check: SIGTERM while replies waited for a companion that had gone. The stop's drain counted
+    them failed at once and kept the progress past them, and its last snapshot came after the refusals, so
+    the next start told nobody: neither the buyer of the last box nor the two refused."""
+    daemon = two_rooms(tmp_path, lambda text: text.replace("stock = 100", "stock = 2"))
+    try:
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(douyin(0, "dy0", "赵六", "鸡蛋来一盒"))
+            assert replies_of(dy, 1)[0].startswith("@赵六 ")  # told before the stop: not again
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            dy.send(douyin(1, "dy1", "张三", "鸡蛋来一盒"))  # the last box
+            dy.send(douyin(2, "dy2", "李四", "鸡蛋来一盒"))  # sold out
+            dy.send(douyin(3, "dy3", "王五", "取消"))  # nothing to cancel
+        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 4.0'
+                 in daemon.api("/metrics"), "the three committed and their replies queued")
+        assert daemon.stop() == 0
+        assert "2 refused buyer(s) were not told before this stop" in daemon.log()
+        state = daemon.start()
+        with connect(state["adapters"]["douyin-room"]) as dy:
+            told = replies_of(dy, 3)
+            with pytest.raises(TimeoutError):
+                dy.recv(timeout=1.5)  # and nothing more
+        assert told[0].startswith("@张三 已为您保留 Free-range eggs ×1"), told
+        assert told[1].startswith("@李四 "), told
+        assert "售罄" in told[1], told
+        assert told[2].startswith("@王五 "), told
+        assert "取消" in told[2], told
         assert daemon.stop() == 0
     finally:
         daemon.kill()

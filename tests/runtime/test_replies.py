@@ -333,6 +333,25 @@ async def test_replies_that_cannot_go_out_for_retry_for_seconds_are_counted_fail
     check_books(q)
 
 
+async def test_replies_that_cannot_go_out_during_a_stops_drain_stay_unsent_for_the_next_start() -> None:
+    """No companion during the drain: not tried again (the drain would spin), counted failed, and still
+    unsent for the progress kept after it, so that the next start tells their buyers (they were lost)."""
+    q = ReplyQueue("ws", clock=Clock(), retry_for=120.0)
+    tries: list[int] = []
+
+    async def send(batch: Sequence[Reply]) -> None:
+        tries.append(len(batch))
+        raise RetryableError("no companion")
+
+    q.put_many(reply(i) for i in range(3))
+    q.close()
+    await asyncio.wait_for(q.run(send), 5.0)
+    assert sum(tries) == 3
+    assert q.count("failed") == 3
+    assert [o.comment for o in q.unsent()] == ["m-0", "m-1", "m-2"]
+    check_books(q)
+
+
 def test_queue_refuses_a_reply_to_a_non_durable_outcome() -> None:
     q = ReplyQueue("a")
     with pytest.raises(NotDurable):
