@@ -285,6 +285,11 @@ class RateLimiter:
             self._sent.extend([now] * k)
         return k
 
+    def give_back(self, n: int) -> None:
+        """Forget the newest ``n`` sends taken: they did not happen (no connection to send them on)."""
+        for _ in range(min(n, len(self._sent))):
+            self._sent.pop()
+
     def next_free(self, now: float) -> float:
         """The earliest time at or after ``now`` when one more message may be sent."""
         if self.available(now) > 0:
@@ -533,6 +538,9 @@ class ReplyQueue:
                 log.warning("reply queue %s: cannot send now (%s); %d message(s) wait and are tried again for "
                             "up to %.0f s", self.name, exc, carried, self.retry_for)
             if now - self._failing_since < self.retry_for and not self._closed:
+                # Nothing went out: the platform's rate limit is not used up by tries without a connection
+                # (a restart's first replies, tried before the companion is back, waited out a whole window).
+                self.limiter.give_back(carried)
                 self._pending.extendleft(_Pending(room_of(r), r) for r in reversed(batch))
                 self._count("retried", carried)
                 return False

@@ -352,6 +352,37 @@ async def test_replies_that_cannot_go_out_during_a_stops_drain_stay_unsent_for_t
     check_books(q)
 
 
+async def test_tries_without_a_connection_do_not_use_up_the_rate_limit() -> None:
+    """An outside check: a restart's first replies were tried before the companion was back, each try took
+    one of the platform's 5 sends per 10 s, and the companion that connected 0.4 s later waited 10 s."""
+    clock = Clock()
+    q = ReplyQueue("ws", limit=1, window=60.0, clock=clock)
+    sent: list[str] = []
+    tries = [0]
+
+    async def send(batch: Sequence[Reply]) -> None:
+        tries[0] += 1
+        if tries[0] <= 3:
+            raise RetryableError("no companion")
+        sent.extend(r.text for r in batch)
+
+    async def fake_sleep(d: float) -> None:
+        clock.t += d
+        await asyncio.sleep(0)
+
+    q.put(reply(0))
+    task = asyncio.create_task(q.run(send, sleep=fake_sleep))
+    for _ in range(200):
+        if sent:
+            break
+        await asyncio.sleep(0)
+    q.close()
+    await asyncio.wait_for(task, 5.0)
+    assert sent == ["r0"]
+    assert clock.t < 2.0  # three backoffs (0.25 + 0.5 + 1 s), not a 60 s window
+    check_books(q)
+
+
 def test_queue_refuses_a_reply_to_a_non_durable_outcome() -> None:
     q = ReplyQueue("a")
     with pytest.raises(NotDurable):
