@@ -296,6 +296,18 @@ class Ledger:
             self._tell(o, now, out)
         return out
 
+    def again_of(self, orders: Iterable[str]) -> list[Outcome]:
+        """:meth:`again` for the orders of these ids (those the replay after the replies' progress made or
+        changed: a cancel, a payment, a promotion of an order made before it), as they stand now; an order
+        told already by :meth:`again_since` or :meth:`again` is not told twice."""
+        out: list[Outcome] = []
+        now = self.clock()
+        for oid in orders:
+            o = self._orders.get(oid)
+            if o is not None:
+                self._tell(o, now, out)
+        return out
+
     def latest(self, n: int) -> list[Outcome]:
         """The ``n`` newest orders, oldest first, as outcomes that say where each stands now (held, queued with
         its place, paid, cancelled, expired) at the time it was made: what the host's console lists when a

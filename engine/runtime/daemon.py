@@ -219,19 +219,25 @@ def beside_journal(cfg: Config, suffix: str) -> Path:
     return Path(str(Path(cfg.storage.path).resolve()) + suffix)
 
 
-def read_progress(path: Path) -> float | None:
+def read_progress(path: Path) -> tuple[float, float] | None:
     """The replies' progress a previous run kept in ``path`` (:meth:`Daemon.save_progress`): up to when its
-    buyers were told. None without the file; :class:`OSError` or :class:`ValueError` when it cannot be read."""
+    buyers were told, by when the orders were made (``told_until``) and by when the outcomes were decided
+    (``decided_until``; a file from before it was kept: the first). None without the file; :class:`OSError`
+    or :class:`ValueError` when it cannot be read."""
     try:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
         return None
     except orjson.JSONDecodeError as exc:
         raise ValueError(str(exc)) from None
-    told = data.get("told_until") if isinstance(data, dict) else None
-    if isinstance(told, bool) or not isinstance(told, int | float):
-        raise ValueError(f"told_until is {type(told).__name__}, not a time")
-    return float(told)
+    if not isinstance(data, dict):
+        raise ValueError(f"the file holds a {type(data).__name__}, not an object")
+    told = data.get("told_until")
+    decided = data.get("decided_until", told)
+    for name, t in (("told_until", told), ("decided_until", decided)):
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise ValueError(f"{name} is {type(t).__name__}, not a time")
+    return float(told), float(decided)  # type: ignore[arg-type]  # checked just above
 
 
 def _ts(o: Outcome) -> float:
@@ -362,6 +368,7 @@ class Daemon:
         #: A JetStream sale's process with reply queues: the decider keeps that progress in the sale's bucket.
         self.cluster_progress = False
         self._progress_kept: float | None = None
+        self._decided_kept: float | None = None
         #: Orders a start announces that are not in the reply queues yet (see :meth:`announce_some`).
         self._to_announce: deque[Outcome] = deque()
         #: The decision time of the newest outcome handed to :meth:`on_durable`.
@@ -726,10 +733,18 @@ class Daemon:
             return oldest - 1e-6
         return self._durable_ts
 
-    def untold_refusals(self) -> int:
-        """How many refusals (sold out, over the limit, nothing to cancel) wait to be told or could not be."""
-        unsent = chain(self._to_announce, *(q.unsent() for q in self.reply_queues.values()))
-        return sum(o.status is Status.REJECTED for o in unsent)
+    def decided_until(self) -> float | None:
+        """:meth:`told_until` by when the outcomes were decided: just before the oldest outcome still waiting
+        (or being sent, or shed at a stop), else the newest durable one. A restart replays the journal after
+        it and tells the buyers of every order made or changed there, and of every refusal (see
+        :meth:`load_progress`)."""
+        oldest = min((o.ts for o in chain(self._to_announce, *(q.unsent() for q in self.reply_queues.values()))),
+                     default=None)
+        return oldest - 1e-6 if oldest is not None else self._durable_ts
+
+    def untold(self) -> int:
+        """How many replies wait to be told or could not be (merged messages counted once)."""
+        return len(self._to_announce) + sum(1 for q in self.reply_queues.values() for _ in q.unsent())
 
     def load_progress(self, path: Path) -> None:
         """Announce, once, the outcomes a previous run of this journal decided but had not told their buyers
@@ -748,22 +763,29 @@ class Daemon:
         # Everything decided before this start is told once what is announced below has gone out.
         self._durable_ts = engine.opened_at
         try:
-            told = read_progress(path)
+            kept = read_progress(path)
         except (OSError, ValueError) as exc:
             log.warning("%s cannot be read (%s); outcomes whose replies were waiting when the last run ended are "
                         "announced only if their comments come back", path, exc)
-            told = None
-        if told is None:
+            kept = None
+        if kept is None:
             # Kept at once, not at the first tenth of a second: a crash before then (a flash's first burst
             # keeps the event loop busy for longer) would leave the next start with no progress at all.
-            self._keep_progress_file(engine.opened_at)
+            self._keep_progress_file(engine.opened_at, engine.opened_at)
             return
-        self._progress_kept = told
+        told, decided = kept
+        self._progress_kept, self._decided_kept = told, decided
         if told > engine.opened_at + 60:
             log.warning("%s says buyers were told up to %.0f s from now (a clock set back, or another sale's "
                         "file?); nothing is announced again from it", path, told - engine.opened_at)
-        again = engine.ledger.again_since(told, engine.opened_at)
-        refusals = [o for o in engine.untold_refusals if told < o.ts < engine.opened_at]
+        # The orders made after the progress, and those the replay after it changed (a cancel, a payment, a
+        # promotion of an order made long before): a cancel decided just before a crash was never told (the
+        # progress by when orders were made had not yet been kept behind it). Only when the replay did not
+        # reach back that far, every order made after the progress by that count (more told twice).
+        ledger = engine.ledger
+        again = ledger.again_since(decided if engine.replay_covered else told, engine.opened_at)
+        again += ledger.again_of(engine.untold_orders)
+        refusals = [o for o in engine.untold_refusals if decided < o.ts < engine.opened_at]
         if refusals:
             if isinstance(self.names, BuyerNames):
                 self.names.others = engine.untold_names
@@ -814,25 +836,27 @@ class Daemon:
         a JetStream sale while this process decides, in the sale's bucket for the next decider
         (:meth:`on_takeover`)."""
         told = self.told_until()
-        if told is None or told == self._progress_kept:
+        if told is None:
             return
         if self.progress_file is not None:
-            self._keep_progress_file(told)
-        elif self.cluster_progress and getattr(self.engine, "leading", False):
+            decided = self.decided_until()
+            if decided is not None and (told, decided) != (self._progress_kept, self._decided_kept):
+                self._keep_progress_file(told, decided)
+        elif told != self._progress_kept and self.cluster_progress and getattr(self.engine, "leading", False):
             await cast("ClusterEngine", self.engine).keep_told(told)
             self._progress_kept = told
 
-    def _keep_progress_file(self, told: float) -> None:
+    def _keep_progress_file(self, told: float, decided: float) -> None:
         path = self.progress_file
         if path is None:
             return
-        exc = _replace_json(path, {"told_until": told})
+        exc = _replace_json(path, {"told_until": told, "decided_until": decided})
         if exc is not None:
             log.warning("cannot keep the replies' progress in %s (%s); after a crash, replies that were "
                         "waiting are sent only for comments that come back", path, exc)
             self.progress_file = None
             return
-        self._progress_kept = told
+        self._progress_kept, self._decided_kept = told, decided
 
     async def keep_progress(self, every: float) -> None:
         """:meth:`save_progress` every ``every`` seconds while replies go out (and :meth:`announce_some`)."""
@@ -1313,12 +1337,14 @@ async def _run(d: Daemon, reply_sleep: Sleep) -> None:
                 await asyncio.gather(*late, return_exceptions=True)  # each counts what it shed
             if progress is not None:
                 await d.save_progress()  # what the drain sent is not announced again by the next start
-                refused = d.untold_refusals()
-                if refused and isinstance(d.engine, Engine):
-                    # The next start finds them by replaying their comments: no last snapshot after them.
+                untold = d.untold()
+                if untold and isinstance(d.engine, Engine):
+                    # The next start finds them by replaying the journal after the progress (refusals make no
+                    # order; a cancel changes an order made long before): no last snapshot after them.
                     d.engine.snapshot_at_close = False
-                    log.warning("%d refused buyer(s) were not told before this stop; the next start tells them "
-                                "(it replays the journal from the snapshot before them)", refused)
+                    log.warning("%d repl%s not sent before this stop; the next start tells those buyers (it "
+                                "replays the journal from the snapshot before them)", untold,
+                                "y was" if untold == 1 else "ies were")
         if d.hooks is not None:
             await d.hooks.close()
         if d.trace is not None:  # every submit is settled by now
@@ -1390,9 +1416,10 @@ async def _serve(cfg: Config, lock: JournalLock | None, *, clock: Callable[[], f
             engine = await cluster.ClusterEngine.open(cfg, clock=clock, parse=parse)
         else:
             told = None
-            if parts.queues:  # the refusals the last run had not told are replayed for load_progress
+            if parts.queues:  # what the last run had not told is replayed for load_progress
                 with contextlib.suppress(OSError, ValueError):  # said by load_progress
-                    told = read_progress(beside_journal(cfg, ".replies.json"))
+                    kept = read_progress(beside_journal(cfg, ".replies.json"))
+                    told = kept[1] if kept is not None else None
             engine = await Engine.open(cfg, clock=clock, parse=parse, lock=lock, told=told)
         try:
             for a in parts.adapters:  # entered before the engine's close, so closed after it (step 7)

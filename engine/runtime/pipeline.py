@@ -222,6 +222,8 @@ class Engine:
         if refusals is not None:
             engine.untold_refusals = list(refusals.kept)
             engine.untold_names = refusals.names
+            engine.untold_orders = list(refusals.orders)
+            engine.replay_covered = refusals.covered
         engine._snap_seq = j.rebuilt_from[0]
         engine._snap_at = clock()
         # From here on the ledger reads the engine's clock, sampled once per call.
@@ -238,6 +240,10 @@ class Engine:
     untold_refusals: list[Outcome] = []  # noqa: RUF012 (replaced, never changed in place)
     #: Their buyers' display names (user id -> name), from the journal's comments.
     untold_names: dict[str, str] = {}  # noqa: RUF012 (replaced, never changed in place)
+    #: The orders made or changed after ``told`` (their ids, oldest change first), and whether the replay that
+    #: found them and :attr:`untold_refusals` began before ``told`` (see :class:`~livecart.store.codec.Refusals`).
+    untold_orders: list[str] = []  # noqa: RUF012 (replaced, never changed in place)
+    replay_covered = True
     _snap_seq = 0  # seq of the last snapshot asked for
     snapshot_at_close = True  # whether close() writes a last snapshot (see close)
     _snap_at = 0.0  # when (engine clock)

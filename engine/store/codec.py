@@ -186,26 +186,43 @@ class Refusals:
     had not told them when it died (their replies were queued; the replies' progress says up to when every
     buyer was told). A refusal makes no order, so the ledger keeps none: only a replay can give them back.
     The newest :data:`REFUSALS_KEPT` are kept, and their buyers' display names (``names``: user id -> the
-    name on the comment; an order's buyer is named by the order, a refused one by nothing else)."""
+    name on the comment; an order's buyer is named by the order, a refused one by nothing else).
 
-    __slots__ = ("after", "kept", "names")
+    ``orders`` keeps, the same way, the ids of the orders the outcomes after ``after`` made or changed
+    (a cancel, a payment, a promotion of an order made long before): the restart tells their buyers where
+    those orders stand. ``covered`` is False when the replay began after ``after`` (both of the journal's
+    snapshots are later): then what came between is not in here."""
+
+    __slots__ = ("after", "covered", "kept", "most", "names", "orders")
 
     def __init__(self, after: float, most: int = REFUSALS_KEPT) -> None:
         self.after = after
+        self.most = most
+        self.covered = True
         self.kept: deque[Outcome] = deque(maxlen=most)
         self.names: dict[str, str] = {}
+        self.orders: dict[str, None] = {}
 
     def take(self, out: list[Outcome], data: Any) -> None:
-        """Keep the refusals among ``out``, the outcomes of the entry whose data is ``data``."""
+        """Keep the refusals among ``out``, the outcomes of the entry whose data is ``data``, and the ids of
+        the orders the others made or changed."""
         refused = [o for o in out if o.status is _REJECTED]
         if refused:
             self.kept.extend(refused)
             if type(data) is list and len(data) == 7 and type(data[6]) is str and data[6]:  # a comment row
                 self.names[refused[0].user] = data[6]
+        orders = self.orders
+        for o in out:
+            if o.order is not None:
+                orders.pop(o.order, None)  # the newest change last
+                orders[o.order] = None
+        while len(orders) > self.most:
+            del orders[next(iter(orders))]
 
     def clear(self) -> None:
         self.kept.clear()
         self.names.clear()
+        self.orders.clear()
 
 
 def _rebuild(header: Header, rows: Iterable[tuple[int, float, str, Any]],

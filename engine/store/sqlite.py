@@ -794,9 +794,11 @@ class SqliteStore:
                             self.rebuilt_from = (seq, 0)
                             return carried
                     if refusals is not None and await self._after(seq, refusals.after):
-                        log.warning("journal %s: refusals decided up to event %d and after the replies' "
-                                    "progress (%.3f) are not told again (the journal's snapshots are both "
-                                    "later)", self.path, seq, refusals.after)
+                        refusals.covered = False
+                        log.warning("journal %s: the replies' progress (%.3f) is before both of the journal's "
+                                    "snapshots: refusals decided between it and event %d, if any, are not "
+                                    "told again, and orders changed then are told from when they were made",
+                                    self.path, refusals.after, seq)
                     replayed = [0]
                     tail = self._decoded(await self._batches(after=seq), seq, replayed)
                     try:

@@ -84,4 +84,30 @@ async def test_refusals_older_than_both_snapshots_are_said_to_be_lost(tmp_path: 
     users, start = await refused_after(p, 102.5)
     assert users == ["u5", "u6", "u7", "u8", "u9", "u10"]  # u3 and u4 are in the older snapshot too
     assert start == (4, 6)
-    assert "refusals decided up to event 4 and after the replies' progress (102.500) are not told again" in caplog.text
+    assert ("the replies' progress (102.500) is before both of the journal's snapshots: refusals decided between "
+            "it and event 4, if any, are not told again") in caplog.text
+
+
+async def test_the_replay_keeps_the_orders_made_or_changed_after_the_progress_and_says_whether_it_reached_it(
+        tmp_path: Path) -> None:
+    """A cancel of an order made before the replies' progress makes no new order: the restart finds the order
+    it changed in ``orders`` (and, with ``covered`` False, knows the replay began too late to see it all)."""
+    p = tmp_path / "j.db"
+    await journal(p, ())
+    s = await SqliteStore.open(p, readonly=True)
+    try:
+        refusals = Refusals(101.5)
+        await s.rebuild(refusals=refusals)
+        assert list(refusals.orders) == ["o-000002"]  # made at 102; o-000001 at 101, before the progress
+        assert refusals.covered
+    finally:
+        await s.close()
+    p2 = tmp_path / "j2.db"
+    await journal(p2, (4, 8))
+    s = await SqliteStore.open(p2, readonly=True)
+    try:
+        refusals = Refusals(102.5)
+        await s.rebuild(refusals=refusals)
+        assert not refusals.covered
+    finally:
+        await s.close()
