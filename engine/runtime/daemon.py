@@ -718,29 +718,29 @@ class Daemon:
         decision) among the replies still waiting or being sent, else the newest durable outcome. The order's
         time, not the outcome's: a promotion's or an announcement's order was made before it. None: no
         outcome yet in this process."""
-        ledger = self.engine.ledger
-        oldest: float | None = None
-        for q in self.reply_queues.values():
-            for o in chain(self._to_announce, q.unsent()):
-                t = o.ts
-                if o.order is not None:
-                    made = ledger.order_made(o.order)
-                    if made is not None and made < t:
-                        t = made
-                if oldest is None or t < oldest:
-                    oldest = t
-        if oldest is not None:
-            return oldest - 1e-6
-        return self._durable_ts
+        return self.progress()[0]
 
-    def decided_until(self) -> float | None:
-        """:meth:`told_until` by when the outcomes were decided: just before the oldest outcome still waiting
-        (or being sent, or shed at a stop), else the newest durable one. A restart replays the journal after
-        it and tells the buyers of every order made or changed there, and of every refusal (see
-        :meth:`load_progress`)."""
-        oldest = min((o.ts for o in chain(self._to_announce, *(q.unsent() for q in self.reply_queues.values()))),
-                     default=None)
-        return oldest - 1e-6 if oldest is not None else self._durable_ts
+    def progress(self) -> tuple[float | None, float | None]:
+        """:meth:`told_until`, and the same by when the outcomes were decided (``decided_until``): just before
+        the oldest outcome still waiting (or being sent, or shed at a stop), else the newest durable one. A
+        restart replays the journal after the second and tells the buyers of every order made or changed
+        there, and of every refusal (see :meth:`load_progress`). One pass over what waits."""
+        order_made = self.engine.ledger.order_made
+        made: float | None = None
+        decided: float | None = None
+        for o in chain(self._to_announce, *(q.unsent() for q in self.reply_queues.values())):
+            t = o.ts
+            if decided is None or t < decided:
+                decided = t
+            if o.order is not None:
+                m = order_made(o.order)
+                if m is not None and m < t:
+                    t = m
+            if made is None or t < made:
+                made = t
+        if made is None or decided is None:
+            return self._durable_ts, self._durable_ts
+        return made - 1e-6, decided - 1e-6
 
     def untold(self) -> int:
         """How many replies wait to be told or could not be (merged messages counted once)."""
@@ -835,12 +835,11 @@ class Daemon:
         rename; not synced: a file older than the truth only makes a restart tell some buyers twice), or, in
         a JetStream sale while this process decides, in the sale's bucket for the next decider
         (:meth:`on_takeover`)."""
-        told = self.told_until()
-        if told is None:
+        told, decided = self.progress()
+        if told is None or decided is None:
             return
         if self.progress_file is not None:
-            decided = self.decided_until()
-            if decided is not None and (told, decided) != (self._progress_kept, self._decided_kept):
+            if (told, decided) != (self._progress_kept, self._decided_kept):
                 self._keep_progress_file(told, decided)
         elif told != self._progress_kept and self.cluster_progress and getattr(self.engine, "leading", False):
             await cast("ClusterEngine", self.engine).keep_told(told)
