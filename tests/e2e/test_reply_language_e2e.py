@@ -346,6 +346,25 @@ def test_replies_still_waiting_at_a_crash_go_out_after_the_restart_once(tmp_path
         daemon.kill()
 
 
+def _last_box_then_two_refused(daemon: Daemon, state: dict[str, Any]) -> None:
+    """On a sale with one box left, from a companion that goes at once: 张三 gets the last box, 李四 is
+    told it is sold out, 王五 that there is nothing to cancel; their replies are queued, none sent."""
+    with connect(state["adapters"]["douyin-room"]) as dy:
+        dy.send(douyin(1, "dy1", "张三", "鸡蛋来一盒"))  # the last box
+        dy.send(douyin(2, "dy2", "李四", "鸡蛋来一盒"))  # sold out
+        dy.send(douyin(3, "dy3", "王五", "取消"))  # nothing to cancel
+    wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 4.0'
+             in daemon.api("/metrics"), "the three committed and their replies queued")
+
+
+def _told_last_box_then_two_refused(told: list[str]) -> None:
+    assert told[0].startswith("@张三 已为您保留 Free-range eggs ×1"), told
+    assert told[1].startswith("@李四 "), told
+    assert "售罄" in told[1], told
+    assert told[2].startswith("@王五 "), told
+    assert "取消" in told[2], told
+
+
 def test_refusals_still_waiting_at_a_crash_are_told_after_it(tmp_path: Path) -> None:
     """A sold-out refusal whose reply was still queued when the process died: a refusal makes no order, so
     the restart told the buyer who got the last box and never the one who was too late."""
@@ -359,22 +378,13 @@ def test_refusals_still_waiting_at_a_crash_are_told_after_it(tmp_path: Path) -> 
             dy.send(douyin(0, "dy0", "赵六", "鸡蛋来一盒"))
             assert replies_of(dy, 1)[0].startswith("@赵六 ")  # told before the crash: not again
         progress_settled(tmp_path, at_start)
-        with connect(state["adapters"]["douyin-room"]) as dy:
-            dy.send(douyin(1, "dy1", "张三", "鸡蛋来一盒"))  # the last box
-            dy.send(douyin(2, "dy2", "李四", "鸡蛋来一盒"))  # sold out
-            dy.send(douyin(3, "dy3", "王五", "取消"))  # nothing to cancel
-        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 4.0'
-                 in daemon.api("/metrics"), "the three committed and their replies queued")
+        _last_box_then_two_refused(daemon, state)
         time.sleep(0.7)  # the progress, kept every tenth of a second, stays behind them
         crash(daemon)
         state = daemon.start()
         with connect(state["adapters"]["douyin-room"]) as dy:
             told = replies_of(dy, 3)
-        assert told[0].startswith("@张三 已为您保留 Free-range eggs ×1"), told
-        assert told[1].startswith("@李四 "), told
-        assert "售罄" in told[1], told
-        assert told[2].startswith("@王五 "), told
-        assert "取消" in told[2], told
+        _told_last_box_then_two_refused(told)
         assert "1 order(s) and 2 refusal(s) decided before the restart had not been announced" in daemon.log()
         assert "livecart_replies_again_total 3.0" in daemon.api("/metrics")
         assert daemon.stop() == 0
@@ -392,12 +402,7 @@ def test_replies_waiting_for_an_absent_companion_at_a_stop_are_told_by_the_next_
         with connect(state["adapters"]["douyin-room"]) as dy:
             dy.send(douyin(0, "dy0", "赵六", "鸡蛋来一盒"))
             assert replies_of(dy, 1)[0].startswith("@赵六 ")  # told before the stop: not again
-        with connect(state["adapters"]["douyin-room"]) as dy:
-            dy.send(douyin(1, "dy1", "张三", "鸡蛋来一盒"))  # the last box
-            dy.send(douyin(2, "dy2", "李四", "鸡蛋来一盒"))  # sold out
-            dy.send(douyin(3, "dy3", "王五", "取消"))  # nothing to cancel
-        wait_for(lambda: 'livecart_replies_total{adapter="douyin-room",result="queued"} 4.0'
-                 in daemon.api("/metrics"), "the three committed and their replies queued")
+        _last_box_then_two_refused(daemon, state)
         assert daemon.stop() == 0
         assert "3 replies were not sent before this stop" in daemon.log()
         state = daemon.start()
@@ -405,11 +410,7 @@ def test_replies_waiting_for_an_absent_companion_at_a_stop_are_told_by_the_next_
             told = replies_of(dy, 3)
             with pytest.raises(TimeoutError):
                 dy.recv(timeout=1.5)  # and nothing more
-        assert told[0].startswith("@张三 已为您保留 Free-range eggs ×1"), told
-        assert told[1].startswith("@李四 "), told
-        assert "售罄" in told[1], told
-        assert told[2].startswith("@王五 "), told
-        assert "取消" in told[2], told
+        _told_last_box_then_two_refused(told)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
