@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("action", nargs="?", default="",
                    help="feature | restock | presale | limit | pay | cancel | pause | resume | status")
     c.add_argument("params", nargs="*", help="the action's arguments, e.g. 'restock egg-10 500'")
+    c.add_argument("--key", default=None,
+                   help="the control's key (8-64 letters, digits, '-', '_'): a control sent with a key the daemon "
+                        "has applied is not applied again (default: a new one, printed when there is no answer)")
+    c.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="when the daemon took the control but gave no answer (it died, or the network), send it "
+                        "again with the same key for up to this long, so it is applied once (default 30)")
 
     cl = sub.add_parser("cluster", help="the sale's JetStream log: decider, standbys, log length, lag")
     cl.add_argument("what", choices=("status",), help="status")
@@ -122,8 +128,27 @@ def _pass_through(argv: list[str], command: str = "bench") -> list[str]:
     return argv
 
 
+def _ctl_options_first(argv: list[str]) -> list[str]:
+    """``livecart ctl FILE --key K restock egg-10 5`` -> ``livecart ctl --key K FILE restock egg-10 5``: with
+    positionals that may be absent (``action``), argparse takes none after an option in the middle."""
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is None or argv[at] != "ctl":
+        return argv
+    head, rest, moved = argv[:at + 1], [], []
+    tail = iter(argv[at + 1:])
+    for arg in tail:
+        if arg in ("--key", "--wait"):
+            moved += [arg, next(tail, "")]
+        elif arg.startswith(("--key=", "--wait=")):
+            moved.append(arg)
+        else:
+            rest.append(arg)
+    return [*head, *moved, *rest]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(_pass_through(list(sys.argv[1:] if argv is None else argv)))
+    args = build_parser().parse_args(_ctl_options_first(_pass_through(list(sys.argv[1:] if argv is None
+                                                                           else argv))))
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module_name, func_name = COMMANDS[args.command].split(":")

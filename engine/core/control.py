@@ -17,6 +17,11 @@ Actions (Chinese aliases in brackets)::
     pause | resume                   [暂停 | 继续 恢复]  stop / restart taking orders
     status                           [状态]             the daemon's state
 
+A control may carry a key (``Idempotency-Key``: the console's taps, ``livecart ctl``, a script's ``"key"``).
+:func:`record` journals it after the record's arguments and :func:`apply` applies a keyed record once: the
+ledger remembers the keys it applied (:meth:`Ledger.control_key`, in its snapshots too), and a record whose
+key it has already applied with the same arguments changes nothing, live, on replay and after a restart.
+
 Rules that belong to the sale, not to a transport: a limit applies to a whole product (a variant is
 refused when the control is parsed); ``presale SKU on`` without a cap opens the presale with the quantity
 the config gives that product or variant, and is refused when the config gives none (:func:`record`).
@@ -24,8 +29,9 @@ the config gives that product or variant, and is refused when the config gives n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -91,13 +97,18 @@ USAGE = {
 }
 
 
+#: What a control's key may be: 8 to 64 letters, digits, '-' or '_' (a random id made by the sender).
+KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
 @dataclass(frozen=True, slots=True)
 class Control:
     """One host control. Which fields are set depends on ``action`` (module docstring):
 
     ``sku``/``variant`` for feature, restock, presale and limit; ``qty`` for restock (units to add), limit
     (the new limit) and presale (the cap, when given); ``enabled`` for presale (open or close); ``order``
-    for pay and cancel.
+    for pay and cancel. ``key``, when given, makes the control applied once however often it is sent
+    (:func:`apply`).
     """
 
     action: ControlAction
@@ -106,11 +117,22 @@ class Control:
     qty: int | None = None
     order: str | None = None
     enabled: bool | None = None
+    key: str | None = field(default=None, compare=False)  # equal controls ask for the same thing
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, the shape :meth:`from_json` reads (and what the journal records)."""
-        return {"action": self.action.value, "sku": self.sku, "variant": self.variant, "qty": self.qty,
-                "order": self.order, "enabled": self.enabled}
+        """JSON-ready, the shape :meth:`from_json` reads (``key`` only when there is one)."""
+        d = {"action": self.action.value, "sku": self.sku, "variant": self.variant, "qty": self.qty,
+             "order": self.order, "enabled": self.enabled}
+        if self.key is not None:
+            d["key"] = self.key
+        return d
+
+    def keyed(self, key: str | None) -> Control:
+        """This control with ``key`` (checked: :data:`KEY`); itself when ``key`` is None. Raises
+        :class:`BadControl`."""
+        if key is None:
+            return self
+        return replace(self, key=checked_key(key))
 
     @classmethod
     def from_json(cls, obj: object) -> Control:
@@ -123,10 +145,13 @@ class Control:
         if not isinstance(action, str):
             raise BadControl("'action' must be a string, one of: " + ", ".join(a.value for a in ControlAction))
         params = obj.get("params")
+        key = obj.get("key")
+        if key is not None and not isinstance(key, str):
+            raise BadControl(f"'key' must be a string of 8 to 64 letters, digits, '-' or '_', got {key!r}")
         if params is not None:
             if not isinstance(params, list) or not all(isinstance(p, str | int) for p in params):
                 raise BadControl("'params' must be a list of strings")
-            return parse_params(action, [str(p) for p in params])
+            return parse_params(action, [str(p) for p in params]).keyed(key)
         act = _action(action)
         sku = _opt_str(obj, "sku")
         variant = _opt_str(obj, "variant")
@@ -139,7 +164,14 @@ class Control:
         enabled = obj.get("enabled")
         if enabled is not None and not isinstance(enabled, bool):
             raise BadControl(f"'enabled' must be true or false, got {enabled!r}")
-        return _checked(Control(act, sku, variant, qty, order, enabled))
+        return _checked(Control(act, sku, variant, qty, order, enabled)).keyed(key)
+
+
+def checked_key(key: str) -> str:
+    """``key`` when it is a control's key (:data:`KEY`); raises :class:`BadControl`."""
+    if not KEY.fullmatch(key):
+        raise BadControl(f"a control's key must be 8 to 64 letters, digits, '-' or '_', got {key[:80]!r}")
+    return key
 
 
 def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
@@ -281,10 +313,38 @@ def presale_cap(c: Control, catalogue: Catalogue) -> int:
     return cap
 
 
+#: How many arguments a control record of each kind has before its optional key.
+ARITY: Mapping[Kind, int] = {Kind.PAY: 1, Kind.CANCEL: 1, Kind.RESTOCK: 3, Kind.PRESALE: 3, Kind.LIMIT: 2,
+                             Kind.FEATURE: 1, Kind.PAUSE: 1}
+
+
 def record(c: Control, catalogue: Catalogue) -> tuple[Kind, list[Any]]:
     """The journal record of a control that changes the ledger: its kind and arguments, as :func:`apply`
-    takes them. Raises :class:`ControlError` for ``status`` (it changes nothing) or a presale ``on`` that
-    has no quantity to open with."""
+    takes them, the control's key (if any) last. Raises :class:`ControlError` for ``status`` (it changes
+    nothing) or a presale ``on`` that has no quantity to open with."""
+    kind, args = _record(c, catalogue)
+    if c.key is not None:
+        args.append(c.key)
+    return kind, args
+
+
+def applied_before(ledger: Ledger, c: Control, catalogue: Catalogue) -> bool:
+    """Whether ``c`` is a keyed control that ``ledger`` has applied already (the same control sent again):
+    False for no key or a key it does not know (or no longer: :data:`~livecart.core.ledger.CONTROL_KEYS`).
+    Raises :class:`ControlError` (``key_reused``) when the key came with another control."""
+    if c.key is None:
+        return False
+    seen = ledger.control_key(c.key)
+    if seen is None:
+        return False
+    kind, args = _record(c, catalogue)
+    if seen != (kind.value, args):
+        raise ControlError(f"the key {c.key} came with another control ({seen[0]} {seen[1]}); a new control "
+                           "needs a new key", "key_reused", key=c.key)
+    return True
+
+
+def _record(c: Control, catalogue: Catalogue) -> tuple[Kind, list[Any]]:
     a = c.action
     if a is ControlAction.PAY:
         return Kind.PAY, [c.order]
@@ -306,10 +366,27 @@ def record(c: Control, catalogue: Catalogue) -> tuple[Kind, list[Any]]:
 def apply(ledger: Ledger, kind: Kind, args: Sequence[Any]) -> list[Outcome]:
     """Apply one control record (not a comment) to ``ledger``, whose clock reads the record's time.
 
-    The one place a control changes the ledger, live and on replay. Raises :class:`ControlError` where the
-    ledger refuses it (unknown sku or order), ``IndexError`` / ``TypeError`` / ``ValueError`` for arguments
-    that do not fit the kind (a damaged record).
+    The one place a control changes the ledger, live and on replay. A record with a key that the ledger has
+    applied with the same arguments (:meth:`Ledger.control_key`) is the same control sent again: it changes
+    nothing (but the sequence number) and has no outcomes. Raises :class:`ControlError` where the ledger
+    refuses it (unknown sku or order), ``IndexError`` / ``TypeError`` / ``ValueError`` for arguments that do
+    not fit the kind (a damaged record).
     """
+    n = ARITY.get(kind)
+    if n is None or len(args) <= n:
+        return _apply(ledger, kind, args)
+    key = args[n]
+    if not isinstance(key, str):
+        raise TypeError(f"a control record's key must be a string, got {key!r}")
+    if ledger.control_key(key) == (kind.value, list(args[:n])):
+        ledger.seq += 1
+        return []
+    out = _apply(ledger, kind, args)
+    ledger.note_control(key, kind.value, args[:n])
+    return out
+
+
+def _apply(ledger: Ledger, kind: Kind, args: Sequence[Any]) -> list[Outcome]:
     if kind is Kind.EXPIRE:
         return ledger.expire_due()
     if kind is Kind.PAY:

@@ -115,7 +115,7 @@ class ControlError(LivecartError):
     ``code`` names the case for a program (the host console says it in the page's language from ``code``
     and ``detail``; ``str()`` is the English message ``ctl`` prints): ``no_order``, ``not_held``,
     ``already``, ``no_product``, ``has_variants``, ``no_variants``, ``no_variant``, ``bad_quantity``,
-    ``bad_cap``, ``bad_limit``, ``no_presale_cap``; "" for the rest."""
+    ``bad_cap``, ``bad_limit``, ``no_presale_cap``, ``key_reused``; "" for the rest."""
 
     def __init__(self, message: str, code: str = "", **detail: str) -> None:
         super().__init__(message)

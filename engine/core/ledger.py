@@ -39,7 +39,7 @@ replays them in ``seq`` order rebuilds the same ledger.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from itertools import chain, islice, repeat
 from typing import Any
 from zlib import crc32
@@ -71,6 +71,11 @@ _ORDER_FIELDS = ("id", "user", "unit", "qty", "status", "comment", "platform", "
 _FIXED = ("id", "user", "unit", "comment", "platform", "room", "created")
 #: Orders per sealed part of a snapshot (format 6, see Ledger.state); a module global so tests can make it small.
 ORDER_SEGMENT = 4096
+#: Keyed host controls the ledger remembers (Ledger.control_key): the newest this many, applied within the
+#: last CONTROL_KEY_SECONDS. A control sent again with its key (a tap that got no answer, ``ctl`` retrying
+#: after the daemon died) comes within seconds or minutes.
+CONTROL_KEYS = 1024
+CONTROL_KEY_SECONDS = 900.0
 #: The statuses of an order whose units count towards its buyer's limit (Ledger._held).
 _ACTIVE = frozenset((Status.RESERVED, Status.PRESALE, Status.PAID))
 _INT = frozenset((int,))
@@ -214,6 +219,8 @@ class Ledger:
         self.comments = 0
         #: True while the host has paused intake (journalled, so a restart comes back paused too).
         self.intake_paused = False
+        # Keyed controls applied: key -> (when, record kind, record arguments), oldest first (control_key).
+        self._control_keys: dict[str, tuple[float, str, list[Any]]] = {}
 
     # ------------------------------------------------------------------ reading
 
@@ -455,6 +462,8 @@ class Ledger:
             # rest, never restored from.
             "report": self.snapshot(),
         }
+        if self._control_keys:
+            state["controls"] = [[key, t, kind, list(args)] for key, (t, kind, args) in self._control_keys.items()]
         if self.dedupe is not None:
             state["dedupe"] = self.dedupe.state()
         else:
@@ -528,6 +537,9 @@ class Ledger:
         led._expiry = [(float(d), int(n), str(oid)) for d, n, oid in ex]
         heapq.heapify(led._expiry)  # already a heap when it was taken; this only guards a hand-made state
         led._counts = {Status(k): int(v) for k, v in state["counts"].items()}
+        # Keyed controls (none in a snapshot written before they were kept, or when none was keyed).
+        led._control_keys = {str(key): (float(t), str(kind), list(args)) for key, t, kind, args in
+                             state.get("controls", ())}
         if "dedupe" in state:
             led.dedupe = Dedupe.restore(state["dedupe"])
             led._seen = led.dedupe.sets
@@ -905,6 +917,24 @@ class Ledger:
         self.seq += 1
         self._limits[sku] = limit
         return []
+
+    def control_key(self, key: str) -> tuple[str, list[Any]] | None:
+        """The control record (kind, arguments) applied with ``key``, if one was within
+        :data:`CONTROL_KEY_SECONDS` and is among the last :data:`CONTROL_KEYS` keyed ones
+        (:func:`livecart.core.control.apply` uses it to apply a keyed control once)."""
+        seen = self._control_keys.get(key)
+        if seen is None or seen[0] < self.clock() - CONTROL_KEY_SECONDS:
+            return None
+        return seen[1], seen[2]
+
+    def note_control(self, key: str, kind: str, args: Sequence[Any]) -> None:
+        """Remember that the control record ``kind``, ``args`` was applied with ``key``, now."""
+        keys = self._control_keys
+        now = self.clock()
+        keys.pop(key, None)
+        keys[key] = (now, kind, list(args))
+        while len(keys) > CONTROL_KEYS or keys[next(iter(keys))][0] < now - CONTROL_KEY_SECONDS:
+            del keys[next(iter(keys))]
 
     def pause_intake(self, paused: bool) -> list[Outcome]:
         """Record that the host paused (or resumed) intake. No stock moves; the daemon stops taking comments

@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import importlib.resources
 import logging
-import re
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -49,9 +48,10 @@ import orjson
 from aiohttp import web
 
 from livecart.core.catalogue import Catalogue
-from livecart.core.control import Control, ControlAction
+from livecart.core.control import KEY, Control, ControlAction
 from livecart.core.errors import BadControl, ControlError
 from livecart.core.events import Event
+from livecart.core.ledger import CONTROL_KEY_SECONDS, CONTROL_KEYS
 from livecart.core.records import Outcome
 from livecart.runtime.control import refused
 from livecart.runtime.metrics import Registry
@@ -173,9 +173,8 @@ LOGIN_WINDOW = 60.0
 
 #: Controls remembered by Idempotency-Key (a host's tap sent again after no answer is applied once): how
 #: many, and for how long (s).
-IDEMPOTENCY_KEYS = 1024
-IDEMPOTENCY_SECONDS = 900.0
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
+IDEMPOTENCY_KEYS = CONTROL_KEYS
+IDEMPOTENCY_SECONDS = CONTROL_KEY_SECONDS
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -626,9 +625,12 @@ class Console:
             self._controls.inc(transport="console", action=action, result="error")
             log.exception("console control %s failed in the handler", action)
             return 500, {"ok": False, "action": action, "error": f"internal error: {exc!r}"}
-        self._controls.inc(transport="console", action=action, result="ok")
-        log.info("control %s via console applied: %s", action,
-                 {k: v for k, v in c.to_dict().items() if v is not None})
+        if result.get("replayed"):  # applied before (by an earlier process): the daemon logs it
+            self._controls.inc(transport="console", action=action, result="replayed")
+        else:
+            self._controls.inc(transport="console", action=action, result="ok")
+            log.info("control %s via console applied: %s", action,
+                     {k: v for k, v in c.to_dict().items() if v is not None})
         return 200, {"ok": True, "action": action, "result": dict(result)}
 
     async def _control(self, request: web.Request) -> web.Response:
@@ -644,7 +646,7 @@ class Console:
         if key is None:
             status, answer = await self._control_once(raw)
             return _json(answer, status)
-        if not _IDEMPOTENCY_KEY.fullmatch(key):
+        if not KEY.fullmatch(key):
             return _denied(400, "Idempotency-Key must be 8 to 64 letters, digits, '-' or '_'")
         now = self.clock()
         answers = self._answers
@@ -663,7 +665,7 @@ class Console:
         fut: asyncio.Future[tuple[int, dict[str, Any]]] = asyncio.get_running_loop().create_future()
         answers[key] = (now, raw, fut)
         try:
-            status, answer = await self._control_once(raw)
+            status, answer = await self._control_once(raw, key)
         except BaseException as exc:
             # Not answered (the request was cancelled on the way): a retry with this key is tried afresh, and
             # one already waiting is told so.
@@ -672,12 +674,16 @@ class Console:
                                                          f"({type(exc).__name__}); send it again"}))
             raise
         fut.set_result((status, answer))
-        return _json(answer, status)
+        response = _json(answer, status)
+        if answer.get("result", {}).get("replayed"):  # applied by the daemon before it restarted
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
 
-    async def _control_once(self, raw: bytes) -> tuple[int, dict[str, Any]]:
-        """Decode and apply one control: its HTTP status and answer."""
+    async def _control_once(self, raw: bytes, key: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Decode and apply one control (with ``key``, its Idempotency-Key, journalled with it so that a
+        daemon started again knows it): its HTTP status and answer."""
         try:
-            c = Control.from_json(orjson.loads(raw))
+            c = Control.from_json(orjson.loads(raw)).keyed(key)
         except orjson.JSONDecodeError:
             return 400, {"ok": False, "error": "the body must be a JSON control"}
         except BadControl as exc:

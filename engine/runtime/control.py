@@ -24,6 +24,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from livecart.core.control import Control, ControlAction, parse_params
+from livecart.core.control import Control, ControlAction, checked_key, parse_params
 from livecart.core.errors import BadControl, ControlError, LivecartError
 from livecart.core.settings import Config
 from livecart.listen import DEFAULT_IDLE, Guard, GuardedSite, runner_options
@@ -100,9 +101,12 @@ async def apply(handler: Handler, control: Control, counts: _Counts, transport: 
         counts.inc(transport, action, "error")
         log.exception("control %s failed in the handler", action)
         return 500, {"ok": False, "action": action, "error": f"internal error: {exc!r}"}
-    counts.inc(transport, action, "ok")
-    log.info("control %s via %s applied: %s", action, transport,
-             {k: v for k, v in control.to_dict().items() if v is not None})
+    if result.get("replayed"):  # a keyed control sent again: applied before, not again (the daemon logs it)
+        counts.inc(transport, action, "replayed")
+    else:
+        counts.inc(transport, action, "ok")
+        log.info("control %s via %s applied: %s", action, transport,
+                 {k: v for k, v in control.to_dict().items() if v is not None})
     return 200, {"ok": True, "action": action, "result": dict(result)}
 
 
@@ -175,7 +179,7 @@ class ControlServer:
             self.counts.inc("http", "", "bad")
             return _json(400, {"ok": False, "error": f"the body is not JSON: {exc}"})
         try:
-            control = Control.from_json(obj)
+            control = Control.from_json(obj).keyed(request.headers.get("Idempotency-Key"))
         except BadControl as exc:
             self.counts.inc("http", "", "bad")
             return _json(400, {"ok": False, "error": str(exc)})
@@ -415,8 +419,48 @@ def send_control(state_path: Path, token: str, control: Control, *, timeout: flo
         return int(exc.code), _answer(exc.read())
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ControlError(f"the daemon is not running (nothing answers on {host}:{port}: {reason}); "
-                           f"{state_path} is stale") from exc
+        if isinstance(reason, ConnectionRefusedError):  # nothing listens: the control was not sent
+            raise ControlError(f"the daemon is not running (nothing answers on {host}:{port}: {reason}); "
+                               f"{state_path} is stale") from exc
+        raise NoAnswer(f"the daemon at {host}:{port} gave no answer ({reason!r})") from exc
+
+
+class NoAnswer(ControlError):
+    """A control was sent and no answer came (the daemon died or the connection broke): it may have been
+    applied or not."""
+
+
+def _send_once(cfg: Config, control: Control, wait: float) -> tuple[int, dict[str, Any]]:
+    """:func:`send_control` to the daemon of ``cfg``; when a try gets no answer, the same control (same key)
+    again every half second, to the daemon or the one started after it, for up to ``wait`` seconds: the
+    daemon applies a keyed control once, so the host's control is neither lost nor applied twice."""
+    import sys
+
+    deadline = time.monotonic() + wait
+    sent = False
+    while True:
+        where = control_state_path(cfg)
+        real = resolved_state_path(cfg)
+        if real is not None and not where.exists() and real.exists():
+            where = real  # the daemon's config names the journal by its real name, this one by a symlink
+        try:
+            return send_control(where, cfg.control.token, control)
+        except NoAnswer as exc:
+            if not sent:
+                print(f"livecart ctl: {exc}; sending it again with the same key (--key {control.key}) for up "
+                      f"to {wait:g} s: it is applied once", file=sys.stderr)
+            sent = True
+            if time.monotonic() >= deadline:
+                raise ControlError(f"{exc}; it may or may not have been applied: `livecart ctl --key "
+                                   f"{control.key} ...` with the same control applies it once") from None
+        except ControlError as exc:
+            if not sent or time.monotonic() >= deadline:
+                if sent:
+                    raise ControlError(f"{exc}; the control was sent before and may have been applied: "
+                                       f"`livecart ctl --key {control.key} ...` with the same control applies "
+                                       "it once") from None
+                raise
+        time.sleep(0.5)
 
 
 def _answer(body: bytes) -> dict[str, Any]:
@@ -459,13 +503,13 @@ def ctl_main(args: Any) -> int:
     except BadControl as exc:
         print(f"livecart ctl: {exc}", file=sys.stderr)
         return 2
-    token = cfg.control.token
     try:
-        where = control_state_path(cfg)
-        real = resolved_state_path(cfg)
-        if real is not None and not where.exists() and real.exists():
-            where = real  # the daemon's config names the journal by its real name, this one by a symlink
-        status, answer = send_control(where, token, control)
+        control = control.keyed(checked_key(key) if (key := getattr(args, "key", None)) else secrets.token_urlsafe(12))
+    except BadControl as exc:
+        print(f"livecart ctl: --key: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status, answer = _send_once(cfg, control, float(getattr(args, "wait", 30.0)))
     except ControlError as exc:
         if cfg.storage.backend != "jetstream":
             print(f"livecart ctl: {exc}", file=sys.stderr)

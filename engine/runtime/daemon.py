@@ -57,10 +57,12 @@ import orjson
 
 from livecart import registry
 from livecart.config import load
+from livecart.core import control
 from livecart.core.catalogue import Catalogue
 from livecart.core.control import Control, ControlAction
-from livecart.core.errors import AdapterError, JournalError, LivecartError, NotDurable
+from livecart.core.errors import AdapterError, ControlError, JournalError, LivecartError, NotDurable
 from livecart.core.events import Event, EventDetector, outcome_key
+from livecart.core.ledger import CONTROL_KEYS
 from livecart.core.records import Comment, Outcome, Parsed, ParseResult, Status, comment_problem
 from livecart.core.settings import Config, PluginSettings
 from livecart.listen import GUARDS, raise_nofile_limit
@@ -386,6 +388,8 @@ class Daemon:
         #: Called with each stream event after it is announced (the console's feed).
         self.event_listeners: list[Callable[[Event], None]] = []
         self.console: Console | None = None
+        #: Keyed controls this process applied or is applying, by key: their answers (handle_control).
+        self._keyed: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
         self._mirror_engine_metrics()
         self.refresh_baseline()
         engine.add_listener(self.on_durable)
@@ -966,12 +970,46 @@ class Daemon:
         """Apply a host control (the :data:`livecart.runtime.control.Handler` of every control transport).
 
         ``status`` answers the state. Every other control goes through :meth:`Engine.control`, which journals
-        it; ``pause`` / ``resume`` also act on intake here (logged and counted). Raises
-        :class:`ControlError` for one that cannot be applied."""
-        answer = await self._apply_control(c)
+        it; ``pause`` / ``resume`` also act on intake here (logged and counted). A keyed control that was
+        applied already (sent again after no answer, before or after a restart) is not applied again: its
+        answer is the state now, with ``"replayed": true``; one sent again while the first is being applied
+        waits for the first one's answer. Raises :class:`ControlError` for one that cannot be applied."""
+        if c.key is not None and c.action is not ControlAction.STATUS:
+            answer, replayed = await self._keyed_control(c)
+            if replayed:
+                log.info("control %s with key %s was applied before: not applied again", c.action.value, c.key)
+                return {**answer, "replayed": True}
+        else:
+            answer = await self._apply_control(c)
         if self.console is not None and c.action is not ControlAction.STATUS:
             self.console.record_control(c)  # the console's feed shows host actions from every transport
         return answer
+
+    async def _keyed_control(self, c: Control) -> tuple[Mapping[str, Any], bool]:
+        """:meth:`_apply_control` for a control with a key, once per key: its answer, and whether it had been
+        applied before (its answer is then the first one's, when this process gave it, else the state now)."""
+        key = str(c.key)
+        first = self._keyed.get(key)
+        if first is not None and first.done() and first.exception() is None \
+                and control.applied_before(self.engine.ledger, c, self.cfg.catalogue):
+            return first.result(), True
+        if first is not None and not first.done():
+            return await asyncio.shield(first), True  # raises the first one's error, as it did
+        if control.applied_before(self.engine.ledger, c, self.cfg.catalogue):
+            return self._answer(c, []), True  # applied by an earlier process (the journal says so)
+        fut: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
+        self._keyed[key] = fut
+        while len(self._keyed) > CONTROL_KEYS:
+            del self._keyed[next(iter(self._keyed))]
+        try:
+            answer = await self._apply_control(c)
+        except BaseException as exc:
+            self._keyed.pop(key, None)  # not applied: the same key may try again
+            fut.set_exception(exc if isinstance(exc, Exception) else ControlError("not applied: the daemon stopped"))
+            fut.exception()  # retrieved: nobody else may be waiting
+            raise
+        fut.set_result(answer)
+        return answer, False
 
     async def _apply_control(self, c: Control) -> Mapping[str, Any]:
         a = c.action
@@ -988,6 +1026,13 @@ class Daemon:
         # A control may change figures without outcomes (restock with no queue, a new cap): refresh the
         # baseline so the next event check compares against the state after it.
         self.refresh_baseline()
+        return self._answer(c, outs)
+
+    def _answer(self, c: Control, outs: list[Outcome]) -> dict[str, Any]:
+        """A control's answer: its outcomes, and the figures it changed as they are now."""
+        a = c.action
+        if a is ControlAction.PAUSE or a is ControlAction.RESUME:
+            return {"paused": self.is_paused(), "changed": False, "queued_batches": self.queue.qsize()}
         answer: dict[str, Any] = {"outcomes": [o.to_dict() for o in outs]}
         key = _key(c) if a is ControlAction.RESTOCK or a is ControlAction.PRESALE else None
         products = self.engine.snapshot()["products"]

@@ -92,3 +92,51 @@ def test_restock_promotes_the_presale_queue() -> None:
 def test_apply_refuses_a_comment_record() -> None:
     with pytest.raises(ValueError, match="not a control record"):
         control.apply(ledger(), Kind.COMMENT, [])
+
+
+def test_a_keyed_control_is_applied_once_live_on_replay_and_from_a_snapshot() -> None:
+    now = [100.0]
+    led = Ledger(CAT, hold_seconds=60, clock=lambda: now[0])
+    first = parse_params("restock", ["egg", "5"]).keyed("tap-00000001")
+    kind, args = control.record(first, CAT)
+    assert args == ["egg", None, 5, "tap-00000001"]  # the key is journalled after the arguments
+    control.apply(led, kind, args)
+    assert control.applied_before(led, first, CAT)
+    seq = led.seq
+    assert control.apply(led, kind, args) == []  # sent again: a no-op, but an event of the journal
+    assert led.seq == seq + 1
+    assert led.snapshot()["products"]["egg"]["stock"] == 7
+    # The key is in the ledger's state, so a ledger restored from a snapshot knows it too.
+    again = Ledger.restore(CAT, led.state(), clock=lambda: now[0])
+    control.apply(again, kind, args)
+    assert again.snapshot()["products"]["egg"]["stock"] == 7
+    assert again.state() == led.state() | {"seq": led.seq + 1}
+    # Another control with the same key is refused before it is applied; without a key it applies each time.
+    with pytest.raises(ControlError, match="another control") as exc:
+        control.applied_before(led, parse_params("restock", ["egg", "6"]).keyed("tap-00000001"), CAT)
+    assert exc.value.code == "key_reused"
+    for _ in range(2):
+        control.apply(led, *control.record(parse_params("restock", ["egg", "5"]), CAT))
+    assert led.snapshot()["products"]["egg"]["stock"] == 17
+    # Keys are remembered for CONTROL_KEY_SECONDS.
+    now[0] += 901
+    assert not control.applied_before(led, first, CAT)
+    control.apply(led, kind, args)
+    assert led.snapshot()["products"]["egg"]["stock"] == 22
+
+
+def test_the_ledger_keeps_the_newest_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livecart.core import ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "CONTROL_KEYS", 3)
+    led = ledger()
+    for i in range(5):
+        led.note_control(f"key-{i:06d}", "p", [f"o-{i}"])
+    assert [k for k in (f"key-{i:06d}" for i in range(5)) if led.control_key(k)] == ["key-000002", "key-000003",
+                                                                                      "key-000004"]
+
+
+@pytest.mark.parametrize("key", ["short", "has space in it", "x" * 65, 12345678])
+def test_a_bad_key_is_refused_when_parsed(key: object) -> None:
+    with pytest.raises(BadControl, match="key"):
+        Control.from_json({"action": "restock", "sku": "egg", "qty": 1, "key": key})

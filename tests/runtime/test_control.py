@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import stat
 import uuid
@@ -358,3 +359,55 @@ def test_ctl_with_a_wrong_command_line_exits_2_with_a_message(
     err = capsys.readouterr().err
     assert said in err
     assert "required" not in err
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_ctl_sends_a_control_again_with_its_key_when_no_answer_came(
+        token_config: Path, capsys: pytest.CaptureFixture[str], answered: bool) -> None:
+    """A daemon that took the control and died (the connection closed with no answer): ctl sends the same
+    control with the same key again, to the daemon started after it, so it is applied once."""
+    import re
+    import socket
+    import threading
+
+    cfg = config.load(token_config)
+    server = socket.create_server(("127.0.0.1", 0))
+    seen: list[dict[str, Any]] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    found = re.search(rb"content-length: *(\d+)", head, re.I)
+                    assert found is not None
+                    while len(body) < int(found.group(1)):
+                        body += conn.recv(65536)
+                    seen.append(orjson.loads(body))
+                    if answered and len(seen) == 2:
+                        answer = orjson.dumps({"ok": True, "action": "restock", "result": {"replayed": True}})
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                     b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    control_state_path(cfg).write_bytes(orjson.dumps({"host": "127.0.0.1", "port": server.getsockname()[1],
+                                                      "pid": os.getpid()}))
+    try:
+        rc = ctl_main(argparse.Namespace(file=str(token_config), action="restock", params=["egg-10", "5"],
+                                         key=None, wait=1.2))
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert "sending it again with the same key" in err
+    assert len({s["key"] for s in seen}) == 1
+    assert len(seen) >= 2
+    if answered:
+        assert rc == 0
+        assert len(seen) == 2
+    else:
+        assert rc == 1
+        assert f"may or may not have been applied: `livecart ctl --key {seen[0]['key']} ...`" in err
