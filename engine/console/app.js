@@ -9,7 +9,7 @@
       revenue_held: "待付收入", featured: "当前讲解", paused: "已暂停接单", pause: "暂停接单", resume: "继续接单",
       product: "商品", stock: "库存", left: "剩余", reserved: "已订", presale: "预售", adapters: "直播间连接",
       held: "待付", paid: "已付", queue: "排队", feature: "讲解", restock: "补货", quantity: "数量", apply: "确定",
-      cancel: "取消", presale_ctl: "预售", cap: "上限", open: "开启", close: "关闭", limit: "限购",
+      cancel: "取消", cancel_sure: "确认取消？", back: "返回", presale_ctl: "预售", cap: "上限", open: "开启", close: "关闭", limit: "限购",
       search_label: "买家名 / 用户 / 订单号", status: "状态", all: "全部", unpaid: "待付款", search: "搜索",
       st_reserved: "已订", st_presale: "预售", st_paid: "已付", st_cancelled: "已取消", st_expired: "已过期",
       st_rejected: "未成交", st_promoted: "转正",
@@ -40,7 +40,7 @@
       revenue_paid: "Revenue paid", revenue_held: "Revenue held", featured: "Featured", paused: "Intake paused",
       pause: "Pause", resume: "Resume", product: "Product", stock: "Stock", left: "Left", reserved: "Reserved",
       presale: "Presale", adapters: "Stream connections", held: "held", paid: "paid", queue: "Queue",
-      feature: "Feature", restock: "Restock", quantity: "Quantity", apply: "Apply", cancel: "Cancel",
+      feature: "Feature", restock: "Restock", quantity: "Quantity", apply: "Apply", cancel: "Cancel", cancel_sure: "Cancel it?", back: "Back",
       presale_ctl: "Presale", cap: "Cap", open: "Open", close: "Close", limit: "Limit",
       search_label: "Buyer name, user id or order id", status: "Status", all: "All", unpaid: "Unpaid holds",
       search: "Search", st_reserved: "held", st_presale: "presale", st_paid: "paid", st_cancelled: "cancelled",
@@ -99,6 +99,27 @@
     var b = el("button", {type: "button"}, label);
     if (cls) { b.className = cls; }
     b.addEventListener("click", onclick);
+    return b;
+  }
+  // A button for what cannot be undone (cancelling an order): the first tap asks ("Cancel it?"), a second
+  // tap between 0.6 s and 5 s later does it; a double tap, or no second tap, leaves it as it was. The
+  // question outlives the list's re-rendering (it follows the sale every 2 s): kept by ``id``.
+  var asked = {};
+  function confirmButton(id, label, sure, act) {
+    var b = button(label, function () {
+      var now = Date.now(), at = asked[id];
+      if (at && now - at < 600) { return; }  // a double tap
+      if (at && now - at < 5000) { delete asked[id]; show(); act(b); return; }
+      asked[id] = now;
+      show();
+      setTimeout(function () { if (asked[id] === now) { delete asked[id]; } show(); }, 5000);
+    });
+    function show() {
+      var on = asked[id] && Date.now() - asked[id] < 5000;
+      b.textContent = on ? sure : label;
+      b.classList.toggle("danger", !!on);
+    }
+    show();
     return b;
   }
   var num = LivecartSummary.num, money = LivecartSummary.money, clock = LivecartSummary.clock;
@@ -426,7 +447,7 @@
     } else {
       form.appendChild(el("button", {type: "submit"}, T.apply));
     }
-    form.appendChild(button(T.cancel, closeForms));
+    form.appendChild(button(T.back, closeForms));
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       if (input.value === "") { input.focus(); return; }
@@ -522,8 +543,16 @@
     });
   }
 
+  // When the rows move (a paid hold leaves "Unpaid holds", a row's buttons change), a second tap meant for
+  // what was under the finger would land on another row's button or another button: the row buttons are
+  // disabled for half a second after such a change.
+  var shownRows = "";
+
   function ordersTable(list, queue) {
     var head = $("orders-head"), body = $("orders-body");
+    var rows = list.map(function (o) { return o.order + ":" + o.status; }).join(",");
+    var moved = rows !== shownRows;
+    shownRows = rows;
     head.textContent = ""; body.textContent = "";
     var tr = el("tr");
     (queue ? [T.place, T.order, T.buyer, T.qty] : ["", T.order, T.buyer, T.product, T.qty, T.status, T.pay_by, ""])
@@ -557,14 +586,22 @@
         cell.appendChild(acts);
         if (o.status === "reserved") {
           acts.appendChild(button(T.pay, function (ev) { control({action: "pay", order: o.order}, ev.currentTarget).then(refreshOrders); }));
+        } else if (o.status === "presale" || o.status === "paid") {
+          // Where "Mark paid" was: a second tap on it after the list re-rendered must not land on Cancel.
+          acts.appendChild(el("span", {"class": "slot", "aria-hidden": "true"}, T.pay));
         }
         if (o.status === "reserved" || o.status === "presale" || o.status === "paid") {
-          acts.appendChild(button(T.cancel, function (ev) { control({action: "cancel", order: o.order}, ev.currentTarget).then(refreshOrders); }));
+          acts.appendChild(confirmButton("cancel " + o.order, T.cancel, T.cancel_sure, function (b) { control({action: "cancel", order: o.order}, b).then(refreshOrders); }));
         }
         row.appendChild(cell);
       }
       body.appendChild(row);
     });
+    if (moved) {
+      var still = Array.prototype.slice.call(body.querySelectorAll(".acts button"));
+      still.forEach(function (b) { b.disabled = true; });
+      setTimeout(function () { still.forEach(function (b) { if (!b.hasAttribute("aria-busy")) { b.disabled = false; } }); }, 500);
+    }
     selectionChanged();
   }
 

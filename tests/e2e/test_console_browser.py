@@ -337,7 +337,14 @@ def test_orders_search_a_buyer_bulk_pay_cancel_and_the_presale_queue(sale: Sale,
     page.get_by_role("button", name="Orders").click()
     page.get_by_label("Status").select_option("unpaid")
     page.get_by_role("button", name="Search").click()
-    page.locator('#orders-body tr[data-order="o-000004"]').get_by_role("button", name="Cancel").click()
+    # Cancelling asks first: a double tap only asks (a tired host's second tap on "Mark paid" landed on
+    # "Cancel" once the row had re-rendered, and cancelled the order just paid); a tap after that does it.
+    row = page.locator('#orders-body tr[data-order="o-000004"]')
+    row.get_by_role("button", name="Cancel").dblclick()
+    row.get_by_role("button", name="Cancel it?").wait_for()
+    page.wait_for_timeout(700)  # the console's own rule: the second tap counts from 0.6 s on
+    assert sale.state()["outcomes"].get("cancelled", 0) == 0
+    row.get_by_role("button", name="Cancel it?").click()
     page.locator("#toast").filter(has_text="cancel o-000004").wait_for()
     # The presale queue of a product, in order.
     page.get_by_role("button", name="Board").click()
@@ -350,7 +357,25 @@ def test_orders_search_a_buyer_bulk_pay_cancel_and_the_presale_queue(sale: Sale,
     assert st["outcomes"]["paid"] == 3
     assert st["outcomes"]["cancelled"] == 1
     assert st["outcomes"]["promoted"] == 1
-    assert metric(sale, 'livecart_controls_total{action="pay",result="ok",transport="console"} 3')
+    # A double tap on "Mark paid" in "Unpaid holds" pays that one order: the paid row leaves the list, and the
+    # buttons that move under the finger take no tap for half a second.
+    page.get_by_role("button", name="Orders").click()
+    page.get_by_label("Status").select_option("unpaid")
+    page.get_by_role("button", name="Search").click()
+    pay = page.locator("#orders-body tr").first.get_by_role("button", name="Mark paid")
+    page.wait_for_function("() => { const b = document.querySelector('#orders-body tr .acts button'); "
+                           "return b && !b.disabled; }")
+    box = pay.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(x, y)
+    page.wait_for_timeout(400)  # a tired host's second tap
+    page.mouse.click(x, y)
+    wait_for(lambda: sale.state()["outcomes"]["paid"] == 4, "the first tap's payment")
+    page.wait_for_timeout(1000)
+    assert sale.state()["outcomes"]["paid"] == 4
+    assert sale.state()["outcomes"]["cancelled"] == 1
+    assert metric(sale, 'livecart_controls_total{action="pay",result="ok",transport="console"} 4')
     phone.check_clean()
 
 
