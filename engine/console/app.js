@@ -546,13 +546,12 @@
   // When the rows move (a paid hold leaves "Unpaid holds", a row's buttons change), a second tap meant for
   // what was under the finger would land on another row's button or another button: the row buttons are
   // disabled for half a second after such a change.
-  var shownRows = "";
+  var shownRows = "", settledAt = 0;
 
   function ordersTable(list, queue) {
     var head = $("orders-head"), body = $("orders-body");
     var rows = list.map(function (o) { return o.order + ":" + o.status; }).join(",");
-    var moved = rows !== shownRows;
-    shownRows = rows;
+    if (rows !== shownRows) { shownRows = rows; settledAt = Date.now() + 500; }
     head.textContent = ""; body.textContent = "";
     var tr = el("tr");
     (queue ? [T.place, T.order, T.buyer, T.qty] : ["", T.order, T.buyer, T.product, T.qty, T.status, T.pay_by, ""])
@@ -597,10 +596,12 @@
       }
       body.appendChild(row);
     });
-    if (moved) {
+    // Until then (another render within the half second, of the same rows, gets its buttons disabled too).
+    var settling = settledAt - Date.now();
+    if (settling > 0) {
       var still = Array.prototype.slice.call(body.querySelectorAll(".acts button"));
       still.forEach(function (b) { b.disabled = true; });
-      setTimeout(function () { still.forEach(function (b) { if (!b.hasAttribute("aria-busy")) { b.disabled = false; } }); }, 500);
+      setTimeout(function () { still.forEach(function (b) { if (!b.hasAttribute("aria-busy")) { b.disabled = false; } }); }, settling);
     }
     selectionChanged();
   }
