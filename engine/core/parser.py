@@ -34,6 +34,9 @@ Choices the contract leaves open
 * A link or code the catalogue lacks gives ``Item(None, reason=UNKNOWN_PRODUCT)``
   in every intent, so "9号不要了" never cancels the buyer's latest order by accident.
 * Several ``+1`` for the featured product in one comment (``+1+1+1``) are one item of 1.
+* A quantity it cannot take (一万盒, 100000000盒, egg 1000000, 1e9盒, x-1, 2.5盒, 两个半) is an item with
+  ``Reason.BAD_QUANTITY`` (negative as given, a fraction as 0, capped at :data:`QTY_CAP`), never a quantity
+  of 1 left by the verb, nor ``none`` (docs/parser.md, "Missing quantity").
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ NOISE, PAST, CANCEL, ASKC, ASKG, NEG, SOLO, VERB, FILL, ALIAS, LINK, QTY, WEAKQT
 
 _TRAD = re.compile("[" + "".join(chr(c) for c in tb.T2S) + "]")
 _CN_DIGIT_CHARS = "零〇一二两俩三仨四五六七八九十百壹贰叁肆柒捌玖拾"
-_CN_NUM = f"[{_CN_DIGIT_CHARS}]+"
+#: 千 万 亿 inside a numeral (一千, 三万, 两千五, 一亿): a quantity far above any limit, read so it is refused. Never
+#: first: 千万 ("by all means"), 万一 ("in case"), 万岁 are everyday words.
+_CN_BIG = "千万亿"
+_CN_NUM = f"[{_CN_DIGIT_CHARS}][{_CN_DIGIT_CHARS}{_CN_BIG}]*"
 # Not the 个 of 十个装 (a pack of ten) or the 盒 of 2盒起 (two boxes at least): the product's pack and terms.
 _MEASURE = "|".join(m + "(?![装起])" for m in tb.MEASURE_CN)
 _UNIT_NOISE = "|".join(
@@ -73,10 +79,26 @@ _CNQ = re.compile(rf"({_CN_NUM})\s*(?:(号)(?!{_ADDRESS})(?:\s*链接)?|({_MEASU
 _LINK_AFTER = re.compile(rf"(?:链接|link|lnk)\s*#?\s*(?:no\.?\s*)?([0-9]{{1,3}}(?![0-9])|{_CN_NUM})")
 _HASH = re.compile(r"#\s*([0-9]{1,3})(?![0-9])")
 # Not 加两勺 (two spoons of it: a recipe) or +5元: a unit after the number makes it no quantity.
-_PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
+_PLUS = re.compile(rf"(?:\+|加|扣)\s*个?\s*([0-9]+(?:e\+?[0-9]{{1,4}}(?![0-9a-z]))?|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
 # Taking a quantity back: 退两盒, 减一盒, -1 (not the - of a range or a code: 3-5, a-1).
 _MINUS = re.compile(rf"(?:退|减|-)\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})\s*(?:{_MEASURE})?(?!\s*(?:{_UNIT_NOISE}))")
-_XQ = re.compile(rf"[x*]\s*([0-9]{{1,4}}(?![0-9])|{_CN_NUM})")
+# x3, x1000; and x-1, x2.5, x1e9, x100000: quantities that are refused (bad_quantity), never read as x1 or x2.
+_XQ = re.compile(rf"[x*]\s*(-?[0-9]+(?:\.[0-9]+|e\+?[0-9]{{1,4}})?(?![0-9.])|{_CN_NUM})")
+#: A measure word right after a number (1e9盒, 1万盒).
+_MEASURE_AT = re.compile(rf"\s*({_MEASURE})")
+#: An exponent after a run of digits (1e9): a quantity no one can mean, refused.
+_EXP = re.compile(r"e\+?([0-9]{1,4})(?![0-9a-z])")
+#: 半 after a numeral and its measure word (两个半, 1盒半): half a unit; not 半价 (half price) or 两个半小时.
+_HALF = re.compile(r"半(?!价|小时|天|年|个?月|夜|路|斤|两)")
+#: A mobile number (13812345678, +8613812345678): not a quantity however it is written.
+_PHONE = re.compile(r"(?:86)?1[3-9][0-9]{9}")
+#: Multipliers after digits (1万盒, 3千盒, 2k盒): with a measure word after them, a quantity (refused).
+_MULT = {"百": 100, "千": 1000, "万": 10_000, "亿": 100_000_000, "k": 1000, "w": 10_000}
+#: Where a quantity read from a long digit run or a huge numeral is capped: far above any max_qty, within
+#: a 64-bit integer.
+QTY_CAP = 10**18 - 1
+#: The quantity of a fraction (2.5盒, x2.5, 两个半): not a whole number of units, so refused as 0 is.
+_FRACTION = 0
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 _CJK_SPACE_OR_MENTION = re.compile(r"(@[^\s@+]*\s+)|(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
@@ -134,40 +156,97 @@ def _keep_mentions(m: re.Match[str]) -> str:
 
 
 def cn_number(s: str) -> int | None:
-    """Value of a Chinese numeral (一 ... 九十九, 两, 俩, 一百 ...), or None when it is not one."""
+    """Value of a Chinese numeral (一 ... 九十九, 两, 俩, 一百, 一千零一, 三万, 一亿 ...), or None when it is not
+    one. 千, 万 and 亿 alone are not numbers (千万, 万一 and 万岁 are everyday words)."""
     if len(s) == 1:
         v = tb.CN_DIGITS.get(s)
         if v is not None:
             return v
         return 10 if s == "十" or s == "拾" else (100 if s == "百" else None)
-    total = 0
+    total = 0  # whole 亿 and 万 sections so far
+    section = 0  # below 万
     cur = -1
     for ch in s:
         d = tb.CN_DIGITS.get(ch)
         if d is not None:
             if cur >= 0:
                 return None  # two digits in a row (一二) is not a number
+            if d == 0 and (section or total):
+                continue  # the 零 of 一千零一, 一万零五百: a gap, not a digit
             cur = d
         elif ch == "十" or ch == "拾":  # 拾: the financial 十 (贰拾 = 20)
-            total += (cur if cur >= 0 else 1) * 10
+            section += (cur if cur >= 0 else 1) * 10
             cur = -1
         elif ch == "百":
-            total += (cur if cur >= 0 else 1) * 100
+            section += (cur if cur >= 0 else 1) * 100
+            cur = -1
+        elif ch == "千":
+            section += (cur if cur >= 0 else 1) * 1000
+            cur = -1
+        elif ch == "万" or ch == "亿":
+            unit = 10_000 if ch == "万" else 100_000_000
+            section += cur if cur >= 0 else 0
+            if not section and not total:
+                return None  # 万 with nothing to count
+            if not section:
+                total *= unit  # 一亿亿, 一万万: more of the same
+            else:
+                total = (total + section) * unit if ch == "亿" else total + section * unit
+            if total > QTY_CAP:
+                return QTY_CAP
+            section = 0
             cur = -1
         else:
             return None
-    return total + (cur if cur >= 0 else 0)
+    return total + section + (cur if cur >= 0 else 0)
 
 
 def _int(s: str) -> int | None:
-    if s[0] <= "9":
-        return int(s)
+    if s[0] <= "9" or s[0] == "-":
+        return _digits_value(s) if len(s) > 1 and not s.isdigit() else _whole(s)
     return cn_number(s)
+
+
+def _whole(digits: str) -> int:
+    """A run of digits as a quantity: capped (a 2,000-digit run is no reason for a huge int, or an error)."""
+    return int(digits) if len(digits) <= 18 else QTY_CAP
+
+
+def _digits_value(s: str) -> int:
+    """The quantity of ``-1``, ``2.5``, ``1e9`` (the forms ``x`` may take): a negative or capped number, or
+    :data:`_FRACTION` for a fraction other than a whole one (2.0 is 2)."""
+    neg = s.startswith("-")
+    body = s[1:] if neg else s
+    whole, dot, frac = body.partition(".")
+    if dot:
+        if frac.strip("0"):
+            return _FRACTION
+        v = _whole(whole)
+    else:
+        mant, e, exp = whole.partition("e")
+        v = _whole(mant)
+        if e:
+            n = int(exp.lstrip("+") or 0)
+            v = QTY_CAP if n > 17 else min(v * 10**n, QTY_CAP)
+    return -v if neg else v
 
 
 def _spammy(digits: str) -> bool:
     """666, 888, 1111111, phone numbers: digits that are not a quantity."""
     return len(digits) >= 5 or (len(digits) >= 3 and digits.count(digits[0]) == len(digits))
+
+
+def _cheer(digits: str) -> bool:
+    """After a ``+``: 666, 8888, 999 (one digit repeated) cheer, or mash a key (+1111111); a mobile number
+    or 5201314 is no quantity either. Other digit runs, however long (+12345), and 9s past six
+    (+99999999999, "as many as you have") are a quantity, refused above max_qty."""
+    if len(digits) >= 3 and digits.count(digits[0]) == len(digits):
+        return digits[0] != "9" or len(digits) <= 6
+    return digits in _LOVE or _PHONE.fullmatch(digits) is not None
+
+
+#: 5201314 ("I love you for ever") and its kin: greetings, not quantities.
+_LOVE = frozenset({"5201314", "1314520", "521314"})
 
 
 def _one_edit(a: str, b: str) -> bool:
@@ -284,7 +363,7 @@ def _read_plus(t: str, i: int) -> tuple[int, object, int]:
     if m is None:
         return FILL, None, i + 1
     g = m.group(1)
-    if g[0] <= "9" and _spammy(g):
+    if g[0] <= "9" and _cheer(g):
         return NOISE, None, m.end()
     v = _int(g)
     return (PLUS, v, m.end()) if v is not None else (NOISE, None, m.end())
@@ -337,7 +416,7 @@ def _fold_qty(s: _Scan, kind: int, qty: int) -> None:
     cur = s.cur
     if cur.qty is not None:
         cur = s.new_group()
-    cur.qty = qty
+    cur.qty = qty if qty <= QTY_CAP else QTY_CAP  # 一亿亿亿: refused all the same, within 64 bits
     if kind == PLUS:
         cur.plus = True
         s.flags |= 1 << PLUS
@@ -797,18 +876,47 @@ class Parser:
         m = _NUM.match(t, i)
         assert m is not None
         digits = m.group(1)
-        if m.group(2) or m.group(5):
-            if m.group(2) and "." in m.group(2) or m.group(5) in _MONEY:
+        frac, unit, measure = m.group(2), m.group(5), m.group(4)
+        if frac and measure and frac[0] == "." and frac.count(".") == 1 and frac[1:].isdigit():
+            # 2.5盒: a fraction of a unit, refused (not read as one box by the verb alone); 2.0盒 is two.
+            end = m.end()
+            if _HALF.match(t, end):
+                end += 1
+            v = _digits_value(digits + frac)
+            return MQTY if measure in _ORDER_MEASURE else QTY, v, end
+        if unit in _MULT and (not frac or frac[0] == "." and frac[1:].isdigit()):
+            mm = _MEASURE_AT.match(t, m.end())
+            if mm is not None:
+                # 1万盒, 3千盒, 2.5万盒: a quantity far above any limit, refused (not 3万 alone: money).
+                v = QTY_CAP if len(digits) > 12 else int(float(digits + (frac or "")) * _MULT[unit])
+                return MQTY if mm.group(1) in _ORDER_MEASURE else QTY, v, mm.end()
+        if frac or unit:
+            if frac and "." in frac or unit in _MONEY:
                 s.flags |= 1 << TALK  # a price: 29.9, 68块
             return NOISE, None, m.end()
         if m.group(3):
             if (i and t[i - 1] == "月") or len(digits) > 3:
                 return NOISE, None, m.end()
             return LINK, int(digits), m.end()
-        if m.group(4):
-            if len(digits) >= 5:
-                return NOISE, None, m.end()
-            return MQTY if m.group(4) in _ORDER_MEASURE else QTY, int(digits), m.end()
+        if measure:
+            # 两盒半 / 1盒半: half a unit too many to be a whole number, refused.
+            if _HALF.match(t, m.end()):
+                return MQTY if measure in _ORDER_MEASURE else QTY, _FRACTION, m.end() + 1
+            # 10000盒, 100000000盒: a digit run of any length with a measure word is a quantity (refused
+            # above max_qty), not noise that leaves a verb to buy one.
+            return MQTY if measure in _ORDER_MEASURE else QTY, _whole(digits), m.end()
+        e = _EXP.match(t, m.end())
+        if e is not None:
+            # 1e9: an exponent; with a measure word a quantity, else one right after a product or verb.
+            v = _digits_value(digits + "e" + e.group(1))
+            mm = _MEASURE_AT.match(t, e.end())
+            if mm is not None:
+                return MQTY if mm.group(1) in _ORDER_MEASURE else QTY, v, mm.end()
+            return WEAKQTY, v, e.end()
+        if len(digits) >= 5 and not _cheer(digits):
+            # egg 1000000: a long digit run right after a product or a verb is a quantity (refused); alone or
+            # elsewhere it stays noise (a phone number, an order number, 1111111).
+            return WEAKQTY, _whole(digits), m.end()
         if _spammy(digits) or len(digits) > 4:
             return NOISE, None, m.end()
         return QTY, int(digits), m.end()
@@ -824,9 +932,12 @@ class Parser:
                 s.flags |= 1 << TALK
             return NOISE, None, m.end()
         if m.group(2):
-            return LINK, v, m.end()
+            return (LINK, v, m.end()) if v < 1000 else (NOISE, None, m.end())
         if m.group(3):
-            return MQTY if m.group(3) in _ORDER_MEASURE else QTY, v, m.end()
+            kind = MQTY if m.group(3) in _ORDER_MEASURE else QTY
+            if _HALF.match(t, m.end()):
+                return kind, _FRACTION, m.end() + 1  # 两个半, 一盒半: half a unit, refused
+            return kind, v, m.end()
         return WEAKQTY, v, m.end()
 
     def _fold(self, s: _Scan, t: str, kind: int, payload: object, i: int, end: int) -> int:

@@ -111,6 +111,61 @@ def test_max_qty_is_configurable(sample: Config) -> None:
     assert p.parse("+6", "egg-10").intent is Intent.BUY
 
 
+_REFUSED = [
+    # 千 / 万 / 亿 numerals, digits of any length, exponents: above max_qty, refused rather than read as one.
+    ("鸡蛋来一万盒", 10_000), ("鸡蛋来一千盒", 1000), ("鸡蛋来一亿盒", 100_000_000), ("鸡蛋来三千盒", 3000),
+    ("鸡蛋来一千零一盒", 1001), ("要三万盒", 30_000), ("要两千五百盒", 2500), ("鸡蛋来两千", 2000),
+    ("鸡蛋来100000000盒", 100_000_000), ("鸡蛋来12345盒", 12_345), ("鸡蛋来1万盒", 10_000),
+    ("鸡蛋来1e9盒", 10**9), ("egg 1e9", 10**9), ("egg x1e9", 10**9), ("+1e9", 10**9),
+    ("egg 1000000", 1_000_000), ("egg x100000", 100_000), ("SOLD A1 100000", 100_000),
+    ("1号链接拍100000", 100_000), ("+99999999999", 99_999_999_999), ("+123456", 123_456),
+    # negative and fractional: not a whole number of boxes to reserve
+    ("egg x-1", -1), ("egg x-2", -2), ("鸡蛋来2.5盒", 0), ("鸡蛋来1.5盒", 0), ("egg x2.5", 0), ("鸡蛋x2.5", 0),
+    ("鸡蛋来两个半", 0), ("鸡蛋来两盒半", 0),
+]
+
+
+@pytest.mark.parametrize(("text", "qty"), _REFUSED)
+def test_a_quantity_it_cannot_take_is_refused_not_read_as_one(parsers: dict[str, Parser], text: str,
+                                                              qty: int) -> None:
+    got = parsers["sample"].parse(text, "egg-10")
+    assert got == ParseResult(Intent.BUY, (Item("egg-10", None, qty, Reason.BAD_QUANTITY),)), got
+
+
+def test_huge_quantities_are_capped_and_never_raise(parsers: dict[str, Parser]) -> None:
+    from livecart.core.parser import QTY_CAP
+
+    p = parsers["sample"]
+    for text in ("鸡蛋来" + "1" * 1999 + "盒", "+" + "9" * 5000, "鸡蛋来一亿亿亿亿亿盒", "egg x9e9999"):
+        got = p.parse(text, "egg-10")
+        assert got == ParseResult(Intent.BUY, (Item("egg-10", None, QTY_CAP, Reason.BAD_QUANTITY),)), text
+
+
+def test_big_numbers_that_are_no_quantity_stay_as_they_were(parsers: dict[str, Parser]) -> None:
+    p = parsers["sample"]
+    for text in ("13812345678", "鸡蛋 13812345678", "+8613812345678", "+5201314", "5201314", "+666666",
+                 "+1111111", "+88888888", "egg 11111", "千万别买", "万岁", "十万火急", "一千零一夜", "鸡蛋3万元",
+                 "三万块", "鸡蛋两盒半价", "等了两个半小时了", "鸡蛋2.5元一盒", "egg 2.5", "鸡蛋-1", "订单号123456789",
+                 "鸡蛋500克", "2024.12.25"):
+        assert p.parse(text, "egg-10").intent is not Intent.BUY, text
+    assert p.parse("鸡蛋来2.0盒", "egg-10").items == (Item("egg-10", None, 2),)
+    assert p.parse("千万要买鸡蛋", "egg-10").items == (Item("egg-10", None, 1),)  # 千万: "by all means"
+    assert p.parse("鸡蛋还有一万盒吗", "egg-10").intent is Intent.ASK
+
+
+def test_cn_number_reads_thousands_and_above() -> None:
+    assert cn_number("一千") == 1000
+    assert cn_number("两千五百") == 2500
+    assert cn_number("一千零一") == 1001
+    assert cn_number("三万") == 30_000
+    assert cn_number("一亿") == 100_000_000
+    assert cn_number("十万") == 100_000
+    assert cn_number("九十九") == 99
+    assert cn_number("一二") is None
+    for word in ("千", "万", "亿"):
+        assert cn_number(word) is None
+
+
 def test_from_config_reads_stream_settings(tmp_path: Path) -> None:
     text = (REPO / "config" / "sample.toml").read_text(encoding="utf-8")
     text = text.replace("bare_plus_one = true", "bare_plus_one = false\nmax_qty = 3")
