@@ -23,7 +23,9 @@ import csv
 import gc
 import io
 import math
+import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from livecart.core.ledger import Ledger
 from livecart.core.records import Outcome, Status
 from livecart.core.settings import Config
 from livecart.store.codec import COMMENT, Entry, Header, apply_data, rebuild_entries
+from livecart.store.lock import lock_path
 from livecart.store.sqlite import SqliteStore, inspect_file, repair_file
 
 if TYPE_CHECKING:
@@ -200,8 +203,12 @@ def report_main(args: argparse.Namespace) -> int:
     if getattr(args, "html", None):
         from livecart.runtime.console import summary_html
 
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(summary_html(summary(args.file)))
+        if (why := refused_output(args.html, args.file)) is not None:
+            print(f"livecart report: {why}", file=sys.stderr)
+            return 2
+        # Written only once the whole page is made, through a temporary file: a report that fails (no
+        # journal, a damaged one) leaves an existing OUT as it was.
+        write_output(args.html, summary_html(summary(args.file)).encode("utf-8"))
         print(f"livecart report: wrote {args.html}", file=sys.stderr)
         return 0
     _one_pass()
@@ -254,6 +261,9 @@ def _one_pass() -> None:
 
 def export_main(args: argparse.Namespace) -> int:
     """Write one row per order of ``args.file``'s stream as ``args.format`` to ``args.output``."""
+    if args.output not in (None, "-") and (why := refused_output(args.output, args.file)) is not None:
+        print(f"livecart export: {why}", file=sys.stderr)
+        return 2
     _one_pass()
     ledger, names = _ledger(args.file, with_names=True)
     if args.format == "csv":
@@ -269,9 +279,75 @@ def export_main(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        with open(args.output, "wb") as f:
-            f.write(data)
+        write_output(args.output, data)
     return 0
+
+
+#: Files livecart keeps beside a journal (its name + one of these): SQLite's WAL, shared memory and rollback
+#: journal, the writer's lock, the daemon's control address, reply routes and reply progress.
+SIDE_SUFFIXES = ("-wal", "-shm", "-journal", ".lock", ".ctl.json", ".routes.json", ".replies.json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link is another name of the same file
+    except OSError:
+        return False
+
+
+def refused_output(out: str, file: str) -> str | None:
+    """Why ``out`` must not be written as the output of a command reading ``file``'s stream, or None.
+
+    Refused: the stream config itself, its journal, and every file livecart keeps beside the journal
+    (:data:`SIDE_SUFFIXES`, the control address of a JetStream sale, the backups ``journal repair`` keeps),
+    compared after symlinks are followed (and as the same file for a hard link). Writing one of them over
+    used to destroy the sale's history or its config."""
+    target = Path(out)
+    if _same_file(target, Path(file)):
+        return f"will not write the output over the stream config {file}; name another file"
+    cfg = load_for_reading(file)
+    journal = Path(cfg.storage.path)
+    if _same_file(target, journal):
+        return f"will not write the output over the sale's journal {journal}; name another file"
+    suffixes = [*SIDE_SUFFIXES, f".{cfg.storage.sale}.ctl.json"] if cfg.storage.sale else list(SIDE_SUFFIXES)
+    real = target.resolve()
+    for base in {journal, journal.resolve()}:
+        sides = [Path(str(base) + s) for s in suffixes] + [lock_path(base)]
+        if any(real == side.resolve() or _same_file(target, side) for side in sides) or (
+                real.parent == base.resolve().parent and real.name.startswith(base.name + ".bak-")):
+            return (f"will not write the output over {out}: livecart keeps it beside the sale's journal "
+                    f"{journal}; name another file")
+    return None
+
+
+def write_output(out: str, data: bytes) -> None:
+    """Write ``data`` to the file ``out`` whole or not at all: into a temporary file in the same folder,
+    flushed to disk, then renamed over ``out`` (an existing file keeps its permissions). Nothing is
+    truncated before the output is ready, and an error leaves an existing ``out`` as it was. A symlink
+    ``out`` has the file it points to replaced."""
+    real = Path(os.path.realpath(out))
+    try:
+        mode: int | None = real.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _journal_path(file: str) -> Path:

@@ -220,3 +220,53 @@ def test_export_names_each_order_by_the_name_on_its_own_comment(stream: Path,
     assert [(r["order"], r["buyer"], r["name"]) for r in rows] == [("o-000001", "10086", "张三"),
                                                                   ("o-000002", "10086", "李四"),
                                                                   ("o-000003", "777", "777")]
+
+
+def _snapshot_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["j.db", "j.db-wal", "j.db-shm", "j.db.lock", "j.db.ctl.json",
+                                    "j.db.replies.json", "j.db.routes.json", "s.toml", "link-to-journal",
+                                    "j.db.bak-20260101T000000"])
+@pytest.mark.parametrize("how", ["export", "html"])
+def test_an_output_over_the_config_the_journal_or_its_side_files_is_refused(
+        stream: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, how: str) -> None:
+    # `export -o j.db` wrote CSV over the journal (exit 0); `report --html j.db` emptied it before reading.
+    asyncio.run(run_sale(stream))
+    for side in ("j.db.lock", "j.db.ctl.json", "j.db.replies.json", "j.db.routes.json",
+                 "j.db.bak-20260101T000000"):
+        if not (tmp_path / side).exists():
+            (tmp_path / side).write_bytes(b"kept")
+    (tmp_path / "link-to-journal").symlink_to(tmp_path / "j.db")
+    before = _snapshot_files(tmp_path)
+    out = str(tmp_path / target)
+    argv = (["export", str(stream), "--format", "csv", "-o", out] if how == "export"
+            else ["report", str(stream), "--html", out])
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "will not write" in err
+    assert "Traceback" not in err
+    assert _snapshot_files(tmp_path) == before
+    assert cli.main(["report", str(stream), "--json"]) == 0
+
+
+def test_outputs_are_written_whole_or_not_at_all(stream: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # A report that fails (here: no journal yet) used to leave OUT truncated to nothing.
+    out = tmp_path / "summary.html"
+    out.write_text("last week's summary", encoding="utf-8")
+    csv_out = tmp_path / "orders.csv"
+    csv_out.write_text("last week's orders", encoding="utf-8")
+    assert cli.main(["report", str(stream), "--html", str(out)]) == 1
+    assert cli.main(["export", str(stream), "--format", "csv", "-o", str(csv_out)]) == 1
+    assert out.read_text(encoding="utf-8") == "last week's summary"
+    assert csv_out.read_text(encoding="utf-8") == "last week's orders"
+    asyncio.run(run_sale(stream))
+    assert cli.main(["report", str(stream), "--html", str(out)]) == 0
+    assert cli.main(["export", str(stream), "--format", "csv", "-o", str(csv_out)]) == 0
+    assert out.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert csv_out.read_bytes().startswith("\ufefforder,".encode())
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
