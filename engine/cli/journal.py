@@ -24,6 +24,8 @@ import gc
 import io
 import math
 import os
+import sqlite3
+import struct
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -359,8 +361,26 @@ def _journal_path(file: str) -> Path:
 
 
 def journal_main(args: argparse.Namespace) -> int:
-    """``livecart journal verify FILE`` (exit 0 whole, 1 damaged) and ``livecart journal repair FILE``."""
+    """``livecart journal verify FILE`` (exit 0 whole, 1 damaged) and ``livecart journal repair FILE``.
+
+    Damage that the checks do not foresee (content that fails to decode in a way no check names) is still
+    reported as damage, in one message with what to do, never as a traceback."""
     path = _journal_path(args.file)
+    try:
+        return _journal_action(args, path)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error, sqlite3.DatabaseError) as exc:
+        what = f"{type(exc).__name__}: {exc}"
+        what = what if len(what) <= 160 else what[:157] + "..."
+        if args.journal_command == "verify":
+            print(f"{path}: DAMAGED: part of it cannot be decoded ({what}). `livecart journal repair {args.file}` "
+                  "keeps a backup copy and cuts back to the last good batch, or restore it from a backup")
+        else:
+            print(f"livecart journal repair: {path} cannot be repaired: part of it cannot be decoded ({what}). "
+                  "The journal was not changed; restore it from a backup", file=sys.stderr)
+        return 1
+
+
+def _journal_action(args: argparse.Namespace, path: Path) -> int:
     if args.journal_command == "verify":
         rep = inspect_file(path)
         print(f"{path}: journal format {rep.schema}, {rep.batches:,} batches, {rep.snapshots:,} snapshots")
@@ -383,6 +403,8 @@ def journal_main(args: argparse.Namespace) -> int:
                 print(f"  the snapshot at event {seq:,} is whole but of events past the good part (a cut drops it)")
             else:
                 print(f"  DAMAGED: the snapshot at event {seq:,} fails its checksum (repair drops it)")
+        for what in rep.unreadable_snapshots:
+            print(f"  DAMAGED: a snapshot is damaged past reading ({what}); repair drops it")
         if rep.ok:
             print(f"  OK: events 1-{rep.good_events:,} check")
             return 0

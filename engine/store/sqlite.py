@@ -1419,10 +1419,12 @@ class Inspection:
     late_snapshots: list[int] = field(default_factory=list)
     #: The last event of the last batch in the file, damaged or not.
     last_event: int = 0
+    #: Snapshot rows so damaged that not even their event number reads (what each one holds, shortened).
+    unreadable_snapshots: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and not self.bad_snapshots
+        return self.problem is None and not self.bad_snapshots and not self.unreadable_snapshots
 
     @property
     def carried(self) -> int | None:
@@ -1430,6 +1432,19 @@ class Inspection:
         ``run``, ``report`` and ``export`` read it (that snapshot and the batches after it) does not need the
         damaged batch, and cutting back to the good prefix would drop acknowledged events."""
         return max(self.late_snapshots) if self.problem is not None and self.late_snapshots else None
+
+
+def _whole_number(value: Any) -> int:
+    """A column livecart stores as an integer, read from a file that may be damaged: a row whose bytes were
+    changed can hand back text, a blob or a float there. Raises :class:`ValueError` naming what it holds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"an event number holds {value!r:.60}")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspection:
@@ -1457,7 +1472,11 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
             raise ForeignDatabase(f"{p} is damaged or not a livecart journal ({exc})") from exc
         if app_id != APPLICATION_ID or meta.get("app") != "livecart":
             raise ForeignDatabase(f"{p} is not a livecart journal (application_id={app_id:#x})")
-        rep.schema = int(meta.get("schema", "0") or 0)
+        try:
+            rep.schema = int(meta.get("schema", "0") or 0)
+        except ValueError as exc:
+            raise JournalDamaged(f"{p} is damaged: its format number cannot be read ({_short(exc)}). It was left "
+                                 "untouched; restore it from a backup") from exc
         if rep.schema > SCHEMA_VERSION:
             raise JournalError(f"{p} was written by a newer livecart (journal format {rep.schema}; this livecart "
                                f"reads formats 1 to {SCHEMA_VERSION}); upgrade livecart to check it")
@@ -1472,7 +1491,13 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
                 if rep.problem is not None:
                     continue
                 try:
-                    chain.check(int(first), int(last), body, crc)
+                    first, last = _whole_number(first), _whole_number(last)
+                except ValueError as exc:  # the row's event numbers are themselves damaged
+                    rep.problem = (f"batch {chain.number + 1} (after event {rep.good_events}) is damaged: its "
+                                   f"event numbers cannot be read ({_short(exc)})")
+                    continue
+                try:
+                    chain.check(first, last, body, crc)
                     orjson.loads(body)
                 except JournalDamaged as exc:
                     # What to do is for the caller to say (verify and repair say it, knowing more).
@@ -1480,6 +1505,10 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
                     continue
                 except orjson.JSONDecodeError as exc:
                     rep.problem = f"batch {chain.number} (events {first}-{last}) cannot be read: {exc}"
+                    continue
+                except (TypeError, ValueError, OverflowError, struct.error) as exc:  # any other damaged content
+                    rep.problem = (f"batch {chain.number + 1} (events {first}-{last}) is damaged and cannot be "
+                                   f"read ({_short(exc)})")
                     continue
                 rep.unchecked += crc is None
                 rep.good_batches = chain.number
@@ -1492,8 +1521,17 @@ def inspect_file(path: str | Path, *, check_wal: bool | None = None) -> Inspecti
                 for seq, version, crc in con.execute("SELECT seq, version, crc FROM snapshots ORDER BY seq"
                                                      ).fetchall():
                     rep.snapshots += 1
-                    seq, version = int(seq), int(version)
-                    if _pieces_crc(seq, version, _body_slices(con, seq, version >= _PIECED)) != crc:
+                    try:
+                        seq = _whole_number(seq)
+                    except ValueError as exc:
+                        rep.unreadable_snapshots.append(_short(exc))
+                        continue
+                    try:
+                        version = _whole_number(version)
+                        whole = _pieces_crc(seq, version, _body_slices(con, seq, version >= _PIECED)) == crc
+                    except (sqlite3.Error, TypeError, ValueError, OverflowError, struct.error):
+                        whole = False  # damaged past reading: as bad as a failed checksum
+                    if not whole:
                         rep.bad_snapshots.append(int(seq))
                     elif seq > rep.good_events:  # whole, but of events the good part does not hold
                         rep.bad_snapshots.append(int(seq))
@@ -1586,6 +1624,14 @@ def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time, cut
             source = p
         try:
             _copy_prefix(source, work, insp, result)
+        except (sqlite3.Error, TypeError, ValueError, OverflowError, struct.error) as exc:
+            work.unlink(missing_ok=True)
+            Path(str(work) + "-wal").unlink(missing_ok=True)
+            Path(str(work) + "-shm").unlink(missing_ok=True)
+            raise JournalDamaged(
+                f"{p} cannot be repaired: its good part (batches 1-{insp.good_batches:,}, events "
+                f"1-{insp.good_events:,}) cannot be copied out of it ({_short(exc)}). The journal was not changed; "
+                f"a copy of it is kept as {backup}. Restore the journal from a backup of your own") from exc
         finally:
             if source != p:
                 for suffix in ("", "-wal", "-shm", ".lock"):
@@ -1615,14 +1661,30 @@ def _copy_prefix(source: Path, dest: Path, insp: Inspection, result: Repair) -> 
         result.kept_batches = insp.good_batches
         result.kept_events = insp.good_events
         if insp.schema >= 2:
-            snaps = [r for r in src.execute("SELECT seq, ts, version, crc, body FROM snapshots ORDER BY seq")
-                     if r[0] <= insp.good_events and r[0] not in insp.bad_snapshots]
-            out.executemany("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)", snaps)
-            for seq, _, version, _, _ in snaps:
-                if version >= _PIECED:
-                    out.executemany("INSERT INTO snapshot_pieces VALUES (?, ?, ?)",
-                                    src.execute("SELECT seq, no, body FROM snapshot_pieces WHERE seq = ?", (seq,)))
-            result.dropped_snapshots = insp.snapshots - len(snaps)
+            # Each snapshot that checked is copied on its own: one that SQLite cannot read back (its pages are
+            # damaged) is dropped, as a bad one is - the kept batches carry the sale without it.
+            try:
+                seqs = [r[0] for r in src.execute("SELECT seq FROM snapshots ORDER BY seq").fetchall()]
+            except sqlite3.DatabaseError:
+                seqs = []
+            kept = 0
+            for seq in seqs:
+                if not isinstance(seq, int) or seq > insp.good_events or seq in insp.bad_snapshots:
+                    continue
+                try:
+                    row = src.execute("SELECT seq, ts, version, crc, body FROM snapshots WHERE seq = ?",
+                                      (seq,)).fetchone()
+                    pieces = (src.execute("SELECT seq, no, body FROM snapshot_pieces WHERE seq = ?",
+                                          (seq,)).fetchall()
+                              if row is not None and isinstance(row[2], int) and row[2] >= _PIECED else [])
+                except sqlite3.DatabaseError:
+                    continue
+                if row is None or not isinstance(row[2], int):
+                    continue
+                out.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)", row)
+                out.executemany("INSERT INTO snapshot_pieces VALUES (?, ?, ?)", pieces)
+                kept += 1
+            result.dropped_snapshots = insp.snapshots - kept
         out.execute("COMMIT")
     finally:
         src.close()
