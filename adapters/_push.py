@@ -35,7 +35,16 @@ from livecart.adapters._intake import Intake
 from livecart.adapters.reconnect import Backoff, reconnecting
 from livecart.core.errors import FatalAdapterError, LivecartError, NotDurable, RetryableError
 from livecart.core.records import Comment
-from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
+from livecart.listen import (
+    DEFAULT_IDLE,
+    DEFAULT_REQUEST,
+    Guard,
+    GuardedSite,
+    UnreadableBody,
+    closing,
+    read_body,
+    runner_options,
+)
 from livecart.plugin import (
     Adapter,
     AdapterStats,
@@ -210,8 +219,11 @@ class PushAdapter(Adapter):
         if self.intake.closed:
             return self._busy()
         try:
-            body = await request.read()
+            body = await read_body(request)
             comments = self.decode_push(request, body)
+        except UnreadableBody as exc:
+            self.stats.malformed("bad_encoding", str(exc))
+            return closing(web.json_response({"error": "bad_encoding", "detail": str(exc)}, status=400))
         except web.HTTPRequestEntityTooLarge:
             self.stats.malformed("oversized", f"push body over {MAX_BODY} bytes refused with 413")
             return web.json_response({"error": f"body over {MAX_BODY} bytes"}, status=413)

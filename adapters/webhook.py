@@ -44,7 +44,16 @@ from livecart.adapters._codec import DEFAULT_MAX_BYTES, Decoder, RecentKeys, che
 from livecart.adapters._intake import Intake
 from livecart.core.errors import FatalAdapterError, LivecartError, MalformedInput, NotDurable
 from livecart.core.records import Comment
-from livecart.listen import DEFAULT_IDLE, DEFAULT_REQUEST, Guard, GuardedSite, runner_options
+from livecart.listen import (
+    DEFAULT_IDLE,
+    DEFAULT_REQUEST,
+    Guard,
+    GuardedSite,
+    UnreadableBody,
+    closing,
+    read_body,
+    runner_options,
+)
 from livecart.plugin import (
     Adapter,
     AdapterStats,
@@ -176,7 +185,10 @@ class WebhookAdapter(Adapter):
         if self.intake.full() or self.intake.closed:
             return self._busy()
         try:
-            body = await request.read()
+            body = await read_body(request)
+        except UnreadableBody as exc:
+            self.stats.malformed("bad_encoding", str(exc))
+            return closing(web.json_response({"error": f"bad_encoding: {exc}"}, status=400))
         except web.HTTPRequestEntityTooLarge:
             self.stats.malformed("oversized", "chunked body over the limit refused with 413")
             return web.json_response({"error": f"body is over the limit of {limit} bytes"}, status=413)

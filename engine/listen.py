@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 log = logging.getLogger("livecart.listen")
 
@@ -233,6 +233,31 @@ class GuardedSite(web.TCPSite):
     async def stop(self) -> None:
         self.guard.close()
         await super().stop()
+
+
+class UnreadableBody(Exception):
+    """A request body that is not what its ``Content-Encoding`` says (not gzip, deflate or br at all)."""
+
+
+async def read_body(request: web.Request) -> bytes:
+    """``request.read()``; raises :class:`UnreadableBody` for a body that cannot be decoded as its
+    ``Content-Encoding`` says. The handler answers it (400, counted): aiohttp would otherwise answer 500 and
+    log a traceback per request. Its connection is closed after the answer (what follows in it cannot be
+    read)."""
+    try:
+        return await request.read()
+    except web_protocol.RequestPayloadError as exc:
+        # Nothing more is read from this body: without this, aiohttp reads on after the answer and logs the
+        # same error as an unhandled exception.
+        request.content.feed_eof()
+        encoding = request.headers.get("Content-Encoding", "none")
+        raise UnreadableBody(f"the body cannot be decoded as its Content-Encoding ({encoding[:40]}) says") from exc
+
+
+def closing(response: web.Response) -> web.Response:
+    """``response`` with the connection closed after it (a body that could not be read)."""
+    response.force_close()
+    return response
 
 
 def runner_options(idle_timeout: float) -> dict[str, Any]:

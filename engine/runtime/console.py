@@ -53,6 +53,7 @@ from livecart.core.errors import BadControl, ControlError
 from livecart.core.events import Event
 from livecart.core.ledger import CONTROL_KEY_SECONDS, CONTROL_KEYS
 from livecart.core.records import Outcome
+from livecart.listen import UnreadableBody, closing, read_body
 from livecart.runtime.control import refused
 from livecart.runtime.metrics import Registry
 from livecart.runtime.replies import shown_name
@@ -499,7 +500,9 @@ class Console:
         if why is not None:
             return self._refuse("cross_site", 403, why)
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await read_body(request))
+        except UnreadableBody as exc:
+            return closing(self._refuse("bad", 400, str(exc)))
         except orjson.JSONDecodeError:
             return self._refuse("bad", 400, "the body must be JSON: {\"token\": ...}")
         who = request.remote or ""
@@ -589,7 +592,7 @@ class Console:
         platform = request.query.get("platform", "").strip()
         try:
             limit = max(1, min(1000, int(request.query.get("limit", "200"))))
-            offset = max(0, int(request.query.get("offset", "0")))
+            offset = max(0, min(1_000_000_000, int(request.query.get("offset", "0"))))
         except ValueError:
             return _denied(400, "limit and offset must be numbers")
         if status and status not in STATUSES and status != "unpaid":
@@ -641,7 +644,11 @@ class Console:
         refused = self._guard_post(request)
         if refused is not None:
             return refused
-        raw = await request.read()
+        try:
+            raw = await read_body(request)
+        except UnreadableBody as exc:
+            self._controls.inc(transport="console", action="", result="bad")
+            return closing(_denied(400, str(exc)))
         key = request.headers.get("Idempotency-Key")
         if key is None:
             status, answer = await self._control_once(raw)
@@ -698,7 +705,10 @@ class Console:
         if refused is not None:
             return refused
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await read_body(request))
+        except UnreadableBody as exc:
+            self._controls.inc(transport="console", action="pay", result="bad")
+            return closing(_denied(400, str(exc)))
         except orjson.JSONDecodeError:
             return _denied(400, "the body must be JSON: {\"orders\": [...]}")
         orders = body.get("orders") if isinstance(body, dict) else None

@@ -37,7 +37,15 @@ from aiohttp import web
 from livecart.core.control import Control, ControlAction, checked_key, parse_params
 from livecart.core.errors import BadControl, ControlError, LivecartError
 from livecart.core.settings import Config
-from livecart.listen import DEFAULT_IDLE, Guard, GuardedSite, runner_options
+from livecart.listen import (
+    DEFAULT_IDLE,
+    Guard,
+    GuardedSite,
+    UnreadableBody,
+    closing,
+    read_body,
+    runner_options,
+)
 from livecart.runtime.metrics import Registry
 
 log = logging.getLogger("livecart.control")
@@ -174,7 +182,10 @@ class ControlServer:
             self.counts.inc("http", "", "unauthorized")
             return _json(401, {"ok": False, "error": "missing or wrong token; see [control].token"})
         try:
-            obj = orjson.loads(await request.read())
+            obj = orjson.loads(await read_body(request))
+        except UnreadableBody as exc:
+            self.counts.inc("http", "", "bad")
+            return closing(_json(400, {"ok": False, "error": str(exc)}))
         except orjson.JSONDecodeError as exc:
             self.counts.inc("http", "", "bad")
             return _json(400, {"ok": False, "error": f"the body is not JSON: {exc}"})
@@ -328,9 +339,13 @@ class MqttControl:
             self.counts.inc("mqtt", "", "bad")
             self._log_once("bad", f"payload is not JSON ({exc}); sample {payload[:120]!r}")
             return {"ok": False, "error": f"the payload is not JSON: {exc}"}
-        ident = obj.get("id") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            self.counts.inc("mqtt", "", "bad")
+            self._log_once("bad", f"payload is not a JSON object; sample {payload[:120]!r}")
+            return {"ok": False, "error": f"the payload must be a JSON object, got {type(obj).__name__}"}
+        ident = obj.get("id")
         extra = {"id": ident} if ident is not None else {}
-        given = obj.get("token") if isinstance(obj, dict) else None
+        given = obj.get("token")
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
             self.counts.inc("mqtt", "", "unauthorized")
             self._log_once("unauthorized", "payload with a missing or wrong token")

@@ -312,3 +312,44 @@ def test_a_plugin_that_blocks_fails_or_breaks_on_close_is_said_and_contained(
     assert r.returncode == 1, r.stderr
     assert "adapter badopen (badopen) failed to open: RuntimeError('no credentials in the environment')" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_body_that_is_not_what_its_content_encoding_says_is_a_counted_400(tmp_path: Path) -> None:
+    """Found from outside: a body sent as ``Content-Encoding: gzip`` that is not gzip got a 500 and a
+    40-line traceback per request (the Douyin and Kuaishou pushes need no credentials to send one), counted
+    nowhere; a 500 also tells a platform to send it again, forever."""
+    import gzip
+    import urllib.request
+
+    cfg = small_sale(tmp_path, '[control]\ntoken = "ctok"\n[status]\nport = 0\n'
+                               '[[adapters]]\ntype = "webhook"\nname = "hook"\nport = 0\n', stock=5)
+    daemon = Daemon(cfg, tmp_path / "j.db")
+
+    def send(url: str, body: bytes, **headers: str) -> int:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:  # noqa: S310 - 127.0.0.1 only
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    try:
+        state = daemon.start()
+        hook = state["adapters"]["hook"]
+        control = f"http://{state['host']}:{state['port']}/control"
+        for _ in range(3):
+            assert send(hook, b"not gzip at all", **{"Content-Encoding": "gzip"}) == 400
+            assert send(control, b"zz", Authorization="Bearer ctok", **{"Content-Encoding": "gzip"}) == 400
+        # A real gzip body is read; the connection after a bad one is a new one and works.
+        assert send(hook, gzip.compress(good(1, "h")), **{"Content-Encoding": "gzip"}) == 200
+        wait_for(lambda: daemon.api()["comments"] == 1, "the gzipped comment")
+        metrics = daemon.api("/metrics")
+        assert 'livecart_malformed_total{adapter="hook",reason="bad_encoding"} 3' in metrics
+        assert 'livecart_controls_total{action="",result="bad",transport="http"} 3' in metrics
+        assert daemon.stop() == 0
+        log = daemon.log()
+        assert "Traceback" not in log
+        assert "Unhandled exception" not in log
+        assert "cannot be decoded as its Content-Encoding (gzip) says" in log  # said once, with the reason
+    finally:
+        daemon.kill()

@@ -411,3 +411,16 @@ def test_ctl_sends_a_control_again_with_its_key_when_no_answer_came(
     else:
         assert rc == 1
         assert f"may or may not have been applied: `livecart ctl --key {seen[0]['key']} ...`" in err
+
+
+async def test_mqtt_control_payload_that_is_not_an_object_is_bad_not_unauthorized() -> None:
+    async def handler(c: Control) -> Mapping[str, Any]:
+        return {}
+
+    mc = MqttControl("127.0.0.1", 1883, "live/control", handler, token="t")
+    for payload in (b"[]", b'"status"', b"3"):
+        answer = await mc.answer(payload)
+        assert answer["ok"] is False
+        assert "must be a JSON object" in answer["error"]
+    assert mc.counts.get("mqtt", "", "bad") == 3
+    assert mc.counts.get("mqtt", "", "unauthorized") == 0
