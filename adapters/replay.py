@@ -43,6 +43,10 @@ log = logging.getLogger("livecart.adapter")
 MAX_LINE = 1 << 20
 #: Bytes read at a time when a restart checks the CRC-32 of the file up to its kept position.
 CHECK_READ = 1 << 20
+#: The longest pause between two comments a paced replay (``speed`` > 0) waits out, in recorded seconds: a
+#: longer one is a ``ts`` out of scale (milliseconds among seconds, a year typed wrong), not a pause of the
+#: live room, and waiting for it would stall the replay for years. Said once, then not waited for.
+MAX_GAP = 3600.0
 
 
 #: How long stdin may be silent before the comments read from it so far go on without a full batch.
@@ -259,8 +263,9 @@ class ReplayAdapter(Adapter):
         limit = int(self.options["batch"])
         loop = asyncio.get_running_loop()
         is_stdin = f is sys.stdin.buffer
-        first_ts: float | None = None
-        start = self._clock()
+        prev_ts: float | None = None
+        due = self._clock()
+        said_gap = False
         batch: list[Comment] = []
         decoded: list[Comment] = []
         # A batch yielded in the middle of a line's comments keeps the position at the line's start.
@@ -293,9 +298,20 @@ class ReplayAdapter(Adapter):
             for comment in decoded:
                 self.stats.received += 1
                 if speed > 0:
-                    if first_ts is None:
-                        first_ts = comment.ts
-                    due = start + (comment.ts - first_ts) / speed
+                    # Paced by the latest ts so far (an earlier one, out of order, goes at once); one more
+                    # than MAX_GAP after it is out of scale: not waited for, and not the pace of what follows.
+                    if prev_ts is None:
+                        prev_ts = comment.ts
+                    gap = comment.ts - prev_ts
+                    if gap > MAX_GAP:
+                        if not said_gap:
+                            said_gap = True
+                            log.warning("%s: line %d: its ts is %.0f s after the comments before (a ts in "
+                                        "milliseconds among seconds?): replayed without waiting for it",
+                                        self.name, lineno, gap)
+                    elif gap > 0:
+                        prev_ts = comment.ts
+                        due += gap / speed
                     wait = due - self._clock()
                     if wait > 0:
                         if batch:

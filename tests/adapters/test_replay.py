@@ -125,6 +125,22 @@ async def test_paced_replay_does_not_sleep_when_it_is_already_late(tmp_path: Pat
     assert t.slept == []
 
 
+async def test_a_ts_out_of_scale_is_not_waited_for_and_the_pace_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found from outside: one ``ts`` in milliseconds among seconds stalled a ``speed = 1`` replay for
+    decades, silently (its comment counted received, never decided, the rest of the file never read)."""
+    p = write(tmp_path / "c.jsonl", c(1, ts=100.0), c(2, ts=100_500.0 * 1000), c(3, ts=101.0), c(4, ts=100.5),
+              c(5, ts=103.0), c(6, ts=1e300))
+    t = FakeTime()
+    ad = ReplayAdapter({"path": str(p), "speed": 1.0}, name="r", clock=t.clock, sleep=t.sleep)
+    async with ad:
+        got = [x.id async for x in ad]
+    assert got == [f"m-{i}" for i in range(1, 7)]
+    assert t.slept == pytest.approx([1.0, 2.0])  # 100 -> 101 -> 103; the out-of-order 100.5 goes at once
+    assert "line 2: its ts is" in caplog.text
+    assert caplog.text.count("its ts is") == 1  # said once
+
+
 async def test_speed_zero_never_sleeps(tmp_path: Path) -> None:
     p = write(tmp_path / "c.jsonl", c(1, ts=100.0), c(2, ts=5000.0))
     t = FakeTime()
