@@ -137,12 +137,29 @@ def _storage_backend(c: _Checker, st: dict[str, Any], raw: Any, stream_name: str
     return tuple(servers), (sale if isinstance(sale, str) and SALE_ID.match(sale) else sale_id(stream_name))
 
 
+#: The most units a product's stock, presale or limit may be: far above any sale, well within the 64-bit
+#: integers the journal and its snapshots store (99999999999999999999 stopped `run` with a traceback).
+MAX_UNITS = 10**12
+#: The highest price: a guard against a typo or ``inf`` (which stopped `run` and `parse` with a traceback).
+MAX_PRICE = 10.0**9
+
+
+def check_units(v: Any) -> str | None:
+    """0 to :data:`MAX_UNITS`."""
+    return check_nonneg(v) or (None if v <= MAX_UNITS else f"must be at most {MAX_UNITS:,}")
+
+
+def check_price(v: Any) -> str | None:
+    """0 to :data:`MAX_PRICE`, a finite number."""
+    return check_nonneg(v) or (None if v <= MAX_PRICE else f"must be at most {MAX_PRICE:,.0f}")
+
+
 VARIANT_KEYS: dict[str, Option] = {
     "name": Option(str, required=True),
     "aliases": Option(list, []),
-    "stock": Option(int, 0, check=check_nonneg),
-    "presale": Option(int, 0, check=check_nonneg),
-    "price": Option(float, check=check_nonneg),
+    "stock": Option(int, 0, check=check_units),
+    "presale": Option(int, 0, check=check_units),
+    "price": Option(float, check=check_price),
     "code": Option(str),
     "options": Option(dict, doc="with product options: one value of each, as in { colour = 'black', size = 'M' }"),
 }
@@ -159,10 +176,10 @@ PRODUCT_KEYS: dict[str, Option] = {
     "name": Option(str, required=True),
     "aliases": Option(list, []),
     "link": Option(int, check=check_positive),
-    "price": Option(float, 0.0, check=check_nonneg),
-    "stock": Option(int, 0, check=check_nonneg),
-    "limit": Option(int, 0, check=check_nonneg),
-    "presale": Option(int, 0, check=check_nonneg),
+    "price": Option(float, 0.0, check=check_price),
+    "stock": Option(int, 0, check=check_units),
+    "limit": Option(int, 0, check=check_units),
+    "presale": Option(int, 0, check=check_units),
     "presale_note": Option(str, "", doc="said to presale buyers, e.g. 'ships from Tuesday'"),
     "code": Option(str, doc="a short code buyers may type, as in 'SOLD A12 2'"),
     "variants": Option(list, []),

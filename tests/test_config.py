@@ -263,3 +263,17 @@ def test_replying_adapters_take_a_rate_limit_and_a_bad_language_is_said_once() -
     with pytest.raises(ConfigError) as e:
         config.loads(ws + 'reply_language = "fr"\n', file="s.toml")
     assert str(e.value).count("got 'fr'") == 1
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("stock = 99999999999999999999", "[products[0].stock]: must be at most 1,000,000,000,000"),
+    ("presale = 10000000000000", "[products[0].presale]: must be at most 1,000,000,000,000"),
+    ("limit = 10000000000000", "[products[0].limit]: must be at most 1,000,000,000,000"),
+    ("price = inf", "[products[0].price]: must be at most 1,000,000,000"),
+    ("price = nan", "[products[0].price]: must be 0 or more"),
+])
+def test_numbers_no_sale_has_are_config_problems(line: str, said: str) -> None:
+    """Found from outside: ``stock = 99999999999999999999`` and ``price = inf`` stopped ``run`` (and ``parse``)
+    with a traceback (an integer past 64 bits in the journal's catalogue, an infinite price in the parser)."""
+    text = BASE.replace("stock = 10\n", "") + line + "\n"
+    assert any(said in m for m in problems(text)), problems(text)
