@@ -225,13 +225,14 @@ class TwitchAdapter(Adapter):
         """Queue replies; a background sender drains the queue within ``reply_limit`` per ``reply_window``.
 
         Queued replies survive a reconnect. Without a token (anonymous login) replies cannot be sent: they are
-        counted in ``stats.errors`` and logged, never silently dropped.
+        counted in ``stats.errors`` and raised as :class:`AdapterError` (the reply queue counts them failed and
+        logs it), never silently dropped.
         """
         if not self.options["token"]:
+            # Raised, so the reply queue counts them failed (it counted them sent) and says it once.
             self.stats.errors += len(replies)
-            log.warning("adapter %s: %d replies not sent: no token configured (anonymous login)",
-                        self.name, len(replies))
-            return
+            raise AdapterError(f"adapter {self.name}: {len(replies)} replies not sent: no token configured "
+                               "(anonymous login)")
         for r in replies:
             reply_to = r.comment.id if r.comment is not None and r.comment.platform == "twitch" else None
             self._outbox.append(format_privmsg(self.channel, r.text, reply_to))

@@ -16,7 +16,7 @@ from livecart.adapters.twitch import (
     privmsg_to_comment,
     unescape_tag_value,
 )
-from livecart.core.errors import FatalAdapterError, MalformedInput
+from livecart.core.errors import AdapterError, FatalAdapterError, MalformedInput
 from livecart.core.records import Comment
 from livecart.plugin import Reply
 from tests.adapters.fakes.fake_twitch import FakeTwitch, privmsg
@@ -212,7 +212,8 @@ async def test_anonymous_login_cannot_reply_and_says_so() -> None:
     a = TwitchAdapter({"url": "ws://127.0.0.1:9", "channel": CHAN, "nick": "justinfan1", "token": "",
                        "reply_limit": 20, "reply_window": 30.0, "idle_timeout": 60.0, "retry_initial": 0.01,
                        "retry_max": 0.05}, name="tw")
-    await a.send_replies([Reply("hi")])
+    with pytest.raises(AdapterError, match="no token configured"):  # the reply queue counts it failed, not sent
+        await a.send_replies([Reply("hi")])
     assert a.stats.errors == 1
     assert a.queued_replies == 0
 
