@@ -328,6 +328,12 @@ def record(c: Control, catalogue: Catalogue) -> tuple[Kind, list[Any]]:
     return kind, args
 
 
+#: A record's kind as the host says it (for messages).
+_NAMES = {Kind.PAY.value: "pay", Kind.CANCEL.value: "cancel", Kind.RESTOCK.value: "restock",
+          Kind.PRESALE.value: "presale", Kind.LIMIT.value: "limit", Kind.FEATURE.value: "feature",
+          Kind.PAUSE.value: "pause"}
+
+
 def applied_before(ledger: Ledger, c: Control, catalogue: Catalogue) -> bool:
     """Whether ``c`` is a keyed control that ``ledger`` has applied already (the same control sent again):
     False for no key or a key it does not know (or no longer: :data:`~livecart.core.ledger.CONTROL_KEYS`).
@@ -339,7 +345,8 @@ def applied_before(ledger: Ledger, c: Control, catalogue: Catalogue) -> bool:
         return False
     kind, args = _record(c, catalogue)
     if seen != (kind.value, args):
-        raise ControlError(f"the key {c.key} came with another control ({seen[0]} {seen[1]}); a new control "
+        first = " ".join(str(a) for a in (_NAMES.get(seen[0], seen[0]), *seen[1]) if a is not None)
+        raise ControlError(f"the key {c.key} came with another control ({first}); a new control "
                            "needs a new key", "key_reused", key=c.key)
     return True
 
