@@ -49,12 +49,12 @@ from aiohttp import web
 
 from livecart.core.catalogue import Catalogue
 from livecart.core.control import KEY, Control, ControlAction
-from livecart.core.errors import BadControl, ControlError
+from livecart.core.errors import BadControl
 from livecart.core.events import Event
 from livecart.core.ledger import CONTROL_KEY_SECONDS, CONTROL_KEYS
 from livecart.core.records import Outcome
 from livecart.listen import UnreadableBody, closing, read_body
-from livecart.runtime.control import refused
+from livecart.runtime.control import ControlCounts, apply
 from livecart.runtime.metrics import Registry
 from livecart.runtime.replies import shown_name
 
@@ -223,7 +223,8 @@ class Console:
         self.clock = clock
         self.started = clock()
         reg = registry if registry is not None else Registry()
-        self._controls = reg.counter("controls_total", "Host controls by transport, action and result")
+        self._counts = ControlCounts(reg)
+        self._controls = self._counts.counter
         self._clients_g = reg.gauge("console_clients", "Open console pages (live connections)")
         self._refused = reg.counter("console_refused_total", "Console requests refused, by reason")
         self._work = reg.counter("console_seconds_total",
@@ -618,23 +619,7 @@ class Console:
         return _json(self.summary())
 
     async def _apply(self, c: Control) -> tuple[int, dict[str, Any]]:
-        action = c.action.value
-        try:
-            result = await self.host.handle_control(c)
-        except ControlError as exc:
-            self._controls.inc(transport="console", action=action, result="refused")
-            return 409, refused(action, exc)
-        except Exception as exc:
-            self._controls.inc(transport="console", action=action, result="error")
-            log.exception("console control %s failed in the handler", action)
-            return 500, {"ok": False, "action": action, "error": f"internal error: {exc!r}"}
-        if result.get("replayed"):  # applied before (by an earlier process): the daemon logs it
-            self._controls.inc(transport="console", action=action, result="replayed")
-        else:
-            self._controls.inc(transport="console", action=action, result="ok")
-            log.info("control %s via console applied: %s", action,
-                     {k: v for k, v in c.to_dict().items() if v is not None})
-        return 200, {"ok": True, "action": action, "result": dict(result)}
+        return await apply(self.host.handle_control, c, self._counts, "console")
 
     async def _control(self, request: web.Request) -> web.Response:
         """``POST /console/api/control``. With an ``Idempotency-Key`` header, the same control sent again with

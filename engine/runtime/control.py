@@ -74,7 +74,10 @@ def resolved_state_path(cfg: Config) -> Path | None:
     return None if real == control_state_path(cfg) else real
 
 
-class _Counts:
+class ControlCounts:
+    """``livecart_controls_total`` by transport, action and result (every control transport's, and the
+    console's)."""
+
     def __init__(self, metrics: Registry | None) -> None:
         self.metrics = metrics if metrics is not None else Registry()
         self.counter = self.metrics.counter("controls_total", "Host controls by transport, action and result")
@@ -96,7 +99,7 @@ def refused(action: str, exc: ControlError) -> dict[str, Any]:
     return answer
 
 
-async def apply(handler: Handler, control: Control, counts: _Counts, transport: str, stream: str = ""
+async def apply(handler: Handler, control: Control, counts: ControlCounts, transport: str, stream: str = ""
                 ) -> tuple[int, dict[str, Any]]:
     """Run the handler; map its outcome to an HTTP-like status and a JSON-ready answer."""
     action = control.action.value
@@ -160,7 +163,7 @@ class ControlServer:
         self.state_path = state_path
         #: A second state file, beside the journal's real name (:func:`resolved_state_path`), or None.
         self.mirror_path: Path | None = None
-        self.counts = _Counts(metrics)
+        self.counts = ControlCounts(metrics)
         #: Extra keys written to the state file beside host/port/pid (the daemon adds its status URL and
         #: adapter addresses, so tools and tests find them).
         self.state_extra: dict[str, Any] = {}
@@ -319,7 +322,7 @@ class MqttControl:
         if not token:
             raise ValueError("the MQTT control topic needs a token; an empty one would let anyone control the sale")
         self.token: str = token
-        self.counts = _Counts(metrics)
+        self.counts = ControlCounts(metrics)
         self.max_delay = max_delay
         self.ready = asyncio.Event()
         self.reconnects = 0

@@ -129,9 +129,10 @@ class Sale:
         self.daemon.kill()
 
 
-def running_sale(tmp_path: Path) -> Iterator[Sale]:
-    """The body of the tests' ``sale`` fixture: the Chinese sale of 40 eggs, started, killed after the test."""
-    s = Sale(tmp_path / "sale", stock=40, language="zh").start()
+def running_sale(tmp_path: Path, language: str = "zh") -> Iterator[Sale]:
+    """The body of the tests' ``sale`` fixture: the sale of 40 eggs (in Chinese unless ``language``), started,
+    killed after the test."""
+    s = Sale(tmp_path / "sale", stock=40, language=language).start()
     try:
         yield s
     finally:

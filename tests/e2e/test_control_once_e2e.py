@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.console_sale import TOKEN, Sale, request
+from tests.e2e.console_sale import TOKEN, Sale, request, running_sale
 from tests.e2e.test_console_security import login
 
 pytestmark = pytest.mark.slow
@@ -20,11 +20,7 @@ RESTOCK = {"action": "restock", "sku": "egg-10", "qty": 7}
 
 @pytest.fixture
 def sale(tmp_path: Path) -> Iterator[Sale]:
-    s = Sale(tmp_path / "sale", stock=40, language="en").start()
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from running_sale(tmp_path, language="en")
 
 
 def console_post(sale: Sale, body: dict[str, object], key: str) -> tuple[int, dict[str, str], dict[str, Any]]:
