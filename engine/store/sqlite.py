@@ -1625,21 +1625,23 @@ def repair_file(path: str | Path, *, clock: Callable[[], float] = time.time, cut
         try:
             _copy_prefix(source, work, insp, result)
         except (sqlite3.Error, TypeError, ValueError, OverflowError, struct.error) as exc:
-            work.unlink(missing_ok=True)
-            Path(str(work) + "-wal").unlink(missing_ok=True)
-            Path(str(work) + "-shm").unlink(missing_ok=True)
+            _unlink(work, ("", "-wal", "-shm"))
             raise JournalDamaged(
                 f"{p} cannot be repaired: its good part (batches 1-{insp.good_batches:,}, events "
                 f"1-{insp.good_events:,}) cannot be copied out of it ({_short(exc)}). The journal was not changed; "
                 f"a copy of it is kept as {backup}. Restore the journal from a backup of your own") from exc
         finally:
             if source != p:
-                for suffix in ("", "-wal", "-shm", ".lock"):
-                    Path(str(source) + suffix).unlink(missing_ok=True)
+                _unlink(source, ("", "-wal", "-shm", ".lock"))
         os.replace(work, p)
-        for suffix in ("-wal", "-shm"):
-            Path(str(p) + suffix).unlink(missing_ok=True)
+        _unlink(p, ("-wal", "-shm"))
         return result
+
+
+def _unlink(path: Path, suffixes: tuple[str, ...]) -> None:
+    """Remove ``path`` + each of ``suffixes`` ("" is the file itself) that exists."""
+    for suffix in suffixes:
+        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def _copy_prefix(source: Path, dest: Path, insp: Inspection, result: Repair) -> None:
